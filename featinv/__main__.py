@@ -1,0 +1,3 @@
+from featinv.cli import main
+
+main()

@@ -1,0 +1,292 @@
+"""The ``featinv`` command line: a thin layer over the Python API.
+
+Errors a user can fix are one line on stderr and exit code 1 (2 for usage errors); ``--debug``
+shows the traceback instead.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from .errors import FeatinvError
+
+
+def _echo_json(data) -> None:
+    click.echo(json.dumps(data, indent=2))
+
+
+def _parse_params(items: tuple[str, ...]) -> dict[str, str]:
+    params = {}
+    for item in items:
+        if "=" not in item:
+            raise click.BadParameter(f"expected NAME=VALUE, got {item!r}", param_hint="--param")
+        key, value = item.split("=", 1)
+        params[key.strip()] = value.strip()
+    return params
+
+
+param_option = click.option("--param", "-p", "params", multiple=True, metavar="NAME=VALUE",
+                            help="Representation parameter (repeatable), e.g. -p cell_size=8.")
+device_option = click.option("--device", default="auto", show_default=True,
+                             help="cpu, cuda, cuda:1, ... or auto (CUDA when available).")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Show tracebacks instead of one-line errors.")
+@click.version_option(package_name="featinv")
+def cli(debug: bool) -> None:
+    """Reconstruct images from feature representations with trained decoders."""
+
+
+@cli.command("list-features")
+@click.argument("pattern", default="*")
+@click.option("--image-size", type=int, default=128, show_default=True,
+              help="Show each layout for a square image of this size.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def list_features_cmd(pattern: str, image_size: int, as_json: bool) -> None:
+    """List the registered representations (optionally matching a glob PATTERN)."""
+    from .registry import get_spec, list_features
+
+    rows = []
+    for name in list_features(pattern):
+        spec = get_spec(name)
+        try:
+            info = spec.to_json(image_size)
+        except FeatinvError as exc:  # too small for this representation
+            info = spec.to_json()
+            info["layout"] = None
+            info["layout_error"] = str(exc)
+        rows.append(info)
+    if as_json:
+        _echo_json(rows)
+        return
+    if not rows:
+        click.echo("No representations registered." if pattern == "*" else
+                   f"No representation matches '{pattern}'.")
+        return
+    header = ("name", "plugin", "input", f"layout@{image_size}", "diff.", "description")
+    table = [header] + [(r["name"], r["plugin"], r["input"],
+                         _layout_text(r["layout"]) if r["layout"] else "too small",
+                         "yes" if r["differentiable"] else "no", r["description"]) for r in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header) - 1)]
+    for row in table:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths)) + "  " + row[-1])
+    _warn_plugin_problems()
+
+
+def _layout_text(layout: dict) -> str:
+    if layout["kind"] == "vector":
+        return str(layout["channels"])
+    return f"{layout['channels']}x{layout['height']}x{layout['width']}"
+
+
+def _warn_plugin_problems() -> None:
+    from .plugins import plugin_problems
+
+    for p in plugin_problems():
+        click.echo(f"Warning: plugin '{p.name}' {p.error}", err=True)
+
+
+@cli.command("plugins")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def plugins_cmd(as_json: bool) -> None:
+    """List loaded plugins, their representations, and any that failed."""
+    from .plugins import plugin_infos
+
+    infos = plugin_infos()
+    if as_json:
+        _echo_json([p.to_json() for p in infos])
+        return
+    for p in infos:
+        status = f"ERROR: {p.error}" if p.error else ", ".join(p.features) or "(no representations)"
+        click.echo(f"{p.name}  [{p.source}]  {status}")
+
+
+@cli.command("describe")
+@click.argument("name")
+@click.option("--image-size", type=int, default=128, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def describe_cmd(name: str, image_size: int, as_json: bool) -> None:
+    """Parameters, layout formula, input and differentiability of representation NAME."""
+    from .registry import get_spec
+
+    info = get_spec(name).to_json(image_size)
+    if as_json:
+        _echo_json(info)
+        return
+    click.echo(f"{info['name']}: {info['description']}")
+    click.echo(f"  plugin:         {info['plugin']}")
+    click.echo(f"  input:          {info['input']} image")
+    click.echo(f"  differentiable: {'yes' if info['differentiable'] else 'no'}")
+    click.echo(f"  layout:         {info['layout_formula']}  (H x W image)")
+    click.echo(f"  at {image_size} px:     {_layout_text(info['layout'])}")
+    click.echo(f"  smallest image: {info['min_size']} px")
+    click.echo(f"  decoder family: {info['decoder']}")
+    click.echo("  parameters:" + ("" if info["params"] else " none"))
+    for p in info["params"]:
+        choices = f" (one of {p['choices']})" if p["choices"] else ""
+        click.echo(f"    {p['name']} = {p['default']!r}  {p['help']}{choices}")
+
+
+@cli.command("train")
+@click.option("--feature", "-f", required=True, help="Representation to invert.")
+@param_option
+@click.option("--data", required=True, type=click.Path(), help="Folder of training images.")
+@click.option("--val", type=click.Path(), help="Folder of validation images.")
+@click.option("--out", "-o", required=True, type=click.Path(), help="Output folder.")
+@click.option("--image-size", type=int, default=128, show_default=True)
+@click.option("--epochs", type=int, default=10, show_default=True)
+@click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--lr", type=float, default=1e-3, show_default=True)
+@click.option("--schedule", type=click.Choice(["step", "cosine", "constant"]), default="step",
+              show_default=True, help="Learning-rate decay towards the end.")
+@click.option("--preset", default="compact", show_default=True, help="Decoder preset: paper or compact.")
+@click.option("--width", type=float, help="Width multiplier (overrides the preset's).")
+@click.option("--crop-scale", type=float, default=1.0, show_default=True,
+              help="Smallest random-crop side as a fraction of the shorter image side.")
+@click.option("--limit", type=int, help="Use only the first N training images.")
+@click.option("--val-limit", type=int, default=500, show_default=True)
+@click.option("--workers", type=int, default=2, show_default=True, help="Data-loading processes.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--save-every", type=int, default=0, help="Also checkpoint every N steps.")
+@click.option("--resume", is_flag=True, help="Continue from OUT/train_state.safetensors.")
+@device_option
+def train_cmd(feature, params, data, val, out, image_size, epochs, batch_size, lr, schedule,
+              preset, width, crop_scale, limit, val_limit, workers, seed, save_every, resume,
+              device) -> None:
+    """Train a decoder that inverts FEATURE; writes OUT/decoder.safetensors."""
+    from .train import TrainConfig, train
+
+    cfg = TrainConfig(feature=feature, params=_parse_params(params), data=data, val=val, out=out,
+                      image_size=image_size, epochs=epochs, batch_size=batch_size, lr=lr,
+                      schedule=schedule, preset=preset, width=width,
+                      crop_scale=(crop_scale, 1.0), limit=limit, val_limit=val_limit,
+                      workers=workers, seed=seed, save_every=save_every, device=device)
+    metrics = train(cfg, resume=resume, log=lambda m: click.echo(m, err=True))
+    click.echo(f"wrote {Path(out) / 'decoder.safetensors'}")
+    if metrics:
+        _echo_json(metrics)
+
+
+@cli.command("invert")
+@click.argument("images", nargs=-1, required=True, type=click.Path())
+@click.option("--feature", "-f", help="Representation (uses its shipped decoder without --checkpoint).")
+@click.option("--checkpoint", "-c", type=click.Path(), help="Decoder checkpoint (.safetensors).")
+@click.option("--out", "-o", default=".", show_default=True, type=click.Path(),
+              help="Output folder (or a .png file for a single image).")
+@click.option("--size", type=int, help="Shorter image side to work at (default: the decoder's training size).")
+@click.option("--side-by-side", is_flag=True, help="Write input | reconstruction.")
+@device_option
+def invert_cmd(images, feature, checkpoint, out, size, side_by_side, device) -> int:
+    """Reconstruct each image from its features; writes one PNG per input."""
+    import torch
+
+    from .errors import ImageError
+    from .images import iter_paths, make_grid, save_png
+    from .inversion import extractor_for, load_decoder, pick_device, prepare, reconstruct
+
+    if not feature and not checkpoint:
+        raise FeatinvError("Pass --feature NAME (shipped decoder) or --checkpoint FILE.")
+    decoder = load_decoder(checkpoint or feature, device=pick_device(device), feature=feature)
+    extractor = extractor_for(decoder)
+    name = decoder.meta["feature"]["name"]
+    size = size or decoder.config["image_size"]
+    paths = iter_paths(images)
+    single_file = len(paths) == 1 and out.lower().endswith(".png")
+    failures = 0
+    for path in paths:
+        try:
+            x = prepare(path, size)
+            y = reconstruct(extractor, decoder, x[None])[0].cpu()
+        except (ImageError, FeatinvError) as exc:
+            failures += 1
+            click.echo(f"Error: {exc}", err=True)
+            continue
+        picture = make_grid([torch.stack([x, y])]) if side_by_side else y
+        target = Path(out) if single_file else Path(out) / f"{path.stem}.{name}.png"
+        click.echo(str(save_png(picture, target)))
+    if failures:
+        click.echo(f"{failures} of {len(paths)} images failed.", err=True)
+    return 1 if failures else 0
+
+
+@cli.command("evaluate")
+@click.option("--feature", "-f", help="Representation (uses its shipped decoder without --checkpoint).")
+@click.option("--data", required=True, type=click.Path(), help="Folder of test images.")
+@click.option("--checkpoint", "-c", type=click.Path(), help="Decoder checkpoint (.safetensors).")
+@click.option("--image-size", type=int, help="Test image size (default: the decoder's).")
+@click.option("--limit", type=int, help="Use only the first N images.")
+@click.option("--batch-size", type=int, default=32, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@device_option
+def evaluate_cmd(feature, data, checkpoint, image_size, limit, batch_size, as_json, device) -> int:
+    """Normalized reconstruction error, PSNR and SSIM over a folder of images."""
+    from .evaluate import evaluate
+
+    result = evaluate(data, feature=feature, checkpoint=checkpoint, image_size=image_size,
+                      limit=limit, batch_size=batch_size, device=device,
+                      on_error=lambda msg: click.echo(f"Error: {msg}", err=True))
+    if as_json:
+        _echo_json(result)
+    else:
+        click.echo(f"{result['feature']} on {result['n_images']} images at "
+                   f"{result['image_size']} px ({result['device']}):")
+        click.echo(f"  normalized error  {result['normalized_error']:.4f}")
+        click.echo(f"  PSNR              {result['psnr']:.2f} dB")
+        click.echo(f"  SSIM              {result['ssim']:.4f}")
+        click.echo(f"  time per image    {result['seconds_per_image'] * 1000:.2f} ms")
+    return 1 if result["failed"] else 0
+
+
+@cli.command("demo")
+@click.option("--train-data", type=click.Path(), help="Folder of photos to train a small HOG "
+              "decoder on when no shipped decoder exists.")
+@click.option("--out", "-o", default="demo", show_default=True, type=click.Path())
+@click.option("--feature", "-f", default="hog", show_default=True)
+@click.option("--epochs", type=int, default=3, show_default=True)
+@click.option("--limit", type=int, default=3000, show_default=True, help="Training images used.")
+@device_option
+def demo_cmd(train_data, out, feature, epochs, limit, device) -> None:
+    """Invert bundled example images (training a small decoder first if none is shipped)."""
+    from .demo import run_demo
+
+    for path in run_demo(feature, Path(out), train_data, epochs, limit, device,
+                         log=lambda m: click.echo(m, err=True)):
+        click.echo(str(path))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: one-line errors unless ``--debug``."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args or bool(os.environ.get("FEATINV_DEBUG"))
+    try:
+        code = cli.main(args=args, prog_name="featinv", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        sys.exit(1)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("Interrupted.", err=True)
+        sys.exit(130)
+    except FeatinvError as exc:
+        if debug:
+            raise
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(1)
+    except Exception as exc:  # a bug or an environment problem: still one line by default
+        if debug:
+            raise
+        click.echo(f"Error: {type(exc).__name__}: {exc} (run 'featinv --debug ...' for the "
+                   "traceback)", err=True)
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

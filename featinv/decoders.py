@@ -1,0 +1,264 @@
+"""Generic up-convolutional decoders built from a declared layout (paper, supplementary Tables 3-7).
+
+``build_decoder(spec, layout, image_size, preset)`` asks the ``featinv_build_decoder`` hook; the
+generic builder here answers last, so a plugin can supply its own network for a layout. Four
+families cover every layout:
+
+- ``two_stream`` (Tables 3, 5; HOG, LBP): stream A compresses the grid until the map is 64x
+  smaller than the image and expands it back (global brightness), stream B keeps the grid
+  resolution (local detail); both are joined ("J") and up-convolved to the image.
+- ``contract_expand`` (Table 4; sparse grids such as SIFT): strided convs down to 64x smaller than
+  the image, two convs, then up-convs all the way to the image.
+- ``conv_upconv`` (Table 6; CNN conv layers): three 3x3 convs, then 5x5 up-convs.
+- ``fc_upconv`` (Table 7; vectors): three FC layers, reshape to 256x4x4, 5x5 up-convs.
+
+Every layer but the last is followed by leaky ReLU (slope 0.2). Up-convolution is a transposed
+convolution with stride 2. Channel widths are the paper's, times the preset's width multiplier.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .hookspecs import hookimpl
+from .layout import GridLayout, Layout, VectorLayout, layout_from_json, upsampling_factor
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "paper": {"width": 1.0, "help": "the paper's channel widths (supplementary Tables 3-7)"},
+    "compact": {"width": 0.25, "help": "a quarter of the paper's widths; trains at a useful "
+                                        "speed on a laptop CPU"},
+}
+DEFAULT_PRESET = "compact"
+NEG_SLOPE = 0.2
+
+
+def _act() -> nn.Module:
+    return nn.LeakyReLU(NEG_SLOPE, inplace=True)
+
+
+def conv(cin: int, cout: int, k: int, stride: int = 1, act: bool = True) -> nn.Sequential:
+    layers = [nn.Conv2d(cin, cout, k, stride, padding=k // 2)]
+    return nn.Sequential(*layers, _act()) if act else nn.Sequential(*layers)
+
+
+def upconv(cin: int, cout: int, k: int = 4, act: bool = True) -> nn.Sequential:
+    """2x up-sampling by a transposed convolution; output side is exactly twice the input's."""
+    pad = (k - 1) // 2
+    extra = 2 - k + 2 * pad  # output_padding that makes (n-1)*2 - 2*pad + k + extra == 2n
+    layers = [nn.ConvTranspose2d(cin, cout, k, 2, padding=pad, output_padding=extra)]
+    return nn.Sequential(*layers, _act()) if act else nn.Sequential(*layers)
+
+
+def _expanding_channels(n: int, top: int) -> list[int]:
+    """Channels of ``n`` up-convs ending in RGB: ..., 128, 64, 32, 3 (capped at ``top``)."""
+    return [min(32 * 2 ** (n - 2 - i), top) for i in range(n - 1)] + [3]
+
+
+def _log2(x: float) -> int:
+    return max(0, int(round(math.log2(x))))
+
+
+class _Expand(nn.Sequential):
+    """A chain of up-convs to RGB; the last one has no activation."""
+
+    def __init__(self, cin: int, n: int, top: int, w, k: int = 4):
+        chans = _expanding_channels(n, top)
+        layers = []
+        for i, c in enumerate(chans):
+            last = i == len(chans) - 1
+            layers.append(upconv(cin, c if last else w(c), k, act=not last))
+            cin = c if last else w(c)
+        super().__init__(*layers)
+
+
+class TwoStream(nn.Module):
+    """Paper Tables 3 and 5. Input ``(B, C, h, w)`` -> ``(B, 3, r*h, r*w)``."""
+
+    def __init__(self, channels: int, grid: int, factor: int, w):
+        super().__init__()
+        n_down = max(1, min(_log2(64 / factor), int(math.log2(max(grid, 2)))))
+        a, cin = [], channels
+        for i in range(n_down):
+            c = w(min(256 * 2 ** i, 1024))
+            a.append(conv(cin, c, 5 if i < 2 else 3, stride=2))
+            cin = c
+        if n_down < 3:
+            a.append(conv(cin, w(1024), 3))
+            cin = w(1024)
+        for i in range(n_down):
+            c = w(512 // 2 ** i)
+            a.append(upconv(cin, c))
+            cin = c
+        self.stream_a = nn.Sequential(*a)
+        self.stream_b = nn.Sequential(conv(channels, w(128), 5), conv(w(128), w(128), 3))
+        self.joint = nn.Sequential(conv(cin + w(128), w(256), 3), conv(w(256), w(128), 3))
+        self.expand = _Expand(w(128), _log2(factor), 128, w)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = self.stream_a(x)
+        b = self.stream_b(x)
+        if a.shape[-2:] != b.shape[-2:]:  # grids that are not a multiple of 2**n_down
+            a = F.interpolate(a, size=b.shape[-2:], mode="bilinear", align_corners=False)
+        return self.expand(self.joint(torch.cat([a, b], 1)))
+
+
+class ContractExpand(nn.Module):
+    """Paper Table 4 (sparse SIFT grid). Input ``(B, C, h, w)`` -> ``(B, 3, r*h, r*w)``."""
+
+    def __init__(self, channels: int, grid: int, factor: int, w):
+        super().__init__()
+        n_down = max(1, min(_log2(64 / factor), int(math.log2(max(grid, 2)))))
+        layers, cin = [], channels
+        for i in range(n_down):
+            c = w(min(256 * 2 ** i, 2048))
+            layers.append(conv(cin, c, 5 if i == 0 else 3, stride=2))
+            cin = c
+        layers += [conv(cin, cin, 3), conv(cin, max(cin // 2, 1), 3)]
+        self.contract = nn.Sequential(*layers)
+        self.expand = _Expand(max(cin // 2, 1), n_down + _log2(factor), 512, w)
+        self.n_down = n_down
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        size = x.shape[-2:]
+        y = self.expand(self.contract(x))
+        # the contracting convs round odd sides up; undo that so the output is r*h x r*w
+        want = [s * y.shape[-1] // (-(-size[1] // 2 ** self.n_down) * 2 ** self.n_down) for s in size]
+        return y if list(y.shape[-2:]) == want else F.interpolate(
+            y, size=want, mode="bilinear", align_corners=False)
+
+
+class ConvUpconv(nn.Module):
+    """Paper Table 6 (CNN conv layers). Input ``(B, C, h, w)`` -> ``(B, 3, r*h, r*w)``."""
+
+    def __init__(self, channels: int, grid: int, factor: int, w):
+        super().__init__()
+        c = w(256)
+        self.convs = nn.Sequential(conv(channels, c, 3), conv(c, c, 3), conv(c, c, 3))
+        self.expand = _Expand(c, _log2(factor), 256, w, k=5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.expand(self.convs(x))
+
+
+class FcUpconv(nn.Module):
+    """Paper Table 7 (vectors). Input ``(B, C)`` -> ``(B, 3, image_size, image_size)``."""
+
+    def __init__(self, channels: int, image_size: int, w):
+        super().__init__()
+        hidden, self.base = w(4096), w(256)
+        hidden = self.base * 16
+        self.fc = nn.Sequential(nn.Linear(channels, hidden), _act(), nn.Linear(hidden, hidden),
+                                _act(), nn.Linear(hidden, hidden), _act())
+        self.expand = _Expand(self.base, _log2(image_size / 4), 256, w, k=5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.expand(self.fc(x).view(x.shape[0], self.base, 4, 4))
+
+
+FAMILIES = ("two_stream", "contract_expand", "conv_upconv", "fc_upconv")
+
+
+def choose_family(requested: str, layout: Layout) -> str:
+    """The decoder family for a layout: the representation's choice, else one that fits."""
+    if isinstance(layout, VectorLayout):
+        return "fc_upconv"
+    if requested in ("two_stream", "contract_expand", "conv_upconv"):
+        return requested
+    return "contract_expand" if layout.sparse else "conv_upconv"
+
+
+def width_fn(width: float):
+    return lambda c: max(4, int(round(c * width)))
+
+
+def build_body(family: str, layout: Layout, image_size: int, width: float) -> nn.Module:
+    """The bare network of one family for ``layout`` and a square output of ``image_size``."""
+    w = width_fn(width)
+    if family == "fc_upconv":
+        return FcUpconv(layout.channels, image_size, w)
+    assert isinstance(layout, GridLayout)
+    grid = min(layout.height, layout.width)
+    factor = upsampling_factor(layout, image_size)
+    cls = {"two_stream": TwoStream, "contract_expand": ContractExpand, "conv_upconv": ConvUpconv}
+    return cls[family](layout.channels, grid, factor, w)
+
+
+class Decoder(nn.Module):
+    """Features -> RGB images in [0, 1] (unclamped), around a body network.
+
+    Holds a per-channel feature normalisation (set from training data, see
+    ``set_feature_stats``) so features of any scale train well, and resizes the output when asked.
+
+    Shape:
+        - Input: ``(B, *layout.shape)``.
+        - Output: ``(B, 3, r*h, r*w)`` (grid) or ``(B, 3, S, S)`` (vector); ``(B, 3, *size)`` when
+          ``size`` is given.
+    """
+
+    def __init__(self, body: nn.Module, layout: Layout, config: dict[str, Any]):
+        super().__init__()
+        self.body = body
+        self.layout = layout
+        self.config = dict(config)
+        self.register_buffer("feature_mean", torch.zeros(layout.channels))
+        self.register_buffer("feature_std", torch.ones(layout.channels))
+
+    @torch.no_grad()
+    def set_feature_stats(self, features: torch.Tensor) -> None:
+        """Per-channel mean and std of a batch of features ``(N, *layout.shape)``."""
+        dims = [0] + list(range(2, features.ndim))
+        self.feature_mean.copy_(features.mean(dims))
+        self.feature_std.copy_(features.std(dims).clamp_min(1e-6))
+
+    def forward(self, features: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
+        shape = (-1,) + (1,) * (features.ndim - 2)
+        x = (features - self.feature_mean.view(shape)) / self.feature_std.view(shape)
+        y = self.body(x) + 0.5
+        if size is not None and tuple(y.shape[-2:]) != tuple(size):
+            y = F.interpolate(y, size=tuple(size), mode="bilinear", align_corners=False)
+        return y
+
+
+def resolve_width(preset: str, width: float | None) -> float:
+    from .errors import FeatinvError
+
+    if preset not in PRESETS:
+        raise FeatinvError(f"Unknown decoder preset '{preset}'. Presets: {', '.join(PRESETS)}.")
+    return float(width) if width is not None else float(PRESETS[preset]["width"])
+
+
+@hookimpl(trylast=True)
+def featinv_build_decoder(spec, layout, image_size, preset, width):
+    """The generic builder: any layout gets a decoder from one of the four families."""
+    family = choose_family(spec.decoder, layout)
+    return build_body(family, layout, image_size, width)
+
+
+def build_decoder(spec, layout: Layout, image_size: int, preset: str = DEFAULT_PRESET,
+                  width: float | None = None) -> Decoder:
+    """A fresh decoder for ``spec``'s features of ``layout``, producing ``image_size`` images."""
+    from .plugins import first_result
+
+    width = resolve_width(preset, width)
+    builder, body = first_result("featinv_build_decoder", spec=spec, layout=layout,
+                                 image_size=image_size, preset=preset, width=width)
+    if not isinstance(body, nn.Module):
+        from .errors import PluginError
+
+        raise PluginError(f"Plugin '{builder}' returned {type(body).__name__} from "
+                          "featinv_build_decoder, not an nn.Module.")
+    config = {"preset": preset, "width": width, "image_size": image_size,
+              "family": choose_family(spec.decoder, layout) if builder == "featinv.decoders" else None,
+              "builder": builder, "layout": layout.to_json()}
+    return Decoder(body, layout, config)
+
+
+def rebuild_decoder(spec, config: dict[str, Any]) -> Decoder:
+    """The decoder described by a checkpoint's ``config`` (weights not loaded)."""
+    layout = layout_from_json(config["layout"])
+    return build_decoder(spec, layout, int(config["image_size"]), config["preset"],
+                         float(config["width"]))

@@ -1,0 +1,58 @@
+"""``featinv demo``: invert example images that ship with scikit-image.
+
+Uses the representation's shipped decoder when there is one; otherwise trains a small decoder
+first (a few minutes on a CPU) on a folder of photos the user points to.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from .errors import FeatinvError
+from .images import make_grid, save_png
+from .inversion import extractor_for, load_decoder, pick_device, prepare, reconstruct, shipped_decoder_path
+from .train import DECODER_FILE, TrainConfig, train
+
+
+def example_images() -> dict[str, torch.Tensor]:
+    """A few photos bundled with scikit-image, as ``(3, H, W)`` tensors in [0, 1]."""
+    from skimage import data
+
+    out = {}
+    for name in ("astronaut", "coffee", "chelsea", "rocket"):
+        arr = getattr(data, name)()
+        out[name] = torch.from_numpy(arr[..., :3].copy()).permute(2, 0, 1).float() / 255.0
+    return out
+
+
+def run_demo(feature: str, out: Path, train_data: str | None, epochs: int, limit: int,
+             device: str, log: Callable[[str], None] = print) -> list[Path]:
+    """Invert the example images with a ``feature`` decoder; returns the PNGs written."""
+    dev = pick_device(device)
+    trained = out / "model" / DECODER_FILE
+    if shipped_decoder_path(feature) is not None:
+        checkpoint = str(shipped_decoder_path(feature))
+    elif trained.exists():
+        log(f"using the decoder trained earlier: {trained}")
+        checkpoint = str(trained)
+    elif train_data:
+        log(f"no shipped decoder for '{feature}': training a small one on {train_data} first")
+        train(TrainConfig(feature=feature, data=train_data, out=str(out / "model"),
+                          epochs=epochs, limit=limit, val=None, device=str(dev)), log=log)
+        checkpoint = str(trained)
+    else:
+        raise FeatinvError(f"No shipped decoder for '{feature}' yet: pass --train-data DIR (a "
+                           "folder of photos) to train a small one first.")
+    decoder = load_decoder(checkpoint, device=dev, feature=feature)
+    extractor = extractor_for(decoder)
+    size = decoder.config["image_size"]
+    rows, written = [], []
+    for name, image in example_images().items():
+        x = prepare(image, size)
+        y = reconstruct(extractor, decoder, x[None])[0].cpu()
+        written.append(save_png(make_grid([torch.stack([x, y])]), out / f"{name}.{feature}.png"))
+        rows.append(torch.stack([x[:, :size, :size], y[:, :size, :size]]))
+    written.append(save_png(make_grid([torch.cat(rows)]), out / f"examples.{feature}.png"))
+    return written

@@ -1,0 +1,9 @@
+"""Built-in representations. Each module here is an ordinary featinv plugin.
+
+They are registered through the same ``featinv_register_features`` hook as third-party plugins;
+this list is the only place that names them.
+"""
+
+BUILTIN_PLUGINS = (
+    "featinv.features.hog",
+)

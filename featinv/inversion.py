@@ -1,0 +1,163 @@
+"""Load trained decoders and invert images in one call.
+
+``load_decoder`` accepts a checkpoint path or the name of a representation with a shipped
+decoder; ``invert`` goes image -> features -> decoder -> image.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import torch
+from PIL import Image
+
+from . import __version__, checkpoint
+from .decoders import Decoder, rebuild_decoder
+from .errors import CheckpointError, FeatinvError
+from .images import load_image, pil_to_tensor, resize_shorter_side, tensor_to_pil
+from .layout import layout_from_json
+from .registry import get_feature, get_spec
+from .spec import Extractor
+
+ZOO_DIR = Path(__file__).parent / "zoo"
+
+
+def pick_device(device: str | torch.device | None = None) -> torch.device:
+    """``"auto"``/``None`` -> CUDA when available, else CPU; anything else as given."""
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def decoder_metadata(extractor: Extractor, decoder: Decoder, **sections: Any) -> dict[str, Any]:
+    """The JSON metadata stored with a decoder's weights."""
+    return {"format": checkpoint.FORMAT, "format_version": checkpoint.FORMAT_VERSION,
+            "featinv_version": __version__,
+            "feature": {"name": extractor.name, "params": extractor.params,
+                        "plugin": extractor.spec.plugin, "input": extractor.spec.input},
+            "layout": decoder.layout.to_json(), "image_size": decoder.config["image_size"],
+            "decoder": decoder.config, **sections}
+
+
+def save_decoder(decoder: Decoder, path: str | Path, meta: dict[str, Any]) -> Path:
+    """Write the decoder's weights with ``meta`` (see ``decoder_metadata``), atomically."""
+    return checkpoint.atomic_save(decoder.state_dict(), path, meta)
+
+
+def shipped_decoder_path(name: str) -> Path | None:
+    path = ZOO_DIR / f"{name}.safetensors"
+    return path if path.is_file() else None
+
+
+def _resolve_checkpoint(name_or_checkpoint: str | Path) -> Path:
+    text = str(name_or_checkpoint)
+    path = Path(text)
+    if path.suffix == ".safetensors" or path.exists() or "/" in text or "\\" in text:
+        return path
+    get_spec(text)  # unknown names fail here, with a suggestion
+    shipped = shipped_decoder_path(text)
+    if shipped is None:
+        raise CheckpointError(f"No shipped decoder for '{text}' yet. Train one with 'featinv "
+                              f"train --feature {text} ...' and pass --checkpoint.")
+    return shipped
+
+
+def load_decoder(name_or_checkpoint: str | Path, device: str | torch.device | None = "cpu",
+                 feature: str | None = None) -> Decoder:
+    """A trained decoder (eval mode) from a checkpoint path or a representation name.
+
+    ``decoder.meta`` holds the checkpoint's metadata. With ``feature``, a checkpoint trained for
+    another representation is refused.
+    """
+    path = _resolve_checkpoint(name_or_checkpoint)
+    tensors, meta = checkpoint.load(path)
+    try:
+        name = meta["feature"]["name"]
+        params = dict(meta["feature"]["params"])
+        stored_layout = layout_from_json(meta["layout"])
+        config = dict(meta["decoder"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: incomplete featinv metadata ({exc}).") from None
+    if feature is not None and feature != name:
+        raise CheckpointError(f"{path} is a decoder for '{name}', not '{feature}'. Pass a "
+                              f"checkpoint trained with --feature {feature}.")
+    spec = get_spec(name)
+    size = int(meta["image_size"])
+    try:
+        current = spec.layout_rule(**params)(size, size)
+    except FeatinvError as exc:
+        raise CheckpointError(f"{path}: its parameters no longer fit '{name}' ({exc}).") from None
+    if current != stored_layout:
+        raise CheckpointError(f"{path}: trained on '{name}' features of layout {stored_layout}, "
+                              f"but '{name}' now gives {current} at {size} px. The checkpoint "
+                              "does not match this version of the representation.")
+    decoder = rebuild_decoder(spec, config)
+    try:
+        decoder.load_state_dict(tensors, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise CheckpointError(f"{path}: weights do not fit the decoder it describes ({first}). "
+                              "The file was altered or written by an incompatible version.") from None
+    decoder.meta = meta
+    return decoder.to(pick_device(device)).eval()
+
+
+def extractor_for(decoder: Decoder) -> Extractor:
+    """The representation (with the same parameters) a loaded decoder was trained on."""
+    feature = decoder.meta["feature"]
+    return get_feature(feature["name"], **feature["params"])
+
+
+
+def _as_tensor(image) -> torch.Tensor:
+    if isinstance(image, torch.Tensor):
+        return image if image.ndim == 3 else image.squeeze(0)
+    if isinstance(image, Image.Image):
+        return pil_to_tensor(image.convert("RGB"))
+    return load_image(image)
+
+
+def prepare(image, size: int | None) -> torch.Tensor:
+    """``(3, H, W)`` with the shorter side resized to ``size`` (the decoder's training scale)."""
+    img = _as_tensor(image)
+    if size is None or min(img.shape[-2:]) == size:
+        return img
+    return pil_to_tensor(resize_shorter_side(tensor_to_pil(img), size))
+
+
+@torch.no_grad()
+def reconstruct(extractor: Extractor, decoder: Decoder, images: torch.Tensor) -> torch.Tensor:
+    """Decode the features of a batch ``(B, 3, H, W)``; output ``(B, 3, H, W)`` in [0, 1].
+
+    Vector layouts, and decoders that need a fixed size, see the images resized to the decoder's
+    training size; the reconstruction is resized back bilinearly, as the paper does.
+    """
+    device = next(decoder.parameters()).device
+    images = images.to(device)
+    size = tuple(images.shape[-2:])
+    train_size = decoder.config["image_size"]
+    if decoder.layout.kind == "vector" and size != (train_size, train_size):
+        inputs = torch.nn.functional.interpolate(images, size=(train_size, train_size),
+                                                 mode="bilinear", align_corners=False)
+    else:
+        inputs = images
+    feats = extractor.to(device)(inputs)
+    return decoder(feats, size=size).clamp(0, 1)
+
+
+def invert(images: Sequence | Iterable, feature: str | None = None,
+           checkpoint: str | Path | None = None, device: str | None = None,
+           size: int | None = None) -> list[torch.Tensor]:
+    """Reconstruct each image from its features with a trained decoder.
+
+    ``images``: paths, PIL images or ``(3, H, W)`` tensors in [0, 1]. ``checkpoint`` (a path)
+    or ``feature`` (a name with a shipped decoder) selects the decoder. Each image is resized so
+    its shorter side is ``size`` (default: the decoder's training size). Returns one
+    ``(3, H', W')`` tensor per image.
+    """
+    if checkpoint is None and feature is None:
+        raise FeatinvError("invert() needs a feature name or a checkpoint.")
+    decoder = load_decoder(checkpoint or feature, device=pick_device(device), feature=feature)
+    extractor = extractor_for(decoder)
+    size = size or decoder.config["image_size"]
+    return [reconstruct(extractor, decoder, prepare(img, size)[None])[0].cpu() for img in images]

@@ -1,0 +1,41 @@
+"""Look up representations by name: list them, describe them, build their extractors."""
+from __future__ import annotations
+
+import difflib
+import fnmatch
+from typing import Any
+
+from .errors import UnknownFeatureError
+from .plugins import get_state
+from .spec import Extractor, FeatureSpec
+
+
+def list_features(pattern: str = "*") -> list[str]:
+    """Sorted names of the registered representations matching a glob ``pattern``."""
+    return sorted(n for n in get_state().features if fnmatch.fnmatchcase(n, pattern))
+
+
+def get_spec(name: str) -> FeatureSpec:
+    """The ``FeatureSpec`` registered under ``name``; unknown names get a suggestion."""
+    state = get_state()
+    if name in state.features:
+        return state.features[name]
+    if name in state.broken_features:
+        raise UnknownFeatureError(state.broken_features[name])
+    close = difflib.get_close_matches(name, list(state.features), n=1, cutoff=0.5)
+    hint = f" Did you mean '{close[0]}'?" if close else ""
+    raise UnknownFeatureError(
+        f"Unknown feature '{name}'.{hint} Run 'featinv list-features' to see them all.")
+
+
+def get_feature(name: str, **params: Any) -> Extractor:
+    """Build the extractor of representation ``name`` with ``params`` over its defaults.
+
+    >>> hog = get_feature("hog")
+    >>> hog(torch.rand(2, 3, 128, 128)).shape
+    torch.Size([2, 31, 16, 16])
+    """
+    spec = get_spec(name)
+    resolved = spec.resolve_params(params)
+    module = spec.build(**resolved)
+    return Extractor(spec, resolved, module).eval()

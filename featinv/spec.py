@@ -1,0 +1,191 @@
+"""What a representation declares (``FeatureSpec``) and the extractor module built from it.
+
+A plugin registers a ``FeatureSpec``; ``featinv.get_feature(name, **params)`` turns it into an
+``Extractor``: an ``nn.Module`` mapping an RGB batch ``(B, 3, H, W)`` in [0, 1] to features of
+exactly the declared layout. The wrapper does the parts every representation shares (input
+checks, grayscale conversion, output checks), so a plugin's own code stays small.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+import torch
+from torch import nn
+
+from .errors import FeatinvError, ShapeError
+from .layout import CellGrid, ComputedGrid, FixedVector, GridLayout, Layout, LayoutRule, VectorLayout
+
+_NAME = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)*$")
+INPUTS = ("gray", "rgb")
+DECODER_FAMILIES = ("auto", "two_stream", "contract_expand", "conv_upconv", "fc_upconv")
+
+# ITU-R BT.601 luma, as VLFeat/MATLAB's rgb2gray and the paper use
+GRAY_WEIGHTS = (0.299, 0.587, 0.114)
+
+
+@dataclass(frozen=True)
+class Param:
+    """One parameter of a representation: name, default, type and a one-line help."""
+
+    name: str
+    default: Any
+    help: str = ""
+    choices: tuple | None = None
+
+    def coerce(self, value: Any) -> Any:
+        """Convert ``value`` (e.g. a CLI string) to the default's type and check choices."""
+        kind = type(self.default)
+        try:
+            if kind is bool and isinstance(value, str):
+                lowered = value.lower()
+                if lowered not in ("1", "0", "true", "false", "yes", "no"):
+                    raise ValueError(value)
+                value = lowered in ("1", "true", "yes")
+            elif self.default is not None and not isinstance(value, kind):
+                value = kind(value)
+        except (TypeError, ValueError):
+            raise FeatinvError(
+                f"Parameter '{self.name}' expects {kind.__name__}, got {value!r}.") from None
+        if self.choices is not None and value not in self.choices:
+            raise FeatinvError(f"Parameter '{self.name}' must be one of {list(self.choices)}, "
+                               f"got {value!r}.")
+        return value
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "default": self.default, "help": self.help,
+                "choices": list(self.choices) if self.choices is not None else None}
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """Everything featinv needs to know about one representation.
+
+    ``build(**params)`` returns an ``nn.Module`` mapping ``(B, 1 or 3, H, W)`` (1 channel when
+    ``input == "gray"``) to ``(B, *layout.shape)``. ``layout(**params)`` returns the layout rule
+    for those parameters. ``decoder`` names the decoder family that suits the layout
+    (``"auto"``: chosen from the layout). ``plugin`` is filled in by the registry.
+    """
+
+    name: str
+    description: str
+    input: str
+    differentiable: bool
+    build: Callable[..., nn.Module]
+    layout: Callable[..., LayoutRule]
+    params: tuple[Param, ...] = ()
+    decoder: str = "auto"
+    plugin: str = ""
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not isinstance(self.name, str) or not _NAME.match(self.name):
+            problems.append(f"name {self.name!r} must be lower-case words joined by '.' or '_'")
+        if not isinstance(self.description, str) or not self.description.strip():
+            problems.append("description must be a non-empty string")
+        elif "\n" in self.description.strip():
+            problems.append("description must be one line")
+        if self.input not in INPUTS:
+            problems.append(f"input must be one of {INPUTS}, got {self.input!r}")
+        if not isinstance(self.differentiable, bool):
+            problems.append("differentiable must be True or False")
+        if not callable(self.build) or not callable(self.layout):
+            problems.append("build and layout must be callables")
+        if self.decoder not in DECODER_FAMILIES:
+            problems.append(f"decoder must be one of {DECODER_FAMILIES}, got {self.decoder!r}")
+        if not all(isinstance(p, Param) for p in self.params):
+            problems.append("params must be Param objects")
+        if problems:
+            raise ValueError(f"invalid representation {self.name!r}: " + "; ".join(problems))
+
+    @property
+    def defaults(self) -> dict[str, Any]:
+        return {p.name: p.default for p in self.params}
+
+    def resolve_params(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """Defaults overridden by ``params``; unknown names are an error that lists valid ones."""
+        known = {p.name: p for p in self.params}
+        unknown = sorted(set(params) - set(known))
+        if unknown:
+            valid = ", ".join(known) or "none"
+            raise FeatinvError(f"Representation '{self.name}' has no parameter "
+                               f"{', '.join(repr(u) for u in unknown)} (parameters: {valid}).")
+        out = self.defaults
+        out.update({k: known[k].coerce(v) for k, v in params.items()})
+        return out
+
+    def layout_rule(self, **params: Any) -> LayoutRule:
+        rule = self.layout(**self.resolve_params(params))
+        if not isinstance(rule, (CellGrid, FixedVector, ComputedGrid)):
+            raise TypeError(f"{self.name}: layout() returned {type(rule).__name__}, "
+                            "expected CellGrid, FixedVector or ComputedGrid")
+        return rule
+
+    def to_json(self, image_size: int | None = None) -> dict[str, Any]:
+        rule = self.layout_rule()
+        out = {"name": self.name, "plugin": self.plugin, "description": self.description,
+               "input": self.input, "differentiable": self.differentiable,
+               "params": [p.to_json() for p in self.params], "layout_formula": rule.describe(),
+               "min_size": rule.smallest_side, "decoder": self.decoder}
+        if image_size is not None:
+            out["layout"] = rule(image_size, image_size).to_json()
+        return out
+
+
+def rgb_to_gray(images: torch.Tensor) -> torch.Tensor:
+    """``(B, 3, H, W)`` -> ``(B, 1, H, W)`` with 0.299 R + 0.587 G + 0.114 B."""
+    r, g, b = images[:, 0:1], images[:, 1:2], images[:, 2:3]
+    return GRAY_WEIGHTS[0] * r + GRAY_WEIGHTS[1] * g + GRAY_WEIGHTS[2] * b
+
+
+class Extractor(nn.Module):
+    """A representation with its parameters bound: ``(B, 3, H, W)`` in [0, 1] -> features.
+
+    Checks the input, converts to grayscale when the representation works on gray images, runs
+    the plugin's module and checks that the output has the declared layout and is float32.
+
+    Shape:
+        - Input: ``(B, 3, H, W)``, float, values in [0, 1].
+        - Output: ``(B, C, h, w)`` for grid layouts, ``(B, C)`` for vector layouts.
+    """
+
+    def __init__(self, spec: FeatureSpec, params: Mapping[str, Any], module: nn.Module):
+        super().__init__()
+        self.spec = spec
+        self.params = dict(params)
+        self.rule = spec.layout_rule(**self.params)
+        self.module = module
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def layout(self, height: int, width: int) -> Layout:
+        """Layout of the features of one ``height x width`` image."""
+        return self.rule(height, width)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ShapeError(f"{self.name}: expected images of shape (B, 3, H, W), "
+                             f"got {tuple(images.shape)}")
+        if not images.is_floating_point():
+            raise ShapeError(f"{self.name}: expected float images in [0, 1], got {images.dtype}")
+        expected = self.layout(images.shape[2], images.shape[3])
+        x = rgb_to_gray(images) if self.spec.input == "gray" else images
+        out = self.module(x)
+        if not isinstance(out, torch.Tensor):
+            raise ShapeError(f"{self.name} (plugin {self.spec.plugin}) returned "
+                             f"{type(out).__name__}, not a tensor")
+        want = (images.shape[0], *expected.shape)
+        if tuple(out.shape) != want:
+            raise ShapeError(f"{self.name} (plugin {self.spec.plugin}) returned shape "
+                             f"{tuple(out.shape)}, but its layout declares {want}")
+        if out.dtype != torch.float32:
+            raise ShapeError(f"{self.name} (plugin {self.spec.plugin}) returned {out.dtype}, "
+                             "expected torch.float32")
+        return out
+
+    def extra_repr(self) -> str:
+        return f"name={self.name!r}, params={self.params}"

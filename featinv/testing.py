@@ -1,0 +1,175 @@
+"""The representation contract, as tests any plugin can run on itself.
+
+Use the mix-in class in a plugin's own test suite::
+
+    from featinv.testing import ContractSuite
+
+    class TestMyFeature(ContractSuite):
+        feature = "my_feature"        # the registered name
+        params = {}                   # optional parameters
+
+or call the ``check_*`` functions directly (each raises ``AssertionError`` with a message that
+names the representation). featinv's own tests run them over every registered representation.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from .decoders import build_decoder
+from .errors import ShapeError
+from .registry import get_feature, get_spec
+from .spec import Extractor, rgb_to_gray
+
+__all__ = ["ContractSuite", "check_all", "check_layout", "check_finite_float32",
+           "check_batch_independence", "check_determinism", "check_gradients",
+           "check_too_small_refused", "check_decoder_step", "test_sizes"]
+
+
+def test_sizes(extractor: Extractor) -> list[tuple[int, int]]:
+    """A few image sizes (H, W) the representation must accept, odd and non-square ones too."""
+    m = extractor.rule.smallest_side
+    base = max(m, 40)
+    sizes = [(m, m), (base + 7, base + 19), (max(m, 64), max(m, 64))]
+    return list(dict.fromkeys(sizes))
+
+
+test_sizes.__test__ = False  # not a pytest test
+
+
+def _images(batch: int, h: int, w: int, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    # smooth random structure plus noise: closer to photos than white noise
+    coarse = torch.rand(batch, 3, max(h // 8, 2), max(w // 8, 2), generator=g)
+    x = torch.nn.functional.interpolate(coarse, size=(h, w), mode="bilinear", align_corners=False)
+    return (0.8 * x + 0.2 * torch.rand(batch, 3, h, w, generator=g)).clamp(0, 1)
+
+
+def check_layout(ext: Extractor) -> None:
+    """Declared layout equals the real output shape at several sizes."""
+    for h, w in test_sizes(ext):
+        layout = ext.layout(h, w)
+        x = _images(2, h, w)
+        out = ext.module(rgb_to_gray(x) if ext.spec.input == "gray" else x)
+        want = (2, *layout.shape)
+        assert tuple(out.shape) == want, (
+            f"{ext.name}: declared layout {layout} at {h}x{w} px means output {want}, "
+            f"got {tuple(out.shape)}")
+
+
+def check_finite_float32(ext: Extractor) -> None:
+    """Output is float32 and finite, also for constant (flat) images."""
+    for x in (_images(2, *test_sizes(ext)[1]), torch.zeros(1, 3, *test_sizes(ext)[0]),
+              torch.ones(1, 3, *test_sizes(ext)[0])):
+        out = ext(x)
+        assert out.dtype == torch.float32, f"{ext.name}: output dtype {out.dtype}, not float32"
+        assert torch.isfinite(out).all(), f"{ext.name}: non-finite values in the output"
+
+
+def check_batch_independence(ext: Extractor, atol: float = 1e-5) -> None:
+    """Each image's features do not depend on the other images of the batch."""
+    x = _images(3, *test_sizes(ext)[1])
+    together = ext(x)
+    for i in range(3):
+        alone = ext(x[i:i + 1])[0]
+        err = (together[i] - alone).abs().max().item()
+        assert err <= atol * max(1.0, alone.abs().max().item()), (
+            f"{ext.name}: image {i} gets different features in a batch (max diff {err:.3g})")
+
+
+def check_determinism(ext: Extractor) -> None:
+    """The same input gives the same features twice."""
+    x = _images(2, *test_sizes(ext)[1])
+    a, b = ext(x), ext(x)
+    assert torch.equal(a, b), f"{ext.name}: two calls on the same images differ"
+
+
+def check_gradients(ext: Extractor) -> None:
+    """Gradients reach the image when the representation declares itself differentiable."""
+    if not ext.spec.differentiable:
+        return
+    x = _images(2, *test_sizes(ext)[1]).requires_grad_(True)
+    ext(x).pow(2).sum().backward()
+    assert x.grad is not None, f"{ext.name}: declared differentiable, but no gradient reached the input"
+    assert torch.isfinite(x.grad).all(), f"{ext.name}: non-finite gradient"
+    assert x.grad.abs().sum() > 0, f"{ext.name}: declared differentiable, but the gradient is zero"
+
+
+def check_too_small_refused(ext: Extractor) -> None:
+    """An image smaller than the smallest accepted size is refused with a ``ShapeError``."""
+    m = ext.rule.smallest_side
+    if m <= 1:
+        return
+    try:
+        ext(torch.rand(1, 3, m - 1, m - 1))
+    except ShapeError:
+        return
+    raise AssertionError(f"{ext.name}: a {m - 1}x{m - 1} image (below its minimum {m}) was "
+                         "not refused with a ShapeError")
+
+
+def check_decoder_step(ext: Extractor) -> None:
+    """The generic builder makes a decoder for the layout, and one Adam step changes it."""
+    size = max(ext.rule.smallest_side, 32)
+    x = _images(2, size, size)
+    layout = ext.layout(size, size)
+    decoder = build_decoder(ext.spec, layout, size, "compact", width=0.125)
+    decoder.set_feature_stats(ext(x))
+    opt = torch.optim.Adam(decoder.parameters(), lr=1e-3)
+    before = [p.detach().clone() for p in decoder.parameters()]
+    y = decoder(ext(x), size=(size, size))
+    assert y.shape == x.shape, f"{ext.name}: decoder output {tuple(y.shape)}, expected {tuple(x.shape)}"
+    loss = torch.nn.functional.mse_loss(y, x)
+    assert torch.isfinite(loss), f"{ext.name}: decoder loss is not finite"
+    loss.backward()
+    opt.step()
+    changed = any(not torch.equal(a, b) for a, b in zip(before, decoder.parameters()))
+    assert changed, f"{ext.name}: one training step left the decoder unchanged"
+
+
+CHECKS = (check_layout, check_finite_float32, check_batch_independence, check_determinism,
+          check_gradients, check_too_small_refused, check_decoder_step)
+
+
+def check_all(name: str, **params: Any) -> None:
+    """Run every contract check on representation ``name``."""
+    ext = get_feature(name, **params)
+    for check in CHECKS:
+        check(ext)
+
+
+class ContractSuite:
+    """Mix-in test class: set ``feature`` (and optionally ``params``); pytest runs each check."""
+
+    feature: str = ""
+    params: dict[str, Any] = {}
+
+    def _extractor(self) -> Extractor:
+        assert self.feature, "set the class attribute 'feature' to the representation's name"
+        return get_feature(self.feature, **self.params)
+
+    def test_registered(self):
+        spec = get_spec(self.feature)
+        assert spec.description and spec.input in ("gray", "rgb")
+
+    def test_layout_matches_output(self):
+        check_layout(self._extractor())
+
+    def test_finite_float32(self):
+        check_finite_float32(self._extractor())
+
+    def test_batch_independence(self):
+        check_batch_independence(self._extractor())
+
+    def test_determinism(self):
+        check_determinism(self._extractor())
+
+    def test_gradients(self):
+        check_gradients(self._extractor())
+
+    def test_too_small_refused(self):
+        check_too_small_refused(self._extractor())
+
+    def test_decoder_step(self):
+        check_decoder_step(self._extractor())

@@ -1,0 +1,239 @@
+"""Training a decoder: one readable loop (configuration -> data -> model -> loop -> checkpoint).
+
+The decoder minimises the squared Euclidean distance between images and their reconstructions
+(paper eq. 1) with Adam. Features are computed inside the step from the (grayscale, if the
+representation says so) image; the target is always the colour image. After every epoch the
+validation error is measured, a PNG of validation reconstructions is written and the checkpoint is
+saved (``decoder.safetensors`` to invert with, ``train_state.safetensors`` to resume from).
+"""
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from . import checkpoint
+from .data import EpochSampler, ImageFolder, scan_folder
+from .decoders import DEFAULT_PRESET, Decoder, build_decoder
+from .errors import CheckpointError, FeatinvError
+from .images import make_grid, save_png
+from .inversion import decoder_metadata, pick_device, save_decoder
+from .metrics import normalized_error, psnr, ssim
+from .registry import get_feature
+
+DECODER_FILE = "decoder.safetensors"
+STATE_FILE = "train_state.safetensors"
+METRICS_FILE = "metrics.jsonl"
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run depends on; stored in the checkpoint."""
+
+    feature: str
+    data: str
+    out: str
+    val: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    image_size: int = 128
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 1e-3
+    betas: tuple[float, float] = (0.9, 0.999)
+    schedule: str = "step"  # "step": constant, then x0.1 steps; "cosine"; "constant"
+    preset: str = DEFAULT_PRESET
+    width: float | None = None
+    crop_scale: tuple[float, float] = (1.0, 1.0)
+    limit: int | None = None  # use only the first N training images
+    val_limit: int | None = 500
+    device: str = "auto"
+    workers: int = 2
+    seed: int = 0
+    save_every: int = 0  # also checkpoint every N steps (0: once per epoch)
+    preview: int = 8  # validation images shown in the per-epoch PNG
+
+
+def lr_at(cfg: TrainConfig, step: int, total: int) -> float:
+    """Learning rate at ``step`` of ``total``: the paper decays it towards the end."""
+    frac = step / max(total, 1)
+    if cfg.schedule == "constant":
+        return cfg.lr
+    if cfg.schedule == "cosine":
+        return cfg.lr * 0.5 * (1 + math.cos(math.pi * frac))
+    if cfg.schedule == "step":
+        return cfg.lr * (1.0 if frac < 0.7 else 0.3 if frac < 0.9 else 0.1)
+    raise FeatinvError(f"Unknown schedule '{cfg.schedule}' (step, cosine, constant).")
+
+
+def _loader(ds: ImageFolder, sampler, cfg: TrainConfig, device: torch.device) -> DataLoader:
+    return DataLoader(ds, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.workers,
+                      pin_memory=device.type == "cuda", drop_last=False)
+
+
+def to_float(batch: torch.Tensor, device: torch.device) -> torch.Tensor:
+    return batch.to(device, non_blocking=True).float().div_(255.0)
+
+
+@torch.no_grad()
+def validate(extractor, decoder: Decoder, loader: DataLoader, device) -> tuple[dict, torch.Tensor, torch.Tensor]:
+    """Metrics over a validation loader, and the images and reconstructions for previews."""
+    decoder.eval()
+    xs, ys = [], []
+    for batch in loader:
+        x = to_float(batch, device)
+        ys.append(decoder(extractor(x), size=x.shape[-2:]).clamp(0, 1).cpu())
+        xs.append(x.cpu())
+    decoder.train()
+    x, y = torch.cat(xs), torch.cat(ys)
+    return ({"normalized_error": normalized_error(x, y), "psnr": float(psnr(x, y).mean()),
+             "ssim": float(ssim(x, y).mean()), "n_images": x.shape[0]}, x, y)
+
+
+def _progress(epoch: int, epochs: int, done: int, total: int, loss: float, ips: float) -> None:
+    width = 24
+    filled = int(width * done / max(total, 1))
+    sys.stderr.write(f"\repoch {epoch + 1}/{epochs} [{'#' * filled}{'.' * (width - filled)}] "
+                     f"{done}/{total} loss {loss:.4f} {ips:.0f} img/s ")
+    sys.stderr.flush()
+
+
+def _state_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    """Adam's state as flat tensors plus JSON (safetensors holds no Python objects)."""
+    sd = opt.state_dict()
+    tensors = {}
+    for pid, state in sd["state"].items():
+        for key, value in state.items():
+            tensors[f"opt.{pid}.{key}"] = torch.as_tensor(value)
+    return tensors, {"param_groups": sd["param_groups"]}
+
+
+def _load_state(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], groups) -> None:
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for name, value in tensors.items():
+        if name.startswith("opt."):
+            _, pid, key = name.split(".", 2)
+            state.setdefault(int(pid), {})[key] = value
+    opt.load_state_dict({"state": state, "param_groups": groups})
+
+
+def train(cfg: TrainConfig, resume: bool = False, log=print) -> dict[str, Any]:
+    """Train a decoder for ``cfg.feature``; returns the last validation metrics."""
+    device = pick_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    out = Path(cfg.out)
+    extractor = get_feature(cfg.feature, **cfg.params).to(device)
+    cfg.params = extractor.params
+    layout = extractor.layout(cfg.image_size, cfg.image_size)
+
+    train_files = scan_folder(cfg.data, cfg.limit)
+    val_files = scan_folder(cfg.val, cfg.val_limit) if cfg.val else None
+    train_ds = ImageFolder(train_files, cfg.image_size, train=True, seed=cfg.seed,
+                           crop_scale=cfg.crop_scale)
+    sampler = EpochSampler(len(train_ds), cfg.seed)
+    loader = _loader(train_ds, sampler, cfg, device)
+    val_loader = None
+    if val_files:
+        val_loader = _loader(ImageFolder(val_files, cfg.image_size, train=False), None, cfg, device)
+
+    decoder = build_decoder(extractor.spec, layout, cfg.image_size, cfg.preset, cfg.width).to(device)
+    opt = torch.optim.Adam(decoder.parameters(), lr=cfg.lr, betas=cfg.betas)
+    steps_per_epoch = math.ceil(len(train_ds) / cfg.batch_size)
+    total = steps_per_epoch * cfg.epochs
+    step, history = 0, []
+
+    if resume and (out / STATE_FILE).exists():
+        step, history = _resume(out, decoder, opt, cfg)
+        log(f"resuming at step {step}/{total} from {out / STATE_FILE}")
+    else:
+        with torch.no_grad():  # feature statistics from one batch of centre crops
+            stats_ds = ImageFolder(train_files[: max(cfg.batch_size, 64)], cfg.image_size, False)
+            x = to_float(torch.stack([stats_ds[i] for i in range(len(stats_ds))]), device)
+            decoder.set_feature_stats(extractor(x))
+        (out / METRICS_FILE).unlink(missing_ok=True)
+    n_params = sum(p.numel() for p in decoder.parameters())
+    log(f"training a {cfg.preset} decoder ({n_params / 1e6:.2f} M parameters) for "
+        f"{cfg.feature} ({layout}) on {len(train_ds)} images, {device}")
+
+    def save(metrics: dict | None) -> None:
+        meta = decoder_metadata(extractor, decoder, training=_config_json(cfg),
+                                metrics=metrics or (history[-1] if history else None),
+                                progress={"step": step, "total_steps": total})
+        save_decoder(decoder, out / DECODER_FILE, meta)
+        tensors, opt_json = _state_tensors(opt)
+        state_meta = {"format": checkpoint.STATE_FORMAT, "format_version": checkpoint.FORMAT_VERSION,
+                      "step": step, "history": history, "config": _config_json(cfg), **opt_json}
+        checkpoint.atomic_save({**tensors, **{f"decoder.{k}": v for k, v in
+                                              decoder.state_dict().items()}},
+                               out / STATE_FILE, state_meta)
+
+    decoder.train()
+    while step < total:
+        epoch, start = divmod(step, steps_per_epoch)
+        train_ds.set_epoch(epoch)
+        sampler.set_epoch(epoch, start * cfg.batch_size)
+        t0, seen, loss_sum, n_batches = time.perf_counter(), 0, 0.0, 0
+        for batch in loader:
+            for group in opt.param_groups:
+                group["lr"] = lr_at(cfg, step, total)
+            x = to_float(batch, device)
+            with torch.no_grad():
+                feats = extractor(x)
+            loss = F.mse_loss(decoder(feats, size=x.shape[-2:]), x)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step += 1
+            seen += x.shape[0]
+            n_batches += 1
+            if n_batches % 10 == 0 or step % steps_per_epoch == 0:
+                loss_sum_now = loss.item()  # syncs: only every 10 steps
+                if not math.isfinite(loss_sum_now):
+                    raise FeatinvError(f"Loss became {loss_sum_now} at step {step}; the last "
+                                       f"checkpoint in {out} is kept. Try a lower --lr.")
+                loss_sum = loss_sum_now
+                _progress(epoch, cfg.epochs, min(seen + start * cfg.batch_size, len(train_ds)),
+                          len(train_ds), loss_sum, seen / (time.perf_counter() - t0))
+            if cfg.save_every and step % cfg.save_every == 0 and step % steps_per_epoch:
+                save(None)
+        sys.stderr.write("\n")
+        record = {"epoch": epoch + 1, "step": step, "train_loss": loss_sum,
+                  "images_per_second": seen / (time.perf_counter() - t0),
+                  "lr": opt.param_groups[0]["lr"]}
+        if val_loader is not None:
+            metrics, x, y = validate(extractor, decoder, val_loader, device)
+            record.update({f"val_{k}": v for k, v in metrics.items()})
+            save_png(make_grid([x[: cfg.preview], y[: cfg.preview]]),
+                     out / f"val_epoch{epoch + 1:03d}.png")
+            log(f"epoch {epoch + 1}: val normalized error {metrics['normalized_error']:.4f}, "
+                f"PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.3f}")
+        history.append(record)
+        with open(out / METRICS_FILE, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        save(record)
+    return history[-1] if history else {}
+
+
+def _config_json(cfg: TrainConfig) -> dict[str, Any]:
+    return json.loads(json.dumps(asdict(cfg)))
+
+
+def _resume(out: Path, decoder: Decoder, opt, cfg: TrainConfig) -> tuple[int, list]:
+    tensors, meta = checkpoint.load(out / STATE_FILE, checkpoint.STATE_FORMAT)
+    stored = meta.get("config", {})
+    for key in ("feature", "params", "image_size", "preset", "width", "batch_size"):
+        if stored.get(key) != _config_json(cfg).get(key):
+            raise CheckpointError(f"Cannot resume {out}: it was trained with {key}="
+                                  f"{stored.get(key)!r}, this run asks for "
+                                  f"{_config_json(cfg).get(key)!r}.")
+    weights = {k[len("decoder."):]: v for k, v in tensors.items() if k.startswith("decoder.")}
+    decoder.load_state_dict(weights)
+    _load_state(opt, tensors, meta["param_groups"])
+    return int(meta["step"]), list(meta.get("history", []))
