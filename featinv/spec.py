@@ -37,17 +37,26 @@ class Param:
     def coerce(self, value: Any) -> Any:
         """Convert ``value`` (e.g. a CLI string) to the default's type and check choices."""
         kind = type(self.default)
-        try:
-            if kind is bool and isinstance(value, str):
-                lowered = value.lower()
-                if lowered not in ("1", "0", "true", "false", "yes", "no"):
-                    raise ValueError(value)
-                value = lowered in ("1", "true", "yes")
-            elif self.default is not None and not isinstance(value, kind):
-                value = kind(value)
-        except (TypeError, ValueError):
-            raise FeatinvError(
-                f"Parameter '{self.name}' expects {kind.__name__}, got {value!r}.") from None
+        bad = FeatinvError(f"Parameter '{self.name}' expects {kind.__name__}, got {value!r}.")
+        if self.default is None or isinstance(value, kind) and not (
+                isinstance(value, bool) and kind is not bool):
+            pass
+        elif kind is bool:
+            lowered = str(value).lower()
+            if lowered not in ("1", "0", "true", "false", "yes", "no"):
+                raise bad
+            value = lowered in ("1", "true", "yes")
+        elif isinstance(value, bool):
+            raise bad
+        else:
+            try:
+                converted = kind(value)
+            except (TypeError, ValueError):
+                raise bad from None
+            # refuse lossy conversions such as int(15.7)
+            if kind is int and not isinstance(value, str) and converted != value:
+                raise bad
+            value = converted
         if self.choices is not None and value not in self.choices:
             raise FeatinvError(f"Parameter '{self.name}' must be one of {list(self.choices)}, "
                                f"got {value!r}.")
@@ -172,6 +181,7 @@ class Extractor(nn.Module):
                              f"got {tuple(images.shape)}")
         if not images.is_floating_point():
             raise ShapeError(f"{self.name}: expected float images in [0, 1], got {images.dtype}")
+        images = images.float()  # plugins may rely on float32 input
         expected = self.layout(images.shape[2], images.shape[3])
         x = rgb_to_gray(images) if self.spec.input == "gray" else images
         out = self.module(x)

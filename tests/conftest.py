@@ -1,0 +1,64 @@
+"""Shared fixtures: the ../shared data folder beside the repository, and small image folders."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import featinv.plugins
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    if not (SHARED / "data" / "train").is_dir():
+        pytest.skip(f"the shared data folder {SHARED} is not present")
+    return SHARED
+
+
+@pytest.fixture(scope="session")
+def train_subset(shared_dir, tmp_path_factory) -> Path:
+    """A folder linking the first 48 photos of ../shared/data/train (no copies)."""
+    out = tmp_path_factory.mktemp("train_subset")
+    for src in sorted((shared_dir / "data" / "train").glob("*.jpg"))[:48]:
+        (out / src.name).symlink_to(src)
+    return out
+
+
+@pytest.fixture(scope="session")
+def val_subset(shared_dir, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("val_subset")
+    for src in sorted((shared_dir / "data" / "val").glob("*.jpg"))[:16]:
+        (out / src.name).symlink_to(src)
+    return out
+
+
+def write_images(folder: Path, n: int, size=(48, 40), seed: int = 0) -> list[Path]:
+    """Write ``n`` smooth random RGB images as PNG into ``folder``."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(n):
+        coarse = rng.random((4, 4, 3))
+        img = Image.fromarray((coarse * 255).astype(np.uint8)).resize(size, Image.BICUBIC)
+        paths.append(folder / f"img{i:03d}.png")
+        img.save(paths[-1])
+    return paths
+
+
+@pytest.fixture
+def image_folder(tmp_path) -> Path:
+    write_images(tmp_path / "images", 12)
+    return tmp_path / "images"
+
+
+@pytest.fixture
+def fresh_plugins(monkeypatch):
+    """Reload plugins from scratch for this test and again afterwards."""
+    featinv.plugins.reset()
+    yield
+    featinv.plugins.reset()

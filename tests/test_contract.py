@@ -1,0 +1,41 @@
+"""Every registered representation passes the contract suite shipped in featinv.testing."""
+import pytest
+
+import featinv
+from featinv import testing
+from featinv.plugins import plugin_infos
+
+ALL = featinv.list_features()
+
+
+@pytest.mark.parametrize("check", testing.CHECKS, ids=lambda c: c.__name__)
+@pytest.mark.parametrize("name", ALL)
+def test_contract(name, check):
+    check(featinv.get_feature(name))
+
+
+def test_example_plugin_is_found_through_its_entry_point():
+    """plugins/featinv-dct is installed by the test set-up and found through group 'featinv'."""
+    info = {p.name: p for p in plugin_infos()}
+    assert "dct" in info, "install plugins/featinv-dct (see the README's test command)"
+    assert info["dct"].source.startswith("entry point (featinv-dct")
+    assert info["dct"].features == ["dct"] and info["dct"].error is None
+
+
+class TestDctContract(testing.ContractSuite):
+    """The example plugin runs the suite the way a third-party plugin would."""
+
+    feature = "dct"
+    params = {"coefficients": 10}
+
+
+def test_contract_catches_a_broken_representation():
+    """The suite can fail: a representation whose layout lies is caught."""
+    from torch import nn
+
+    spec = featinv.FeatureSpec(name="liar", description="declares 2 channels, returns 1",
+                               input="gray", differentiable=True, build=lambda: nn.AvgPool2d(4),
+                               layout=lambda: featinv.CellGrid(2, 4))
+    ext = featinv.Extractor(spec, {}, nn.AvgPool2d(4))
+    with pytest.raises(AssertionError, match="declared layout"):
+        testing.check_layout(ext)

@@ -1,0 +1,193 @@
+"""The plugin system: lazy loading, guarded plugins, duplicates, FEATINV_LOAD_PLUGINS, hooks."""
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from torch import nn
+
+import featinv
+from featinv import CellGrid, FeatureSpec, Param, ShapeError, UnknownFeatureError
+from featinv.plugins import plugin_infos, plugin_problems, register_plugin, unregister_plugin
+
+
+def make_spec(name, build=None, layout=None, **kw):
+    return FeatureSpec(name=name, description=f"test feature {name}", input="gray",
+                       differentiable=True, build=build or (lambda: nn.AvgPool2d(4)),
+                       layout=layout or (lambda: CellGrid(1, 4)), **kw)
+
+
+class Plugin:
+    """A plugin object registering the given specs (or raising)."""
+
+    def __init__(self, *specs, error=None):
+        self.specs, self.error = specs, error
+
+    @featinv.hookimpl
+    def featinv_register_features(self, register):
+        if self.error:
+            raise self.error
+        for spec in self.specs:
+            register(spec)
+
+
+@pytest.fixture
+def extra_plugins(fresh_plugins):
+    names = []
+
+    def add(name, plugin):
+        names.append(name)
+        register_plugin(plugin, name)
+
+    yield add
+    for name in names:
+        unregister_plugin(name)
+
+
+def fake_distribution(tmp_path, monkeypatch, entries: dict[str, str], modules: dict[str, str]):
+    """A distribution on sys.path whose 'featinv' entry points are ``entries``."""
+    dist = tmp_path / "fakeplugins-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: fakeplugins\nVersion: 0.1\n")
+    lines = "\n".join(f"{k} = {v}" for k, v in entries.items())
+    (dist / "entry_points.txt").write_text(f"[featinv]\n{lines}\n")
+    for name, source in modules.items():
+        (tmp_path / f"{name}.py").write_text(textwrap.dedent(source))
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+
+def test_import_does_not_load_plugins():
+    code = ("import featinv, featinv.plugins as p; assert p._state is None; "
+            "featinv.list_features(); assert p._state is not None; print('ok')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"
+
+
+def test_builtins_register_through_the_hook(fresh_plugins):
+    info = {p.name: p for p in plugin_infos()}
+    assert info["featinv.features.hog"].source == "builtin"
+    assert "hog" in info["featinv.features.hog"].features
+    assert featinv.get_spec("hog").plugin == "featinv.features.hog"
+
+
+def test_plugin_failing_at_import_is_named_and_others_work(tmp_path, monkeypatch, fresh_plugins):
+    fake_distribution(tmp_path, monkeypatch, {"brokenplug": "broken_mod"},
+                      {"broken_mod": "raise ImportError('needs libfoo')\n"})
+    problems = {p.name: p.error for p in plugin_problems()}
+    assert "brokenplug" in problems
+    assert "needs libfoo" in problems["brokenplug"]
+    assert "hog" in featinv.list_features()
+
+
+def test_entry_point_plugin_is_discovered(tmp_path, monkeypatch, fresh_plugins):
+    fake_distribution(tmp_path, monkeypatch, {"goodplug": "good_mod"}, {"good_mod": """
+        import featinv
+        from torch import nn
+
+        @featinv.hookimpl
+        def featinv_register_features(register):
+            register(featinv.FeatureSpec(
+                name="pool4", description="4x4 average pooling", input="rgb",
+                differentiable=True, build=lambda: nn.AvgPool2d(4),
+                layout=lambda: featinv.CellGrid(3, 4)))
+        """})
+    assert featinv.get_spec("pool4").plugin == "goodplug"
+    src = {p.name: p.source for p in plugin_infos()}["goodplug"]
+    assert src.startswith("entry point (fakeplugins 0.1")
+
+
+def test_load_plugins_env_restricts_external_plugins(tmp_path, monkeypatch, fresh_plugins):
+    fake_distribution(tmp_path, monkeypatch, {"one": "mod_one", "two": "mod_two"}, {
+        "mod_one": "import featinv\n", "mod_two": "import featinv\n"})
+    monkeypatch.setenv("FEATINV_LOAD_PLUGINS", "two")
+    names = {p.name for p in plugin_infos()}
+    assert "two" in names and "one" not in names
+    assert "featinv.features.hog" in names  # built-ins always load
+    featinv.plugins.reset()
+    monkeypatch.setenv("FEATINV_LOAD_PLUGINS", "")
+    assert not [p for p in plugin_infos() if p.source.startswith("entry point")]
+    assert "hog" in featinv.list_features()
+
+
+def test_plugin_raising_in_hook_is_named(extra_plugins):
+    extra_plugins("exploding", Plugin(error=RuntimeError("boom")))
+    problems = {p.name: p.error for p in plugin_problems()}
+    assert "boom" in problems["exploding"]
+    assert "hog" in featinv.list_features()
+
+
+def test_duplicate_names_fail_with_both_plugins_named(extra_plugins):
+    extra_plugins("first", Plugin(make_spec("twin")))
+    extra_plugins("second", Plugin(make_spec("twin")))
+    with pytest.raises(UnknownFeatureError, match="'first'.*'second'|'second'.*'first'"):
+        featinv.get_spec("twin")
+    problems = {p.name: p.error for p in plugin_problems()}
+    assert "twin" in problems["first"] and "twin" in problems["second"]
+    assert "twin" not in featinv.list_features()
+
+
+def test_invalid_layout_is_reported(extra_plugins):
+    extra_plugins("badlayout", Plugin(make_spec("weird", layout=lambda: (3, 4, 4))))
+    assert "weird" not in featinv.list_features()
+    assert "invalid layout" in {p.name: p.error for p in plugin_problems()}["badlayout"]
+
+
+def test_invalid_spec_is_rejected_early():
+    with pytest.raises(ValueError, match="input must be one of"):
+        make_spec("x", input="hsv") if False else FeatureSpec(
+            name="x", description="d", input="hsv", differentiable=True,
+            build=nn.Identity, layout=lambda: CellGrid(1, 1))
+    with pytest.raises(ValueError, match="name"):
+        make_spec("Bad Name")
+
+
+def test_wrong_output_shape_is_reported_with_plugin_name(extra_plugins):
+    extra_plugins("liar", Plugin(make_spec("liar_feat", build=lambda: nn.AvgPool2d(2))))
+    ext = featinv.get_feature("liar_feat")
+    with pytest.raises(ShapeError, match=r"liar_feat \(plugin liar\) returned shape"):
+        ext(torch.rand(1, 3, 16, 16))
+
+
+def test_params_are_checked_and_coerced(extra_plugins):
+    extra_plugins("withparams", Plugin(make_spec(
+        "pooled", build=lambda cell=4: nn.AvgPool2d(cell), layout=lambda cell=4: CellGrid(1, cell),
+        params=(Param("cell", 4, "pool size"),))))
+    ext = featinv.get_feature("pooled", cell="8")
+    assert ext.params == {"cell": 8}
+    assert ext(torch.rand(2, 3, 32, 32)).shape == (2, 1, 4, 4)
+    with pytest.raises(featinv.FeatinvError, match="no parameter 'size'.*parameters: cell"):
+        featinv.get_feature("pooled", size=3)
+    with pytest.raises(featinv.FeatinvError, match="expects int"):
+        featinv.get_feature("pooled", cell="big")
+
+
+def test_unknown_feature_suggests_a_name(fresh_plugins):
+    with pytest.raises(UnknownFeatureError, match="Did you mean 'hog'"):
+        featinv.get_feature("hgo")
+
+
+def test_plugin_can_supply_its_own_decoder(extra_plugins):
+    class TinyDecoder(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.up = nn.Upsample(scale_factor=4)
+            self.conv = nn.Conv2d(1, 3, 1)
+
+        def forward(self, x):
+            return self.conv(self.up(x))
+
+    class DecoderPlugin(Plugin):
+        @featinv.hookimpl
+        def featinv_build_decoder(self, spec, layout):
+            return TinyDecoder() if spec.name == "pool_gray" else None
+
+    extra_plugins("custom", DecoderPlugin(make_spec("pool_gray")))
+    spec = featinv.get_spec("pool_gray")
+    dec = featinv.build_decoder(spec, spec.layout_rule()(32, 32), 32)
+    assert isinstance(dec.body, TinyDecoder) and dec.config["builder"] == "custom"
+    assert dec(torch.rand(2, 1, 8, 8)).shape == (2, 3, 32, 32)
+    # every other representation still gets the generic decoder
+    hog = featinv.get_spec("hog")
+    assert featinv.build_decoder(hog, hog.layout_rule()(32, 32), 32).config["builder"] == "featinv.decoders"
