@@ -9,6 +9,7 @@ Python API (the CLI is a thin layer over it)::
     images = featinv.invert(["photo.jpg"], checkpoint="run/decoder.safetensors")
 
 Plugins load on the first query, not at import.
+
 """
 from __future__ import annotations
 
@@ -20,22 +21,7 @@ from .hookspecs import hookimpl  # noqa: F401
 from .layout import CellGrid, ComputedGrid, FixedVector, GridLayout, VectorLayout  # noqa: F401
 from .registry import get_feature, get_spec, list_features  # noqa: F401
 from .spec import Extractor, FeatureSpec, Param  # noqa: F401
-
-
-def __getattr__(name):
-    # heavier parts load on first use, keeping `import featinv` light
-    lazy = {
-        "load_decoder": ("featinv.inversion", "load_decoder"),
-        "invert": ("featinv.inversion", "invert"),
-        "Decoder": ("featinv.inversion", "Decoder"),
-        "build_decoder": ("featinv.decoders", "build_decoder"),
-        "train": ("featinv.train", "train"),
-        "TrainConfig": ("featinv.train", "TrainConfig"),
-        "evaluate": ("featinv.evaluate", "evaluate"),
-    }
-    if name in lazy:
-        import importlib
-
-        module, attr = lazy[name]
-        return getattr(importlib.import_module(module), attr)
-    raise AttributeError(f"module 'featinv' has no attribute {name!r}")
+from .decoders import build_decoder  # noqa: F401,E402
+from .evaluate import evaluate  # noqa: F401,E402
+from .inversion import invert, load_decoder  # noqa: F401,E402
+from .train import TrainConfig, train  # noqa: F401,E402

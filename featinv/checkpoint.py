@@ -32,6 +32,9 @@ def atomic_save(tensors: dict[str, torch.Tensor], path: str | Path, meta: dict[s
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; checkpoints are meant to be shared
     try:
         save_file(tensors, tmp, metadata={META_KEY: json.dumps(meta)})
         with open(tmp, "rb") as f:

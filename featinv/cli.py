@@ -123,7 +123,7 @@ def describe_cmd(name: str, image_size: int, as_json: bool) -> None:
     click.echo(f"  input:          {info['input']} image")
     click.echo(f"  differentiable: {'yes' if info['differentiable'] else 'no'}")
     click.echo(f"  layout:         {info['layout_formula']}  (H x W image)")
-    click.echo(f"  at {image_size} px:     {_layout_text(info['layout'])}")
+    click.echo(f"  {'at ' + str(image_size) + ' px:':<16}{_layout_text(info['layout'])}")
     click.echo(f"  smallest image: {info['min_size']} px")
     click.echo(f"  decoder family: {info['decoder']}")
     click.echo("  parameters:" + ("" if info["params"] else " none"))
@@ -196,7 +196,10 @@ def invert_cmd(images, feature, checkpoint, out, size, side_by_side, device) -> 
     name = decoder.meta["feature"]["name"]
     size = size or decoder.config["image_size"]
     paths = iter_paths(images)
-    single_file = len(paths) == 1 and out.lower().endswith(".png")
+    single_file = out.lower().endswith(".png")
+    if single_file and len(paths) > 1:
+        raise FeatinvError(f"-o {out} names one PNG, but {len(paths)} images were given; pass a "
+                           "folder instead.")
     failures = 0
     for path in paths:
         try:
@@ -243,7 +246,7 @@ def evaluate_cmd(feature, data, checkpoint, image_size, limit, batch_size, as_js
 
 
 @cli.command("demo")
-@click.option("--train-data", type=click.Path(), help="Folder of photos to train a small HOG "
+@click.option("--train-data", type=click.Path(), help="Folder of photos to train a small "
               "decoder on when no shipped decoder exists.")
 @click.option("--out", "-o", default="demo", show_default=True, type=click.Path())
 @click.option("--feature", "-f", default="hog", show_default=True)
@@ -262,7 +265,7 @@ def demo_cmd(train_data, out, feature, epochs, limit, device) -> None:
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: one-line errors unless ``--debug``."""
     args = list(sys.argv[1:] if argv is None else argv)
-    debug = "--debug" in args or bool(os.environ.get("FEATINV_DEBUG"))
+    debug = "--debug" in args or os.environ.get("FEATINV_DEBUG", "") not in ("", "0")
     try:
         code = cli.main(args=args, prog_name="featinv", standalone_mode=False)
     except click.exceptions.Abort:

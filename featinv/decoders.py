@@ -66,6 +66,9 @@ class _Expand(nn.Sequential):
     """A chain of up-convs to RGB; the last one has no activation."""
 
     def __init__(self, cin: int, n: int, top: int, w, k: int = 4):
+        if n == 0:  # the grid is already at image resolution
+            super().__init__(conv(cin, 3, 3, act=False))
+            return
         chans = _expanding_channels(n, top)
         layers = []
         for i, c in enumerate(chans):
@@ -149,8 +152,8 @@ class FcUpconv(nn.Module):
 
     def __init__(self, channels: int, image_size: int, w):
         super().__init__()
-        hidden, self.base = w(4096), w(256)
-        hidden = self.base * 16
+        self.base = w(256)
+        hidden = self.base * 16  # reshaped to base x 4 x 4 (paper: 4096 = 256 x 4 x 4)
         self.fc = nn.Sequential(nn.Linear(channels, hidden), _act(), nn.Linear(hidden, hidden),
                                 _act(), nn.Linear(hidden, hidden), _act())
         self.expand = _Expand(self.base, _log2(image_size / 4), 256, w, k=5)
@@ -259,6 +262,14 @@ def build_decoder(spec, layout: Layout, image_size: int, preset: str = DEFAULT_P
 
 def rebuild_decoder(spec, config: dict[str, Any]) -> Decoder:
     """The decoder described by a checkpoint's ``config`` (weights not loaded)."""
+    from .errors import CheckpointError
+
     layout = layout_from_json(config["layout"])
-    return build_decoder(spec, layout, int(config["image_size"]), config["preset"],
-                         float(config["width"]))
+    decoder = build_decoder(spec, layout, int(config["image_size"]), config["preset"],
+                            float(config["width"]))
+    wanted = config.get("builder", "featinv.decoders")
+    if decoder.config["builder"] != wanted:
+        raise CheckpointError(f"This decoder was built by plugin '{wanted}', but plugin "
+                              f"'{decoder.config['builder']}' builds it now. Install or enable "
+                              f"'{wanted}' (see 'featinv plugins').")
+    return decoder

@@ -31,7 +31,7 @@ def run_demo(feature: str, out: Path, train_data: str | None, epochs: int, limit
              device: str, log: Callable[[str], None] = print) -> list[Path]:
     """Invert the example images with a ``feature`` decoder; returns the PNGs written."""
     dev = pick_device(device)
-    trained = out / "model" / DECODER_FILE
+    trained = out / f"model-{feature}" / DECODER_FILE
     if shipped_decoder_path(feature) is not None:
         checkpoint = str(shipped_decoder_path(feature))
     elif trained.exists():
@@ -39,7 +39,7 @@ def run_demo(feature: str, out: Path, train_data: str | None, epochs: int, limit
         checkpoint = str(trained)
     elif train_data:
         log(f"no shipped decoder for '{feature}': training a small one on {train_data} first")
-        train(TrainConfig(feature=feature, data=train_data, out=str(out / "model"),
+        train(TrainConfig(feature=feature, data=train_data, out=str(trained.parent),
                           epochs=epochs, limit=limit, val=None, device=str(dev)), log=log)
         checkpoint = str(trained)
     else:
@@ -48,11 +48,21 @@ def run_demo(feature: str, out: Path, train_data: str | None, epochs: int, limit
     decoder = load_decoder(checkpoint, device=dev, feature=feature)
     extractor = extractor_for(decoder)
     size = decoder.config["image_size"]
-    rows, written = [], []
+    originals, recons, written = [], [], []
     for name, image in example_images().items():
         x = prepare(image, size)
         y = reconstruct(extractor, decoder, x[None])[0].cpu()
         written.append(save_png(make_grid([torch.stack([x, y])]), out / f"{name}.{feature}.png"))
-        rows.append(torch.stack([x[:, :size, :size], y[:, :size, :size]]))
-    written.append(save_png(make_grid([torch.cat(rows)]), out / f"examples.{feature}.png"))
+        originals.append(_center_square(x))
+        recons.append(_center_square(y))
+    overview = make_grid([torch.stack(originals), torch.stack(recons)])
+    written.append(save_png(overview, out / f"examples.{feature}.png"))
     return written
+
+
+def _center_square(image: torch.Tensor) -> torch.Tensor:
+    """The largest centred square of ``(3, H, W)``."""
+    h, w = image.shape[-2:]
+    side = min(h, w)
+    top, left = (h - side) // 2, (w - side) // 2
+    return image[:, top:top + side, left:left + side]

@@ -12,7 +12,7 @@ import json
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -124,11 +124,25 @@ def _load_state(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], gr
     opt.load_state_dict({"state": state, "param_groups": groups})
 
 
+def check_config(cfg: TrainConfig) -> None:
+    """Refuse settings that cannot train, before any work starts."""
+    if cfg.epochs < 1 or cfg.batch_size < 1 or cfg.image_size < 1:
+        raise FeatinvError("--epochs, --batch-size and --image-size must be at least 1.")
+    low, high = cfg.crop_scale
+    if not 0 < low <= high <= 1:
+        raise FeatinvError(f"--crop-scale must lie in (0, 1], got {low}.")
+    if cfg.lr <= 0:
+        raise FeatinvError(f"--lr must be positive, got {cfg.lr}.")
+
+
 def train(cfg: TrainConfig, resume: bool = False, log=print) -> dict[str, Any]:
     """Train a decoder for ``cfg.feature``; returns the last validation metrics."""
+    check_config(cfg)
+    cfg = replace(cfg, params=dict(cfg.params))
     device = pick_device(cfg.device)
     torch.manual_seed(cfg.seed)
     out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
     extractor = get_feature(cfg.feature, **cfg.params).to(device)
     cfg.params = extractor.params
     layout = extractor.layout(cfg.image_size, cfg.image_size)

@@ -54,3 +54,13 @@ def test_vector_and_computed_rules():
     assert rule(10, 20).shape == (4, 4, 9)
     with pytest.raises(ShapeError):
         rule(3, 20)
+
+
+def test_extractor_refuses_images_below_the_declared_minimum():
+    import torch
+
+    import featinv
+
+    hog = featinv.get_feature("hog")
+    with pytest.raises(ShapeError, match="too small"):
+        hog(torch.rand(1, 3, 3, 64))

@@ -1,0 +1,224 @@
+"""HOG in VLFeat's UoCTTI variant (Felzenszwalb et al.), as ``vl_hog(im, cell)`` computes it.
+
+Pure torch, batched, device-agnostic and differentiable with respect to the image: the
+orientation of each pixel is a hard (piecewise-constant) choice, and the votes are weighted by the
+gradient magnitude, so the gradient flows through the magnitudes and the block normalisation.
+
+The computation follows ``vl/hog.c`` (VLFeat 0.9.21) step by step, including its float32
+orientation scores and tie-breaking, so the output matches VLFeat up to float rounding (about 1e-7
+for images in [0, 1]; only the order of the float32 sums differs).
+"""
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import ShapeError
+from ..hookspecs import hookimpl
+from ..layout import CellGrid
+from ..spec import FeatureSpec, Param
+
+__all__ = ["hog_uoctti", "hog_cells", "HOG"]
+
+# VLFeat hard-codes 1.0f / sqrtf(18.0f) (float32) whatever the number of orientations
+_TEXTURE_SCALE = float(1.0 / torch.tensor(18.0, dtype=torch.float32).sqrt())
+_CLIP = 0.2
+_EPS = 1e-4
+# below this many histogram bins per image, flat vote indices are computed exactly in float32
+_FLOAT_INDEX_LIMIT = 2 ** 24
+
+
+def hog_cells(size: int, cell_size: int) -> int:
+    """Number of HOG cells along a side of ``size`` pixels: ``floor((size + cell//2) / cell)``."""
+    return (size + cell_size // 2) // cell_size
+
+
+@lru_cache(maxsize=64)
+def _axis_weights(size: int, cell_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Bilinear voting along one axis for the interior pixels ``1 .. size-2`` (CPU tensors).
+
+    Returns the index of the cell before each pixel, ``floor(h)`` (long, -1 before the first
+    centre), and the float32 weights of that cell and the next, with ``h = (p + 0.5)/cell - 0.5``
+    rounded as in ``vl/hog.c``.
+    """
+    h = torch.tensor([(p + 0.5) / cell_size - 0.5 for p in range(1, size - 1)],
+                     dtype=torch.float32)
+    before = torch.floor(h)
+    w_after = h - before  # exact in float32
+    # ``1.0 - w`` is a double expression stored to a float in C
+    w_before = torch.tensor([1.0 - float(w) for w in w_after], dtype=torch.float32)
+    return before.long(), w_before, w_after
+
+
+def _axis(size: int, cell_size: int, like: torch.Tensor):
+    before, w_before, w_after = _axis_weights(size, cell_size)
+    return (before.to(like.device), w_before.to(like.device, like.dtype),
+            w_after.to(like.device, like.dtype))
+
+
+@lru_cache(maxsize=16)
+def _orientation_table(num_orientations: int) -> torch.Tensor:
+    """``(2, O)`` float32: ``cos`` and ``sin`` of ``k*pi/O``, computed in double then rounded."""
+    angles = [k * math.pi / num_orientations for k in range(num_orientations)]
+    return torch.tensor([[math.cos(a) for a in angles], [math.sin(a) for a in angles]],
+                        dtype=torch.float32)
+
+
+def _orientation_bins(gx: torch.Tensor, gy: torch.Tensor, num_orientations: int) -> torch.Tensor:
+    """Directed orientation bin in ``0 .. 2*O-1`` of each gradient (float holding integers).
+
+    VLFeat takes ``k = argmax_k |gx cos(k pi/O) + gy sin(k pi/O)|`` (float32 scores, ties to the
+    lowest ``k``) and adds ``O`` when that score is negative: the nearest of the ``2*O`` directions.
+    ``atan2`` gives it directly except within rounding of a boundary between two bins; for those
+    few pixels (e.g. every ``gx == 0`` when ``O`` is odd) the float32 scores of the two
+    neighbouring bins decide, as in VLFeat.
+    """
+    o = num_orientations
+    angle = torch.atan2(gy, gx) * (o / math.pi)  # in units of bins
+    nearest = torch.round(angle)
+    bins = torch.remainder(nearest, 2 * o)
+    # atan2 is accurate to a few ulp, so 1e-3 of a bin is a wide margin (nonzero() syncs on CUDA)
+    unsure = ((angle - nearest).abs() > 0.5 - 1e-3).view(-1).nonzero().squeeze(1)
+    if unsure.numel():
+        x, y = gx.reshape(-1)[unsure], gy.reshape(-1)[unsure]
+        table = _orientation_table(o).to(device=gx.device, dtype=gx.dtype)
+        k0 = torch.remainder(torch.floor(angle.reshape(-1)[unsure]), o).long()
+        k1 = torch.remainder(k0 + 1, o)
+        d0 = x * table[0, k0] + y * table[1, k0]
+        d1 = x * table[0, k1] + y * table[1, k1]
+        pick1 = (d1.abs() > d0.abs()) | ((d1.abs() == d0.abs()) & (k1 < k0))
+        k = torch.where(pick1, k1, k0)
+        d = torch.where(pick1, d1, d0)
+        bins.view(-1)[unsure] = (k + o * (d < 0).long()).to(bins.dtype)
+    return bins
+
+
+def _histograms(gray: torch.Tensor, cell_size: int, num_orientations: int) -> torch.Tensor:
+    """Magnitude-weighted orientation histograms ``(B, 2*O, Hc, Wc)`` before normalisation."""
+    b, _, height, width = gray.shape
+    hc, wc = hog_cells(height, cell_size), hog_cells(width, cell_size)
+    bins = 2 * num_orientations
+    img = gray[:, 0]
+    # central differences at the interior pixels only, no 1/2 (y points down)
+    gx = img[:, 1:-1, 2:] - img[:, 1:-1, :-2]
+    gy = img[:, 2:, 1:-1] - img[:, :-2, 1:-1]
+    norm2 = gx * gx + gy * gy
+    # sqrt has an infinite derivative at 0: flat pixels take the constant branch
+    tiny = torch.finfo(norm2.dtype).tiny
+    mag = torch.where(norm2 > 0, torch.sqrt(norm2.clamp_min(tiny)), 0.0)
+    with torch.no_grad():
+        orient = _orientation_bins(gx.detach(), gy.detach(), num_orientations)
+
+    # each pixel votes into the 4 cells around it; the grid is padded by one cell on each side so
+    # that votes off the grid land in the padding, which is cut off
+    hi, wi = max(height - 2, 0), max(width - 2, 0)
+    bx, wx1, wx2 = _axis(width, cell_size, mag)
+    by, wy1, wy2 = _axis(height, cell_size, mag)
+    wy1, wy2 = wy1.view(hi, 1), wy2.view(hi, 1)
+    rows, cols = hc + 2, wc + 2
+    cell = (by + 1).view(hi, 1) * cols + (bx + 1).view(1, wi)
+    if bins * rows * cols < _FLOAT_INDEX_LIMIT:  # cheaper than int64 arithmetic
+        index = (orient * (rows * cols) + cell.to(orient.dtype)).long()
+    else:
+        index = orient.long() * (rows * cols) + cell
+    index = index.view(b, hi * wi)
+    # products in VLFeat's order: (magnitude * wx) * wy
+    mx1, mx2 = mag * wx1, mag * wx2
+    acc = mag.new_zeros(b, bins * rows * cols)
+    acc.scatter_add_(1, index, (mx1 * wy1).view(b, -1))
+    acc.scatter_add_(1, index + 1, (mx2 * wy1).view(b, -1))
+    acc.scatter_add_(1, index + cols, (mx1 * wy2).view(b, -1))
+    acc.scatter_add_(1, index + (cols + 1), (mx2 * wy2).view(b, -1))
+    return acc.view(b, bins, rows, cols)[:, :, 1:hc + 1, 1:wc + 1]
+
+
+def _normalise(hist: torch.Tensor, num_orientations: int) -> torch.Tensor:
+    """UoCTTI block normalisation: ``(B, 2*O, Hc, Wc)`` histograms -> ``(B, 3*O+4, Hc, Wc)``."""
+    o = num_orientations
+    undirected = hist[:, :o] + hist[:, o:]
+    energy = (undirected * undirected).sum(1, keepdim=True)
+    # 2x2 block sums with the cell grid's border replicated (not zero-padded)
+    padded = F.pad(energy, (1, 1, 1, 1), mode="replicate")
+    block = padded[..., :-1, :-1] + padded[..., :-1, 1:] + padded[..., 1:, :-1] + padded[..., 1:, 1:]
+    factor = torch.rsqrt(block + _EPS)  # (B, 1, Hc+1, Wc+1)
+    # blocks up-left, up-right, down-left, down-right of each cell
+    factors = torch.stack([factor[..., :-1, :-1], factor[..., :-1, 1:],
+                           factor[..., 1:, :-1], factor[..., 1:, 1:]], dim=1)  # (B, 4, 1, Hc, Wc)
+    both = torch.cat([hist, undirected], dim=1).unsqueeze(1)  # (B, 1, 3*O, Hc, Wc)
+    clipped = torch.clamp(factors * both, max=_CLIP)  # (B, 4, 3*O, Hc, Wc)
+    oriented = 0.5 * clipped.sum(1)
+    texture = _TEXTURE_SCALE * clipped[:, :, 2 * o:].sum(2)
+    return torch.cat([oriented, texture], dim=1)
+
+
+def hog_uoctti(gray: torch.Tensor, cell_size: int = 8, num_orientations: int = 9) -> torch.Tensor:
+    """VLFeat UoCTTI HOG of a batch of grayscale images.
+
+    Channels: ``0 .. 2O-1`` contrast-sensitive orientations (angle ``k*180/O`` degrees, from +x
+    towards +y, y down), ``2O .. 3O-1`` contrast-insensitive ones, then 4 texture channels (blocks
+    up-left, up-right, down-left, down-right). With ``O = 9``: 31 channels, values in [0, 0.4]
+    (texture: [0, 0.4243]).
+
+    Args:
+        gray: ``(B, 1, H, W)`` float images (VLFeat's reference uses values in [0, 1]). Each side
+            needs at least half a cell; gradients exist only at interior pixels, so images of 1 or
+            2 px in a direction give all-zero features (VLFeat itself refuses fewer than 4 px).
+        cell_size: cell side in pixels.
+        num_orientations: undirected orientations ``O``.
+
+    Returns:
+        ``(B, 3*O+4, Hc, Wc)`` with ``Hc = floor((H + cell//2) / cell)`` and the same for ``W``;
+        float32 unless ``gray`` is float64.
+    """
+    if gray.ndim != 4 or gray.shape[1] != 1:
+        raise ShapeError(f"hog: expected gray images of shape (B, 1, H, W), got {tuple(gray.shape)}")
+    if cell_size < 1 or num_orientations < 1:
+        raise ValueError(f"hog: cell_size and num_orientations must be >= 1, got {cell_size} "
+                         f"and {num_orientations}")
+    height, width = gray.shape[-2:]
+    if hog_cells(height, cell_size) < 1 or hog_cells(width, cell_size) < 1:
+        raise ShapeError(f"hog: image of {height}x{width} px is too small for cell size {cell_size}: "
+                         f"each side needs at least {cell_size - cell_size // 2} px")
+    if gray.dtype != torch.float64:
+        gray = gray.float()
+    hist = _histograms(gray, cell_size, num_orientations)
+    return _normalise(hist, num_orientations)
+
+
+class HOG(nn.Module):
+    """VLFeat UoCTTI HOG as a module; see :func:`hog_uoctti`.
+
+    Shape:
+        - Input: ``(B, 1, H, W)``.
+        - Output: ``(B, 3*O+4, floor((H + cell//2)/cell), floor((W + cell//2)/cell))``.
+    """
+
+    def __init__(self, cell_size: int = 8, num_orientations: int = 9):
+        super().__init__()
+        self.cell_size = int(cell_size)
+        self.num_orientations = int(num_orientations)
+
+    def forward(self, gray: torch.Tensor) -> torch.Tensor:
+        return hog_uoctti(gray, self.cell_size, self.num_orientations)
+
+    def extra_repr(self) -> str:
+        return f"cell_size={self.cell_size}, num_orientations={self.num_orientations}"
+
+
+def hog_layout(cell_size: int = 8, num_orientations: int = 9) -> CellGrid:
+    """``3*O + 4`` channels (31 for O = 9) on cells of ``floor((n + cell//2) / cell)``."""
+    return CellGrid(3 * num_orientations + 4, cell_size, rounding="half_up")
+
+
+@hookimpl
+def featinv_register_features(register):
+    register(FeatureSpec(
+        name="hog", description="VLFeat UoCTTI HOG (Felzenszwalb et al.), 31 channels per 8-px cell",
+        input="gray", differentiable=True, build=HOG, layout=hog_layout,
+        params=(Param("cell_size", 8, "cell side in pixels"),
+                Param("num_orientations", 9, "undirected orientation bins (directed: twice as many)")),
+        decoder="two_stream"))

@@ -1,0 +1,67 @@
+"""The docs keep up with the code: every hook, command and option is documented."""
+from __future__ import annotations
+
+import inspect
+import re
+from pathlib import Path
+
+import click
+import pytest
+
+from featinv import hookspecs
+from featinv.cli import cli
+
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+
+HOOKS = sorted(name for name, obj in vars(hookspecs).items()
+               if name.startswith("featinv_") and inspect.isfunction(obj))
+COMMANDS = sorted(cli.commands)
+
+
+def _read(name: str) -> str:
+    return (DOCS / name).read_text(encoding="utf-8")
+
+
+def _headings(text: str) -> list[str]:
+    """Heading texts of a Markdown page, without '#', backticks and surrounding space."""
+    return [line.lstrip("#").strip().strip("`").strip()
+            for line in text.splitlines() if re.match(r"#{1,6} ", line)]
+
+
+def _options(command: click.Command) -> list[str]:
+    """Every option string of a command (``--image-size``, ``-f``, ...), help excluded."""
+    return [opt for param in command.params if isinstance(param, click.Option)
+            for opt in (*param.opts, *param.secondary_opts)]
+
+
+def test_there_are_hooks_and_commands_to_check():
+    assert "featinv_register_features" in HOOKS and "featinv_build_decoder" in HOOKS
+    assert {"train", "invert", "evaluate"} <= set(COMMANDS)
+
+
+@pytest.mark.parametrize("hook", HOOKS)
+def test_every_hook_is_documented_in_plugins_page(hook):
+    assert re.search(rf"\b{hook}\b", _read("plugins.md")), (
+        f"hook {hook} (featinv/hookspecs.py) is not mentioned in docs/plugins.md")
+
+
+@pytest.mark.parametrize("name", COMMANDS)
+def test_every_command_has_a_heading_in_cli_page(name):
+    headings = _headings(_read("cli.md"))
+    assert name in headings or f"featinv {name}" in headings, (
+        f"docs/cli.md has no heading for the command '{name}' (headings: {headings})")
+
+
+@pytest.mark.parametrize("name", COMMANDS)
+def test_every_option_is_documented_in_cli_page(name):
+    text = _read("cli.md")
+    missing = [opt for opt in _options(cli.commands[name])
+               if not re.search(rf"(?<![\w-]){re.escape(opt)}(?![\w-])", text)]
+    assert not missing, f"options of 'featinv {name}' missing from docs/cli.md: {missing}"
+
+
+def test_global_options_are_documented_in_cli_page():
+    text = _read("cli.md")
+    missing = [opt for opt in _options(cli)
+               if not re.search(rf"(?<![\w-]){re.escape(opt)}(?![\w-])", text)]
+    assert not missing, f"options of 'featinv' missing from docs/cli.md: {missing}"
