@@ -20,21 +20,21 @@ def shared_dir() -> Path:
     return SHARED
 
 
+def _link_photos(src: Path, n: int, out: Path) -> Path:
+    """A folder of symlinks to the first ``n`` photos of ``src`` (no copies of ../shared)."""
+    for photo in sorted(src.glob("*.jpg"))[:n]:
+        (out / photo.name).symlink_to(photo)
+    return out
+
+
 @pytest.fixture(scope="session")
 def train_subset(shared_dir, tmp_path_factory) -> Path:
-    """A folder linking the first 48 photos of ../shared/data/train (no copies)."""
-    out = tmp_path_factory.mktemp("train_subset")
-    for src in sorted((shared_dir / "data" / "train").glob("*.jpg"))[:48]:
-        (out / src.name).symlink_to(src)
-    return out
+    return _link_photos(shared_dir / "data" / "train", 48, tmp_path_factory.mktemp("train"))
 
 
 @pytest.fixture(scope="session")
 def val_subset(shared_dir, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("val_subset")
-    for src in sorted((shared_dir / "data" / "val").glob("*.jpg"))[:16]:
-        (out / src.name).symlink_to(src)
-    return out
+    return _link_photos(shared_dir / "data" / "val", 16, tmp_path_factory.mktemp("val"))
 
 
 def write_images(folder: Path, n: int, size=(48, 40), seed: int = 0) -> list[Path]:
