@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from .errors import FeatinvError, ShapeError
-from .layout import CellGrid, ComputedGrid, FixedVector, GridLayout, Layout, LayoutRule, VectorLayout
+from .layout import CellGrid, ComputedGrid, FixedVector, Layout, LayoutRule
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)*$")
 INPUTS = ("gray", "rgb")
