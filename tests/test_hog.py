@@ -2,11 +2,6 @@
 the library itself."""
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
-import os
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -16,26 +11,14 @@ from featinv.errors import ShapeError
 from featinv.features.hog import HOG, featinv_register_features, hog_uoctti
 from featinv.layout import CellGrid
 from featinv.spec import Extractor
-
-REFERENCE = Path(__file__).resolve().parents[1].parent / "shared/reference/vlfeat"
-REFERENCE_FILES = sorted(REFERENCE.glob("*.npz")) if REFERENCE.is_dir() else []
-NO_REFERENCE = f"VLFeat reference vectors not found in {REFERENCE}"
+from vlfeat import NO_REFERENCE, REFERENCE_FILES, needs_libvl, photo_like as _photo_like
+from vlfeat import vl_hog as _vl_hog
 
 
 def _hog_numpy(image: np.ndarray, cell_size: int = 8, num_orientations: int = 9) -> np.ndarray:
     """Our HOG of one (H, W) image, as VLFeat's (Hc, Wc, D) array."""
     x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None]
     return hog_uoctti(x, cell_size, num_orientations)[0].permute(1, 2, 0).numpy()
-
-
-def _photo_like(h: int, w: int, seed: int) -> np.ndarray:
-    """Smooth structure plus noise, quantised to 8 bits like a decoded photo (many exact ties)."""
-    rng = np.random.default_rng(seed)
-    coarse = torch.from_numpy(rng.random((1, 1, max(h // 6, 2), max(w // 6, 2)), dtype=np.float32))
-    smooth = torch.nn.functional.interpolate(coarse, size=(h, w), mode="bicubic",
-                                             align_corners=False)[0, 0].numpy()
-    x = np.clip(0.85 * smooth + 0.15 * rng.random((h, w), dtype=np.float32), 0, 1)
-    return (np.round(x * 255) / 255).astype(np.float32)
 
 
 # ---------------------------------------------------------------- stored VLFeat reference
@@ -168,58 +151,6 @@ def test_registers_as_plugin():
 
 
 # ---------------------------------------------------------------- VLFeat itself, through ctypes
-
-
-def _load_libvl():
-    names = [os.environ.get("VLFEAT_LIB"), "libvl.so.1", "libvl.so", ctypes.util.find_library("vl")]
-    for name in filter(None, names):
-        try:
-            lib = ctypes.CDLL(name)
-        except OSError:
-            continue
-        size_t, handle = ctypes.c_uint64, ctypes.c_void_p
-        floats = ctypes.POINTER(ctypes.c_float)
-        lib.vl_hog_new.restype = handle
-        lib.vl_hog_new.argtypes = [ctypes.c_int, size_t, ctypes.c_int]
-        lib.vl_hog_delete.argtypes = [handle]
-        lib.vl_hog_put_image.argtypes = [handle, floats, size_t, size_t, size_t, size_t]
-        lib.vl_hog_extract.argtypes = [handle, floats]
-        for fn in ("vl_hog_get_width", "vl_hog_get_height", "vl_hog_get_dimension"):
-            getattr(lib, fn).restype = size_t
-            getattr(lib, fn).argtypes = [handle]
-        return lib
-    return None
-
-
-LIBVL = _load_libvl()
-UOCTTI = 1
-
-
-def _vl_hog(image: np.ndarray, cell_size: int, num_orientations: int = 9, matlab: bool = True):
-    """VLFeat's HOG of an (H, W) image as an (Hc, Wc, D) array.
-
-    ``matlab=True`` does what ``vl_hog(im, cell)`` does with a column-major array: the library gets
-    the transposed buffer and ``transposed=true``; otherwise the row-major buffer directly.
-    """
-    im = np.ascontiguousarray(image, dtype=np.float32)
-    h, w = im.shape
-    buf, bw, bh = (np.ascontiguousarray(im.T), h, w) if matlab else (im, w, h)
-    obj = LIBVL.vl_hog_new(UOCTTI, num_orientations, int(matlab))
-    try:
-        LIBVL.vl_hog_put_image(obj, buf.ctypes.data_as(ctypes.POINTER(ctypes.c_float)),
-                               bw, bh, 1, cell_size)
-        dims = (LIBVL.vl_hog_get_dimension(obj), LIBVL.vl_hog_get_height(obj),
-                LIBVL.vl_hog_get_width(obj))
-        out = np.zeros(dims, np.float32)
-        LIBVL.vl_hog_extract(obj, out.ctypes.data_as(ctypes.POINTER(ctypes.c_float)))
-    finally:
-        LIBVL.vl_hog_delete(obj)
-    out = out.transpose(1, 2, 0)
-    return np.ascontiguousarray(out.transpose(1, 0, 2) if matlab else out)
-
-
-needs_libvl = pytest.mark.skipif(LIBVL is None, reason="VLFeat's libvl.so.1 cannot be loaded "
-                                 "(apt-get install libvlfeat1, or set VLFEAT_LIB)")
 
 
 @needs_libvl

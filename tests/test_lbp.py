@@ -2,11 +2,6 @@
 installed, the library itself."""
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
-import os
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -15,26 +10,14 @@ from featinv.errors import ShapeError
 from featinv.features.lbp import LBP, featinv_register_features, lbp_mapping, lbp_uniform
 from featinv.layout import CellGrid
 from featinv.spec import Extractor
-
-REFERENCE = Path(__file__).resolve().parents[1].parent / "shared/reference/vlfeat"
-REFERENCE_FILES = sorted(REFERENCE.glob("*.npz")) if REFERENCE.is_dir() else []
-NO_REFERENCE = f"VLFeat reference vectors not found in {REFERENCE}"
+from vlfeat import NO_REFERENCE, REFERENCE_FILES, needs_libvl, photo_like as _photo_like
+from vlfeat import vl_lbp as _vl_lbp
 
 
 def _lbp_numpy(image: np.ndarray, cell_size: int = 16) -> np.ndarray:
     """Our LBP of one (H, W) image, as VLFeat's (Hc, Wc, 58) array."""
     x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None]
     return lbp_uniform(x, cell_size)[0].permute(1, 2, 0).numpy()
-
-
-def _photo_like(h: int, w: int, seed: int) -> np.ndarray:
-    """Smooth structure plus noise, quantised to 8 bits like a decoded photo (many exact ties)."""
-    rng = np.random.default_rng(seed)
-    coarse = torch.from_numpy(rng.random((1, 1, max(h // 6, 2), max(w // 6, 2)), dtype=np.float32))
-    smooth = torch.nn.functional.interpolate(coarse, size=(h, w), mode="bicubic",
-                                             align_corners=False)[0, 0].numpy()
-    x = np.clip(0.85 * smooth + 0.15 * rng.random((h, w), dtype=np.float32), 0, 1)
-    return (np.round(x * 255) / 255).astype(np.float32)
 
 
 # ---------------------------------------------------------------- stored VLFeat reference
@@ -157,54 +140,6 @@ def test_registers_as_plugin():
 
 
 # ---------------------------------------------------------------- VLFeat itself, through ctypes
-
-
-def _load_libvl():
-    names = [os.environ.get("VLFEAT_LIB"), "libvl.so.1", "libvl.so", ctypes.util.find_library("vl")]
-    for name in filter(None, names):
-        try:
-            lib = ctypes.CDLL(name)
-        except OSError:
-            continue
-        handle, floats = ctypes.c_void_p, ctypes.POINTER(ctypes.c_float)
-        lib.vl_lbp_new.restype = handle
-        lib.vl_lbp_new.argtypes = [ctypes.c_int, ctypes.c_int]
-        lib.vl_lbp_delete.argtypes = [handle]
-        lib.vl_lbp_get_dimension.restype = ctypes.c_uint64
-        lib.vl_lbp_get_dimension.argtypes = [handle]
-        lib.vl_lbp_process.argtypes = [handle, floats, floats, ctypes.c_uint64, ctypes.c_uint64,
-                                       ctypes.c_uint64]
-        return lib
-    return None
-
-
-LIBVL = _load_libvl()
-VL_LBP_UNIFORM = 0
-
-
-def _vl_lbp(image: np.ndarray, cell_size: int = 16, matlab: bool = True) -> np.ndarray:
-    """VLFeat's LBP of an (H, W) image as an (Hc, Wc, 58) array.
-
-    ``matlab=True`` does what ``vl_lbp(im, cell)`` does with a column-major array: the library gets
-    the transposed buffer and ``transposed=true``; otherwise the row-major buffer directly.
-    """
-    im = np.ascontiguousarray(image, dtype=np.float32)
-    h, w = im.shape
-    buf, bw, bh = (np.ascontiguousarray(im.T), h, w) if matlab else (im, w, h)
-    obj = LIBVL.vl_lbp_new(VL_LBP_UNIFORM, int(matlab))
-    try:
-        dim = LIBVL.vl_lbp_get_dimension(obj)
-        out = np.zeros((dim, bh // cell_size, bw // cell_size), np.float32)
-        LIBVL.vl_lbp_process(obj, out.ctypes.data_as(ctypes.POINTER(ctypes.c_float)),
-                             buf.ctypes.data_as(ctypes.POINTER(ctypes.c_float)), bw, bh, cell_size)
-    finally:
-        LIBVL.vl_lbp_delete(obj)
-    out = out.transpose(1, 2, 0)
-    return np.ascontiguousarray(out.transpose(1, 0, 2) if matlab else out)
-
-
-needs_libvl = pytest.mark.skipif(LIBVL is None, reason="VLFeat's libvl.so.1 cannot be loaded "
-                                 "(apt-get install libvlfeat1, or set VLFEAT_LIB)")
 
 
 @needs_libvl
