@@ -111,7 +111,7 @@ def plugins_cmd(as_json: bool) -> None:
 @click.option("--image-size", type=int, default=128, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def describe_cmd(name: str, image_size: int, as_json: bool) -> None:
-    """Parameters, layout formula, input and differentiability of representation NAME."""
+    """Parameters, layout formula, input, differentiability and backends of representation NAME."""
     from .registry import get_spec
 
     info = get_spec(name).to_json(image_size)
@@ -130,6 +130,10 @@ def describe_cmd(name: str, image_size: int, as_json: bool) -> None:
     for p in info["params"]:
         choices = f" (one of {p['choices']})" if p["choices"] else ""
         click.echo(f"    {p['name']} = {p['default']!r}  {p['help']}{choices}")
+    if info["backends"]:
+        click.echo("  backends (-p backend=NAME):")
+        for backend, status in info["backends"].items():
+            click.echo(f"    {backend}: {status}")
 
 
 @cli.command("train")

@@ -75,6 +75,20 @@ class FeatureSpec:
     ``input == "gray"``) to ``(B, *layout.shape)``. ``layout(**params)`` returns the layout rule
     for those parameters. ``decoder`` names the decoder family that suits the layout
     (``"auto"``: chosen from the layout). ``plugin`` is filled in by the registry.
+
+    Optional:
+        visualize: ``visualize(image, features, **params) -> picture`` draws what the
+            representation sees (``featinv show-features``); ``image`` is ``(H, W, 3)`` float in
+            [0, 1], ``features`` the ``(C, h, w)`` or ``(C,)`` NumPy features of that image,
+            ``picture`` an ``(H', W', 3)`` float array in [0, 1]. Without it featinv shows a
+            generic view of the channels.
+        backends: ``backends() -> {name: status}`` for a representation whose ``backend``
+            parameter picks between implementations; ``featinv describe`` prints the statuses
+            (e.g. whether a C library is installed).
+
+    A built module may also define ``forward_with_report(x) -> (features, report)``, where
+    ``report`` maps names to one value per image (e.g. keypoints detected); ``featinv extract``
+    stores them next to the features.
     """
 
     name: str
@@ -86,6 +100,8 @@ class FeatureSpec:
     params: tuple[Param, ...] = ()
     decoder: str = "auto"
     plugin: str = ""
+    visualize: Callable[..., Any] | None = None
+    backends: Callable[[], Mapping[str, str]] | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -102,6 +118,8 @@ class FeatureSpec:
             problems.append("differentiable must be True or False")
         if not callable(self.build) or not callable(self.layout):
             problems.append("build and layout must be callables")
+        if any(f is not None and not callable(f) for f in (self.visualize, self.backends)):
+            problems.append("visualize and backends must be callables or None")
         if self.decoder not in DECODER_FAMILIES:
             problems.append(f"decoder must be one of {DECODER_FAMILIES}, got {self.decoder!r}")
         if not all(isinstance(p, Param) for p in self.params):
@@ -137,7 +155,8 @@ class FeatureSpec:
         out = {"name": self.name, "plugin": self.plugin, "description": self.description,
                "input": self.input, "differentiable": self.differentiable,
                "params": [p.to_json() for p in self.params], "layout_formula": rule.describe(),
-               "min_size": rule.smallest_side, "decoder": self.decoder}
+               "min_size": rule.smallest_side, "decoder": self.decoder,
+               "backends": dict(self.backends()) if self.backends else None}
         if image_size is not None:
             out["layout"] = rule(image_size, image_size).to_json()
         return out
@@ -176,26 +195,51 @@ class Extractor(nn.Module):
         return self.rule(height, width)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self._run(images, with_report=False)[0]
+
+    def forward_with_report(self, images: torch.Tensor) -> tuple[torch.Tensor, dict[str, list]]:
+        """Features plus what the representation reports per image (``{}`` if nothing).
+
+        Each report entry is a list with one value per image, e.g. ``{"keypoints": [57, 61]}``.
+        """
+        return self._run(images, with_report=True)
+
+    def _run(self, images: torch.Tensor, with_report: bool) -> tuple[torch.Tensor, dict[str, list]]:
         if images.ndim != 4 or images.shape[1] != 3:
             raise ShapeError(f"{self.name}: expected images of shape (B, 3, H, W), "
                              f"got {tuple(images.shape)}")
         if not images.is_floating_point():
             raise ShapeError(f"{self.name}: expected float images in [0, 1], got {images.dtype}")
-        images = images.float()  # plugins may rely on float32 input
+        if images.shape[0] == 0:
+            raise ShapeError(f"{self.name}: got an empty batch (B = 0)")
         expected = self.layout(images.shape[2], images.shape[3])
+        if not bool(torch.isfinite(images).all()):
+            raise ShapeError(f"{self.name}: the images contain NaN or infinite values; features "
+                             "of such pixels are undefined (check how the images were made)")
+        images = images.float()  # plugins may rely on float32 input
         x = rgb_to_gray(images) if self.spec.input == "gray" else images
-        out = self.module(x)
+        report: dict[str, list] = {}
+        if with_report and hasattr(self.module, "forward_with_report"):
+            out, report = self.module.forward_with_report(x)
+            report = {k: list(v) for k, v in dict(report).items()}
+            if any(len(v) != images.shape[0] for v in report.values()):
+                raise ShapeError(f"{self.name} (plugin {self.spec.plugin}) reported statistics "
+                                 "that do not have one value per image")
+        else:
+            out = self.module(x)
+        self._check_output(out, (images.shape[0], *expected.shape))
+        return out, report
+
+    def _check_output(self, out: torch.Tensor, want: tuple[int, ...]) -> None:
         if not isinstance(out, torch.Tensor):
             raise ShapeError(f"{self.name} (plugin {self.spec.plugin}) returned "
                              f"{type(out).__name__}, not a tensor")
-        want = (images.shape[0], *expected.shape)
         if tuple(out.shape) != want:
             raise ShapeError(f"{self.name} (plugin {self.spec.plugin}) returned shape "
                              f"{tuple(out.shape)}, but its layout declares {want}")
         if out.dtype != torch.float32:
             raise ShapeError(f"{self.name} (plugin {self.spec.plugin}) returned {out.dtype}, "
                              "expected torch.float32")
-        return out
 
     def extra_repr(self) -> str:
         return f"name={self.name!r}, params={self.params}"

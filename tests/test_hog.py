@@ -142,7 +142,7 @@ def test_registers_as_plugin():
     assert spec.name == "hog" and spec.input == "gray" and spec.differentiable
     assert spec.decoder == "two_stream"
     params = spec.resolve_params({})
-    assert params == {"cell_size": 8, "num_orientations": 9}
+    assert params == {"cell_size": 8, "num_orientations": 9, "backend": "torch"}
     ext = Extractor(spec, params, spec.build(**params))
     out = ext(torch.rand(2, 3, 99, 131))
     assert tuple(out.shape) == (2, *ext.layout(99, 131).shape) == (2, 31, 12, 16)

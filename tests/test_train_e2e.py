@@ -40,7 +40,8 @@ def test_training_writes_checkpoint_metrics_and_previews(trained):
     assert [r["epoch"] for r in records] == [1, 2]
     assert all(0 < r["val_normalized_error"] < 2 for r in records)
     meta = featinv.load_decoder(trained / "decoder.safetensors").meta
-    assert meta["feature"] == {"name": "hog", "params": {"cell_size": 8, "num_orientations": 9},
+    assert meta["feature"] == {"name": "hog", "params": {"cell_size": 8, "num_orientations": 9,
+                                                         "backend": "torch"},
                                "plugin": "featinv.features.hog", "input": "gray"}
     assert meta["layout"] == {"kind": "grid", "channels": 31, "height": 4, "width": 4,
                               "sparse": False}

@@ -7,4 +7,5 @@ this list is the only place that names them.
 BUILTIN_PLUGINS = (
     "featinv.features.hog",
     "featinv.features.lbp",
+    "featinv.features.sift",
 )

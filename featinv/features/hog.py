@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import vlfeat
 from ..errors import ShapeError
 from ..hookspecs import hookimpl
 from ..layout import CellGrid
@@ -192,24 +193,37 @@ def hog_uoctti(gray: torch.Tensor, cell_size: int = 8, num_orientations: int = 9
 class HOG(nn.Module):
     """VLFeat UoCTTI HOG as a module; see :func:`hog_uoctti`.
 
+    ``backend="vlfeat"`` calls VLFeat's C library instead (no gradient, computed on the CPU).
+
     Shape:
         - Input: ``(B, 1, H, W)``.
         - Output: ``(B, 3*O+4, floor((H + cell//2)/cell), floor((W + cell//2)/cell))``.
     """
 
-    def __init__(self, cell_size: int = 8, num_orientations: int = 9):
+    def __init__(self, cell_size: int = 8, num_orientations: int = 9, backend: str = "torch"):
         super().__init__()
         self.cell_size = int(cell_size)
         self.num_orientations = int(num_orientations)
+        self.backend = backend
+        if backend == "vlfeat":
+            vlfeat.library()  # fail now, with instructions, rather than at the first batch
 
     def forward(self, gray: torch.Tensor) -> torch.Tensor:
+        if self.backend == "vlfeat":
+            return vlfeat.per_image(
+                lambda im: vlfeat.hog(im, self.cell_size, self.num_orientations), gray)
         return hog_uoctti(gray, self.cell_size, self.num_orientations)
 
     def extra_repr(self) -> str:
-        return f"cell_size={self.cell_size}, num_orientations={self.num_orientations}"
+        return (f"cell_size={self.cell_size}, num_orientations={self.num_orientations}, "
+                f"backend={self.backend!r}")
 
 
-def hog_layout(cell_size: int = 8, num_orientations: int = 9) -> CellGrid:
+def _backends() -> dict[str, str]:
+    return {"torch": "built in (batched, CPU or CUDA, differentiable)", "vlfeat": vlfeat.status()}
+
+
+def hog_layout(cell_size: int = 8, num_orientations: int = 9, backend: str = "torch") -> CellGrid:
     """``3*O + 4`` channels (31 for O = 9) on cells of ``floor((n + cell//2) / cell)``."""
     return CellGrid(3 * num_orientations + 4, cell_size, rounding="half_up")
 
@@ -220,5 +234,7 @@ def featinv_register_features(register):
         name="hog", description="VLFeat UoCTTI HOG (Felzenszwalb et al.), 31 channels per 8-px cell",
         input="gray", differentiable=True, build=HOG, layout=hog_layout,
         params=(Param("cell_size", 8, "cell side in pixels"),
-                Param("num_orientations", 9, "undirected orientation bins (directed: twice as many)")),
-        decoder="two_stream"))
+                Param("num_orientations", 9, "undirected orientation bins (directed: twice as many)"),
+                Param("backend", "torch", "implementation: torch, or VLFeat's C library",
+                      choices=("torch", "vlfeat"))),
+        decoder="two_stream", backends=_backends))

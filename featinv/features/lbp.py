@@ -19,6 +19,7 @@ from functools import lru_cache
 import torch
 from torch import nn
 
+from .. import vlfeat
 from ..errors import ShapeError
 from ..hookspecs import hookimpl
 from ..layout import CellGrid
@@ -149,23 +150,34 @@ def lbp_uniform(gray: torch.Tensor, cell_size: int = 16) -> torch.Tensor:
 class LBP(nn.Module):
     """VLFeat uniform-58 LBP as a module; see :func:`lbp_uniform`.
 
+    ``backend="vlfeat"`` calls VLFeat's C library instead (computed on the CPU).
+
     Shape:
         - Input: ``(B, 1, H, W)``.
         - Output: ``(B, 58, floor(H/cell), floor(W/cell))``.
     """
 
-    def __init__(self, cell_size: int = 16):
+    def __init__(self, cell_size: int = 16, backend: str = "torch"):
         super().__init__()
         self.cell_size = int(cell_size)
+        self.backend = backend
+        if backend == "vlfeat":
+            vlfeat.library()  # fail now, with instructions, rather than at the first batch
 
     def forward(self, gray: torch.Tensor) -> torch.Tensor:
+        if self.backend == "vlfeat":
+            return vlfeat.per_image(lambda im: vlfeat.lbp(im, self.cell_size), gray)
         return lbp_uniform(gray, self.cell_size)
 
     def extra_repr(self) -> str:
-        return f"cell_size={self.cell_size}"
+        return f"cell_size={self.cell_size}, backend={self.backend!r}"
 
 
-def lbp_layout(cell_size: int = 16) -> CellGrid:
+def _backends() -> dict[str, str]:
+    return {"torch": "built in (batched, CPU or CUDA)", "vlfeat": vlfeat.status()}
+
+
+def lbp_layout(cell_size: int = 16, backend: str = "torch") -> CellGrid:
     """58 channels on cells of ``floor(n / cell)``."""
     return CellGrid(NUM_BINS, cell_size, rounding="floor")
 
@@ -175,5 +187,7 @@ def featinv_register_features(register):
     register(FeatureSpec(
         name="lbp", description="VLFeat uniform LBP (58 bins) per 16-px cell; not differentiable",
         input="gray", differentiable=False, build=LBP, layout=lbp_layout,
-        params=(Param("cell_size", 16, "cell side in pixels"),),
-        decoder="two_stream"))
+        params=(Param("cell_size", 16, "cell side in pixels"),
+                Param("backend", "torch", "implementation: torch, or VLFeat's C library",
+                      choices=("torch", "vlfeat"))),
+        decoder="two_stream", backends=_backends))
