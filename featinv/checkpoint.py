@@ -11,7 +11,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from safetensors import SafetensorError
@@ -25,18 +25,21 @@ FORMAT_VERSION = 1
 META_KEY = "featinv"
 
 
-def atomic_save(tensors: dict[str, torch.Tensor], path: str | Path, meta: dict[str, Any]) -> Path:
-    """Write ``tensors`` and JSON ``meta`` to ``path`` atomically."""
+def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
+    """Create ``path`` through ``write(temporary_path)``, then rename it into place.
+
+    An interrupted or failing write leaves any previous file intact. The file gets the usual
+    permissions (``0666 & ~umask``), not ``mkstemp``'s 0600: results are meant to be shared.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     umask = os.umask(0)
     os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; checkpoints are meant to be shared
+    os.chmod(tmp, 0o666 & ~umask)
     try:
-        save_file(tensors, tmp, metadata={META_KEY: json.dumps(meta)})
+        write(tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -44,6 +47,13 @@ def atomic_save(tensors: dict[str, torch.Tensor], path: str | Path, meta: dict[s
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def atomic_save(tensors: dict[str, torch.Tensor], path: str | Path, meta: dict[str, Any]) -> Path:
+    """Write ``tensors`` and JSON ``meta`` to ``path`` atomically."""
+    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    return atomic_write(path, lambda tmp: save_file(tensors, tmp,
+                                                    metadata={META_KEY: json.dumps(meta)}))
 
 
 def read_meta(path: str | Path, expected_format: str = FORMAT) -> dict[str, Any]:

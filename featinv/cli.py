@@ -136,6 +136,44 @@ def describe_cmd(name: str, image_size: int, as_json: bool) -> None:
             click.echo(f"    {backend}: {status}")
 
 
+@cli.command("extract")
+@click.argument("images", nargs=-1, required=True, type=click.Path())
+@click.option("--feature", "-f", required=True, help="Representation to compute.")
+@param_option
+@click.option("--out", "-o", required=True, type=click.Path(), help="Output .npz file.")
+@click.option("--size", type=int, help="Resize the shorter side to this many px first.")
+@click.option("--crop", is_flag=True, help="With --size: centre square of that side.")
+@device_option
+def extract_cmd(images, feature, params, out, size, crop, device) -> int:
+    """Compute the features of IMAGES (files or folders) and save them with their layout."""
+    from .extract import extract_files, save_features
+    from .images import iter_paths
+    from .inversion import pick_device
+    from .registry import get_feature
+
+    if crop and size is None:
+        raise click.UsageError("--crop needs --size.")
+    extractor = get_feature(feature, **_parse_params(params))
+    paths = iter_paths(images)
+    errors = []
+
+    def on_error(message: str) -> None:
+        errors.append(message)
+        click.echo(f"Error: {message}", err=True)
+
+    result = extract_files(extractor, paths, size, crop, pick_device(device), on_error)
+    for i, (info, feats) in enumerate(zip(result.images, result.features)):
+        stats = "".join(f", {k} {v[i]}" for k, v in result.report.items())
+        click.echo(f"{info['path']}: {'x'.join(map(str, feats.shape))}{stats}", err=True)
+    if errors:
+        click.echo(f"{len(errors)} of {len(paths)} images failed.", err=True)
+    if not result.features:
+        raise FeatinvError(f"every image failed; nothing written to {out}.")
+    target = save_features(result, out)
+    click.echo(f"wrote {target} ({len(result.features)} images, {feature})")
+    return 1 if errors else 0
+
+
 @cli.command("train")
 @click.option("--feature", "-f", required=True, help="Representation to invert.")
 @param_option
