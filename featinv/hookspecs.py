@@ -28,3 +28,13 @@ def featinv_build_decoder(spec, layout, image_size, preset, width):
     built-in generic builder runs last (``trylast``), so any plugin can override it for the layouts
     or representations it knows better.
     """
+
+
+@hookspec(firstresult=True)
+def featinv_resolve_feature(name):
+    """Return a ``FeatureSpec`` named ``name`` for a name no plugin registered, or ``None``.
+
+    For families too large to list, e.g. ``timm.<model>.stage<i>`` for every timm model: the
+    plugin registers a representative few with ``featinv_register_features`` and builds the rest
+    on demand here. The spec's ``name`` must equal ``name``.
+    """

@@ -168,22 +168,33 @@ class FixedVector:
 class ComputedGrid:
     """A layout computed by ``fn(height, width) -> Layout`` (e.g. conv arithmetic of a network).
 
-    ``formula`` is the human description shown by ``featinv describe``.
+    ``formula`` is the human description shown by ``featinv describe``. ``min_size`` is the
+    smallest side accepted, or a function computing it on first use (e.g. a search over sizes).
     """
 
     fn: Callable[[int, int], Layout]
     formula: str
-    min_size: int = 1
+    min_size: int | Callable[[], int] = 1
 
     def __call__(self, height: int, width: int) -> Layout:
-        check_image_size(height, width, self.min_size, self.formula)
-        out = self.fn(height, width)
+        if not callable(self.min_size):
+            check_image_size(height, width, self.min_size, self.formula)
+        try:
+            out = self.fn(height, width)
+        except (RuntimeError, ValueError, AssertionError):
+            if not callable(self.min_size):
+                raise
+            # the smallest side is computed only now, when it is needed for the message
+            check_image_size(height, width, self.smallest_side, self.formula)
+            raise
         if not isinstance(out, (GridLayout, VectorLayout)):
             raise TypeError(f"layout function returned {type(out).__name__}, not a Layout")
         return out
 
     @property
     def smallest_side(self) -> int:
+        if callable(self.min_size):
+            object.__setattr__(self, "min_size", int(self.min_size()))  # computed once
         return self.min_size
 
     def describe(self) -> str:

@@ -48,6 +48,8 @@ class PluginState:
     features: dict[str, FeatureSpec]
     # name -> error message for representations that could not be registered (e.g. duplicates)
     broken_features: dict[str, str]
+    # specs built on demand through featinv_resolve_feature, by name
+    resolved: dict[str, FeatureSpec] = field(default_factory=dict)
 
 
 _lock = threading.RLock()

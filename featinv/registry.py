@@ -5,8 +5,8 @@ import difflib
 import fnmatch
 from typing import Any
 
-from .errors import UnknownFeatureError
-from .plugins import get_state
+from .errors import PluginError, UnknownFeatureError
+from .plugins import first_result, get_state
 from .spec import Extractor, FeatureSpec
 
 
@@ -22,6 +22,9 @@ def get_spec(name: str) -> FeatureSpec:
         return state.features[name]
     if name in state.broken_features:
         raise UnknownFeatureError(state.broken_features[name])
+    resolved = _resolve(name)
+    if resolved is not None:
+        return resolved
     close = difflib.get_close_matches(name, list(state.features), n=1, cutoff=0.5)
     hint = f" Did you mean '{close[0]}'?" if close else ""
     raise UnknownFeatureError(
@@ -39,3 +42,27 @@ def get_feature(name: str, **params: Any) -> Extractor:
     resolved = spec.resolve_params(params)
     module = spec.build(**resolved)
     return Extractor(spec, resolved, module).eval()
+
+
+def _resolve(name: str) -> FeatureSpec | None:
+    """A spec built on demand by a plugin's ``featinv_resolve_feature`` hook (cached)."""
+    state = get_state()
+    if name in state.resolved:
+        return state.resolved[name]
+    if not state.pm.hook.featinv_resolve_feature.get_hookimpls():
+        return None
+    try:
+        plugin, spec = first_result("featinv_resolve_feature", name=name)
+    except PluginError as exc:
+        if str(exc).startswith("No plugin answered"):
+            return None
+        raise UnknownFeatureError(str(exc)) from exc
+    if not isinstance(spec, FeatureSpec) or spec.name != name:
+        raise UnknownFeatureError(f"Plugin '{plugin}' resolved '{name}' to "
+                                  f"{getattr(spec, 'name', spec)!r}, not a FeatureSpec named "
+                                  f"'{name}'.")
+    from dataclasses import replace
+
+    spec = replace(spec, plugin=plugin)
+    state.resolved[name] = spec
+    return spec

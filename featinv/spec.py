@@ -77,6 +77,8 @@ class FeatureSpec:
     (``"auto"``: chosen from the layout). ``plugin`` is filled in by the registry.
 
     Optional:
+        image_size: the square input size the representation is meant for (e.g. 227 for
+            AlexNet, as in the paper); training and evaluation use it unless told otherwise.
         visualize: ``visualize(image, features, **params) -> picture`` draws what the
             representation sees (``featinv show-features``); ``image`` is ``(H, W, 3)`` float in
             [0, 1], ``features`` the ``(C, h, w)`` or ``(C,)`` NumPy features of that image,
@@ -100,6 +102,7 @@ class FeatureSpec:
     params: tuple[Param, ...] = ()
     decoder: str = "auto"
     plugin: str = ""
+    image_size: int | None = None
     visualize: Callable[..., Any] | None = None
     backends: Callable[[], Mapping[str, str]] | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
@@ -118,6 +121,9 @@ class FeatureSpec:
             problems.append("differentiable must be True or False")
         if not callable(self.build) or not callable(self.layout):
             problems.append("build and layout must be callables")
+        if self.image_size is not None and (not isinstance(self.image_size, int)
+                                            or self.image_size < 1):
+            problems.append("image_size must be a positive int or None")
         if any(f is not None and not callable(f) for f in (self.visualize, self.backends)):
             problems.append("visualize and backends must be callables or None")
         if self.decoder not in DECODER_FAMILIES:
@@ -150,13 +156,18 @@ class FeatureSpec:
                             "expected CellGrid, FixedVector or ComputedGrid")
         return rule
 
-    def to_json(self, image_size: int | None = None) -> dict[str, Any]:
+    def to_json(self, image_size: int | None = None, min_size: bool = True) -> dict[str, Any]:
+        """Everything ``describe`` shows; ``min_size=False`` skips the smallest image side,
+        which a network representation may need a search over sizes to find."""
         rule = self.layout_rule()
         out = {"name": self.name, "plugin": self.plugin, "description": self.description,
                "input": self.input, "differentiable": self.differentiable,
                "params": [p.to_json() for p in self.params], "layout_formula": rule.describe(),
-               "min_size": rule.smallest_side, "decoder": self.decoder,
+               "decoder": self.decoder,
+               "image_size": self.image_size,
                "backends": dict(self.backends()) if self.backends else None}
+        if min_size:
+            out["min_size"] = rule.smallest_side
         if image_size is not None:
             out["layout"] = rule(image_size, image_size).to_json()
         return out

@@ -8,4 +8,7 @@ BUILTIN_PLUGINS = (
     "featinv.features.hog",
     "featinv.features.lbp",
     "featinv.features.sift",
+    "featinv.features.alexnet",
+    "featinv.features.squeezenet",
+    "featinv.features.timm_stages",
 )

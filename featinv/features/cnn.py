@@ -1,0 +1,213 @@
+"""What CNN representations share: input conventions, weights, truncated networks, layouts.
+
+A CNN representation is "the output of layer L of network N": the network cut after L's last
+processing step, behind the preprocessing its weights expect. The modules alexnet.py,
+squeezenet.py and timm_stages.py each describe their networks with these pieces; this module
+knows none of them by name.
+
+Weights (the ``weights`` parameter every CNN representation takes):
+
+- ``"imagenet"``: the library's pretrained weights, through its normal download and cache
+  (torchvision: ``$TORCH_HOME/hub/checkpoints``; timm: the Hugging Face cache);
+- a path to a ``.safetensors`` or ``.npz`` file with the library's state-dict key names (never a
+  pickle);
+- ``"random"``: random initialisation, only when asked for explicitly (tests, fine-tuning).
+
+When pretrained weights are neither cached nor downloadable, the error says how to provide them.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import FeatinvError
+from ..layout import ComputedGrid, GridLayout, Layout, VectorLayout
+
+__all__ = ["Convention", "CONVENTIONS", "Preprocess", "LayerNet", "load_weights",
+           "fetch_pretrained", "read_weight_file", "layer_layout"]
+
+
+@dataclass(frozen=True)
+class Convention:
+    """How a network wants its input: ``(x * scale - mean) / std``, optionally as BGR.
+
+    ``mean`` and ``std`` are per channel in the network's channel order.
+    """
+
+    name: str
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    scale: float = 1.0
+    bgr: bool = False
+
+    def describe(self) -> str:
+        order = "BGR" if self.bgr else "RGB"
+        scale = f"x{self.scale:g}, " if self.scale != 1 else ""
+        return f"{self.name} ({order}, {scale}mean {list(self.mean)}, std {list(self.std)})"
+
+
+CONVENTIONS = {
+    "torchvision": Convention("torchvision", (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    # Caffe models (the paper's AlexNet, SqueezeNet's release): BGR, 0-255, mean subtracted
+    "caffe": Convention("caffe", (104.0, 117.0, 123.0), scale=255.0, bgr=True),
+}
+
+
+class Preprocess(nn.Module):
+    """``(B, 3, H, W)`` RGB in [0, 1] -> the network's input convention."""
+
+    def __init__(self, convention: Convention):
+        super().__init__()
+        self.convention = convention
+        self.register_buffer("mean", torch.tensor(convention.mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(convention.std).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.convention.bgr:
+            x = x.flip(1)
+        return (x * self.convention.scale - self.mean) / self.std
+
+    def extra_repr(self) -> str:
+        return self.convention.describe()
+
+
+class LayerNet(nn.Module):
+    """Preprocessing, then a network cut after one layer; returns float32 features.
+
+    ``body`` maps the preprocessed batch to ``(B, C, h, w)`` or ``(B, C)``. Its parameters are
+    the encoder's: frozen while a decoder trains, trained jointly with ``--finetune-encoder``.
+    """
+
+    def __init__(self, preprocess: Preprocess, body: nn.Module):
+        super().__init__()
+        self.preprocess = preprocess
+        self.body = body
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.body(self.preprocess(x))
+        if isinstance(out, (list, tuple)):  # timm features_only models return a list
+            out = out[-1]
+        return out.float()
+
+
+def read_weight_file(path: str | Path) -> dict[str, torch.Tensor]:
+    """A state dict from ``.safetensors`` or ``.npz`` (``allow_pickle=False``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FeatinvError(f"weights file {path} does not exist.")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(path))
+        if suffix == ".npz":
+            with np.load(path, allow_pickle=False) as data:
+                return {k: torch.from_numpy(np.array(data[k])) for k in data.files}
+    except Exception as exc:  # corrupt or pickled data
+        raise FeatinvError(f"cannot read weights from {path}: {exc}") from None
+    raise FeatinvError(f"weights file {path} must be .safetensors or .npz (pickled .pth files "
+                       "are refused: convert them with safetensors.torch.save_file).")
+
+
+def load_weights(net: nn.Module, weights: str, pretrained: Callable[[], dict[str, Any]] | None,
+                 what: str) -> nn.Module:
+    """Put ``weights`` (``"imagenet"``, ``"random"`` or a file path) into ``net``.
+
+    ``pretrained()`` returns the library's state dict (downloading or reading its cache) and may
+    raise anything; that becomes one clear error saying how to supply the weights.
+    """
+    if weights == "random":
+        return net
+    if weights == "imagenet":
+        if pretrained is None:
+            raise FeatinvError(f"{what} has no pretrained ImageNet weights; pass "
+                               "-p weights=PATH or -p weights=random.")
+        state = fetch_pretrained(pretrained, what)
+    else:
+        state = read_weight_file(weights)
+    missing, unexpected = _compare_keys(net, state)
+    if missing or unexpected:
+        raise FeatinvError(
+            f"weights {weights} do not fit {what}: {len(missing)} missing keys "
+            f"(e.g. {missing[:2]}), {len(unexpected)} unexpected (e.g. {unexpected[:2]}).")
+    try:
+        net.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()
+        raise FeatinvError(f"weights {weights} do not fit {what}: "
+                           f"{first[1].strip() if len(first) > 1 else first[0]}") from None
+    return net
+
+
+def fetch_pretrained(fetch: Callable[[], Any], what: str) -> Any:
+    """``fetch()`` (a download or cache read by torchvision/timm), with one clear error."""
+    try:
+        return fetch()
+    except Exception as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise FeatinvError(
+            f"the ImageNet weights of {what} are not cached and could not be downloaded "
+            f"({reason[:200]}). Connect to the internet once to cache them, pass a local "
+            "file with -p weights=PATH (.safetensors or .npz), or use -p weights=random "
+            "for random weights.") from None
+
+
+def _compare_keys(net: nn.Module, state: dict[str, Any]) -> tuple[list[str], list[str]]:
+    own = set(net.state_dict())
+    return sorted(own - set(state)), sorted(set(state) - own)
+
+
+def _run_on_meta(net: nn.Module, height: int, width: int) -> Layout:
+    with torch.device("meta"):
+        out = net(torch.zeros(1, 3, height, width))
+    if isinstance(out, (list, tuple)):  # timm features_only models return a list
+        out = out[-1]
+    shape = tuple(out.shape[1:])
+    return GridLayout(*shape) if len(shape) == 3 else VectorLayout(math.prod(shape))
+
+
+def layer_layout(build_meta: Callable[[], nn.Module], formula: str,
+                 cache: dict[tuple[int, int], Layout]) -> ComputedGrid:
+    """The layout rule of a network layer, from a shape-only (meta device) forward pass.
+
+    ``build_meta()`` builds the cut network (no weights needed). The smallest accepted side is
+    found by bisection on first use, so that too small images get the usual clear error.
+    """
+
+    nets: list[nn.Module] = []
+
+    def fn(height: int, width: int) -> Layout:
+        key = (height, width)
+        if key not in cache:
+            if not nets:
+                with torch.device("meta"):
+                    nets.append(build_meta().eval())
+            cache[key] = _run_on_meta(nets[0], height, width)
+        return cache[key]
+
+    def works(side: int) -> bool:
+        try:
+            return min(fn(side, side).shape) >= 1
+        except (RuntimeError, ValueError, AssertionError):  # e.g. "output size is too small"
+            return False
+
+    def smallest() -> int:
+        high = 16
+        while not works(high):  # most networks accept 16-64 px; few steps find the bracket
+            high *= 2
+            if high > 4096:
+                raise ValueError(f"{formula}: no layout even at 4096 px")
+        low = high // 2 + 1 if high > 16 else 1
+        while low < high:
+            mid = (low + high) // 2
+            low, high = (low, mid) if works(mid) else (mid + 1, high)
+        return low
+
+    return ComputedGrid(fn, formula, min_size=smallest)

@@ -1,0 +1,104 @@
+"""SqueezeNet v1.0 layers (torchvision's ``squeezenet1_0``), with Caffe-convention weights too.
+
+Layers follow the paper's rule for AlexNet: a pooling step belongs to the layer before it.
+
+    layer    torchvision modules                       layout at 227 px
+    conv1    features[0:3] (conv 7x7/2, relu, pool)     96 x 55 x 55
+    fire2    features[3]                               128 x 55 x 55
+    fire3    features[4]                               128 x 55 x 55
+    fire4    features[5:7] (fire4, pool)               256 x 27 x 27
+    fire5    features[7]                               256 x 27 x 27
+    fire6    features[8]                               384 x 27 x 27
+    fire7    features[9]                               384 x 27 x 27
+    fire8    features[10:12] (fire8, pool)             512 x 13 x 13
+    fire9    features[12]                              512 x 13 x 13
+    conv10   classifier[0:3] (dropout, conv 1x1, relu) 1000 x 13 x 13
+    pool10   classifier[3] (global average), flatten   1000 (class scores before softmax)
+
+Weights: ``imagenet`` (torchvision's, torchvision convention) or a file, e.g. the ImageNet-trained
+Caffe SqueezeNet of Deep Compression converted to torchvision key names (``.npz``). Caffe weights
+expect Caffe's input convention (BGR, 0-255, mean [104, 117, 123]): ``convention="auto"`` picks it
+for files whose name contains "caffe", ``"caffe"``/``"torchvision"`` force one.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from torch import nn
+
+from ..errors import FeatinvError
+from ..hookspecs import hookimpl
+from ..spec import FeatureSpec, Param
+from .cnn import CONVENTIONS, LayerNet, Preprocess, layer_layout, load_weights
+
+IMAGE_SIZE = 227
+# layer -> (number of modules of `features`, of `classifier`)
+LAYERS = {"conv1": (3, 0), "fire2": (4, 0), "fire3": (5, 0), "fire4": (7, 0), "fire5": (8, 0),
+          "fire6": (9, 0), "fire7": (10, 0), "fire8": (12, 0), "fire9": (13, 0),
+          "conv10": (13, 3), "pool10": (13, 4)}
+
+
+def _cut(net: nn.Module, layer: str) -> nn.Sequential:
+    n_features, n_classifier = LAYERS[layer]
+    steps = [*net.features[:n_features], *net.classifier[:n_classifier]]
+    if n_classifier == 4:
+        steps.append(nn.Flatten(1))
+    return nn.Sequential(*steps)
+
+
+def _pretrained() -> dict:
+    from torchvision.models import SqueezeNet1_0_Weights
+
+    return SqueezeNet1_0_Weights.IMAGENET1K_V1.get_state_dict(progress=False)
+
+
+def convention_for(weights: str, convention: str) -> str:
+    """``auto``: Caffe's convention for weight files named ``*caffe*``, else torchvision's."""
+    if convention != "auto":
+        return convention
+    is_file = weights not in ("imagenet", "random")
+    return "caffe" if is_file and "caffe" in Path(weights).name.lower() else "torchvision"
+
+
+def full_network(weights: str = "imagenet") -> nn.Module:
+    """The whole ``squeezenet1_0`` (logits ``(B, 1000)``) with ``weights`` loaded."""
+    from torchvision.models import squeezenet1_0
+
+    return load_weights(squeezenet1_0(weights=None), weights, _pretrained, "SqueezeNet 1.0")
+
+
+def build(layer: str, weights: str = "imagenet", convention: str = "auto") -> LayerNet:
+    name = convention_for(weights, convention)
+    if name not in CONVENTIONS:
+        raise FeatinvError(f"unknown input convention {name!r}")
+    return LayerNet(Preprocess(CONVENTIONS[name]), _cut(full_network(weights), layer))
+
+
+@lru_cache(maxsize=None)
+def layout(layer: str):
+    from torchvision.models import squeezenet1_0
+
+    return layer_layout(lambda: _cut(squeezenet1_0(weights=None), layer),
+                        f"SqueezeNet 1.0 {layer} output for an H x W image (227 x 227 in Caffe)",
+                        {})
+
+
+def _spec(layer: str) -> FeatureSpec:
+    return FeatureSpec(
+        name=f"squeezenet.{layer}",
+        description=f"SqueezeNet 1.0 (torchvision architecture) layer {layer}",
+        input="rgb", differentiable=True,
+        build=lambda weights="imagenet", convention="auto": build(layer, weights, convention),
+        layout=lambda weights="imagenet", convention="auto": layout(layer),
+        params=(Param("weights", "imagenet", "'imagenet' (torchvision download/cache), a "
+                      ".safetensors/.npz path, or 'random'"),
+                Param("convention", "auto", "input convention: auto (caffe for *caffe* files), "
+                      "torchvision or caffe", choices=("auto", "torchvision", "caffe"))),
+        image_size=IMAGE_SIZE)
+
+
+@hookimpl
+def featinv_register_features(register):
+    for layer in LAYERS:
+        register(_spec(layer))
