@@ -148,7 +148,8 @@ class ConvUpconv(nn.Module):
 
 
 class FcUpconv(nn.Module):
-    """Paper Table 7 (vectors). Input ``(B, C)`` -> ``(B, 3, image_size, image_size)``."""
+    """Paper Table 7 (vectors). Input ``(B, C)`` -> ``(B, 3, S, S)``, ``S = 4 * 2**floor(log2(
+    image_size / 4))``: the image size when it is a power of two, 128 for 227."""
 
     def __init__(self, channels: int, image_size: int, w):
         super().__init__()
@@ -156,7 +157,9 @@ class FcUpconv(nn.Module):
         hidden = self.base * 16  # reshaped to base x 4 x 4 (paper: 4096 = 256 x 4 x 4)
         self.fc = nn.Sequential(nn.Linear(channels, hidden), _act(), nn.Linear(hidden, hidden),
                                 _act(), nn.Linear(hidden, hidden), _act())
-        self.expand = _Expand(self.base, _log2(image_size / 4), 256, w, k=5)
+        # the largest power-of-two side not above the image: 128 px for 227 px input, as the
+        # paper's FC8 network (Table 7); evaluation resizes it to the input
+        self.expand = _Expand(self.base, max(0, int(math.log2(image_size / 4))), 256, w, k=5)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.expand(self.fc(x).view(x.shape[0], self.base, 4, 4))

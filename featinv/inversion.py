@@ -29,6 +29,9 @@ def pick_device(device: str | torch.device | None = None) -> torch.device:
     return torch.device(device)
 
 
+ENCODER_PREFIX = "encoder."
+
+
 def decoder_metadata(extractor: Extractor, decoder: Decoder, **sections: Any) -> dict[str, Any]:
     """The JSON metadata stored with a decoder's weights."""
     return {"format": checkpoint.FORMAT, "format_version": checkpoint.FORMAT_VERSION,
@@ -39,9 +42,18 @@ def decoder_metadata(extractor: Extractor, decoder: Decoder, **sections: Any) ->
             "decoder": decoder.config, **sections}
 
 
-def save_decoder(decoder: Decoder, path: str | Path, meta: dict[str, Any]) -> Path:
-    """Write the decoder's weights with ``meta`` (see ``decoder_metadata``), atomically."""
-    return checkpoint.atomic_save(decoder.state_dict(), path, meta)
+def save_decoder(decoder: Decoder, path: str | Path, meta: dict[str, Any],
+                 encoder: torch.nn.Module | None = None) -> Path:
+    """Write the decoder's weights with ``meta`` (see ``decoder_metadata``), atomically.
+
+    ``encoder``: a fine-tuned representation module, stored as ``encoder.*`` tensors; inversion
+    then computes features with it instead of the representation's own weights.
+    """
+    tensors = dict(decoder.state_dict())
+    if encoder is not None:
+        tensors.update({f"{ENCODER_PREFIX}{k}": v for k, v in encoder.state_dict().items()})
+        meta = {**meta, "encoder": {"finetuned": True}}
+    return checkpoint.atomic_save(tensors, path, meta)
 
 
 def shipped_decoder_path(name: str) -> Path | None:
@@ -92,6 +104,8 @@ def load_decoder(name_or_checkpoint: str | Path, device: str | torch.device | No
                               f"but '{name}' now gives {current} at {size} px. The checkpoint "
                               "does not match this version of the representation.")
     decoder = rebuild_decoder(spec, config)
+    encoder_state = {k[len(ENCODER_PREFIX):]: tensors.pop(k) for k in list(tensors)
+                     if k.startswith(ENCODER_PREFIX)}
     try:
         decoder.load_state_dict(tensors, strict=True)
     except RuntimeError as exc:
@@ -99,13 +113,30 @@ def load_decoder(name_or_checkpoint: str | Path, device: str | torch.device | No
         raise CheckpointError(f"{path}: weights do not fit the decoder it describes ({first}). "
                               "The file was altered or written by an incompatible version.") from None
     decoder.meta = meta
+    decoder.encoder_state = encoder_state or None
     return decoder.to(pick_device(device)).eval()
 
 
 def extractor_for(decoder: Decoder) -> Extractor:
-    """The representation (with the same parameters) a loaded decoder was trained on."""
+    """The representation (with the same parameters) a loaded decoder was trained on.
+
+    A decoder trained with a fine-tuned encoder brings the encoder's weights along; they replace
+    the representation's own (which are then not downloaded).
+    """
     feature = decoder.meta["feature"]
-    return get_feature(feature["name"], **feature["params"])
+    params = dict(feature["params"])
+    state = getattr(decoder, "encoder_state", None)
+    if not state:
+        return get_feature(feature["name"], **params)
+    if "weights" in params:
+        params["weights"] = "random"  # overwritten just below
+    extractor = get_feature(feature["name"], **params)
+    try:
+        extractor.module.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise CheckpointError(f"the fine-tuned encoder stored with this decoder does not fit "
+                              f"'{feature['name']}' ({str(exc).splitlines()[0]}).") from None
+    return extractor.to(next(decoder.parameters()).device)
 
 
 

@@ -1,7 +1,8 @@
 """Training a decoder: one readable loop (configuration -> data -> model -> loop -> checkpoint).
 
 The decoder minimises the squared Euclidean distance between images and their reconstructions
-(paper eq. 1) with Adam. Features are computed inside the step from the (grayscale, if the
+(paper eq. 1) with Adam. With ``finetune_encoder`` the representation's own parameters train too
+(the paper's autoencoders, section 5.2) and are saved with the decoder. Features are computed inside the step from the (grayscale, if the
 representation says so) image; the target is always the colour image. After every epoch the
 validation error is measured, a PNG of validation reconstructions is written and the checkpoint is
 saved (``decoder.safetensors`` to invert with, ``train_state.safetensors`` to resume from).
@@ -32,6 +33,7 @@ from .registry import get_feature
 DECODER_FILE = "decoder.safetensors"
 STATE_FILE = "train_state.safetensors"
 METRICS_FILE = "metrics.jsonl"
+DEFAULT_IMAGE_SIZE = 128
 
 
 @dataclass
@@ -43,7 +45,7 @@ class TrainConfig:
     out: str
     val: str | None = None
     params: dict[str, Any] = field(default_factory=dict)
-    image_size: int = 128
+    image_size: int | None = None  # None: the representation's own size (227 for AlexNet), else 128
     epochs: int = 10
     batch_size: int = 64
     lr: float = 1e-3
@@ -59,6 +61,7 @@ class TrainConfig:
     seed: int = 0
     save_every: int = 0  # also checkpoint every N steps (0: once per epoch)
     preview: int = 8  # validation images shown in the per-epoch PNG
+    finetune_encoder: bool = False  # train the representation's parameters too (autoencoder)
 
 
 def lr_at(cfg: TrainConfig, step: int, total: int) -> float:
@@ -126,7 +129,7 @@ def _load_state(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], gr
 
 def check_config(cfg: TrainConfig) -> None:
     """Refuse settings that cannot train, before any work starts."""
-    if cfg.epochs < 1 or cfg.batch_size < 1 or cfg.image_size < 1:
+    if cfg.epochs < 1 or cfg.batch_size < 1 or (cfg.image_size is not None and cfg.image_size < 1):
         raise FeatinvError("--epochs, --batch-size and --image-size must be at least 1.")
     low, high = cfg.crop_scale
     if not 0 < low <= high <= 1:
@@ -145,7 +148,9 @@ def train(cfg: TrainConfig, resume: bool = False, log=print) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     extractor = get_feature(cfg.feature, **cfg.params).to(device)
     cfg.params = extractor.params
+    cfg.image_size = cfg.image_size or extractor.spec.image_size or DEFAULT_IMAGE_SIZE
     layout = extractor.layout(cfg.image_size, cfg.image_size)
+    encoder = _trainable_encoder(extractor) if cfg.finetune_encoder else None
 
     train_files = scan_folder(cfg.data, cfg.limit)
     val_files = scan_folder(cfg.val, cfg.val_limit) if cfg.val else None
@@ -158,13 +163,14 @@ def train(cfg: TrainConfig, resume: bool = False, log=print) -> dict[str, Any]:
         val_loader = _loader(ImageFolder(val_files, cfg.image_size, train=False), None, cfg, device)
 
     decoder = build_decoder(extractor.spec, layout, cfg.image_size, cfg.preset, cfg.width).to(device)
-    opt = torch.optim.Adam(decoder.parameters(), lr=cfg.lr, betas=cfg.betas)
+    trained = list(decoder.parameters()) + (list(encoder.parameters()) if encoder else [])
+    opt = torch.optim.Adam(trained, lr=cfg.lr, betas=cfg.betas)
     steps_per_epoch = math.ceil(len(train_ds) / cfg.batch_size)
     total = steps_per_epoch * cfg.epochs
     step, history = 0, []
 
     if resume and (out / STATE_FILE).exists():
-        step, history = _resume(out, decoder, opt, cfg)
+        step, history = _resume(out, decoder, encoder, opt, cfg)
         log(f"resuming at step {step}/{total} from {out / STATE_FILE}")
     else:
         with torch.no_grad():  # feature statistics from one batch of centre crops
@@ -174,14 +180,17 @@ def train(cfg: TrainConfig, resume: bool = False, log=print) -> dict[str, Any]:
         (out / METRICS_FILE).unlink(missing_ok=True)
     n_params = sum(p.numel() for p in decoder.parameters())
     log(f"training a {cfg.preset} decoder ({n_params / 1e6:.2f} M parameters) for "
-        f"{cfg.feature} ({layout}) on {len(train_ds)} images, {device}")
+        f"{cfg.feature} ({layout}) at {cfg.image_size} px on {len(train_ds)} images, {device}"
+        + (", fine-tuning the encoder" if encoder else ""))
 
     def save(metrics: dict | None) -> None:
         meta = decoder_metadata(extractor, decoder, training=_config_json(cfg),
                                 metrics=metrics or (history[-1] if history else None),
                                 progress={"step": step, "total_steps": total})
-        save_decoder(decoder, out / DECODER_FILE, meta)
+        save_decoder(decoder, out / DECODER_FILE, meta, encoder)
         tensors, opt_json = _state_tensors(opt)
+        if encoder is not None:
+            tensors.update({f"encoder.{k}": v for k, v in encoder.state_dict().items()})
         state_meta = {"format": checkpoint.STATE_FORMAT, "format_version": checkpoint.FORMAT_VERSION,
                       "step": step, "history": history, "config": _config_json(cfg), **opt_json}
         checkpoint.atomic_save({**tensors, **{f"decoder.{k}": v for k, v in
@@ -198,7 +207,7 @@ def train(cfg: TrainConfig, resume: bool = False, log=print) -> dict[str, Any]:
             for group in opt.param_groups:
                 group["lr"] = lr_at(cfg, step, total)
             x = to_float(batch, device)
-            with torch.no_grad():
+            with torch.set_grad_enabled(encoder is not None):
                 feats = extractor(x)
             loss = F.mse_loss(decoder(feats, size=x.shape[-2:]), x)
             opt.zero_grad(set_to_none=True)
@@ -239,15 +248,34 @@ def _config_json(cfg: TrainConfig) -> dict[str, Any]:
     return json.loads(json.dumps(asdict(cfg)))
 
 
-def _resume(out: Path, decoder: Decoder, opt, cfg: TrainConfig) -> tuple[int, list]:
+def _trainable_encoder(extractor) -> torch.nn.Module:
+    """The representation's module, made trainable for ``--finetune-encoder``.
+
+    It stays in eval mode (dropout off, batch-norm statistics fixed), as the features it is
+    inverted from are computed in eval mode.
+    """
+    module = extractor.module
+    if not extractor.spec.differentiable or not any(True for _ in module.parameters()):
+        raise FeatinvError(f"--finetune-encoder needs a differentiable representation with "
+                           f"parameters (a CNN layer); '{extractor.name}' has none to train.")
+    for p in module.parameters():
+        p.requires_grad_(True)
+    return module
+
+
+def _resume(out: Path, decoder: Decoder, encoder, opt, cfg: TrainConfig) -> tuple[int, list]:
     tensors, meta = checkpoint.load(out / STATE_FILE, checkpoint.STATE_FORMAT)
     stored = meta.get("config", {})
-    for key in ("feature", "params", "image_size", "preset", "width", "batch_size"):
+    for key in ("feature", "params", "image_size", "preset", "width", "batch_size",
+                "finetune_encoder"):
         if stored.get(key) != _config_json(cfg).get(key):
             raise CheckpointError(f"Cannot resume {out}: it was trained with {key}="
                                   f"{stored.get(key)!r}, this run asks for "
                                   f"{_config_json(cfg).get(key)!r}.")
     weights = {k[len("decoder."):]: v for k, v in tensors.items() if k.startswith("decoder.")}
     decoder.load_state_dict(weights)
+    if encoder is not None:
+        encoder.load_state_dict({k[len("encoder."):]: v for k, v in tensors.items()
+                                 if k.startswith("encoder.")})
     _load_state(opt, tensors, meta["param_groups"])
     return int(meta["step"]), list(meta.get("history", []))
