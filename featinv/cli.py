@@ -55,9 +55,9 @@ def list_features_cmd(pattern: str, image_size: int, as_json: bool) -> None:
     for name in list_features(pattern):
         spec = get_spec(name)
         try:
-            info = spec.to_json(image_size)
+            info = spec.to_json(image_size, min_size=False)
         except FeatinvError as exc:  # too small for this representation
-            info = spec.to_json()
+            info = spec.to_json(min_size=False)
             info["layout"] = None
             info["layout_error"] = str(exc)
         rows.append(info)
@@ -180,7 +180,8 @@ def extract_cmd(images, feature, params, out, size, crop, device) -> int:
 @click.option("--data", required=True, type=click.Path(), help="Folder of training images.")
 @click.option("--val", type=click.Path(), help="Folder of validation images.")
 @click.option("--out", "-o", required=True, type=click.Path(), help="Output folder.")
-@click.option("--image-size", type=int, default=128, show_default=True)
+@click.option("--image-size", type=int, help="Training image side (default: the "
+              "representation's own, e.g. 227 for AlexNet and SqueezeNet, else 128).")
 @click.option("--epochs", type=int, default=10, show_default=True)
 @click.option("--batch-size", type=int, default=64, show_default=True)
 @click.option("--lr", type=float, default=1e-3, show_default=True)
@@ -196,10 +197,12 @@ def extract_cmd(images, feature, params, out, size, crop, device) -> int:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--save-every", type=int, default=0, help="Also checkpoint every N steps.")
 @click.option("--resume", is_flag=True, help="Continue from OUT/train_state.safetensors.")
+@click.option("--finetune-encoder", is_flag=True, help="Train the representation's parameters "
+              "too (an autoencoder, paper section 5.2); saved with the decoder.")
 @device_option
 def train_cmd(feature, params, data, val, out, image_size, epochs, batch_size, lr, schedule,
               preset, width, crop_scale, limit, val_limit, workers, seed, save_every, resume,
-              device) -> None:
+              finetune_encoder, device) -> None:
     """Train a decoder that inverts FEATURE; writes OUT/decoder.safetensors."""
     from .train import TrainConfig, train
 
@@ -207,7 +210,8 @@ def train_cmd(feature, params, data, val, out, image_size, epochs, batch_size, l
                       image_size=image_size, epochs=epochs, batch_size=batch_size, lr=lr,
                       schedule=schedule, preset=preset, width=width,
                       crop_scale=(crop_scale, 1.0), limit=limit, val_limit=val_limit,
-                      workers=workers, seed=seed, save_every=save_every, device=device)
+                      workers=workers, seed=seed, save_every=save_every, device=device,
+                      finetune_encoder=finetune_encoder)
     metrics = train(cfg, resume=resume, log=lambda m: click.echo(m, err=True))
     click.echo(f"wrote {Path(out) / 'decoder.safetensors'}")
     if metrics:
@@ -302,6 +306,36 @@ def demo_cmd(train_data, out, feature, epochs, limit, device) -> None:
     for path in run_demo(feature, Path(out), train_data, epochs, limit, device,
                          log=lambda m: click.echo(m, err=True)):
         click.echo(str(path))
+
+
+@cli.command("show-features")
+@click.argument("image", type=click.Path())
+@click.option("--feature", "-f", required=True, help="Representation to draw.")
+@param_option
+@click.option("--out", "-o", required=True, type=click.Path(), help="Output .png file.")
+@click.option("--size", type=click.IntRange(min=1),
+              help="Resize the shorter side to this many px first (default: as is).")
+def show_features_cmd(image, feature, params, out, size) -> None:
+    """Draw what FEATURE sees in IMAGE, beside or on the image; writes a PNG."""
+    import torch
+
+    from .images import open_rgb, pil_to_tensor, resize_shorter_side, save_png
+    from .registry import get_feature
+    from .visualize import show_features
+
+    if not out.lower().endswith(".png"):
+        raise FeatinvError(f"-o {out}: the picture is written as PNG; give a path ending in .png.")
+    extractor = get_feature(feature, **_parse_params(params))
+    img = open_rgb(image)
+    if size:
+        img = resize_shorter_side(img, size)
+    smallest = extractor.rule.smallest_side
+    if min(img.size) < smallest:
+        raise FeatinvError(f"{image}: {img.width}x{img.height} px is too small for '{feature}', "
+                           f"which needs at least {smallest} px on each side; pass --size "
+                           f"{smallest} or more.")
+    picture = torch.from_numpy(show_features(extractor, pil_to_tensor(img))).permute(2, 0, 1)
+    click.echo(str(save_png(picture, out)))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -32,6 +32,7 @@ from .. import vlfeat
 from ..hookspecs import hookimpl
 from ..layout import CellGrid
 from ..spec import FeatureSpec, Param
+from ..visualize import display_scale, draw_circles, draw_lines, paint, upscale
 
 __all__ = ["Keypoints", "detect", "keypoint_grid", "grid_keypoints", "SparseSIFT", "CHANNELS"]
 
@@ -193,6 +194,25 @@ def _backends() -> dict[str, str]:
             "vlfeat": vlfeat.status()}
 
 
+def sift_picture(image, features, cell_size: int = 4, **_):
+    """The keypoints of the grid drawn on the image: a circle of radius ``2 sigma`` (at least
+    2 px) and a line from the centre along the orientation, green with a dark outline.
+
+    ``image`` ``(H, W, 3)``, ``features`` ``(133, h, w)``.
+    """
+    s = display_scale(*image.shape[:2])
+    picture = upscale(image, s)
+    x, y, sigma, angle = grid_keypoints(features, cell_size).T
+    centres = np.stack([x, y], axis=1) * s + (s - 1) / 2  # pixel centres after upscaling
+    radii = np.maximum(2 * sigma * s, 2.0)
+    ends = centres + radii[:, None] * np.stack([np.cos(angle), np.sin(angle)], axis=1)
+    for thickness, colour in ((3, (0.0, 0.0, 0.0)), (1, (0.2, 1.0, 0.2))):
+        mask = np.maximum(draw_circles(picture.shape, centres, radii, thickness),
+                          draw_lines(picture.shape, centres, ends, thickness))
+        picture = paint(picture, mask, colour)
+    return picture
+
+
 @hookimpl
 def featinv_register_features(register):
     register(FeatureSpec(
@@ -203,4 +223,4 @@ def featinv_register_features(register):
                 Param("seed", 0, "seed of the random choice when keypoints share a cell"),
                 Param("backend", "opencv", "keypoint detector: OpenCV, or VLFeat's C library",
                       choices=BACKENDS)),
-        decoder="contract_expand", backends=_backends))
+        decoder="contract_expand", backends=_backends, visualize=sift_picture))
