@@ -5,6 +5,7 @@ shows the traceback instead.
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -29,8 +30,22 @@ def _parse_params(items: tuple[str, ...]) -> dict[str, str]:
     return params
 
 
-param_option = click.option("--param", "-p", "params", multiple=True, metavar="NAME=VALUE",
-                            help="Representation parameter (repeatable), e.g. -p cell_size=8.")
+def feature_params(command):
+    """``--param NAME=VALUE`` (repeatable) and ``--weights``, handed on as one ``params`` dict."""
+
+    @functools.wraps(command)
+    def wrapper(*args, params=(), weights=None, **kwargs):
+        parsed = _parse_params(params)
+        if weights is not None:
+            parsed["weights"] = weights
+        return command(*args, params=parsed, **kwargs)
+
+    wrapper = click.option("--weights", metavar="PATH|imagenet|random",
+                           help="Network weights of a CNN representation: a .safetensors/.npz "
+                           "file, imagenet (download/cache) or random; same as -p weights=...")(wrapper)
+    return click.option("--param", "-p", "params", multiple=True, metavar="NAME=VALUE",
+                        help="Representation parameter (repeatable), e.g. -p cell_size=8.")(wrapper)
+
 device_option = click.option("--device", default="auto", show_default=True,
                              help="cpu, cuda, cuda:1, ... or auto (CUDA when available).")
 
@@ -139,7 +154,7 @@ def describe_cmd(name: str, image_size: int, as_json: bool) -> None:
 @cli.command("extract")
 @click.argument("images", nargs=-1, required=True, type=click.Path())
 @click.option("--feature", "-f", required=True, help="Representation to compute.")
-@param_option
+@feature_params
 @click.option("--out", "-o", required=True, type=click.Path(), help="Output .npz file.")
 @click.option("--size", type=int, help="Resize the shorter side to this many px first.")
 @click.option("--crop", is_flag=True, help="With --size: centre square of that side.")
@@ -153,7 +168,7 @@ def extract_cmd(images, feature, params, out, size, crop, device) -> int:
 
     if crop and size is None:
         raise click.UsageError("--crop needs --size.")
-    extractor = get_feature(feature, **_parse_params(params))
+    extractor = get_feature(feature, **params)
     paths = iter_paths(images)
     errors = []
 
@@ -176,7 +191,7 @@ def extract_cmd(images, feature, params, out, size, crop, device) -> int:
 
 @cli.command("train")
 @click.option("--feature", "-f", required=True, help="Representation to invert.")
-@param_option
+@feature_params
 @click.option("--data", required=True, type=click.Path(), help="Folder of training images.")
 @click.option("--val", type=click.Path(), help="Folder of validation images.")
 @click.option("--out", "-o", required=True, type=click.Path(), help="Output folder.")
@@ -206,7 +221,7 @@ def train_cmd(feature, params, data, val, out, image_size, epochs, batch_size, l
     """Train a decoder that inverts FEATURE; writes OUT/decoder.safetensors."""
     from .train import TrainConfig, train
 
-    cfg = TrainConfig(feature=feature, params=_parse_params(params), data=data, val=val, out=out,
+    cfg = TrainConfig(feature=feature, params=params, data=data, val=val, out=out,
                       image_size=image_size, epochs=epochs, batch_size=batch_size, lr=lr,
                       schedule=schedule, preset=preset, width=width,
                       crop_scale=(crop_scale, 1.0), limit=limit, val_limit=val_limit,
@@ -311,7 +326,7 @@ def demo_cmd(train_data, out, feature, epochs, limit, device) -> None:
 @cli.command("show-features")
 @click.argument("image", type=click.Path())
 @click.option("--feature", "-f", required=True, help="Representation to draw.")
-@param_option
+@feature_params
 @click.option("--out", "-o", required=True, type=click.Path(), help="Output .png file.")
 @click.option("--size", type=click.IntRange(min=1),
               help="Resize the shorter side to this many px first (default: as is).")
@@ -325,7 +340,7 @@ def show_features_cmd(image, feature, params, out, size) -> None:
 
     if not out.lower().endswith(".png"):
         raise FeatinvError(f"-o {out}: the picture is written as PNG; give a path ending in .png.")
-    extractor = get_feature(feature, **_parse_params(params))
+    extractor = get_feature(feature, **params)
     img = open_rgb(image)
     if size:
         img = resize_shorter_side(img, size)

@@ -5,6 +5,7 @@ import torch
 from safetensors.torch import save_file
 
 import featinv
+import featinv.extract
 from featinv.errors import FeatinvError, ShapeError, UnknownFeatureError
 from featinv.features import squeezenet
 from featinv.images import center_crop_resize, open_rgb, pil_to_tensor
@@ -158,3 +159,17 @@ def test_timm_offline_is_one_clear_error(monkeypatch):
     monkeypatch.setattr(builder, "load_pretrained", offline)
     with pytest.raises(FeatinvError, match="not cached and could not be downloaded"):
         featinv.get_feature("timm.resnet18.stage2")
+
+
+def test_weights_option_of_the_commands(capsys, tmp_path, caffe_weights):
+    from conftest import write_images
+    from test_cli import run
+
+    write_images(tmp_path / "imgs", 1, size=(64, 64))
+    code, out, _ = run(capsys, "extract", "-f", "squeezenet.pool10", "--weights", caffe_weights,
+                       str(tmp_path / "imgs"), "-o", str(tmp_path / "f.npz"))
+    meta = featinv.extract.load_features(tmp_path / "f.npz")[1]
+    assert code == 0 and meta["feature"]["params"]["weights"] == caffe_weights
+    code, _, err = run(capsys, "extract", "-f", "hog", "--weights", "random",
+                       str(tmp_path / "imgs"), "-o", str(tmp_path / "g.npz"))
+    assert code == 1 and "has no parameter 'weights'" in err
