@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from functools import lru_cache
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -22,6 +23,7 @@ from ..errors import ShapeError
 from ..hookspecs import hookimpl
 from ..layout import CellGrid
 from ..spec import FeatureSpec, Param
+from ..visualize import beside, display_scale, fit, line_templates, stamp, upscale
 
 __all__ = ["hog_uoctti", "hog_cells", "HOG"]
 
@@ -31,6 +33,7 @@ _CLIP = 0.2
 _EPS = 1e-4
 # below this many histogram bins per image, flat vote indices are computed exactly in float32
 _FLOAT_INDEX_LIMIT = 2 ** 24
+_CHUNK_PIXELS = 1 << 18
 
 
 def hog_cells(size: int, cell_size: int) -> int:
@@ -69,7 +72,50 @@ def _orientation_table(num_orientations: int) -> torch.Tensor:
                         dtype=torch.float32)
 
 
-def _orientation_bins(gx: torch.Tensor, gy: torch.Tensor, num_orientations: int) -> torch.Tensor:
+class _Workspace:
+    """Work buffers shared by the chunks of one call on the CPU, so that the memory allocator does
+    not hand out (and page-fault) fresh memory for every step.
+
+    ``out(...)`` gives the buffer to pass as ``out=``, or ``None`` (a fresh tensor) when the
+    workspace is off: with autograd, which refuses ``out=`` and keeps intermediate results for
+    the backward pass. ``take(...)`` always gives a tensor (a fresh one when off). The buffers
+    named in ``sizes`` (name -> (elements, dtype)) are carved from one allocation: one block
+    rather than many keeps the allocator from returning the memory to the system after every
+    call and page-faulting it back in at the next (glibc trims the heap when the freed memory at
+    its top exceeds twice the largest block it ever unmapped).
+    """
+
+    def __init__(self, enabled: bool, sizes: dict[str, tuple[int, torch.dtype]] | None = None,
+                 device: torch.device | str = "cpu"):
+        self.enabled = enabled
+        self._buffers: dict[str, torch.Tensor] = {}
+        if enabled and sizes:
+            nbytes = [n * dtype.itemsize for n, dtype in sizes.values()]
+            starts = [0]
+            for size in nbytes:
+                starts.append(starts[-1] + -(-size // 64) * 64)  # 64-byte aligned
+            block = torch.empty(starts[-1], dtype=torch.uint8, device=device)
+            for (name, (_, dtype)), start, size in zip(sizes.items(), starts, nbytes):
+                self._buffers[name] = block[start:start + size].view(dtype)
+
+    def take(self, name: str, shape: tuple[int, ...], like: torch.Tensor,
+             dtype: torch.dtype | None = None) -> torch.Tensor:
+        dtype = like.dtype if dtype is None else dtype
+        if not self.enabled:
+            return torch.empty(shape, dtype=dtype, device=like.device)
+        size = math.prod(shape)
+        buffer = self._buffers.get(name)
+        if buffer is None or buffer.numel() < size or buffer.dtype != dtype:
+            buffer = self._buffers[name] = torch.empty(size, dtype=dtype, device=like.device)
+        return buffer[:size].view(shape)
+
+    def out(self, name: str, shape: tuple[int, ...], like: torch.Tensor,
+            dtype: torch.dtype | None = None) -> torch.Tensor | None:
+        return self.take(name, shape, like, dtype) if self.enabled else None
+
+
+def _orientation_bins(gx: torch.Tensor, gy: torch.Tensor, num_orientations: int,
+                      ws: _Workspace | None = None) -> torch.Tensor:
     """Directed orientation bin in ``0 .. 2*O-1`` of each gradient (float holding integers).
 
     VLFeat takes ``k = argmax_k |gx cos(k pi/O) + gy sin(k pi/O)|`` (float32 scores, ties to the
@@ -79,11 +125,15 @@ def _orientation_bins(gx: torch.Tensor, gy: torch.Tensor, num_orientations: int)
     neighbouring bins decide, as in VLFeat.
     """
     o = num_orientations
-    angle = torch.atan2(gy, gx) * (o / math.pi)  # in units of bins
-    nearest = torch.round(angle)
-    bins = torch.remainder(nearest, 2 * o)
+    ws = _Workspace(False) if ws is None else ws
+    shape = tuple(gx.shape)
+    angle = torch.atan2(gy, gx, out=ws.take("angle", shape, gx)).mul_(o / math.pi)  # in bins
+    nearest = torch.round(angle, out=ws.take("nearest", shape, gx))  # -O .. O
+    # + 2*O below 0 (torch.remainder is slow on the CPU, comparisons with float output are fast)
+    bins = torch.lt(nearest, 0, out=ws.take("bins", shape, gx)).mul_(2 * o).add_(nearest)
     # atan2 is accurate to a few ulp, so 1e-3 of a bin is a wide margin (nonzero() syncs on CUDA)
-    unsure = ((angle - nearest).abs() > 0.5 - 1e-3).view(-1).nonzero().squeeze(1)
+    frac = torch.sub(angle, nearest, out=ws.take("frac", shape, gx))
+    unsure = frac.abs_().gt_(0.5 - 1e-3).view(-1).nonzero().squeeze(1)
     if unsure.numel():
         x, y = gx.reshape(-1)[unsure], gy.reshape(-1)[unsure]
         table = _orientation_table(o).to(device=gx.device, dtype=gx.dtype)
@@ -98,48 +148,70 @@ def _orientation_bins(gx: torch.Tensor, gy: torch.Tensor, num_orientations: int)
     return bins
 
 
-def _histograms(gray: torch.Tensor, cell_size: int, num_orientations: int) -> torch.Tensor:
+def _histograms(gray: torch.Tensor, cell_size: int, num_orientations: int,
+                ws: _Workspace) -> torch.Tensor:
     """Magnitude-weighted orientation histograms ``(B, 2*O, Hc, Wc)`` before normalisation."""
     b, _, height, width = gray.shape
     hc, wc = hog_cells(height, cell_size), hog_cells(width, cell_size)
+    hi, wi = max(height - 2, 0), max(width - 2, 0)
+    shape = (b, hi, wi)
     bins = 2 * num_orientations
     img = gray[:, 0]
     # central differences at the interior pixels only, no 1/2 (y points down)
-    gx = img[:, 1:-1, 2:] - img[:, 1:-1, :-2]
-    gy = img[:, 2:, 1:-1] - img[:, :-2, 1:-1]
-    norm2 = gx * gx + gy * gy
-    # sqrt has an infinite derivative at 0: flat pixels take the constant branch
+    gx = torch.sub(img[:, 1:-1, 2:], img[:, 1:-1, :-2], out=ws.out("gx", shape, img))
+    gy = torch.sub(img[:, 2:, 1:-1], img[:, :-2, 1:-1], out=ws.out("gy", shape, img))
+    norm2 = torch.mul(gx, gx, out=ws.out("norm2", shape, img))
+    norm2 = torch.add(norm2, torch.mul(gy, gy, out=ws.out("temp", shape, img)),
+                      out=ws.out("norm2", shape, img))
+    # sqrt has an infinite derivative at 0: flat pixels take the constant branch (a float mask
+    # rather than torch.where, which is slow on the CPU)
     tiny = torch.finfo(norm2.dtype).tiny
-    mag = torch.where(norm2 > 0, torch.sqrt(norm2.clamp_min(tiny)), 0.0)
+    moving = torch.gt(norm2.detach(), 0, out=ws.take("moving", shape, img))
+    mag = torch.clamp_min(norm2, tiny, out=ws.out("mag", shape, img))
+    mag = torch.mul(torch.sqrt(mag, out=ws.out("mag", shape, img)), moving,
+                    out=ws.out("mag", shape, img))
     with torch.no_grad():
-        orient = _orientation_bins(gx.detach(), gy.detach(), num_orientations)
+        orient = _orientation_bins(gx.detach(), gy.detach(), num_orientations, ws)
 
     # each pixel votes into the 4 cells around it; the grid is padded by one cell on each side so
     # that votes off the grid land in the padding, which is cut off
-    hi, wi = max(height - 2, 0), max(width - 2, 0)
     bx, wx1, wx2 = _axis(width, cell_size, mag)
     by, wy1, wy2 = _axis(height, cell_size, mag)
     wy1, wy2 = wy1.view(hi, 1), wy2.view(hi, 1)
     rows, cols = hc + 2, wc + 2
     cell = (by + 1).view(hi, 1) * cols + (bx + 1).view(1, wi)
     if bins * rows * cols < _FLOAT_INDEX_LIMIT:  # cheaper than int64 arithmetic
-        index = (orient * (rows * cols) + cell.to(orient.dtype)).long()
+        flat = torch.mul(orient, rows * cols, out=ws.take("frac", shape, img))
+        flat = flat.add_(cell.to(orient.dtype))
+        index = ws.take("index", shape, img, torch.long).copy_(flat)
     else:
         index = orient.long() * (rows * cols) + cell
     index = index.view(b, hi * wi)
-    # products in VLFeat's order: (magnitude * wx) * wy
-    mx1, mx2 = mag * wx1, mag * wx2
-    acc = mag.new_zeros(b, bins * rows * cols)
-    acc.scatter_add_(1, index, (mx1 * wy1).view(b, -1))
-    acc.scatter_add_(1, index + 1, (mx2 * wy1).view(b, -1))
-    acc.scatter_add_(1, index + cols, (mx1 * wy2).view(b, -1))
-    acc.scatter_add_(1, index + (cols + 1), (mx2 * wy2).view(b, -1))
-    return acc.view(b, bins, rows, cols)[:, :, 1:hc + 1, 1:wc + 1]
+    # products in VLFeat's order: (magnitude * wx) * wy. Each complex slot holds the votes for its
+    # own cell (real) and for the cell to its right (imaginary): two scatters carry the four votes
+    complex_dtype = torch.complex128 if mag.dtype == torch.float64 else torch.complex64
+    mx1 = torch.mul(mag, wx1, out=ws.out("mx1", shape, img))
+    mx2 = torch.mul(mag, wx2, out=ws.out("mx2", shape, img))
+    votes = []
+    for wy in (wy1, wy2):
+        own = torch.mul(mx1, wy, out=ws.out("own", shape, img))
+        right = torch.mul(mx2, wy, out=ws.out("right", shape, img))
+        votes.append(torch.complex(own, right, out=ws.out(f"votes{len(votes)}", shape, img,
+                                                          complex_dtype)).view(b, -1))
+    acc = ws.take("acc", (b, bins * rows * cols), img, complex_dtype).zero_()
+    acc.scatter_add_(1, index, votes[0])
+    acc[:, cols:].scatter_add_(1, index, votes[1])
+    parts = torch.view_as_real(acc)
+    own, right = parts[..., 0].view(b, bins, rows, cols), parts[..., 1].view(b, bins, rows, cols)
+    return torch.add(own[:, :, 1:hc + 1, 1:wc + 1], right[:, :, 1:hc + 1, :wc],
+                     out=ws.out("hist", (b, bins, hc, wc), img))
 
 
-def _normalise(hist: torch.Tensor, num_orientations: int) -> torch.Tensor:
+def _normalise(hist: torch.Tensor, num_orientations: int,
+               ws: _Workspace | None = None) -> torch.Tensor:
     """UoCTTI block normalisation: ``(B, 2*O, Hc, Wc)`` histograms -> ``(B, 3*O+4, Hc, Wc)``."""
     o = num_orientations
+    ws = _Workspace(False) if ws is None else ws
     undirected = hist[:, :o] + hist[:, o:]
     energy = (undirected * undirected).sum(1, keepdim=True)
     # 2x2 block sums with the cell grid's border replicated (not zero-padded)
@@ -150,10 +222,29 @@ def _normalise(hist: torch.Tensor, num_orientations: int) -> torch.Tensor:
     factors = torch.stack([factor[..., :-1, :-1], factor[..., :-1, 1:],
                            factor[..., 1:, :-1], factor[..., 1:, 1:]], dim=1)  # (B, 4, 1, Hc, Wc)
     both = torch.cat([hist, undirected], dim=1).unsqueeze(1)  # (B, 1, 3*O, Hc, Wc)
-    clipped = torch.clamp(factors * both, max=_CLIP)  # (B, 4, 3*O, Hc, Wc)
+    shape = (hist.shape[0], 4, 3 * o, *hist.shape[2:])
+    clipped = torch.mul(factors, both, out=ws.out("clipped", shape, hist))
+    clipped = torch.clamp(clipped, max=_CLIP, out=ws.out("clipped", shape, hist))
     oriented = 0.5 * clipped.sum(1)
     texture = _TEXTURE_SCALE * clipped[:, :, 2 * o:].sum(2)
     return torch.cat([oriented, texture], dim=1)
+
+
+def _buffer_sizes(b: int, height: int, width: int, cell_size: int, num_orientations: int,
+                  dtype: torch.dtype) -> dict[str, tuple[int, torch.dtype]]:
+    """The work buffers ``_histograms`` and ``_normalise`` take for ``b`` images (elements)."""
+    pixels = b * max(height - 2, 0) * max(width - 2, 0)
+    hc, wc = hog_cells(height, cell_size), hog_cells(width, cell_size)
+    complex_dtype = torch.complex128 if dtype == torch.float64 else torch.complex64
+    o = num_orientations
+    sizes = {name: (pixels, dtype) for name in (
+        "gx", "gy", "norm2", "temp", "moving", "mag", "angle", "nearest", "bins", "frac", "mx1",
+        "mx2", "own", "right")}
+    sizes.update(index=(pixels, torch.long), votes0=(pixels, complex_dtype),
+                 votes1=(pixels, complex_dtype),
+                 acc=(b * 2 * o * (hc + 2) * (wc + 2), complex_dtype),
+                 hist=(b * 2 * o * hc * wc, dtype), clipped=(b * 4 * 3 * o * hc * wc, dtype))
+    return sizes
 
 
 def hog_uoctti(gray: torch.Tensor, cell_size: int = 8, num_orientations: int = 9) -> torch.Tensor:
@@ -186,8 +277,20 @@ def hog_uoctti(gray: torch.Tensor, cell_size: int = 8, num_orientations: int = 9
                          f"each side needs at least {cell_size - cell_size // 2} px")
     if gray.dtype != torch.float64:
         gray = gray.float()
-    hist = _histograms(gray, cell_size, num_orientations)
-    return _normalise(hist, num_orientations)
+    # the CPU works through a batch in chunks of about _CHUNK_PIXELS pixels that share one set of
+    # work buffers (unless autograd needs the intermediate results), so that they stay in cache
+    # and clear of the allocator's page faults; other devices take the batch at once
+    b = gray.shape[0]
+    per_chunk = b if gray.device.type != "cpu" else max(1, _CHUNK_PIXELS // (height * width))
+    chunked = per_chunk < b
+    if chunked and not (torch.is_grad_enabled() and gray.requires_grad):
+        ws = _Workspace(True, _buffer_sizes(per_chunk, height, width, cell_size,
+                                            num_orientations, gray.dtype), gray.device)
+    else:
+        ws = _Workspace(False)
+    chunks = [_normalise(_histograms(chunk, cell_size, num_orientations, ws), num_orientations, ws)
+              for chunk in gray.split(per_chunk)]
+    return torch.cat(chunks) if chunked else chunks[0]
 
 
 class HOG(nn.Module):
@@ -228,6 +331,21 @@ def hog_layout(cell_size: int = 8, num_orientations: int = 9, backend: str = "to
     return CellGrid(3 * num_orientations + 4, cell_size, rounding="half_up")
 
 
+def hog_picture(image, features, cell_size: int = 8, num_orientations: int = 9, **_):
+    """The image beside HOG glyphs: per cell a star with one stroke per undirected orientation.
+
+    The stroke of orientation ``k`` (gradient at ``k*180/O`` degrees) runs along the edge, at
+    right angles to the gradient; its brightness is the contrast-insensitive channel ``2O + k``
+    (scaled by the image's largest). ``image`` ``(H, W, 3)``, ``features`` ``(3O+4, h, w)``.
+    """
+    o, (height, width) = num_orientations, image.shape[:2]
+    s = display_scale(height, width, cell=cell_size, min_cell=16)
+    undirected = features[2 * o:3 * o]
+    undirected = undirected / max(float(undirected.max()), 1e-12)
+    strokes = line_templates(cell_size * s, np.arange(o) * np.pi / o + np.pi / 2)
+    return beside(upscale(image, s), fit(stamp(strokes, undirected), height * s, width * s))
+
+
 @hookimpl
 def featinv_register_features(register):
     register(FeatureSpec(
@@ -237,4 +355,4 @@ def featinv_register_features(register):
                 Param("num_orientations", 9, "undirected orientation bins (directed: twice as many)"),
                 Param("backend", "torch", "implementation: torch, or VLFeat's C library",
                       choices=("torch", "vlfeat"))),
-        decoder="two_stream", backends=_backends))
+        decoder="two_stream", backends=_backends, visualize=hog_picture))

@@ -14,8 +14,10 @@ the output matches VLFeat up to float rounding (only the order of the float32 su
 """
 from __future__ import annotations
 
+import math
 from functools import lru_cache
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -24,6 +26,7 @@ from ..errors import ShapeError
 from ..hookspecs import hookimpl
 from ..layout import CellGrid
 from ..spec import FeatureSpec, Param
+from ..visualize import beside, display_scale, fit, hue_colours, sector_templates, tile, upscale
 
 __all__ = ["lbp_uniform", "LBP", "lbp_mapping", "NUM_BINS"]
 
@@ -71,46 +74,131 @@ def _axis_weights(size: int, cell_size: int) -> tuple[torch.Tensor, torch.Tensor
     return before.long(), w_before, w_after
 
 
-def _axis(size: int, cell_size: int, like: torch.Tensor):
-    before, w_before, w_after = _axis_weights(size, cell_size)
-    return (before.to(like.device), w_before.to(like.device, like.dtype),
-            w_after.to(like.device, like.dtype))
+# The CPU works through a batch in chunks of about this many pixels, reusing one set of work
+# buffers: they stay in cache, and the memory allocator does not hand out (and page-fault) fresh
+# memory for every step. Other devices take the batch at once.
+_CHUNK_PIXELS = 1 << 17
+# the 8 comparisons in three groups of evenly spaced neighbours: the row above (NW, N, NE), the row
+# below (SW, S, SE) and the pixels beside (W, E); the value of each one's bit follows _NEIGHBOURS
+_GROUPS = (((-1, -1), (0, -1), (1, -1)), ((-1, 1), (0, 1), (1, 1)), ((-1, 0), (1, 0)))
+_BIT_VALUES = tuple(float(1 << _NEIGHBOURS.index(n)) for group in _GROUPS for n in group)
 
 
-def _codes(img: torch.Tensor) -> torch.Tensor:
-    """``(B, H, W)`` -> ``(B, H-2, W-2)`` 8-bit codes (long) of the interior pixels."""
-    height, width = img.shape[-2:]
-    centre = img[:, 1:-1, 1:-1]
-    code = torch.zeros(centre.shape, dtype=torch.long, device=img.device)
-    for bit, (dx, dy) in enumerate(_NEIGHBOURS):
-        neighbour = img[:, 1 + dy:height - 1 + dy, 1 + dx:width - 1 + dx]
-        code |= (neighbour > centre).long() << bit
-    return code
+@lru_cache(maxsize=64)
+def _pooling(height: int, width: int, cell_size: int):
+    """Bilinear pooling of every pixel of an ``H x W`` image into the padded cell grid (CPU).
+
+    Returns the flat index (int32, ``(H*W,)``) of the first of the 4 cells each pixel votes into,
+    the votes as complex numbers (``(H*W,)`` each): ``upper`` for the cells in the row of that first
+    cell, ``lower`` for the row below, the real part for the cell itself and the imaginary part for
+    the cell to its right; and the bin table times the cells per bin (int32). The outermost ring
+    of pixels has no code and votes 0.
+    """
+    rows, cols = height // cell_size + 3, width // cell_size + 3
+
+    def axis(size):
+        before, w_before, w_after = _axis_weights(size, cell_size)
+        first = torch.zeros(size, dtype=torch.int32)
+        weights = torch.zeros(2, size)
+        if size > 2:
+            first[1:-1] = before + 1  # + 1: the padding cell before the grid
+            weights[0, 1:-1], weights[1, 1:-1] = w_before, w_after
+        return first, weights
+
+    by, wy = axis(height)
+    bx, wx = axis(width)
+    cell = (by.view(-1, 1) * cols + bx.view(1, -1)).view(-1)
+    upper = torch.complex(wx[0] * wy[0].view(-1, 1), wx[1] * wy[0].view(-1, 1)).view(-1)
+    lower = torch.complex(wx[0] * wy[1].view(-1, 1), wx[1] * wy[1].view(-1, 1)).view(-1)
+    return cell, upper, lower, (_mapping_cpu() * (rows * cols)).int()
+
+
+def _codes(flat: torch.Tensor, width: int, code: torch.Tensor, bits: torch.Tensor) -> None:
+    """8-bit codes (as floats) of the flattened images ``flat`` into ``code`` (same size).
+
+    The neighbours of the pixels ``W+1 .. N-W-2`` are evenly spaced slices of the flat array (codes
+    that straddle two rows or images land on border pixels, which do not vote); the first and last
+    ``W+1`` codes are set to 0. Each group of comparisons writes floats (vectorised, unlike boolean
+    outputs) into ``bits`` (``(3, >= N-2W-2)``) and a matrix-vector product adds their bit values
+    to the codes, exactly.
+    """
+    n = flat.numel()
+    m = n - 2 * (width + 1)
+    code.zero_()
+    if m <= 0:
+        return
+    inner = code[width + 1:width + 1 + m]
+    centre = flat[width + 1:width + 1 + m]
+    values = torch.tensor(_BIT_VALUES, dtype=flat.dtype, device=flat.device)
+    groups = ((flat[:m + 2], 1, 0), (flat[2 * width:2 * width + m + 2], 1, 3),
+              (flat[width:width + m + 2], 2, 6))  # above, below, beside: (slice, step, first bit)
+    for neighbours, step, first in groups:
+        count = 3 if step == 1 else 2
+        group = bits[:count, :m]
+        torch.gt(neighbours.unfold(0, m, step), centre, out=group)
+        torch.addmv(inner, group.t(), values[first:first + count], out=inner)
+
+
+def _work_buffers(device: torch.device, specs: list[tuple[tuple[int, ...], torch.dtype]]
+                  ) -> list[torch.Tensor]:
+    """Uninitialised tensors of the given shapes and dtypes, carved from one allocation.
+
+    One block rather than several keeps the memory allocator from returning the memory to the
+    system after every call and page-faulting it back in at the next (glibc trims the heap when
+    the freed memory at its top exceeds twice the largest block it ever unmapped).
+    """
+    sizes = [math.prod(shape) * dtype.itemsize for shape, dtype in specs]
+    starts = [0]
+    for size in sizes:
+        starts.append(starts[-1] + -(-size // 64) * 64)  # 64-byte aligned
+    block = torch.empty(starts[-1], dtype=torch.uint8, device=device)
+    return [block[start:start + size].view(dtype).view(shape)
+            for start, size, (shape, dtype) in zip(starts, sizes, specs)]
 
 
 def _histograms(gray: torch.Tensor, cell_size: int) -> torch.Tensor:
-    """Bilinearly pooled bin counts ``(B, 58, Hc, Wc)`` before normalisation."""
-    b, _, height, width = gray.shape
-    hc, wc = height // cell_size, width // cell_size
-    hi, wi = max(height - 2, 0), max(width - 2, 0)
-    img = gray[:, 0]
-    bins = _mapping_cpu().to(img.device)[_codes(img)]  # (B, hi, wi)
+    """Bilinearly pooled bin counts ``(B, 58, Hc, Wc)`` before normalisation.
 
-    # each pixel votes into the 4 cells around it. The grid is padded by one cell before the first
-    # and two after the last, so that votes off the grid land in the padding, which is cut off; a
-    # pixel whose first cell is past the last one (VLFeat skips it) has floor(w) == Hc (or Wc) and
-    # so votes into the padding only
-    bx, wx1, wx2 = _axis(width, cell_size, img)
-    by, wy1, wy2 = _axis(height, cell_size, img)
-    wy1, wy2 = wy1.view(hi, 1), wy2.view(hi, 1)
+    Each pixel votes into the 4 cells around it. The grid is padded by one cell before the first
+    and two after the last, so that votes off the grid land in the padding, which is cut off; a
+    pixel whose first cell is past the last one (VLFeat skips it) has floor(w) == Hc (or Wc) and so
+    votes into the padding only. Each complex slot of the accumulator holds the votes for its own
+    cell (real part) and for the cell to its right (imaginary part), so that two scatters carry
+    the four bilinear votes.
+    """
+    img = gray[:, 0].contiguous()
+    b, height, width = img.shape
+    hc, wc = height // cell_size, width // cell_size
     rows, cols = hc + 3, wc + 3
-    cell = (by + 1).view(hi, 1) * cols + (bx + 1).view(1, wi)
-    index = bins * (rows * cols) + cell
-    index = index.view(b, hi * wi)
-    acc = img.new_zeros(b, NUM_BINS * rows * cols)
-    for offset, weight in ((0, wx1 * wy1), (1, wx2 * wy1), (cols, wx1 * wy2), (cols + 1, wx2 * wy2)):
-        acc.scatter_add_(1, index + offset, weight.expand(b, hi, wi).reshape(b, -1))
-    return acc.view(b, NUM_BINS, rows, cols)[:, :, 1:hc + 1, 1:wc + 1]
+    device, pixels = img.device, height * width
+    per_chunk = b if device.type != "cpu" else min(b, max(1, _CHUNK_PIXELS // pixels))
+    cell, upper, lower, table = (t.to(device) for t in _pooling(height, width, cell_size))
+    complex_dtype = torch.complex128 if img.dtype == torch.float64 else torch.complex64
+    upper, lower = upper.to(complex_dtype), lower.to(complex_dtype)
+
+    n = per_chunk * pixels
+    code, bits, code32, index32, index, acc = _work_buffers(device, [
+        ((n,), img.dtype), ((3, max(n - 2 * (width + 1), 0)), img.dtype), ((n,), torch.int32),
+        ((n,), torch.int32), ((n,), torch.long),
+        ((per_chunk, NUM_BINS * rows * cols), complex_dtype)])
+    out = img.new_empty(b, NUM_BINS, hc, wc)
+    for first in range(0, b, per_chunk):
+        chunk = img[first:first + per_chunk]
+        k, size = chunk.shape[0], chunk.numel()
+        _codes(chunk.view(-1), width, code[:size], bits)
+        code32[:size].copy_(code[:size])
+        torch.index_select(table, 0, code32[:size], out=index32[:size])
+        index32[:size].view(k, pixels).add_(cell)
+        votes = index[:size].copy_(index32[:size]).view(k, pixels)
+        sums = acc[:k].zero_()
+        sums.scatter_add_(1, votes, upper.expand(k, -1))
+        sums[:, cols:].scatter_add_(1, votes, lower.expand(k, -1))
+        parts = torch.view_as_real(sums)
+        own = parts[..., 0].view(k, NUM_BINS, rows, cols)
+        right = parts[..., 1].view(k, NUM_BINS, rows, cols)  # votes for the cell to the right
+        torch.add(own[:, :, 1:hc + 1, 1:wc + 1], right[:, :, 1:hc + 1, 0:wc],
+                  out=out[first:first + k])
+    return out
 
 
 def lbp_uniform(gray: torch.Tensor, cell_size: int = 16) -> torch.Tensor:
@@ -144,7 +232,7 @@ def lbp_uniform(gray: torch.Tensor, cell_size: int = 16) -> torch.Tensor:
         gray = gray.float()
     hist = _histograms(gray, cell_size)
     norm = torch.sqrt(hist.sum(1, keepdim=True)) + _EPS
-    return torch.sqrt(hist) / norm
+    return hist.sqrt_().div_(norm)
 
 
 class LBP(nn.Module):
@@ -182,6 +270,31 @@ def lbp_layout(cell_size: int = 16, backend: str = "torch") -> CellGrid:
     return CellGrid(NUM_BINS, cell_size, rounding="floor")
 
 
+def lbp_picture(image, features, cell_size: int = 16, **_):
+    """The image beside each cell's dominant uniform pattern: a pie sector over its run of
+    brighter neighbours, coloured by the run's direction (hue wheel, red = East), brighter when
+    it covers a larger share of the cell; a grey disc where the flat bin dominates the cell.
+
+    ``image`` ``(H, W, 3)``, ``features`` ``(58, h, w)``.
+    """
+    height, width = image.shape[:2]
+    s = display_scale(height, width, cell=cell_size, min_cell=24)
+    g = cell_size * s
+    runs = [(i, j) for i in range(8) for j in range(1, 8)]  # bin 7*i + j - 1
+    spans = [(45 * i - 22.5, 45 * (i + j) - 22.5) for i, j in runs] + [(0, 360)]
+    glyphs = sector_templates(g, spans)
+    colours = np.full((_FLAT_BIN + 1, 3), 0.6, np.float32)
+    colours[:_FLAT_BIN] = hue_colours([np.radians(45 * (i + (j - 1) / 2)) for i, j in runs])
+    share = features ** 2  # each cell's histogram: features are sqrt(h) / ||sqrt(h)||
+    # non-uniform patterns (bin 57) are common in noise and say little: never shown
+    dominant = share[:_FLAT_BIN].argmax(0)
+    dominant[share.argmax(0) == _FLAT_BIN] = _FLAT_BIN
+    strength = np.take_along_axis(share, dominant[None], 0)[0]
+    strength = 0.3 + 0.7 * strength / max(float(strength.max()), 1e-12)
+    cells = glyphs[dominant][..., None] * (colours[dominant] * strength[..., None])[:, :, None, None]
+    return beside(upscale(image, s), fit(tile(cells), height * s, width * s))
+
+
 @hookimpl
 def featinv_register_features(register):
     register(FeatureSpec(
@@ -190,4 +303,4 @@ def featinv_register_features(register):
         params=(Param("cell_size", 16, "cell side in pixels"),
                 Param("backend", "torch", "implementation: torch, or VLFeat's C library",
                       choices=("torch", "vlfeat"))),
-        decoder="two_stream", backends=_backends))
+        decoder="two_stream", backends=_backends, visualize=lbp_picture))

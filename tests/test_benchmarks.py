@@ -1,0 +1,70 @@
+"""Smoke test of benchmarks/extraction.py: its --quick mode on two tiny generated images."""
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from featinv import vlfeat
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "extraction.py"
+
+
+def _load_script():
+    spec = importlib.util.spec_from_file_location("bench_extraction", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _write_images(folder: Path, n: int = 2) -> None:
+    rng = np.random.default_rng(0)
+    folder.mkdir()
+    for i in range(n):
+        coarse = (rng.random((5, 6, 3)) * 255).astype(np.uint8)
+        Image.fromarray(coarse).resize((44, 36), Image.BICUBIC).save(folder / f"img{i}.png")
+
+
+def test_quick_mode_writes_every_row(tmp_path, capsys):
+    _write_images(tmp_path / "images")
+    out = tmp_path / "bench.json"
+    threads = torch.get_num_threads()
+    result = _load_script().main(["--quick", "--val", str(tmp_path / "images"),
+                                  "--json", str(out)])
+    assert torch.get_num_threads() == threads  # thread settings are restored
+    assert json.loads(out.read_text()) == json.loads(json.dumps(result))
+    assert {"machine", "settings", "rows", "sift_grid", "targets", "notes"} <= set(result)
+    machine = result["machine"]
+    assert {"cpu", "logical_cpus", "torch", "opencv", "skimage", "numpy", "vlfeat"} <= set(machine)
+    assert result["settings"]["sizes"] == [32] and result["settings"]["images"] == 2
+
+    rows = result["rows"]
+    keys = {"feature", "size", "implementation", "device", "batch", "threads", "images_per_s",
+            "ms_per_image"}
+    assert rows and all(keys <= set(r) for r in rows)
+    assert all(r["images_per_s"] > 0 and r["ms_per_image"] > 0 for r in rows)
+    seen = {(r["feature"], r["implementation"], r["batch"], r["threads"]) for r in rows}
+    for feature in ("hog", "lbp"):
+        for batch in (1, 2):
+            assert (feature, "featinv torch", batch, 1) in seen
+        assert (feature, "skimage", 1, 1) in seen
+        assert (feature, "VLFeat C", 1, 1) in seen or not vlfeat.available()
+    assert ("sift", "OpenCV SIFT (defaults)", 1, 1) in seen
+    backends = ["opencv"] + (["vlfeat"] if vlfeat.available() else [])
+    for backend in backends:
+        for part in ("", ": detect only", ": grid only"):
+            assert any(f == "sift" and i == f"featinv sift/{backend}{part}" for f, i, _, _ in seen)
+    assert [s["backend"] for s in result["sift_grid"]] == backends
+    assert all(s["detect_ms"] > 0 and s["grid_ms"] > 0 for s in result["sift_grid"])
+
+    targets = result["targets"]
+    assert {t["feature"] for t in targets} == {"hog", "lbp", "sift"}
+    assert all(isinstance(t["met"], bool) for t in targets)
+    if not torch.cuda.is_available():
+        assert any("CUDA" in note for note in result["notes"])
+    printed = capsys.readouterr().out
+    assert "images/s" in printed and "ms/image" in printed
