@@ -22,10 +22,10 @@ import numpy as np
 from featinv import vlfeat
 from featinv.features.sift import Keypoints, detect
 from featinv.images import center_crop_resize, find_images, open_rgb, pil_to_tensor
+from featinv.spec import rgb_to_gray
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ROOT.parent / "shared/reference/vlfeat"
-GRAY = np.array([0.299, 0.587, 0.114], np.float32)
 
 
 def match(reference: Keypoints, ours: Keypoints) -> dict:
@@ -78,7 +78,7 @@ def photo_pairs(folder: str, limit: int, size: int) -> list[tuple[Keypoints, Key
     pairs = []
     for path in find_images(folder)[:limit]:
         rgb = pil_to_tensor(center_crop_resize(open_rgb(path), size))  # (3, size, size) in [0, 1]
-        gray = np.tensordot(GRAY, rgb.numpy(), axes=1).astype(np.float32)
+        gray = rgb_to_gray(rgb[None])[0, 0].numpy()
         gray = np.round(gray * 255) / 255  # what OpenCV sees, so both get the same pixels
         pairs.append((Keypoints(*vlfeat.sift(gray)), detect(gray, "opencv")))
     return pairs

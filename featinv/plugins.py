@@ -193,9 +193,10 @@ def plugin_problems() -> list[PluginInfo]:
     return [p for p in plugin_infos() if p.error]
 
 
-def first_result(hook_name: str, **kwargs: Any) -> tuple[str, Any]:
+def first_result(hook_name: str, required: bool = True, **kwargs: Any) -> tuple[str | None, Any]:
     """Call a ``firstresult`` hook's implementations in pluggy's order; return the first
-    non-``None`` answer and the name of the plugin that gave it. An exception names the plugin."""
+    non-``None`` answer and the name of the plugin that gave it. An exception names the plugin.
+    When every implementation passes: a ``PluginError``, or ``(None, None)`` if not ``required``."""
     hook = getattr(get_plugin_manager().hook, hook_name)
     for impl in reversed(hook.get_hookimpls()):  # pluggy calls the last registered first
         try:
@@ -205,4 +206,6 @@ def first_result(hook_name: str, **kwargs: Any) -> tuple[str, Any]:
                               f"{_describe_exception(exc)}") from exc
         if result is not None:
             return impl.plugin_name, result
+    if not required:
+        return None, None
     raise PluginError(f"No plugin answered {hook_name}.")

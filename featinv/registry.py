@@ -49,14 +49,12 @@ def _resolve(name: str) -> FeatureSpec | None:
     state = get_state()
     if name in state.resolved:
         return state.resolved[name]
-    if not state.pm.hook.featinv_resolve_feature.get_hookimpls():
-        return None
     try:
-        plugin, spec = first_result("featinv_resolve_feature", name=name)
+        plugin, spec = first_result("featinv_resolve_feature", required=False, name=name)
     except PluginError as exc:
-        if str(exc).startswith("No plugin answered"):
-            return None
         raise UnknownFeatureError(str(exc)) from exc
+    if spec is None:
+        return None
     if not isinstance(spec, FeatureSpec) or spec.name != name:
         raise UnknownFeatureError(f"Plugin '{plugin}' resolved '{name}' to "
                                   f"{getattr(spec, 'name', spec)!r}, not a FeatureSpec named "

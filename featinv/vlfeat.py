@@ -246,8 +246,5 @@ def per_image(fn: Callable[[np.ndarray], np.ndarray], gray: torch.Tensor) -> tor
 
     Returns the stacked float32 results on ``gray``'s device (no gradient).
     """
-    images = gray.detach()[:, 0].float().cpu().numpy()
-    out = np.stack([fn(im) for im in images]) if len(images) else None
-    if out is None:
-        raise ValueError("empty batch")
+    out = np.stack([fn(im) for im in gray.detach()[:, 0].float().cpu().numpy()])
     return torch.from_numpy(out.astype(np.float32, copy=False)).to(gray.device)

@@ -77,6 +77,11 @@ class Preprocess(nn.Module):
         return self.convention.describe()
 
 
+def _last(out: torch.Tensor | list | tuple) -> torch.Tensor:
+    """The tensor itself, or the last of a list (timm ``features_only`` models return lists)."""
+    return out[-1] if isinstance(out, (list, tuple)) else out
+
+
 class LayerNet(nn.Module):
     """Preprocessing, then a network cut after one layer; returns float32 features.
 
@@ -90,10 +95,7 @@ class LayerNet(nn.Module):
         self.body = body
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.body(self.preprocess(x))
-        if isinstance(out, (list, tuple)):  # timm features_only models return a list
-            out = out[-1]
-        return out.float()
+        return _last(self.body(self.preprocess(x))).float()
 
 
 def read_weight_file(path: str | Path) -> dict[str, torch.Tensor]:
@@ -166,9 +168,7 @@ def _compare_keys(net: nn.Module, state: dict[str, Any]) -> tuple[list[str], lis
 
 def _run_on_meta(net: nn.Module, height: int, width: int) -> Layout:
     with torch.device("meta"):
-        out = net(torch.zeros(1, 3, height, width))
-    if isinstance(out, (list, tuple)):  # timm features_only models return a list
-        out = out[-1]
+        out = _last(net(torch.zeros(1, 3, height, width)))
     shape = tuple(out.shape[1:])
     return GridLayout(*shape) if len(shape) == 3 else VectorLayout(math.prod(shape))
 

@@ -134,10 +134,14 @@ def keypoint_grid(keypoints: Keypoints, height: int, width: int, cell_size: int 
     return grid
 
 
+def _occupied(grid: np.ndarray) -> np.ndarray:
+    """Which cells of a ``(..., 133, h, w)`` grid hold a keypoint: ``(..., h, w)`` bool."""
+    return np.abs(grid[..., :DESCRIPTOR, :, :]).sum(-3) > 0
+
+
 def grid_keypoints(grid: np.ndarray, cell_size: int = 4) -> np.ndarray:
     """The keypoint frames ``(N, 4)`` ``[x, y, sigma, angle]`` stored in a ``(133, h, w)`` grid."""
-    occupied = np.abs(grid[:DESCRIPTOR]).sum(0) > 0
-    cy, cx = np.nonzero(occupied)
+    cy, cx = np.nonzero(_occupied(grid))
     cells = grid[:, cy, cx]
     x = (cx + cells[_DX]) * cell_size - 0.5
     y = (cy + cells[_DY]) * cell_size - 0.5
@@ -163,20 +167,25 @@ class SparseSIFT(nn.Module):
         if backend == "vlfeat":
             vlfeat.library()  # fail now, with instructions, rather than at the first batch
 
+    def _grid(self, image: np.ndarray, keypoints: Keypoints | None = None) -> np.ndarray:
+        keypoints = detect(image, self.backend) if keypoints is None else keypoints
+        return keypoint_grid(keypoints, *image.shape, self.cell_size, self.seed)
+
     def forward_with_report(self, gray: torch.Tensor) -> tuple[torch.Tensor, dict[str, list]]:
         """Features and, per image, keypoints detected and grid cells filled."""
-        grids, detected, filled = [], [], []
-        for image in gray.detach()[:, 0].float().cpu().numpy():
+        detected: list[int] = []
+
+        def grid(image: np.ndarray) -> np.ndarray:
             keypoints = detect(image, self.backend)
-            grid = keypoint_grid(keypoints, *image.shape, self.cell_size, self.seed)
-            grids.append(grid)
             detected.append(len(keypoints))
-            filled.append(int((np.abs(grid[:DESCRIPTOR]).sum(0) > 0).sum()))
-        out = torch.from_numpy(np.stack(grids)).to(gray.device)
+            return self._grid(image, keypoints)
+
+        out = vlfeat.per_image(grid, gray)
+        filled = _occupied(out.cpu().numpy()).sum((1, 2)).tolist()
         return out, {"keypoints": detected, "cells_filled": filled}
 
     def forward(self, gray: torch.Tensor) -> torch.Tensor:
-        return self.forward_with_report(gray)[0]
+        return vlfeat.per_image(self._grid, gray)
 
     def extra_repr(self) -> str:
         return f"cell_size={self.cell_size}, seed={self.seed}, backend={self.backend!r}"
