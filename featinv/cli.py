@@ -234,45 +234,64 @@ def train_cmd(feature, params, data, val, out, image_size, epochs, batch_size, l
 
 
 @cli.command("invert")
-@click.argument("images", nargs=-1, required=True, type=click.Path())
-@click.option("--feature", "-f", help="Representation (uses its shipped decoder without --checkpoint).")
-@click.option("--checkpoint", "-c", type=click.Path(), help="Decoder checkpoint (.safetensors).")
+@click.argument("images", nargs=-1, required=True)
+@click.option("--feature", "-f", multiple=True, help="Representation (its shipped decoder is "
+              "used without --checkpoint). Repeat it or separate names by commas to compare "
+              "several side by side.")
+@click.option("--checkpoint", "-c", multiple=True, type=click.Path(),
+              help="Decoder checkpoint (.safetensors); may be repeated.")
 @click.option("--out", "-o", default=".", show_default=True, type=click.Path(),
               help="Output folder (or a .png file for a single image).")
 @click.option("--size", type=int, help="Shorter image side to work at (default: the decoder's training size).")
-@click.option("--side-by-side", is_flag=True, help="Write input | reconstruction.")
+@click.option("--side-by-side", is_flag=True, help="Write input | reconstruction(s) in one PNG.")
 @device_option
 def invert_cmd(images, feature, checkpoint, out, size, side_by_side, device) -> int:
-    """Reconstruct each image from its features; writes one PNG per input."""
+    """Reconstruct each image from its features; writes PNGs.
+
+    IMAGES are files, folders, or skimage:NAME for a photo bundled with scikit-image
+    (skimage:astronaut, skimage:coffee, ...).
+    """
     import torch
 
     from .errors import ImageError
-    from .images import iter_paths, make_grid, save_png
+    from .images import image_stem, iter_paths, make_grid, save_png
     from .inversion import extractor_for, load_decoder, pick_device, prepare, reconstruct
 
-    if not feature and not checkpoint:
+    features = [name for item in feature for name in item.split(",") if name]
+    if not features and not checkpoint:
         raise FeatinvError("Pass --feature NAME (shipped decoder) or --checkpoint FILE.")
-    decoder = load_decoder(checkpoint or feature, device=pick_device(device), feature=feature)
-    extractor = extractor_for(decoder)
-    name = decoder.meta["feature"]["name"]
-    size = size or decoder.config["image_size"]
+    if checkpoint and features and len(features) != len(checkpoint):
+        raise FeatinvError(f"{len(features)} --feature names for {len(checkpoint)} "
+                           "--checkpoint files: give one name per checkpoint, or none.")
+    dev = pick_device(device)
+    sources = list(checkpoint) or features
+    decoders = [load_decoder(src, device=dev, feature=features[i] if features else None)
+                for i, src in enumerate(sources)]
+    extractors = [extractor_for(d) for d in decoders]
+    names = [d.meta["feature"]["name"] for d in decoders]
+    size = size or decoders[0].config["image_size"]
     paths = iter_paths(images)
+    per_image = 1 if side_by_side else len(decoders)
     single_file = out.lower().endswith(".png")
-    if single_file and len(paths) > 1:
-        raise FeatinvError(f"-o {out} names one PNG, but {len(paths)} images were given; pass a "
-                           "folder instead.")
+    if single_file and len(paths) * per_image > 1:
+        raise FeatinvError(f"-o {out} names one PNG, but {len(paths) * per_image} pictures will "
+                           "be written; pass a folder instead (or --side-by-side).")
     failures = 0
     for path in paths:
         try:
             x = prepare(path, size)
-            y = reconstruct(extractor, decoder, x[None])[0].cpu()
+            ys = [reconstruct(e, d, x[None])[0].cpu() for e, d in zip(extractors, decoders)]
         except (ImageError, FeatinvError) as exc:
             failures += 1
             click.echo(f"Error: {exc}", err=True)
             continue
-        picture = make_grid([torch.stack([x, y])]) if side_by_side else y
-        target = Path(out) if single_file else Path(out) / f"{path.stem}.{name}.png"
-        click.echo(str(save_png(picture, target)))
+        if side_by_side:
+            pictures = [(make_grid([torch.stack([x, *ys])]), "-".join(names))]
+        else:
+            pictures = list(zip(ys, names))
+        for picture, label in pictures:
+            target = Path(out) if single_file else Path(out) / f"{image_stem(path)}.{label}.png"
+            click.echo(str(save_png(picture, target)))
     if failures:
         click.echo(f"{failures} of {len(paths)} images failed.", err=True)
     return 1 if failures else 0
@@ -321,6 +340,51 @@ def demo_cmd(train_data, out, feature, epochs, limit, device) -> None:
     for path in run_demo(feature, Path(out), train_data, epochs, limit, device,
                          log=lambda m: click.echo(m, err=True)):
         click.echo(str(path))
+
+
+@cli.command("zoo")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def zoo_cmd(as_json: bool) -> None:
+    """List the decoders shipped with featinv (used when no --checkpoint is given)."""
+    from .shipped import shipped
+
+    entries = shipped()
+    if as_json:
+        _echo_json(entries)
+        return
+    if not entries:
+        click.echo("No decoders are shipped with this installation.")
+        return
+    header = ("feature", "MB", "decoder", "params", "size", "val error", "PSNR", "SSIM")
+    rows = [header]
+    for e in entries:
+        if "error" in e:
+            click.echo(f"Error: {e['error']}", err=True)
+            continue
+        rows.append((e["feature"], f"{e['megabytes']:.1f}", f"{e['preset']} x{e['width']:g}",
+                     f"{(e['parameters'] or 0) / 1e6:.2f} M", f"{e['image_size']} px",
+                     _fmt(e["val_normalized_error"], ".3f"), _fmt(e["val_psnr"], ".2f"),
+                     _fmt(e["val_ssim"], ".3f")))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    for r in rows:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+
+
+def _fmt(value, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+@cli.command("pack")
+@click.argument("source", type=click.Path())
+@click.option("--out", "-o", required=True, type=click.Path(), help="Output .safetensors file.")
+@click.option("--recipe", help="The command that trained it (stored in the metadata).")
+@click.option("--float32", "full", is_flag=True, help="Keep float32 weights (default: float16).")
+def pack_cmd(source, out, recipe, full) -> None:
+    """Pack a trained decoder (checkpoint or training folder) for sharing or shipping."""
+    from .shipped import pack
+
+    path = pack(source, out, recipe=recipe, half=not full)
+    click.echo(f"{path} ({path.stat().st_size / 1e6:.2f} MB)")
 
 
 @cli.command("show-features")

@@ -14,6 +14,13 @@ families cover every layout:
 
 Every layer but the last is followed by leaky ReLU (slope 0.2). Up-convolution is a transposed
 convolution with stride 2. Channel widths are the paper's, times the preset's width multiplier.
+
+The ``residual`` preset replaces the families for grid layouts with one network that keeps their
+two roles (see ``ResidualUNet``): a U-Net over the feature grid whose contracting-expanding path
+plays stream A, with skip connections into the full-resolution residual blocks of stream B, then
+resize-convolutions (nearest 2x up-sampling + 3x3 conv, no checkerboard artefacts) to the image.
+Residual blocks are pre-activation with batch normalisation; their last conv starts at zero, so
+each block starts as the identity.
 """
 from __future__ import annotations
 
@@ -28,9 +35,14 @@ from .hookspecs import hookimpl
 from .layout import GridLayout, Layout, VectorLayout, layout_from_json, upsampling_factor
 
 PRESETS: dict[str, dict[str, Any]] = {
-    "paper": {"width": 1.0, "help": "the paper's channel widths (supplementary Tables 3-7)"},
-    "compact": {"width": 0.25, "help": "a quarter of the paper's widths; trains at a useful "
-                                        "speed on a laptop CPU"},
+    "paper": {"width": 1.0, "style": "paper",
+              "help": "the paper's networks and channel widths (supplementary Tables 3-7)"},
+    "compact": {"width": 0.25, "style": "paper",
+                "help": "the paper's networks at a quarter of their widths; trains at a useful "
+                        "speed on a laptop CPU"},
+    "residual": {"width": 0.125, "style": "residual",
+                 "help": "residual U-Net over the feature grid with batch norm and "
+                         "resize-convolutions; the shipped decoders use it"},
 }
 DEFAULT_PRESET = "compact"
 NEG_SLOPE = 0.2
@@ -165,6 +177,88 @@ class FcUpconv(nn.Module):
         return self.expand(self.fc(x).view(x.shape[0], self.base, 4, 4))
 
 
+def _norm(c: int) -> nn.Module:
+    return nn.BatchNorm2d(c)
+
+
+class ResBlock(nn.Module):
+    """Pre-activation residual block ``x + conv(act(bn(conv(act(bn(x))))))``; ``(B,C,h,w)``."""
+
+    def __init__(self, c: int):
+        super().__init__()
+        self.body = nn.Sequential(_norm(c), _act(), nn.Conv2d(c, c, 3, padding=1),
+                                  _norm(c), _act(), nn.Conv2d(c, c, 3, padding=1))
+        nn.init.zeros_(self.body[-1].weight)
+        nn.init.zeros_(self.body[-1].bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
+class ResizeConv(nn.Module):
+    """2x nearest up-sampling then a 3x3 conv (+ leaky ReLU): ``(B,Cin,h,w) -> (B,Cout,2h,2w)``."""
+
+    def __init__(self, cin: int, cout: int, act: bool = True):
+        super().__init__()
+        self.conv = conv(cin, cout, 3, act=act)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+
+
+class ResidualUNet(nn.Module):
+    """The ``residual`` preset for any grid layout: ``(B, C, h, w)`` -> ``(B, 3, 2**n h, 2**n w)``.
+
+    stem -> U-Net over the grid (``levels`` stride-2 stages down to about 2x2 and back up, each
+    level added to the way up by a skip) -> ``blocks`` residual blocks at grid resolution ->
+    ``n = log2(factor)`` up-sampling stages halving the channels, the last a pixel shuffle to RGB.
+    Compute is spent where it is cheap: wide at the coarse levels, thin near the image.
+    """
+
+    def __init__(self, channels: int, grid: int, factor: int, w, blocks: int = 2,
+                 sparse: bool = False):
+        super().__init__()
+        c = w(256)
+        if sparse:  # mostly-empty cells (SIFT): gather them at half the grid first (as Table 4)
+            self.stem = conv(channels, c, 5, stride=2)
+            grid, factor = (grid + 1) // 2, factor * 2
+        else:
+            self.stem = conv(channels, c, 3)
+        levels = max(1, min(3, int(math.log2(max(grid, 2))) - 1))
+        widths = [c] + [min(c * 2 ** (i + 1), w(1024)) for i in range(levels)]
+        self.down = nn.ModuleList(
+            nn.Sequential(conv(widths[i], widths[i + 1], 3, stride=2), ResBlock(widths[i + 1]))
+            for i in range(levels))
+        self.middle = ResBlock(widths[-1])
+        self.up = nn.ModuleList(nn.Conv2d(widths[i], widths[i - 1], 1)
+                                for i in range(levels, 0, -1))
+        self.merge = nn.ModuleList(ResBlock(widths[i - 1]) for i in range(levels, 0, -1))
+        self.local = nn.Sequential(*[ResBlock(c) for _ in range(blocks)], _norm(c), _act())
+        n_up = _log2(factor)
+        expand, cin = [], c
+        for i in range(max(n_up - 1, 0)):
+            cout = max(c // 2 ** (i + 1), 16)
+            expand.append(ResizeConv(cin, cout))
+            cin = cout
+        if n_up == 0:
+            expand.append(conv(cin, 3, 3, act=False))
+        else:  # the last 2x: a conv to 4 x RGB at the lower resolution, then a pixel shuffle
+            expand += [conv(cin, 12, 3, act=False), nn.PixelShuffle(2)]
+        self.expand = nn.Sequential(*expand)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        skips = [x]
+        for stage in self.down:
+            skips.append(stage(skips[-1]))
+        y = self.middle(skips.pop())
+        for up, merge in zip(self.up, self.merge):
+            skip = skips.pop()
+            # sides that are not a multiple of 2**levels: resize to the skip's exact size
+            y = merge(skip + up(F.interpolate(y, size=skip.shape[-2:], mode="nearest")))
+        return self.expand(self.local(y))
+
+
 FAMILIES = ("two_stream", "contract_expand", "conv_upconv", "fc_upconv")
 
 
@@ -177,18 +271,31 @@ def choose_family(requested: str, layout: Layout) -> str:
     return "contract_expand" if layout.sparse else "conv_upconv"
 
 
+def family_name(spec, layout: Layout, preset: str) -> str:
+    """The network the generic builder makes for ``layout`` under ``preset``."""
+    if PRESETS[preset]["style"] == "residual" and isinstance(layout, GridLayout):
+        return "residual_unet"
+    return choose_family(spec.decoder, layout)
+
+
 def width_fn(width: float):
     return lambda c: max(4, int(round(c * width)))
 
 
-def build_body(family: str, layout: Layout, image_size: int, width: float) -> nn.Module:
-    """The bare network of one family for ``layout`` and a square output of ``image_size``."""
+def build_body(family: str, layout: Layout, image_size: int, width: float,
+               style: str = "paper") -> nn.Module:
+    """The bare network of one family for ``layout`` and a square output of ``image_size``.
+
+    ``style="residual"``: grid layouts get a ``ResidualUNet`` whatever the family.
+    """
     w = width_fn(width)
     if family == "fc_upconv":
         return FcUpconv(layout.channels, image_size, w)
     assert isinstance(layout, GridLayout)
     grid = min(layout.height, layout.width)
     factor = upsampling_factor(layout, image_size)
+    if style == "residual":
+        return ResidualUNet(layout.channels, grid, factor, w, sparse=layout.sparse)
     cls = {"two_stream": TwoStream, "contract_expand": ContractExpand, "conv_upconv": ConvUpconv}
     return cls[family](layout.channels, grid, factor, w)
 
@@ -241,7 +348,7 @@ def resolve_width(preset: str, width: float | None) -> float:
 def featinv_build_decoder(spec, layout, image_size, preset, width):
     """The generic builder: any layout gets a decoder from one of the four families."""
     family = choose_family(spec.decoder, layout)
-    return build_body(family, layout, image_size, width)
+    return build_body(family, layout, image_size, width, PRESETS[preset]["style"])
 
 
 def build_decoder(spec, layout: Layout, image_size: int, preset: str = DEFAULT_PRESET,
@@ -258,7 +365,7 @@ def build_decoder(spec, layout: Layout, image_size: int, preset: str = DEFAULT_P
         raise PluginError(f"Plugin '{builder}' returned {type(body).__name__} from "
                           "featinv_build_decoder, not an nn.Module.")
     config = {"preset": preset, "width": width, "image_size": image_size,
-              "family": choose_family(spec.decoder, layout) if builder == "featinv.decoders" else None,
+              "family": family_name(spec, layout, preset) if builder == "featinv.decoders" else None,
               "builder": builder, "layout": layout.to_json()}
     return Decoder(body, layout, config)
 

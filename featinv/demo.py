@@ -11,20 +11,14 @@ from typing import Callable
 import torch
 
 from .errors import FeatinvError
-from .images import make_grid, save_png
+from .images import EXAMPLES, example_image, make_grid, pil_to_tensor, save_png
 from .inversion import extractor_for, load_decoder, pick_device, prepare, reconstruct, shipped_decoder_path
 from .train import DECODER_FILE, TrainConfig, train
 
 
 def example_images() -> dict[str, torch.Tensor]:
     """A few photos bundled with scikit-image, as ``(3, H, W)`` tensors in [0, 1]."""
-    from skimage import data
-
-    out = {}
-    for name in ("astronaut", "coffee", "chelsea", "rocket"):
-        arr = getattr(data, name)()
-        out[name] = torch.from_numpy(arr[..., :3].copy()).permute(2, 0, 1).float() / 255.0
-    return out
+    return {name: pil_to_tensor(example_image(name)) for name in EXAMPLES}
 
 
 def run_demo(feature: str, out: Path, train_data: str | None, epochs: int, limit: int,

@@ -32,8 +32,39 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
+EXAMPLE_PREFIX = "skimage:"
+EXAMPLES = ("astronaut", "coffee", "chelsea", "rocket")
+
+
+def example_image(name: str) -> Image.Image:
+    """A photo bundled with scikit-image (``astronaut``, ``coffee``, ...) as RGB."""
+    from skimage import data
+
+    if name.startswith(EXAMPLE_PREFIX):
+        name = name[len(EXAMPLE_PREFIX):]
+    loader = getattr(data, name, None)
+    if name.startswith("_") or not callable(loader):
+        raise ImageError(f"{EXAMPLE_PREFIX}{name}: scikit-image has no example image '{name}'; "
+                         f"try {', '.join(EXAMPLE_PREFIX + n for n in EXAMPLES)}.")
+    arr = np.asarray(loader())
+    if arr.ndim not in (2, 3) or arr.dtype != np.uint8:
+        raise ImageError(f"{EXAMPLE_PREFIX}{name}: not an 8-bit picture.")
+    return _to_rgb(Image.fromarray(arr))
+
+
+def image_stem(path: str | Path) -> str:
+    """A file name stem for outputs: ``photo`` for ``dir/photo.jpg`` and ``skimage:photo``."""
+    text = str(path)
+    return text[len(EXAMPLE_PREFIX):] if text.startswith(EXAMPLE_PREFIX) else Path(text).stem
+
+
 def open_rgb(path: str | Path) -> Image.Image:
-    """Open an image file as an RGB ``PIL.Image`` with EXIF orientation applied."""
+    """Open an image file as an RGB ``PIL.Image`` with EXIF orientation applied.
+
+    ``skimage:NAME`` opens an example photo bundled with scikit-image instead.
+    """
+    if str(path).startswith(EXAMPLE_PREFIX):
+        return example_image(str(path))
     path = Path(path)
     if path.is_dir():
         raise ImageError(f"{path}: is a directory, not an image.")
@@ -136,5 +167,5 @@ def iter_paths(paths: Iterable[str | Path]) -> list[Path]:
     """Expand folders into the images below them; keep files as given."""
     out: list[Path] = []
     for p in map(Path, paths):
-        out.extend(find_images(p) if p.is_dir() else [p])
+        out.extend(find_images(p) if p.is_dir() else [p])  # skimage:NAME stays as it is
     return out

@@ -1,0 +1,156 @@
+"""Shipped decoders (featinv/zoo), packing, the residual preset and multi-decoder inversion."""
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+import featinv
+from featinv.cli import main
+from featinv.decoders import build_decoder
+from featinv.demo import example_images
+from featinv.images import center_crop_resize, example_image, pil_to_tensor
+from featinv.inversion import ZOO_DIR, extractor_for, load_decoder, reconstruct
+from featinv.layout import GridLayout
+from featinv.metrics import reconstruction_distances
+from featinv.shipped import MAX_SHIPPED_BYTES, describe, pack, shipped
+from featinv.train import TrainConfig, train
+
+SHIPPED = ("hog", "sift", "lbp")
+
+
+def run(capsys, *args):
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(a) for a in args])
+    out = capsys.readouterr()
+    return exit_info.value.code, out.out, out.err
+
+
+# --- the residual preset ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("layout,size", [
+    (GridLayout(31, 16, 16), 128),         # HOG: 8x up
+    (GridLayout(58, 8, 8), 128),           # LBP: 16x up
+    (GridLayout(133, 32, 32, sparse=True), 128),  # SIFT: sparse stem
+    (GridLayout(512, 13, 13), 227),        # a CNN layer with an odd grid
+    (GridLayout(64, 5, 7), 40),            # tiny and not square
+])
+def test_residual_preset_builds_any_grid(layout, size):
+    spec = featinv.get_spec("hog")
+    decoder = build_decoder(spec, layout, size, preset="residual").eval()
+    assert decoder.config["family"] == "residual_unet"
+    x = torch.randn(2, *layout.shape)
+    with torch.no_grad():
+        raw = decoder(x)
+        sized = decoder(x, size=(size, size + 3))
+    assert raw.shape[:2] == (2, 3) and raw.shape[-1] / layout.width == raw.shape[-2] / layout.height
+    assert sized.shape == (2, 3, size, size + 3) and torch.isfinite(sized).all()
+
+
+def test_residual_blocks_start_as_identity():
+    from featinv.decoders import ResBlock
+
+    block = ResBlock(8)
+    x = torch.randn(2, 8, 5, 5)
+    assert torch.equal(block(x), x)
+
+
+# --- packing --------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def residual_run(tmp_path_factory):
+    from conftest import write_images
+
+    root = tmp_path_factory.mktemp("zoo")
+    write_images(root / "train", 16, size=(40, 36))
+    write_images(root / "val", 4, size=(40, 36), seed=1)
+    out = root / "run"
+    train(TrainConfig(feature="hog", data=str(root / "train"), val=str(root / "val"),
+                      out=str(out), image_size=32, epochs=2, batch_size=8, workers=0,
+                      preset="residual", schedule="cosine", crop_scale=(0.8, 1.0)), log=lambda m: None)
+    return out
+
+
+def test_pack_halves_the_file_and_keeps_the_outputs(residual_run, tmp_path):
+    packed = pack(residual_run, tmp_path / "hog.safetensors", recipe="featinv train -f hog ...")
+    full = residual_run / "decoder.safetensors"
+    assert packed.stat().st_size < 0.6 * full.stat().st_size
+    a, b = load_decoder(full), load_decoder(packed)
+    assert all(p.dtype == torch.float32 for p in b.parameters())  # cast back on load
+    x = torch.rand(2, 3, 32, 32)
+    ya, yb = (reconstruct(extractor_for(d), d, x) for d in (a, b))
+    assert (ya - yb).abs().max() < 2e-2
+    info = describe(packed)
+    assert info["recipe"] == "featinv train -f hog ..." and info["preset"] == "residual"
+    assert info["val_normalized_error"] is not None and info["parameters"] > 0
+    history = b.meta["packed"]["history"]
+    assert [h["epoch"] for h in history] == [1, 2]
+
+
+def test_pack_cli_refuses_what_is_not_a_decoder(tmp_path, capsys):
+    (tmp_path / "x.safetensors").write_bytes(b"not a file")
+    code, _, err = run(capsys, "pack", tmp_path / "x.safetensors", "-o", tmp_path / "y.safetensors")
+    assert code == 1 and err.startswith("Error:") and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "y.safetensors").exists()
+
+
+# --- the shipped decoders -------------------------------------------------------------------
+
+def test_hog_sift_and_lbp_are_shipped():
+    assert {e["feature"] for e in shipped()} >= set(SHIPPED)
+
+
+@pytest.fixture(scope="module")
+def examples_128():
+    """The four bundled photos, centre squares at 128 px, and their mean image."""
+    x = torch.stack([pil_to_tensor(center_crop_resize(example_image(n), 128))
+                     for n in example_images()])
+    return x, x.mean(0, keepdim=True).expand_as(x)
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_decoder_loads_fits_and_beats_the_mean_image(name, examples_128):
+    path = ZOO_DIR / f"{name}.safetensors"
+    assert path.stat().st_size <= MAX_SHIPPED_BYTES
+    info = describe(path)
+    assert info["recipe"].startswith("featinv train") and info["val_images"] == 500
+    assert 0 < info["val_normalized_error"] < 0.7
+    decoder = load_decoder(name)
+    extractor = extractor_for(decoder)
+    size = decoder.config["image_size"]
+    assert decoder.layout == extractor.layout(size, size)
+    x, mean = examples_128
+    y = reconstruct(extractor, decoder, x)
+    assert (reconstruction_distances(x, y) < reconstruction_distances(x, mean)).all()
+
+
+def test_zoo_cli_lists_size_and_metrics(capsys):
+    code, out, _ = run(capsys, "zoo")
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].split()[:2] == ["feature", "MB"]
+    for name in SHIPPED:
+        row = next(line for line in lines if line.startswith(name + " "))
+        assert "residual" in row and "128 px" in row
+
+
+def test_invert_side_by_side_with_three_shipped_decoders(tmp_path, capsys):
+    out = tmp_path / "astronaut.png"
+    code, stdout, err = run(capsys, "invert", "-f", "hog,sift", "-f", "lbp", "skimage:astronaut",
+                            "--side-by-side", "-o", out)
+    assert code == 0, err
+    assert stdout.strip() == str(out)
+    with Image.open(out) as img:  # input | HOG | SIFT | LBP at 128 px, 2 px gaps
+        assert img.size == (4 * 128 + 5 * 2, 128 + 2 * 2)
+
+
+def test_invert_writes_one_png_per_decoder_and_names_them(tmp_path, capsys):
+    code, stdout, err = run(capsys, "invert", "-f", "hog,lbp", "skimage:coffee", "-o", tmp_path)
+    assert code == 0, err
+    assert sorted(Path(p).name for p in stdout.split()) == ["coffee.hog.png", "coffee.lbp.png"]
+
+
+def test_unknown_example_image_is_one_line(tmp_path, capsys):
+    code, _, err = run(capsys, "invert", "-f", "hog", "skimage:nope", "-o", tmp_path)
+    assert code == 1
+    assert "scikit-image has no example image 'nope'" in err and "skimage:astronaut" in err
