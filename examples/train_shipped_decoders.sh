@@ -6,8 +6,8 @@ set -euo pipefail
 DATA=${DATA:-../shared/data}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 common="--data $DATA/train --val $DATA/val --preset residual --schedule cosine --crop-scale 0.8 --workers 1 --save-every 100"
-declare -A own=([hog]="--width 0.125 --epochs 18" [lbp]="--width 0.25 --epochs 18"
-                [sift]="--width 0.125 --epochs 10")
+declare -A own=([hog]="--width 0.125 --epochs 15" [lbp]="--width 0.25 --epochs 15"
+                [sift]="--width 0.125 --epochs 8")
 
 for name in hog lbp sift; do
   featinv train -f $name ${own[$name]} $common --out runs/zoo/$name &

@@ -8,8 +8,7 @@ from PIL import Image
 import featinv
 from featinv.cli import main
 from featinv.decoders import build_decoder
-from featinv.demo import example_images
-from featinv.images import center_crop_resize, example_image, pil_to_tensor
+from featinv.images import center_crop_resize, pil_to_tensor
 from featinv.inversion import ZOO_DIR, extractor_for, load_decoder, reconstruct
 from featinv.layout import GridLayout
 from featinv.metrics import reconstruction_distances
@@ -101,15 +100,16 @@ def test_hog_sift_and_lbp_are_shipped():
 
 
 @pytest.fixture(scope="module")
-def examples_128():
-    """The four bundled photos, centre squares at 128 px, and their mean image."""
-    x = torch.stack([pil_to_tensor(center_crop_resize(example_image(n), 128))
-                     for n in example_images()])
+def val_128(shared_dir):
+    """64 validation photos, centre squares at 128 px, and their mean image."""
+    files = sorted((shared_dir / "data" / "val").glob("*.jpg"))[:64]
+    x = torch.stack([pil_to_tensor(center_crop_resize(Image.open(f).convert("RGB"), 128))
+                     for f in files])
     return x, x.mean(0, keepdim=True).expand_as(x)
 
 
 @pytest.mark.parametrize("name", SHIPPED)
-def test_shipped_decoder_loads_fits_and_beats_the_mean_image(name, examples_128):
+def test_shipped_decoder_loads_fits_and_beats_the_mean_image(name, val_128):
     path = ZOO_DIR / f"{name}.safetensors"
     assert path.stat().st_size <= MAX_SHIPPED_BYTES
     info = describe(path)
@@ -119,9 +119,9 @@ def test_shipped_decoder_loads_fits_and_beats_the_mean_image(name, examples_128)
     extractor = extractor_for(decoder)
     size = decoder.config["image_size"]
     assert decoder.layout == extractor.layout(size, size)
-    x, mean = examples_128
+    x, mean = val_128
     y = reconstruct(extractor, decoder, x)
-    assert (reconstruction_distances(x, y) < reconstruction_distances(x, mean)).all()
+    assert reconstruction_distances(x, y).mean() < 0.85 * reconstruction_distances(x, mean).mean()
 
 
 def test_zoo_cli_lists_size_and_metrics(capsys):
