@@ -52,13 +52,13 @@ def shown(n: int) -> list[int]:
 
 
 def figure3(x: torch.Tensor, recons: dict[str, torch.Tensor], path: Path) -> None:
+    """Rows: the photos ``x`` (N, 3, H, W); columns: input, then each decoder's ``recons``."""
     cols = ["input"] + list(recons)
-    rows = shown(len(x))
-    fig, axes = plt.subplots(len(rows), len(cols), figsize=(1.6 * len(cols), 1.6 * len(rows)),
+    fig, axes = plt.subplots(len(x), len(cols), figsize=(1.6 * len(cols), 1.6 * len(x)),
                              squeeze=False)
-    for r, i in enumerate(rows):
+    for r in range(len(x)):
         for c, name in enumerate(cols):
-            img = x[i] if name == "input" else recons[name][i]
+            img = x[r] if name == "input" else recons[name][r]
             axes[r, c].imshow(img.permute(1, 2, 0).numpy())
             axes[r, c].set_xticks([])
             axes[r, c].set_yticks([])
@@ -133,20 +133,20 @@ def main() -> None:
     x = load_val(args.val, size)
     results = {"val": args.val, "n_images": len(x), "image_size": size,
                "baselines": baselines(x), "decoders": {}}
-    recons = {}
+    rows, recons = x[shown(len(x))], {}
     for e in entries:
         name = e["feature"]
-        decoder = load_decoder(name)
-        recons[name] = torch.cat([reconstruct(extractor_for(decoder), decoder, x[i:i + 50])
-                                  for i in range(0, len(x), 50)])
         ev = evaluate(args.val, feature=name)  # the CLI's own numbers, timing included
-        results["decoders"][name] = {**metrics(x, recons[name]),
+        decoder = load_decoder(name)
+        recons[name] = reconstruct(extractor_for(decoder), decoder, rows)
+        results["decoders"][name] = {**{k: ev[k] for k in ("normalized_error", "psnr", "ssim")},
                                      "seconds_per_image": ev["seconds_per_image"],
                                      "parameters": e["parameters"], "megabytes": e["megabytes"],
                                      "preset": e["preset"], "width": e["width"],
                                      "recipe": e["recipe"]}
         print(f"{name}: {results['decoders'][name]['normalized_error']:.4f}")
-    figure3(x, {n: recons[n] for n in FEATURES if n in recons}, out / "images" / "fig3_reconstructions.png")
+    figure3(rows, {n: recons[n] for n in FEATURES if n in recons},
+            out / "images" / "fig3_reconstructions.png")
     curves(entries, out / "images" / "training_curves.png")
     if "hog" in recons:
         results["brightness_hog"] = brightness(x, out / "images" / "brightness_hog.png")
