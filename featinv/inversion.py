@@ -157,23 +157,34 @@ def prepare(image, size: int | None) -> torch.Tensor:
 
 
 @torch.no_grad()
-def reconstruct(extractor: Extractor, decoder: Decoder, images: torch.Tensor) -> torch.Tensor:
-    """Decode the features of a batch ``(B, 3, H, W)``; output ``(B, 3, H, W)`` in [0, 1].
+def encode(extractor: Extractor, decoder: Decoder, images: torch.Tensor) -> torch.Tensor:
+    """Features ``(B, *layout)`` of ``(B, 3, H, W)`` images, as the decoder expects them.
 
     Vector layouts, and decoders that need a fixed size, see the images resized to the decoder's
-    training size; the reconstruction is resized back bilinearly, as the paper does.
+    training size.
     """
     device = next(decoder.parameters()).device
     images = images.to(device)
-    size = tuple(images.shape[-2:])
     train_size = decoder.config["image_size"]
-    if decoder.layout.kind == "vector" and size != (train_size, train_size):
-        inputs = torch.nn.functional.interpolate(images, size=(train_size, train_size),
+    if decoder.layout.kind == "vector" and tuple(images.shape[-2:]) != (train_size, train_size):
+        images = torch.nn.functional.interpolate(images, size=(train_size, train_size),
                                                  mode="bilinear", align_corners=False)
-    else:
-        inputs = images
-    feats = extractor.to(device)(inputs)
-    return decoder(feats, size=size).clamp(0, 1)
+    return extractor.to(device)(images)
+
+
+@torch.no_grad()
+def decode(decoder: Decoder, features: torch.Tensor, size: tuple[int, int] | None = None
+           ) -> torch.Tensor:
+    """Images ``(B, 3, H, W)`` in [0, 1] from features; resized bilinearly to ``size`` (as the
+    paper does) when given, else at the decoder's training size."""
+    device = next(decoder.parameters()).device
+    size = size or (decoder.config["image_size"],) * 2
+    return decoder(features.to(device), size=tuple(size)).clamp(0, 1)
+
+
+def reconstruct(extractor: Extractor, decoder: Decoder, images: torch.Tensor) -> torch.Tensor:
+    """Decode the features of a batch ``(B, 3, H, W)``; output ``(B, 3, H, W)`` in [0, 1]."""
+    return decode(decoder, encode(extractor, decoder, images), tuple(images.shape[-2:]))
 
 
 def invert(images: Sequence | Iterable, feature: str | None = None,

@@ -62,6 +62,8 @@ class TrainConfig:
     save_every: int = 0  # also checkpoint every N steps (0: once per epoch)
     preview: int = 8  # validation images shown in the per-epoch PNG
     finetune_encoder: bool = False  # train the representation's parameters too (autoencoder)
+    precision: str = "fp32"  # "bf16" or "fp16": the decoder's forward runs under autocast
+    channels_last: bool = False  # NHWC decoder activations (faster convolutions on CPU and GPU)
 
 
 def lr_at(cfg: TrainConfig, step: int, total: int) -> float:
@@ -74,6 +76,15 @@ def lr_at(cfg: TrainConfig, step: int, total: int) -> float:
     if cfg.schedule == "step":
         return cfg.lr * (1.0 if frac < 0.7 else 0.3 if frac < 0.9 else 0.1)
     raise FeatinvError(f"Unknown schedule '{cfg.schedule}' (step, cosine, constant).")
+
+
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def autocast(device: torch.device, precision: str):
+    """The mixed-precision context for the decoder's forward pass (a no-op for fp32)."""
+    dtype = PRECISIONS[precision]
+    return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
 
 
 def _loader(ds: ImageFolder, sampler, cfg: TrainConfig, device: torch.device) -> DataLoader:
@@ -136,6 +147,16 @@ def check_config(cfg: TrainConfig) -> None:
         raise FeatinvError(f"--crop-scale must lie in (0, 1], got {low}.")
     if cfg.lr <= 0:
         raise FeatinvError(f"--lr must be positive, got {cfg.lr}.")
+    if cfg.precision not in PRECISIONS:
+        raise FeatinvError(f"Unknown --precision '{cfg.precision}' (fp32, bf16, fp16).")
+
+
+def check_precision(precision: str, device: torch.device) -> None:
+    """Refuse a precision the device cannot train in."""
+    if precision == "fp16" and device.type != "cuda":
+        raise FeatinvError("--precision fp16 needs a CUDA device; use bf16 on the CPU.")
+    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise FeatinvError("This GPU has no bfloat16 support; use --precision fp16.")
 
 
 def train(cfg: TrainConfig, resume: bool = False, log=print) -> dict[str, Any]:
@@ -143,6 +164,7 @@ def train(cfg: TrainConfig, resume: bool = False, log=print) -> dict[str, Any]:
     check_config(cfg)
     cfg = replace(cfg, params=dict(cfg.params))
     device = pick_device(cfg.device)
+    check_precision(cfg.precision, device)
     torch.manual_seed(cfg.seed)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -163,6 +185,9 @@ def train(cfg: TrainConfig, resume: bool = False, log=print) -> dict[str, Any]:
         val_loader = _loader(ImageFolder(val_files, cfg.image_size, train=False), None, cfg, device)
 
     decoder = build_decoder(extractor.spec, layout, cfg.image_size, cfg.preset, cfg.width).to(device)
+    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    decoder.to(memory_format=memory_format)
+    scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
     trained = list(decoder.parameters()) + (list(encoder.parameters()) if encoder else [])
     opt = torch.optim.Adam(trained, lr=cfg.lr, betas=cfg.betas)
     steps_per_epoch = math.ceil(len(train_ds) / cfg.batch_size)
@@ -209,10 +234,15 @@ def train(cfg: TrainConfig, resume: bool = False, log=print) -> dict[str, Any]:
             x = to_float(batch, device)
             with torch.set_grad_enabled(encoder is not None):
                 feats = extractor(x)
-            loss = F.mse_loss(decoder(feats, size=x.shape[-2:]), x)
+            if feats.dim() == 4:
+                feats = feats.contiguous(memory_format=memory_format)
+            with autocast(device, cfg.precision):
+                y = decoder(feats, size=x.shape[-2:])
+            loss = F.mse_loss(y.float(), x)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
             step += 1
             seen += x.shape[0]
             n_batches += 1

@@ -15,7 +15,19 @@ DOCS = Path(__file__).resolve().parents[1] / "docs"
 
 HOOKS = sorted(name for name, obj in vars(hookspecs).items()
                if name.startswith("featinv_") and inspect.isfunction(obj))
-COMMANDS = sorted(cli.commands)
+
+def _all_commands(group: click.Group, prefix: str = "") -> dict[str, click.Command]:
+    """Commands by name, subcommands of groups as ``group sub`` (``analyze perturb``)."""
+    found = {}
+    for name, command in group.commands.items():
+        found[prefix + name] = command
+        if isinstance(command, click.Group):
+            found.update(_all_commands(command, f"{prefix}{name} "))
+    return found
+
+
+ALL_COMMANDS = _all_commands(cli)
+COMMANDS = sorted(ALL_COMMANDS)
 
 
 def _read(name: str) -> str:
@@ -55,7 +67,7 @@ def test_every_command_has_a_heading_in_cli_page(name):
 @pytest.mark.parametrize("name", COMMANDS)
 def test_every_option_is_documented_in_cli_page(name):
     text = _read("cli.md")
-    missing = [opt for opt in _options(cli.commands[name])
+    missing = [opt for opt in _options(ALL_COMMANDS[name])
                if not re.search(rf"(?<![\w-]){re.escape(opt)}(?![\w-])", text)]
     assert not missing, f"options of 'featinv {name}' missing from docs/cli.md: {missing}"
 

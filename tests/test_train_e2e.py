@@ -157,3 +157,22 @@ def test_resume_continues_and_matches_an_uninterrupted_run(train_subset, tmp_pat
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
+
+
+def test_bf16_channels_last_training_saves_a_decoder_that_inverts(train_subset, tmp_path,
+                                                                   capsys):
+    code, _, err = run(capsys, "train", "-f", "hog", "--data", train_subset, "--out", tmp_path,
+                       "--image-size", 32, "--epochs", 1, "--limit", 16, "--batch-size", 8,
+                       "--preset", "residual", "--workers", 0, "--precision", "bf16",
+                       "--channels-last")
+    assert code == 0, err
+    decoder = featinv.load_decoder(tmp_path / "decoder.safetensors")
+    assert all(p.dtype == torch.float32 for p in decoder.parameters())  # master weights
+    y = featinv.invert([torch.rand(3, 32, 32)], checkpoint=tmp_path / "decoder.safetensors")[0]
+    assert y.shape == (3, 32, 32) and torch.isfinite(y).all()
+
+
+def test_fp16_on_the_cpu_is_refused_in_one_line(train_subset, tmp_path, capsys):
+    code, _, err = run(capsys, "train", "-f", "hog", "--data", train_subset, "--out", tmp_path,
+                       "--precision", "fp16", "--device", "cpu", "--workers", 0)
+    assert code == 1 and "needs a CUDA device" in err and err.count("\n") == 1

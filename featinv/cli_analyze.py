@@ -1,0 +1,186 @@
+"""``featinv analyze ...``: the paper's analyses as commands (see featinv.analysis).
+
+DECODER arguments are checkpoint paths or names of representations with a shipped decoder.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+
+def _load(source: str, device: str):
+    from .inversion import extractor_for, load_decoder, pick_device
+
+    decoder = load_decoder(source, device=pick_device(device))
+    return extractor_for(decoder).to(pick_device(device)), decoder
+
+
+def _size(decoder) -> int:
+    return decoder.config["image_size"]
+
+
+def _write_json(data: dict, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2) + "\n")
+    return path
+
+
+device_option = click.option("--device", default="auto", show_default=True,
+                             help="cpu, cuda, ... or auto.")
+
+
+@click.group("analyze")
+def analyze() -> None:
+    """What a representation keeps: perturbations, interpolation, random features, top-k, units."""
+
+
+@analyze.command("perturb")
+@click.argument("decoders", nargs=-1, required=True)
+@click.option("--data", required=True, type=click.Path(), help="Folder of test images.")
+@click.option("--limit", type=int, default=100, show_default=True, help="Images used.")
+@click.option("--perturbation", "-p", "names", multiple=True,
+              help="Perturbation(s) to apply (default: all). See featinv.perturb.")
+@click.option("--autoencoder", "-a", multiple=True, type=click.Path(),
+              help="Decoders trained with --finetune-encoder (one per layer, in order); their "
+                   "errors are drawn as one more curve, as in the paper's Figure 7.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--out", "-o", default="perturb", show_default=True, type=click.Path(),
+              help="Output folder: perturb.json and perturb.png.")
+@device_option
+def perturb_cmd(decoders, data, limit, names, autoencoder, seed, out, device) -> None:
+    """Reconstruction error per DECODER (one per layer) under each feature perturbation."""
+    from .analysis import perturbation_errors
+    from .evaluate import load_square_images
+    from .plots import perturbation_chart
+
+    rows, images = [], {}
+    for source in decoders:
+        extractor, decoder = _load(source, device)
+        size = _size(decoder)
+        if size not in images:
+            images[size] = load_square_images(data, size, limit,
+                                              lambda m: click.echo(f"Error: {m}", err=True))[0]
+        errors = perturbation_errors(extractor, decoder, images[size], list(names) or None, seed)
+        rows.append({"layer": decoder.meta["feature"]["name"], "decoder": source,
+                     "errors": errors})
+        click.echo(f"{rows[-1]['layer']}: " + ", ".join(f"{k} {v:.3f}" for k, v in errors.items()))
+    auto = []
+    for source in autoencoder:
+        extractor, decoder = _load(source, device)
+        size = _size(decoder)
+        if size not in images:
+            images[size] = load_square_images(data, size, limit)[0]
+        err = perturbation_errors(extractor, decoder, images[size], ["none"], seed)["none"]
+        auto.append({"layer": decoder.meta["feature"]["name"], "decoder": source, "error": err})
+    result = {"data": str(data), "n_images": len(next(iter(images.values()))), "seed": seed,
+              "layers": rows, "autoencoder": auto}
+    folder = Path(out)
+    click.echo(str(_write_json(result, folder / "perturb.json")))
+    click.echo(str(perturbation_chart(result, folder / "perturb.png")))
+
+
+@analyze.command("interpolate")
+@click.argument("decoder")
+@click.argument("image_a")
+@click.argument("image_b")
+@click.option("--steps", type=int, default=8, show_default=True)
+@click.option("--out", "-o", default="interpolation.png", show_default=True, type=click.Path())
+@device_option
+def interpolate_cmd(decoder, image_a, image_b, steps, out, device) -> None:
+    """Decode features interpolated between IMAGE_A and IMAGE_B: a strip A | steps | B."""
+    import torch
+
+    from .analysis import interpolate
+    from .images import center_crop_resize, open_rgb, make_grid, pil_to_tensor, save_png
+
+    extractor, dec = _load(decoder, device)
+    a, b = (pil_to_tensor(center_crop_resize(open_rgb(p), _size(dec))) for p in (image_a, image_b))
+    strip = interpolate(extractor, dec, a, b, steps).cpu()
+    click.echo(str(save_png(make_grid([torch.cat([a[None], strip, b[None]])]), Path(out))))
+
+
+@analyze.command("sample")
+@click.argument("decoder")
+@click.option("--data", required=True, type=click.Path(),
+              help="Images whose features the sampler imitates.")
+@click.option("--limit", type=int, default=256, show_default=True)
+@click.option("--method", type=click.Choice(["histogram", "gaussian"]), default="histogram",
+              show_default=True, help="Per-dimension histograms, or one truncated Gaussian.")
+@click.option("--n", "count", type=int, default=8, show_default=True, help="Samples drawn.")
+@click.option("--contrast", type=float, default=2.0, show_default=True,
+              help="Factor the samples are multiplied by (the paper's alpha).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--out", "-o", default="samples.png", show_default=True, type=click.Path())
+@device_option
+def sample_cmd(decoder, data, limit, method, count, contrast, seed, out, device) -> None:
+    """Images decoded from random feature vectors."""
+    import torch
+
+    from .analysis import FeatureSampler
+    from .evaluate import load_square_images
+    from .images import make_grid, save_png
+    from .inversion import decode, encode
+
+    extractor, dec = _load(decoder, device)
+    x, _ = load_square_images(data, _size(dec), limit)
+    feats = torch.cat([encode(extractor, dec, x[i:i + 32]).cpu() for i in range(0, len(x), 32)])
+    sampler = FeatureSampler(feats)
+    draw = sampler.histogram if method == "histogram" else sampler.gaussian
+    images = decode(dec, draw(count, contrast, seed)).cpu()
+    click.echo(str(save_png(make_grid([images]), Path(out))))
+
+
+@analyze.command("topk")
+@click.argument("decoder")
+@click.argument("images", nargs=-1, required=True)
+@click.option("-k", type=int, default=5, show_default=True)
+@click.option("--out", "-o", default="topk", show_default=True, type=click.Path(),
+              help="Folder: one strip per image (input | all | top k | all but top k) and "
+                   "topk.json with the errors.")
+@device_option
+def topk_cmd(decoder, images, k, out, device) -> None:
+    """Reconstruct from all class scores, only the top K, and all but the top K."""
+    import torch
+
+    from .analysis import TOPK_VARIANTS, topk_variants
+    from .images import (center_crop_resize, image_stem, iter_paths, make_grid, open_rgb,
+                         pil_to_tensor, save_png)
+    from .inversion import decode, encode
+    from .metrics import reconstruction_distances
+
+    extractor, dec = _load(decoder, device)
+    folder = Path(out)
+    paths = iter_paths(images)
+    rows = {}
+    for path in paths:
+        x = pil_to_tensor(center_crop_resize(open_rgb(path), _size(dec)))[None]
+        variants = topk_variants(encode(extractor, dec, x), k)
+        recon = {name: decode(dec, f).cpu() for name, f in variants.items()}
+        strip = torch.cat([x] + [recon[name] for name in TOPK_VARIANTS])
+        click.echo(str(save_png(make_grid([strip]), folder / f"{image_stem(path)}.topk.png")))
+        rows[str(path)] = {name: float(reconstruction_distances(x, recon[name])[0])
+                           for name in TOPK_VARIANTS}
+    _write_json({"k": k, "decoder": decoder, "distance": rows}, folder / "topk.json")
+
+
+@analyze.command("unit")
+@click.argument("decoder")
+@click.option("--unit", "-u", "units", type=int, multiple=True, required=True,
+              help="Channel (or vector entry) to activate; repeat for several.")
+@click.option("--value", type=float, help="Activation (default: 4 std above the unit's mean).")
+@click.option("--out", "-o", default="units.png", show_default=True, type=click.Path())
+@device_option
+def unit_cmd(decoder, units, value, out, device) -> None:
+    """Images generated from one active unit, all others zero (one per --unit)."""
+    import torch
+
+    from .analysis import unit_features
+    from .images import make_grid, save_png
+    from .inversion import decode
+
+    _, dec = _load(decoder, device)
+    feats = torch.cat([unit_features(dec, u, value) for u in units])
+    click.echo(str(save_png(make_grid([decode(dec, feats).cpu()]), Path(out))))
+

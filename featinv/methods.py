@@ -1,0 +1,84 @@
+"""The two ways to invert a representation, behind one interface.
+
+``decoder``: a trained (or shipped) decoder, one forward pass. ``optimize``: the optimisation
+baseline of :mod:`featinv.optimize`, which needs no training but hundreds of gradient steps.
+``invert`` and ``evaluate`` (CLI and Python) take either through :class:`Method`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from .errors import FeatinvError
+from .inversion import extractor_for, load_decoder, pick_device, reconstruct
+from .optimize import OptimizeConfig, check_differentiable, invert_by_optimization
+from .registry import get_feature
+
+METHODS = ("decoder", "optimize")
+DEFAULT_OPTIMIZE_SIZE = 128
+
+
+@dataclass
+class Method:
+    """An inversion method bound to one representation.
+
+    ``run``: images ``(B, 3, H, W)`` in [0, 1] -> reconstructions of the same shape.
+    """
+
+    name: str  # "decoder" or "optimize"
+    feature: str
+    image_size: int  # the scale it works at (the decoder's training size)
+    run: Callable[[torch.Tensor], torch.Tensor]
+    device: torch.device
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return self.feature if self.name == "decoder" else f"{self.feature}.{self.name}"
+
+
+def decoder_method(source: str | Path, feature: str | None = None,
+                   device: str | torch.device | None = None) -> Method:
+    """A decoder from a checkpoint path or a representation name (its shipped decoder)."""
+    dev = pick_device(device)
+    decoder = load_decoder(source, device=dev, feature=feature)
+    extractor = extractor_for(decoder).to(dev)
+    return Method("decoder", decoder.meta["feature"]["name"], decoder.config["image_size"],
+                  lambda x: reconstruct(extractor, decoder, x.to(dev)), dev,
+                  {"checkpoint": str(source), "optimize": None})
+
+
+def optimize_method(feature: str, params: dict[str, Any] | None = None,
+                    cfg: OptimizeConfig | None = None, device: str | torch.device | None = None,
+                    progress: Callable[[int, float], None] | None = None) -> Method:
+    """The optimisation baseline for ``feature`` (refused for non-differentiable ones)."""
+    dev = pick_device(device)
+    extractor = get_feature(feature, **(params or {})).to(dev)
+    check_differentiable(extractor)
+    cfg = cfg or OptimizeConfig()
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        return invert_by_optimization(extractor, x.to(dev), cfg, progress)[0]
+
+    size = extractor.spec.image_size or DEFAULT_OPTIMIZE_SIZE
+    return Method("optimize", feature, size, run, dev, {"checkpoint": None,
+                                                         "optimize": cfg.to_json()})
+
+
+def make_method(method: str, feature: str | None = None, checkpoint: str | Path | None = None,
+                device: str | torch.device | None = None, cfg: OptimizeConfig | None = None,
+                progress: Callable[[int, float], None] | None = None) -> Method:
+    """``method`` ("decoder" or "optimize") for a representation name and/or checkpoint."""
+    if method == "decoder":
+        if checkpoint is None and feature is None:
+            raise FeatinvError("Pass --feature NAME (shipped decoder) or --checkpoint FILE.")
+        return decoder_method(checkpoint or feature, feature, device)
+    if method == "optimize":
+        if feature is None:
+            raise FeatinvError("--method optimize needs --feature NAME (it trains nothing and "
+                               "reads no checkpoint).")
+        return optimize_method(feature, None, cfg, device, progress)
+    raise FeatinvError(f"Unknown method '{method}'; choose one of {', '.join(METHODS)}.")

@@ -1,0 +1,84 @@
+"""The optimisation baseline (Mahendran & Vedaldi): priors, convergence, CLI and refusals."""
+import json
+
+import pytest
+import torch
+
+import featinv
+from featinv.errors import FeatinvError
+from featinv.optimize import (OptimizeConfig, alpha_norm, invert_by_optimization,
+                              optimize_inversion, total_variation)
+from test_cli import run
+
+
+def test_priors_on_known_images():
+    flat = torch.full((1, 1, 8, 8), 0.5)
+    assert float(total_variation(flat, 2.0)) < 1e-7
+    ramp = torch.arange(8.0).view(1, 1, 1, 8).expand(1, 1, 8, 8)  # d/dj = 1, d/di = 0
+    torch.testing.assert_close(total_variation(ramp, 2.0), torch.tensor([1.0]), atol=1e-6,
+                               rtol=0)
+    torch.testing.assert_close(alpha_norm(flat, 6.0), torch.tensor([0.5 ** 6]))
+
+
+def _photos(val_subset, n=2, size=64):
+    from featinv.evaluate import load_square_images
+    return load_square_images(val_subset, size, n)[0]
+
+
+def test_optimisation_matches_the_features_better_than_a_flat_image(val_subset):
+    hog = featinv.get_feature("hog")
+    x = _photos(val_subset)
+    target = hog(x)
+    seen = []
+    y = optimize_inversion(hog, target, (64, 64), OptimizeConfig(steps=40),
+                           progress=lambda step, obj: seen.append((step, obj)))
+    assert y.shape == x.shape and 0 <= float(y.min()) and float(y.max()) <= 1
+    assert torch.equal(y[:, 0], y[:, 1])  # HOG sees gray: the reconstruction is gray
+    assert [s for s, _ in seen] == [10, 20, 30, 40]
+    assert seen[-1][1] < seen[0][1]
+
+    def mismatch(images):
+        return float(((hog(images) - target).flatten(1).norm(dim=1)
+                      / target.flatten(1).norm(dim=1)).mean())
+    assert mismatch(y) < 0.6 * mismatch(torch.full_like(x, 0.5))
+
+
+def test_divergence_is_reported_with_what_to_change(val_subset):
+    hog = featinv.get_feature("hog")
+    with pytest.raises(FeatinvError, match="diverged.*lower the step size"):
+        invert_by_optimization(hog, _photos(val_subset), OptimizeConfig(steps=30, lr=1e4))
+
+
+def test_evaluate_optimize_has_the_decoders_json_keys(capsys, val_subset):
+    code, out, err = run(capsys, "evaluate", "--method", "optimize", "-f", "hog", "--data",
+                         str(val_subset), "--limit", "3", "--steps", "5", "--image-size", "64",
+                         "--json")
+    assert code == 0, err
+    opt = json.loads(out)
+    assert "optimising: step 5" in err
+    code, out, _ = run(capsys, "evaluate", "-f", "hog", "--data", str(val_subset), "--limit",
+                       "3", "--json")
+    dec = json.loads(out)
+    assert set(opt) == set(dec)
+    assert opt["method"] == "optimize" and dec["method"] == "decoder"
+    assert opt["optimize"]["steps"] == 5 and opt["checkpoint"] is None
+    assert opt["seconds_per_image"] > 0 and 0 < opt["normalized_error"] < 2
+
+
+@pytest.mark.parametrize("name", ["lbp", "sift"])
+def test_non_differentiable_representations_are_refused_in_one_line(capsys, val_subset, name):
+    code, _, err = run(capsys, "evaluate", "--method", "optimize", "-f", name, "--data",
+                       str(val_subset), "--limit", "2")
+    assert code == 1
+    assert err.count("\n") == 1 and "not differentiable" in err and "--method decoder" in err
+
+
+def test_invert_optimize_writes_a_png_and_refuses_checkpoints(capsys, tmp_path):
+    code, out, err = run(capsys, "invert", "--method", "optimize", "-f", "hog", "--steps", "3",
+                         "--size", "48", "skimage:coffee", "-o", str(tmp_path / "c.png"),
+                         "--side-by-side")
+    assert code == 0, err
+    assert (tmp_path / "c.png").stat().st_size > 0
+    code, _, err = run(capsys, "invert", "--method", "optimize", "-c", "x.safetensors",
+                       "skimage:coffee")
+    assert code == 1 and "no --checkpoint" in err
