@@ -51,3 +51,38 @@ def test_results_script_measures_shipped_decoders(shared_dir, tmp_path):
     assert check["x10"]["change_vs_unscaled"] < 0.05 and check["x0.1"]["change_vs_unscaled"] < 0.05
     for picture in ("fig3_reconstructions", "training_curves", "brightness_hog"):
         assert (tmp_path / "images" / f"{picture}.png").stat().st_size > 10_000
+
+
+def _run_script(name, *args):
+    import subprocess
+    import sys
+    done = subprocess.run([sys.executable, str(EXAMPLE.parent / name), *map(str, args)],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+def test_table2_script_compares_decoders_with_the_baseline(val_subset, tmp_path):
+    import json
+    _run_script("reproduce_table2.py", "--val", val_subset, "--out", tmp_path, "--limit", 4,
+                "--steps", 8, "--batch-size", 2)
+    result = json.loads((tmp_path / "table2.json").read_text())
+    assert set(result["methods"]) == {"hog decoder", "hog optimize", "sift decoder",
+                                      "lbp decoder"}
+    assert result["methods"]["hog optimize"]["seconds_per_image"] > \
+        result["methods"]["hog decoder"]["seconds_per_image"]
+    assert result["speedup_decoder_over_optimize"] > 1
+    assert (tmp_path / "images" / "table2_hog.png").stat().st_size > 1000
+
+
+def test_fig7_script_trains_layers_and_charts_perturbations(shared_dir, tmp_path):
+    import json
+    _run_script("reproduce_fig7.py", "--data", shared_dir / "data", "--runs", tmp_path / "runs",
+                "--out", tmp_path, "--layers", "fire5,pool10", "--image-size", 64, "--epochs", 1,
+                "--limit", 16, "--val-limit", 4, "--precision", "fp32")
+    result = json.loads((tmp_path / "fig7.json").read_text())
+    assert [row["layer"] for row in result["layers"]] == ["squeezenet.fire5",
+                                                          "squeezenet.pool10"]
+    assert len(result["layers"][0]["errors"]) == 6
+    for picture in ("fig7_squeezenet", "fig7_reconstructions"):
+        assert (tmp_path / "images" / f"{picture}.png").stat().st_size > 1000
