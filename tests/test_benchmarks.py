@@ -68,3 +68,21 @@ def test_quick_mode_writes_every_row(tmp_path, capsys):
         assert any("CUDA" in note for note in result["notes"])
     printed = capsys.readouterr().out
     assert "images/s" in printed and "ms/image" in printed
+
+
+def test_train_step_benchmark_prints_every_combination(capsys):
+    spec = importlib.util.spec_from_file_location(
+        "bench_train_step", SCRIPT.parent / "train_step.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    import sys
+    argv = sys.argv
+    sys.argv = ["train_step.py", "--image-size", "32", "--batch-size", "4", "--repeats", "1"]
+    try:
+        module.main()
+    finally:
+        sys.argv = argv
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    combos = {(r["precision"], r["channels_last"]) for r in result["rows"]}
+    assert combos == {("fp32", False), ("fp32", True), ("bf16", False), ("bf16", True)}
+    assert all(r["ms_per_image"] > 0 for r in result["rows"])
