@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from featinv.evaluate import load_square_images
+from featinv.evaluate import load_square_images, run_timed
 from featinv.images import make_grid, save_png
 from featinv.methods import decoder_method, optimize_method
 from featinv.metrics import normalized_error, psnr, ssim
@@ -23,19 +23,6 @@ from featinv.optimize import OptimizeConfig
 
 PAPER = {"HOG (Hoggles [25])": 0.61, "HOG (optimisation [20])": 0.63, "HOG (ours)": 0.24,
          "SIFT (ours)": 0.28, "LBP (ours)": 0.38}
-
-
-def timed(method, x: torch.Tensor, batch_size: int) -> tuple[torch.Tensor, float]:
-    """Reconstructions of ``x`` and seconds per image (features included; one warm-up batch)."""
-    import time
-
-    method.run(x[:2])
-    out, seconds = [], 0.0
-    for i in range(0, len(x), batch_size):
-        t0 = time.perf_counter()
-        out.append(method.run(x[i:i + batch_size]).cpu())
-        seconds += time.perf_counter() - t0
-    return torch.cat(out), seconds / len(x)
 
 
 def scores(x: torch.Tensor, y: torch.Tensor, seconds: float) -> dict:
@@ -60,7 +47,7 @@ def main() -> None:
                "sift decoder": decoder_method("sift"), "lbp decoder": decoder_method("lbp")}
     rows, recons = {}, {}
     for name, method in methods.items():
-        recons[name], seconds = timed(method, x, args.batch_size)
+        recons[name], seconds = run_timed(method, x, args.batch_size)
         rows[name] = scores(x, recons[name], seconds)
         print(f"{name:14s} error {rows[name]['normalized_error']:.3f}  PSNR "
               f"{rows[name]['psnr']:.2f}  SSIM {rows[name]['ssim']:.3f}  "

@@ -20,7 +20,7 @@ import torch  # noqa: E402
 
 from featinv.data import scan_folder  # noqa: E402
 from featinv.evaluate import evaluate  # noqa: E402
-from featinv.images import center_crop_resize, open_rgb, pil_to_tensor  # noqa: E402
+from featinv.images import load_square  # noqa: E402
 from featinv.inversion import extractor_for, load_decoder, reconstruct  # noqa: E402
 from featinv.metrics import normalized_error, psnr, ssim  # noqa: E402
 from featinv.shipped import shipped  # noqa: E402
@@ -31,7 +31,7 @@ SHOWN = (3, 17, 42, 77, 120, 205)  # val photos in the figures (indices in sorte
 
 def load_val(folder: str, size: int) -> torch.Tensor:
     files = scan_folder(folder)
-    return torch.stack([pil_to_tensor(center_crop_resize(open_rgb(f), size)) for f in files])
+    return torch.stack([load_square(f, size) for f in files])
 
 
 def metrics(x: torch.Tensor, y: torch.Tensor) -> dict:

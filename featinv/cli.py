@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 
 from .cli_analyze import analyze
+from .cli_options import device_option
 from .errors import FeatinvError
 
 
@@ -47,8 +48,6 @@ def feature_params(command):
     return click.option("--param", "-p", "params", multiple=True, metavar="NAME=VALUE",
                         help="Representation parameter (repeatable), e.g. -p cell_size=8.")(wrapper)
 
-device_option = click.option("--device", default="auto", show_default=True,
-                             help="cpu, cuda, cuda:1, ... or auto (CUDA when available).")
 
 
 def method_options(command):

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import click
 
+from .cli_options import device_option
+
 
 def _load(source: str, device: str):
     from .inversion import extractor_for, load_decoder, pick_device
@@ -25,10 +27,6 @@ def _write_json(data: dict, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=2) + "\n")
     return path
-
-
-device_option = click.option("--device", default="auto", show_default=True,
-                             help="cpu, cuda, ... or auto.")
 
 
 @click.group("analyze")
@@ -55,24 +53,28 @@ def perturb_cmd(decoders, data, limit, names, autoencoder, seed, out, device) ->
     from .evaluate import load_square_images
     from .plots import perturbation_chart
 
-    rows, images = [], {}
-    for source in decoders:
-        extractor, decoder = _load(source, device)
-        size = _size(decoder)
+    images: dict[int, object] = {}
+
+    def images_at(size: int):
+        """The test photos at one decoder size, read once per size."""
         if size not in images:
             images[size] = load_square_images(data, size, limit,
                                               lambda m: click.echo(f"Error: {m}", err=True))[0]
-        errors = perturbation_errors(extractor, decoder, images[size], list(names) or None, seed)
+        return images[size]
+
+    rows = []
+    for source in decoders:
+        extractor, decoder = _load(source, device)
+        errors = perturbation_errors(extractor, decoder, images_at(_size(decoder)),
+                                     list(names) or None, seed)
         rows.append({"layer": decoder.meta["feature"]["name"], "decoder": source,
                      "errors": errors})
         click.echo(f"{rows[-1]['layer']}: " + ", ".join(f"{k} {v:.3f}" for k, v in errors.items()))
     auto = []
     for source in autoencoder:
         extractor, decoder = _load(source, device)
-        size = _size(decoder)
-        if size not in images:
-            images[size] = load_square_images(data, size, limit)[0]
-        err = perturbation_errors(extractor, decoder, images[size], ["none"], seed)["none"]
+        err = perturbation_errors(extractor, decoder, images_at(_size(decoder)), ["none"],
+                                  seed)["none"]
         auto.append({"layer": decoder.meta["feature"]["name"], "decoder": source, "error": err})
     result = {"data": str(data), "n_images": len(next(iter(images.values()))), "seed": seed,
               "layers": rows, "autoencoder": auto}
@@ -93,10 +95,10 @@ def interpolate_cmd(decoder, image_a, image_b, steps, out, device) -> None:
     import torch
 
     from .analysis import interpolate
-    from .images import center_crop_resize, open_rgb, make_grid, pil_to_tensor, save_png
+    from .images import load_square, make_grid, save_png
 
     extractor, dec = _load(decoder, device)
-    a, b = (pil_to_tensor(center_crop_resize(open_rgb(p), _size(dec))) for p in (image_a, image_b))
+    a, b = (load_square(p, _size(dec)) for p in (image_a, image_b))
     strip = interpolate(extractor, dec, a, b, steps).cpu()
     click.echo(str(save_png(make_grid([torch.cat([a[None], strip, b[None]])]), Path(out))))
 
@@ -145,8 +147,7 @@ def topk_cmd(decoder, images, k, out, device) -> None:
     import torch
 
     from .analysis import TOPK_VARIANTS, topk_variants
-    from .images import (center_crop_resize, image_stem, iter_paths, make_grid, open_rgb,
-                         pil_to_tensor, save_png)
+    from .images import image_stem, iter_paths, load_square, make_grid, save_png
     from .inversion import decode, encode
     from .metrics import reconstruction_distances
 
@@ -155,7 +156,7 @@ def topk_cmd(decoder, images, k, out, device) -> None:
     paths = iter_paths(images)
     rows = {}
     for path in paths:
-        x = pil_to_tensor(center_crop_resize(open_rgb(path), _size(dec)))[None]
+        x = load_square(path, _size(dec))[None]
         variants = topk_variants(encode(extractor, dec, x), k)
         recon = {name: decode(dec, f).cpu() for name, f in variants.items()}
         strip = torch.cat([x] + [recon[name] for name in TOPK_VARIANTS])

@@ -9,8 +9,8 @@ import torch
 
 from .data import scan_folder
 from .errors import DataError, ImageError
-from .images import center_crop_resize, open_rgb, pil_to_tensor
-from .methods import make_method
+from .images import load_square
+from .methods import Method, make_method
 from .metrics import normalized_error, psnr, ssim
 from .optimize import OptimizeConfig
 
@@ -24,7 +24,7 @@ def load_square_images(data: str | Path, size: int, limit: int | None = None,
     images, failed = [], []
     for path in files:
         try:
-            images.append(pil_to_tensor(center_crop_resize(open_rgb(path), size)))
+            images.append(load_square(path, size))
         except ImageError as exc:
             failed.append(str(exc))
             if on_error:
@@ -32,6 +32,24 @@ def load_square_images(data: str | Path, size: int, limit: int | None = None,
     if len(images) < 2:
         raise DataError(f"Need at least 2 readable images in '{data}', found {len(images)}.")
     return torch.stack(images), failed
+
+
+def run_timed(inverter: Method, x: torch.Tensor, batch_size: int, warm_up: bool = True
+              ) -> tuple[torch.Tensor, float]:
+    """Reconstructions of ``x`` ``(N, 3, H, W)`` on the CPU and the seconds per image that
+    ``inverter`` took, batch by batch (features included; after one untimed warm-up batch)."""
+    sync = torch.cuda.synchronize if inverter.device.type == "cuda" else (lambda: None)
+    if warm_up:
+        inverter.run(x[:1])
+    out, seconds = [], 0.0
+    for i in range(0, len(x), batch_size):
+        sync()
+        t0 = time.perf_counter()
+        y = inverter.run(x[i:i + batch_size])
+        sync()
+        seconds += time.perf_counter() - t0
+        out.append(y.cpu())
+    return torch.cat(out), seconds / len(x)
 
 
 def evaluate(data: str | Path, feature: str | None = None, checkpoint: str | Path | None = None,
@@ -52,22 +70,9 @@ def evaluate(data: str | Path, feature: str | None = None, checkpoint: str | Pat
     dev = inverter.device
     size = image_size or inverter.image_size
     x, failed = load_square_images(data, size, limit, on_error)
-    recon, seconds = [], 0.0
-    if method == "decoder":
-        inverter.run(x[:1])  # warm-up, not timed
-    for i in range(0, len(x), batch_size):
-        batch = x[i:i + batch_size]
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        out = inverter.run(batch)
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
-        seconds += time.perf_counter() - t0
-        recon.append(out.cpu())
-    y = torch.cat(recon)
+    y, seconds_per_image = run_timed(inverter, x, batch_size, warm_up=method == "decoder")
     return {"feature": inverter.feature, "method": inverter.name, **inverter.info,
             "image_size": size, "normalized_error": normalized_error(x, y),
             "psnr": float(psnr(x, y).mean()), "ssim": float(ssim(x, y).mean()),
-            "n_images": len(x), "seconds_per_image": seconds / len(x), "device": str(dev),
+            "n_images": len(x), "seconds_per_image": seconds_per_image, "device": str(dev),
             "batch_size": batch_size, "failed": failed}

@@ -128,6 +128,12 @@ def center_crop_resize(img: Image.Image, size: int) -> Image.Image:
         (size, size), Image.BICUBIC)
 
 
+def load_square(path: str | Path, size: int) -> torch.Tensor:
+    """The largest centred square of an image file (or ``skimage:NAME``), resized to ``size``:
+    ``(3, size, size)`` in [0, 1]."""
+    return pil_to_tensor(center_crop_resize(open_rgb(path), size))
+
+
 def resize_shorter_side(img: Image.Image, size: int) -> Image.Image:
     """Resize so the shorter side is ``size`` px, keeping the aspect ratio."""
     w, h = img.size
