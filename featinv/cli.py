@@ -255,11 +255,23 @@ def extract_cmd(images, feature, params, out, size, crop, device) -> int:
               show_default=True, help="Mixed precision for the decoder (bf16: about 2x faster on "
               "CPUs with AVX-512 BF16 and on recent GPUs; fp16: CUDA only).")
 @click.option("--channels-last", is_flag=True, help="Channels-last (NHWC) decoder activations.")
+@click.option("--compile", "compile_", is_flag=True, help="torch.compile the training step.")
+@click.option("--feature-cache", type=click.Path(), help="Folder caching the features of each "
+              "crop on disk, for representations slower than reading them back (SIFT, LBP).")
+@click.option("--cache-variants", type=int, default=4, show_default=True, help="With "
+              "--feature-cache: random crops per image, cycled over the epochs.")
+@click.option("--cache-dtype", type=click.Choice(["float16", "float32"]), default="float16",
+              show_default=True, help="With --feature-cache: how features are stored.")
 @device_option
 def train_cmd(feature, params, data, val, out, image_size, epochs, batch_size, lr, schedule,
               preset, width, crop_scale, limit, val_limit, workers, seed, save_every, resume,
-              finetune_encoder, precision, channels_last, device) -> None:
-    """Train a decoder that inverts FEATURE; writes OUT/decoder.safetensors."""
+              finetune_encoder, precision, channels_last, compile_, feature_cache,
+              cache_variants, cache_dtype, device) -> None:
+    """Train a decoder that inverts FEATURE; writes OUT/decoder.safetensors.
+
+    Under torchrun (torchrun --nproc_per_node N -m featinv train ...) the processes train one
+    decoder together; --batch-size is the global batch, split over the processes.
+    """
     from .train import TrainConfig, train
 
     cfg = TrainConfig(feature=feature, params=params, data=data, val=val, out=out,
@@ -268,11 +280,13 @@ def train_cmd(feature, params, data, val, out, image_size, epochs, batch_size, l
                       crop_scale=(crop_scale, 1.0), limit=limit, val_limit=val_limit,
                       workers=workers, seed=seed, save_every=save_every, device=device,
                       finetune_encoder=finetune_encoder, precision=precision,
-                      channels_last=channels_last)
+                      channels_last=channels_last, compile=compile_, feature_cache=feature_cache,
+                      cache_variants=cache_variants, cache_dtype=cache_dtype)
     metrics = train(cfg, resume=resume, log=lambda m: click.echo(m, err=True))
-    click.echo(f"wrote {Path(out) / 'decoder.safetensors'}")
-    if metrics:
-        _echo_json(metrics)
+    if os.environ.get("RANK", "0") == "0":
+        click.echo(f"wrote {Path(out) / 'decoder.safetensors'}")
+        if metrics:
+            _echo_json(metrics)
 
 
 @cli.command("invert")

@@ -17,7 +17,8 @@ from PIL import Image
 from torch.utils.data import Dataset, Sampler
 
 from .errors import DataError, ImageError
-from .images import center_crop_resize, find_images, open_rgb, square_crop_box
+from .feature_cache import content_digest
+from .images import center_crop_resize, find_images, open_rgb, read_bytes, square_crop_box
 
 
 def scan_folder(root: str | Path, limit: int | None = None) -> list[Path]:
@@ -35,13 +36,17 @@ class ImageFolder(Dataset):
     """Square crops of the images below a folder as uint8 tensors ``(3, size, size)``.
 
     ``train=True``: random crops and flips; ``train=False``: centre crops. Call ``set_epoch``
-    before each epoch so the crops change from epoch to epoch.
+    before each epoch so the crops change from epoch to epoch. ``variants=K`` cycles through K
+    fixed crops per image (epoch ``e`` uses crop ``e % K``), so that cached features are reused.
+    ``with_names=True`` returns ``(image, name)``, the name identifying the file's bytes and the
+    crop (see ``featinv.feature_cache``).
     """
 
     def __init__(self, files: list[Path], size: int, train: bool, seed: int = 0,
-                 crop_scale: tuple[float, float] = (1.0, 1.0)):
+                 crop_scale: tuple[float, float] = (1.0, 1.0), variants: int = 0,
+                 with_names: bool = False):
         self.files, self.size, self.train, self.seed = list(files), size, train, seed
-        self.crop_scale = crop_scale
+        self.crop_scale, self.variants, self.with_names = crop_scale, variants, with_names
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -50,45 +55,75 @@ class ImageFolder(Dataset):
     def __len__(self) -> int:
         return len(self.files)
 
-    def _crop(self, img: Image.Image, index: int) -> Image.Image:
+    def _crop(self, img: Image.Image, index: int) -> tuple[Image.Image, str]:
+        """The crop for this epoch, and a name for it."""
         if not self.train:
-            return center_crop_resize(img, self.size)
-        rng = random.Random(hash((self.seed, self.epoch, index)))
+            return center_crop_resize(img, self.size), "center"
+        draw = self.epoch % self.variants if self.variants else self.epoch
+        rng = random.Random(hash((self.seed, draw, index)))
         short = min(img.size)
         side = max(1, round(short * rng.uniform(*self.crop_scale)))
         left = rng.randint(0, img.width - side)
         top = rng.randint(0, img.height - side)
         out = img.crop(square_crop_box(img.width, img.height, side, left, top))
         out = out.resize((self.size, self.size), Image.BICUBIC)
-        if rng.random() < 0.5:
+        flip = rng.random() < 0.5
+        if flip:
             out = out.transpose(Image.FLIP_LEFT_RIGHT)
-        return out
+        return out, f"{left},{top},{side}{',flip' if flip else ''}"
 
-    def __getitem__(self, index: int) -> torch.Tensor:
+    def __getitem__(self, index: int):
+        path = self.files[index]
         try:
-            img = open_rgb(self.files[index])
+            data = read_bytes(path)
+            img = open_rgb(path, data)
         except ImageError as exc:
             # a file that broke after the scan: fail loudly rather than train on something else
             raise DataError(str(exc)) from None
-        arr = np.asarray(self._crop(img, index), dtype=np.uint8)
-        return torch.from_numpy(arr.copy()).permute(2, 0, 1)
+        crop, where = self._crop(img, index)
+        image = torch.from_numpy(np.asarray(crop, dtype=np.uint8).copy()).permute(2, 0, 1)
+        if self.with_names:
+            return image, f"{content_digest(data)}@{where}"
+        return image
 
 
-class EpochSampler(Sampler[int]):
-    """A seeded permutation per epoch, optionally starting part-way (to resume mid-epoch)."""
+class EpochBatches(Sampler[list[int]]):
+    """Index batches for one process: a seeded permutation per epoch, cut into global batches.
 
-    def __init__(self, n: int, seed: int, shuffle: bool = True):
-        self.n, self.seed, self.shuffle = n, seed, shuffle
+    Every process draws the same permutation; global batch ``b`` is
+    ``perm[b * batch_size:(b + 1) * batch_size]`` and process ``rank`` takes every ``world``-th
+    index of it. A step is therefore the same set of images whatever the number of processes,
+    which lets a run resume mid-epoch (``set_epoch(epoch, start_batch)``) on another world size.
+    When a last, short global batch does not split evenly it is padded with the epoch's first
+    indices, so that no process is left without images.
+    """
+
+    def __init__(self, n: int, batch_size: int, seed: int, shuffle: bool = True,
+                 rank: int = 0, world: int = 1):
+        if batch_size % world:
+            raise DataError(f"--batch-size {batch_size} does not split over {world} processes; "
+                            f"use a multiple of {world}.")
+        self.n, self.batch_size, self.seed, self.shuffle = n, batch_size, seed, shuffle
+        self.rank, self.world = rank, world
         self.epoch, self.start = 0, 0
 
-    def set_epoch(self, epoch: int, start: int = 0) -> None:
-        self.epoch, self.start = epoch, start
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        self.epoch, self.start = epoch, start_batch
+
+    def batches_per_epoch(self) -> int:
+        return -(-self.n // self.batch_size)
 
     def __iter__(self):
-        if not self.shuffle:
-            return iter(range(self.start, self.n))
-        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        return iter(torch.randperm(self.n, generator=g)[self.start:].tolist())
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+            order = torch.randperm(self.n, generator=g).tolist()
+        else:
+            order = list(range(self.n))
+        for b in range(self.start, self.batches_per_epoch()):
+            batch = order[b * self.batch_size:(b + 1) * self.batch_size]
+            short = -len(batch) % self.world
+            padding = [order[i % self.n] for i in range(short)]
+            yield (batch + padding)[self.rank::self.world]
 
     def __len__(self) -> int:
-        return self.n - self.start
+        return self.batches_per_epoch() - self.start

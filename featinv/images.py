@@ -5,6 +5,7 @@ Pillow, EXIF orientation applied, any mode converted to RGB.
 """
 from __future__ import annotations
 
+import io
 import warnings
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -58,24 +59,40 @@ def image_stem(path: str | Path) -> str:
     return text[len(EXAMPLE_PREFIX):] if text.startswith(EXAMPLE_PREFIX) else Path(text).stem
 
 
-def open_rgb(path: str | Path) -> Image.Image:
-    """Open an image file as an RGB ``PIL.Image`` with EXIF orientation applied.
-
-    ``skimage:NAME`` opens an example photo bundled with scikit-image instead.
-    """
-    if str(path).startswith(EXAMPLE_PREFIX):
-        return example_image(str(path))
-    path = Path(path)
+def _check_file(path: Path) -> None:
     if path.is_dir():
         raise ImageError(f"{path}: is a directory, not an image.")
     if not path.exists():
         raise ImageError(f"{path}: no such file.")
     if path.stat().st_size == 0:
         raise ImageError(f"{path}: empty file (0 bytes).")
+
+
+def read_bytes(path: str | Path) -> bytes:
+    """The bytes of an image file; ``ImageError`` if it is missing, empty or unreadable."""
+    path = Path(path)
+    _check_file(path)
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ImageError(f"{path}: cannot read file ({exc.strerror or exc}).") from None
+
+
+def open_rgb(path: str | Path, data: bytes | None = None) -> Image.Image:
+    """Open an image file as an RGB ``PIL.Image`` with EXIF orientation applied.
+
+    ``skimage:NAME`` opens an example photo bundled with scikit-image instead. ``data``: the
+    file's bytes, when the caller has read them already.
+    """
+    if str(path).startswith(EXAMPLE_PREFIX):
+        return example_image(str(path))
+    path = Path(path)
+    if data is None:
+        _check_file(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
+            with Image.open(io.BytesIO(data) if data is not None else path) as img:
                 if img.width * img.height > MAX_PIXELS:
                     raise ImageError(f"{path}: {img.width}x{img.height} px is too large "
                                      f"(limit {MAX_PIXELS // 1_000_000} megapixels); "

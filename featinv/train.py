@@ -19,12 +19,16 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from . import checkpoint
-from .data import EpochSampler, ImageFolder, scan_folder
+from .data import EpochBatches, ImageFolder, scan_folder
 from .decoders import DEFAULT_PRESET, Decoder, build_decoder
+from .distributed import World, barrier, join, leave, mean_over_ranks, world_from_env
 from .errors import CheckpointError, FeatinvError
+from .feature_cache import FeatureCache
 from .images import make_grid, save_png
 from .inversion import decoder_metadata, pick_device, save_decoder
 from .metrics import normalized_error, psnr, ssim
@@ -64,6 +68,10 @@ class TrainConfig:
     finetune_encoder: bool = False  # train the representation's parameters too (autoencoder)
     precision: str = "fp32"  # "bf16" or "fp16": the decoder's forward runs under autocast
     channels_last: bool = False  # NHWC decoder activations (faster convolutions on CPU and GPU)
+    compile: bool = False  # torch.compile the training step
+    feature_cache: str | None = None  # folder of cached features (featinv.feature_cache)
+    cache_variants: int = 4  # with a cache: K fixed random crops per image, cycled over epochs
+    cache_dtype: str = "float16"
 
 
 def lr_at(cfg: TrainConfig, step: int, total: int) -> float:
@@ -87,9 +95,36 @@ def autocast(device: torch.device, precision: str):
     return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
 
 
-def _loader(ds: ImageFolder, sampler, cfg: TrainConfig, device: torch.device) -> DataLoader:
-    return DataLoader(ds, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.workers,
-                      pin_memory=device.type == "cuda", drop_last=False)
+def _loader(ds: ImageFolder, batches, cfg: TrainConfig, device: torch.device) -> DataLoader:
+    if batches is None:  # validation: in order
+        return DataLoader(ds, batch_size=cfg.batch_size, num_workers=cfg.workers,
+                          pin_memory=device.type == "cuda")
+    return DataLoader(ds, batch_sampler=batches, num_workers=cfg.workers,
+                      pin_memory=device.type == "cuda")
+
+
+class TrainStep(nn.Module):
+    """Images (and, if cached, their features) -> reconstructions, as one module.
+
+    One module so that DistributedDataParallel averages the gradients of everything that trains:
+    the decoder and, with ``finetune_encoder``, the representation (``encoder``).
+    """
+
+    def __init__(self, extractor, decoder: Decoder, encoder: nn.Module | None,
+                 precision: str, memory_format: torch.memory_format):
+        super().__init__()
+        self.decoder, self.encoder = decoder, encoder
+        self._extractor = [extractor]  # in a list: not a submodule, its weights are not trained
+        self.precision, self.memory_format = precision, memory_format
+
+    def forward(self, x: torch.Tensor, feats: torch.Tensor | None = None) -> torch.Tensor:
+        if feats is None:
+            with torch.set_grad_enabled(self.encoder is not None and torch.is_grad_enabled()):
+                feats = self._extractor[0](x)
+        if feats.dim() == 4:
+            feats = feats.contiguous(memory_format=self.memory_format)
+        with autocast(x.device, self.precision):
+            return self.decoder(feats, size=x.shape[-2:])
 
 
 def to_float(batch: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -97,13 +132,14 @@ def to_float(batch: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 
 @torch.no_grad()
-def validate(extractor, decoder: Decoder, loader: DataLoader, device) -> tuple[dict, torch.Tensor, torch.Tensor]:
+def validate(extractor, decoder: Decoder, loader: DataLoader, device,
+             cache: FeatureCache | None = None) -> tuple[dict, torch.Tensor, torch.Tensor]:
     """Metrics over a validation loader, and the images and reconstructions for previews."""
     decoder.eval()
     xs, ys = [], []
     for batch in loader:
-        x = to_float(batch, device)
-        ys.append(decoder(extractor(x), size=x.shape[-2:]).clamp(0, 1).cpu())
+        x, feats = _features(batch, device, extractor, cache)
+        ys.append(decoder(feats, size=x.shape[-2:]).float().clamp(0, 1).cpu())
         xs.append(x.cpu())
     decoder.train()
     x, y = torch.cat(xs), torch.cat(ys)
@@ -147,6 +183,8 @@ def check_config(cfg: TrainConfig) -> None:
         raise FeatinvError(f"--crop-scale must lie in (0, 1], got {low}.")
     if cfg.lr <= 0:
         raise FeatinvError(f"--lr must be positive, got {cfg.lr}.")
+    if cfg.cache_variants < 1:
+        raise FeatinvError(f"--cache-variants must be at least 1, got {cfg.cache_variants}.")
     if cfg.precision not in PRECISIONS:
         raise FeatinvError(f"Unknown --precision '{cfg.precision}' (fp32, bf16, fp16).")
 
@@ -159,11 +197,33 @@ def check_precision(precision: str, device: torch.device) -> None:
         raise FeatinvError("This GPU has no bfloat16 support; use --precision fp16.")
 
 
+def _features(batch, device, extractor, cache: FeatureCache | None):
+    """A loader batch -> images ``(B, 3, H, W)`` in [0, 1] and their features (``None`` when the
+    training step computes them itself)."""
+    if cache is None:
+        x = to_float(batch, device)
+        return x, extractor(x)
+    images, names = batch
+    x = to_float(images, device)
+    return x, cache.features(list(names), x, extractor)
+
+
 def train(cfg: TrainConfig, resume: bool = False, log=print) -> dict[str, Any]:
-    """Train a decoder for ``cfg.feature``; returns the last validation metrics."""
+    """Train a decoder for ``cfg.feature``; returns the last validation metrics.
+
+    Under torchrun every process runs this; rank 0 logs, validates and writes checkpoints.
+    """
     check_config(cfg)
+    world = world_from_env()
+    try:
+        return _train(cfg, resume, log if world.is_main else (lambda _msg: None), world)
+    finally:
+        leave(world)
+
+
+def _train(cfg: TrainConfig, resume: bool, log, world: World) -> dict[str, Any]:
     cfg = replace(cfg, params=dict(cfg.params))
-    device = pick_device(cfg.device)
+    device = join(world, pick_device(cfg.device))
     check_precision(cfg.precision, device)
     torch.manual_seed(cfg.seed)
     out = Path(cfg.out)
@@ -173,16 +233,26 @@ def train(cfg: TrainConfig, resume: bool = False, log=print) -> dict[str, Any]:
     cfg.image_size = cfg.image_size or extractor.spec.image_size or DEFAULT_IMAGE_SIZE
     layout = extractor.layout(cfg.image_size, cfg.image_size)
     encoder = _trainable_encoder(extractor) if cfg.finetune_encoder else None
+    cache = None
+    if cfg.feature_cache:
+        if encoder is not None:
+            raise FeatinvError("--feature-cache cannot be used with --finetune-encoder: the "
+                               "features change as the encoder trains.")
+        cache = FeatureCache(cfg.feature_cache, extractor, cfg.image_size, cfg.cache_dtype,
+                             writer=world.rank)
 
     train_files = scan_folder(cfg.data, cfg.limit)
     val_files = scan_folder(cfg.val, cfg.val_limit) if cfg.val else None
     train_ds = ImageFolder(train_files, cfg.image_size, train=True, seed=cfg.seed,
-                           crop_scale=cfg.crop_scale)
-    sampler = EpochSampler(len(train_ds), cfg.seed)
-    loader = _loader(train_ds, sampler, cfg, device)
+                           crop_scale=cfg.crop_scale, variants=cfg.cache_variants if cache is not None else 0,
+                           with_names=cache is not None)
+    batches = EpochBatches(len(train_ds), cfg.batch_size, cfg.seed, rank=world.rank,
+                           world=world.size)
+    loader = _loader(train_ds, batches, cfg, device)
     val_loader = None
-    if val_files:
-        val_loader = _loader(ImageFolder(val_files, cfg.image_size, train=False), None, cfg, device)
+    if val_files and world.is_main:
+        val_loader = _loader(ImageFolder(val_files, cfg.image_size, train=False,
+                                         with_names=cache is not None), None, cfg, device)
 
     decoder = build_decoder(extractor.spec, layout, cfg.image_size, cfg.preset, cfg.width).to(device)
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
@@ -190,7 +260,7 @@ def train(cfg: TrainConfig, resume: bool = False, log=print) -> dict[str, Any]:
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
     trained = list(decoder.parameters()) + (list(encoder.parameters()) if encoder else [])
     opt = torch.optim.Adam(trained, lr=cfg.lr, betas=cfg.betas)
-    steps_per_epoch = math.ceil(len(train_ds) / cfg.batch_size)
+    steps_per_epoch = batches.batches_per_epoch()
     total = steps_per_epoch * cfg.epochs
     step, history = 0, []
 
@@ -202,16 +272,28 @@ def train(cfg: TrainConfig, resume: bool = False, log=print) -> dict[str, Any]:
             stats_ds = ImageFolder(train_files[: max(cfg.batch_size, 64)], cfg.image_size, False)
             x = to_float(torch.stack([stats_ds[i] for i in range(len(stats_ds))]), device)
             decoder.set_feature_stats(extractor(x))
-        (out / METRICS_FILE).unlink(missing_ok=True)
+        if world.is_main:
+            (out / METRICS_FILE).unlink(missing_ok=True)
     n_params = sum(p.numel() for p in decoder.parameters())
     log(f"training a {cfg.preset} decoder ({n_params / 1e6:.2f} M parameters) for "
         f"{cfg.feature} ({layout}) at {cfg.image_size} px on {len(train_ds)} images, {device}"
+        + (f" x {world.size} processes" if world.distributed else "")
         + (", fine-tuning the encoder" if encoder else ""))
 
+    model: nn.Module = TrainStep(extractor, decoder, encoder, cfg.precision, memory_format)
+    if world.distributed:
+        model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
+                                        else None)
+    if cfg.compile:
+        model = torch.compile(model)
+
     def save(metrics: dict | None) -> None:
+        if not world.is_main:
+            return
         meta = decoder_metadata(extractor, decoder, training=_config_json(cfg),
                                 metrics=metrics or (history[-1] if history else None),
-                                progress={"step": step, "total_steps": total})
+                                progress={"step": step, "total_steps": total,
+                                          "world_size": world.size})
         save_decoder(decoder, out / DECODER_FILE, meta, encoder)
         tensors, opt_json = _state_tensors(opt)
         if encoder is not None:
@@ -222,55 +304,61 @@ def train(cfg: TrainConfig, resume: bool = False, log=print) -> dict[str, Any]:
                                               decoder.state_dict().items()}},
                                out / STATE_FILE, state_meta)
 
-    decoder.train()
+    model.train()
     while step < total:
         epoch, start = divmod(step, steps_per_epoch)
         train_ds.set_epoch(epoch)
-        sampler.set_epoch(epoch, start * cfg.batch_size)
-        t0, seen, loss_sum, n_batches = time.perf_counter(), 0, 0.0, 0
+        batches.set_epoch(epoch, start)
+        t0, done_before, loss_value = time.perf_counter(), start, float("nan")
         for batch in loader:
             for group in opt.param_groups:
                 group["lr"] = lr_at(cfg, step, total)
-            x = to_float(batch, device)
-            with torch.set_grad_enabled(encoder is not None):
-                feats = extractor(x)
-            if feats.dim() == 4:
-                feats = feats.contiguous(memory_format=memory_format)
-            with autocast(device, cfg.precision):
-                y = decoder(feats, size=x.shape[-2:])
+            if cache is None:
+                x, feats = to_float(batch, device), None
+            else:
+                x, feats = _features(batch, device, extractor, cache)
+            y = model(x, feats)
             loss = F.mse_loss(y.float(), x)
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(opt)
             scaler.update()
             step += 1
-            seen += x.shape[0]
-            n_batches += 1
-            if n_batches % 10 == 0 or step % steps_per_epoch == 0:
-                loss_sum_now = loss.item()  # syncs: only every 10 steps
-                if not math.isfinite(loss_sum_now):
-                    raise FeatinvError(f"Loss became {loss_sum_now} at step {step}; the last "
+            in_epoch = step - epoch * steps_per_epoch
+            if in_epoch % 10 == 0 or in_epoch == steps_per_epoch:
+                loss_value = mean_over_ranks(loss.detach(), world).item()  # the only sync
+                if not math.isfinite(loss_value):
+                    raise FeatinvError(f"Loss became {loss_value} at step {step}; the last "
                                        f"checkpoint in {out} is kept. Try a lower --lr.")
-                loss_sum = loss_sum_now
-                _progress(epoch, cfg.epochs, min(seen + start * cfg.batch_size, len(train_ds)),
-                          len(train_ds), loss_sum, seen / (time.perf_counter() - t0))
+                if world.is_main:
+                    seen = min(in_epoch * cfg.batch_size, len(train_ds))
+                    _progress(epoch, cfg.epochs, seen, len(train_ds), loss_value,
+                              (in_epoch - done_before) * cfg.batch_size / (time.perf_counter() - t0))
             if cfg.save_every and step % cfg.save_every == 0 and step % steps_per_epoch:
                 save(None)
-        sys.stderr.write("\n")
-        record = {"epoch": epoch + 1, "step": step, "train_loss": loss_sum,
-                  "images_per_second": seen / (time.perf_counter() - t0),
-                  "lr": opt.param_groups[0]["lr"]}
+        if world.is_main:
+            sys.stderr.write("\n")
+        record = {"epoch": epoch + 1, "step": step, "train_loss": loss_value,
+                  "images_per_second": (steps_per_epoch - done_before) * cfg.batch_size
+                  / (time.perf_counter() - t0), "lr": opt.param_groups[0]["lr"]}
+        if cache is not None:
+            cache.flush()
+            record["cache_hit_rate"] = cache.hits / max(cache.hits + cache.misses, 1)
         if val_loader is not None:
-            metrics, x, y = validate(extractor, decoder, val_loader, device)
+            metrics, x, y = validate(extractor, decoder, val_loader, device, cache)
             record.update({f"val_{k}": v for k, v in metrics.items()})
             save_png(make_grid([x[: cfg.preview], y[: cfg.preview]]),
                      out / f"val_epoch{epoch + 1:03d}.png")
             log(f"epoch {epoch + 1}: val normalized error {metrics['normalized_error']:.4f}, "
                 f"PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.3f}")
         history.append(record)
-        with open(out / METRICS_FILE, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        if world.is_main:
+            with open(out / METRICS_FILE, "a") as f:
+                f.write(json.dumps(record) + "\n")
         save(record)
+        barrier(world)  # the others wait for rank 0's validation and checkpoint
+        if cache is not None:
+            cache.refresh()  # see the features the other processes computed
     return history[-1] if history else {}
 
 
