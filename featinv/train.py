@@ -183,6 +183,9 @@ def check_config(cfg: TrainConfig) -> None:
         raise FeatinvError(f"--crop-scale must lie in (0, 1], got {low}.")
     if cfg.lr <= 0:
         raise FeatinvError(f"--lr must be positive, got {cfg.lr}.")
+    if cfg.feature_cache and cfg.finetune_encoder:
+        raise FeatinvError("--feature-cache cannot be used with --finetune-encoder: the "
+                           "features change as the encoder trains.")
     if cfg.cache_variants < 1:
         raise FeatinvError(f"--cache-variants must be at least 1, got {cfg.cache_variants}.")
     if cfg.precision not in PRECISIONS:
@@ -235,9 +238,6 @@ def _train(cfg: TrainConfig, resume: bool, log, world: World) -> dict[str, Any]:
     encoder = _trainable_encoder(extractor) if cfg.finetune_encoder else None
     cache = None
     if cfg.feature_cache:
-        if encoder is not None:
-            raise FeatinvError("--feature-cache cannot be used with --finetune-encoder: the "
-                               "features change as the encoder trains.")
         cache = FeatureCache(cfg.feature_cache, extractor, cfg.image_size, cfg.cache_dtype,
                              writer=world.rank)
 
