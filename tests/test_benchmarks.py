@@ -86,3 +86,31 @@ def test_train_step_benchmark_prints_every_combination(capsys):
     combos = {(r["precision"], r["channels_last"]) for r in result["rows"]}
     assert combos == {("fp32", False), ("fp32", True), ("bf16", False), ("bf16", True)}
     assert all(r["ms_per_image"] > 0 for r in result["rows"])
+
+
+SPEED = Path(__file__).resolve().parents[1] / "benchmarks" / "speed.py"
+
+
+def test_speed_benchmark_measures_every_column(tmp_path):
+    spec = importlib.util.spec_from_file_location("bench_speed", SPEED)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path / "speed.json"
+    result = module.main(["--features", "hog,lbp,nosuchfeature", "--batch-size", "4",
+                          "--repeats", "1", "--image-size", "32", "--optimize-steps", "3",
+                          "--threads", "1", "--json", str(out)])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(result))
+    rows = {r["feature"]: r for r in result["rows"]}
+    assert set(rows) == {"hog", "lbp"}  # the unknown name fails alone
+    for row in rows.values():
+        for key in ("features_ms_per_image", "decoder_ms_per_image_b1", "decoder_ms_per_image_b4",
+                    "decoder_ms_per_image_b4_bf16_cl", "inversion_ms_per_image_b1",
+                    "inversion_ms_per_image_b4", "train_images_per_s_fp32",
+                    "train_images_per_s_bf16_cl", "peak_mb_after_inversion",
+                    "peak_mb_after_training"):
+            assert row[key] > 0, key
+        assert row["peak_mb_after_training"] >= row["peak_mb_after_inversion"]
+    # HOG is differentiable: timed against the optimisation baseline; LBP is not
+    assert rows["hog"]["optimize_steps"] == 3 and rows["hog"]["optimize_over_decoder"] > 0
+    assert "optimize_s_per_image" not in rows["lbp"]
+    assert result["settings"]["threads"] == 1 and result["machine"]["logical_cpus"] >= 1
