@@ -8,8 +8,11 @@ resumable in the middle of an epoch.
 """
 from __future__ import annotations
 
+import os
 import random
+import sys
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -18,18 +21,44 @@ from torch.utils.data import Dataset, Sampler
 
 from .errors import DataError, ImageError
 from .feature_cache import content_digest
-from .images import center_crop_resize, find_images, open_rgb, read_bytes, square_crop_box
+from .images import (center_crop_resize, find_images, open_rgb, probe_image, read_bytes,
+                     square_crop_box)
 
 
-def scan_folder(root: str | Path, limit: int | None = None) -> list[Path]:
-    """Image files below ``root``; a missing or empty folder is a ``DataError``."""
+def scan_folder(root: str | Path, limit: int | None = None,
+                on_error: Callable[[str], None] | None = None) -> list[Path]:
+    """The first ``limit`` image files below ``root``; a missing or empty folder is a
+    ``DataError``.
+
+    With ``on_error``, each file's header is read (no decoding): files that are not readable
+    images are reported through ``on_error`` and left out.
+    """
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"Data folder '{root}' does not exist or is not a folder.")
+    if not os.access(root, os.R_OK | os.X_OK):
+        raise DataError(f"Data folder '{root}' cannot be read (permission denied).")
     files = find_images(root)
     if not files:
         raise DataError(f"Data folder '{root}' holds no images (.jpg, .png, ...).")
-    return files[:limit] if limit else files
+    if on_error is None:
+        return files[:limit] if limit else files
+    good, bad = [], 0
+    for path in files:
+        if limit and len(good) == limit:
+            break
+        try:
+            probe_image(path)
+            good.append(path)
+        except ImageError as exc:
+            bad += 1
+            on_error(str(exc))
+    if not good:
+        raise DataError(f"Data folder '{root}' holds no readable images ({bad} files failed).")
+    return good
+
+
+_REPORTED: set[Path] = set()  # files that failed to decode, reported once per process
 
 
 class ImageFolder(Dataset):
@@ -73,13 +102,21 @@ class ImageFolder(Dataset):
         return out, f"{left},{top},{side}{',flip' if flip else ''}"
 
     def __getitem__(self, index: int):
-        path = self.files[index]
-        try:
-            data = read_bytes(path)
-            img = open_rgb(path, data)
-        except ImageError as exc:
-            # a file that broke after the scan: fail loudly rather than train on something else
-            raise DataError(str(exc)) from None
+        # A file can pass the scan (its header) and still fail to decode (truncated data): it is
+        # reported once and the next readable file takes its place, so training goes on.
+        for step in range(len(self.files)):
+            path = self.files[(index + step) % len(self.files)]
+            try:
+                data = read_bytes(path)
+                img = open_rgb(path, data)
+                break
+            except ImageError as exc:
+                if path not in _REPORTED:
+                    _REPORTED.add(path)
+                    print(f"warning: {exc} Training on another image in its place.",
+                          file=sys.stderr, flush=True)
+        else:
+            raise DataError("None of the training images can be read any more.")
         crop, where = self._crop(img, index)
         image = torch.from_numpy(np.asarray(crop, dtype=np.uint8).copy()).permute(2, 0, 1)
         if self.with_names:

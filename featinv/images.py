@@ -5,6 +5,7 @@ Pillow, EXIF orientation applied, any mode converted to RGB.
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import warnings
 from pathlib import Path
@@ -78,6 +79,38 @@ def read_bytes(path: str | Path) -> bytes:
         raise ImageError(f"{path}: cannot read file ({exc.strerror or exc}).") from None
 
 
+@contextlib.contextmanager
+def _opened(path: Path, data: bytes | None = None):
+    """``Image.open`` (header read, pixels not yet decoded), every failure an ``ImageError``."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data) if data is not None else path) as img:
+                if img.width * img.height > MAX_PIXELS:
+                    raise ImageError(f"{path}: {img.width}x{img.height} px is too large "
+                                     f"(limit {MAX_PIXELS // 1_000_000} megapixels); "
+                                     "downscale it first.")
+                yield img
+    except ImageError:
+        raise
+    except UnidentifiedImageError:
+        raise ImageError(f"{path}: not an image file Pillow can read.") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageError(f"{path}: image is too large (decompression-bomb guard); "
+                         "downscale it first.") from None
+    except (OSError, SyntaxError, ValueError) as exc:  # truncated or corrupt data
+        raise ImageError(f"{path}: cannot decode image ({exc}).") from None
+
+
+def probe_image(path: str | Path) -> tuple[int, int]:
+    """``(width, height)`` of an image file from its header, without decoding the pixels;
+    ``ImageError`` for anything that is not a readable image of a sane size."""
+    path = Path(path)
+    _check_file(path)
+    with _opened(path) as img:
+        return img.size
+
+
 def open_rgb(path: str | Path, data: bytes | None = None) -> Image.Image:
     """Open an image file as an RGB ``PIL.Image`` with EXIF orientation applied.
 
@@ -89,26 +122,10 @@ def open_rgb(path: str | Path, data: bytes | None = None) -> Image.Image:
     path = Path(path)
     if data is None:
         _check_file(path)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data) if data is not None else path) as img:
-                if img.width * img.height > MAX_PIXELS:
-                    raise ImageError(f"{path}: {img.width}x{img.height} px is too large "
-                                     f"(limit {MAX_PIXELS // 1_000_000} megapixels); "
-                                     "downscale it first.")
-                img = ImageOps.exif_transpose(img)
-                img.load()
-                return _to_rgb(img)
-    except ImageError:
-        raise
-    except UnidentifiedImageError:
-        raise ImageError(f"{path}: not an image file Pillow can read.") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ImageError(f"{path}: image is too large (decompression-bomb guard); "
-                         "downscale it first.") from None
-    except (OSError, SyntaxError, ValueError) as exc:  # truncated or corrupt data
-        raise ImageError(f"{path}: cannot decode image ({exc}).") from None
+    with _opened(path, data) as img:
+        img = ImageOps.exif_transpose(img)
+        img.load()
+        return _to_rgb(img)
 
 
 def pil_to_tensor(img: Image.Image) -> torch.Tensor:

@@ -241,8 +241,11 @@ def _train(cfg: TrainConfig, resume: bool, log, world: World) -> dict[str, Any]:
         cache = FeatureCache(cfg.feature_cache, extractor, cfg.image_size, cfg.cache_dtype,
                              writer=world.rank)
 
-    train_files = scan_folder(cfg.data, cfg.limit)
-    val_files = scan_folder(cfg.val, cfg.val_limit) if cfg.val else None
+    skipped: list[str] = []
+    train_files = scan_folder(cfg.data, cfg.limit, on_error=skipped.append)
+    val_files = scan_folder(cfg.val, cfg.val_limit, on_error=skipped.append) if cfg.val else None
+    for message in skipped:
+        log(f"skipping {message}")
     train_ds = ImageFolder(train_files, cfg.image_size, train=True, seed=cfg.seed,
                            crop_scale=cfg.crop_scale, variants=cfg.cache_variants if cache is not None else 0,
                            with_names=cache is not None)
@@ -288,21 +291,30 @@ def _train(cfg: TrainConfig, resume: bool, log, world: World) -> dict[str, Any]:
         model = torch.compile(model)
 
     def save(metrics: dict | None) -> None:
+        """Write both checkpoint files (rank 0), refusing to replace good ones with NaNs."""
         if not world.is_main:
             return
+        if not all(torch.isfinite(p).all() for p in trained):
+            raise FeatinvError(f"The weights became NaN or infinite by step {step}; the last "
+                               f"checkpoint in {out} is kept. Try a lower --lr.")
         meta = decoder_metadata(extractor, decoder, training=_config_json(cfg),
                                 metrics=metrics or (history[-1] if history else None),
                                 progress={"step": step, "total_steps": total,
                                           "world_size": world.size})
-        save_decoder(decoder, out / DECODER_FILE, meta, encoder)
         tensors, opt_json = _state_tensors(opt)
         if encoder is not None:
             tensors.update({f"encoder.{k}": v for k, v in encoder.state_dict().items()})
         state_meta = {"format": checkpoint.STATE_FORMAT, "format_version": checkpoint.FORMAT_VERSION,
                       "step": step, "history": history, "config": _config_json(cfg), **opt_json}
-        checkpoint.atomic_save({**tensors, **{f"decoder.{k}": v for k, v in
-                                              decoder.state_dict().items()}},
-                               out / STATE_FILE, state_meta)
+        try:
+            save_decoder(decoder, out / DECODER_FILE, meta, encoder)
+            checkpoint.atomic_save({**tensors, **{f"decoder.{k}": v for k, v in
+                                                  decoder.state_dict().items()}},
+                                   out / STATE_FILE, state_meta)
+        except OSError as exc:
+            raise FeatinvError(f"Could not write the checkpoint in {out} at step {step} "
+                               f"({exc.strerror or exc}); the previous checkpoint there is intact. "
+                               "Free some space and continue with --resume.") from None
 
     model.train()
     while step < total:
