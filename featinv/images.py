@@ -62,7 +62,7 @@ def image_stem(path: str | Path) -> str:
 
 def _check_file(path: Path) -> None:
     if path.is_dir():
-        raise ImageError(f"{path}: is a directory, not an image.")
+        raise ImageError(f"{path}: is a directory, not an image file.")
     if not path.exists():
         raise ImageError(f"{path}: no such file.")
     if path.stat().st_size == 0:
@@ -204,8 +204,11 @@ def find_images(root: str | Path) -> list[Path]:
 
 
 def iter_paths(paths: Iterable[str | Path]) -> list[Path]:
-    """Expand folders into the images below them; keep files as given."""
+    """Expand folders into the images below them; keep files as given.
+
+    A folder without images stays in the list, so that reading it reports it ("is a directory").
+    """
     out: list[Path] = []
     for p in map(Path, paths):
-        out.extend(find_images(p) if p.is_dir() else [p])  # skimage:NAME stays as it is
+        out.extend((find_images(p) or [p]) if p.is_dir() else [p])  # skimage:NAME stays as is
     return out
