@@ -88,13 +88,14 @@ def load_decoder(name_or_checkpoint: str | Path, device: str | torch.device | No
         params = dict(meta["feature"]["params"])
         stored_layout = layout_from_json(meta["layout"])
         config = dict(meta["decoder"])
+        size = int(meta["image_size"])
     except (KeyError, TypeError, ValueError) as exc:
-        raise CheckpointError(f"{path}: incomplete featinv metadata ({exc}).") from None
+        raise CheckpointError(f"{path}: incomplete featinv metadata (missing or invalid "
+                              f"{exc}).") from None
     if feature is not None and feature != name:
         raise CheckpointError(f"{path} is a decoder for '{name}', not '{feature}'. Pass a "
                               f"checkpoint trained with --feature {feature}.")
     spec = get_spec(name)
-    size = int(meta["image_size"])
     try:
         current = spec.layout_rule(**params)(size, size)
     except FeatinvError as exc:
@@ -103,7 +104,14 @@ def load_decoder(name_or_checkpoint: str | Path, device: str | torch.device | No
         raise CheckpointError(f"{path}: trained on '{name}' features of layout {stored_layout}, "
                               f"but '{name}' now gives {current} at {size} px. The checkpoint "
                               "does not match this version of the representation.")
-    decoder = rebuild_decoder(spec, config)
+    try:
+        decoder = rebuild_decoder(spec, config)
+    except FeatinvError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: its decoder description is invalid ({type(exc).__name__}: "
+                              f"{exc}); the file was altered or written by an incompatible "
+                              "version.") from None
     encoder_state = {k[len(ENCODER_PREFIX):]: tensors.pop(k) for k in list(tensors)
                      if k.startswith(ENCODER_PREFIX)}
     try:

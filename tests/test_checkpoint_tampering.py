@@ -1,0 +1,119 @@
+"""Checkpoints that were truncated, altered or written by something else are refused clearly."""
+from __future__ import annotations
+
+import json
+import pickle
+
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+import featinv
+from featinv import CheckpointError
+from featinv.checkpoint import META_KEY
+from featinv.cli import main
+from featinv.decoders import build_decoder
+from featinv.inversion import decoder_metadata, save_decoder
+
+
+@pytest.fixture(scope="module")
+def good(tmp_path_factory):
+    """A small untrained HOG decoder checkpoint (weights do not matter here)."""
+    hog = featinv.get_feature("hog")
+    decoder = build_decoder(hog.spec, hog.layout(32, 32), 32, "compact", 0.125)
+    path = tmp_path_factory.mktemp("ckpt") / "decoder.safetensors"
+    save_decoder(decoder, path, decoder_metadata(hog, decoder))
+    return path
+
+
+def rewrite(good, tmp_path, edit_meta=None, edit_tensors=None):
+    with safe_open(str(good), "pt") as f:
+        meta = json.loads(f.metadata()[META_KEY])
+    tensors = load_file(str(good))
+    if edit_meta:
+        edit_meta(meta)
+    if edit_tensors:
+        edit_tensors(tensors)
+    out = tmp_path / "edited.safetensors"
+    save_file(tensors, str(out), metadata={META_KEY: json.dumps(meta)})
+    return out
+
+
+def test_the_untouched_checkpoint_loads(good):
+    assert featinv.load_decoder(good).meta["feature"]["name"] == "hog"
+
+
+def _drop(key):
+    return lambda meta: meta.pop(key)
+
+
+CASES = {
+    "missing image size": (dict(edit_meta=_drop("image_size")), "incomplete featinv metadata"),
+    "missing layout": (dict(edit_meta=_drop("layout")), "incomplete featinv metadata"),
+    "unknown preset": (dict(edit_meta=lambda m: m["decoder"].update(preset="huge")),
+                       "Unknown decoder preset"),
+    "decoder config garbage": (dict(edit_meta=lambda m: m.update(decoder={"width": "wide"})),
+                               "decoder description is invalid"),
+    "wider decoder claimed": (dict(edit_meta=lambda m: m["decoder"].update(width=0.25)),
+                              "weights do not fit"),
+    "weight of the wrong shape": (
+        dict(edit_tensors=lambda t: t.update({k: torch.zeros(3) for k in list(t)[:1]})),
+        "weights do not fit"),
+    "a weight removed": (dict(edit_tensors=lambda t: t.pop(sorted(t)[0])), "weights do not fit"),
+    "newer format": (dict(edit_meta=lambda m: m.update(format_version=99)), "newer featinv"),
+    "training state, not a decoder": (dict(edit_meta=lambda m: m.update(
+        format="featinv-train-state")), "expected a featinv-decoder file"),
+    "another representation's layout": (dict(edit_meta=lambda m: m["feature"].update(
+        params={"cell_size": 4})), "does not match this version"),
+    "unknown representation": (dict(edit_meta=lambda m: m["feature"].update(name="nosuch")),
+                               "nosuch"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_altered_checkpoint_is_refused(good, tmp_path, case, capsys):
+    edits, message = CASES[case]
+    path = rewrite(good, tmp_path, **edits)
+    with pytest.raises(featinv.FeatinvError, match=message):
+        featinv.load_decoder(path)
+    # and on the command line: one line, no traceback
+    with pytest.raises(SystemExit) as info:
+        main(["invert", "-c", str(path), "skimage:astronaut", "-o", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert info.value.code == 1 and "Traceback" not in err
+    assert len([line for line in err.splitlines() if line.startswith("Error:")]) == 1
+
+
+@pytest.mark.parametrize("cut", [0.05, 0.5, 0.99])
+def test_truncated_checkpoint_is_refused(good, tmp_path, cut):
+    data = good.read_bytes()
+    path = tmp_path / "cut.safetensors"
+    path.write_bytes(data[: int(len(data) * cut)])
+    with pytest.raises(CheckpointError):
+        featinv.load_decoder(path)
+
+
+def test_corrupt_header_and_metadata_are_refused(good, tmp_path):
+    data = bytearray(good.read_bytes())
+    data[8:16] = b"\xff" * 8  # inside the JSON header
+    path = tmp_path / "header.safetensors"
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError):
+        featinv.load_decoder(path)
+    bad_json = tmp_path / "meta.safetensors"
+    save_file(load_file(str(good)), str(bad_json), metadata={META_KEY: "{not json"})
+    with pytest.raises(CheckpointError, match="corrupt featinv metadata"):
+        featinv.load_decoder(bad_json)
+
+
+def test_pickles_are_never_unpickled(good, tmp_path, monkeypatch):
+    evil = tmp_path / "evil.safetensors"
+    evil.write_bytes(pickle.dumps({"weights": [1, 2, 3]}))
+    torch_file = tmp_path / "model.pt"
+    torch.save({"w": torch.zeros(2)}, torch_file)  # a zip archive with a pickle inside
+    monkeypatch.setattr(pickle, "loads", lambda *a, **k: pytest.fail("unpickled"))
+    monkeypatch.setattr(pickle, "load", lambda *a, **k: pytest.fail("unpickled"))
+    for path in (evil, torch_file):
+        with pytest.raises(CheckpointError, match="never unpickles"):
+            featinv.load_decoder(path)
