@@ -5,7 +5,9 @@ import difflib
 import fnmatch
 from typing import Any
 
-from .errors import PluginError, UnknownFeatureError
+import torch
+
+from .errors import FeatinvError, PluginError, UnknownFeatureError
 from .plugins import first_result, get_state
 from .spec import Extractor, FeatureSpec
 
@@ -40,7 +42,16 @@ def get_feature(name: str, **params: Any) -> Extractor:
     """
     spec = get_spec(name)
     resolved = spec.resolve_params(params)
-    module = spec.build(**resolved)
+    try:
+        module = spec.build(**resolved)
+    except FeatinvError:
+        raise
+    except Exception as exc:  # a plugin's bug: name the plugin, keep the cause for --debug
+        raise PluginError(f"{name} (plugin {spec.plugin}) failed to build: "
+                          f"{type(exc).__name__}: {exc}") from exc
+    if not isinstance(module, torch.nn.Module):
+        raise PluginError(f"{name} (plugin {spec.plugin}) built a {type(module).__name__}, "
+                          "not a torch.nn.Module.")
     return Extractor(spec, resolved, module).eval()
 
 

@@ -14,7 +14,7 @@ from typing import Any, Callable, Mapping
 import torch
 from torch import nn
 
-from .errors import FeatinvError, ShapeError
+from .errors import FeatinvError, PluginError, ShapeError
 from .layout import CellGrid, ComputedGrid, FixedVector, Layout, LayoutRule
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)*$")
@@ -230,14 +230,20 @@ class Extractor(nn.Module):
         images = images.float()  # plugins may rely on float32 input
         x = rgb_to_gray(images) if self.spec.input == "gray" else images
         report: dict[str, list] = {}
-        if with_report and hasattr(self.module, "forward_with_report"):
-            out, report = self.module.forward_with_report(x)
-            report = {k: list(v) for k, v in dict(report).items()}
-            if any(len(v) != images.shape[0] for v in report.values()):
-                raise ShapeError(f"{self.name} (plugin {self.spec.plugin}) reported statistics "
-                                 "that do not have one value per image")
-        else:
-            out = self.module(x)
+        try:
+            if with_report and hasattr(self.module, "forward_with_report"):
+                out, report = self.module.forward_with_report(x)
+                report = {k: list(v) for k, v in dict(report).items()}
+            else:
+                out = self.module(x)
+        except FeatinvError:
+            raise
+        except Exception as exc:  # a plugin's bug: name the plugin, keep the cause for --debug
+            raise PluginError(f"{self.name} (plugin {self.spec.plugin}) failed on a batch of "
+                              f"shape {tuple(x.shape)}: {type(exc).__name__}: {exc}") from exc
+        if any(len(v) != images.shape[0] for v in report.values()):
+            raise ShapeError(f"{self.name} (plugin {self.spec.plugin}) reported statistics "
+                             "that do not have one value per image")
         self._check_output(out, (images.shape[0], *expected.shape))
         return out, report
 

@@ -191,3 +191,60 @@ def test_plugin_can_supply_its_own_decoder(extra_plugins):
     # every other representation still gets the generic decoder
     hog = featinv.get_spec("hog")
     assert featinv.build_decoder(hog, hog.layout_rule()(32, 32), 32).config["builder"] == "featinv.decoders"
+
+
+class _Float64(nn.Module):
+    def forward(self, x):
+        return nn.functional.avg_pool2d(x, 4).double()
+
+
+class _Crashing(nn.Module):
+    def forward(self, x):
+        raise RuntimeError("index out of range in my plugin")
+
+
+def _broken_build():
+    raise OSError("model file missing")
+
+
+def test_wrong_dtype_is_reported_with_plugin_name(extra_plugins):
+    extra_plugins("doubler", Plugin(make_spec("double_feat", build=_Float64)))
+    with pytest.raises(ShapeError, match=r"double_feat \(plugin doubler\) returned torch.float64"):
+        featinv.get_feature("double_feat")(torch.rand(1, 3, 16, 16))
+
+
+def test_plugin_failing_at_build_or_forward_is_named(extra_plugins):
+    extra_plugins("crashy", Plugin(make_spec("crash_feat", build=_Crashing),
+                                   make_spec("nobuild_feat", build=_broken_build),
+                                   make_spec("notmodule_feat", build=lambda: "pool")))
+    with pytest.raises(featinv.PluginError,
+                       match=r"crash_feat \(plugin crashy\) failed .*RuntimeError: index out"):
+        featinv.get_feature("crash_feat")(torch.rand(1, 3, 16, 16))
+    with pytest.raises(featinv.PluginError,
+                       match=r"nobuild_feat \(plugin crashy\) failed to build: OSError"):
+        featinv.get_feature("nobuild_feat")
+    with pytest.raises(featinv.PluginError, match="not a torch.nn.Module"):
+        featinv.get_feature("notmodule_feat")
+    assert featinv.get_feature("hog")(torch.rand(1, 3, 16, 16)).shape == (1, 31, 2, 2)
+
+
+def test_plugins_command_lists_broken_plugins_and_other_commands_still_work(
+        tmp_path, monkeypatch, fresh_plugins, capsys):
+    from featinv.cli import main
+
+    fake_distribution(tmp_path, monkeypatch, {"brokenplug": "broken_mod"},
+                      {"broken_mod": "raise ImportError('needs libfoo')\n"})
+
+    def run(*args):
+        with pytest.raises(SystemExit) as info:
+            main(list(args))
+        return info.value.code, capsys.readouterr()
+
+    code, out = run("plugins")
+    assert code == 0
+    line = next(x for x in out.out.splitlines() if x.startswith("brokenplug"))
+    assert "ERROR" in line and "needs libfoo" in line
+    code, out = run("list-features")
+    assert code == 0 and "hog" in out.out
+    code, out = run("invert", "-f", "hog", "skimage:astronaut", "-o", str(tmp_path / "o"))
+    assert code == 0 and "Traceback" not in out.err
