@@ -77,3 +77,19 @@ def test_global_options_are_documented_in_cli_page():
     missing = [opt for opt in _options(cli)
                if not re.search(rf"(?<![\w-]){re.escape(opt)}(?![\w-])", text)]
     assert not missing, f"options of 'featinv' missing from docs/cli.md: {missing}"
+
+
+def test_troubleshooting_page_lists_the_robustness_messages():
+    """Every reason the robustness tests provoke is explained in docs/troubleshooting.md."""
+    import test_bad_inputs
+    import test_checkpoint_tampering
+
+    page = (DOCS / "troubleshooting.md").read_text()
+    reasons = set(test_bad_inputs.INVALID.values())
+    reasons |= {message for _, message in test_checkpoint_tampering.CASES.values()
+                if message != "nosuch"}
+    reasons |= {"No space left on device", "NaN or infinite", "holds no readable images",
+                "never unpickles", "failed to build", "failed on a batch", "returned shape",
+                "does not split over", "too small", "cannot decode image"}
+    missing = sorted(r for r in reasons if r not in page)
+    assert not missing, f"docs/troubleshooting.md does not explain: {missing}"
