@@ -64,7 +64,8 @@ def measure(feature: str, device_name: str, batch: int, repeats: int, size: int 
     from featinv.decoders import build_decoder
     from featinv.optimize import OptimizeConfig, invert_by_optimization
     from featinv.registry import get_feature
-    from featinv.train import DEFAULT_IMAGE_SIZE, autocast
+    from featinv.precision import autocast
+    from featinv.train import DEFAULT_IMAGE_SIZE
 
     device = torch.device(device_name)
     sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)

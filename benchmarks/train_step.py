@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from featinv.decoders import build_decoder
 from featinv.registry import get_feature
-from featinv.train import autocast
+from featinv.precision import autocast
 
 
 def step_ms(feature: str, preset: str, width, precision: str, channels_last: bool,

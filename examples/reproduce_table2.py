@@ -38,13 +38,16 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--steps", type=int, default=OptimizeConfig.steps)
     parser.add_argument("--shown", type=int, default=4, help="photos in the figure")
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
+                        help="the decoders' precision (the baseline always runs in fp32)")
     args = parser.parse_args()
     torch.manual_seed(0)
 
     x = load_square_images(args.val, 128, args.limit)[0]
-    methods = {"hog decoder": decoder_method("hog"),
+    methods = {"hog decoder": decoder_method("hog", precision=args.precision),
                "hog optimize": optimize_method("hog", cfg=OptimizeConfig(steps=args.steps)),
-               "sift decoder": decoder_method("sift"), "lbp decoder": decoder_method("lbp")}
+               "sift decoder": decoder_method("sift", precision=args.precision),
+               "lbp decoder": decoder_method("lbp", precision=args.precision)}
     rows, recons = {}, {}
     for name, method in methods.items():
         recons[name], seconds = run_timed(method, x, args.batch_size)
@@ -60,6 +63,7 @@ def main() -> None:
     (out / "images").mkdir(parents=True, exist_ok=True)
     result = {"n_images": len(x), "image_size": 128, "batch_size": args.batch_size,
               "device": "cpu", "torch_threads": torch.get_num_threads(),
+              "decoder_precision": args.precision,
               "optimize": OptimizeConfig(steps=args.steps).to_json(), "methods": rows,
               **summary, "paper_table2": PAPER}
     (out / "table2.json").write_text(json.dumps(result, indent=2) + "\n")

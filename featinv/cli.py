@@ -76,6 +76,9 @@ def method_options(command):
                      help="optimize: weight of the total-variation prior."),
         click.option("--lambda-alpha", type=float, default=defaults.lambda_alpha,
                      show_default=True, help="optimize: weight of the alpha-norm prior."),
+        click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32",
+                     show_default=True, help="decoder: run it in mixed precision (bf16: 2-3x "
+                     "faster on CPUs with AVX-512 BF16; fp16: CUDA only)."),
     ]
     for option in reversed(options):
         wrapper = option(wrapper)
@@ -303,7 +306,7 @@ def train_cmd(feature, params, data, val, out, image_size, epochs, batch_size, l
 @method_options
 @device_option
 def invert_cmd(images, feature, checkpoint, out, size, side_by_side, method, optimize,
-               device) -> int:
+               precision, device) -> int:
     """Reconstruct each image from its features; writes PNGs.
 
     IMAGES are files, folders, or skimage:NAME for a photo bundled with scikit-image
@@ -322,6 +325,9 @@ def invert_cmd(images, feature, checkpoint, out, size, side_by_side, method, opt
         if checkpoint or not features:
             raise FeatinvError("--method optimize takes --feature NAME and no --checkpoint "
                                "(it inverts by gradient descent, with no decoder).")
+        if precision != "fp32":
+            raise FeatinvError("--precision applies to decoders; the optimisation baseline runs "
+                               "in fp32.")
         inverters = [optimize_method(name, cfg=optimize, device=dev,
                                      progress=_optimize_progress) for name in features]
     else:
@@ -331,7 +337,7 @@ def invert_cmd(images, feature, checkpoint, out, size, side_by_side, method, opt
             raise FeatinvError(f"{len(features)} --feature names for {len(checkpoint)} "
                                "--checkpoint files: give one name per checkpoint, or none.")
         sources = list(checkpoint) or features
-        inverters = [decoder_method(src, features[i] if features else None, dev)
+        inverters = [decoder_method(src, features[i] if features else None, dev, precision)
                      for i, src in enumerate(sources)]
     names = [m.label for m in inverters]
     size = size or inverters[0].image_size
@@ -375,7 +381,7 @@ def invert_cmd(images, feature, checkpoint, out, size, side_by_side, method, opt
 @method_options
 @device_option
 def evaluate_cmd(feature, data, checkpoint, image_size, limit, batch_size, as_json, method,
-                 optimize, device) -> int:
+                 optimize, precision, device) -> int:
     """Normalized reconstruction error, PSNR and SSIM over a folder of images."""
     from .evaluate import evaluate
 
@@ -385,7 +391,8 @@ def evaluate_cmd(feature, data, checkpoint, image_size, limit, batch_size, as_js
                       limit=limit, batch_size=batch_size, device=device,
                       on_error=lambda msg: click.echo(f"Error: {msg}", err=True),
                       method=method, optimize=optimize,
-                      progress=_optimize_progress if method == "optimize" else None)
+                      progress=_optimize_progress if method == "optimize" else None,
+                      precision=precision)
     if method == "optimize":
         sys.stderr.write("\n")
     if as_json:

@@ -15,6 +15,7 @@ import torch
 from .errors import FeatinvError
 from .inversion import extractor_for, load_decoder, pick_device, reconstruct
 from .optimize import OptimizeConfig, check_differentiable, invert_by_optimization
+from .precision import autocast, check_precision
 from .registry import get_feature
 
 METHODS = ("decoder", "optimize")
@@ -41,14 +42,26 @@ class Method:
 
 
 def decoder_method(source: str | Path, feature: str | None = None,
-                   device: str | torch.device | None = None) -> Method:
-    """A decoder from a checkpoint path or a representation name (its shipped decoder)."""
+                   device: str | torch.device | None = None, precision: str = "fp32") -> Method:
+    """A decoder from a checkpoint path or a representation name (its shipped decoder).
+
+    ``precision="bf16"`` (or ``"fp16"`` on CUDA) runs the decoder under autocast with
+    channels-last activations: 2-3x faster on CPUs with AVX-512 BF16, outputs within about 1/200.
+    """
     dev = pick_device(device)
+    check_precision(precision, dev)
     decoder = load_decoder(source, device=dev, feature=feature)
     extractor = extractor_for(decoder).to(dev)
+    if precision != "fp32":
+        decoder.to(memory_format=torch.channels_last)
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        with autocast(dev, precision):
+            return reconstruct(extractor, decoder, x.to(dev)).float()
+
     return Method("decoder", decoder.meta["feature"]["name"], decoder.config["image_size"],
-                  lambda x: reconstruct(extractor, decoder, x.to(dev)), dev,
-                  {"checkpoint": str(source), "optimize": None})
+                  run, dev, {"checkpoint": str(source), "optimize": None,
+                             "precision": precision})
 
 
 def optimize_method(feature: str, params: dict[str, Any] | None = None,
@@ -65,17 +78,22 @@ def optimize_method(feature: str, params: dict[str, Any] | None = None,
 
     size = extractor.spec.image_size or DEFAULT_OPTIMIZE_SIZE
     return Method("optimize", feature, size, run, dev, {"checkpoint": None,
-                                                         "optimize": cfg.to_json()})
+                                                         "optimize": cfg.to_json(),
+                                                         "precision": "fp32"})
 
 
 def make_method(method: str, feature: str | None = None, checkpoint: str | Path | None = None,
                 device: str | torch.device | None = None, cfg: OptimizeConfig | None = None,
-                progress: Callable[[int, float], None] | None = None) -> Method:
+                progress: Callable[[int, float], None] | None = None,
+                precision: str = "fp32") -> Method:
     """``method`` ("decoder" or "optimize") for a representation name and/or checkpoint."""
     if method == "decoder":
         if checkpoint is None and feature is None:
             raise FeatinvError("Pass --feature NAME (shipped decoder) or --checkpoint FILE.")
-        return decoder_method(checkpoint or feature, feature, device)
+        return decoder_method(checkpoint or feature, feature, device, precision)
+    if precision != "fp32":
+        raise FeatinvError("--precision applies to decoders; the optimisation baseline runs "
+                           "in fp32.")
     if method == "optimize":
         if feature is None:
             raise FeatinvError("--method optimize needs --feature NAME (it trains nothing and "

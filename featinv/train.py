@@ -32,6 +32,7 @@ from .feature_cache import FeatureCache
 from .images import make_grid, save_png
 from .inversion import decoder_metadata, pick_device, save_decoder
 from .metrics import normalized_error, psnr, ssim
+from .precision import PRECISIONS, autocast, check_precision  # noqa: F401 (re-exported)
 from .registry import get_feature
 
 DECODER_FILE = "decoder.safetensors"
@@ -84,15 +85,6 @@ def lr_at(cfg: TrainConfig, step: int, total: int) -> float:
     if cfg.schedule == "step":
         return cfg.lr * (1.0 if frac < 0.7 else 0.3 if frac < 0.9 else 0.1)
     raise FeatinvError(f"Unknown schedule '{cfg.schedule}' (step, cosine, constant).")
-
-
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def autocast(device: torch.device, precision: str):
-    """The mixed-precision context for the decoder's forward pass (a no-op for fp32)."""
-    dtype = PRECISIONS[precision]
-    return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
 
 
 def _loader(ds: ImageFolder, batches, cfg: TrainConfig, device: torch.device) -> DataLoader:
@@ -190,14 +182,6 @@ def check_config(cfg: TrainConfig) -> None:
         raise FeatinvError(f"--cache-variants must be at least 1, got {cfg.cache_variants}.")
     if cfg.precision not in PRECISIONS:
         raise FeatinvError(f"Unknown --precision '{cfg.precision}' (fp32, bf16, fp16).")
-
-
-def check_precision(precision: str, device: torch.device) -> None:
-    """Refuse a precision the device cannot train in."""
-    if precision == "fp16" and device.type != "cuda":
-        raise FeatinvError("--precision fp16 needs a CUDA device; use bf16 on the CPU.")
-    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise FeatinvError("This GPU has no bfloat16 support; use --precision fp16.")
 
 
 def _features(batch, device, extractor, cache: FeatureCache | None):

@@ -154,3 +154,27 @@ def test_unknown_example_image_is_one_line(tmp_path, capsys):
     code, _, err = run(capsys, "invert", "-f", "hog", "skimage:nope", "-o", tmp_path)
     assert code == 1
     assert "scikit-image has no example image 'nope'" in err and "skimage:astronaut" in err
+
+
+def test_bf16_decoder_is_close_to_fp32(tmp_path, capsys):
+    from featinv.methods import decoder_method
+
+    x = torch.rand(2, 3, 128, 128, generator=torch.Generator().manual_seed(0))
+    full = decoder_method("hog").run(x)
+    half = decoder_method("hog", precision="bf16")
+    assert half.info["precision"] == "bf16"
+    fast = half.run(x)
+    assert fast.dtype == torch.float32 and fast.shape == full.shape
+    assert (fast - full).abs().mean() < 0.01
+    code, stdout, err = run(capsys, "invert", "-f", "hog", "skimage:coffee", "--precision", "bf16",
+                            "-o", tmp_path / "c.png")
+    assert code == 0, err
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--method", "optimize", "--precision", "bf16"], "applies to decoders"),
+    (["--precision", "fp16", "--device", "cpu"], "needs a CUDA device"),
+])
+def test_precision_that_cannot_run_is_one_line(tmp_path, capsys, args, message):
+    code, _, err = run(capsys, "invert", "-f", "hog", "skimage:coffee", *args, "-o", tmp_path)
+    assert code == 1 and message in err and "Traceback" not in err
