@@ -23,6 +23,7 @@ Prints a table and, with ``--json``, writes every number with the machine it was
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -59,13 +60,12 @@ def measure(feature: str, device_name: str, batch: int, repeats: int, size: int 
             optimize_steps: int) -> dict:
     """Every number for one representation, in this process."""
     import torch
-    import torch.nn.functional as F
 
     from featinv.decoders import build_decoder
     from featinv.optimize import OptimizeConfig, invert_by_optimization
     from featinv.registry import get_feature
     from featinv.precision import autocast
-    from featinv.train import DEFAULT_IMAGE_SIZE
+    from featinv.train import DEFAULT_IMAGE_SIZE, TrainStep, optimizer_step
 
     device = torch.device(device_name)
     sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
@@ -109,18 +109,8 @@ def measure(feature: str, device_name: str, batch: int, repeats: int, size: int 
                                   ("bf16_cl", "bf16", torch.channels_last)):
         decoder.to(memory_format=fmt)
         opt = torch.optim.Adam(decoder.parameters(), lr=1e-4)
-
-        def step():
-            with torch.no_grad():
-                f = extractor(x)
-            if f.dim() == 4:
-                f = f.contiguous(memory_format=fmt)
-            with autocast(device, precision):
-                y = decoder(f, size=(size, size))
-            loss = F.mse_loss(y.float(), x)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+        model = TrainStep(extractor, decoder, None, precision, fmt)  # what featinv train runs
+        step = functools.partial(optimizer_step, model, opt, x)
 
         row[f"train_images_per_s_{label}"] = batch / _timed(step, repeats, sync)
     row["peak_mb_after_training"] = _peak_mb(device)

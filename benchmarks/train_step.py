@@ -12,11 +12,10 @@ import json
 import time
 
 import torch
-import torch.nn.functional as F
 
 from featinv.decoders import build_decoder
 from featinv.registry import get_feature
-from featinv.precision import autocast
+from featinv.train import TrainStep, optimizer_step
 
 
 def step_ms(feature: str, preset: str, width, precision: str, channels_last: bool,
@@ -32,15 +31,10 @@ def step_ms(feature: str, preset: str, width, precision: str, channels_last: boo
     if feats.dim() == 4:
         feats = feats.contiguous(memory_format=fmt)
     opt = torch.optim.Adam(decoder.parameters())
-    device = torch.device("cpu")
+    model = TrainStep(extractor, decoder, None, precision, fmt)
 
     def step():
-        with autocast(device, precision):
-            y = decoder(feats, size=(size, size))
-        loss = F.mse_loss(y.float(), x)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        optimizer_step(model, opt, x, feats)
 
     step()  # warm-up
     t0 = time.perf_counter()

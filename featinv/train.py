@@ -119,6 +119,23 @@ class TrainStep(nn.Module):
             return self.decoder(feats, size=x.shape[-2:])
 
 
+def optimizer_step(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor,
+                   feats: torch.Tensor | None = None,
+                   scaler: torch.amp.GradScaler | None = None) -> torch.Tensor:
+    """One step on the paper's loss (eq. 1, the mean squared error) for images ``x``
+    ``(B, 3, H, W)``; ``model`` is a ``TrainStep``. Returns the loss, without syncing."""
+    loss = F.mse_loss(model(x, feats).float(), x)
+    opt.zero_grad(set_to_none=True)
+    if scaler is None:
+        loss.backward()
+        opt.step()
+    else:
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+    return loss
+
+
 def to_float(batch: torch.Tensor, device: torch.device) -> torch.Tensor:
     return batch.to(device, non_blocking=True).float().div_(255.0)
 
@@ -313,12 +330,7 @@ def _train(cfg: TrainConfig, resume: bool, log, world: World) -> dict[str, Any]:
                 x, feats = to_float(batch, device), None
             else:
                 x, feats = _features(batch, device, extractor, cache)
-            y = model(x, feats)
-            loss = F.mse_loss(y.float(), x)
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
+            loss = optimizer_step(model, opt, x, feats, scaler)
             step += 1
             in_epoch = step - epoch * steps_per_epoch
             if in_epoch % 10 == 0 or in_epoch == steps_per_epoch:
