@@ -275,6 +275,7 @@ def train_cmd(feature, params, data, val, out, image_size, epochs, batch_size, l
     Under torchrun (torchrun --nproc_per_node N -m featinv train ...) the processes train one
     decoder together; --batch-size is the global batch, split over the processes.
     """
+    from .distributed import world_from_env
     from .train import TrainConfig, train
 
     cfg = TrainConfig(feature=feature, params=params, data=data, val=val, out=out,
@@ -286,7 +287,7 @@ def train_cmd(feature, params, data, val, out, image_size, epochs, batch_size, l
                       channels_last=channels_last, compile=compile_, feature_cache=feature_cache,
                       cache_variants=cache_variants, cache_dtype=cache_dtype)
     metrics = train(cfg, resume=resume, log=lambda m: click.echo(m, err=True))
-    if os.environ.get("RANK", "0") == "0":
+    if world_from_env().is_main:  # under torchrun, one process reports
         click.echo(f"wrote {Path(out) / 'decoder.safetensors'}")
         if metrics:
             _echo_json(metrics)

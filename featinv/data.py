@@ -135,12 +135,11 @@ class EpochBatches(Sampler[list[int]]):
     indices, so that no process is left without images.
     """
 
-    def __init__(self, n: int, batch_size: int, seed: int, shuffle: bool = True,
-                 rank: int = 0, world: int = 1):
+    def __init__(self, n: int, batch_size: int, seed: int, rank: int = 0, world: int = 1):
         if batch_size % world:
             raise DataError(f"--batch-size {batch_size} does not split over {world} processes; "
                             f"use a multiple of {world}.")
-        self.n, self.batch_size, self.seed, self.shuffle = n, batch_size, seed, shuffle
+        self.n, self.batch_size, self.seed = n, batch_size, seed
         self.rank, self.world = rank, world
         self.epoch, self.start = 0, 0
 
@@ -151,11 +150,8 @@ class EpochBatches(Sampler[list[int]]):
         return -(-self.n // self.batch_size)
 
     def __iter__(self):
-        if self.shuffle:
-            g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-            order = torch.randperm(self.n, generator=g).tolist()
-        else:
-            order = list(range(self.n))
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        order = torch.randperm(self.n, generator=g).tolist()
         for b in range(self.start, self.batches_per_epoch()):
             batch = order[b * self.batch_size:(b + 1) * self.batch_size]
             short = -len(batch) % self.world

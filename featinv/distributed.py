@@ -16,6 +16,9 @@ import torch.distributed as tdist
 from .errors import FeatinvError
 
 
+_joined = False  # whether join() created the process group (and leave() should destroy it)
+
+
 @dataclass(frozen=True)
 class World:
     """This process's place in the job: ``rank`` of ``size`` processes, ``local_rank`` on its node."""
@@ -59,15 +62,20 @@ def join(world: World, device: torch.device) -> torch.device:
                                f"has {torch.cuda.device_count()}; start fewer processes per node.")
         device = torch.device("cuda", world.local_rank)
         torch.cuda.set_device(device)
-    if not tdist.is_initialized():
+    global _joined
+    if not tdist.is_initialized():  # a caller's own process group is used as it is
         tdist.init_process_group("nccl" if device.type == "cuda" else "gloo",
                                  timeout=timedelta(minutes=60))
+        _joined = True
     return device
 
 
 def leave(world: World) -> None:
-    if world.distributed and tdist.is_initialized():
+    """Leave the process group if ``join`` created it."""
+    global _joined
+    if _joined and tdist.is_initialized():
         tdist.destroy_process_group()
+    _joined = False
 
 
 def mean_over_ranks(value: torch.Tensor, world: World) -> torch.Tensor:

@@ -32,7 +32,7 @@ from .feature_cache import FeatureCache
 from .images import make_grid, save_png
 from .inversion import decoder_metadata, pick_device, save_decoder
 from .metrics import normalized_error, psnr, ssim
-from .precision import PRECISIONS, autocast, check_precision  # noqa: F401 (re-exported)
+from .precision import autocast, check_precision
 from .registry import get_feature
 
 DECODER_FILE = "decoder.safetensors"
@@ -147,7 +147,8 @@ def validate(extractor, decoder: Decoder, loader: DataLoader, device,
     decoder.eval()
     xs, ys = [], []
     for batch in loader:
-        x, feats = _features(batch, device, extractor, cache)
+        x, feats = _unpack(batch, device, extractor, cache)
+        feats = extractor(x) if feats is None else feats
         ys.append(decoder(feats, size=x.shape[-2:]).float().clamp(0, 1).cpu())
         xs.append(x.cpu())
     decoder.train()
@@ -197,16 +198,13 @@ def check_config(cfg: TrainConfig) -> None:
                            "features change as the encoder trains.")
     if cfg.cache_variants < 1:
         raise FeatinvError(f"--cache-variants must be at least 1, got {cfg.cache_variants}.")
-    if cfg.precision not in PRECISIONS:
-        raise FeatinvError(f"Unknown --precision '{cfg.precision}' (fp32, bf16, fp16).")
 
 
-def _features(batch, device, extractor, cache: FeatureCache | None):
-    """A loader batch -> images ``(B, 3, H, W)`` in [0, 1] and their features (``None`` when the
-    training step computes them itself)."""
+def _unpack(batch, device, extractor, cache: FeatureCache | None):
+    """A loader batch -> images ``(B, 3, H, W)`` in [0, 1] and, with a cache, their features
+    (read or computed and stored); without one ``None``, for the caller to compute them."""
     if cache is None:
-        x = to_float(batch, device)
-        return x, extractor(x)
+        return to_float(batch, device), None
     images, names = batch
     x = to_float(images, device)
     return x, cache.features(list(names), x, extractor)
@@ -247,16 +245,17 @@ def _train(cfg: TrainConfig, resume: bool, log, world: World) -> dict[str, Any]:
     val_files = scan_folder(cfg.val, cfg.val_limit, on_error=skipped.append) if cfg.val else None
     for message in skipped:
         log(f"skipping {message}")
+    cached = cache is not None
     train_ds = ImageFolder(train_files, cfg.image_size, train=True, seed=cfg.seed,
-                           crop_scale=cfg.crop_scale, variants=cfg.cache_variants if cache is not None else 0,
-                           with_names=cache is not None)
+                           crop_scale=cfg.crop_scale, variants=cfg.cache_variants if cached else 0,
+                           with_names=cached)
     batches = EpochBatches(len(train_ds), cfg.batch_size, cfg.seed, rank=world.rank,
                            world=world.size)
     loader = _loader(train_ds, batches, cfg, device)
     val_loader = None
     if val_files and world.is_main:
         val_loader = _loader(ImageFolder(val_files, cfg.image_size, train=False,
-                                         with_names=cache is not None), None, cfg, device)
+                                         with_names=cached), None, cfg, device)
 
     decoder = build_decoder(extractor.spec, layout, cfg.image_size, cfg.preset, cfg.width).to(device)
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
@@ -317,7 +316,7 @@ def _train(cfg: TrainConfig, resume: bool, log, world: World) -> dict[str, Any]:
                                f"({exc.strerror or exc}); the previous checkpoint there is intact. "
                                "Free some space and continue with --resume.") from None
 
-    model.train()
+    decoder.train()  # a fine-tuned encoder stays in eval mode (see _trainable_encoder)
     while step < total:
         epoch, start = divmod(step, steps_per_epoch)
         train_ds.set_epoch(epoch)
@@ -326,10 +325,7 @@ def _train(cfg: TrainConfig, resume: bool, log, world: World) -> dict[str, Any]:
         for batch in loader:
             for group in opt.param_groups:
                 group["lr"] = lr_at(cfg, step, total)
-            if cache is None:
-                x, feats = to_float(batch, device), None
-            else:
-                x, feats = _features(batch, device, extractor, cache)
+            x, feats = _unpack(batch, device, extractor, cache)  # feats None: computed in the step
             loss = optimizer_step(model, opt, x, feats, scaler)
             step += 1
             in_epoch = step - epoch * steps_per_epoch
