@@ -13,7 +13,7 @@ from typing import Any, Callable
 import torch
 
 from .errors import FeatinvError
-from .inversion import extractor_for, load_decoder, pick_device, reconstruct
+from .inversion import decode, encode, extractor_for, load_decoder, pick_device
 from .optimize import OptimizeConfig, check_differentiable, invert_by_optimization
 from .precision import autocast, check_precision
 from .registry import get_feature
@@ -56,8 +56,9 @@ def decoder_method(source: str | Path, feature: str | None = None,
         decoder.to(memory_format=torch.channels_last)
 
     def run(x: torch.Tensor) -> torch.Tensor:
+        feats = encode(extractor, decoder, x.to(dev))  # the features stay in fp32
         with autocast(dev, precision):
-            return reconstruct(extractor, decoder, x.to(dev)).float()
+            return decode(decoder, feats, tuple(x.shape[-2:])).float()
 
     return Method("decoder", decoder.meta["feature"]["name"], decoder.config["image_size"],
                   run, dev, {"checkpoint": str(source), "optimize": None,
