@@ -104,18 +104,9 @@ def cli(debug: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def list_features_cmd(pattern: str, image_size: int, as_json: bool) -> None:
     """List the registered representations (optionally matching a glob PATTERN)."""
-    from .registry import get_spec, list_features
+    from .listing import rows as listing_rows
 
-    rows = []
-    for name in list_features(pattern):
-        spec = get_spec(name)
-        try:
-            info = spec.to_json(image_size, min_size=False)
-        except FeatinvError as exc:  # too small for this representation
-            info = spec.to_json(min_size=False)
-            info["layout"] = None
-            info["layout_error"] = str(exc)
-        rows.append(info)
+    rows, problems = listing_rows(pattern, image_size)
     if as_json:
         _echo_json(rows)
         return
@@ -130,20 +121,14 @@ def list_features_cmd(pattern: str, image_size: int, as_json: bool) -> None:
     widths = [max(len(row[i]) for row in table) for i in range(len(header) - 1)]
     for row in table:
         click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths)) + "  " + row[-1])
-    _warn_plugin_problems()
+    for p in problems:
+        click.echo(f"Warning: plugin '{p['name']}' {p['error']}", err=True)
 
 
 def _layout_text(layout: dict) -> str:
     if layout["kind"] == "vector":
         return str(layout["channels"])
     return f"{layout['channels']}x{layout['height']}x{layout['width']}"
-
-
-def _warn_plugin_problems() -> None:
-    from .plugins import plugin_problems
-
-    for p in plugin_problems():
-        click.echo(f"Warning: plugin '{p.name}' {p.error}", err=True)
 
 
 @cli.command("plugins")
@@ -164,12 +149,14 @@ def plugins_cmd(as_json: bool) -> None:
 @cli.command("describe")
 @click.argument("name")
 @click.option("--image-size", type=int, default=128, show_default=True)
+@click.option("--param", "-p", "params", multiple=True, metavar="NAME=VALUE",
+              help="Show the layout for this parameter value (repeatable), e.g. -p cell_size=4.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def describe_cmd(name: str, image_size: int, as_json: bool) -> None:
+def describe_cmd(name: str, image_size: int, params: tuple[str, ...], as_json: bool) -> None:
     """Parameters, layout formula, input, differentiability and backends of representation NAME."""
-    from .registry import get_spec
+    from .listing import describe
 
-    info = get_spec(name).to_json(image_size)
+    info = describe(name, image_size, _parse_params(params))
     if as_json:
         _echo_json(info)
         return
@@ -184,7 +171,9 @@ def describe_cmd(name: str, image_size: int, as_json: bool) -> None:
     click.echo("  parameters:" + ("" if info["params"] else " none"))
     for p in info["params"]:
         choices = f" (one of {p['choices']})" if p["choices"] else ""
-        click.echo(f"    {p['name']} = {p['default']!r}  {p['help']}{choices}")
+        value = info["values"][p["name"]]
+        default = f" (default {p['default']!r})" if value != p["default"] else ""
+        click.echo(f"    {p['name']} = {value!r}{default}  {p['help']}{choices}")
     if info["backends"]:
         click.echo("  backends (-p backend=NAME):")
         for backend, status in info["backends"].items():
@@ -429,9 +418,9 @@ def demo_cmd(train_data, out, feature, epochs, limit, device) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def zoo_cmd(as_json: bool) -> None:
     """List the decoders shipped with featinv (used when no --checkpoint is given)."""
-    from .shipped import shipped
+    from .listing import zoo
 
-    entries = shipped()
+    entries = zoo()
     if as_json:
         _echo_json(entries)
         return

@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass
-from typing import Callable
-
-import torch
+from typing import TYPE_CHECKING, Callable
 
 from .errors import FeatinvError
-from .spec import Extractor
+
+if TYPE_CHECKING:  # PyTorch is imported by the functions that run, so that the CLI can read
+    import torch   # OptimizeConfig's defaults without it
+
+    from .spec import Extractor
 
 # ImageNet mean colour; the prior's centre
 MEAN_RGB = (0.485, 0.456, 0.406)
@@ -83,6 +85,8 @@ def optimize_inversion(extractor: Extractor, target: torch.Tensor, size: tuple[i
     ``size``: ``(H, W)`` of the images the features came from. ``progress(step, loss)`` is called
     every 10 steps and at the end with the mean objective over the batch.
     """
+    import torch
+
     cfg = cfg or OptimizeConfig()
     check_differentiable(extractor)
     device = target.device
@@ -135,6 +139,8 @@ def invert_by_optimization(extractor: Extractor, images: torch.Tensor,
                            ) -> tuple[torch.Tensor, float]:
     """Features of ``images`` ``(B, 3, H, W)``, inverted by optimisation; also the seconds taken
     (features included, as for the decoder)."""
+    import torch
+
     check_differentiable(extractor)
     t0 = time.perf_counter()
     with torch.no_grad():

@@ -18,7 +18,7 @@ from typing import Any
 import pluggy
 
 from . import hookspecs
-from .errors import PluginError
+from .errors import FeatinvError, PluginError
 from .spec import FeatureSpec
 
 ENTRY_POINT_GROUP = "featinv"
@@ -195,12 +195,16 @@ def plugin_problems() -> list[PluginInfo]:
 
 def first_result(hook_name: str, required: bool = True, **kwargs: Any) -> tuple[str | None, Any]:
     """Call a ``firstresult`` hook's implementations in pluggy's order; return the first
-    non-``None`` answer and the name of the plugin that gave it. An exception names the plugin.
-    When every implementation passes: a ``PluginError``, or ``(None, None)`` if not ``required``."""
+    non-``None`` answer and the name of the plugin that gave it. A ``FeatinvError`` (a clear
+    error the plugin means the user to see) passes unchanged; any other exception becomes a
+    ``PluginError`` naming the plugin. When every implementation passes: a ``PluginError``, or
+    ``(None, None)`` if not ``required``."""
     hook = getattr(get_plugin_manager().hook, hook_name)
     for impl in reversed(hook.get_hookimpls()):  # pluggy calls the last registered first
         try:
             result = impl.function(*[kwargs[a] for a in impl.argnames])
+        except FeatinvError:
+            raise
         except Exception as exc:
             raise PluginError(f"Plugin '{impl.plugin_name}' failed in {hook_name}: "
                               f"{_describe_exception(exc)}") from exc

@@ -13,21 +13,24 @@ from .spec import Extractor, FeatureSpec
 
 
 def list_features(pattern: str = "*") -> list[str]:
-    """Sorted names of the registered representations matching a glob ``pattern``."""
-    return sorted(n for n in get_state().features if fnmatch.fnmatchcase(n, pattern))
+    """Sorted names of the registered representations matching a glob ``pattern`` (names are
+    lower case; so is the pattern taken)."""
+    return sorted(n for n in get_state().features if fnmatch.fnmatchcase(n, pattern.lower()))
 
 
 def get_spec(name: str) -> FeatureSpec:
-    """The ``FeatureSpec`` registered under ``name``; unknown names get a suggestion."""
+    """The ``FeatureSpec`` registered under ``name``, or under ``name.lower()`` (names are lower
+    case, so that match is unique: "HOG" is "hog"); unknown names get a suggestion."""
     state = get_state()
-    if name in state.features:
-        return state.features[name]
-    if name in state.broken_features:
-        raise UnknownFeatureError(state.broken_features[name])
-    resolved = _resolve(name)
-    if resolved is not None:
-        return resolved
-    close = difflib.get_close_matches(name, list(state.features), n=1, cutoff=0.5)
+    for key in dict.fromkeys((name, name.lower())):
+        if key in state.features:
+            return state.features[key]
+        if key in state.broken_features:
+            raise UnknownFeatureError(state.broken_features[key])
+        resolved = _resolve(key)
+        if resolved is not None:
+            return resolved
+    close = difflib.get_close_matches(name.lower(), list(state.features), n=1, cutoff=0.5)
     hint = f" Did you mean '{close[0]}'?" if close else ""
     raise UnknownFeatureError(
         f"Unknown feature '{name}'.{hint} Run 'featinv list-features' to see them all.")
@@ -62,8 +65,10 @@ def _resolve(name: str) -> FeatureSpec | None:
         return state.resolved[name]
     try:
         plugin, spec = first_result("featinv_resolve_feature", required=False, name=name)
-    except PluginError as exc:
+    except PluginError as exc:  # a plugin's bug
         raise UnknownFeatureError(str(exc)) from exc
+    except FeatinvError as exc:  # the plugin knows the family and says what is wrong
+        raise UnknownFeatureError(f"Unknown feature '{name}': {exc}") from exc
     if spec is None:
         return None
     if not isinstance(spec, FeatureSpec) or spec.name != name:

@@ -156,13 +156,16 @@ class FeatureSpec:
                             "expected CellGrid, FixedVector or ComputedGrid")
         return rule
 
-    def to_json(self, image_size: int | None = None, min_size: bool = True) -> dict[str, Any]:
-        """Everything ``describe`` shows; ``min_size=False`` skips the smallest image side,
-        which a network representation may need a search over sizes to find."""
-        rule = self.layout_rule()
+    def to_json(self, image_size: int | None = None, min_size: bool = True,
+                params: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Everything ``describe`` shows, for ``params`` over the defaults (``values``);
+        ``min_size=False`` skips the smallest image side, which a network representation may
+        need a search over sizes to find."""
+        rule = self.layout_rule(**(params or {}))
         out = {"name": self.name, "plugin": self.plugin, "description": self.description,
                "input": self.input, "differentiable": self.differentiable,
-               "params": [p.to_json() for p in self.params], "layout_formula": rule.describe(),
+               "params": [p.to_json() for p in self.params],
+               "values": self.resolve_params(params or {}), "layout_formula": rule.describe(),
                "decoder": self.decoder,
                "image_size": self.image_size,
                "backends": dict(self.backends()) if self.backends else None}

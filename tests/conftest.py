@@ -1,6 +1,8 @@
 """Shared fixtures: the ../shared data folder beside the repository, and small image folders."""
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +13,8 @@ import featinv.plugins
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
+# the tests (and the commands they run) cache listings in a folder of their own
+os.environ["FEATINV_CACHE_DIR"] = tempfile.mkdtemp(prefix="featinv-test-cache-")
 
 
 @pytest.fixture(scope="session")

@@ -24,12 +24,18 @@ from torch import nn
 
 from ..hookspecs import hookimpl
 from ..spec import FeatureSpec, Param
-from .cnn import CONVENTIONS, LayerNet, Preprocess, layer_layout, load_weights
+from .cnn import CONVENTIONS, LayerNet, Preprocess, Window, load_weights, window_layout
 
 IMAGE_SIZE = 227
 # layer -> (number of modules of `features`, of `classifier`); classifier > 0 adds avgpool+flatten
 LAYERS = {"conv1": (3, 0), "conv2": (6, 0), "conv3": (8, 0), "conv4": (10, 0), "conv5": (13, 0),
           "fc6": (13, 3), "fc7": (13, 6), "fc8": (13, 7)}
+CHANNELS = {"conv1": 64, "conv2": 192, "conv3": 384, "conv4": 256, "conv5": 256, "fc6": 4096,
+            "fc7": 4096, "fc8": 1000}
+# index in `features` -> its convolution or pooling window (layouts without building the network;
+# tests/test_cnn_layouts.py checks them against torchvision's)
+WINDOWS = {0: Window(11, 4, 2), 2: Window(3, 2), 3: Window(5, 1, 2), 5: Window(3, 2),
+           6: Window(3, 1, 1), 8: Window(3, 1, 1), 10: Window(3, 1, 1), 12: Window(3, 2)}
 
 
 def _cut(net: nn.Module, layer: str) -> nn.Sequential:
@@ -55,10 +61,10 @@ def build(layer: str, weights: str = "imagenet") -> LayerNet:
 
 @lru_cache(maxsize=None)
 def layout(layer: str):
-    from torchvision.models import alexnet
-
-    return layer_layout(lambda: _cut(alexnet(weights=None), layer),
-                        f"AlexNet {layer} output for an H x W image (227 x 227 in the paper)", {})
+    n_features, n_classifier = LAYERS[layer]
+    return window_layout(CHANNELS[layer], tuple(w for i, w in WINDOWS.items() if i < n_features),
+                         f"AlexNet {layer} output for an H x W image (227 x 227 in the paper)",
+                         vector=n_classifier > 0)
 
 
 def _spec(layer: str) -> FeatureSpec:

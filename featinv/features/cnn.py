@@ -30,7 +30,7 @@ from ..errors import FeatinvError
 from ..layout import ComputedGrid, GridLayout, Layout, VectorLayout
 
 __all__ = ["Convention", "CONVENTIONS", "Preprocess", "LayerNet", "load_weights",
-           "fetch_pretrained", "read_weight_file", "layer_layout"]
+           "fetch_pretrained", "read_weight_file", "layer_layout", "Window", "window_layout"]
 
 
 @dataclass(frozen=True)
@@ -209,5 +209,50 @@ def layer_layout(build_meta: Callable[[], nn.Module], formula: str,
             mid = (low + high) // 2
             low, high = (low, mid) if works(mid) else (mid + 1, high)
         return low
+
+    return ComputedGrid(fn, formula, min_size=smallest)
+
+
+@dataclass(frozen=True)
+class Window:
+    """One sliding-window step along each image side (a convolution or pooling layer), with
+    PyTorch's output-size rule: ``floor_or_ceil((n + 2 padding - kernel) / stride) + 1``."""
+
+    kernel: int
+    stride: int = 1
+    padding: int = 0
+    ceil: bool = False
+
+    def __call__(self, n: int) -> int:
+        span = n + 2 * self.padding - self.kernel
+        if not self.ceil:
+            return span // self.stride + 1 if span >= 0 else 0
+        out = (span + self.stride - 1) // self.stride + 1  # may start past a too small input
+        if out > 1 and (out - 1) * self.stride >= n + self.padding:
+            out -= 1  # PyTorch: the last window must start inside the input or the left padding
+        return max(out, 0)
+
+
+def _side(n: int, windows: tuple[Window, ...]) -> int:
+    for window in windows:
+        n = window(n) if n >= 1 else 0
+    return n
+
+
+def window_layout(channels: int, windows: tuple[Window, ...], formula: str,
+                  vector: bool = False) -> ComputedGrid:
+    """The layout rule of a layer from its network's conv/pool arithmetic, without building it.
+
+    ``windows``: every step that changes the side, in order; ``vector=True`` for a layer
+    after global pooling or flattening (``channels`` numbers, whatever the size).
+    """
+    smallest = 1
+    while _side(smallest, windows) < 1:
+        smallest += 1
+
+    def fn(height: int, width: int) -> Layout:
+        if vector:
+            return VectorLayout(channels)
+        return GridLayout(channels, _side(height, windows), _side(width, windows))
 
     return ComputedGrid(fn, formula, min_size=smallest)

@@ -30,13 +30,19 @@ from torch import nn
 from ..errors import FeatinvError
 from ..hookspecs import hookimpl
 from ..spec import FeatureSpec, Param
-from .cnn import CONVENTIONS, LayerNet, Preprocess, layer_layout, load_weights
+from .cnn import CONVENTIONS, LayerNet, Preprocess, Window, load_weights, window_layout
 
 IMAGE_SIZE = 227
 # layer -> (number of modules of `features`, of `classifier`)
 LAYERS = {"conv1": (3, 0), "fire2": (4, 0), "fire3": (5, 0), "fire4": (7, 0), "fire5": (8, 0),
           "fire6": (9, 0), "fire7": (10, 0), "fire8": (12, 0), "fire9": (13, 0),
           "conv10": (13, 3), "pool10": (13, 4)}
+CHANNELS = {"conv1": 96, "fire2": 128, "fire3": 128, "fire4": 256, "fire5": 256, "fire6": 384,
+            "fire7": 384, "fire8": 512, "fire9": 512, "conv10": 1000, "pool10": 1000}
+# index in `features` -> the window of the modules that change the side (fire modules keep it;
+# tests/test_cnn_layouts.py checks these against torchvision's network)
+WINDOWS = {0: Window(7, 2), 2: Window(3, 2, ceil=True), 6: Window(3, 2, ceil=True),
+           11: Window(3, 2, ceil=True)}
 
 
 def _cut(net: nn.Module, layer: str) -> nn.Sequential:
@@ -77,11 +83,10 @@ def build(layer: str, weights: str = "imagenet", convention: str = "auto") -> La
 
 @lru_cache(maxsize=None)
 def layout(layer: str):
-    from torchvision.models import squeezenet1_0
-
-    return layer_layout(lambda: _cut(squeezenet1_0(weights=None), layer),
-                        f"SqueezeNet 1.0 {layer} output for an H x W image (227 x 227 in Caffe)",
-                        {})
+    n_features, n_classifier = LAYERS[layer]
+    return window_layout(CHANNELS[layer], tuple(w for i, w in WINDOWS.items() if i < n_features),
+                         f"SqueezeNet 1.0 {layer} output for an H x W image (227 x 227 in Caffe)",
+                         vector=n_classifier == 4)
 
 
 def _spec(layer: str) -> FeatureSpec:

@@ -5,8 +5,10 @@ into the model's ``feature_info`` (timm's ``out_indices``): for ``resnet50``, st
 (stride 2), stage1..stage4 are ``layer1``..``layer4`` (strides 4..32). The layout comes from a
 shape-only forward pass; the input convention (mean, std) from the model's pretrained config.
 
-A representative few are listed by ``featinv list-features``; every other model and stage is
-built on demand when asked for by name.
+A representative few are listed by ``featinv list-features``; their input size, channels and
+downsampling steps are declared below (``KNOWN``, checked against timm by the tests), so that
+listing them imports neither timm nor any network. Every other model and stage is built on
+demand when asked for by name.
 """
 from __future__ import annotations
 
@@ -18,10 +20,22 @@ import torch
 from ..errors import FeatinvError
 from ..hookspecs import hookimpl
 from ..spec import FeatureSpec, Param
-from .cnn import Convention, LayerNet, Preprocess, fetch_pretrained, layer_layout, load_weights
+from .cnn import (Convention, LayerNet, Preprocess, Window, fetch_pretrained, layer_layout,
+                  load_weights, window_layout)
 
-LISTED = {"resnet18": range(5), "resnet50": range(5), "convnext_tiny": range(4),
-          "efficientnet_b0": range(5)}
+_HALVE = Window(3, 2, 1)  # a 3x3 (or 1x1, 5x5 'same') stride-2 step: ceil(n / 2)
+# model -> (pretrained input side, ((channels, windows added by the stage), ...)); the listed ones
+KNOWN = {
+    "resnet18": (224, ((64, (Window(7, 2, 3),)), (64, (_HALVE,)), (128, (_HALVE,)),
+                       (256, (_HALVE,)), (512, (_HALVE,)))),
+    "resnet50": (224, ((64, (Window(7, 2, 3),)), (256, (_HALVE,)), (512, (_HALVE,)),
+                       (1024, (_HALVE,)), (2048, (_HALVE,)))),
+    "convnext_tiny": (224, ((96, (Window(4, 4),)), (192, (Window(2, 2),)),
+                            (384, (Window(2, 2),)), (768, (Window(2, 2),)))),
+    "efficientnet_b0": (224, ((16, (_HALVE,)), (24, (_HALVE,)), (40, (_HALVE,)),
+                              (112, (_HALVE,)), (320, (_HALVE,)))),
+}
+LISTED = {model: range(len(stages)) for model, (_, stages) in KNOWN.items()}
 _NAME = re.compile(r"^timm\.(?P<model>[a-z0-9_.]+)\.stage(?P<stage>\d+)$")
 
 
@@ -56,11 +70,17 @@ def build(model: str, stage: int, weights: str = "imagenet") -> LayerNet:
 
 @lru_cache(maxsize=None)
 def layout(model: str, stage: int):
-    return layer_layout(lambda: _create(model, stage),
-                        f"timm {model} feature_info[{stage}] output for an H x W image", {})
+    formula = f"timm {model} feature_info[{stage}] output for an H x W image"
+    if model in KNOWN:
+        stages = KNOWN[model][1]
+        windows = tuple(w for _, added in stages[:stage + 1] for w in added)
+        return window_layout(stages[stage][0], windows, formula)
+    return layer_layout(lambda: _create(model, stage), formula, {})
 
 
 def _input_size(model: str) -> int:
+    if model in KNOWN:
+        return KNOWN[model][0]
     import timm
 
     cfg = timm.get_pretrained_cfg(model)
@@ -92,14 +112,23 @@ def featinv_resolve_feature(name):
     match = _NAME.match(name)
     if match is None:
         return None
-    import timm
-
     model, stage = match["model"], int(match["stage"])
-    if not timm.is_model(model):
+    stages = _stage_count(model)
+    if stages is None:
         return None
-    with torch.device("meta"):
-        stages = len(timm.create_model(model, features_only=True).feature_info)
     if stage >= stages:
         raise FeatinvError(f"timm model '{model}' has feature stages 0 to {stages - 1}, "
                            f"not {stage}.")
     return make_spec(model, stage)
+
+
+def _stage_count(model: str) -> int | None:
+    """How many feature stages ``model`` has, or ``None`` if timm has no such model."""
+    if model in KNOWN:
+        return len(KNOWN[model][1])
+    import timm
+
+    if not timm.is_model(model):
+        return None
+    with torch.device("meta"):
+        return len(timm.create_model(model, features_only=True).feature_info)
