@@ -14,40 +14,22 @@ from pathlib import Path
 import click
 
 from .cli_analyze import analyze
-from .cli_options import device_option
-from .errors import FeatinvError
+from .cli_train import train_cmd
+from .cli_common import echo_json as _echo_json, feature_params, parse_params as _parse_params  # noqa: F401
+from .cli_options import POSITIVE, SIDE, device_option
+from .errors import FeatinvError, Interrupted, printable
 
 
-def _echo_json(data) -> None:
-    click.echo(json.dumps(data, indent=2))
+def _echo_error(message, path=None) -> None:
+    """``Error: MESSAGE`` on stderr, on one line; prefixed by ``path`` unless it names it."""
+    text = printable(message)
+    if path is not None and printable(path) not in text:
+        text = f"{printable(path)}: {text}"
+    click.echo(f"Error: {text}", err=True)
 
 
-def _parse_params(items: tuple[str, ...]) -> dict[str, str]:
-    params = {}
-    for item in items:
-        if "=" not in item:
-            raise click.BadParameter(f"expected NAME=VALUE, got {item!r}", param_hint="--param")
-        key, value = item.split("=", 1)
-        params[key.strip()] = value.strip()
-    return params
-
-
-def feature_params(command):
-    """``--param NAME=VALUE`` (repeatable) and ``--weights``, handed on as one ``params`` dict."""
-
-    @functools.wraps(command)
-    def wrapper(*args, params=(), weights=None, **kwargs):
-        parsed = _parse_params(params)
-        if weights is not None:
-            parsed["weights"] = weights
-        return command(*args, params=parsed, **kwargs)
-
-    wrapper = click.option("--weights", metavar="PATH|imagenet|random",
-                           help="Network weights of a CNN representation: a .safetensors/.npz "
-                           "file, imagenet (download/cache) or random; same as -p weights=...")(wrapper)
-    return click.option("--param", "-p", "params", multiple=True, metavar="NAME=VALUE",
-                        help="Representation parameter (repeatable), e.g. -p cell_size=8.")(wrapper)
-
+overwrite_option = click.option("--overwrite", is_flag=True, help="Replace output files that "
+                                "exist already (inputs are never replaced).")
 
 
 def method_options(command):
@@ -68,7 +50,7 @@ def method_options(command):
                      show_default=True, help="decoder: a trained decoder, one forward pass; "
                      "optimize: the optimisation baseline (Mahendran & Vedaldi), no training, "
                      "differentiable representations only."),
-        click.option("--steps", type=int, default=defaults.steps, show_default=True,
+        click.option("--steps", type=POSITIVE, default=defaults.steps, show_default=True,
                      help="optimize: gradient steps."),
         click.option("--step-size", type=float, default=defaults.lr, show_default=True,
                      help="optimize: step size (per pixel)."),
@@ -99,7 +81,7 @@ def cli(debug: bool) -> None:
 
 @cli.command("list-features")
 @click.argument("pattern", default="*")
-@click.option("--image-size", type=int, default=128, show_default=True,
+@click.option("--image-size", type=SIDE, default=128, show_default=True,
               help="Show each layout for a square image of this size.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def list_features_cmd(pattern: str, image_size: int, as_json: bool) -> None:
@@ -122,7 +104,7 @@ def list_features_cmd(pattern: str, image_size: int, as_json: bool) -> None:
     for row in table:
         click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths)) + "  " + row[-1])
     for p in problems:
-        click.echo(f"Warning: plugin '{p['name']}' {p['error']}", err=True)
+        click.echo(printable(f"Warning: plugin '{p['name']}' {p['error']}"), err=True)
 
 
 def _layout_text(layout: dict) -> str:
@@ -143,12 +125,12 @@ def plugins_cmd(as_json: bool) -> None:
         return
     for p in infos:
         status = f"ERROR: {p.error}" if p.error else ", ".join(p.features) or "(no representations)"
-        click.echo(f"{p.name}  [{p.source}]  {status}")
+        click.echo(printable(f"{p.name}  [{p.source}]  {status}"))
 
 
 @cli.command("describe")
 @click.argument("name")
-@click.option("--image-size", type=int, default=128, show_default=True)
+@click.option("--image-size", type=SIDE, default=128, show_default=True)
 @click.option("--param", "-p", "params", multiple=True, metavar="NAME=VALUE",
               help="Show the layout for this parameter value (repeatable), e.g. -p cell_size=4.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
@@ -185,101 +167,40 @@ def describe_cmd(name: str, image_size: int, params: tuple[str, ...], as_json: b
 @click.option("--feature", "-f", required=True, help="Representation to compute.")
 @feature_params
 @click.option("--out", "-o", required=True, type=click.Path(), help="Output .npz file.")
-@click.option("--size", type=int, help="Resize the shorter side to this many px first.")
+@click.option("--size", type=SIDE, help="Resize the shorter side to this many px first.")
 @click.option("--crop", is_flag=True, help="With --size: centre square of that side.")
+@overwrite_option
 @device_option
-def extract_cmd(images, feature, params, out, size, crop, device) -> int:
+def extract_cmd(images, feature, params, out, size, crop, overwrite, device) -> int:
     """Compute the features of IMAGES (files or folders) and save them with their layout."""
     from .extract import extract_files, save_features
-    from .images import iter_paths
     from .inversion import pick_device
+    from .outputs import check_targets, plan_inputs
     from .registry import get_feature
 
     if crop and size is None:
         raise click.UsageError("--crop needs --size.")
+    paths = [item.path for item in plan_inputs(images)]
+    check_targets([out], paths, overwrite)
     extractor = get_feature(feature, **params)
-    paths = iter_paths(images)
     errors = []
 
     def on_error(message: str) -> None:
         errors.append(message)
-        click.echo(f"Error: {message}", err=True)
+        _echo_error(message)
 
     result = extract_files(extractor, paths, size, crop, pick_device(device), on_error)
     for i, (info, feats) in enumerate(zip(result.images, result.features)):
         stats = "".join(f", {k} {v[i]}" for k, v in result.report.items())
-        click.echo(f"{info['path']}: {'x'.join(map(str, feats.shape))}{stats}", err=True)
+        click.echo(f"{printable(info['path'])}: {'x'.join(map(str, feats.shape))}{stats}",
+                   err=True)
     if errors:
         click.echo(f"{len(errors)} of {len(paths)} images failed.", err=True)
     if not result.features:
-        raise FeatinvError(f"every image failed; nothing written to {out}.")
+        raise FeatinvError(f"every image failed; nothing written to {printable(out)}.")
     target = save_features(result, out)
-    click.echo(f"wrote {target} ({len(result.features)} images, {feature})")
+    click.echo(f"wrote {printable(target)} ({len(result.features)} images, {feature})")
     return 1 if errors else 0
-
-
-@cli.command("train")
-@click.option("--feature", "-f", required=True, help="Representation to invert.")
-@feature_params
-@click.option("--data", required=True, type=click.Path(), help="Folder of training images.")
-@click.option("--val", type=click.Path(), help="Folder of validation images.")
-@click.option("--out", "-o", required=True, type=click.Path(), help="Output folder.")
-@click.option("--image-size", type=int, help="Training image side (default: the "
-              "representation's own, e.g. 227 for AlexNet and SqueezeNet, else 128).")
-@click.option("--epochs", type=int, default=10, show_default=True)
-@click.option("--batch-size", type=int, default=64, show_default=True)
-@click.option("--lr", type=float, default=1e-3, show_default=True)
-@click.option("--schedule", type=click.Choice(["step", "cosine", "constant"]), default="step",
-              show_default=True, help="Learning-rate decay towards the end.")
-@click.option("--preset", default="compact", show_default=True, help="Decoder preset: paper, compact or residual.")
-@click.option("--width", type=float, help="Width multiplier (overrides the preset's).")
-@click.option("--crop-scale", type=float, default=1.0, show_default=True,
-              help="Smallest random-crop side as a fraction of the shorter image side.")
-@click.option("--limit", type=int, help="Use only the first N training images.")
-@click.option("--val-limit", type=int, default=500, show_default=True)
-@click.option("--workers", type=int, default=2, show_default=True, help="Data-loading processes.")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--save-every", type=int, default=0, help="Also checkpoint every N steps.")
-@click.option("--resume", is_flag=True, help="Continue from OUT/train_state.safetensors.")
-@click.option("--finetune-encoder", is_flag=True, help="Train the representation's parameters "
-              "too (an autoencoder, paper section 5.2); saved with the decoder.")
-@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32",
-              show_default=True, help="Mixed precision for the decoder (bf16: about 2x faster on "
-              "CPUs with AVX-512 BF16 and on recent GPUs; fp16: CUDA only).")
-@click.option("--channels-last", is_flag=True, help="Channels-last (NHWC) decoder activations.")
-@click.option("--compile", "compile_", is_flag=True, help="torch.compile the training step.")
-@click.option("--feature-cache", type=click.Path(), help="Folder caching the features of each "
-              "crop on disk, for representations slower than reading them back (SIFT, LBP).")
-@click.option("--cache-variants", type=int, default=4, show_default=True, help="With "
-              "--feature-cache: random crops per image, cycled over the epochs.")
-@click.option("--cache-dtype", type=click.Choice(["float16", "float32"]), default="float16",
-              show_default=True, help="With --feature-cache: how features are stored.")
-@device_option
-def train_cmd(feature, params, data, val, out, image_size, epochs, batch_size, lr, schedule,
-              preset, width, crop_scale, limit, val_limit, workers, seed, save_every, resume,
-              finetune_encoder, precision, channels_last, compile_, feature_cache,
-              cache_variants, cache_dtype, device) -> None:
-    """Train a decoder that inverts FEATURE; writes OUT/decoder.safetensors.
-
-    Under torchrun (torchrun --nproc_per_node N -m featinv train ...) the processes train one
-    decoder together; --batch-size is the global batch, split over the processes.
-    """
-    from .distributed import world_from_env
-    from .train import TrainConfig, train
-
-    cfg = TrainConfig(feature=feature, params=params, data=data, val=val, out=out,
-                      image_size=image_size, epochs=epochs, batch_size=batch_size, lr=lr,
-                      schedule=schedule, preset=preset, width=width,
-                      crop_scale=(crop_scale, 1.0), limit=limit, val_limit=val_limit,
-                      workers=workers, seed=seed, save_every=save_every, device=device,
-                      finetune_encoder=finetune_encoder, precision=precision,
-                      channels_last=channels_last, compile=compile_, feature_cache=feature_cache,
-                      cache_variants=cache_variants, cache_dtype=cache_dtype)
-    metrics = train(cfg, resume=resume, log=lambda m: click.echo(m, err=True))
-    if world_from_env().is_main:  # under torchrun, one process reports
-        click.echo(f"wrote {Path(out) / 'decoder.safetensors'}")
-        if metrics:
-            _echo_json(metrics)
 
 
 @cli.command("invert")
@@ -291,11 +212,12 @@ def train_cmd(feature, params, data, val, out, image_size, epochs, batch_size, l
               help="Decoder checkpoint (.safetensors); may be repeated.")
 @click.option("--out", "-o", default=".", show_default=True, type=click.Path(),
               help="Output folder (or a .png file for a single image).")
-@click.option("--size", type=int, help="Shorter image side to work at (default: the decoder's training size).")
+@click.option("--size", type=SIDE, help="Shorter image side to work at (default: the decoder's training size).")
 @click.option("--side-by-side", is_flag=True, help="Write input | reconstruction(s) in one PNG.")
+@overwrite_option
 @method_options
 @device_option
-def invert_cmd(images, feature, checkpoint, out, size, side_by_side, method, optimize,
+def invert_cmd(images, feature, checkpoint, out, size, side_by_side, overwrite, method, optimize,
                precision, device) -> int:
     """Reconstruct each image from its features; writes PNGs.
 
@@ -305,9 +227,10 @@ def invert_cmd(images, feature, checkpoint, out, size, side_by_side, method, opt
     import torch
 
     from .errors import ImageError
-    from .images import image_stem, iter_paths, make_grid, save_png
+    from .images import check_side, make_grid, save_png
     from .inversion import pick_device, prepare
     from .methods import decoder_method, optimize_method
+    from .outputs import check_targets, plan_inputs, unique_labels
 
     features = [name for item in feature for name in item.split(",") if name]
     dev = pick_device(device)
@@ -329,16 +252,21 @@ def invert_cmd(images, feature, checkpoint, out, size, side_by_side, method, opt
         sources = list(checkpoint) or features
         inverters = [decoder_method(src, features[i] if features else None, dev, precision)
                      for i, src in enumerate(sources)]
-    names = [m.label for m in inverters]
-    size = size or inverters[0].image_size
-    paths = iter_paths(images)
-    per_image = 1 if side_by_side else len(inverters)
+    names = unique_labels([m.label for m in inverters])  # two hog checkpoints: hog, hog-2
+    size = check_side(size or inverters[0].image_size)
+    inputs = plan_inputs(images)
+    labels = ["-".join(names)] if side_by_side else names
     single_file = out.lower().endswith(".png")
-    if single_file and len(paths) * per_image > 1:
-        raise FeatinvError(f"-o {out} names one PNG, but {len(paths) * per_image} pictures will "
-                           "be written; pass a folder instead (or --side-by-side).")
+    if single_file and len(inputs) * len(labels) > 1:
+        raise FeatinvError(f"-o {printable(out)} names one PNG, but {len(inputs) * len(labels)} "
+                           "pictures will be written; pass a folder instead (or --side-by-side).")
+    targets = {(item.path, label): Path(out) if single_file else
+               Path(out) / f"{item.stem}.{label}.png" for item in inputs for label in labels}
+    check_targets(list(targets.values()), [item.path for item in inputs] + list(checkpoint),
+                  overwrite)
     failures = 0
-    for path in paths:
+    for item in inputs:
+        path = item.path
         try:
             x = prepare(path, size)
             ys = [m.run(x[None])[0].cpu() for m in inverters]
@@ -346,17 +274,16 @@ def invert_cmd(images, feature, checkpoint, out, size, side_by_side, method, opt
                 sys.stderr.write("\n")
         except (ImageError, FeatinvError) as exc:
             failures += 1
-            click.echo(f"Error: {exc}", err=True)
+            _echo_error(exc, path)
             continue
         if side_by_side:
-            pictures = [(make_grid([torch.stack([x, *ys])]), "-".join(names))]
+            pictures = [make_grid([torch.stack([x, *ys])])]
         else:
-            pictures = list(zip(ys, names))
-        for picture, label in pictures:
-            target = Path(out) if single_file else Path(out) / f"{image_stem(path)}.{label}.png"
-            click.echo(str(save_png(picture, target)))
+            pictures = ys
+        for picture, label in zip(pictures, labels):
+            click.echo(printable(save_png(picture, targets[path, label])))
     if failures:
-        click.echo(f"{failures} of {len(paths)} images failed.", err=True)
+        click.echo(f"{failures} of {len(inputs)} images failed.", err=True)
     return 1 if failures else 0
 
 
@@ -364,9 +291,9 @@ def invert_cmd(images, feature, checkpoint, out, size, side_by_side, method, opt
 @click.option("--feature", "-f", help="Representation (uses its shipped decoder without --checkpoint).")
 @click.option("--data", required=True, type=click.Path(), help="Folder of test images.")
 @click.option("--checkpoint", "-c", type=click.Path(), help="Decoder checkpoint (.safetensors).")
-@click.option("--image-size", type=int, help="Test image size (default: the decoder's).")
-@click.option("--limit", type=int, help="Use only the first N images.")
-@click.option("--batch-size", type=int, default=32, show_default=True)
+@click.option("--image-size", type=SIDE, help="Test image size (default: the decoder's).")
+@click.option("--limit", type=POSITIVE, help="Use only the first N images.")
+@click.option("--batch-size", type=POSITIVE, default=32, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @method_options
 @device_option
@@ -379,7 +306,7 @@ def evaluate_cmd(feature, data, checkpoint, image_size, limit, batch_size, as_js
         raise FeatinvError("--method optimize reads no --checkpoint; pass --feature NAME.")
     result = evaluate(data, feature=feature, checkpoint=checkpoint, image_size=image_size,
                       limit=limit, batch_size=batch_size, device=device,
-                      on_error=lambda msg: click.echo(f"Error: {msg}", err=True),
+                      on_error=_echo_error,
                       method=method, optimize=optimize,
                       progress=_optimize_progress if method == "optimize" else None,
                       precision=precision)
@@ -402,16 +329,16 @@ def evaluate_cmd(feature, data, checkpoint, image_size, limit, batch_size, as_js
               "decoder on when no shipped decoder exists.")
 @click.option("--out", "-o", default="demo", show_default=True, type=click.Path())
 @click.option("--feature", "-f", default="hog", show_default=True)
-@click.option("--epochs", type=int, default=3, show_default=True)
-@click.option("--limit", type=int, default=3000, show_default=True, help="Training images used.")
+@click.option("--epochs", type=POSITIVE, default=3, show_default=True)
+@click.option("--limit", type=POSITIVE, default=3000, show_default=True, help="Training images used.")
 @device_option
 def demo_cmd(train_data, out, feature, epochs, limit, device) -> None:
     """Invert bundled example images (training a small decoder first if none is shipped)."""
     from .demo import run_demo
 
     for path in run_demo(feature, Path(out), train_data, epochs, limit, device,
-                         log=lambda m: click.echo(m, err=True)):
-        click.echo(str(path))
+                         log=lambda m: click.echo(printable(m), err=True)):
+        click.echo(printable(path))
 
 
 @cli.command("zoo")
@@ -431,7 +358,7 @@ def zoo_cmd(as_json: bool) -> None:
     rows = [header]
     for e in entries:
         if "error" in e:
-            click.echo(f"Error: {e['error']}", err=True)
+            _echo_error(e["error"])
             continue
         rows.append((e["feature"], f"{e['megabytes']:.1f}", f"{e['preset']} x{e['width']:g}",
                      f"{(e['parameters'] or 0) / 1e6:.2f} M", f"{e['image_size']} px",
@@ -451,12 +378,13 @@ def _fmt(value, spec: str) -> str:
 @click.option("--out", "-o", required=True, type=click.Path(), help="Output .safetensors file.")
 @click.option("--recipe", help="The command that trained it (stored in the metadata).")
 @click.option("--float32", "full", is_flag=True, help="Keep float32 weights (default: float16).")
-def pack_cmd(source, out, recipe, full) -> None:
+@overwrite_option
+def pack_cmd(source, out, recipe, full, overwrite) -> None:
     """Pack a trained decoder (checkpoint or training folder) for sharing or shipping."""
     from .shipped import pack
 
-    path = pack(source, out, recipe=recipe, half=not full)
-    click.echo(f"{path} ({path.stat().st_size / 1e6:.2f} MB)")
+    path = pack(source, out, recipe=recipe, half=not full, overwrite=overwrite)
+    click.echo(f"{printable(path)} ({path.stat().st_size / 1e6:.2f} MB)")
 
 
 @cli.command("show-features")
@@ -464,32 +392,37 @@ def pack_cmd(source, out, recipe, full) -> None:
 @click.option("--feature", "-f", required=True, help="Representation to draw.")
 @feature_params
 @click.option("--out", "-o", required=True, type=click.Path(), help="Output .png file.")
-@click.option("--size", type=click.IntRange(min=1),
+@click.option("--size", type=SIDE,
               help="Resize the shorter side to this many px first (default: as is).")
-def show_features_cmd(image, feature, params, out, size) -> None:
+@overwrite_option
+def show_features_cmd(image, feature, params, out, size, overwrite) -> None:
     """Draw what FEATURE sees in IMAGE, beside or on the image; writes a PNG."""
     import torch
 
     from .images import open_rgb, pil_to_tensor, resize_shorter_side, save_png
+    from .outputs import check_targets
     from .registry import get_feature
     from .visualize import show_features
 
     if not out.lower().endswith(".png"):
-        raise FeatinvError(f"-o {out}: the picture is written as PNG; give a path ending in .png.")
+        raise FeatinvError(f"-o {printable(out)}: the picture is written as PNG; give a path "
+                           "ending in .png.")
+    check_targets([out], [image], overwrite)
     extractor = get_feature(feature, **params)
     img = open_rgb(image)
     if size:
-        img = resize_shorter_side(img, size)
+        img = resize_shorter_side(img, size, printable(image))
     smallest = extractor.rule.smallest_side
     if min(img.size) < smallest:
-        raise FeatinvError(f"{image}: {img.width}x{img.height} px is too small for '{feature}', "
-                           f"which needs at least {smallest} px on each side; pass --size "
-                           f"{smallest} or more.")
+        raise FeatinvError(f"{printable(image)}: {img.width}x{img.height} px is too small for "
+                           f"'{feature}', which needs at least {smallest} px on each side; pass "
+                           f"--size {smallest} or more.")
     picture = torch.from_numpy(show_features(extractor, pil_to_tensor(img))).permute(2, 0, 1)
-    click.echo(str(save_png(picture, out)))
+    click.echo(printable(save_png(picture, out)))
 
 
 cli.add_command(analyze)
+cli.add_command(train_cmd)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -498,7 +431,10 @@ def main(argv: list[str] | None = None) -> None:
     debug = "--debug" in args or os.environ.get("FEATINV_DEBUG", "") not in ("", "0")
     try:
         code = cli.main(args=args, prog_name="featinv", standalone_mode=False)
-    except click.exceptions.Abort:
+    except click.exceptions.Abort as exc:
+        if isinstance(exc.__cause__, KeyboardInterrupt):  # click turns Ctrl-C into Abort
+            click.echo("Interrupted.", err=True)
+            sys.exit(130)
         click.echo("Aborted.", err=True)
         sys.exit(1)
     except click.ClickException as exc:
@@ -507,16 +443,19 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         click.echo("Interrupted.", err=True)
         sys.exit(130)
+    except Interrupted as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(exc.exit_code)
     except FeatinvError as exc:
         if debug:
             raise
-        click.echo(f"Error: {exc}", err=True)
+        _echo_error(exc)
         sys.exit(1)
     except Exception as exc:  # a bug or an environment problem: still one line by default
         if debug:
             raise
-        click.echo(f"Error: {type(exc).__name__}: {exc} (run 'featinv --debug ...' for the "
-                   "traceback)", err=True)
+        _echo_error(f"{type(exc).__name__}: {exc} (run 'featinv --debug ...' for the "
+                    "traceback)")
         sys.exit(1)
     sys.exit(code if isinstance(code, int) else 0)
 

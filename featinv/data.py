@@ -1,28 +1,39 @@
-"""Training and validation data: any folder of images, cropped to squares.
+"""Training and validation data: any folder of images, cropped to squares on the device.
 
-Training samples are random square crops (side a random fraction ``crop_scale`` of the shorter
-side, at a random position) resized to the training size, flipped half the time. Validation
-samples are the centred largest square, resized. Augmentation randomness is derived from
-``(seed, epoch, index)``, so a run is reproducible, whatever the number of loader workers, and
-resumable in the middle of an epoch.
+Each training image is decoded once per use into a uint8 tensor ``(3, H, W)`` (photos whose
+shorter side exceeds ``store_side`` are first shrunk to it: no crop needs more pixels). Where the
+pixels come from is a *source*:
+
+- ``MemoryImages``: every image decoded once into memory (RAM, or the GPU's when training there);
+- ``FolderImages``: decoded by persistent loader processes, batch by batch.
+
+Both hand whole images to ``augment``, which makes the batch on the training device: per image a
+random square (side a random fraction ``crop_scale`` of the shorter side, at a random position),
+resized to the training size, flipped half the time. The randomness is derived from ``(seed,
+epoch, index)`` (``crop_plan``), so both sources give identical batches, whatever the number of
+processes or loader workers, and a run resumes in the middle of an epoch.
+
+Validation images (``ValImages``) are the centred largest square, resized, decoded once.
 """
 from __future__ import annotations
 
+import math
 import os
 import random
 import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
-from PIL import Image
-from torch.utils.data import Dataset, Sampler
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .errors import DataError, ImageError
 from .feature_cache import content_digest
 from .images import (center_crop_resize, find_images, open_rgb, probe_image, read_bytes,
-                     square_crop_box)
+                     resize_shorter_side)
 
 
 def scan_folder(root: str | Path, limit: int | None = None,
@@ -58,70 +69,65 @@ def scan_folder(root: str | Path, limit: int | None = None,
     return good
 
 
+# -- decoding ---------------------------------------------------------------------------------
+
+def store_side(image_size: int, crop_scale: tuple[float, float]) -> int:
+    """The shorter side an image is kept at: the smallest crop then still maps 1:1 (or is
+    enlarged) to ``image_size``, so shrinking to it loses nothing the crops could use."""
+    return math.ceil(image_size / crop_scale[0])
+
+
+def decode(path: Path, max_short: int | None, data: bytes | None = None) -> torch.Tensor:
+    """An image file as uint8 ``(3, H, W)``, the shorter side shrunk to ``max_short`` if longer."""
+    img = open_rgb(path, data)
+    if max_short is not None and min(img.size) > max_short:
+        img = resize_shorter_side(img, max_short)
+    return torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1)
+
+
 _REPORTED: set[Path] = set()  # files that failed to decode, reported once per process
 
 
-class ImageFolder(Dataset):
-    """Square crops of the images below a folder as uint8 tensors ``(3, size, size)``.
+class TrainImages(Dataset):
+    """Whole training images: item ``i`` is ``(i, uint8 (3, H, W), name)``.
 
-    ``train=True``: random crops and flips; ``train=False``: centre crops. Call ``set_epoch``
-    before each epoch so the crops change from epoch to epoch. ``variants=K`` cycles through K
-    fixed crops per image (epoch ``e`` uses crop ``e % K``), so that cached features are reused.
-    ``with_names=True`` returns ``(image, name)``, the name identifying the file's bytes and the
-    crop (see ``featinv.feature_cache``).
+    ``name`` is the digest of the file's bytes when ``with_names`` (for the feature cache), else
+    ``""``. A file can pass the scan (its header) and still fail to decode (truncated data): it
+    is reported once and the next readable file takes its place, so training goes on.
     """
 
-    def __init__(self, files: list[Path], size: int, train: bool, seed: int = 0,
-                 crop_scale: tuple[float, float] = (1.0, 1.0), variants: int = 0,
-                 with_names: bool = False):
-        self.files, self.size, self.train, self.seed = list(files), size, train, seed
-        self.crop_scale, self.variants, self.with_names = crop_scale, variants, with_names
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def __init__(self, files: list[Path], max_short: int | None, with_names: bool = False):
+        self.files, self.max_short, self.with_names = list(files), max_short, with_names
 
     def __len__(self) -> int:
         return len(self.files)
 
-    def _crop(self, img: Image.Image, index: int) -> tuple[Image.Image, str]:
-        """The crop for this epoch, and a name for it."""
-        if not self.train:
-            return center_crop_resize(img, self.size), "center"
-        draw = self.epoch % self.variants if self.variants else self.epoch
-        rng = random.Random(hash((self.seed, draw, index)))
-        short = min(img.size)
-        side = max(1, round(short * rng.uniform(*self.crop_scale)))
-        left = rng.randint(0, img.width - side)
-        top = rng.randint(0, img.height - side)
-        out = img.crop(square_crop_box(img.width, img.height, side, left, top))
-        out = out.resize((self.size, self.size), Image.BICUBIC)
-        flip = rng.random() < 0.5
-        if flip:
-            out = out.transpose(Image.FLIP_LEFT_RIGHT)
-        return out, f"{left},{top},{side}{',flip' if flip else ''}"
-
-    def __getitem__(self, index: int):
-        # A file can pass the scan (its header) and still fail to decode (truncated data): it is
-        # reported once and the next readable file takes its place, so training goes on.
+    def __getitem__(self, index: int) -> tuple[int, torch.Tensor, str]:
         for step in range(len(self.files)):
             path = self.files[(index + step) % len(self.files)]
             try:
                 data = read_bytes(path)
-                img = open_rgb(path, data)
-                break
+                image = decode(path, self.max_short, data)
+                return index, image, content_digest(data) if self.with_names else ""
             except ImageError as exc:
                 if path not in _REPORTED:
                     _REPORTED.add(path)
                     print(f"warning: {exc} Training on another image in its place.",
                           file=sys.stderr, flush=True)
-        else:
-            raise DataError("None of the training images can be read any more.")
-        crop, where = self._crop(img, index)
-        image = torch.from_numpy(np.asarray(crop, dtype=np.uint8).copy()).permute(2, 0, 1)
-        if self.with_names:
-            return image, f"{content_digest(data)}@{where}"
-        return image
+        raise DataError("None of the training images can be read any more.")
+
+
+def _as_lists(items):
+    """Collate ``TrainImages`` items into (indices, images, names) lists (sizes differ)."""
+    indices, images, names = zip(*items)
+    return list(indices), list(images), list(names)
+
+
+def _ignore_sigint(_worker: int) -> None:
+    """Loader processes leave Ctrl-C to the training process, which saves and exits cleanly."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 class EpochBatches(Sampler[list[int]]):
@@ -160,3 +166,154 @@ class EpochBatches(Sampler[list[int]]):
 
     def __len__(self) -> int:
         return self.batches_per_epoch() - self.start
+
+
+class MemoryImages:
+    """Every training image decoded once and kept on ``device`` (uint8, ragged sizes)."""
+
+    def __init__(self, images: TrainImages, device: torch.device, workers: int = 0,
+                 progress: Callable[[int], None] | None = None):
+        loader = DataLoader(images, batch_size=64, num_workers=workers, collate_fn=_as_lists,
+                            worker_init_fn=_ignore_sigint if workers else None)
+        self.images: list[torch.Tensor] = []
+        self.names: list[str] = []
+        for _, batch, names in loader:
+            self.images.extend(img.to(device) for img in batch)
+            self.names.extend(names)
+            if progress:
+                progress(len(batch))
+
+    def batches(self, sampler: EpochBatches) -> Iterator[tuple[list[int], list, list[str]]]:
+        for indices in sampler:
+            yield indices, [self.images[i] for i in indices], [self.names[i] for i in indices]
+
+
+class FolderImages:
+    """Training images decoded by ``workers`` persistent loader processes, batch by batch."""
+
+    def __init__(self, images: TrainImages, sampler: EpochBatches, workers: int,
+                 pin_memory: bool):
+        self.loader = DataLoader(images, batch_sampler=sampler, num_workers=workers,
+                                 collate_fn=_as_lists, pin_memory=pin_memory,
+                                 persistent_workers=workers > 0,
+                                 prefetch_factor=4 if workers else None,
+                                 worker_init_fn=_ignore_sigint if workers else None)
+
+    def batches(self, sampler: EpochBatches) -> Iterator[tuple[list[int], list, list[str]]]:
+        return iter(self.loader)  # the loader iterates ``sampler`` itself
+
+
+def decoded_bytes(files: list[Path], max_short: int) -> int:
+    """The memory the decoded training set takes (uint8, from the headers; no decoding)."""
+    total = 0
+    for path in files:
+        try:
+            w, h = probe_image(path)
+        except ImageError:
+            continue
+        scale = min(1.0, max_short / min(w, h))
+        total += 3 * max(1, round(w * scale)) * max(1, round(h * scale))
+    return total
+
+
+# -- augmentation -----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Crop:
+    """A square ``side`` px at ``(left, top)`` of an image, mirrored if ``flip``."""
+
+    left: int
+    top: int
+    side: int
+    flip: bool
+
+    def name(self) -> str:
+        return f"{self.left},{self.top},{self.side}{',flip' if self.flip else ''}"
+
+
+def crop_plan(seed: int, draw: int, index: int, width: int, height: int,
+              crop_scale: tuple[float, float]) -> Crop:
+    """The random crop of image ``index`` in draw ``draw`` (the epoch, or the epoch modulo the
+    number of cached variants) of a ``width x height`` image."""
+    rng = random.Random(hash((seed, draw, index)))
+    side = max(1, round(min(width, height) * rng.uniform(*crop_scale)))
+    left = rng.randint(0, width - side)
+    top = rng.randint(0, height - side)
+    return Crop(left, top, side, rng.random() < 0.5)
+
+
+def augment(images: list[torch.Tensor], crops: list[Crop], size: int,
+            device: torch.device) -> torch.Tensor:
+    """Crop, resize and flip uint8 images ``(3, H, W)`` into a float batch ``(B, 3, size,
+    size)`` in [0, 1] on ``device``.
+
+    On the CPU each crop is resized with antialiased bilinear interpolation on uint8 (fast and
+    exact for crops already ``size`` px). On a GPU the whole batch is one ``roi_align`` call
+    (bins averaging bilinear samples, which antialiases when shrinking).
+    """
+    if device.type == "cpu":
+        out = torch.empty((len(images), 3, size, size), dtype=torch.uint8)
+        for i, (img, c) in enumerate(zip(images, crops)):
+            patch = img[:, c.top:c.top + c.side, c.left:c.left + c.side].cpu()
+            if c.side != size:
+                patch = F.interpolate(patch[None], size=(size, size), mode="bilinear",
+                                      antialias=True, align_corners=False)[0]
+            out[i] = patch.flip(-1) if c.flip else patch
+        return out.float().div_(255.0)
+    return _augment_on_gpu(images, crops, size, device)
+
+
+def _augment_on_gpu(images: list[torch.Tensor], crops: list[Crop], size: int,
+                    device: torch.device) -> torch.Tensor:
+    from torchvision.ops import roi_align
+
+    height = max(img.shape[1] for img in images) + 1
+    width = max(img.shape[2] for img in images) + 1
+    batch = torch.empty((len(images), 3, height, width), dtype=torch.uint8, device=device)
+    for i, img in enumerate(images):
+        h, w = img.shape[1:]
+        batch[i, :, :h, :w].copy_(img, non_blocking=True)
+        # replicate the last row and column: roi_align samples up to half a pixel past a crop
+        batch[i, :, :h, w:] = batch[i, :, :h, w - 1:w]
+        batch[i, :, h:, :] = batch[i, :, h - 1:h, :]
+    boxes = torch.tensor([[i, c.left, c.top, c.left + c.side, c.top + c.side]
+                          for i, c in enumerate(crops)], dtype=torch.float32)
+    flips = torch.tensor([c.flip for c in crops])
+    x = roi_align(batch.float(), boxes.to(device, non_blocking=True), (size, size),
+                  spatial_scale=1.0, sampling_ratio=-1, aligned=True)
+    x = torch.where(flips.to(device, non_blocking=True)[:, None, None, None], x.flip(-1), x)
+    return x.div_(255.0)
+
+
+# -- validation -------------------------------------------------------------------------------
+
+class ValImages:
+    """Validation images decoded once: centre squares, uint8 ``(N, 3, size, size)``, and their
+    names (``digest@center``, for the feature cache). Unreadable files are reported and left out.
+    """
+
+    def __init__(self, files: list[Path], size: int, on_error: Callable[[str], None],
+                 with_names: bool = False):
+        images, self.names = [], []
+        for path in files:
+            try:
+                data = read_bytes(path)
+                crop = center_crop_resize(open_rgb(path, data), size)
+            except ImageError as exc:
+                on_error(f"{exc} Left out of validation.")
+                continue
+            images.append(torch.from_numpy(np.asarray(crop, dtype=np.uint8).copy())
+                          .permute(2, 0, 1))
+            self.names.append(f"{content_digest(data)}@center" if with_names else "")
+        self.images = torch.stack(images) if images else torch.empty((0, 3, size, size),
+                                                                     dtype=torch.uint8)
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def batches(self, batch_size: int, device: torch.device
+                ) -> Iterator[tuple[torch.Tensor, list[str]]]:
+        """``(B, 3, size, size)`` float batches in [0, 1] on ``device``, in order, with names."""
+        for i in range(0, len(self), batch_size):
+            x = self.images[i:i + batch_size].to(device, non_blocking=True).float().div_(255.0)
+            yield x, self.names[i:i + batch_size]

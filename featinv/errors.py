@@ -35,3 +35,24 @@ class ImageError(FeatinvError):
 
 class DataError(FeatinvError):
     """A data folder is empty, missing or unreadable."""
+
+
+def printable(text: object) -> str:
+    """``str(text)`` with control and other unprintable characters escaped (``\\n``,
+    ``\\x1b``, ...), so that a file name can never add a line or a terminal code to a message.
+
+    Idempotent: an escaped text comes back unchanged.
+    """
+    text = str(text)
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+class Interrupted(FeatinvError):
+    """A run stopped on SIGINT/SIGTERM after saving what it had; ``exit_code`` is 128 + the
+    signal number (130 for Ctrl-C, 143 for SIGTERM), as shells report a signalled process."""
+
+    def __init__(self, message: str, signal_number: int):
+        super().__init__(message)
+        self.exit_code = 128 + signal_number

@@ -30,7 +30,7 @@ import torch
 from .checkpoint import atomic_write
 from .errors import FeatinvError
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: crops made by featinv.data.augment (uint8 bilinear, antialiased)
 DTYPES = {"float16": np.float16, "float32": np.float32}
 
 

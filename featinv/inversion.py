@@ -5,16 +5,20 @@ decoder; ``invert`` goes image -> features -> decoder -> image.
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import torch
 from PIL import Image
 
-from . import __version__, checkpoint
+from . import checkpoint
+from .checkpoint import ENCODER_PREFIX, decoder_metadata, save_decoder  # noqa: F401 (public here too)
 from .decoders import Decoder, rebuild_decoder
-from .errors import CheckpointError, FeatinvError
-from .images import load_image, pil_to_tensor, resize_shorter_side, tensor_to_pil
+from .errors import CheckpointError, FeatinvError, UnknownFeatureError, printable
+from .images import (check_image_tensor, load_image, pil_to_tensor, resize_shorter_side,
+                     shorter_side_size, tensor_to_pil)
+from .limits import MAX_SIDE
 from .layout import layout_from_json
 from .registry import get_feature, get_spec
 from .spec import Extractor
@@ -23,37 +27,28 @@ ZOO_DIR = Path(__file__).parent / "zoo"
 
 
 def pick_device(device: str | torch.device | None = None) -> torch.device:
-    """``"auto"``/``None`` -> CUDA when available, else CPU; anything else as given."""
+    """``"auto"``/``None`` -> CUDA when available, else CPU; anything else as given, refused
+    with one line when it is not a device name or this machine has no such device."""
     if device is None or str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-ENCODER_PREFIX = "encoder."
-
-
-def decoder_metadata(extractor: Extractor, decoder: Decoder, **sections: Any) -> dict[str, Any]:
-    """The JSON metadata stored with a decoder's weights."""
-    return {"format": checkpoint.FORMAT, "format_version": checkpoint.FORMAT_VERSION,
-            "featinv_version": __version__,
-            "feature": {"name": extractor.name, "params": extractor.params,
-                        "plugin": extractor.spec.plugin, "input": extractor.spec.input},
-            "layout": decoder.layout.to_json(), "image_size": decoder.config["image_size"],
-            "decoder": decoder.config, **sections}
-
-
-def save_decoder(decoder: Decoder, path: str | Path, meta: dict[str, Any],
-                 encoder: torch.nn.Module | None = None) -> Path:
-    """Write the decoder's weights with ``meta`` (see ``decoder_metadata``), atomically.
-
-    ``encoder``: a fine-tuned representation module, stored as ``encoder.*`` tensors; inversion
-    then computes features with it instead of the representation's own weights.
-    """
-    tensors = dict(decoder.state_dict())
-    if encoder is not None:
-        tensors.update({f"{ENCODER_PREFIX}{k}": v for k, v in encoder.state_dict().items()})
-        meta = {**meta, "encoder": {"finetuned": True}}
-    return checkpoint.atomic_save(tensors, path, meta)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise FeatinvError(f"--device {printable(device)}: not a device name; use cpu, cuda, "
+                           "cuda:N or auto.") from None
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise FeatinvError(f"--device {device}: this machine has no CUDA GPU that PyTorch "
+                               "can use (no driver, or a CPU-only PyTorch); use --device cpu "
+                               "or auto.")
+        if dev.index is not None and dev.index >= count:
+            raise FeatinvError(f"--device {device}: this machine has {count} CUDA GPU(s), "
+                               f"cuda:0 to cuda:{count - 1}.")
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise FeatinvError(f"--device {device}: Apple's MPS is not available here; use --device "
+                           "cpu or auto.")
+    return dev
 
 
 def shipped_decoder_path(name: str) -> Path | None:
@@ -64,6 +59,8 @@ def shipped_decoder_path(name: str) -> Path | None:
 def _resolve_checkpoint(name_or_checkpoint: str | Path) -> Path:
     text = str(name_or_checkpoint)
     path = Path(text)
+    if path.is_dir() and (path / "decoder.safetensors").is_file():  # a training run's folder
+        return path / "decoder.safetensors"
     if path.suffix == ".safetensors" or path.exists() or "/" in text or "\\" in text:
         return path
     get_spec(text)  # unknown names fail here, with a suggestion
@@ -89,13 +86,22 @@ def load_decoder(name_or_checkpoint: str | Path, device: str | torch.device | No
         stored_layout = layout_from_json(meta["layout"])
         config = dict(meta["decoder"])
         size = int(meta["image_size"])
-    except (KeyError, TypeError, ValueError) as exc:
+        if not 1 <= size <= MAX_SIDE:
+            raise ValueError(f"image_size {size}")
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:
         raise CheckpointError(f"{path}: incomplete featinv metadata (missing or invalid "
                               f"{exc}).") from None
     if feature is not None and feature != name:
         raise CheckpointError(f"{path} is a decoder for '{name}', not '{feature}'. Pass a "
                               f"checkpoint trained with --feature {feature}.")
-    spec = get_spec(name)
+    try:
+        spec = get_spec(name)
+    except UnknownFeatureError:
+        plugin = (meta["feature"].get("plugin") if isinstance(meta["feature"], dict) else None)
+        raise CheckpointError(f"{path}: a decoder for '{name}', which no installed plugin "
+                              f"provides (it was made with plugin '{plugin or 'unknown'}'); "
+                              "install or enable that plugin ('featinv plugins' lists the "
+                              "loaded ones).") from None
     try:
         current = spec.layout_rule(**params)(size, size)
     except FeatinvError as exc:
@@ -104,14 +110,9 @@ def load_decoder(name_or_checkpoint: str | Path, device: str | torch.device | No
         raise CheckpointError(f"{path}: trained on '{name}' features of layout {stored_layout}, "
                               f"but '{name}' now gives {current} at {size} px. The checkpoint "
                               "does not match this version of the representation.")
-    try:
-        decoder = rebuild_decoder(spec, config)
-    except FeatinvError as exc:
-        raise CheckpointError(f"{path}: {exc}") from None
-    except (KeyError, TypeError, ValueError) as exc:
-        raise CheckpointError(f"{path}: its decoder description is invalid ({type(exc).__name__}: "
-                              f"{exc}); the file was altered or written by an incompatible "
-                              "version.") from None
+    with torch.device("meta"):  # the network described, without memory: check it first
+        _check_weights_fit(path, _rebuild(path, spec, config), tensors)
+    decoder = _rebuild(path, spec, config)
     encoder_state = {k[len(ENCODER_PREFIX):]: tensors.pop(k) for k in list(tensors)
                      if k.startswith(ENCODER_PREFIX)}
     try:
@@ -123,6 +124,39 @@ def load_decoder(name_or_checkpoint: str | Path, device: str | torch.device | No
     decoder.meta = meta
     decoder.encoder_state = encoder_state or None
     return decoder.to(pick_device(device)).eval()
+
+
+def _rebuild(path: Path, spec, config: dict[str, Any]) -> Decoder:
+    """``rebuild_decoder``, every failure a ``CheckpointError`` naming the file."""
+    try:
+        return rebuild_decoder(spec, config)
+    except FeatinvError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: its decoder description is invalid ({type(exc).__name__}: "
+                              f"{exc}); the file was altered or written by an incompatible "
+                              "version.") from None
+
+
+def _check_weights_fit(path: Path, described: torch.nn.Module,
+                       tensors: dict[str, torch.Tensor]) -> None:
+    """Refuse a checkpoint whose weights do not match the network its metadata describes
+    (``described`` lives on the meta device), before that network takes any memory: metadata
+    claiming a wider decoder would otherwise allocate gigabytes for a small file."""
+    wanted = {k: tuple(v.shape) for k, v in described.state_dict().items()}
+    have = {k: tuple(v.shape) for k, v in tensors.items() if not k.startswith(ENCODER_PREFIX)}
+    if wanted == have:
+        return
+    missing, unexpected = sorted(set(wanted) - set(have)), sorted(set(have) - set(wanted))
+    shapes = [k for k in sorted(set(wanted) & set(have)) if wanted[k] != have[k]]
+    first = (f"size mismatch for {shapes[0]}: the file has {list(have[shapes[0]])}, the "
+             f"description needs {list(wanted[shapes[0]])}" if shapes else
+             f"missing {missing[0]}" if missing else f"unexpected {unexpected[0]}")
+    parameters = sum(math.prod(s) for s in wanted.values())
+    raise CheckpointError(f"{path}: weights do not fit the decoder it describes ({first}; "
+                          f"{parameters:,} parameters described, "
+                          f"{sum(math.prod(s) for s in have.values()):,} stored). The file was "
+                          "altered or written by an incompatible version.")
 
 
 def extractor_for(decoder: Decoder) -> Extractor:
@@ -150,7 +184,7 @@ def extractor_for(decoder: Decoder) -> Extractor:
 
 def _as_tensor(image) -> torch.Tensor:
     if isinstance(image, torch.Tensor):
-        return image if image.ndim == 3 else image.squeeze(0)
+        return check_image_tensor(image if image.ndim == 3 else image.squeeze(0))
     if isinstance(image, Image.Image):
         return pil_to_tensor(image.convert("RGB"))
     return load_image(image)
@@ -161,7 +195,10 @@ def prepare(image, size: int | None) -> torch.Tensor:
     img = _as_tensor(image)
     if size is None or min(img.shape[-2:]) == size:
         return img
-    return pil_to_tensor(resize_shorter_side(tensor_to_pil(img), size))
+    name = "image" if isinstance(image, (torch.Tensor, Image.Image)) else printable(image)
+    height, width = img.shape[-2:]
+    shorter_side_size(width, height, size, name)  # refuse absurd sizes before converting
+    return pil_to_tensor(resize_shorter_side(tensor_to_pil(img), size, name))
 
 
 @torch.no_grad()

@@ -7,6 +7,7 @@ checks, grayscale conversion, output checks), so a plugin's own code stays small
 """
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
@@ -53,8 +54,10 @@ class Param:
                 converted = kind(value)
             except (TypeError, ValueError):
                 raise bad from None
-            # refuse lossy conversions such as int(15.7)
+            # refuse lossy conversions such as int(15.7), and NaN or infinite numbers
             if kind is int and not isinstance(value, str) and converted != value:
+                raise bad
+            if kind is float and not math.isfinite(converted):
                 raise bad
             value = converted
         if self.choices is not None and value not in self.choices:
@@ -149,8 +152,25 @@ class FeatureSpec:
         out.update({k: known[k].coerce(v) for k, v in params.items()})
         return out
 
+    def changed_params(self, params: Mapping[str, Any]) -> str:
+        """``name=value, ...`` of the ``params`` that differ from the defaults (for messages)."""
+        defaults = self.defaults
+        return ", ".join(f"{k}={v!r}" for k, v in params.items()
+                         if k not in defaults or v != defaults[k])
+
     def layout_rule(self, **params: Any) -> LayoutRule:
-        rule = self.layout(**self.resolve_params(params))
+        resolved = self.resolve_params(params)
+        try:
+            rule = self.layout(**resolved)
+        except FeatinvError:
+            raise
+        except (ValueError, TypeError, ArithmeticError) as exc:  # e.g. cell_size=0
+            given = self.changed_params(resolved)
+            if not given:
+                raise PluginError(f"{self.name} (plugin {self.plugin}) cannot declare its layout "
+                                  f"with its default parameters: {exc}") from exc
+            raise FeatinvError(f"Representation '{self.name}' does not accept {given} ({exc}); "
+                               f"'featinv describe {self.name}' lists its parameters.") from exc
         if not isinstance(rule, (CellGrid, FixedVector, ComputedGrid)):
             raise TypeError(f"{self.name}: layout() returned {type(rule).__name__}, "
                             "expected CellGrid, FixedVector or ComputedGrid")
@@ -199,6 +219,9 @@ class Extractor(nn.Module):
         self.params = dict(params)
         self.rule = spec.layout_rule(**self.params)
         self.module = module
+        # The finite-input check costs a device sync; training turns it off (its images come
+        # from uint8 and are finite by construction).
+        self.check_finite_input = True
 
     @property
     def name(self) -> str:
@@ -227,7 +250,7 @@ class Extractor(nn.Module):
         if images.shape[0] == 0:
             raise ShapeError(f"{self.name}: got an empty batch (B = 0)")
         expected = self.layout(images.shape[2], images.shape[3])
-        if not bool(torch.isfinite(images).all()):
+        if self.check_finite_input and not bool(torch.isfinite(images).all()):
             raise ShapeError(f"{self.name}: the images contain NaN or infinite values; features "
                              "of such pixels are undefined (check how the images were made)")
         images = images.float()  # plugins may rely on float32 input

@@ -1,17 +1,25 @@
-"""Training a decoder: one readable loop (configuration -> data -> model -> loop -> checkpoint).
+"""Training a decoder, in the order a run happens: configuration -> data -> model -> loop -> save.
 
 The decoder minimises the squared Euclidean distance between images and their reconstructions
 (paper eq. 1) with Adam. With ``finetune_encoder`` the representation's own parameters train too
-(the paper's autoencoders, section 5.2) and are saved with the decoder. Features are computed inside the step from the (grayscale, if the
-representation says so) image; the target is always the colour image. After every epoch the
-validation error is measured, a PNG of validation reconstructions is written and the checkpoint is
-saved (``decoder.safetensors`` to invert with, ``train_state.safetensors`` to resume from).
+(the paper's autoencoders, section 5.2) and are saved with the decoder. Features are computed
+inside the step from the (grayscale, if the representation says so) image; the target is always
+the colour image.
+
+The loop does not wait for the device: the loss is read every ``log_every`` steps. Validation
+runs every ``val_every`` epochs (by default as often as keeps it under 5 % of the training time),
+and the run is checkpointed every ``save_minutes`` (and ``save_every`` steps if set), at the end,
+and when SIGINT or SIGTERM asks it to stop (``--resume`` continues exactly where it stopped). The
+checkpoint files are described in ``featinv.checkpoint``.
 """
 from __future__ import annotations
 
 import json
 import math
+import os
+import signal
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -21,79 +29,278 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader
 
 from . import checkpoint
-from .data import EpochBatches, ImageFolder, scan_folder
-from .decoders import DEFAULT_PRESET, Decoder, build_decoder
+from .data import (EpochBatches, FolderImages, MemoryImages, TrainImages, ValImages, augment,
+                   crop_plan, decoded_bytes, scan_folder, store_side)
+from .decoders import DEFAULT_PRESET, PRESETS, Decoder, build_decoder
 from .distributed import World, barrier, join, leave, mean_over_ranks, world_from_env
-from .errors import CheckpointError, FeatinvError
-from .feature_cache import FeatureCache
-from .images import make_grid, save_png
-from .inversion import decoder_metadata, pick_device, save_decoder
+from .errors import CheckpointError, DataError, FeatinvError, Interrupted, PluginError
+from .feature_cache import DTYPES as CACHE_DTYPES, FeatureCache
+from .images import make_grid
+from .inversion import pick_device
 from .metrics import normalized_error, psnr, ssim
-from .precision import autocast, check_precision
+from .precision import PRECISIONS, autocast, check_precision
 from .registry import get_feature
+from .run_folder import RunFolder
 
 DECODER_FILE = "decoder.safetensors"
 STATE_FILE = "train_state.safetensors"
 METRICS_FILE = "metrics.jsonl"
 DEFAULT_IMAGE_SIZE = 128
+REFERENCE_BATCH = 64  # --lr is the learning rate at this batch size (the paper's)
+MAX_IMAGE_SIZE = 2048
+
+
+SCHEDULES = ("step", "cosine", "constant")
+DATA_STORES = ("auto", "memory", "files")
+
+
+def option(default, help: str, **cli):
+    """A ``TrainConfig`` field with its command-line help (``featinv train`` is generated from
+    these). ``cli`` may hold ``choices``, ``flag`` (a ``--x/--no-x`` pair), ``name``, ``short``,
+    ``path``, ``hidden``."""
+    if isinstance(default, (dict, list, tuple)):
+        value = default
+        return field(default_factory=lambda: type(value)(value), metadata={"help": help, **cli})
+    return field(default=default, metadata={"help": help, **cli})
 
 
 @dataclass
 class TrainConfig:
     """Everything a training run depends on; stored in the checkpoint."""
 
-    feature: str
-    data: str
-    out: str
-    val: str | None = None
-    params: dict[str, Any] = field(default_factory=dict)
-    image_size: int | None = None  # None: the representation's own size (227 for AlexNet), else 128
-    epochs: int = 10
-    batch_size: int = 64
-    lr: float = 1e-3
-    betas: tuple[float, float] = (0.9, 0.999)
-    schedule: str = "step"  # "step": constant, then x0.1 steps; "cosine"; "constant"
-    preset: str = DEFAULT_PRESET
-    width: float | None = None
-    crop_scale: tuple[float, float] = (1.0, 1.0)
-    limit: int | None = None  # use only the first N training images
-    val_limit: int | None = 500
-    device: str = "auto"
-    workers: int = 2
-    seed: int = 0
-    save_every: int = 0  # also checkpoint every N steps (0: once per epoch)
-    preview: int = 8  # validation images shown in the per-epoch PNG
-    finetune_encoder: bool = False  # train the representation's parameters too (autoencoder)
-    precision: str = "fp32"  # "bf16" or "fp16": the decoder's forward runs under autocast
-    channels_last: bool = False  # NHWC decoder activations (faster convolutions on CPU and GPU)
-    compile: bool = False  # torch.compile the training step
-    feature_cache: str | None = None  # folder of cached features (featinv.feature_cache)
-    cache_variants: int = 4  # with a cache: K fixed random crops per image, cycled over epochs
-    cache_dtype: str = "float16"
+    feature: str = field(metadata={"help": "Representation to invert.", "short": "-f"})
+    data: str = field(metadata={"help": "Folder of training images.", "path": True})
+    out: str = field(metadata={"help": "Output folder.", "short": "-o", "path": True})
+    val: str | None = option(None, "Folder of validation images.", path=True)
+    params: dict[str, Any] = option({}, "", hidden=True)  # -p NAME=VALUE, --weights
+    image_size: int | None = option(None, "Training image side (default: the representation's "
+                                    "own, e.g. 227 for AlexNet and SqueezeNet, else 128).")
+    epochs: int = option(10, "Passes over the training images.")
+    batch_size: int = option(64, "Images per step (over all processes).")
+    lr: float = option(1e-3, "Learning rate at batch 64; scaled by sqrt(batch/64) for other "
+                       "batch sizes.")
+    warmup: int | None = option(None, "Linear learning-rate warm-up steps (default: one epoch "
+                                "when --batch-size is above 64, else none).")
+    betas: tuple[float, float] = option((0.9, 0.999), "", hidden=True)
+    schedule: str = option("step", "Learning-rate decay towards the end.", choices=SCHEDULES)
+    preset: str = option(DEFAULT_PRESET, "Decoder preset.", choices=tuple(PRESETS))
+    width: float | None = option(None, "Width multiplier (overrides the preset's).")
+    crop_scale: tuple[float, float] = option((1.0, 1.0), "Smallest random-crop side as a "
+                                             "fraction of the shorter image side.")
+    limit: int | None = option(None, "Use only the first N training images.")
+    val_limit: int | None = option(500, "Use only the first N validation images.")
+    val_every: int = option(0, "Validate every N epochs (and after the last); 0: as often as "
+                            "keeps validation under 5 % of the training time.")
+    device: str = option("auto", "cpu, cuda, cuda:1, ... or auto (CUDA when available).")
+    workers: int = option(2, "Data-loading processes.")
+    data_store: str = option("auto", "Where decoded training images live: memory (RAM, or the "
+                             "GPU when training there), files (decoded each epoch), or auto "
+                             "(memory when they fit --memory-budget).", choices=DATA_STORES)
+    memory_budget: float | None = option(None, "GB of decoded training images that auto keeps "
+                                         "in memory (default: 25 % of RAM, 40 % of free GPU "
+                                         "memory).")
+    threads: int | None = option(None, "CPU threads (default: the cores available).")
+    seed: int = option(0, "Seed of the initial weights, crops and order.")
+    save_every: int = option(0, "Also checkpoint every N steps.")
+    save_minutes: float = option(10.0, "Checkpoint at least every M minutes (and at the end, "
+                                 "and on Ctrl-C / SIGTERM).")
+    log_every: int = option(20, "Read the loss (a device sync) every N steps.")
+    preview: int = option(8, "Validation images shown in each validation PNG.")
+    finetune_encoder: bool = option(False, "Train the representation's parameters too (an "
+                                    "autoencoder, paper section 5.2); saved with the decoder.",
+                                    flag=True)
+    precision: str = option("auto", "Mixed precision for the decoder; auto: bf16 where the CPU "
+                            "or GPU computes it natively, else fp32 (fp16: CUDA only).",
+                            choices=("auto", *PRECISIONS))
+    channels_last: bool | None = option(None, "Channels-last (NHWC) decoder activations "
+                                        "(default: on).", flag=True)
+    compile: bool = option(False, "torch.compile the training step.", flag=True)
+    feature_cache: str | None = option(None, "Folder caching the features of each crop on "
+                                       "disk, for representations slower than reading them "
+                                       "back (SIFT, LBP).", path=True)
+    cache_variants: int = option(4, "With --feature-cache: random crops per image, cycled over "
+                                 "the epochs.")
+    cache_dtype: str = option("float16", "With --feature-cache: how features are stored.",
+                              choices=tuple(CACHE_DTYPES))
+    overwrite: bool = option(False, "Replace the run already in --out.", flag=True)
 
 
-def lr_at(cfg: TrainConfig, step: int, total: int) -> float:
-    """Learning rate at ``step`` of ``total``: the paper decays it towards the end."""
+# -- configuration ----------------------------------------------------------------------------
+
+def check_config(cfg: TrainConfig) -> None:
+    """Refuse settings that cannot train, before any work starts."""
+    def whole(name: str, value, low: int = 1, high: int | None = None) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or value < low or \
+                (high is not None and value > high):
+            bound = f"from {low} to {high}" if high else f"at least {low}"
+            raise FeatinvError(f"--{name} must be a whole number {bound}, got {value!r}.")
+
+    whole("epochs", cfg.epochs)
+    whole("batch-size", cfg.batch_size, 1, 65536)
+    if cfg.image_size is not None:
+        whole("image-size", cfg.image_size, 8, MAX_IMAGE_SIZE)
+    for name in ("limit", "val-limit"):
+        value = getattr(cfg, name.replace("-", "_"))
+        if value is not None:
+            whole(name, value)
+    for name in ("workers", "save-every", "val-every"):
+        whole(name, getattr(cfg, name.replace("-", "_")), 0)
+    whole("log-every", cfg.log_every)
+    if cfg.warmup is not None:
+        whole("warmup", cfg.warmup, 0)
+    if cfg.threads is not None:
+        whole("threads", cfg.threads)
+    low, high = cfg.crop_scale
+    if not 0 < low <= high <= 1:
+        raise FeatinvError(f"--crop-scale must lie in (0, 1], got {low}.")
+    for name in ("lr", "save_minutes"):
+        value = getattr(cfg, name)
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+            raise FeatinvError(f"--{name.replace('_', '-')} must be a positive number, "
+                               f"got {value!r}.")
+    if cfg.width is not None and not (math.isfinite(cfg.width) and 0 < cfg.width <= 8):
+        raise FeatinvError(f"--width must be a number in (0, 8], got {cfg.width!r}.")
+    if cfg.schedule not in SCHEDULES:
+        raise FeatinvError(f"Unknown --schedule '{cfg.schedule}' ({', '.join(SCHEDULES)}).")
+    if cfg.preset not in PRESETS:
+        raise FeatinvError(f"Unknown --preset '{cfg.preset}' ({', '.join(PRESETS)}).")
+    if cfg.data_store not in DATA_STORES:
+        raise FeatinvError(f"--data-store must be auto, memory or files, got {cfg.data_store!r}.")
+    if cfg.memory_budget is not None and not cfg.memory_budget > 0:
+        raise FeatinvError(f"--memory-budget must be positive, got {cfg.memory_budget!r}.")
+    if cfg.feature_cache and cfg.finetune_encoder:
+        raise FeatinvError("--feature-cache cannot be used with --finetune-encoder: the "
+                           "features change as the encoder trains.")
+    if cfg.cache_variants < 1:
+        raise FeatinvError(f"--cache-variants must be at least 1, got {cfg.cache_variants}.")
+
+
+def effective_lr(cfg: TrainConfig) -> float:
+    """The peak learning rate: ``--lr`` scaled by ``sqrt(batch_size / 64)``, the square-root
+    rule that suits Adam (its step size does not grow with the gradient's magnitude)."""
+    return cfg.lr * math.sqrt(cfg.batch_size / REFERENCE_BATCH)
+
+
+def warmup_steps(cfg: TrainConfig, steps_per_epoch: int) -> int:
+    """Linear warm-up length: ``--warmup``, else one epoch above batch 64 (none at or below)."""
+    if cfg.warmup is not None:
+        return cfg.warmup
+    return steps_per_epoch if cfg.batch_size > REFERENCE_BATCH else 0
+
+
+def lr_at(cfg: TrainConfig, step: int, total: int, warmup: int = 0) -> float:
+    """Learning rate at ``step`` of ``total``: warm-up, then the paper's decay near the end."""
+    peak = effective_lr(cfg)
+    if step < warmup:
+        return peak * (step + 1) / warmup
     frac = step / max(total, 1)
     if cfg.schedule == "constant":
-        return cfg.lr
+        return peak
     if cfg.schedule == "cosine":
-        return cfg.lr * 0.5 * (1 + math.cos(math.pi * frac))
+        return peak * 0.5 * (1 + math.cos(math.pi * frac))
     if cfg.schedule == "step":
-        return cfg.lr * (1.0 if frac < 0.7 else 0.3 if frac < 0.9 else 0.1)
+        return peak * (1.0 if frac < 0.7 else 0.3 if frac < 0.9 else 0.1)
     raise FeatinvError(f"Unknown schedule '{cfg.schedule}' (step, cosine, constant).")
 
 
-def _loader(ds: ImageFolder, batches, cfg: TrainConfig, device: torch.device) -> DataLoader:
-    if batches is None:  # validation: in order
-        return DataLoader(ds, batch_size=cfg.batch_size, num_workers=cfg.workers,
-                          pin_memory=device.type == "cuda")
-    return DataLoader(ds, batch_sampler=batches, num_workers=cfg.workers,
-                      pin_memory=device.type == "cuda")
+def _cpu_has_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX-512 BF16 or AMX); elsewhere bf16 is
+    emulated and measured 8-20x slower than fp32 (AVX2 only)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
 
+
+def resolve_defaults(cfg: TrainConfig, device: torch.device, world: World) -> TrainConfig:
+    """Fill in ``auto`` settings for this machine: precision, channels_last, threads."""
+    precision = cfg.precision
+    if precision == "auto":
+        if device.type == "cuda":
+            precision = "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+        else:
+            precision = "bf16" if _cpu_has_bf16() else "fp32"
+    threads = cfg.threads
+    if threads is None and device.type == "cpu":
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        threads = max(1, (cores or 1) // world.size)
+    return replace(cfg, precision=precision, threads=threads,
+                   channels_last=True if cfg.channels_last is None else cfg.channels_last)
+
+
+# -- data -------------------------------------------------------------------------------------
+
+@dataclass
+class Data:
+    """The run's images: a training source, its batch sampler and the validation images."""
+
+    source: MemoryImages | FolderImages
+    sampler: EpochBatches
+    n_train: int
+    sizes: list[tuple[int, int]] | None  # (width, height) per stored image, memory source only
+    val: ValImages | None
+    where: str  # how the training images are held, for the log
+
+
+def memory_budget(cfg: TrainConfig, device: torch.device, world: World) -> int:
+    """Bytes of decoded training images ``auto`` keeps in memory (per process)."""
+    if cfg.memory_budget is not None:
+        return int(cfg.memory_budget * 1e9)
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0] * 0.4)
+    ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return int(ram * 0.25) // world.size
+
+
+def load_data(cfg: TrainConfig, device: torch.device, world: World, log) -> Data:
+    skipped: list[str] = []
+    train_files = scan_folder(cfg.data, cfg.limit, on_error=skipped.append)
+    val = None
+    if cfg.val and world.is_main:
+        val_files = scan_folder(cfg.val, cfg.val_limit, on_error=skipped.append)
+        val = ValImages(val_files, cfg.image_size, on_error=skipped.append,
+                        with_names=bool(cfg.feature_cache))
+        check_validation(val, cfg.val)
+    for message in skipped:
+        log(f"skipping {message}")
+
+    max_short = store_side(cfg.image_size, cfg.crop_scale)
+    images = TrainImages(train_files, max_short, with_names=bool(cfg.feature_cache))
+    sampler = EpochBatches(len(images), cfg.batch_size, cfg.seed, rank=world.rank,
+                           world=world.size)
+    need = decoded_bytes(train_files, max_short)
+    budget = memory_budget(cfg, device, world)
+    in_memory = cfg.data_store == "memory" or (cfg.data_store == "auto" and need <= budget)
+    if not in_memory:
+        source = FolderImages(images, sampler, cfg.workers, pin_memory=device.type == "cuda")
+        where = (f"decoded by {cfg.workers} loader processes" if cfg.workers
+                 else "decoded as needed") + (f" ({need / 1e9:.1f} GB decoded, over the "
+                                              f"{budget / 1e9:.1f} GB budget)"
+                                              if cfg.data_store == "auto" else "")
+        return Data(source, sampler, len(images), None, val, where)
+    t0 = time.perf_counter()
+    with _progress(len(images), "decoding", world.is_main) as bar:
+        source = MemoryImages(images, device, cfg.workers, progress=bar.update)
+    sizes = [(img.shape[2], img.shape[1]) for img in source.images]
+    where = (f"in {'GPU' if device.type == 'cuda' else 'RAM'} memory "
+             f"({need / 1e9:.2f} GB, decoded in {time.perf_counter() - t0:.0f} s)")
+    return Data(source, sampler, len(images), sizes, val, where)
+
+
+def check_validation(val: ValImages, folder: str) -> None:
+    """The normalized error divides by the mean distance between images: it needs two
+    different ones. Checked before training, so no trained epoch is ever lost to it."""
+    distinct = torch.unique(val.images.flatten(1), dim=0).shape[0] if len(val) else 0
+    if distinct < 2:
+        raise DataError(f"Validation folder '{folder}' holds {distinct} distinct readable "
+                        "image(s); the normalized error needs at least 2 different ones. Add "
+                        "images or raise --val-limit.")
+
+
+# -- model ------------------------------------------------------------------------------------
 
 class TrainStep(nn.Module):
     """Images (and, if cached, their features) -> reconstructions, as one module.
@@ -136,238 +343,13 @@ def optimizer_step(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor
     return loss
 
 
-def to_float(batch: torch.Tensor, device: torch.device) -> torch.Tensor:
-    return batch.to(device, non_blocking=True).float().div_(255.0)
-
-
-@torch.no_grad()
-def validate(extractor, decoder: Decoder, loader: DataLoader, device,
-             cache: FeatureCache | None = None) -> tuple[dict, torch.Tensor, torch.Tensor]:
-    """Metrics over a validation loader, and the images and reconstructions for previews."""
-    decoder.eval()
-    xs, ys = [], []
-    for batch in loader:
-        x, feats = _unpack(batch, device, extractor, cache)
-        feats = extractor(x) if feats is None else feats
-        ys.append(decoder(feats, size=x.shape[-2:]).float().clamp(0, 1).cpu())
-        xs.append(x.cpu())
-    decoder.train()
-    x, y = torch.cat(xs), torch.cat(ys)
-    return ({"normalized_error": normalized_error(x, y), "psnr": float(psnr(x, y).mean()),
-             "ssim": float(ssim(x, y).mean()), "n_images": x.shape[0]}, x, y)
-
-
-def _progress(epoch: int, epochs: int, done: int, total: int, loss: float, ips: float) -> None:
-    width = 24
-    filled = int(width * done / max(total, 1))
-    sys.stderr.write(f"\repoch {epoch + 1}/{epochs} [{'#' * filled}{'.' * (width - filled)}] "
-                     f"{done}/{total} loss {loss:.4f} {ips:.0f} img/s ")
-    sys.stderr.flush()
-
-
-def _state_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
-    """Adam's state as flat tensors plus JSON (safetensors holds no Python objects)."""
-    sd = opt.state_dict()
-    tensors = {}
-    for pid, state in sd["state"].items():
-        for key, value in state.items():
-            tensors[f"opt.{pid}.{key}"] = torch.as_tensor(value)
-    return tensors, {"param_groups": sd["param_groups"]}
-
-
-def _load_state(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], groups) -> None:
-    state: dict[int, dict[str, torch.Tensor]] = {}
-    for name, value in tensors.items():
-        if name.startswith("opt."):
-            _, pid, key = name.split(".", 2)
-            state.setdefault(int(pid), {})[key] = value
-    opt.load_state_dict({"state": state, "param_groups": groups})
-
-
-def check_config(cfg: TrainConfig) -> None:
-    """Refuse settings that cannot train, before any work starts."""
-    if cfg.epochs < 1 or cfg.batch_size < 1 or (cfg.image_size is not None and cfg.image_size < 1):
-        raise FeatinvError("--epochs, --batch-size and --image-size must be at least 1.")
-    low, high = cfg.crop_scale
-    if not 0 < low <= high <= 1:
-        raise FeatinvError(f"--crop-scale must lie in (0, 1], got {low}.")
-    if cfg.lr <= 0:
-        raise FeatinvError(f"--lr must be positive, got {cfg.lr}.")
-    if cfg.feature_cache and cfg.finetune_encoder:
-        raise FeatinvError("--feature-cache cannot be used with --finetune-encoder: the "
-                           "features change as the encoder trains.")
-    if cfg.cache_variants < 1:
-        raise FeatinvError(f"--cache-variants must be at least 1, got {cfg.cache_variants}.")
-
-
-def _unpack(batch, device, extractor, cache: FeatureCache | None):
-    """A loader batch -> images ``(B, 3, H, W)`` in [0, 1] and, with a cache, their features
-    (read or computed and stored); without one ``None``, for the caller to compute them."""
-    if cache is None:
-        return to_float(batch, device), None
-    images, names = batch
-    x = to_float(images, device)
-    return x, cache.features(list(names), x, extractor)
-
-
-def train(cfg: TrainConfig, resume: bool = False, log=print) -> dict[str, Any]:
-    """Train a decoder for ``cfg.feature``; returns the last validation metrics.
-
-    Under torchrun every process runs this; rank 0 logs, validates and writes checkpoints.
-    """
-    check_config(cfg)
-    world = world_from_env()
+def make_optimizer(params: list[nn.Parameter], cfg: TrainConfig,
+                   device: torch.device) -> torch.optim.Optimizer:
+    """Adam, fused into a few kernels where this torch supports it on ``device``."""
     try:
-        return _train(cfg, resume, log if world.is_main else (lambda _msg: None), world)
-    finally:
-        leave(world)
-
-
-def _train(cfg: TrainConfig, resume: bool, log, world: World) -> dict[str, Any]:
-    cfg = replace(cfg, params=dict(cfg.params))
-    device = join(world, pick_device(cfg.device))
-    check_precision(cfg.precision, device)
-    torch.manual_seed(cfg.seed)
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    extractor = get_feature(cfg.feature, **cfg.params).to(device)
-    cfg.params = extractor.params
-    cfg.image_size = cfg.image_size or extractor.spec.image_size or DEFAULT_IMAGE_SIZE
-    layout = extractor.layout(cfg.image_size, cfg.image_size)
-    encoder = _trainable_encoder(extractor) if cfg.finetune_encoder else None
-    cache = None
-    if cfg.feature_cache:
-        cache = FeatureCache(cfg.feature_cache, extractor, cfg.image_size, cfg.cache_dtype,
-                             writer=world.rank)
-
-    skipped: list[str] = []
-    train_files = scan_folder(cfg.data, cfg.limit, on_error=skipped.append)
-    val_files = scan_folder(cfg.val, cfg.val_limit, on_error=skipped.append) if cfg.val else None
-    for message in skipped:
-        log(f"skipping {message}")
-    cached = cache is not None
-    train_ds = ImageFolder(train_files, cfg.image_size, train=True, seed=cfg.seed,
-                           crop_scale=cfg.crop_scale, variants=cfg.cache_variants if cached else 0,
-                           with_names=cached)
-    batches = EpochBatches(len(train_ds), cfg.batch_size, cfg.seed, rank=world.rank,
-                           world=world.size)
-    loader = _loader(train_ds, batches, cfg, device)
-    val_loader = None
-    if val_files and world.is_main:
-        val_loader = _loader(ImageFolder(val_files, cfg.image_size, train=False,
-                                         with_names=cached), None, cfg, device)
-
-    decoder = build_decoder(extractor.spec, layout, cfg.image_size, cfg.preset, cfg.width).to(device)
-    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    decoder.to(memory_format=memory_format)
-    scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
-    trained = list(decoder.parameters()) + (list(encoder.parameters()) if encoder else [])
-    opt = torch.optim.Adam(trained, lr=cfg.lr, betas=cfg.betas)
-    steps_per_epoch = batches.batches_per_epoch()
-    total = steps_per_epoch * cfg.epochs
-    step, history = 0, []
-
-    if resume and (out / STATE_FILE).exists():
-        step, history = _resume(out, decoder, encoder, opt, cfg)
-        log(f"resuming at step {step}/{total} from {out / STATE_FILE}")
-    else:
-        with torch.no_grad():  # feature statistics from one batch of centre crops
-            stats_ds = ImageFolder(train_files[: max(cfg.batch_size, 64)], cfg.image_size, False)
-            x = to_float(torch.stack([stats_ds[i] for i in range(len(stats_ds))]), device)
-            decoder.set_feature_stats(extractor(x))
-        if world.is_main:
-            (out / METRICS_FILE).unlink(missing_ok=True)
-    n_params = sum(p.numel() for p in decoder.parameters())
-    log(f"training a {cfg.preset} decoder ({n_params / 1e6:.2f} M parameters) for "
-        f"{cfg.feature} ({layout}) at {cfg.image_size} px on {len(train_ds)} images, {device}"
-        + (f" x {world.size} processes" if world.distributed else "")
-        + (", fine-tuning the encoder" if encoder else ""))
-
-    model: nn.Module = TrainStep(extractor, decoder, encoder, cfg.precision, memory_format)
-    if world.distributed:
-        model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
-                                        else None)
-    if cfg.compile:
-        model = torch.compile(model)
-
-    def save(metrics: dict | None) -> None:
-        """Write both checkpoint files (rank 0), refusing to replace good ones with NaNs."""
-        if not world.is_main:
-            return
-        if not all(torch.isfinite(p).all() for p in trained):
-            raise FeatinvError(f"The weights became NaN or infinite by step {step}; the last "
-                               f"checkpoint in {out} is kept. Try a lower --lr.")
-        meta = decoder_metadata(extractor, decoder, training=_config_json(cfg),
-                                metrics=metrics or (history[-1] if history else None),
-                                progress={"step": step, "total_steps": total,
-                                          "world_size": world.size})
-        tensors, opt_json = _state_tensors(opt)
-        if encoder is not None:
-            tensors.update({f"encoder.{k}": v for k, v in encoder.state_dict().items()})
-        state_meta = {"format": checkpoint.STATE_FORMAT, "format_version": checkpoint.FORMAT_VERSION,
-                      "step": step, "history": history, "config": _config_json(cfg), **opt_json}
-        try:
-            save_decoder(decoder, out / DECODER_FILE, meta, encoder)
-            checkpoint.atomic_save({**tensors, **{f"decoder.{k}": v for k, v in
-                                                  decoder.state_dict().items()}},
-                                   out / STATE_FILE, state_meta)
-        except OSError as exc:
-            raise FeatinvError(f"Could not write the checkpoint in {out} at step {step} "
-                               f"({exc.strerror or exc}); the previous checkpoint there is intact. "
-                               "Free some space and continue with --resume.") from None
-
-    decoder.train()  # a fine-tuned encoder stays in eval mode (see _trainable_encoder)
-    while step < total:
-        epoch, start = divmod(step, steps_per_epoch)
-        train_ds.set_epoch(epoch)
-        batches.set_epoch(epoch, start)
-        t0, done_before, loss_value = time.perf_counter(), start, float("nan")
-        for batch in loader:
-            for group in opt.param_groups:
-                group["lr"] = lr_at(cfg, step, total)
-            x, feats = _unpack(batch, device, extractor, cache)  # feats None: computed in the step
-            loss = optimizer_step(model, opt, x, feats, scaler)
-            step += 1
-            in_epoch = step - epoch * steps_per_epoch
-            if in_epoch % 10 == 0 or in_epoch == steps_per_epoch:
-                loss_value = mean_over_ranks(loss.detach(), world).item()  # the only sync
-                if not math.isfinite(loss_value):
-                    raise FeatinvError(f"Loss became {loss_value} at step {step}; the last "
-                                       f"checkpoint in {out} is kept. Try a lower --lr.")
-                if world.is_main:
-                    seen = min(in_epoch * cfg.batch_size, len(train_ds))
-                    _progress(epoch, cfg.epochs, seen, len(train_ds), loss_value,
-                              (in_epoch - done_before) * cfg.batch_size / (time.perf_counter() - t0))
-            if cfg.save_every and step % cfg.save_every == 0 and step % steps_per_epoch:
-                save(None)
-        if world.is_main:
-            sys.stderr.write("\n")
-        record = {"epoch": epoch + 1, "step": step, "train_loss": loss_value,
-                  "images_per_second": (steps_per_epoch - done_before) * cfg.batch_size
-                  / (time.perf_counter() - t0), "lr": opt.param_groups[0]["lr"]}
-        if cache is not None:
-            cache.flush()
-            record["cache_hit_rate"] = cache.hits / max(cache.hits + cache.misses, 1)
-        if val_loader is not None:
-            metrics, x, y = validate(extractor, decoder, val_loader, device, cache)
-            record.update({f"val_{k}": v for k, v in metrics.items()})
-            save_png(make_grid([x[: cfg.preview], y[: cfg.preview]]),
-                     out / f"val_epoch{epoch + 1:03d}.png")
-            log(f"epoch {epoch + 1}: val normalized error {metrics['normalized_error']:.4f}, "
-                f"PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.3f}")
-        history.append(record)
-        if world.is_main:
-            with open(out / METRICS_FILE, "a") as f:
-                f.write(json.dumps(record) + "\n")
-        save(record)
-        barrier(world)  # the others wait for rank 0's validation and checkpoint
-        if cache is not None:
-            cache.refresh()  # see the features the other processes computed
-    return history[-1] if history else {}
-
-
-def _config_json(cfg: TrainConfig) -> dict[str, Any]:
-    return json.loads(json.dumps(asdict(cfg)))
+        return torch.optim.Adam(params, lr=effective_lr(cfg), betas=cfg.betas, fused=True)
+    except (RuntimeError, TypeError, ValueError):
+        return torch.optim.Adam(params, lr=effective_lr(cfg), betas=cfg.betas, foreach=True)
 
 
 def _trainable_encoder(extractor) -> torch.nn.Module:
@@ -385,19 +367,370 @@ def _trainable_encoder(extractor) -> torch.nn.Module:
     return module
 
 
-def _resume(out: Path, decoder: Decoder, encoder, opt, cfg: TrainConfig) -> tuple[int, list]:
-    tensors, meta = checkpoint.load(out / STATE_FILE, checkpoint.STATE_FORMAT)
-    stored = meta.get("config", {})
-    for key in ("feature", "params", "image_size", "preset", "width", "batch_size",
-                "finetune_encoder"):
-        if stored.get(key) != _config_json(cfg).get(key):
-            raise CheckpointError(f"Cannot resume {out}: it was trained with {key}="
-                                  f"{stored.get(key)!r}, this run asks for "
-                                  f"{_config_json(cfg).get(key)!r}.")
-    weights = {k[len("decoder."):]: v for k, v in tensors.items() if k.startswith("decoder.")}
-    decoder.load_state_dict(weights)
-    if encoder is not None:
-        encoder.load_state_dict({k[len("encoder."):]: v for k, v in tensors.items()
-                                 if k.startswith("encoder.")})
-    _load_state(opt, tensors, meta["param_groups"])
-    return int(meta["step"]), list(meta.get("history", []))
+@torch.no_grad()
+def validate(extractor, decoder: Decoder, val: ValImages, batch_size: int, device,
+             cache: FeatureCache | None = None) -> tuple[dict, torch.Tensor, torch.Tensor]:
+    """Metrics over the validation images, and the images and reconstructions for previews."""
+    decoder.eval()
+    xs, ys = [], []
+    for x, names in val.batches(batch_size, device):
+        feats = cache.features(names, x, extractor) if cache is not None else extractor(x)
+        ys.append(decoder(feats, size=x.shape[-2:]).float().clamp(0, 1).cpu())
+        xs.append(x.cpu())
+    decoder.train()
+    x, y = torch.cat(xs), torch.cat(ys)
+    return ({"normalized_error": normalized_error(x, y), "psnr": float(psnr(x, y).mean()),
+             "ssim": float(ssim(x, y).mean()), "n_images": x.shape[0]}, x, y)
+
+
+# -- the run ----------------------------------------------------------------------------------
+
+def train(cfg: TrainConfig, resume: bool = False, log=print) -> dict[str, Any]:
+    """Train a decoder for ``cfg.feature``; returns the last validation metrics (or the last
+    epoch's record when there is no validation folder).
+
+    Under torchrun every process runs this; rank 0 logs, validates and writes checkpoints.
+    SIGINT/SIGTERM save the run and raise ``Interrupted``.
+    """
+    check_config(cfg)
+    world = world_from_env()
+    try:
+        with Run(cfg, resume, log if world.is_main else (lambda _msg: None), world) as run:
+            return run.fit()
+    finally:
+        leave(world)
+
+
+class Run:
+    """One training run: set up in ``__init__`` (configuration, data, model), trained by
+    ``fit`` (the loop), saved by ``save``. A context manager: it holds the run folder's lock
+    and the signal handlers while it lives."""
+
+    def __init__(self, cfg: TrainConfig, resume: bool, log, world: World):
+        self.log, self.world = log, world
+        self.device = join(world, pick_device(cfg.device))
+        cfg = resolve_defaults(replace(cfg, params=dict(cfg.params)), self.device, world)
+        check_precision(cfg.precision, self.device)
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        torch.manual_seed(cfg.seed)
+        self.folder = RunFolder(Path(cfg.out), (DECODER_FILE, STATE_FILE, METRICS_FILE),
+                                active=world.is_main)
+        self.folder.claim(resume=resume, overwrite=cfg.overwrite, state_file=STATE_FILE)
+        self.stop_signal: int | None = None
+        try:
+            self._setup(cfg, resume)
+        except BaseException:
+            self.folder.release()
+            raise
+
+    def _setup(self, cfg: TrainConfig, resume: bool) -> None:
+        # representation
+        extractor = get_feature(cfg.feature, **cfg.params).to(self.device)
+        extractor.check_finite_input = False  # images come from uint8: finite, and no sync
+        cfg.params = extractor.params
+        cfg.image_size = cfg.image_size or extractor.spec.image_size or DEFAULT_IMAGE_SIZE
+        check_config(cfg)
+        self.extractor, self.layout = extractor, extractor.layout(cfg.image_size, cfg.image_size)
+        self.encoder = _trainable_encoder(extractor) if cfg.finetune_encoder else None
+        self.cache = None
+        if cfg.feature_cache:
+            self.cache = FeatureCache(cfg.feature_cache, extractor, cfg.image_size,
+                                      cfg.cache_dtype, writer=self.world.rank)
+        # data
+        self.data = load_data(cfg, self.device, self.world, self.log)
+        # model
+        decoder = build_decoder(extractor.spec, self.layout, cfg.image_size, cfg.preset,
+                                cfg.width).to(self.device)
+        cfg.width = decoder.config.get("width", cfg.width)
+        self.cfg = cfg
+        self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+        self.decoder = decoder.to(memory_format=self.memory_format)
+        self.trained = list(decoder.parameters()) + (list(self.encoder.parameters())
+                                                     if self.encoder else [])
+        self.opt = make_optimizer(self.trained, cfg, self.device)
+        self.scaler = (torch.amp.GradScaler(self.device.type) if cfg.precision == "fp16"
+                       else None)
+        self.steps_per_epoch = self.data.sampler.batches_per_epoch()
+        self.total = self.steps_per_epoch * cfg.epochs
+        self.warmup = warmup_steps(cfg, self.steps_per_epoch)
+        self.step, self.history = 0, []
+        if resume and (self.folder.path / STATE_FILE).exists():
+            self._resume()
+            self.log(f"resuming at step {self.step}/{self.total} from "
+                     f"{self.folder.path / STATE_FILE}")
+        else:
+            self._init_feature_stats()
+        model: nn.Module = TrainStep(extractor, decoder, self.encoder, cfg.precision,
+                                     self.memory_format)
+        if self.world.distributed:
+            model = DistributedDataParallel(model, device_ids=[self.device.index]
+                                            if self.device.type == "cuda" else None)
+        self.model = torch.compile(model) if cfg.compile else model
+        self._log_start()
+
+    def _log_start(self) -> None:
+        cfg = self.cfg
+        n_params = sum(p.numel() for p in self.decoder.parameters())
+        self.log(f"training a {cfg.preset} decoder ({n_params / 1e6:.2f} M parameters) for "
+                 f"{cfg.feature} ({self.layout}) at {cfg.image_size} px on {self.data.n_train} "
+                 f"images, {self.device}"
+                 + (f" x {self.world.size} processes" if self.world.distributed else "")
+                 + (", fine-tuning the encoder" if self.encoder else ""))
+        self.log(f"settings: precision {cfg.precision}, channels_last {cfg.channels_last}, "
+                 + (f"{cfg.threads} CPU threads, " if self.device.type == "cpu" else "")
+                 + f"batch {cfg.batch_size}, lr {effective_lr(cfg):.3g}"
+                 + (f" after {self.warmup} warm-up steps" if self.warmup else "")
+                 + f", images {self.data.where}")
+
+    def _init_feature_stats(self) -> None:
+        """Feature statistics from one batch of training images (the first ones, uncropped
+        centres); also the one check that the plugin's features are finite."""
+        n = min(self.data.n_train, max(self.cfg.batch_size, 64))
+        centres = ValImages(scan_folder(self.cfg.data, n), self.cfg.image_size,
+                            on_error=lambda _message: None)
+        with torch.no_grad():
+            x = centres.images.to(self.device).float().div_(255.0)
+            feats = self.extractor(x)
+            if not bool(torch.isfinite(feats).all()):
+                spec = self.extractor.spec
+                raise PluginError(f"{spec.name} (plugin {spec.plugin}) returned NaN or "
+                                  "infinite features for finite training images; fix the "
+                                  "representation before training on it.")
+            self.decoder.set_feature_stats(feats)
+        if self.world.is_main:
+            (self.folder.path / METRICS_FILE).unlink(missing_ok=True)
+
+    def _resume(self) -> None:
+        path = self.folder.path / STATE_FILE
+        meta = checkpoint.read_meta(path, checkpoint.STATE_FORMAT)
+        stored, now = meta.get("config", {}), _config_json(self.cfg)
+        if stored.get("width") is None:  # older runs stored the preset's default as null
+            stored = {**stored, "width": PRESETS.get(stored.get("preset"), {}).get("width")}
+        for key in ("feature", "params", "image_size", "preset", "width", "batch_size",
+                    "finetune_encoder"):
+            if stored.get(key) != now.get(key):
+                raise CheckpointError(f"Cannot resume {self.folder.path}: it was trained with "
+                                      f"{key}={stored.get(key)!r}, this run asks for "
+                                      f"{now.get(key)!r}. Use the same setting, or train into "
+                                      "another --out.")
+        modules = {"decoder": self.decoder, **({"encoder": self.encoder} if self.encoder else {})}
+        meta = checkpoint.load_train_state(path, modules, {checkpoint.OPTIMIZER_PREFIX: self.opt})
+        self.step, self.history = int(meta["step"]), list(meta.get("history", []))
+        if self.world.is_main:  # records after the checkpoint belong to lost steps
+            self.folder.write_text(METRICS_FILE, "".join(json.dumps(r) + "\n"
+                                                         for r in self.history))
+
+    # -- the loop -----------------------------------------------------------------------------
+    def fit(self) -> dict[str, Any]:
+        cfg, data = self.cfg, self.data
+        last_save = time.monotonic()
+        trained_since_val, val_seconds = 0.0, None
+        self.decoder.train()  # a fine-tuned encoder stays in eval mode (see _trainable_encoder)
+        while self.step < self.total:
+            epoch, start = divmod(self.step, self.steps_per_epoch)
+            data.sampler.set_epoch(epoch, start)
+            draw = epoch % cfg.cache_variants if self.cache is not None else epoch
+            t0, done_before = time.perf_counter(), start
+            running = torch.zeros((), device=self.device)
+            since_read, loss_value = 0, float("nan")
+            with _progress(self.steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}",
+                           self.world.is_main, initial=start) as bar:
+                for indices, images, names in data.source.batches(data.sampler):
+                    for group in self.opt.param_groups:
+                        group["lr"] = lr_at(cfg, self.step, self.total, self.warmup)
+                    x, feats = self._batch(indices, images, names, draw)
+                    loss = optimizer_step(self.model, self.opt, x, feats, self.scaler)
+                    running += loss.detach()
+                    self.step, since_read = self.step + 1, since_read + 1
+                    in_epoch = self.step - epoch * self.steps_per_epoch
+                    last = in_epoch == self.steps_per_epoch
+                    if since_read == cfg.log_every or last:
+                        loss_value = self._read_loss(running / since_read)
+                        running.zero_()
+                        bar.update(since_read)
+                        bar.set_postfix(loss=f"{loss_value:.4f}")
+                        since_read = 0
+                    if self._should_stop(since_read == 0):
+                        self.save(None)
+                        raise self._interrupted()
+                    if (cfg.save_every and self.step % cfg.save_every == 0) or \
+                            time.monotonic() - last_save > cfg.save_minutes * 60:
+                        if self.step != self.total:  # the final save follows validation
+                            self.save(None)
+                            last_save = time.monotonic()
+            seconds = time.perf_counter() - t0
+            record = {"epoch": epoch + 1, "step": self.step, "train_loss": loss_value,
+                      "images_per_second": (self.steps_per_epoch - done_before)
+                      * cfg.batch_size / seconds, "lr": self.opt.param_groups[0]["lr"]}
+            trained_since_val += seconds
+            if self.cache is not None:
+                self.cache.flush()
+                record["cache_hit_rate"] = self.cache.hits / max(self.cache.hits
+                                                                 + self.cache.misses, 1)
+            if data.val is not None and self._validate_now(epoch, trained_since_val,
+                                                           val_seconds, record):
+                t_val = time.perf_counter()
+                record.update(self._validation(epoch))
+                val_seconds, trained_since_val = time.perf_counter() - t_val, 0.0
+            self.history.append(record)
+            if self.world.is_main:
+                self.folder.append_text(METRICS_FILE, json.dumps(record) + "\n")
+            if self.step == self.total:
+                self.save(record)
+                last_save = time.monotonic()
+            barrier(self.world)  # the others wait for rank 0's validation and checkpoint
+            if self.cache is not None:
+                self.cache.refresh()  # see the features the other processes computed
+        validated = [r for r in self.history if "val_normalized_error" in r]
+        return validated[-1] if validated else (self.history[-1] if self.history else {})
+
+    def _batch(self, indices, images, names, draw: int):
+        """Augmented images ``(B, 3, S, S)`` on the device and, with a cache, their features."""
+        cfg = self.cfg
+        sizes = (self.data.sizes and [self.data.sizes[i] for i in indices]) or \
+            [(img.shape[2], img.shape[1]) for img in images]
+        crops = [crop_plan(cfg.seed, draw, i, w, h, cfg.crop_scale)
+                 for i, (w, h) in zip(indices, sizes)]
+        x = augment(images, crops, cfg.image_size, self.device)
+        if self.cache is None:
+            return x, None
+        keys = [f"{name}@{c.name()}" for name, c in zip(names, crops)]
+        return x, self.cache.features(keys, x, self.extractor)
+
+    def _read_loss(self, mean_loss: torch.Tensor) -> float:
+        """The loss averaged since the last read, over all processes (a device sync)."""
+        value = mean_over_ranks(mean_loss, self.world).item()
+        if not math.isfinite(value):
+            raise FeatinvError(f"Loss became {value} at step {self.step}; "
+                               + self.folder.kept_message() + " Try a lower --lr.")
+        return value
+
+    def _validate_now(self, epoch: int, trained: float, val_seconds: float | None,
+                      record: dict) -> bool:
+        if epoch + 1 == self.cfg.epochs:
+            return True
+        if self.cfg.val_every:
+            return (epoch + 1) % self.cfg.val_every == 0
+        if val_seconds is None:  # not measured yet: forward-only costs about a third of a step
+            val_seconds = len(self.data.val) / (3 * record["images_per_second"])
+            return epoch == 0 or trained >= 19 * val_seconds
+        return trained >= 19 * val_seconds
+
+    def _validation(self, epoch: int) -> dict[str, Any]:
+        metrics, x, y = validate(self.extractor, self.decoder, self.data.val,
+                                 self.cfg.batch_size, self.device, self.cache)
+        self.folder.save_png(make_grid([x[: self.cfg.preview], y[: self.cfg.preview]]),
+                             f"val_epoch{epoch + 1:03d}.png")
+        self.log(f"epoch {epoch + 1}: val normalized error {metrics['normalized_error']:.4f}, "
+                 f"PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.3f}")
+        return {f"val_{k}": v for k, v in metrics.items()}
+
+    # -- stopping and saving ------------------------------------------------------------------
+    def _on_signal(self, signum, _frame) -> None:
+        if self.stop_signal is not None:  # a second signal: stop now, without saving
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+        self.stop_signal = signum
+
+    def _should_stop(self, synced: bool) -> bool:
+        """Whether a signal asked to stop; across processes only at steps where all of them
+        check (those that read the loss), so that they stop at the same step."""
+        if not self.world.distributed:
+            return self.stop_signal is not None
+        if not synced:
+            return False
+        flag = torch.tensor(float(self.stop_signal or 0), device=self.device)
+        return bool(mean_over_ranks(flag, self.world).item() > 0)
+
+    def _interrupted(self) -> Interrupted:
+        signum = self.stop_signal or signal.SIGINT
+        name = signal.Signals(signum).name
+        return Interrupted(f"Interrupted by {name} at step {self.step}/{self.total}; saved "
+                           f"{self.folder.path}. Continue with the same command and --resume.",
+                           signum)
+
+    def save(self, metrics: dict | None) -> None:
+        """Write both checkpoint files (rank 0), refusing to replace good ones with NaNs."""
+        if not self.world.is_main:
+            return
+        if not all(bool(torch.isfinite(p).all()) for p in self.trained):
+            raise FeatinvError(f"The weights became NaN or infinite by step {self.step}; "
+                               + self.folder.kept_message() + " Try a lower --lr.")
+        cfg_json = _config_json(self.cfg)
+        validated = [r for r in self.history if "val_normalized_error" in r]
+        meta = checkpoint.decoder_metadata(
+            self.extractor, self.decoder, training=cfg_json,
+            metrics=metrics if metrics and "val_normalized_error" in metrics
+            else (validated[-1] if validated else metrics or None),
+            progress={"step": self.step, "total_steps": self.total,
+                      "world_size": self.world.size})
+        modules = {"decoder": self.decoder, **({"encoder": self.encoder} if self.encoder else {})}
+        state = {"step": self.step, "history": self.history, "config": cfg_json}
+        self.folder.write(
+            lambda: (checkpoint.save_decoder(self.decoder, self.folder.path / DECODER_FILE, meta,
+                                             self.encoder),
+                     checkpoint.save_train_state(self.folder.path / STATE_FILE, modules,
+                                                 {checkpoint.OPTIMIZER_PREFIX: self.opt}, state)),
+            f"at step {self.step}")
+
+    def __enter__(self) -> "Run":
+        self._old_handlers = {}
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self._old_handlers[signum] = signal.signal(signum, self._on_signal)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for signum, handler in self._old_handlers.items():
+            signal.signal(signum, handler)
+        self.folder.release()
+
+
+def _config_json(cfg: TrainConfig) -> dict[str, Any]:
+    return json.loads(json.dumps(asdict(cfg)))
+
+
+class _progress:
+    """A tqdm bar on a terminal; in logs (stderr not a terminal) a plain line every 30 s.
+
+    Only the main process reports; ``update`` and ``set_postfix`` are cheap no-ops otherwise.
+    """
+
+    def __init__(self, total: int, desc: str, active: bool, initial: int = 0):
+        self.total, self.desc, self.active, self.n = total, desc, active, initial
+        self.bar, self.postfix, self.t0, self.last = None, "", time.monotonic(), time.monotonic()
+        if active and sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, initial=initial, desc=desc, unit="step", leave=True,
+                            dynamic_ncols=True)
+
+    def __enter__(self) -> "_progress":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        elif self.active and self.n and time.monotonic() - self.t0 > 30:
+            self._line()
+
+    def remaining(self) -> int:
+        return max(self.total - self.n, 0)
+
+    def update(self, n: int) -> None:
+        n = min(n, self.remaining())
+        self.n += n
+        if self.bar is not None:
+            self.bar.update(n)
+        elif self.active and time.monotonic() - self.last > 30:
+            self._line()
+
+    def set_postfix(self, **values) -> None:
+        self.postfix = ", ".join(f"{k} {v}" for k, v in values.items())
+        if self.bar is not None:
+            self.bar.set_postfix(values, refresh=False)
+
+    def _line(self) -> None:
+        self.last = time.monotonic()
+        print(f"{self.desc}: {self.n}/{self.total} {self.postfix}", file=sys.stderr, flush=True)

@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file
 
 import featinv
-from featinv.data import ImageFolder, scan_folder
+from featinv.data import TrainImages, crop_plan, scan_folder
 from featinv.errors import FeatinvError
 from featinv.feature_cache import FeatureCache
 from featinv.train import TrainConfig, train
@@ -111,25 +111,33 @@ def test_float16_overflow_is_refused(tmp_path, lbp):
         cache.features(["a"], images(1), lambda x: lbp(x) * 1e6)
 
 
+def _names(folder, draw):
+    """The cache names training gives each image's crop in ``draw`` (digest of the bytes, crop)."""
+    images = TrainImages(scan_folder(folder), None, with_names=True)
+    names = []
+    for i in range(len(images)):
+        _, img, digest = images[i]
+        names.append(f"{digest}@{crop_plan(0, draw, i, img.shape[2], img.shape[1], (1.0, 1.0)).name()}")
+    return names
+
+
 def test_names_follow_file_content_and_crop(tmp_path):
     paths = write_images(tmp_path / "data", 3)
-    ds = ImageFolder(scan_folder(tmp_path / "data"), 16, train=True, variants=2,
-                     with_names=True)
-    names = {e: [ds[i][1] for i in range(3)] for e in range(3) if not ds.set_epoch(e)}
-    assert names[0] == names[2] and names[0] != names[1]  # two crops, cycled
-    paths[0].rename(tmp_path / "data" / "renamed.png")  # a renamed file keeps its name...
-    ds = ImageFolder(scan_folder(tmp_path / "data"), 16, train=False, with_names=True)
-    digests = {ds[i][1].split("@")[0] for i in range(3)}
-    assert {n.split("@")[0] for n in names[0]} == digests
+    first, second = _names(tmp_path / "data", 0), _names(tmp_path / "data", 1)
+    assert first == _names(tmp_path / "data", 0) and first != second  # crops differ per draw
+    paths[0].rename(tmp_path / "data" / "renamed.png")  # a renamed file keeps its digest...
+    digests = {n.split("@")[0] for n in _names(tmp_path / "data", 0)}
+    assert {n.split("@")[0] for n in first} == digests
     write_images(tmp_path / "other", 1, seed=5)[0].replace(tmp_path / "data" / "renamed.png")
-    assert {ds[i][1].split("@")[0] for i in range(3)} != digests  # ...an edited one does not
+    assert {n.split("@")[0] for n in _names(tmp_path / "data", 0)} != digests  # ...an edited one not
 
 
 def test_training_with_a_warm_cache_gives_the_same_decoder(tmp_path):
     write_images(tmp_path / "data", 16)
     common = dict(feature="lbp", data=str(tmp_path / "data"), val=str(tmp_path / "data"),
                   image_size=32, epochs=3, batch_size=8, workers=0, device="cpu", val_limit=8,
-                  feature_cache=str(tmp_path / "cache"), cache_variants=2, cache_dtype="float32")
+                  feature_cache=str(tmp_path / "cache"), cache_variants=2, cache_dtype="float32",
+                  val_every=1)
     cold = train(TrainConfig(out=str(tmp_path / "cold"), **common), log=lambda m: None)
     # epoch 3 reuses epoch 1's crops, validation reuses epoch 1's (and, with these small images,
     # a few crops of epoch 2 happen to equal epoch 1's)
