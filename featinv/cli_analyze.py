@@ -9,7 +9,13 @@ from pathlib import Path
 
 import click
 
-from .cli_options import device_option
+from .cli_options import POSITIVE, device_option
+from .errors import printable
+
+MAX_PICTURES = 256  # images one strip or grid of analyze may hold
+PICTURES = click.IntRange(1, MAX_PICTURES)
+overwrite_option = click.option("--overwrite", is_flag=True, help="Replace output files that "
+                                "exist already (inputs are never replaced).")
 
 
 def _load(source: str, device: str):
@@ -24,9 +30,22 @@ def _size(decoder) -> int:
 
 
 def _write_json(data: dict, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2) + "\n")
-    return path
+    from .outputs import write_output
+
+    text = json.dumps(data, indent=2) + "\n"
+    return write_output(path, lambda tmp: Path(tmp).write_text(text))
+
+
+def _check_outputs(targets, inputs, overwrite: bool, data=None) -> None:
+    """Refuse outputs onto inputs (decoder files, images, the photos below ``data``) and onto
+    existing files without ``--overwrite``, before any work."""
+    from .outputs import check_targets, with_data_images
+
+    check_targets(targets, [*inputs, *with_data_images(data)], overwrite)
+
+
+def _echo_path(path) -> None:
+    click.echo(printable(path))
 
 
 @click.group("analyze")
@@ -37,7 +56,7 @@ def analyze() -> None:
 @analyze.command("perturb")
 @click.argument("decoders", nargs=-1, required=True)
 @click.option("--data", required=True, type=click.Path(), help="Folder of test images.")
-@click.option("--limit", type=int, default=100, show_default=True, help="Images used.")
+@click.option("--limit", type=POSITIVE, default=100, show_default=True, help="Images used.")
 @click.option("--perturbation", "-p", "names", multiple=True,
               help="Perturbation(s) to apply (default: all). See featinv.perturb.")
 @click.option("--autoencoder", "-a", multiple=True, type=click.Path(),
@@ -46,20 +65,24 @@ def analyze() -> None:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", "-o", default="perturb", show_default=True, type=click.Path(),
               help="Output folder: perturb.json and perturb.png.")
+@overwrite_option
 @device_option
-def perturb_cmd(decoders, data, limit, names, autoencoder, seed, out, device) -> None:
+def perturb_cmd(decoders, data, limit, names, autoencoder, seed, out, overwrite, device) -> None:
     """Reconstruction error per DECODER (one per layer) under each feature perturbation."""
     from .analysis import perturbation_errors
     from .evaluate import load_square_images
     from .plots import perturbation_chart
 
+    folder = Path(out)
+    _check_outputs([folder / "perturb.json", folder / "perturb.png"], [*decoders, *autoencoder],
+                   overwrite, data)
     images: dict[int, object] = {}
 
     def images_at(size: int):
         """The test photos at one decoder size, read once per size."""
         if size not in images:
-            images[size] = load_square_images(data, size, limit,
-                                              lambda m: click.echo(f"Error: {m}", err=True))[0]
+            images[size] = load_square_images(
+                data, size, limit, lambda m: click.echo(f"Error: {printable(m)}", err=True))[0]
         return images[size]
 
     rows = []
@@ -69,7 +92,8 @@ def perturb_cmd(decoders, data, limit, names, autoencoder, seed, out, device) ->
                                      list(names) or None, seed)
         rows.append({"layer": decoder.meta["feature"]["name"], "decoder": source,
                      "errors": errors})
-        click.echo(f"{rows[-1]['layer']}: " + ", ".join(f"{k} {v:.3f}" for k, v in errors.items()))
+        click.echo(f"{printable(rows[-1]['layer'])}: "
+                   + ", ".join(f"{k} {v:.3f}" for k, v in errors.items()))
     auto = []
     for source in autoencoder:
         extractor, decoder = _load(source, device)
@@ -78,45 +102,48 @@ def perturb_cmd(decoders, data, limit, names, autoencoder, seed, out, device) ->
         auto.append({"layer": decoder.meta["feature"]["name"], "decoder": source, "error": err})
     result = {"data": str(data), "n_images": len(next(iter(images.values()))), "seed": seed,
               "layers": rows, "autoencoder": auto}
-    folder = Path(out)
-    click.echo(str(_write_json(result, folder / "perturb.json")))
-    click.echo(str(perturbation_chart(result, folder / "perturb.png")))
+    _echo_path(_write_json(result, folder / "perturb.json"))
+    _echo_path(perturbation_chart(result, folder / "perturb.png"))
 
 
 @analyze.command("interpolate")
 @click.argument("decoder")
 @click.argument("image_a")
 @click.argument("image_b")
-@click.option("--steps", type=int, default=8, show_default=True)
+@click.option("--steps", type=click.IntRange(2, MAX_PICTURES), default=8, show_default=True)
 @click.option("--out", "-o", default="interpolation.png", show_default=True, type=click.Path())
+@overwrite_option
 @device_option
-def interpolate_cmd(decoder, image_a, image_b, steps, out, device) -> None:
+def interpolate_cmd(decoder, image_a, image_b, steps, out, overwrite, device) -> None:
     """Decode features interpolated between IMAGE_A and IMAGE_B: a strip A | steps | B."""
     import torch
 
     from .analysis import interpolate
     from .images import load_square, make_grid, save_png
 
+    _check_outputs([out], [decoder, image_a, image_b], overwrite)
     extractor, dec = _load(decoder, device)
     a, b = (load_square(p, _size(dec)) for p in (image_a, image_b))
     strip = interpolate(extractor, dec, a, b, steps).cpu()
-    click.echo(str(save_png(make_grid([torch.cat([a[None], strip, b[None]])]), Path(out))))
+    _echo_path(save_png(make_grid([torch.cat([a[None], strip, b[None]])]), Path(out)))
 
 
 @analyze.command("sample")
 @click.argument("decoder")
 @click.option("--data", required=True, type=click.Path(),
               help="Images whose features the sampler imitates.")
-@click.option("--limit", type=int, default=256, show_default=True)
+@click.option("--limit", type=POSITIVE, default=256, show_default=True)
 @click.option("--method", type=click.Choice(["histogram", "gaussian"]), default="histogram",
               show_default=True, help="Per-dimension histograms, or one truncated Gaussian.")
-@click.option("--n", "count", type=int, default=8, show_default=True, help="Samples drawn.")
+@click.option("--n", "count", type=PICTURES, default=8, show_default=True, help="Samples drawn.")
 @click.option("--contrast", type=float, default=2.0, show_default=True,
               help="Factor the samples are multiplied by (the paper's alpha).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", "-o", default="samples.png", show_default=True, type=click.Path())
+@overwrite_option
 @device_option
-def sample_cmd(decoder, data, limit, method, count, contrast, seed, out, device) -> None:
+def sample_cmd(decoder, data, limit, method, count, contrast, seed, out, overwrite,
+               device) -> None:
     """Images decoded from random feature vectors."""
     import torch
 
@@ -125,42 +152,48 @@ def sample_cmd(decoder, data, limit, method, count, contrast, seed, out, device)
     from .images import make_grid, save_png
     from .inversion import decode, encode
 
+    _check_outputs([out], [decoder], overwrite, data)
     extractor, dec = _load(decoder, device)
     x, _ = load_square_images(data, _size(dec), limit)
     feats = torch.cat([encode(extractor, dec, x[i:i + 32]).cpu() for i in range(0, len(x), 32)])
     sampler = FeatureSampler(feats)
     draw = sampler.histogram if method == "histogram" else sampler.gaussian
     images = decode(dec, draw(count, contrast, seed)).cpu()
-    click.echo(str(save_png(make_grid([images]), Path(out))))
+    _echo_path(save_png(make_grid([images]), Path(out)))
 
 
 @analyze.command("topk")
 @click.argument("decoder")
 @click.argument("images", nargs=-1, required=True)
-@click.option("-k", type=int, default=5, show_default=True)
+@click.option("-k", type=POSITIVE, default=5, show_default=True)
 @click.option("--out", "-o", default="topk", show_default=True, type=click.Path(),
               help="Folder: one strip per image (input | all | top k | all but top k) and "
                    "topk.json with the errors.")
+@overwrite_option
 @device_option
-def topk_cmd(decoder, images, k, out, device) -> None:
+def topk_cmd(decoder, images, k, out, overwrite, device) -> None:
     """Reconstruct from all class scores, only the top K, and all but the top K."""
     import torch
 
     from .analysis import TOPK_VARIANTS, topk_variants
-    from .images import image_stem, iter_paths, load_square, make_grid, save_png
+    from .images import load_square, make_grid, save_png
     from .inversion import decode, encode
     from .metrics import reconstruction_distances
+    from .outputs import plan_inputs
 
-    extractor, dec = _load(decoder, device)
     folder = Path(out)
-    paths = iter_paths(images)
+    inputs = plan_inputs(images)
+    targets = {item.path: folder / f"{item.stem}.topk.png" for item in inputs}
+    _check_outputs([*targets.values(), folder / "topk.json"],
+                   [decoder, *(item.path for item in inputs)], overwrite)
+    extractor, dec = _load(decoder, device)
     rows = {}
-    for path in paths:
+    for path in targets:
         x = load_square(path, _size(dec))[None]
         variants = topk_variants(encode(extractor, dec, x), k)
         recon = {name: decode(dec, f).cpu() for name, f in variants.items()}
         strip = torch.cat([x] + [recon[name] for name in TOPK_VARIANTS])
-        click.echo(str(save_png(make_grid([strip]), folder / f"{image_stem(path)}.topk.png")))
+        _echo_path(save_png(make_grid([strip]), targets[path]))
         rows[str(path)] = {name: float(reconstruction_distances(x, recon[name])[0])
                            for name in TOPK_VARIANTS}
     _write_json({"k": k, "decoder": decoder, "distance": rows}, folder / "topk.json")
@@ -172,8 +205,9 @@ def topk_cmd(decoder, images, k, out, device) -> None:
               help="Channel (or vector entry) to activate; repeat for several.")
 @click.option("--value", type=float, help="Activation (default: 4 std above the unit's mean).")
 @click.option("--out", "-o", default="units.png", show_default=True, type=click.Path())
+@overwrite_option
 @device_option
-def unit_cmd(decoder, units, value, out, device) -> None:
+def unit_cmd(decoder, units, value, out, overwrite, device) -> None:
     """Images generated from one active unit, all others zero (one per --unit)."""
     import torch
 
@@ -181,7 +215,10 @@ def unit_cmd(decoder, units, value, out, device) -> None:
     from .images import make_grid, save_png
     from .inversion import decode
 
+    if len(units) > MAX_PICTURES:
+        raise click.UsageError(f"at most {MAX_PICTURES} --unit options, got {len(units)}.")
+    _check_outputs([out], [decoder], overwrite)
     _, dec = _load(decoder, device)
     feats = torch.cat([unit_features(dec, u, value) for u in units])
-    click.echo(str(save_png(make_grid([decode(dec, feats).cpu()]), Path(out))))
+    _echo_path(save_png(make_grid([decode(dec, feats).cpu()]), Path(out)))
 

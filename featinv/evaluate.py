@@ -8,8 +8,9 @@ from typing import Any, Callable
 import torch
 
 from .data import scan_folder
-from .errors import DataError, ImageError
-from .images import load_square
+from .errors import DataError, FeatinvError, ImageError, printable
+from .images import check_side, load_square
+from .limits import memory_bytes
 from .methods import Method, make_method
 from .metrics import normalized_error, psnr, ssim
 from .optimize import OptimizeConfig
@@ -19,8 +20,20 @@ def load_square_images(data: str | Path, size: int, limit: int | None = None,
                        on_error: Callable[[str], None] | None = None
                        ) -> tuple[torch.Tensor, list[str]]:
     """The images below ``data``, centre-cropped and resized to ``size``: ``(N, 3, size, size)``
-    in [0, 1] (N >= 2), and the messages of the files that could not be read."""
+    in [0, 1] (N >= 2, not all identical), and the messages of the files that could not be read.
+
+    Refused before reading: ``limit`` < 1, a ``size`` outside 1 to ``MAX_SIDE``, and more images
+    than fit in half of this machine's memory (with their reconstructions).
+    """
+    check_count(limit, "--limit")
+    check_side(size, "--image-size")
     files = scan_folder(data, None)[:limit] if limit else scan_folder(data, None)
+    need = 2 * len(files) * 3 * size * size * 4  # the images and their reconstructions, float32
+    memory = memory_bytes()
+    if memory and need > memory // 2:
+        raise DataError(f"{len(files)} images at {size} px take about {need / 1e9:.1f} GB with "
+                        f"their reconstructions, over half of this machine's "
+                        f"{memory / 1e9:.0f} GB; use --limit or a smaller --image-size.")
     images, failed = [], []
     for path in files:
         try:
@@ -30,8 +43,19 @@ def load_square_images(data: str | Path, size: int, limit: int | None = None,
             if on_error:
                 on_error(str(exc))
     if len(images) < 2:
-        raise DataError(f"Need at least 2 readable images in '{data}', found {len(images)}.")
-    return torch.stack(images), failed
+        raise DataError(f"Need at least 2 readable images in '{printable(data)}', found "
+                        f"{len(images)}.")
+    x = torch.stack(images)
+    if not bool((x != x[:1]).any()):  # the normalized error divides by their mean distance
+        raise DataError(f"All {len(x)} images in '{printable(data)}' are identical (at {size} "
+                        "px); the normalized error compares distinct images. Add others.")
+    return x, failed
+
+
+def check_count(value: int | None, what: str) -> None:
+    """Refuse a count (``--limit``, ``--batch-size``) below 1; None means "all"/default."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise FeatinvError(f"{what} {printable(value)}: give a whole number of at least 1.")
 
 
 def run_timed(inverter: Method, x: torch.Tensor, batch_size: int, warm_up: bool = True
@@ -67,6 +91,10 @@ def evaluate(data: str | Path, feature: str | None = None, checkpoint: str | Pat
     ``on_error`` and skipped (listed under ``"failed"``). ``seconds_per_image`` times features
     plus inversion. ``precision``: the decoder's (``"bf16"``: faster on recent CPUs).
     """
+    check_count(limit, "--limit")
+    check_count(batch_size, "--batch-size")
+    if image_size is not None:
+        check_side(image_size, "--image-size")
     inverter = make_method(method, feature, checkpoint, device, optimize, progress, precision)
     dev = inverter.device
     size = image_size or inverter.image_size

@@ -20,9 +20,9 @@ import numpy as np
 import torch
 
 from . import __version__
-from .checkpoint import atomic_write
-from .errors import FeatinvError, ImageError
+from .errors import FeatinvError, ImageError, PluginError, printable
 from .images import center_crop_resize, load_image, open_rgb, pil_to_tensor, resize_shorter_side
+from .outputs import write_output
 from .spec import Extractor
 
 FORMAT = "featinv-features"
@@ -47,7 +47,18 @@ def _load(path: Path, size: int | None, crop: bool) -> torch.Tensor:
     if size is None:
         return load_image(path)
     img = open_rgb(path)
-    return pil_to_tensor(center_crop_resize(img, size) if crop else resize_shorter_side(img, size))
+    return pil_to_tensor(center_crop_resize(img, size) if crop else
+                         resize_shorter_side(img, size, printable(path)))
+
+
+def check_finite(extractor: Extractor, features: torch.Tensor, what: str) -> None:
+    """A ``PluginError`` naming the representation and its plugin when ``features`` (computed
+    from ``what``) hold NaN or infinite values. One reduction and one host sync: call it per
+    batch outside training, not per step."""
+    if not bool(torch.isfinite(features).all()):
+        raise PluginError(f"{what}: {extractor.name} (plugin {extractor.spec.plugin}) returned "
+                          "NaN or infinite features; that is a bug of the plugin (or of its "
+                          "weights): report it to its authors.")
 
 
 @torch.no_grad()
@@ -67,10 +78,12 @@ def extract_files(extractor: Extractor, paths: Iterable[str | Path], size: int |
         try:
             image = _load(path, size, crop)
             feats, report = extractor.forward_with_report(image[None].to(device))
+            check_finite(extractor, feats, printable(path))
         except (ImageError, FeatinvError) as exc:
             if on_error is None:
                 raise
-            on_error(str(exc) if str(path) in str(exc) else f"{path}: {exc}")
+            name = printable(path)
+            on_error(printable(exc) if name in printable(exc) else f"{name}: {printable(exc)}")
             continue
         out.features.append(feats[0].cpu().numpy())
         layout = extractor.layout(*image.shape[-2:])
@@ -98,7 +111,7 @@ def save_features(result: Extracted, path: str | Path) -> Path:
         with open(tmp, "wb") as f:  # a file object: savez would append ".npz" to a name
             np.savez_compressed(f, **arrays)
 
-    return atomic_write(path, write)
+    return write_output(path, write)
 
 
 def load_features(path: str | Path) -> tuple[list[np.ndarray], dict[str, Any]]:
@@ -117,6 +130,7 @@ def load_features(path: str | Path) -> tuple[list[np.ndarray], dict[str, Any]]:
                 features = [data[f"features_{i:04d}"] for i in range(len(meta["images"]))]
             meta["report"] = {k[len("report_"):]: data[k].tolist() for k in data.files
                               if k.startswith("report_")}
-    except (OSError, KeyError, ValueError, json.JSONDecodeError) as exc:
-        raise FeatinvError(f"{path}: not a readable featinv features file ({exc}).") from None
+    except (OSError, KeyError, ValueError, RecursionError) as exc:  # RecursionError: nested JSON
+        raise FeatinvError(f"{printable(path)}: not a readable featinv features file "
+                           f"({type(exc).__name__}: {printable(exc)}).") from None
     return features, meta

@@ -13,6 +13,7 @@ from typing import Any, Callable
 import torch
 
 from .errors import FeatinvError
+from .extract import check_finite
 from .inversion import decode, encode, extractor_for, load_decoder, pick_device
 from .optimize import OptimizeConfig, check_differentiable, invert_by_optimization
 from .precision import autocast, check_precision
@@ -57,6 +58,7 @@ def decoder_method(source: str | Path, feature: str | None = None,
 
     def run(x: torch.Tensor) -> torch.Tensor:
         feats = encode(extractor, decoder, x.to(dev))  # the features stay in fp32
+        check_finite(extractor, feats, f"a batch of {len(x)} image(s)")  # a plugin's NaN
         with autocast(dev, precision):
             return decode(decoder, feats, tuple(x.shape[-2:])).float()
 

@@ -36,7 +36,11 @@ def mean_pairwise_distance(x: torch.Tensor) -> float:
 def normalized_error(x: torch.Tensor, y: torch.Tensor) -> float:
     """The paper's average normalized reconstruction error: mean_i ||x_i - y_i|| / N, where N is
     the average distance between the (true) test images ``x``."""
-    return float(reconstruction_distances(x, y).mean()) / mean_pairwise_distance(x)
+    spread = mean_pairwise_distance(x)
+    if spread == 0:
+        raise ShapeError("the normalized error divides by the mean distance between the test "
+                         "images, which is 0: they are all identical. Use distinct images.")
+    return float(reconstruction_distances(x, y).mean()) / spread
 
 
 def psnr(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

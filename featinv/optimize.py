@@ -18,6 +18,7 @@ features with respect to the image: LBP and SIFT are refused.
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Callable
@@ -48,6 +49,24 @@ class OptimizeConfig:
     beta: float = 2.0
     lambda_tv: float = 1.0
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        """Refuse settings that cannot run (``steps=0`` would return the random start)."""
+        def bad(option: str, value, need: str) -> FeatinvError:
+            return FeatinvError(f"{option} {value!r}: {need}.")
+
+        for option, value in (("--steps", self.steps), ("stages", self.stages)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise bad(option, value, "give a whole number of at least 1")
+        for option, value, low, positive in (
+                ("--step-size", self.lr, 0.0, True), ("--lambda-tv", self.lambda_tv, 0.0, False),
+                ("--lambda-alpha", self.lambda_alpha, 0.0, False),
+                ("alpha", self.alpha, 0.0, True), ("beta", self.beta, 0.0, True)):
+            if not math.isfinite(value) or value < low or (positive and value == low):
+                raise bad(option, value, "must be a finite number above 0" if positive else
+                          "must be a finite number, 0 or more")
+        if not 0 <= self.momentum < 1:
+            raise bad("momentum", self.momentum, "must lie in [0, 1)")
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -145,6 +164,9 @@ def invert_by_optimization(extractor: Extractor, images: torch.Tensor,
     t0 = time.perf_counter()
     with torch.no_grad():
         target = extractor(images)
+    from .extract import check_finite
+
+    check_finite(extractor, target, f"a batch of {len(images)} image(s)")
     out = optimize_inversion(extractor, target, tuple(images.shape[-2:]), cfg, progress)
     if images.device.type == "cuda":
         torch.cuda.synchronize()

@@ -33,8 +33,9 @@ def perturbation_chart(result: dict, path: str | Path) -> Path:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    from .outputs import write_output
+
+    try:
+        return write_output(path, lambda tmp: fig.savefig(tmp, format="png"))
+    finally:
+        plt.close(fig)

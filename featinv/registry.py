@@ -49,6 +49,13 @@ def get_feature(name: str, **params: Any) -> Extractor:
         module = spec.build(**resolved)
     except FeatinvError:
         raise
+    except (ValueError, TypeError, ArithmeticError) as exc:
+        given = spec.changed_params(resolved)
+        if given:  # most likely a value the user passed (sift: cell_size=0)
+            raise FeatinvError(f"Representation '{name}' does not accept {given} ({exc}); "
+                               f"'featinv describe {name}' lists its parameters.") from exc
+        raise PluginError(f"{name} (plugin {spec.plugin}) failed to build: "
+                          f"{type(exc).__name__}: {exc}") from exc
     except Exception as exc:  # a plugin's bug: name the plugin, keep the cause for --debug
         raise PluginError(f"{name} (plugin {spec.plugin}) failed to build: "
                           f"{type(exc).__name__}: {exc}") from exc

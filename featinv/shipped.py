@@ -11,34 +11,43 @@ from pathlib import Path
 from typing import Any
 
 from . import checkpoint
-from .errors import CheckpointError
+from .errors import CheckpointError, printable
 from .inversion import ZOO_DIR, load_decoder
 
 MAX_SHIPPED_BYTES = 8 * 1024 * 1024
 
 
 def pack(source: str | Path, out: str | Path, recipe: str | None = None,
-         half: bool = True, notes: str | None = None) -> Path:
+         half: bool = True, notes: str | None = None, overwrite: bool = True) -> Path:
     """Write ``source`` (a decoder checkpoint or a training folder) as a shareable decoder.
 
     The training history (per-epoch validation metrics) is taken from the ``train_state``
-    file beside the checkpoint when there is one. The result loads like any checkpoint.
+    file beside the checkpoint when there is one. The result loads like any checkpoint. ``out``
+    may never be the source (nor its training state); ``overwrite=False`` also refuses an
+    existing ``out``.
     """
+    from .outputs import check_targets
+
     source = Path(source)
     if source.is_dir():
         source = source / "decoder.safetensors"
+    state = source.parent / "train_state.safetensors"
+    check_targets([out], [source, state], overwrite)
     decoder = load_decoder(source)  # checks that the checkpoint is complete and consistent
     tensors, meta = checkpoint.load(source)
     if half:
         tensors = {k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}
-    state = source.parent / "train_state.safetensors"
     history = checkpoint.read_meta(state, checkpoint.STATE_FORMAT).get("history", []) \
         if state.is_file() else []
     meta["packed"] = {"dtype": "float16" if half else "float32", "recipe": recipe,
                       "notes": notes, "history": history,
                       "parameters": sum(p.numel() for p in decoder.parameters())}
     meta.pop("progress", None)
-    return checkpoint.atomic_save(tensors, out, meta)
+    try:
+        return checkpoint.atomic_save(tensors, out, meta)
+    except OSError as exc:
+        raise CheckpointError(f"Cannot write {printable(out)} ({exc.strerror or exc}); check "
+                              "that its folder is writable and has free space.") from None
 
 
 def describe(path: str | Path) -> dict[str, Any]:

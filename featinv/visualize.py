@@ -263,6 +263,9 @@ def show_features(extractor: Any, image: torch.Tensor) -> np.ndarray:
         raise ShapeError("show_features: image values must be finite and in [0, 1]")
     with torch.no_grad():
         features = extractor(image[None].to(_device(extractor)))[0]
+    from .extract import check_finite
+
+    check_finite(extractor, features, "show_features")
     features = features.detach().float().cpu().numpy()
     pixels = image.detach().float().cpu().permute(1, 2, 0).numpy()
     spec = extractor.spec

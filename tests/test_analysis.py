@@ -133,5 +133,9 @@ def test_analyze_topk_on_class_scores(capsys, tmp_path, scores_decoder):
     result = json.loads((tmp_path / "topk.json").read_text())
     assert set(result["distance"]["skimage:coffee"]) == {"all", "top", "all-but-top"}
     assert (tmp_path / "coffee.topk.png").exists()
-    code, _, err = run(capsys, "analyze", "topk", "hog", "skimage:coffee", "-o", str(tmp_path))
+    code, _, err = run(capsys, "analyze", "topk", str(scores_decoder), "skimage:coffee",
+                       "-o", str(tmp_path))  # a second run does not replace the first's files
+    assert code == 1 and "--overwrite" in err
+    code, _, err = run(capsys, "analyze", "topk", "hog", "skimage:coffee", "-o",
+                       str(tmp_path / "hog"))
     assert code == 1 and "class-score layer" in err

@@ -1,0 +1,172 @@
+"""No command loses a file: outputs get distinct names, inputs are never replaced, and an
+existing output is only replaced with --overwrite (issue 16, item 2)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import featinv
+from featinv.cli import main
+from featinv.outputs import check_targets, plan_inputs, unique_labels
+
+from conftest import write_images
+
+
+def run(capsys, *args):
+    with pytest.raises(SystemExit) as info:
+        main([str(a) for a in args])
+    out = capsys.readouterr()
+    return info.value.code, out.out, out.err
+
+
+def _errors(err: str) -> list[str]:
+    return [line for line in err.splitlines() if line.startswith("Error:")]
+
+
+@pytest.fixture
+def clash(tmp_path):
+    """``a/photo.jpg``, ``b/photo.jpg`` and ``photo.png``: three different pictures, one stem."""
+    root = tmp_path / "photos"
+    for i, rel in enumerate(["a/photo.jpg", "b/photo.jpg", "photo.png", "photo.jpg"]):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        colour = np.zeros((40, 48, 3), np.uint8)
+        colour[..., i % 3] = 60 + 60 * i
+        Image.fromarray(colour).save(root / rel, quality=95)
+    return root
+
+
+def test_same_named_photos_get_distinct_outputs_mirroring_subfolders(clash, tmp_path, capsys):
+    out = tmp_path / "out"
+    code, stdout, err = run(capsys, "invert", "-f", "hog", clash, "-o", out, "--size", 32,
+                            "--side-by-side")
+    assert code == 0, err
+    written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png"))
+    assert written == ["a/photo.hog.png", "b/photo.hog.png", "photo.jpg.hog.png",
+                       "photo.png.hog.png"]
+    assert len(stdout.splitlines()) == 4
+    # each picture shows its own input on the left: four different colours
+    colours = {tuple(np.asarray(Image.open(out / p))[4:30, 4:30].reshape(-1, 3).mean(0).round())
+               for p in written}
+    assert len(colours) == 4
+
+
+def test_plan_inputs_numbers_what_still_clashes_and_keeps_each_file_once(clash, tmp_path):
+    other = tmp_path / "other"
+    (other / "a").mkdir(parents=True)
+    (other / "a" / "photo.jpg").write_bytes((clash / "a" / "photo.jpg").read_bytes())
+    planned = plan_inputs([clash, other, clash / "photo.png", "skimage:coffee"])
+    stems = [item.stem for item in planned]
+    assert len(stems) == len(set(s.casefold() for s in stems)) == 6  # photo.png only once
+    assert "a/photo.jpg" in stems and "a/photo.jpg-2" in stems and "coffee" in stems
+    assert unique_labels(["hog", "hog", "lbp", "hog"]) == ["hog", "hog-2", "lbp", "hog-3"]
+
+
+def test_two_checkpoints_of_one_representation_do_not_share_an_output(tmp_path, capsys):
+    ckpt = featinv.inversion.ZOO_DIR / "hog.safetensors"
+    code, out, err = run(capsys, "invert", "-c", ckpt, "-c", ckpt, "skimage:coffee",
+                         "--size", 32, "-o", tmp_path)
+    assert code == 0, err
+    assert sorted(p.name for p in tmp_path.glob("*.png")) == ["coffee.hog-2.png", "coffee.hog.png"]
+
+
+@pytest.mark.parametrize("overwrite", [[], ["--overwrite"]])
+def test_out_equal_to_the_input_never_replaces_it(tmp_path, capsys, overwrite):
+    photo = write_images(tmp_path, 1)[0]
+    before = photo.read_bytes()
+    for args in (["invert", "-f", "hog", photo, "-o", photo],
+                 ["extract", "-f", "hog", photo, "-o", photo],
+                 ["show-features", "-f", "hog", photo, "-o", photo],
+                 ["analyze", "interpolate", "hog", photo, photo, "-o", photo]):
+        code, out, err = run(capsys, *args, *overwrite)
+        assert code == 1 and "never replaces an input" in err, (args, err)
+        assert len(_errors(err)) == 1 and out == ""
+    assert photo.read_bytes() == before
+
+
+def test_a_link_to_the_input_is_an_input_too(tmp_path, capsys):
+    photo = write_images(tmp_path / "in", 1)[0]
+    (tmp_path / "link.png").symlink_to(photo)
+    code, _, err = run(capsys, "invert", "-f", "hog", photo, "-o", tmp_path / "link.png",
+                       "--overwrite")
+    assert code == 1 and "never replaces an input" in err
+
+
+def test_outputs_inside_the_input_folder_never_replace_images_there(tmp_path, capsys):
+    folder = tmp_path / "photos"
+    write_images(folder, 2)
+    code, _, err = run(capsys, "invert", "-f", "hog", folder, "-o", folder, "--size", 32)
+    assert code == 0, err
+    before = {p: p.read_bytes() for p in folder.glob("*.png")}
+    # a second run: the first run's outputs are now inputs, and would be replaced
+    code, _, err = run(capsys, "invert", "-f", "hog", folder, "-o", folder, "--size", 32,
+                       "--overwrite")
+    assert code == 1 and "never replaces an input" in err
+    assert {p: p.read_bytes() for p in folder.glob("*.png")} == before
+
+
+def test_existing_outputs_need_overwrite(tmp_path, capsys):
+    photo = write_images(tmp_path / "in", 1)[0]
+    cases = {
+        "invert": (["invert", "-f", "hog", photo, "--size", 32, "-o", tmp_path / "inv"],
+                   tmp_path / "inv" / f"{photo.stem}.hog.png"),
+        "extract": (["extract", "-f", "hog", photo, "-o", tmp_path / "f.npz"], tmp_path / "f.npz"),
+        "show-features": (["show-features", "-f", "hog", photo, "-o", tmp_path / "s.png"],
+                          tmp_path / "s.png"),
+        "unit": (["analyze", "unit", "hog", "-u", 0, "-o", tmp_path / "u.png"], tmp_path / "u.png"),
+        "pack": (["pack", featinv.inversion.ZOO_DIR / "hog.safetensors", "-o",
+                  tmp_path / "p.safetensors"], tmp_path / "p.safetensors"),
+    }
+    for name, (args, target) in cases.items():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(b"precious")
+        code, out, err = run(capsys, *args)
+        assert code == 1 and "exists already" in err and "--overwrite" in err, (name, err)
+        assert target.read_bytes() == b"precious", name
+        code, out, err = run(capsys, *args, "--overwrite")
+        assert code == 0, (name, err)
+        assert target.read_bytes() != b"precious", name
+
+
+def test_pack_never_writes_onto_its_source(tmp_path, capsys):
+    source = tmp_path / "decoder.safetensors"
+    source.write_bytes((featinv.inversion.ZOO_DIR / "hog.safetensors").read_bytes())
+    before = source.read_bytes()
+    for given in (source, tmp_path):  # the file, or its folder (which means the same file)
+        code, _, err = run(capsys, "pack", given, "-o", source, "--overwrite")
+        assert code == 1 and "never replaces an input" in err
+    with pytest.raises(featinv.FeatinvError, match="never replaces an input"):
+        featinv.shipped.pack(source, source)
+    assert source.read_bytes() == before
+
+
+def test_a_folder_or_a_file_in_the_way_of_an_output_is_one_clear_line(tmp_path, capsys):
+    photo = write_images(tmp_path / "in", 1)[0]
+    (tmp_path / "dir.npz").mkdir()
+    (tmp_path / "file").write_text("not a folder")
+    for args, message in [
+            (["extract", "-f", "hog", photo, "-o", tmp_path / "dir.npz"], "is a folder"),
+            (["pack", "hog", "-o", tmp_path / "dir.npz", "--overwrite"], "is a folder"),
+            (["invert", "-f", "hog", photo, "-o", tmp_path / "file"], "is a file, not a folder"),
+            (["analyze", "perturb", "hog", "--data", tmp_path / "in", "-o", tmp_path / "file"],
+             "is a file, not a folder")]:
+        code, _, err = run(capsys, *args)
+        assert code == 1 and message in err and len(_errors(err)) == 1, (args, err)
+        assert "Traceback" not in err and "IsADirectoryError" not in err
+
+
+def test_a_failed_write_is_one_line_naming_the_file(tmp_path, capsys, monkeypatch):
+    photo = write_images(tmp_path / "in", 1)[0]
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr("featinv.checkpoint.atomic_write", refuse)
+    code, _, err = run(capsys, "invert", "-f", "hog", photo, "--size", 32, "-o", tmp_path / "o")
+    assert code == 1 and _errors(err) == [
+        f"Error: Cannot write {tmp_path / 'o' / (photo.stem + '.hog.png')} (Permission denied); "
+        "check that its folder is writable and has free space."]
+
+
+def test_check_targets_allows_new_outputs(tmp_path):
+    check_targets([tmp_path / "new" / "x.png"], [tmp_path / "x.png"])  # nothing raised
