@@ -8,6 +8,8 @@ from PIL import Image
 
 import featinv
 from featinv.cli import main
+from featinv.inversion import ZOO_DIR
+from featinv.shipped import pack
 from featinv.outputs import check_targets, plan_inputs, unique_labels
 
 from conftest import write_images
@@ -63,7 +65,7 @@ def test_plan_inputs_numbers_what_still_clashes_and_keeps_each_file_once(clash, 
 
 
 def test_two_checkpoints_of_one_representation_do_not_share_an_output(tmp_path, capsys):
-    ckpt = featinv.inversion.ZOO_DIR / "hog.safetensors"
+    ckpt = ZOO_DIR / "hog.safetensors"
     code, out, err = run(capsys, "invert", "-c", ckpt, "-c", ckpt, "skimage:coffee",
                          "--size", 32, "-o", tmp_path)
     assert code == 0, err
@@ -114,7 +116,7 @@ def test_existing_outputs_need_overwrite(tmp_path, capsys):
         "show-features": (["show-features", "-f", "hog", photo, "-o", tmp_path / "s.png"],
                           tmp_path / "s.png"),
         "unit": (["analyze", "unit", "hog", "-u", 0, "-o", tmp_path / "u.png"], tmp_path / "u.png"),
-        "pack": (["pack", featinv.inversion.ZOO_DIR / "hog.safetensors", "-o",
+        "pack": (["pack", ZOO_DIR / "hog.safetensors", "-o",
                   tmp_path / "p.safetensors"], tmp_path / "p.safetensors"),
     }
     for name, (args, target) in cases.items():
@@ -130,13 +132,13 @@ def test_existing_outputs_need_overwrite(tmp_path, capsys):
 
 def test_pack_never_writes_onto_its_source(tmp_path, capsys):
     source = tmp_path / "decoder.safetensors"
-    source.write_bytes((featinv.inversion.ZOO_DIR / "hog.safetensors").read_bytes())
+    source.write_bytes((ZOO_DIR / "hog.safetensors").read_bytes())
     before = source.read_bytes()
     for given in (source, tmp_path):  # the file, or its folder (which means the same file)
         code, _, err = run(capsys, "pack", given, "-o", source, "--overwrite")
         assert code == 1 and "never replaces an input" in err
     with pytest.raises(featinv.FeatinvError, match="never replaces an input"):
-        featinv.shipped.pack(source, source)
+        pack(source, source)
     assert source.read_bytes() == before
 
 

@@ -68,6 +68,12 @@ CASES = {
         params={"cell_size": 4})), "does not match this version"),
     "unknown representation": (dict(edit_meta=lambda m: m["feature"].update(name="nosuch")),
                                "nosuch"),
+    "format version not a number": (dict(edit_meta=lambda m: m.update(format_version="1.x")),
+                                    "invalid format_version"),
+    "a decoder 32x wider claimed": (dict(edit_meta=lambda m: m["decoder"].update(width=8.0)),
+                                    "weights do not fit"),
+    "absurd image size": (dict(edit_meta=lambda m: m.update(image_size=10**9)),
+                          "incomplete featinv metadata"),
 }
 
 
@@ -117,3 +123,13 @@ def test_pickles_are_never_unpickled(good, tmp_path, monkeypatch):
     for path in (evil, torch_file):
         with pytest.raises(CheckpointError, match="never unpickles"):
             featinv.load_decoder(path)
+
+
+def test_metadata_nested_too_deeply_is_refused(good, tmp_path):
+    path = tmp_path / "deep.safetensors"
+    with safe_open(str(good), "pt") as f:
+        text = f.metadata()[META_KEY]
+    deep = text[:-1] + ', "deep": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    save_file(load_file(str(good)), str(path), metadata={META_KEY: deep})
+    with pytest.raises(CheckpointError, match="nested too deeply"):
+        featinv.load_decoder(path)

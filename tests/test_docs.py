@@ -91,5 +91,13 @@ def test_troubleshooting_page_lists_the_robustness_messages():
     reasons |= {"No space left on device", "NaN or infinite", "holds no readable images",
                 "never unpickles", "failed to build", "failed on a batch", "returned shape",
                 "does not split over", "too small", "cannot decode image"}
+    reasons |= {  # issue 16: outputs, limits, silent wrong results, actionable messages
+        "exists already", "never replaces an input", "is a file, not a folder", "Cannot write",
+        "over the limit of 16 megapixels", "weights do not fit", "is not in the range",
+        "returned NaN or infinite features", "float image with values in", "does not accept",
+        "has no example image", "no CUDA GPU", "not a device name", "are identical",
+        "is a folder, not a checkpoint", "which no installed plugin provides",
+        "nested too deeply", "divide by 255", "over half of this machine's",
+        "must be a finite number above 0", "cannot be read"}
     missing = sorted(r for r in reasons if r not in page)
     assert not missing, f"docs/troubleshooting.md does not explain: {missing}"
