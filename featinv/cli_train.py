@@ -43,7 +43,7 @@ def _option(f: dataclasses.Field, hints: dict) -> typing.Callable | None:
 
 def train_options(command):
     """Decorate ``command`` with one option per ``TrainConfig`` field."""
-    from .train import TrainConfig
+    from .train_config import TrainConfig
 
     hints = typing.get_type_hints(TrainConfig)
     for f in reversed(dataclasses.fields(TrainConfig)):
@@ -65,7 +65,8 @@ def train_cmd(resume: bool, **options) -> None:
     SIGTERM saves the run and exits (130 / 143); --resume continues it.
     """
     from .distributed import world_from_env
-    from .train import TrainConfig, train
+    from .train import train
+    from .train_config import TrainConfig
 
     options["crop_scale"] = (options["crop_scale"], 1.0)
     cfg = TrainConfig(**options)

@@ -31,20 +31,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .choices import DEFAULT_PRESET, PRESETS  # noqa: F401 (public here too)
 from .hookspecs import hookimpl
 from .layout import GridLayout, Layout, VectorLayout, layout_from_json, upsampling_factor
 
-PRESETS: dict[str, dict[str, Any]] = {
-    "paper": {"width": 1.0, "style": "paper",
-              "help": "the paper's networks and channel widths (supplementary Tables 3-7)"},
-    "compact": {"width": 0.25, "style": "paper",
-                "help": "the paper's networks at a quarter of their widths; trains at a useful "
-                        "speed on a laptop CPU"},
-    "residual": {"width": 0.125, "style": "residual",
-                 "help": "residual U-Net over the feature grid with batch norm and "
-                         "resize-convolutions; the shipped decoders use it"},
-}
-DEFAULT_PRESET = "compact"
 NEG_SLOPE = 0.2
 
 

@@ -31,7 +31,7 @@ from .checkpoint import atomic_write
 from .errors import FeatinvError
 
 CACHE_VERSION = 2  # 2: crops made by featinv.data.augment (uint8 bilinear, antialiased)
-DTYPES = {"float16": np.float16, "float32": np.float32}
+DTYPES = {"float16": np.float16, "float32": np.float32}  # featinv.choices.CACHE_DTYPES
 
 
 def content_digest(data: bytes) -> str:

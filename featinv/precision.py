@@ -5,6 +5,7 @@ import torch
 
 from .errors import FeatinvError
 
+# the dtype of each name in featinv.choices.PRECISIONS (None: full precision, no autocast)
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 

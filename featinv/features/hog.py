@@ -54,7 +54,7 @@ def _axis_weights(size: int, cell_size: int) -> tuple[torch.Tensor, torch.Tensor
     before = torch.floor(h)
     w_after = h - before  # exact in float32
     # ``1.0 - w`` is a double expression stored to a float in C
-    w_before = torch.tensor([1.0 - float(w) for w in w_after], dtype=torch.float32)
+    w_before = (1.0 - w_after.double()).float()
     return before.long(), w_before, w_after
 
 
@@ -131,21 +131,33 @@ def _orientation_bins(gx: torch.Tensor, gy: torch.Tensor, num_orientations: int,
     nearest = torch.round(angle, out=ws.take("nearest", shape, gx))  # -O .. O
     # + 2*O below 0 (torch.remainder is slow on the CPU, comparisons with float output are fast)
     bins = torch.lt(nearest, 0, out=ws.take("bins", shape, gx)).mul_(2 * o).add_(nearest)
-    # atan2 is accurate to a few ulp, so 1e-3 of a bin is a wide margin (nonzero() syncs on CUDA)
+    # atan2 is accurate to a few ulp, so 1e-3 of a bin is a wide margin
     frac = torch.sub(angle, nearest, out=ws.take("frac", shape, gx))
-    unsure = frac.abs_().gt_(0.5 - 1e-3).view(-1).nonzero().squeeze(1)
-    if unsure.numel():
-        x, y = gx.reshape(-1)[unsure], gy.reshape(-1)[unsure]
-        table = _orientation_table(o).to(device=gx.device, dtype=gx.dtype)
-        k0 = torch.remainder(torch.floor(angle.reshape(-1)[unsure]), o).long()
-        k1 = torch.remainder(k0 + 1, o)
-        d0 = x * table[0, k0] + y * table[1, k0]
-        d1 = x * table[0, k1] + y * table[1, k1]
-        pick1 = (d1.abs() > d0.abs()) | ((d1.abs() == d0.abs()) & (k1 < k0))
-        k = torch.where(pick1, k1, k0)
-        d = torch.where(pick1, d1, d0)
-        bins.view(-1)[unsure] = (k + o * (d < 0).long()).to(bins.dtype)
-    return bins
+    unsure = torch.gt(frac.abs_(), 0.5 - 1e-3)
+    table = _orientation_table(o).to(device=gx.device, dtype=gx.dtype)
+    if gx.device.type == "cpu" and not torch.compiler.is_compiling():
+        # few pixels are unsure: decide just those (nonzero() would sync a GPU, and breaks graphs)
+        where = unsure.view(-1).nonzero().squeeze(1)
+        if where.numel():
+            picked = _decide(gx.reshape(-1)[where], gy.reshape(-1)[where],
+                             angle.reshape(-1)[where], table, o)
+            bins.view(-1)[where] = picked.to(bins.dtype)
+        return bins
+    return torch.where(unsure, _decide(gx, gy, angle, table, o).to(bins.dtype), bins)
+
+
+def _decide(x: torch.Tensor, y: torch.Tensor, angle: torch.Tensor, table: torch.Tensor,
+            o: int) -> torch.Tensor:
+    """VLFeat's bin for gradients ``(x, y)`` near a boundary: the better of the two
+    neighbouring directions by float32 score (ties to the lower ``k``), ``+ O`` if negative."""
+    k0 = torch.remainder(torch.floor(angle), o).long()
+    k1 = torch.remainder(k0 + 1, o)
+    d0 = x * table[0, k0] + y * table[1, k0]
+    d1 = x * table[0, k1] + y * table[1, k1]
+    pick1 = (d1.abs() > d0.abs()) | ((d1.abs() == d0.abs()) & (k1 < k0))
+    k = torch.where(pick1, k1, k0)
+    d = torch.where(pick1, d1, d0)
+    return k + o * (d < 0).long()
 
 
 def _histograms(gray: torch.Tensor, cell_size: int, num_orientations: int,

@@ -1,0 +1,26 @@
+"""The names users can pass for settings with a fixed set of values, as plain data.
+
+Importable without PyTorch, so the command line can offer them as choices (and refuse anything
+else while parsing) before any heavy import. The modules that act on a name
+(``featinv.decoders``, ``featinv.precision``, ``featinv.feature_cache``) take their tables from
+here.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "paper": {"width": 1.0, "style": "paper",
+              "help": "the paper's networks and channel widths (supplementary Tables 3-7)"},
+    "compact": {"width": 0.25, "style": "paper",
+                "help": "the paper's networks at a quarter of their widths; trains at a useful "
+                        "speed on a laptop CPU"},
+    "residual": {"width": 0.125, "style": "residual",
+                 "help": "residual U-Net over the feature grid with batch norm and "
+                         "resize-convolutions; the shipped decoders use it"},
+}
+DEFAULT_PRESET = "compact"
+PRECISIONS = ("fp32", "bf16", "fp16")  # the decoder's compute dtype under autocast
+SCHEDULES = ("step", "cosine", "constant")  # learning-rate decay towards the end of training
+DATA_STORES = ("auto", "memory", "files")  # where decoded training images live
+CACHE_DTYPES = ("float16", "float32")  # how the feature cache stores features
