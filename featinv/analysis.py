@@ -20,6 +20,7 @@ from .errors import FeatinvError
 from .inversion import decode, encode
 from .metrics import normalized_error
 from .perturb import perturbations
+from .progress import Progress
 from .spec import Extractor
 
 
@@ -41,10 +42,13 @@ def perturbation_errors(extractor: Extractor, decoder: Decoder, images: torch.Te
                        for i in range(0, len(images), batch_size)])
     size = tuple(images.shape[-2:])
     errors = {}
-    for name in names:
-        recon = torch.cat([decode(decoder, table[name](feats[i:i + batch_size]), size).cpu()
-                           for i in range(0, len(feats), batch_size)])
-        errors[name] = normalized_error(images, recon)
+    with Progress(len(names), f"perturbing {extractor.name}", "perturbations",
+                  leave=False) as bar:
+        for name in names:
+            recon = torch.cat([decode(decoder, table[name](feats[i:i + batch_size]), size).cpu()
+                               for i in range(0, len(feats), batch_size)])
+            errors[name] = normalized_error(images, recon)
+            bar.update(1, last=name)
     return errors
 
 

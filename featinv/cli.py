@@ -67,9 +67,11 @@ def method_options(command):
     return wrapper
 
 
-def _optimize_progress(step: int, objective: float) -> None:
-    sys.stderr.write(f"\roptimising: step {step}, objective {objective:.4f} ")
-    sys.stderr.flush()
+def _optimize_progress(cfg, name: str):
+    """The optimisation baseline's progress: a bar on a terminal, a line now and then in logs."""
+    from .progress import StepProgress
+
+    return StepProgress(cfg.steps, f"optimising {name}")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -242,7 +244,8 @@ def invert_cmd(images, feature, checkpoint, out, size, side_by_side, overwrite, 
             raise FeatinvError("--precision applies to decoders; the optimisation baseline runs "
                                "in fp32.")
         inverters = [optimize_method(name, cfg=optimize, device=dev,
-                                     progress=_optimize_progress) for name in features]
+                                     progress=_optimize_progress(optimize, name))
+                     for name in features]
     else:
         if not features and not checkpoint:
             raise FeatinvError("Pass --feature NAME (shipped decoder) or --checkpoint FILE.")
@@ -270,8 +273,6 @@ def invert_cmd(images, feature, checkpoint, out, size, side_by_side, overwrite, 
         try:
             x = prepare(path, size)
             ys = [m.run(x[None])[0].cpu() for m in inverters]
-            if method == "optimize":
-                sys.stderr.write("\n")
         except (ImageError, FeatinvError) as exc:
             failures += 1
             _echo_error(exc, path)
@@ -308,10 +309,8 @@ def evaluate_cmd(feature, data, checkpoint, image_size, limit, batch_size, as_js
                       limit=limit, batch_size=batch_size, device=device,
                       on_error=_echo_error,
                       method=method, optimize=optimize,
-                      progress=_optimize_progress if method == "optimize" else None,
-                      precision=precision)
-    if method == "optimize":
-        sys.stderr.write("\n")
+                      progress=_optimize_progress(optimize, feature) if method == "optimize"
+                      else None, precision=precision)
     if as_json:
         _echo_json(result)
     else:

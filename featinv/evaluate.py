@@ -14,6 +14,7 @@ from .limits import memory_bytes
 from .methods import Method, make_method
 from .metrics import normalized_error, psnr, ssim
 from .optimize import OptimizeConfig
+from .progress import Progress
 
 
 def load_square_images(data: str | Path, size: int, limit: int | None = None,
@@ -66,13 +67,15 @@ def run_timed(inverter: Method, x: torch.Tensor, batch_size: int, warm_up: bool 
     if warm_up:
         inverter.run(x[:1])
     out, seconds = [], 0.0
-    for i in range(0, len(x), batch_size):
-        sync()
-        t0 = time.perf_counter()
-        y = inverter.run(x[i:i + batch_size])
-        sync()
-        seconds += time.perf_counter() - t0
-        out.append(y.cpu())
+    with Progress(len(x), f"evaluating {inverter.label}", "images") as bar:
+        for i in range(0, len(x), batch_size):
+            sync()
+            t0 = time.perf_counter()
+            y = inverter.run(x[i:i + batch_size])
+            sync()
+            seconds += time.perf_counter() - t0
+            out.append(y.cpu())
+            bar.update(len(y))
     return torch.cat(out), seconds / len(x)
 
 

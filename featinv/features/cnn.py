@@ -13,11 +13,17 @@ Weights (the ``weights`` parameter every CNN representation takes):
   pickle);
 - ``"random"``: random initialisation, only when asked for explicitly (tests, fine-tuning).
 
-When pretrained weights are neither cached nor downloadable, the error says how to provide them.
+When pretrained weights are neither cached nor downloadable, the error says how to provide them,
+within seconds: before a download, ``check_download`` tries to reach the server (or the proxy),
+so that no library spends a minute retrying without a network.
 """
 from __future__ import annotations
 
 import math
+import socket
+import threading
+import urllib.parse
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -30,7 +36,9 @@ from ..errors import FeatinvError
 from ..layout import ComputedGrid, GridLayout, Layout, VectorLayout
 
 __all__ = ["Convention", "CONVENTIONS", "Preprocess", "LayerNet", "load_weights",
-           "fetch_pretrained", "read_weight_file", "layer_layout", "Window", "window_layout"]
+           "fetch_pretrained", "check_download", "torch_hub_file", "read_weight_file",
+           "layer_layout", "Window", "window_layout"]
+PROBE_SECONDS = 3.0
 
 
 @dataclass(frozen=True)
@@ -159,6 +167,45 @@ def fetch_pretrained(fetch: Callable[[], Any], what: str) -> Any:
             f"({reason[:200]}). Connect to the internet once to cache them, pass a local "
             "file with -p weights=PATH (.safetensors or .npz), or use -p weights=random "
             "for random weights.") from None
+
+
+def unreachable(url: str, timeout: float = PROBE_SECONDS) -> str | None:
+    """Why the server of ``url`` (or the proxy configured for it) does not accept a connection
+    within ``timeout`` seconds, or ``None`` when it does."""
+    parts = urllib.parse.urlsplit(url)
+    host, port = parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
+    proxy = urllib.request.getproxies().get(parts.scheme)
+    if proxy and not urllib.request.proxy_bypass(host):
+        proxy_parts = urllib.parse.urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+        host, port = proxy_parts.hostname or "", proxy_parts.port or 80
+    answer: list[str | None] = []
+
+    def probe() -> None:  # in a thread: a name lookup may hang longer than any socket timeout
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            answer.append(None)
+        except OSError as exc:
+            answer.append(f"cannot reach {host}: {exc.strerror or exc}")
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout + 0.5)
+    return answer[0] if answer else f"{host} did not answer within {timeout:g} s"
+
+
+def check_download(url: str) -> None:
+    """Raise ``ConnectionError`` at once when the server ``url`` would be downloaded from cannot
+    be reached (call it only when the file is not cached)."""
+    reason = unreachable(url)
+    if reason is not None:
+        raise ConnectionError(f"offline? {reason}")
+
+
+def torch_hub_file(url: str) -> Path:
+    """Where ``torch.hub.load_state_dict_from_url`` (torchvision, timm's URL weights) caches
+    ``url``."""
+    name = Path(urllib.parse.urlsplit(url).path).name
+    return Path(torch.hub.get_dir()) / "checkpoints" / name
 
 
 def _compare_keys(net: nn.Module, state: dict[str, Any]) -> tuple[list[str], list[str]]:

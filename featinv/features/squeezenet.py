@@ -30,7 +30,8 @@ from torch import nn
 from ..errors import FeatinvError
 from ..hookspecs import hookimpl
 from ..spec import FeatureSpec, Param
-from .cnn import CONVENTIONS, LayerNet, Preprocess, Window, load_weights, window_layout
+from .cnn import (CONVENTIONS, LayerNet, Preprocess, Window, check_download, load_weights,
+                  torch_hub_file, window_layout)
 
 IMAGE_SIZE = 227
 # layer -> (number of modules of `features`, of `classifier`)
@@ -56,7 +57,10 @@ def _cut(net: nn.Module, layer: str) -> nn.Sequential:
 def _pretrained() -> dict:
     from torchvision.models import SqueezeNet1_0_Weights
 
-    return SqueezeNet1_0_Weights.IMAGENET1K_V1.get_state_dict(progress=False)
+    weights = SqueezeNet1_0_Weights.IMAGENET1K_V1
+    if not torch_hub_file(weights.url).is_file():
+        check_download(weights.url)
+    return weights.get_state_dict(progress=False)
 
 
 def convention_for(weights: str, convention: str) -> str:

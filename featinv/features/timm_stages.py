@@ -20,8 +20,8 @@ import torch
 from ..errors import FeatinvError
 from ..hookspecs import hookimpl
 from ..spec import FeatureSpec, Param
-from .cnn import (Convention, LayerNet, Preprocess, Window, fetch_pretrained, layer_layout,
-                  load_weights, window_layout)
+from .cnn import (Convention, LayerNet, Preprocess, Window, check_download, fetch_pretrained,
+                  layer_layout, load_weights, torch_hub_file, window_layout)
 
 _HALVE = Window(3, 2, 1)  # a 3x3 (or 1x1, 5x5 'same') stride-2 step: ceil(n / 2)
 # model -> (pretrained input side, ((channels, windows added by the stage), ...)); the listed ones
@@ -39,14 +39,39 @@ LISTED = {model: range(len(stages)) for model, (_, stages) in KNOWN.items()}
 _NAME = re.compile(r"^timm\.(?P<model>[a-z0-9_.]+)\.stage(?P<stage>\d+)$")
 
 
-def _create(model: str, stage: int, pretrained: bool = False):
+def _create(model: str, stage: int, pretrained: bool = False, file: str | None = None):
+    """The model cut after ``stage``; ``file``: read the pretrained weights from it."""
     import timm
 
     cfg = timm.get_pretrained_cfg(model)
     # fixed-size models (ViTs) can take any size when asked to interpolate position embeddings
     extra = {"dynamic_img_size": True} if cfg is not None and cfg.fixed_input_size else {}
+    if file is not None:
+        extra["pretrained_cfg_overlay"] = {"file": file, "source": ""}
     return timm.create_model(model, pretrained=pretrained, features_only=True,
                              out_indices=(stage,), **extra)
+
+
+def _pretrained(model: str, stage: int):
+    """The model with timm's ImageNet weights: from the Hugging Face cache when they are there
+    (no network needed), else downloaded by timm once the server is known to be reachable."""
+    import timm
+
+    cfg = timm.get_pretrained_cfg(model)
+    if cfg is not None and cfg.hf_hub_id:
+        from huggingface_hub import constants, try_to_load_from_cache
+
+        repo, _, revision = cfg.hf_hub_id.partition("@")
+        cached = try_to_load_from_cache(repo, cfg.hf_hub_filename or "model.safetensors",
+                                        revision=revision or None)
+        if isinstance(cached, str) and cached.endswith(".safetensors"):
+            return _create(model, stage, pretrained=True, file=cached)
+        if constants.HF_HUB_OFFLINE:
+            raise ConnectionError("HF_HUB_OFFLINE is set")
+        check_download(constants.ENDPOINT)
+    elif cfg is not None and cfg.url and not torch_hub_file(cfg.url).is_file():
+        check_download(cfg.url)
+    return _create(model, stage, pretrained=True)
 
 
 def _convention(model: str) -> Convention:
@@ -60,9 +85,7 @@ def _convention(model: str) -> Convention:
 
 def build(model: str, stage: int, weights: str = "imagenet") -> LayerNet:
     if weights == "imagenet":
-        # timm downloads (or reads its cache) while creating the model
-        net = fetch_pretrained(lambda: _create(model, stage, pretrained=True),
-                               f"timm model '{model}'")
+        net = fetch_pretrained(lambda: _pretrained(model, stage), f"timm model '{model}'")
     else:
         net = load_weights(_create(model, stage), weights, None, f"timm model '{model}'")
     return LayerNet(Preprocess(_convention(model)), net)
