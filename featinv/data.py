@@ -88,16 +88,23 @@ def decode(path: Path, max_short: int | None, data: bytes | None = None) -> torc
 _REPORTED: set[Path] = set()  # files that failed to decode, reported once per process
 
 
+JPEG_START = b"\xff\xd8\xff"
+
+
 class TrainImages(Dataset):
     """Whole training images: item ``i`` is ``(i, uint8 (3, H, W), name)``.
 
     ``name`` is the digest of the file's bytes when ``with_names`` (for the feature cache), else
     ``""``. A file can pass the scan (its header) and still fail to decode (truncated data): it
-    is reported once and the next readable file takes its place, so training goes on.
+    is reported once and the next readable file takes its place, so training goes on. With
+    ``raw_jpeg``, JPEG files come as their bytes (uint8 ``(N,)``), for ``FolderImages`` to
+    decode on the GPU.
     """
 
-    def __init__(self, files: list[Path], max_short: int | None, with_names: bool = False):
+    def __init__(self, files: list[Path], max_short: int | None, with_names: bool = False,
+                 raw_jpeg: bool = False):
         self.files, self.max_short, self.with_names = list(files), max_short, with_names
+        self.raw_jpeg = raw_jpeg
 
     def __len__(self) -> int:
         return len(self.files)
@@ -107,8 +114,10 @@ class TrainImages(Dataset):
             path = self.files[(index + step) % len(self.files)]
             try:
                 data = read_bytes(path)
-                image = decode(path, self.max_short, data)
-                return index, image, content_digest(data) if self.with_names else ""
+                name = content_digest(data) if self.with_names else ""
+                if self.raw_jpeg and data.startswith(JPEG_START):
+                    return index, torch.frombuffer(bytearray(data), dtype=torch.uint8), name
+                return index, decode(path, self.max_short, data), name
             except ImageError as exc:
                 if path not in _REPORTED:
                     _REPORTED.add(path)
@@ -189,10 +198,18 @@ class MemoryImages:
 
 
 class FolderImages:
-    """Training images decoded by ``workers`` persistent loader processes, batch by batch."""
+    """Training images read by ``workers`` persistent loader processes, batch by batch.
+
+    With ``decode_on`` (a CUDA device) the processes only read JPEG files and the GPU decodes
+    each batch (nvJPEG, EXIF orientation applied) and shrinks it to the store side; files it
+    cannot decode, and other formats, are decoded on the CPU as usual. GPU-decoded pixels can
+    differ from the CPU decoder's by rounding.
+    """
 
     def __init__(self, images: TrainImages, sampler: EpochBatches, workers: int,
-                 pin_memory: bool):
+                 pin_memory: bool, decode_on: torch.device | None = None):
+        self.images, self.decode_on = images, decode_on
+        images.raw_jpeg = decode_on is not None
         self.loader = DataLoader(images, batch_sampler=sampler, num_workers=workers,
                                  collate_fn=_as_lists, pin_memory=pin_memory,
                                  persistent_workers=workers > 0,
@@ -200,7 +217,44 @@ class FolderImages:
                                  worker_init_fn=_ignore_sigint if workers else None)
 
     def batches(self, sampler: EpochBatches) -> Iterator[tuple[list[int], list, list[str]]]:
-        return iter(self.loader)  # the loader iterates ``sampler`` itself
+        for indices, items, names in self.loader:  # the loader iterates ``sampler`` itself
+            if self.decode_on is not None:
+                items = self._decode(indices, items)
+            yield indices, items, names
+
+    def _decode(self, indices: list[int], items: list[torch.Tensor]) -> list[torch.Tensor]:
+        from torchvision.io import ImageReadMode, decode_jpeg
+
+        raw = [k for k, item in enumerate(items) if item.dim() == 1]
+        if not raw:
+            return items
+        try:
+            decoded = decode_jpeg([items[k] for k in raw], mode=ImageReadMode.RGB,
+                                  device=self.decode_on, apply_exif_orientation=True)
+        except RuntimeError:  # one bad file fails the batch: decode each on the CPU instead
+            decoded = [None] * len(raw)
+        items = list(items)
+        for k, image in zip(raw, decoded):
+            if image is None:
+                self.images.raw_jpeg = False
+                items[k] = self.images[indices[k]][1]
+                self.images.raw_jpeg = True
+            else:
+                items[k] = shrink(image, self.images.max_short)
+        return items
+
+
+def shrink(image: torch.Tensor, max_short: int | None) -> torch.Tensor:
+    """uint8 ``(3, H, W)`` with the shorter side shrunk to ``max_short`` if longer
+    (antialiased bilinear, on the image's device)."""
+    height, width = image.shape[1:]
+    if max_short is None or min(height, width) <= max_short:
+        return image
+    scale = max_short / min(height, width)
+    size = (max(1, round(height * scale)), max(1, round(width * scale)))
+    out = F.interpolate(image[None].float(), size=size, mode="bilinear", antialias=True,
+                        align_corners=False)
+    return out[0].round_().clamp_(0, 255).to(torch.uint8)
 
 
 def decoded_bytes(files: list[Path], max_short: int) -> int:

@@ -14,6 +14,7 @@ checkpoint files are described in ``featinv.checkpoint``.
 """
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -41,6 +42,7 @@ from .images import make_grid
 from .inversion import pick_device
 from .metrics import normalized_error, psnr, ssim
 from .precision import autocast, check_precision
+from .progress import Progress
 from .registry import get_feature
 from .run_folder import RunFolder
 from .train_config import (TrainConfig, check_config, effective_lr, lr_at,  # noqa: F401
@@ -122,14 +124,16 @@ def load_data(cfg: TrainConfig, device: torch.device, world: World, log) -> Data
     budget = memory_budget(cfg, device, world)
     in_memory = cfg.data_store == "memory" or (cfg.data_store == "auto" and need <= budget)
     if not in_memory:
-        source = FolderImages(images, sampler, cfg.workers, pin_memory=device.type == "cuda")
-        where = (f"decoded by {cfg.workers} loader processes" if cfg.workers
-                 else "decoded as needed") + (f" ({need / 1e9:.1f} GB decoded, over the "
-                                              f"{budget / 1e9:.1f} GB budget)"
-                                              if cfg.data_store == "auto" else "")
+        source = FolderImages(images, sampler, cfg.workers, pin_memory=device.type == "cuda",
+                              decode_on=device if device.type == "cuda" else None)
+        where = f"read by {cfg.workers} loader processes" if cfg.workers else "read as needed"
+        if device.type == "cuda":
+            where += ", JPEGs decoded on the GPU"
+        if cfg.data_store == "auto":
+            where += f" ({need / 1e9:.1f} GB decoded, over the {budget / 1e9:.1f} GB budget)"
         return Data(source, sampler, len(images), None, val, where)
     t0 = time.perf_counter()
-    with _progress(len(images), "decoding", world.is_main) as bar:
+    with Progress(len(images), "decoding training images", "img", _report_to(world)) as bar:
         source = MemoryImages(images, device, cfg.workers, progress=bar.update)
     sizes = [(img.shape[2], img.shape[1]) for img in source.images]
     where = (f"in {'GPU' if device.type == 'cuda' else 'RAM'} memory "
@@ -381,8 +385,8 @@ class Run:
             t0, done_before = time.perf_counter(), start
             running = torch.zeros((), device=self.device)
             since_read, loss_value = 0, float("nan")
-            with _progress(self.steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}",
-                           self.world.is_main, initial=start) as bar:
+            with Progress(self.steps_per_epoch - start, f"epoch {epoch + 1}/{cfg.epochs}", "step",
+                          _report_to(self.world)) as bar:
                 for indices, images, names in data.source.batches(data.sampler):
                     for group in self.opt.param_groups:
                         group["lr"] = lr_at(cfg, self.step, self.total, self.warmup)
@@ -395,8 +399,7 @@ class Run:
                     if since_read == cfg.log_every or last:
                         loss_value = self._read_loss(running / since_read)
                         running.zero_()
-                        bar.update(since_read)
-                        bar.set_postfix(loss=f"{loss_value:.4f}")
+                        bar.update(since_read, loss=f"{loss_value:.4f}")
                         since_read = 0
                     if self._should_stop(since_read == 0):
                         self.save(None)
@@ -534,50 +537,10 @@ class Run:
         self.folder.release()
 
 
+def _report_to(world: World):
+    """Where progress goes: stderr for the main process, nowhere for the others."""
+    return sys.stderr if world.is_main else io.StringIO()
+
+
 def _config_json(cfg: TrainConfig) -> dict[str, Any]:
     return json.loads(json.dumps(asdict(cfg)))
-
-
-class _progress:
-    """A tqdm bar on a terminal; in logs (stderr not a terminal) a plain line every 30 s.
-
-    Only the main process reports; ``update`` and ``set_postfix`` are cheap no-ops otherwise.
-    """
-
-    def __init__(self, total: int, desc: str, active: bool, initial: int = 0):
-        self.total, self.desc, self.active, self.n = total, desc, active, initial
-        self.bar, self.postfix, self.t0, self.last = None, "", time.monotonic(), time.monotonic()
-        if active and sys.stderr.isatty():
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=total, initial=initial, desc=desc, unit="step", leave=True,
-                            dynamic_ncols=True)
-
-    def __enter__(self) -> "_progress":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.bar is not None:
-            self.bar.close()
-        elif self.active and self.n and time.monotonic() - self.t0 > 30:
-            self._line()
-
-    def remaining(self) -> int:
-        return max(self.total - self.n, 0)
-
-    def update(self, n: int) -> None:
-        n = min(n, self.remaining())
-        self.n += n
-        if self.bar is not None:
-            self.bar.update(n)
-        elif self.active and time.monotonic() - self.last > 30:
-            self._line()
-
-    def set_postfix(self, **values) -> None:
-        self.postfix = ", ".join(f"{k} {v}" for k, v in values.items())
-        if self.bar is not None:
-            self.bar.set_postfix(values, refresh=False)
-
-    def _line(self) -> None:
-        self.last = time.monotonic()
-        print(f"{self.desc}: {self.n}/{self.total} {self.postfix}", file=sys.stderr, flush=True)

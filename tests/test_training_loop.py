@@ -340,3 +340,27 @@ def test_hog_orientation_bins_without_host_sync_match_the_cpu_path(monkeypatch):
     monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
     dense = hog._orientation_bins(gx, gy, 9)
     assert torch.equal(sparse, dense)
+
+
+def test_jpegs_decoded_in_batches_match_the_cpu_decoder(tmp_path):
+    """The GPU decoding path (run here on the CPU): same sizes, pixels within decoder rounding;
+    a file that is no JPEG inside still goes through the usual decoder."""
+    from PIL import Image
+
+    folder = tmp_path / "d"
+    folder.mkdir()
+    rng = torch.Generator().manual_seed(0)
+    for i, size in enumerate([(60, 44), (300, 200), (44, 60)]):
+        coarse = (torch.rand(3, 4, 4, generator=rng) * 255).byte().permute(1, 2, 0).numpy()
+        Image.fromarray(coarse).resize(size, Image.BICUBIC).save(folder / f"{i}.jpg", quality=95)
+    (folder / "3.png").write_bytes((folder / "0.jpg").read_bytes())  # a JPEG named .png
+    write_images(folder, 1, size=(50, 50))  # a real PNG
+    files = scan_folder(folder)
+    images = TrainImages(files, 64)
+    sampler = EpochBatches(len(files), 8, seed=0)
+    (indices, batch, _), = FolderImages(images, sampler, 0, False, decode_on=CPU).batches(sampler)
+    images.raw_jpeg = False
+    expected = [images[i][1] for i in indices]
+    for got, want in zip(batch, expected):
+        assert got.dtype == torch.uint8 and got.shape == want.shape
+        assert (got.float() - want.float()).abs().mean() < 3  # decoders and resizers round apart
