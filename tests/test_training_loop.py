@@ -161,7 +161,6 @@ def test_too_few_distinct_validation_images_fail_before_training(tmp_path, val_i
     else:
         write_images(tmp_path / "val", 4)
         kw["val_limit"] = 1
-    t0 = time.perf_counter()
     with pytest.raises(DataError, match="at least 2 different"):
         train(config(tmp_path / "data", tmp_path / "r", val=str(tmp_path / "val"), **kw),
               log=quiet)
