@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 
 from .cli_analyze import analyze
+from .cli_compare import compare_cmd, echo_realism, realism_options
 from .cli_train import train_cmd
 from .cli_common import echo_json as _echo_json, feature_params, parse_params as _parse_params  # noqa: F401
 from .cli_options import POSITIVE, SIDE, device_option
@@ -297,10 +298,13 @@ def invert_cmd(images, feature, checkpoint, out, size, side_by_side, overwrite, 
 @click.option("--batch-size", type=POSITIVE, default=32, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @method_options
+@realism_options("auto", None)
 @device_option
 def evaluate_cmd(feature, data, checkpoint, image_size, limit, batch_size, as_json, method,
-                 optimize, precision, device) -> int:
-    """Normalized reconstruction error, PSNR and SSIM over a folder of images."""
+                 optimize, precision, comparator, comparator_params, perceptual_weights,
+                 device) -> int:
+    """Normalized reconstruction error, PSNR, SSIM (and feature error, perceptual distance,
+    class agreement) over a folder of images."""
     from .evaluate import evaluate
 
     if method == "optimize" and checkpoint:
@@ -310,7 +314,9 @@ def evaluate_cmd(feature, data, checkpoint, image_size, limit, batch_size, as_js
                       on_error=_echo_error,
                       method=method, optimize=optimize,
                       progress=_optimize_progress(optimize, feature) if method == "optimize"
-                      else None, precision=precision)
+                      else None, precision=precision, comparator=comparator,
+                      comparator_params=comparator_params,
+                      perceptual_weights=perceptual_weights)
     if as_json:
         _echo_json(result)
     else:
@@ -319,6 +325,7 @@ def evaluate_cmd(feature, data, checkpoint, image_size, limit, batch_size, as_js
         click.echo(f"  normalized error  {result['normalized_error']:.4f}")
         click.echo(f"  PSNR              {result['psnr']:.2f} dB")
         click.echo(f"  SSIM              {result['ssim']:.4f}")
+        echo_realism(result)
         click.echo(f"  time per image    {result['seconds_per_image'] * 1000:.2f} ms")
     return 1 if result["failed"] else 0
 
@@ -421,6 +428,7 @@ def show_features_cmd(image, feature, params, out, size, overwrite) -> None:
 
 
 cli.add_command(analyze)
+cli.add_command(compare_cmd)
 cli.add_command(train_cmd)
 
 

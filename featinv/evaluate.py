@@ -14,6 +14,7 @@ from .limits import memory_bytes
 from .methods import Method, make_method
 from .metrics import normalized_error, psnr, ssim
 from .optimize import OptimizeConfig
+from .perceptual import probe_for, realism_metrics, resolve_comparator
 from .progress import Progress
 
 
@@ -84,7 +85,9 @@ def evaluate(data: str | Path, feature: str | None = None, checkpoint: str | Pat
              device: str | None = None, on_error: Callable[[str], None] | None = None,
              method: str = "decoder", optimize: OptimizeConfig | None = None,
              progress: Callable[[int, float], None] | None = None,
-             precision: str = "fp32") -> dict[str, Any]:
+             precision: str = "fp32", comparator: str | None = "auto",
+             comparator_params: dict[str, Any] | None = None,
+             perceptual_weights: str | Path | None = None) -> dict[str, Any]:
     """Normalized error, PSNR and SSIM of reconstructions of the images below ``data``.
 
     ``method``: ``"decoder"`` (``checkpoint``, or ``feature``'s shipped decoder) or
@@ -93,6 +96,11 @@ def evaluate(data: str | Path, feature: str | None = None, checkpoint: str | Pat
     decoder's training size; 128 for the baseline). Unreadable files are reported through
     ``on_error`` and skipped (listed under ``"failed"``). ``seconds_per_image`` times features
     plus inversion. ``precision``: the decoder's (``"bf16"``: faster on recent CPUs).
+
+    Realism metrics (:mod:`featinv.perceptual`; None where off): ``feature_error`` under
+    ``comparator`` (``"auto"``: the inverted representation when differentiable; ``"none"``; or
+    a name, with ``comparator_params``), and with ``perceptual_weights`` (a SqueezeNet file or
+    ``"auto"``) ``perceptual_distance``, ``perceptual_layers`` and ``class_agreement``.
     """
     check_count(limit, "--limit")
     check_count(batch_size, "--batch-size")
@@ -100,11 +108,14 @@ def evaluate(data: str | Path, feature: str | None = None, checkpoint: str | Pat
         check_side(image_size, "--image-size")
     inverter = make_method(method, feature, checkpoint, device, optimize, progress, precision)
     dev = inverter.device
+    judge = resolve_comparator(comparator, comparator_params, inverter.extractor, dev)
+    probe = probe_for(perceptual_weights, dev)
     size = image_size or inverter.image_size
     x, failed = load_square_images(data, size, limit, on_error)
     y, seconds_per_image = run_timed(inverter, x, batch_size, warm_up=method == "decoder")
+    realism = realism_metrics(x, y, judge, probe, batch_size)
     return {"feature": inverter.feature, "method": inverter.name, **inverter.info,
             "image_size": size, "normalized_error": normalized_error(x, y),
-            "psnr": float(psnr(x, y).mean()), "ssim": float(ssim(x, y).mean()),
+            "psnr": float(psnr(x, y).mean()), "ssim": float(ssim(x, y).mean()), **realism,
             "n_images": len(x), "seconds_per_image": seconds_per_image, "device": str(dev),
             "batch_size": batch_size, "failed": failed}

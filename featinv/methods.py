@@ -36,6 +36,7 @@ class Method:
     run: Callable[[torch.Tensor], torch.Tensor]
     device: torch.device
     info: dict[str, Any] = field(default_factory=dict)
+    extractor: torch.nn.Module | None = None  # the representation it inverts, on ``device``
 
     @property
     def label(self) -> str:
@@ -64,7 +65,7 @@ def decoder_method(source: str | Path, feature: str | None = None,
 
     return Method("decoder", decoder.meta["feature"]["name"], decoder.config["image_size"],
                   run, dev, {"checkpoint": str(source), "optimize": None,
-                             "precision": precision})
+                             "precision": precision}, extractor)
 
 
 def optimize_method(feature: str, params: dict[str, Any] | None = None,
@@ -82,7 +83,7 @@ def optimize_method(feature: str, params: dict[str, Any] | None = None,
     size = extractor.spec.image_size or DEFAULT_OPTIMIZE_SIZE
     return Method("optimize", feature, size, run, dev, {"checkpoint": None,
                                                          "optimize": cfg.to_json(),
-                                                         "precision": "fp32"})
+                                                         "precision": "fp32"}, extractor)
 
 
 def make_method(method: str, feature: str | None = None, checkpoint: str | Path | None = None,
