@@ -63,7 +63,7 @@ def _resolve_checkpoint(name_or_checkpoint: str | Path) -> Path:
         return path / "decoder.safetensors"
     if path.suffix == ".safetensors" or path.exists() or "/" in text or "\\" in text:
         return path
-    get_spec(text)  # unknown names fail here, with a suggestion
+    text = get_spec(text).name  # unknown names fail here, with a suggestion; "HOG" is "hog"
     shipped = shipped_decoder_path(text)
     if shipped is None:
         raise CheckpointError(f"No shipped decoder for '{text}' yet. Train one with 'featinv "
@@ -91,7 +91,7 @@ def load_decoder(name_or_checkpoint: str | Path, device: str | torch.device | No
     except (KeyError, TypeError, ValueError, OverflowError) as exc:
         raise CheckpointError(f"{path}: incomplete featinv metadata (missing or invalid "
                               f"{exc}).") from None
-    if feature is not None and feature != name:
+    if feature is not None and feature.lower() != name:  # names are lower case
         raise CheckpointError(f"{path} is a decoder for '{name}', not '{feature}'. Pass a "
                               f"checkpoint trained with --feature {feature}.")
     try:

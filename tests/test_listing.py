@@ -88,7 +88,11 @@ def test_describe_with_params_and_any_case(capsys):
     assert [r["name"] for r in json.loads(out)] == ["hog"]
 
 
-def test_names_in_any_case():
+def test_names_in_any_case(capsys, tmp_path):
+    from test_cli import run
+
+    code, out, _ = run(capsys, "invert", "-f", "HOG", "skimage:astronaut", "-o", str(tmp_path))
+    assert code == 0 and out.strip().endswith("astronaut.hog.png")  # the shipped decoder
     assert featinv.get_spec("HOG").name == "hog"
     assert featinv.get_feature("Alexnet.Conv5", weights="random").name == "alexnet.conv5"
     with pytest.raises(UnknownFeatureError, match="Did you mean 'hog'"):
