@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Every GPU check and measurement featinv needs, as one device call (about 6 minutes on an H100/H200).
+# Every GPU check and measurement featinv needs, as one device call (at most 8 minutes: each step has its own time limit).
 #
 # Prepare on the development machine (once):
 #   python3 ../shared/tools/gpu_pack.py .gpu --part 0 --parts 2   # 7.8k photos at 136 px + val
 #   echo /.gpu/ >> .git/info/exclude
 # Run with the device tool: command "bash benchmarks/gpu_check.sh", carry [".gpu"], timeout_s 540.
-# Results come back in $OUT: cuda_tests.txt, speed_cuda.json, train_throughput_cuda.json, log.txt.
+# Results come back in $OUT: cuda_tests.txt, speed_cuda.json, train_throughput_cuda.json,
+# train_compiled_cuda.json, log.txt.
 #
 # DEVICE=cpu LIMIT=64 EPOCHS=1 bash benchmarks/gpu_check.sh rehearses the plumbing on a CPU.
 set -u
@@ -40,16 +41,20 @@ ls "$DATA/train" | wc -l
 
 cd /tmp  # not the repository: it would shadow the installed package
 step "CUDA tests"
-timeout 150 "$PY" -m pytest -q -p no:cacheprovider "$REPO/tests/test_hog.py" \
+timeout 90 "$PY" -m pytest -q -p no:cacheprovider "$REPO/tests/test_hog.py" \
   "$REPO/tests/test_lbp.py" "$REPO/tests/test_training_loop.py" -k "cuda or identical or compiles" \
   > "$OUT/cuda_tests.txt" 2>&1; tail -3 "$OUT/cuda_tests.txt"
 
 step "features and decoders (batch 256)"
-timeout 120 "$PY" "$REPO/benchmarks/speed.py" --device "$DEVICE" --features hog,lbp \
+timeout 60 "$PY" "$REPO/benchmarks/speed.py" --device "$DEVICE" --features hog,lbp \
   --batch-size 256 --optimize-steps 50 --json "$OUT/speed_$DEVICE.json" | tail -8
 
 step "end-to-end training"
-timeout 300 "$PY" "$REPO/benchmarks/train_throughput.py" --device "$DEVICE" \
+timeout 200 "$PY" "$REPO/benchmarks/train_throughput.py" --device "$DEVICE" \
   --data "$DATA/train" --val "$DATA/val" --features hog --widths 0.5,0.125 --batches 256,64 \
   --limit "$LIMIT" --epochs "$EPOCHS" --workers 8 --json "$OUT/train_throughput_$DEVICE.json"
+step "end-to-end training, compiled"
+timeout 110 "$PY" "$REPO/benchmarks/train_throughput.py" --device "$DEVICE" \
+  --data "$DATA/train" --val "$DATA/val" --features hog --widths 0.5 --batches 256 \
+  --limit "$LIMIT" --epochs "$EPOCHS" --workers 8 --json "$OUT/train_compiled_$DEVICE.json" -- --compile
 step done

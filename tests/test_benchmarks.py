@@ -114,3 +114,24 @@ def test_speed_benchmark_measures_every_column(tmp_path):
     assert rows["hog"]["optimize_steps"] == 3 and rows["hog"]["optimize_over_decoder"] > 0
     assert "optimize_s_per_image" not in rows["lbp"]
     assert result["settings"]["threads"] == 1 and result["machine"]["logical_cpus"] >= 1
+
+
+def test_train_throughput_runs_featinv_train_end_to_end(tmp_path):
+    from conftest import write_images
+
+    spec = importlib.util.spec_from_file_location(
+        "bench_train", SCRIPT.parent / "train_throughput.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    write_images(tmp_path / "train", 16)
+    write_images(tmp_path / "val", 4, seed=1)
+    out = tmp_path / "t.json"
+    result = module.main(["--data", str(tmp_path / "train"), "--val", str(tmp_path / "val"),
+                          "--features", "hog", "--widths", "0.125", "--batches", "8",
+                          "--epochs", "2", "--limit", "0", "--image-size", "32",
+                          "--workers", "0", "--json", str(out)])
+    (row,) = json.loads(out.read_text())["rows"]
+    assert row == result["rows"][0]
+    assert row["images_trained"] == 2 * 16 and row["epochs"] == 2 and row["validations"] == 2
+    assert 0 < row["loop_images_per_s"] <= row["in_epoch_images_per_s"] * 1.05
+    assert "settings: precision" in row["settings"]
