@@ -24,3 +24,5 @@ PRECISIONS = ("fp32", "bf16", "fp16")  # the decoder's compute dtype under autoc
 SCHEDULES = ("step", "cosine", "constant")  # learning-rate decay towards the end of training
 DATA_STORES = ("auto", "memory", "files")  # where decoded training images live
 CACHE_DTYPES = ("float16", "float32")  # how the feature cache stores features
+# training loss terms and their default weights (featinv.losses)
+LOSSES = {"pixel": 1.0, "feature": 0.05, "adversarial": 0.005}

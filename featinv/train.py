@@ -38,6 +38,7 @@ from .decoders import PRESETS, Decoder, build_decoder
 from .distributed import World, barrier, join, leave, mean_over_ranks, world_from_env
 from .errors import CheckpointError, DataError, FeatinvError, Interrupted, PluginError
 from .feature_cache import FeatureCache
+from .losses import Discriminator, Objective
 from .images import make_grid
 from .inversion import pick_device
 from .metrics import normalized_error, psnr, ssim
@@ -46,7 +47,7 @@ from .progress import Progress
 from .registry import get_feature
 from .run_folder import RunFolder
 from .train_config import (TrainConfig, check_config, effective_lr, lr_at,  # noqa: F401
-                           warmup_steps)
+                           parse_losses, warmup_steps)
 
 DECODER_FILE = "decoder.safetensors"
 STATE_FILE = "train_state.safetensors"
@@ -167,31 +168,44 @@ class TrainStep(nn.Module):
         self._extractor = [extractor]  # in a list: not a submodule, its weights are not trained
         self.precision, self.memory_format = precision, memory_format
 
-    def forward(self, x: torch.Tensor, feats: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, feats: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Reconstructions ``(B, 3, H, W)`` and the features they were decoded from."""
         if feats is None:
             with torch.set_grad_enabled(self.encoder is not None and torch.is_grad_enabled()):
                 feats = self._extractor[0](x)
         if feats.dim() == 4:
             feats = feats.contiguous(memory_format=self.memory_format)
         with autocast(x.device, self.precision):
-            return self.decoder(feats, size=x.shape[-2:])
+            return self.decoder(feats, size=x.shape[-2:]), feats
 
 
 def optimizer_step(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor,
                    feats: torch.Tensor | None = None,
-                   scaler: torch.amp.GradScaler | None = None) -> torch.Tensor:
-    """One step on the paper's loss (eq. 1, the mean squared error) for images ``x``
-    ``(B, 3, H, W)``; ``model`` is a ``TrainStep``. Returns the loss, without syncing."""
-    loss = F.mse_loss(model(x, feats).float(), x)
+                   scaler: torch.amp.GradScaler | None = None,
+                   objective: Objective | None = None) -> dict[str, torch.Tensor]:
+    """One step on images ``x`` ``(B, 3, H, W)``; ``model`` is a ``TrainStep``. The loss is
+    ``objective``'s (default: the paper's eq. 1, the mean squared error); with an adversarial
+    term the discriminator then takes its own step. Returns ``{"loss": weighted total, each
+    term..., "disc": the discriminator's loss}`` as tensors, without syncing."""
+    y, feats = model(x, feats)
+    y = y.float()
+    if objective is None:
+        total, parts = F.mse_loss(y, x), {}
+    else:
+        total, parts = objective.generator_loss(x, y, feats)
     opt.zero_grad(set_to_none=True)
     if scaler is None:
-        loss.backward()
+        total.backward()
         opt.step()
     else:
-        scaler.scale(loss).backward()
+        scaler.scale(total).backward()
         scaler.step(opt)
         scaler.update()
-    return loss
+    terms = {"loss": total.detach(), **{k: v.detach() for k, v in parts.items()}}
+    if objective is not None and objective.discriminator is not None:
+        terms["disc"] = objective.discriminator_step(x, y, feats)
+    return terms
 
 
 def make_optimizer(params: list[nn.Parameter], cfg: TrainConfig,
@@ -300,6 +314,7 @@ class Run:
         self.trained = list(decoder.parameters()) + (list(self.encoder.parameters())
                                                      if self.encoder else [])
         self.opt = make_optimizer(self.trained, cfg, self.device)
+        self.objective = self._objective()
         self.scaler = (torch.amp.GradScaler(self.device.type) if cfg.precision == "fp16"
                        else None)
         self.steps_per_epoch = self.data.sampler.batches_per_epoch()
@@ -308,6 +323,8 @@ class Run:
         self.step, self.history = 0, []
         if resume and (self.folder.path / STATE_FILE).exists():
             self._resume()
+        elif cfg.init_from:
+            self._init_from(cfg.init_from)
             self.log(f"resuming at step {self.step}/{self.total} from "
                      f"{self.folder.path / STATE_FILE}")
         else:
@@ -320,6 +337,63 @@ class Run:
         self.model = torch.compile(model) if cfg.compile else model
         self._log_start()
 
+    def _objective(self) -> Objective | None:
+        """The losses of ``--loss`` (None for the paper's plain pixel loss)."""
+        cfg = self.cfg
+        weights = parse_losses(cfg.loss)
+        if weights == {"pixel": 1.0}:
+            return None
+        comparator = self._comparator() if "feature" in weights else None
+        self.discriminator = self.disc_opt = None
+        if "adversarial" in weights:
+            if cfg.disc_conditional and self.layout.kind != "grid":
+                raise FeatinvError("--disc-conditional needs a representation with a grid "
+                                   f"layout; '{cfg.feature}' gives a vector.")
+            extra = self.layout.shape[0] if cfg.disc_conditional else 0
+            self.discriminator = Discriminator(3 + extra, cfg.disc_width).to(self.device)
+            self.disc_opt = torch.optim.Adam(self.discriminator.parameters(), lr=cfg.disc_lr,
+                                             betas=(0.5, 0.999))
+            if self.world.distributed:
+                self.discriminator = DistributedDataParallel(
+                    self.discriminator,
+                    device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        return Objective(weights, comparator, self.discriminator, self.disc_opt,
+                         cfg.disc_conditional, cfg.precision)
+
+    def _comparator(self):
+        """The frozen representation the feature loss compares in."""
+        cfg = self.cfg
+        if cfg.comparator is None or cfg.comparator == cfg.feature:
+            comparator = get_feature(cfg.feature, **cfg.params)
+        else:
+            params = {"weights": cfg.comparator_weights} if cfg.comparator_weights else {}
+            comparator = get_feature(cfg.comparator, **params)
+        if not comparator.spec.differentiable:
+            raise FeatinvError(f"The feature loss needs a differentiable comparator, and "
+                               f"'{comparator.name}' is not; name one with --comparator, e.g. "
+                               "--comparator squeezenet.fire5 --comparator-weights "
+                               "squeezenet1_0_deepcompression_caffe.npz.")
+        comparator.check_finite_input = False
+        for param in comparator.parameters():
+            param.requires_grad_(False)
+        return comparator.to(self.device).eval()
+
+    def _init_from(self, path: str) -> None:
+        """Start from a trained decoder's weights (``--init-from``)."""
+        from .inversion import load_decoder
+
+        trained = load_decoder(path, device=self.device, feature=self.cfg.feature)
+        if trained.config != self.decoder.config or trained.layout != self.decoder.layout:
+            raise CheckpointError(f"--init-from {path}: that decoder ({trained.config.get('family')}"
+                                  f", width {trained.config.get('width')}, "
+                                  f"{trained.config.get('image_size')} px) differs from the one "
+                                  "this run builds; use the same --preset, --width and "
+                                  "--image-size.")
+        self.decoder.load_state_dict(trained.state_dict())
+        if self.world.is_main:
+            (self.folder.path / METRICS_FILE).unlink(missing_ok=True)
+        self.log(f"starting from the weights of {path}")
+
     def _log_start(self) -> None:
         cfg = self.cfg
         n_params = sum(p.numel() for p in self.decoder.parameters())
@@ -327,7 +401,8 @@ class Run:
                  f"{cfg.feature} ({self.layout}) at {cfg.image_size} px on {self.data.n_train} "
                  f"images, {self.device}"
                  + (f" x {self.world.size} processes" if self.world.distributed else "")
-                 + (", fine-tuning the encoder" if self.encoder else ""))
+                 + (", fine-tuning the encoder" if self.encoder else "")
+                 + (f", losses {cfg.loss}" if self.objective is not None else ""))
         self.log(f"settings: precision {cfg.precision}, channels_last {cfg.channels_last}, "
                  + (f"{cfg.threads} CPU threads, " if self.device.type == "cpu" else "")
                  + f"batch {cfg.batch_size}, lr {effective_lr(cfg):.3g}"
@@ -358,15 +433,16 @@ class Run:
         stored, now = meta.get("config", {}), _config_json(self.cfg)
         if stored.get("width") is None:  # older runs stored the preset's default as null
             stored = {**stored, "width": PRESETS.get(stored.get("preset"), {}).get("width")}
+        stored.setdefault("loss", "pixel")
+        stored.setdefault("disc_conditional", False)
         for key in ("feature", "params", "image_size", "preset", "width", "batch_size",
-                    "finetune_encoder"):
+                    "finetune_encoder", "loss", "disc_conditional"):
             if stored.get(key) != now.get(key):
                 raise CheckpointError(f"Cannot resume {self.folder.path}: it was trained with "
                                       f"{key}={stored.get(key)!r}, this run asks for "
                                       f"{now.get(key)!r}. Use the same setting, or train into "
                                       "another --out.")
-        modules = {"decoder": self.decoder, **({"encoder": self.encoder} if self.encoder else {})}
-        meta = checkpoint.load_train_state(path, modules, {checkpoint.OPTIMIZER_PREFIX: self.opt})
+        meta = checkpoint.load_train_state(path, self._modules(), self._optimizers())
         self.step, self.history = int(meta["step"]), list(meta.get("history", []))
         if self.world.is_main:  # records after the checkpoint belong to lost steps
             self.folder.write_text(METRICS_FILE, "".join(json.dumps(r) + "\n"
@@ -383,23 +459,25 @@ class Run:
             data.sampler.set_epoch(epoch, start)
             draw = epoch % cfg.cache_variants if self.cache is not None else epoch
             t0, done_before = time.perf_counter(), start
-            running = torch.zeros((), device=self.device)
-            since_read, loss_value = 0, float("nan")
+            running: dict[str, torch.Tensor] = {}
+            since_read, loss_value, terms_read = 0, float("nan"), {}
             with Progress(self.steps_per_epoch - start, f"epoch {epoch + 1}/{cfg.epochs}", "step",
                           _report_to(self.world)) as bar:
                 for indices, images, names in data.source.batches(data.sampler):
                     for group in self.opt.param_groups:
                         group["lr"] = lr_at(cfg, self.step, self.total, self.warmup)
                     x, feats = self._batch(indices, images, names, draw)
-                    loss = optimizer_step(self.model, self.opt, x, feats, self.scaler)
-                    running += loss.detach()
+                    terms = optimizer_step(self.model, self.opt, x, feats, self.scaler,
+                                           self.objective)
+                    for name, value in terms.items():
+                        running[name] = running[name] + value if name in running else value
                     self.step, since_read = self.step + 1, since_read + 1
                     in_epoch = self.step - epoch * self.steps_per_epoch
                     last = in_epoch == self.steps_per_epoch
                     if since_read == cfg.log_every or last:
-                        loss_value = self._read_loss(running / since_read)
-                        running.zero_()
-                        bar.update(since_read, loss=f"{loss_value:.4f}")
+                        terms_read = self._read_losses(running, since_read)
+                        loss_value, running = terms_read["loss"], {}
+                        bar.update(since_read, **{k: f"{v:.4f}" for k, v in terms_read.items()})
                         since_read = 0
                     if self._should_stop(since_read == 0):
                         self.save(None)
@@ -411,6 +489,8 @@ class Run:
                             last_save = time.monotonic()
             seconds = time.perf_counter() - t0
             record = {"epoch": epoch + 1, "step": self.step, "train_loss": loss_value,
+                      **{f"train_{k}": v for k, v in terms_read.items()
+                         if k != "loss" and self.objective is not None},
                       "images_per_second": (self.steps_per_epoch - done_before)
                       * cfg.batch_size / seconds, "lr": self.opt.param_groups[0]["lr"]}
             trained_since_val += seconds
@@ -448,13 +528,15 @@ class Run:
         keys = [f"{name}@{c.name()}" for name, c in zip(names, crops)]
         return x, self.cache.features(keys, x, self.extractor)
 
-    def _read_loss(self, mean_loss: torch.Tensor) -> float:
-        """The loss averaged since the last read, over all processes (a device sync)."""
-        value = mean_over_ranks(mean_loss, self.world).item()
-        if not math.isfinite(value):
-            raise FeatinvError(f"Loss became {value} at step {self.step}; "
+    def _read_losses(self, sums: dict[str, torch.Tensor], steps: int) -> dict[str, float]:
+        """Each loss term averaged over the last ``steps`` steps and all processes (one device
+        sync)."""
+        means = mean_over_ranks(torch.stack(list(sums.values())) / steps, self.world).tolist()
+        values = dict(zip(sums, means))
+        if not all(math.isfinite(v) for v in values.values()):
+            raise FeatinvError(f"Loss became {values['loss']} at step {self.step} ({values}); "
                                + self.folder.kept_message() + " Try a lower --lr.")
-        return value
+        return values
 
     def _validate_now(self, epoch: int, trained: float, val_seconds: float | None,
                       record: dict) -> bool:
@@ -515,14 +597,28 @@ class Run:
             else (validated[-1] if validated else metrics or None),
             progress={"step": self.step, "total_steps": self.total,
                       "world_size": self.world.size})
-        modules = {"decoder": self.decoder, **({"encoder": self.encoder} if self.encoder else {})}
         state = {"step": self.step, "history": self.history, "config": cfg_json}
         self.folder.write(
             lambda: (checkpoint.save_decoder(self.decoder, self.folder.path / DECODER_FILE, meta,
                                              self.encoder),
-                     checkpoint.save_train_state(self.folder.path / STATE_FILE, modules,
-                                                 {checkpoint.OPTIMIZER_PREFIX: self.opt}, state)),
+                     checkpoint.save_train_state(self.folder.path / STATE_FILE, self._modules(),
+                                                 self._optimizers(), state)),
             f"at step {self.step}")
+
+    def _modules(self) -> dict[str, nn.Module]:
+        """What the training state holds weights of, by tensor prefix."""
+        modules = {"decoder": self.decoder}
+        if self.encoder is not None:
+            modules["encoder"] = self.encoder
+        if getattr(self, "discriminator", None) is not None:
+            modules["discriminator"] = getattr(self.discriminator, "module", self.discriminator)
+        return modules
+
+    def _optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        optimizers = {checkpoint.OPTIMIZER_PREFIX: self.opt}
+        if getattr(self, "disc_opt", None) is not None:
+            optimizers["disc_opt."] = self.disc_opt
+        return optimizers
 
     def __enter__(self) -> "Run":
         self._old_handlers = {}

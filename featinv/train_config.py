@@ -8,7 +8,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from .choices import (CACHE_DTYPES, DATA_STORES, DEFAULT_PRESET, PRECISIONS, PRESETS, SCHEDULES)
+from .choices import (CACHE_DTYPES, DATA_STORES, DEFAULT_PRESET, LOSSES, PRECISIONS, PRESETS,
+                      SCHEDULES)
 from .errors import FeatinvError
 
 REFERENCE_BATCH = 64  # --lr is the learning rate at this batch size (the paper's)
@@ -85,6 +86,23 @@ class TrainConfig:
                                  "the epochs.")
     cache_dtype: str = option("float16", "With --feature-cache: how features are stored.",
                               choices=tuple(CACHE_DTYPES))
+    loss: str = option("pixel", "Loss terms with optional weights: pixel (the paper's eq. 1), "
+                       "feature (distance in a comparator's feature space), adversarial (a "
+                       "discriminator's verdict), e.g. pixel,feature=0.05,adversarial=0.005 "
+                       "(weights default to " + ", ".join(f"{k} {v:g}" for k, v in LOSSES.items())
+                       + ").")
+    comparator: str | None = option(None, "Representation the feature loss compares in "
+                                    "(default: the inverted one, if differentiable), e.g. "
+                                    "squeezenet.fire5.")
+    comparator_weights: str | None = option(None, "Weights of a CNN comparator: a .safetensors/"
+                                            ".npz file, imagenet or random.", path=True)
+    disc_width: float = option(0.5, "Width multiplier of the discriminator (adversarial loss).")
+    disc_lr: float = option(2e-4, "Learning rate of the discriminator (Adam, betas 0.5, 0.999).")
+    disc_conditional: bool = option(False, "The discriminator sees the inverted features too "
+                                    "(grid layouts).", flag=True)
+    init_from: str | None = option(None, "Start from this trained decoder's weights (same "
+                                   "representation, layout, preset and width), e.g. to fine-tune "
+                                   "a pixel-loss decoder with other losses.", path=True)
     overwrite: bool = option(False, "Replace the run already in --out.", flag=True)
 
 
@@ -131,6 +149,12 @@ def check_config(cfg: TrainConfig) -> None:
         raise FeatinvError(f"--data-store must be auto, memory or files, got {cfg.data_store!r}.")
     if cfg.memory_budget is not None and not cfg.memory_budget > 0:
         raise FeatinvError(f"--memory-budget must be positive, got {cfg.memory_budget!r}.")
+    parse_losses(cfg.loss)
+    for name in ("disc_width", "disc_lr"):
+        value = getattr(cfg, name)
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+            raise FeatinvError(f"--{name.replace('_', '-')} must be a positive number, "
+                               f"got {value!r}.")
     if cfg.feature_cache and cfg.finetune_encoder:
         raise FeatinvError("--feature-cache cannot be used with --finetune-encoder: the "
                            "features change as the encoder trains.")
@@ -164,3 +188,27 @@ def lr_at(cfg: TrainConfig, step: int, total: int, warmup: int = 0) -> float:
     if cfg.schedule == "step":
         return peak * (1.0 if frac < 0.7 else 0.3 if frac < 0.9 else 0.1)
     raise FeatinvError(f"Unknown schedule '{cfg.schedule}' (step, cosine, constant).")
+
+
+def parse_losses(text: str) -> dict[str, float]:
+    """``"pixel,feature=0.1"`` -> ``{"pixel": 1.0, "feature": 0.1}`` (defaults from
+    ``featinv.choices.LOSSES``); unknown names or bad weights are a ``FeatinvError``."""
+    weights: dict[str, float] = {}
+    for item in (part.strip() for part in str(text).split(",")):
+        if not item:
+            continue
+        name, _, value = item.partition("=")
+        name = name.strip().lower()
+        if name not in LOSSES:
+            raise FeatinvError(f"Unknown loss '{name}' in --loss (choose from "
+                               f"{', '.join(LOSSES)}; e.g. --loss pixel,feature=0.05).")
+        try:
+            weight = float(value) if value else LOSSES[name]
+        except ValueError:
+            raise FeatinvError(f"--loss {name}={value}: the weight must be a number.") from None
+        if not (math.isfinite(weight) and weight > 0):
+            raise FeatinvError(f"--loss {name}={value}: the weight must be positive.")
+        weights[name] = weight
+    if not weights:
+        raise FeatinvError("--loss names no loss; use e.g. --loss pixel.")
+    return weights
