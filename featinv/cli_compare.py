@@ -11,13 +11,17 @@ from .errors import printable
 
 
 def realism_options(comparator_default: str, weights_default: str | None):
-    """``--comparator``, ``--comparator-param`` and ``--perceptual-weights``, handed on as
-    ``comparator``, ``comparator_params`` (a dict) and ``perceptual_weights``."""
+    """``--comparator``, ``--comparator-param``/``--comparator-weights`` and
+    ``--perceptual-weights``, handed on as ``comparator``, ``comparator_params`` (a dict) and
+    ``perceptual_weights``."""
 
     def decorate(command):
         @functools.wraps(command)
-        def wrapper(*args, comparator_params=(), **kwargs):
-            return command(*args, comparator_params=parse_params(comparator_params), **kwargs)
+        def wrapper(*args, comparator_params=(), comparator_weights=None, **kwargs):
+            params = parse_params(comparator_params)
+            if comparator_weights is not None:
+                params["weights"] = comparator_weights
+            return command(*args, comparator_params=params, **kwargs)
 
         options = [
             click.option("--comparator", default=comparator_default, show_default=True,
@@ -28,6 +32,9 @@ def realism_options(comparator_default: str, weights_default: str | None):
             click.option("--comparator-param", "comparator_params", multiple=True,
                          metavar="NAME=VALUE", help="Parameter of the comparator (repeatable), "
                          "e.g. weights=PATH for squeezenet.fire5."),
+            click.option("--comparator-weights", metavar="PATH|imagenet|random",
+                         help="Weights of a CNN comparator (as train's option); same as "
+                         "--comparator-param weights=..."),
             click.option("--perceptual-weights", default=weights_default,
                          show_default=weights_default is not None, metavar="PATH|auto|none",
                          help="SqueezeNet 1.0 weights (.npz/.safetensors): adds the perceptual "

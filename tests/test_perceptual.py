@@ -199,6 +199,10 @@ def test_evaluate_json_keys_with_default_comparator(capsys, image_folder):
                        "--image-size", "32", "--json", "--comparator", "hog",
                        "--comparator-param", "cell_size=4", "--device", "cpu")
     assert json.loads(out)["comparator"] == "hog" and json.loads(out)["feature_error"] > 0
+    code, _, err = run(capsys, "evaluate", "-f", "lbp", "--data", str(image_folder),
+                       "--comparator", "squeezenet.fire5", "--comparator-weights",
+                       str(image_folder / "missing.npz"))
+    assert code == 1 and "missing.npz does not exist" in err  # handed on as weights=PATH
 
 
 def test_evaluate_with_perceptual_weights(capsys, image_folder, weights):
