@@ -101,3 +101,57 @@ def test_troubleshooting_page_lists_the_robustness_messages():
         "must be a finite number above 0", "cannot be read"}
     missing = sorted(r for r in reasons if r not in page)
     assert not missing, f"docs/troubleshooting.md does not explain: {missing}"
+
+
+def _section(text: str, heading: str) -> str:
+    """The text of a Markdown section, from its heading to the next heading of any level."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.strip() == heading)
+    end = next((i for i in range(start + 1, len(lines)) if re.match(r"#{1,6} ", lines[i])),
+               len(lines))
+    return "\n".join(lines[start:end])
+
+
+def _table_rows(section: str) -> dict[str, list[str]]:
+    """The option table of a section: its cells by row, keyed by each option the first cell
+    names (``--feature`` and ``-f`` both give the ``-f``, ``--feature TEXT`` row)."""
+    rows = {}
+    for line in section.splitlines():
+        if not line.startswith("| `-"):
+            continue
+        cells = [c.strip() for c in re.split(r"(?<!\\)\|", line.strip())[1:-1]]
+        for opt in re.findall(r"`(-[\w-]+)", cells[0]):
+            rows[opt] = cells
+    return rows
+
+
+def test_train_table_lists_every_option_of_train_help_with_its_default():
+    """`featinv train`'s options are generated from TrainConfig: the table in docs/cli.md must
+    name each one (in its first column) and show the default `--help` shows."""
+    rows = _table_rows(_section(_read("cli.md"), "## train"))
+    command = ALL_COMMANDS["train"]
+    missing = [opt for opt in _options(command) if opt not in rows]
+    assert not missing, f"options of 'featinv train' missing from the table in docs/cli.md: {missing}"
+    wrong = []
+    for param in command.params:
+        if not (isinstance(param, click.Option) and param.show_default
+                and param.default is not None and not param.is_flag):
+            continue
+        shown = rows[param.opts[0]][1].strip("`")
+        try:
+            same = float(shown) == float(param.default)
+        except ValueError:
+            same = shown == str(param.default)
+        if not same:
+            wrong.append(f"{param.opts[0]}: table says {shown!r}, --help {param.default!r}")
+    assert not wrong, f"defaults in docs/cli.md's train table differ from --help: {wrong}"
+
+
+def test_api_page_lists_every_train_config_field():
+    import dataclasses
+
+    from featinv.train_config import TrainConfig
+
+    text = _section(_read("api.md"), "## Training")
+    missing = [f.name for f in dataclasses.fields(TrainConfig) if f"`{f.name}`" not in text]
+    assert not missing, f"TrainConfig fields missing from docs/api.md's Training table: {missing}"
