@@ -29,7 +29,8 @@ ENV_CACHE_DIR = "FEATINV_CACHE_DIR"
 MAX_SIZES = 8  # image sizes whose layouts are kept
 MAX_BYTES = 16 * 1024 * 1024
 _SPEC_KEYS = {"name": str, "plugin": str, "description": str, "input": str,
-              "differentiable": bool, "params": list, "layout_formula": str, "decoder": str}
+              "differentiable": bool, "params": list, "values": dict, "layout_formula": str,
+              "decoder": str}
 
 
 def cache_path(name: str = "listing.json") -> Path | None:
@@ -86,15 +87,20 @@ def fingerprint() -> str:
 
 def _valid_listing(data: dict) -> bool:
     features, layouts = data.get("features"), data.get("layouts")
+    problems = data.get("problems")
     if not (isinstance(features, dict) and isinstance(layouts, dict)
-            and isinstance(data.get("problems"), list)):
+            and isinstance(problems, list) and all(
+                isinstance(p, dict) and isinstance(p.get("name"), str)
+                and isinstance(p.get("error"), str) for p in problems)):
         return False
     for name, info in features.items():
         if not (isinstance(info, dict) and info.get("name") == name
                 and all(isinstance(info.get(k), t) for k, t in _SPEC_KEYS.items())):
             return False
     return all(isinstance(table, dict) and set(table) == set(features)
-               and all(isinstance(v, dict) for v in table.values())
+               and all(isinstance(v, dict) and (isinstance(v.get("layout"), dict)
+                                                or isinstance(v.get("error"), str))
+                       for v in table.values())
                for table in layouts.values())
 
 
@@ -110,13 +116,15 @@ def _read(path: Path, key: str, valid: Callable[[dict], bool]) -> dict | None:
 
 
 def _write(path: Path, data: dict) -> None:
-    """Replace the cache atomically; a cache that cannot be written is simply not kept."""
+    """Replace the cache atomically; a cache that cannot be written (a read-only folder, a
+    plugin's parameter default that is not JSON) is simply not kept."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
+        text = json.dumps(data)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps(data), encoding="utf-8")
+        tmp.write_text(text, encoding="utf-8")
         os.replace(tmp, path)
-    except OSError:
+    except (OSError, TypeError, ValueError):
         try:
             tmp.unlink()
         except OSError:
