@@ -79,9 +79,12 @@ def compare_cmd(originals, reconstructions, image_size, suffix, limit, batch_siz
     result = compare_folders(originals, reconstructions, image_size, limit, suffix, comparator,
                              comparator_params, perceptual_weights, batch_size, device,
                              on_error=_echo_error)
-    for path in result["unmatched"]:
-        click.echo(f"skipping {printable(path)}: no original of that name in "
-                   f"{printable(originals)}.", err=True)
+    unmatched = result["unmatched"]
+    if unmatched:
+        more = f" and {len(unmatched) - 3} more" if len(unmatched) > 3 else ""
+        click.echo(f"skipping {len(unmatched)} reconstruction(s) with no original of that name "
+                   f"in {printable(originals)}: {', '.join(map(printable, unmatched[:3]))}{more}.",
+                   err=True)
     if as_json:
         echo_json(result)
     else:

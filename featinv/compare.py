@@ -40,7 +40,7 @@ def _index(root: Path, files: list[Path]) -> dict[tuple[Path, str], Path | None]
 def pair_files(originals: str | Path, reconstructions: str | Path, suffix: str | None = None
                ) -> tuple[list[tuple[Path, Path]], list[Path]]:
     """``[(original, reconstruction), ...]`` in the originals' order, and the reconstructions
-    that match no original. A ``DataError`` when an original has several reconstructions, a
+    that match no original (with ``suffix``: those named with it). A ``DataError`` when an original has several reconstructions, a
     name is ambiguous, or nothing pairs up."""
     root_o, root_r = Path(originals), Path(reconstructions)
     files_o, files_r = scan_folder(root_o), scan_folder(root_r)
@@ -52,7 +52,9 @@ def pair_files(originals: str | Path, reconstructions: str | Path, suffix: str |
         rel = recon.relative_to(root_r)
         base = rel.name[:-len(rel.suffix)] if rel.suffix else rel.name
         if suffix:
-            names = [base[:-len(suffix)]] if base.endswith(suffix) else []
+            if not base.endswith(suffix):
+                continue  # another decoder's output: not asked for
+            names = [base[:-len(suffix)]]
         else:
             names = [base] + [base.rsplit(".", i)[0] for i in range(1, base.count(".") + 1)]
         hit = next(((rel.parent, n) for n in names if (rel.parent, n) in index), None)

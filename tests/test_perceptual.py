@@ -250,8 +250,11 @@ def test_pairing_by_relative_name(pairs):
     shutil.copy(recon / "img001.png", recon / "img000.lbp.png")
     with pytest.raises(DataError, match="several reconstructions .* --suffix"):
         pair_files(orig, recon)
-    found, _ = pair_files(orig, recon, suffix=".hog")
+    found, unmatched = pair_files(orig, recon, suffix=".hog")
     assert [r.name for _, r in found] == ["img000.hog.png", "img000.hog.png"]
+    assert unmatched == []  # img001.png, img000.lbp.png, stray.png are not asked for
+    shutil.copy(recon / "stray.png", recon / "stray.hog.png")
+    assert [p.name for p in pair_files(orig, recon, suffix=".hog")[1]] == ["stray.hog.png"]
     with pytest.raises(DataError, match="both the originals and the reconstructions"):
         pair_files(orig, orig)
 
@@ -272,7 +275,9 @@ def test_compare_cli_json(capsys, pairs, weights):
     code, out, err = run(capsys, "compare", str(orig), str(recon), "--image-size", "32",
                          "--perceptual-weights", str(weights), "--json", "--device", "cpu")
     result = json.loads(out)
-    assert code == 1 and "img002.png" in err and "skipping" in err and "stray.png" in err
+    assert code == 1 and "img002.png" in err and "skipping 1 reconstruction(s)" in err
+    assert "stray.png" in err and len(err.strip().splitlines()) == 2
+    assert result["unmatched"] == [str(recon / "stray.png")] and len(result["failed"]) == 1
     assert REALISM_KEYS <= set(result) and result["n_images"] == 3
     assert result["perceptual_distance"] == pytest.approx(0, abs=1e-6)
     assert result["class_agreement"] == 1 and result["feature_error"] is None
