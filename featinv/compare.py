@@ -126,6 +126,6 @@ def compare_folders(originals: str | Path, reconstructions: str | Path,
     return {"originals": str(originals), "reconstructions": str(reconstructions),
             "image_size": image_size, "normalized_error": normalized_error(x, y),
             "psnr": float(psnr(x, y).mean()), "ssim": float(ssim(x, y).mean()),
-            **realism_metrics(x, y, judge, probe, batch_size), "n_images": len(x),
+            **realism_metrics(x, y, judge, probe, batch_size, dev), "n_images": len(x),
             "device": str(dev), "batch_size": batch_size,
             "unmatched": [str(p) for p in unmatched], "failed": failed}

@@ -147,11 +147,13 @@ def _device_of(module: nn.Module) -> torch.device:
 
 @torch.no_grad()
 def feature_error(comparator: nn.Module, x: torch.Tensor, y: torch.Tensor,
-                  batch_size: int = 32) -> torch.Tensor:
+                  batch_size: int = 32, device: str | torch.device | None = None
+                  ) -> torch.Tensor:
     """``||Φ(y_i) - Φ(x_i)||² / max(||Φ(x_i)||², 1e-12)`` per image, Φ = ``comparator`` (an
-    extractor, run on its device). Shape: ``(N,)``, float64 on the CPU."""
+    extractor), run on ``device`` (default: its parameters' or buffers' device, else the CPU;
+    HOG, LBP and SIFT have none). Shape: ``(N,)``, float64 on the CPU."""
     _check_pair(x, y)
-    dev, out = _device_of(comparator), []
+    dev, out = torch.device(device) if device else _device_of(comparator), []
     for i in range(0, len(x), batch_size):
         fx = comparator(x[i:i + batch_size].to(dev)).flatten(1).double()
         fy = comparator(y[i:i + batch_size].to(dev)).flatten(1).double()
@@ -188,16 +190,18 @@ def class_agreement(probe: Probe, x: torch.Tensor, y: torch.Tensor, batch_size: 
 
 
 def realism_metrics(x: torch.Tensor, y: torch.Tensor, comparator: nn.Module | None = None,
-                    probe: Probe | None = None, batch_size: int = 32) -> dict[str, Any]:
+                    probe: Probe | None = None, batch_size: int = 32,
+                    device: str | torch.device | None = None) -> dict[str, Any]:
     """What ``evaluate`` and ``compare`` report beside the pixel metrics (None where not asked
-    for): ``comparator``, ``feature_error``, ``perceptual_weights``, ``perceptual_distance``,
-    ``perceptual_layers`` ({layer: mean distance}) and ``class_agreement``."""
+    for): ``comparator``, ``feature_error`` (the comparator run on ``device``),
+    ``perceptual_weights``, ``perceptual_distance``, ``perceptual_layers`` ({layer: mean
+    distance}) and ``class_agreement``."""
     out: dict[str, Any] = {"comparator": None, "feature_error": None, "perceptual_weights": None,
                            "perceptual_distance": None, "perceptual_layers": None,
                            "class_agreement": None}
     if comparator is not None:
         out["comparator"] = getattr(comparator, "name", type(comparator).__name__)
-        out["feature_error"] = float(feature_error(comparator, x, y, batch_size).mean())
+        out["feature_error"] = float(feature_error(comparator, x, y, batch_size, device).mean())
     if probe is not None:
         layers, agree = perceptual_scores(probe, x, y, batch_size)
         out["perceptual_weights"] = getattr(probe, "weights", None)

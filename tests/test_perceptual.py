@@ -111,6 +111,7 @@ def test_feature_error_by_hand():
     err = feature_error(nn.Identity(), x, y)
     assert err.dtype == torch.float64 and torch.allclose(err, torch.tensor([4 / 9, 0.0],
                                                                            dtype=torch.float64))
+    assert torch.equal(feature_error(nn.Identity(), x, y, device="cpu"), err)
     zero = torch.zeros(1, 3, 1, 1)
     assert feature_error(nn.Identity(), zero, zero).item() == 0  # 0/0 is 0, not NaN
     assert realism_metrics(x, y, comparator=nn.Identity())["feature_error"] == pytest.approx(2 / 9)
