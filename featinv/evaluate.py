@@ -9,7 +9,7 @@ import torch
 
 from .data import scan_folder
 from .errors import DataError, FeatinvError, ImageError, printable
-from .images import check_side, load_square, probe_image
+from .images import check_side, load_square
 from .limits import memory_bytes
 from .methods import Method, make_method
 from .metrics import normalized_error, psnr, ssim
@@ -110,7 +110,7 @@ def evaluate(data: str | Path, feature: str | None = None, checkpoint: str | Pat
     dev = inverter.device
     judge = resolve_comparator(comparator, comparator_params, inverter.extractor, dev)
     probe = probe_for(perceptual_weights, dev)
-    size = native_side(data, limit) if image_size == NATIVE else image_size or inverter.image_size
+    size = image_size or inverter.image_size
     x, failed = load_square_images(data, size, limit, on_error)
     y, seconds_per_image = run_timed(inverter, x, batch_size, warm_up=method == "decoder")
     realism = realism_metrics(x, y, judge, probe, batch_size, dev)
