@@ -19,8 +19,8 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-from .errors import (CheckpointError, DataError, FeatinvError, ImageError, PluginError,  # noqa: F401
-                     ShapeError, UnknownFeatureError)
+from .errors import (CheckpointError, DataError, FeatinvError, ImageError, Interrupted,  # noqa: F401
+                     PluginError, ShapeError, UnknownFeatureError)
 from .hookspecs import hookimpl  # noqa: F401
 from .layout import CellGrid, ComputedGrid, FixedVector, GridLayout, VectorLayout  # noqa: F401
 

@@ -26,6 +26,7 @@ class World:
     rank: int = 0
     size: int = 1
     local_rank: int = 0
+    local_size: int = 1  # processes on this node (they share its cores and memory)
 
     @property
     def is_main(self) -> bool:
@@ -43,10 +44,11 @@ def world_from_env() -> World:
         size = int(os.environ.get("WORLD_SIZE", "1"))
         rank = int(os.environ.get("RANK", "0"))
         local = int(os.environ.get("LOCAL_RANK", str(rank)))
+        local_size = int(os.environ.get("LOCAL_WORLD_SIZE", str(size)))
     except ValueError as exc:
         raise FeatinvError(f"RANK/WORLD_SIZE/LOCAL_RANK must be integers ({exc}); start "
                            "distributed runs with torchrun.") from None
-    return World(rank, size, local)
+    return World(rank, size, local, local_size)
 
 
 def join(world: World, device: torch.device) -> torch.device:
@@ -79,7 +81,7 @@ def leave(world: World) -> None:
 
 
 def mean_over_ranks(value: torch.Tensor, world: World) -> torch.Tensor:
-    """The mean of a scalar tensor over all processes (itself for a world of one)."""
+    """The mean of a tensor over all processes (itself for a world of one)."""
     if not world.distributed:
         return value
     value = value.detach().clone()

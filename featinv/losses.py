@@ -30,7 +30,7 @@ class Discriminator(nn.Module):
     space and a linear layer, so it works at any image size.
     """
 
-    def __init__(self, in_channels: int = 3, width: float = 0.5):
+    def __init__(self, in_channels: int = 3, width: float = 0.25):
         super().__init__()
         chans = [max(8, round(c * width)) for c in (64, 128, 256, 256)]
         layers, cin = [], in_channels

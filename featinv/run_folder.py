@@ -100,11 +100,14 @@ class RunFolder:
         previous = [name for name in self.run_files if (self.path / name).exists()]
         previous += sorted(p.name for p in self.path.glob("val_epoch*.png"))
         if resume and not overwrite:
-            if previous and not (self.path / state_file).exists():
-                raise FeatinvError(f"{printable(self.path)} holds {previous[0]} but no "
+            if (self.path / state_file).exists():
+                return
+            if (self.path / self.run_files[0]).exists():
+                raise FeatinvError(f"{printable(self.path)} holds {self.run_files[0]} but no "
                                    f"{state_file} to resume from; --resume would replace it. "
                                    "Train into another --out, or pass --overwrite to start over.")
-            return
+            # what is left of a run stopped before its first checkpoint: start it afresh
+            previous = [name for name in previous if name != self.run_files[0]]
         if previous and not overwrite:
             raise FeatinvError(f"{printable(self.path)} already holds a run ({previous[0]}); "
                                "continue it with --resume, pass --overwrite to replace it, or "

@@ -36,7 +36,7 @@ from .data import (EpochBatches, FolderImages, MemoryImages, TrainImages, ValIma
                    crop_plan, decoded_bytes, scan_folder, store_side)
 from .decoders import PRESETS, Decoder, build_decoder
 from .distributed import World, barrier, join, leave, mean_over_ranks, world_from_env
-from .errors import CheckpointError, DataError, FeatinvError, Interrupted, PluginError
+from .errors import CheckpointError, DataError, FeatinvError, Interrupted, PluginError, printable
 from .feature_cache import FeatureCache
 from .losses import Discriminator, Objective
 from .images import make_grid
@@ -76,7 +76,7 @@ def resolve_defaults(cfg: TrainConfig, device: torch.device, world: World) -> Tr
     threads = cfg.threads
     if threads is None and device.type == "cpu":
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-        threads = max(1, (cores or 1) // world.size)
+        threads = max(1, (cores or 1) // world.local_size)
     return replace(cfg, precision=precision, threads=threads,
                    channels_last=True if cfg.channels_last is None else cfg.channels_last)
 
@@ -102,7 +102,7 @@ def memory_budget(cfg: TrainConfig, device: torch.device, world: World) -> int:
     if device.type == "cuda":
         return int(torch.cuda.mem_get_info(device)[0] * 0.4)
     ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    return int(ram * 0.25) // world.size
+    return int(ram * 0.25) // world.local_size
 
 
 def load_data(cfg: TrainConfig, device: torch.device, world: World, log) -> Data:
@@ -131,14 +131,14 @@ def load_data(cfg: TrainConfig, device: torch.device, world: World, log) -> Data
         if device.type == "cuda":
             where += ", JPEGs decoded on the GPU"
         if cfg.data_store == "auto":
-            where += f" ({need / 1e9:.1f} GB decoded, over the {budget / 1e9:.1f} GB budget)"
+            where += f" ({need / 2**20:.0f} MiB decoded, over the {budget / 2**20:.0f} MiB budget)"
         return Data(source, sampler, len(images), None, val, where)
     t0 = time.perf_counter()
     with Progress(len(images), "decoding training images", "img", _report_to(world)) as bar:
         source = MemoryImages(images, device, cfg.workers, progress=bar.update)
     sizes = [(img.shape[2], img.shape[1]) for img in source.images]
-    where = (f"in {'GPU' if device.type == 'cuda' else 'RAM'} memory "
-             f"({need / 1e9:.2f} GB, decoded in {time.perf_counter() - t0:.0f} s)")
+    where = (f"in {'GPU memory' if device.type == 'cuda' else 'memory (RAM)'} "
+             f"({need / 2**20:.0f} MiB, decoded in {time.perf_counter() - t0:.0f} s)")
     return Data(source, sampler, len(images), sizes, val, where)
 
 
@@ -282,10 +282,14 @@ class Run:
                                 active=world.is_main)
         self.folder.claim(resume=resume, overwrite=cfg.overwrite, state_file=STATE_FILE)
         self.stop_signal: int | None = None
+        self._old_handlers = {}
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self._old_handlers[signum] = signal.signal(signum, self._on_signal)
         try:
             self._setup(cfg, resume)
         except BaseException:
-            self.folder.release()
+            self.__exit__()
             raise
 
     def _setup(self, cfg: TrainConfig, resume: bool) -> None:
@@ -326,7 +330,7 @@ class Run:
         elif cfg.init_from:
             self._init_from(cfg.init_from)
             self.log(f"resuming at step {self.step}/{self.total} from "
-                     f"{self.folder.path / STATE_FILE}")
+                     f"{printable(self.folder.path / STATE_FILE)}")
         else:
             self._init_feature_stats()
         model: nn.Module = TrainStep(extractor, decoder, self.encoder, cfg.precision,
@@ -392,7 +396,7 @@ class Run:
         self.decoder.load_state_dict(trained.state_dict())
         if self.world.is_main:
             (self.folder.path / METRICS_FILE).unlink(missing_ok=True)
-        self.log(f"starting from the weights of {path}")
+        self.log(f"starting from the weights of {printable(path)}")
 
     def _log_start(self) -> None:
         cfg = self.cfg
@@ -454,13 +458,16 @@ class Run:
         last_save = time.monotonic()
         trained_since_val, val_seconds = 0.0, None
         self.decoder.train()  # a fine-tuned encoder stays in eval mode (see _trainable_encoder)
+        if self.stop_signal is not None:  # asked to stop while setting up: nothing to save
+            raise Interrupted(f"Interrupted by {signal.Signals(self.stop_signal).name} before "
+                              "training started; nothing was trained.", self.stop_signal)
         while self.step < self.total:
             epoch, start = divmod(self.step, self.steps_per_epoch)
             data.sampler.set_epoch(epoch, start)
             draw = epoch % cfg.cache_variants if self.cache is not None else epoch
             t0, done_before = time.perf_counter(), start
             running: dict[str, torch.Tensor] = {}
-            since_read, loss_value, terms_read = 0, float("nan"), {}
+            since_read, epoch_sums, epoch_steps = 0, {}, 0
             with Progress(self.steps_per_epoch - start, f"epoch {epoch + 1}/{cfg.epochs}", "step",
                           _report_to(self.world)) as bar:
                 for indices, images, names in data.source.batches(data.sampler):
@@ -476,7 +483,10 @@ class Run:
                     last = in_epoch == self.steps_per_epoch
                     if since_read == cfg.log_every or last:
                         terms_read = self._read_losses(running, since_read)
-                        loss_value, running = terms_read["loss"], {}
+                        for name, value in terms_read.items():
+                            epoch_sums[name] = epoch_sums.get(name, 0.0) + value * since_read
+                        epoch_steps += since_read
+                        running = {}
                         bar.update(since_read, **{k: f"{v:.4f}" for k, v in terms_read.items()})
                         since_read = 0
                     if self._should_stop(since_read == 0):
@@ -488,8 +498,10 @@ class Run:
                             self.save(None)
                             last_save = time.monotonic()
             seconds = time.perf_counter() - t0
-            record = {"epoch": epoch + 1, "step": self.step, "train_loss": loss_value,
-                      **{f"train_{k}": v for k, v in terms_read.items()
+            means = {k: v / max(epoch_steps, 1) for k, v in epoch_sums.items()}
+            record = {"epoch": epoch + 1, "step": self.step,
+                      "train_loss": means.get("loss", float("nan")),  # this epoch's mean
+                      **{f"train_{k}": v for k, v in means.items()
                          if k != "loss" and self.objective is not None},
                       "images_per_second": (self.steps_per_epoch - done_before)
                       * cfg.batch_size / seconds, "lr": self.opt.param_groups[0]["lr"]}
@@ -506,8 +518,8 @@ class Run:
             self.history.append(record)
             if self.world.is_main:
                 self.folder.append_text(METRICS_FILE, json.dumps(record) + "\n")
-            if self.step == self.total:
-                self.save(record)
+            if self.step == self.total or "val_normalized_error" in record:
+                self.save(record)  # at the end, and with each validation's metrics
                 last_save = time.monotonic()
             barrier(self.world)  # the others wait for rank 0's validation and checkpoint
             if self.cache is not None:
@@ -579,8 +591,8 @@ class Run:
         signum = self.stop_signal or signal.SIGINT
         name = signal.Signals(signum).name
         return Interrupted(f"Interrupted by {name} at step {self.step}/{self.total}; saved "
-                           f"{self.folder.path}. Continue with the same command and --resume.",
-                           signum)
+                           f"{printable(self.folder.path)}. Continue with the same command and "
+                           "--resume.", signum)
 
     def save(self, metrics: dict | None) -> None:
         """Write both checkpoint files (rank 0), refusing to replace good ones with NaNs."""
@@ -621,15 +633,12 @@ class Run:
         return optimizers
 
     def __enter__(self) -> "Run":
-        self._old_handlers = {}
-        if threading.current_thread() is threading.main_thread():
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                self._old_handlers[signum] = signal.signal(signum, self._on_signal)
         return self
 
     def __exit__(self, *exc) -> None:
         for signum, handler in self._old_handlers.items():
             signal.signal(signum, handler)
+        self._old_handlers = {}
         self.folder.release()
 
 

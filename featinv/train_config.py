@@ -13,7 +13,7 @@ from .choices import (CACHE_DTYPES, DATA_STORES, DEFAULT_PRESET, LOSSES, PRECISI
 from .errors import FeatinvError
 
 REFERENCE_BATCH = 64  # --lr is the learning rate at this batch size (the paper's)
-MAX_IMAGE_SIZE = 2048
+MAX_IMAGE_SIZE = 4096  # as featinv.limits.MAX_SIDE (kept here: this module imports nothing heavy)
 
 
 
@@ -63,7 +63,8 @@ class TrainConfig:
     memory_budget: float | None = option(None, "GB of decoded training images that auto keeps "
                                          "in memory (default: 25 % of RAM, 40 % of free GPU "
                                          "memory).")
-    threads: int | None = option(None, "CPU threads (default: the cores available).")
+    threads: int | None = option(None, "CPU threads (default: the cores available, shared "
+                                 "among the processes on this machine).")
     seed: int = option(0, "Seed of the initial weights, crops and order.")
     save_every: int = option(0, "Also checkpoint every N steps.")
     save_minutes: float = option(10.0, "Checkpoint at least every M minutes (and at the end, "
@@ -96,7 +97,7 @@ class TrainConfig:
                                     "squeezenet.fire5.")
     comparator_weights: str | None = option(None, "Weights of a CNN comparator: a .safetensors/"
                                             ".npz file, imagenet or random.", path=True)
-    disc_width: float = option(0.5, "Width multiplier of the discriminator (adversarial loss).")
+    disc_width: float = option(0.25, "Width multiplier of the discriminator (adversarial loss).")
     disc_lr: float = option(2e-4, "Learning rate of the discriminator (Adam, betas 0.5, 0.999).")
     disc_conditional: bool = option(False, "The discriminator sees the inverted features too "
                                     "(grid layouts).", flag=True)

@@ -83,7 +83,7 @@ def test_data_store_auto_follows_the_memory_budget(tmp_path):
     write_images(tmp_path / "data", 8)
     logs = []
     train(config(tmp_path / "data", tmp_path / "a"), log=logs.append)
-    assert any("in RAM memory" in m for m in logs)
+    assert any("in memory (RAM)" in m for m in logs)
     logs.clear()
     train(config(tmp_path / "data", tmp_path / "b", memory_budget=1e-6), log=logs.append)
     assert any("over the" in m and "budget" in m for m in logs)
