@@ -17,8 +17,9 @@ from .cli_analyze import analyze
 from .cli_compare import compare_cmd, echo_realism, realism_options
 from .cli_train import train_cmd
 from .cli_common import echo_json as _echo_json, feature_params, parse_params as _parse_params  # noqa: F401
-from .cli_options import POSITIVE, SIDE, device_option
+from .cli_options import POSITIVE, SIDE, SIDE_OR_NATIVE, device_option
 from .errors import FeatinvError, Interrupted, printable
+from .limits import DEFAULT_MAX_SIDE
 
 
 def _echo_error(message, path=None) -> None:
@@ -215,13 +216,18 @@ def extract_cmd(images, feature, params, out, size, crop, overwrite, device) -> 
               help="Decoder checkpoint (.safetensors); may be repeated.")
 @click.option("--out", "-o", default=".", show_default=True, type=click.Path(),
               help="Output folder (or a .png file for a single image).")
-@click.option("--size", type=SIDE, help="Shorter image side to work at (default: the decoder's training size).")
+@click.option("--size", type=SIDE, help="Shorter image side to work at (default: the image's "
+              "own size for grid layouts such as HOG, SIFT, LBP; the decoder's training size for "
+              "vector layouts and --method optimize). --size 128: the shipped decoders' training "
+              "scale.")
+@click.option("--max-side", type=SIDE, default=DEFAULT_MAX_SIDE, show_default=True,
+              help="Shrink images whose longer side (after --size) exceeds this many px.")
 @click.option("--side-by-side", is_flag=True, help="Write input | reconstruction(s) in one PNG.")
 @overwrite_option
 @method_options
 @device_option
-def invert_cmd(images, feature, checkpoint, out, size, side_by_side, overwrite, method, optimize,
-               precision, device) -> int:
+def invert_cmd(images, feature, checkpoint, out, size, max_side, side_by_side, overwrite, method,
+               optimize, precision, device) -> int:
     """Reconstruct each image from its features; writes PNGs.
 
     IMAGES are files, folders, or skimage:NAME for a photo bundled with scikit-image
@@ -257,7 +263,8 @@ def invert_cmd(images, feature, checkpoint, out, size, side_by_side, overwrite, 
         inverters = [decoder_method(src, features[i] if features else None, dev, precision)
                      for i, src in enumerate(sources)]
     names = unique_labels([m.label for m in inverters])  # two hog checkpoints: hog, hog-2
-    size = check_side(size or inverters[0].image_size)
+    if size is None and not any(m.any_size for m in inverters):  # else: each image's own size
+        size = check_side(inverters[0].image_size)
     inputs = plan_inputs(images)
     labels = ["-".join(names)] if side_by_side else names
     single_file = out.lower().endswith(".png")
@@ -272,7 +279,7 @@ def invert_cmd(images, feature, checkpoint, out, size, side_by_side, overwrite, 
     for item in inputs:
         path = item.path
         try:
-            x = prepare(path, size)
+            x = prepare(path, size, max_side)
             ys = [m.run(x[None])[0].cpu() for m in inverters]
         except (ImageError, FeatinvError) as exc:
             failures += 1
@@ -293,7 +300,9 @@ def invert_cmd(images, feature, checkpoint, out, size, side_by_side, overwrite, 
 @click.option("--feature", "-f", help="Representation (uses its shipped decoder without --checkpoint).")
 @click.option("--data", required=True, type=click.Path(), help="Folder of test images.")
 @click.option("--checkpoint", "-c", type=click.Path(), help="Decoder checkpoint (.safetensors).")
-@click.option("--image-size", type=SIDE, help="Test image size (default: the decoder's).")
+@click.option("--image-size", type=SIDE_OR_NATIVE, help="Side of the centre squares the test "
+              "images are cropped and resized to (default: the decoder's training size); "
+              "native: each photo's own shorter side, not resized (all must share it).")
 @click.option("--limit", type=POSITIVE, help="Use only the first N images.")
 @click.option("--batch-size", type=POSITIVE, default=32, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")

@@ -106,8 +106,8 @@ class TwoStream(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         a = self.stream_a(x)
         b = self.stream_b(x)
-        if a.shape[-2:] != b.shape[-2:]:  # grids that are not a multiple of 2**n_down
-            a = F.interpolate(a, size=b.shape[-2:], mode="bilinear", align_corners=False)
+        if a.shape[-2:] != b.shape[-2:]:  # grids that are not a multiple of 2**n_down: the
+            a = a[..., :b.shape[-2], :b.shape[-1]]  # stride-2 convs rounded up; crop (aligned)
         return self.expand(self.joint(torch.cat([a, b], 1)))
 
 
@@ -128,12 +128,12 @@ class ContractExpand(nn.Module):
         self.n_down = n_down
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        size = x.shape[-2:]
+        h, w = x.shape[-2:]
         y = self.expand(self.contract(x))
-        # the contracting convs round odd sides up; undo that so the output is r*h x r*w
-        want = [s * y.shape[-1] // (-(-size[1] // 2 ** self.n_down) * 2 ** self.n_down) for s in size]
-        return y if list(y.shape[-2:]) == want else F.interpolate(
-            y, size=want, mode="bilinear", align_corners=False)
+        # the stride-2 convs round odd sides up, which adds whole cells at the bottom and right
+        # edge; crop them so the output is exactly r*h x r*w, pixels aligned with the cells
+        r = y.shape[-1] // (-(-w // 2 ** self.n_down) * 2 ** self.n_down)
+        return y[..., :r * h, :r * w]
 
 
 class ConvUpconv(nn.Module):
@@ -209,6 +209,7 @@ class ResidualUNet(nn.Module):
                  sparse: bool = False):
         super().__init__()
         c = w(256)
+        self.factor = factor  # output pixels per input cell
         if sparse:  # mostly-empty cells (SIFT): gather them at half the grid first (as Table 4)
             self.stem = conv(channels, c, 5, stride=2)
             grid, factor = (grid + 1) // 2, factor * 2
@@ -237,6 +238,7 @@ class ResidualUNet(nn.Module):
         self.expand = nn.Sequential(*expand)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
         x = self.stem(x)
         skips = [x]
         for stage in self.down:
@@ -246,7 +248,9 @@ class ResidualUNet(nn.Module):
             skip = skips.pop()
             # sides that are not a multiple of 2**levels: resize to the skip's exact size
             y = merge(skip + up(F.interpolate(y, size=skip.shape[-2:], mode="nearest")))
-        return self.expand(self.local(y))
+        # the sparse stem rounds an odd grid up by one cell: crop it, so the output is exactly
+        # factor*h x factor*w with the pixels aligned with the cells
+        return self.expand(self.local(y))[..., :self.factor * h, :self.factor * w]
 
 
 FAMILIES = ("two_stream", "contract_expand", "conv_upconv", "fc_upconv")
@@ -309,6 +313,14 @@ class Decoder(nn.Module):
         self.config = dict(config)
         self.register_buffer("feature_mean", torch.zeros(layout.channels))
         self.register_buffer("feature_std", torch.ones(layout.channels))
+
+    def output_factor(self) -> int | None:
+        """``r``: the built-in grid networks turn an ``(h, w)`` grid of any size into exactly
+        ``(r*h, r*w)`` pixels, cell ``(i, j)`` at pixels ``[r*i, r*(i+1)) x [r*j, r*(j+1))``.
+        None for vector layouts and networks built by plugins (their output is resized)."""
+        if self.layout.kind != "grid" or self.config.get("builder") != "featinv.decoders":
+            return None
+        return upsampling_factor(self.layout, int(self.config["image_size"]))
 
     @torch.no_grad()
     def set_feature_stats(self, features: torch.Tensor) -> None:

@@ -9,7 +9,7 @@ import torch
 
 from .data import scan_folder
 from .errors import DataError, FeatinvError, ImageError, printable
-from .images import check_side, load_square
+from .images import check_side, load_square, probe_image
 from .limits import memory_bytes
 from .methods import Method, make_method
 from .metrics import normalized_error, psnr, ssim
@@ -54,6 +54,29 @@ def load_square_images(data: str | Path, size: int, limit: int | None = None,
     return x, failed
 
 
+NATIVE = "native"  # image_size: each photo's own shorter side, not resized
+
+
+def native_side(data: str | Path, limit: int | None = None) -> int:
+    """The shorter side shared by the images below ``data`` (their first ``limit``), read from
+    the headers; a ``DataError`` naming two images whose shorter sides differ. Unreadable files
+    are left to ``load_square_images`` to report."""
+    sides: dict[int, Path] = {}
+    for path in scan_folder(data, None)[:limit] if limit else scan_folder(data, None):
+        try:
+            sides.setdefault(min(probe_image(path)), path)
+        except ImageError:
+            continue
+        if len(sides) > 1:
+            (a, path_a), (b, path_b) = sorted(sides.items())
+            raise DataError(f"--image-size native needs photos of one shorter side, but "
+                            f"'{printable(path_a)}' has {a} px and '{printable(path_b)}' {b} px; "
+                            "pass --image-size N to resize them all.")
+    if not sides:
+        raise DataError(f"Need at least 2 readable images in '{printable(data)}', found 0.")
+    return check_side(next(iter(sides)), "--image-size native")
+
+
 def check_count(value: int | None, what: str) -> None:
     """Refuse a count (``--limit``, ``--batch-size``) below 1; None means "all"/default."""
     if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
@@ -93,7 +116,8 @@ def evaluate(data: str | Path, feature: str | None = None, checkpoint: str | Pat
     ``method``: ``"decoder"`` (``checkpoint``, or ``feature``'s shipped decoder) or
     ``"optimize"`` (the optimisation baseline for ``feature``, configured by ``optimize``).
     Each image is centre-cropped to a square and resized to ``image_size`` (default: the
-    decoder's training size; 128 for the baseline). Unreadable files are reported through
+    decoder's training size; 128 for the baseline; ``"native"``: the photos' own shorter side,
+    which they must share, not resized). Unreadable files are reported through
     ``on_error`` and skipped (listed under ``"failed"``). ``seconds_per_image`` times features
     plus inversion. ``precision``: the decoder's (``"bf16"``: faster on recent CPUs).
 
@@ -104,13 +128,13 @@ def evaluate(data: str | Path, feature: str | None = None, checkpoint: str | Pat
     """
     check_count(limit, "--limit")
     check_count(batch_size, "--batch-size")
-    if image_size is not None:
+    if image_size is not None and image_size != NATIVE:
         check_side(image_size, "--image-size")
     inverter = make_method(method, feature, checkpoint, device, optimize, progress, precision)
     dev = inverter.device
     judge = resolve_comparator(comparator, comparator_params, inverter.extractor, dev)
     probe = probe_for(perceptual_weights, dev)
-    size = image_size or inverter.image_size
+    size = native_side(data, limit) if image_size == NATIVE else image_size or inverter.image_size
     x, failed = load_square_images(data, size, limit, on_error)
     y, seconds_per_image = run_timed(inverter, x, batch_size, warm_up=method == "decoder")
     realism = realism_metrics(x, y, judge, probe, batch_size, dev)

@@ -2,6 +2,13 @@
 
 ``load_decoder`` accepts a checkpoint path or the name of a representation with a shipped
 decoder; ``invert`` goes image -> features -> decoder -> image.
+
+Sizes: decoders of grid layouts are fully convolutional, so ``invert`` works at the image's own
+size by default (longer side capped at ``DEFAULT_MAX_SIDE``); vector layouts work at the
+decoder's training size. A side that the representation's cells do not divide is reflect-padded
+at the bottom/right to the next side at which the decoder's output has exactly the padded size
+(``fit_sides``), and the reconstruction is cropped back, so outputs always have the input's size
+and their pixels stay aligned with the cells (no stretching).
 """
 from __future__ import annotations
 
@@ -16,10 +23,10 @@ from . import checkpoint
 from .checkpoint import ENCODER_PREFIX, decoder_metadata, save_decoder  # noqa: F401 (public here too)
 from .decoders import Decoder, rebuild_decoder
 from .errors import CheckpointError, FeatinvError, UnknownFeatureError, printable
-from .images import (check_image_tensor, load_image, pil_to_tensor, resize_shorter_side,
+from .images import (check_image_tensor, check_side, load_image, pil_to_tensor,
                      shorter_side_size, tensor_to_pil)
-from .limits import MAX_SIDE
-from .layout import layout_from_json
+from .limits import DEFAULT_MAX_SIDE, MAX_SIDE
+from .layout import CellGrid, layout_from_json
 from .registry import get_feature, get_spec
 from .spec import Extractor
 
@@ -190,15 +197,62 @@ def _as_tensor(image) -> torch.Tensor:
     return load_image(image)
 
 
-def prepare(image, size: int | None) -> torch.Tensor:
-    """``(3, H, W)`` with the shorter side resized to ``size`` (the decoder's training scale)."""
+def work_size(width: int, height: int, size: int | None, max_side: int | None = None,
+              name: str = "image") -> tuple[int, int]:
+    """``(width, height)`` to work at: the shorter side resized to ``size`` (None: as is), then
+    shrunk, aspect ratio kept, so the longer side is at most ``max_side`` (None: no cap).
+    Enlarging beyond ``MAX_RESIZED_PIXELS`` is refused as in ``shorter_side_size``."""
+    new = (width, height) if size is None else shorter_side_size(width, height, size, name)
+    if max_side is not None and max(new) > max_side:
+        scale = max_side / max(new)
+        new = tuple(max_side if side == max(new) else max(1, round(side * scale)) for side in new)
+    return new
+
+
+def prepare(image, size: int | None, max_side: int | None = None) -> torch.Tensor:
+    """``(3, H, W)`` at ``work_size``: the shorter side resized to ``size`` (None: the image's
+    own), the longer side at most ``max_side`` (Pillow's bicubic, as for training)."""
     img = _as_tensor(image)
-    if size is None or min(img.shape[-2:]) == size:
-        return img
-    name = "image" if isinstance(image, (torch.Tensor, Image.Image)) else printable(image)
     height, width = img.shape[-2:]
-    shorter_side_size(width, height, size, name)  # refuse absurd sizes before converting
-    return pil_to_tensor(resize_shorter_side(tensor_to_pil(img), size, name))
+    name = "image" if isinstance(image, (torch.Tensor, Image.Image)) else printable(image)
+    new = work_size(width, height, size, max_side, name)  # refuses absurd sizes first
+    if new == (width, height):
+        return img
+    return pil_to_tensor(tensor_to_pil(img).resize(new, Image.BICUBIC))
+
+
+def fit_sides(extractor: Extractor, decoder: Decoder, height: int, width: int
+              ) -> tuple[int, int]:
+    """The smallest ``(H', W') >= (height, width)`` at which ``decoder`` reconstructs exactly
+    ``H' x W'`` pixels from ``extractor``'s features: for cell grids (HOG, LBP, SIFT) decoded
+    by a built-in network, the next sides with ``cells(side) * r == side`` (multiples of the
+    cell for HOG, LBP and SIFT). ``(height, width)`` itself where no padding applies (vector
+    layouts, other layout rules, plugin networks: their output is resized instead). An image
+    smaller than the representation accepts is refused here, as unpadded."""
+    rule, r = extractor.rule, decoder.output_factor()
+    if r is None or not isinstance(rule, CellGrid):
+        return height, width
+    rule(height, width)  # "too small" is refused before any padding
+
+    def fit(side: int) -> int:
+        for padded in range(side, side + 2 * r + 1):
+            cells = rule(padded, padded).height  # square cells: each side on its own
+            if cells * r == padded:
+                return padded
+        return side  # no such side nearby: the output is resized to this one
+
+    return fit(height), fit(width)
+
+
+def pad_images(images: torch.Tensor, sides: tuple[int, int]) -> torch.Tensor:
+    """``(B, 3, H, W)`` reflect-padded at the bottom and right to ``sides`` (replicated where
+    a side is too short to reflect)."""
+    pad_h, pad_w = sides[0] - images.shape[-2], sides[1] - images.shape[-1]
+    if pad_h == 0 and pad_w == 0:
+        return images
+    short = pad_h >= images.shape[-2] or pad_w >= images.shape[-1]
+    return torch.nn.functional.pad(images, (0, pad_w, 0, pad_h),
+                                   mode="replicate" if short else "reflect")
 
 
 @torch.no_grad()
@@ -228,23 +282,42 @@ def decode(decoder: Decoder, features: torch.Tensor, size: tuple[int, int] | Non
 
 
 def reconstruct(extractor: Extractor, decoder: Decoder, images: torch.Tensor) -> torch.Tensor:
-    """Decode the features of a batch ``(B, 3, H, W)``; output ``(B, 3, H, W)`` in [0, 1]."""
-    return decode(decoder, encode(extractor, decoder, images), tuple(images.shape[-2:]))
+    """Decode the features of a batch ``(B, 3, H, W)``; output ``(B, 3, H, W)`` in [0, 1].
+
+    Sides the cells do not divide are padded first and cropped back after (``fit_sides``)."""
+    height, width = images.shape[-2:]
+    sides = fit_sides(extractor, decoder, height, width)
+    out = decode(decoder, encode(extractor, decoder, pad_images(images, sides)), sides)
+    return out[..., :height, :width]
+
+
+def default_size(decoder: Decoder) -> int | None:
+    """The shorter side ``invert`` works at by default: None (the image's own) for grid
+    layouts, the training size for vector layouts."""
+    return None if decoder.layout.kind == "grid" else int(decoder.config["image_size"])
 
 
 def invert(images: Sequence | Iterable, feature: str | None = None,
            checkpoint: str | Path | None = None, device: str | None = None,
-           size: int | None = None) -> list[torch.Tensor]:
+           size: int | None = None, max_side: int | None = DEFAULT_MAX_SIDE
+           ) -> list[torch.Tensor]:
     """Reconstruct each image from its features with a trained decoder.
 
     ``images``: paths, PIL images or ``(3, H, W)`` tensors in [0, 1]. ``checkpoint`` (a path)
     or ``feature`` (a name with a shipped decoder) selects the decoder. Each image is resized so
-    its shorter side is ``size`` (default: the decoder's training size). Returns one
-    ``(3, H', W')`` tensor per image.
+    its shorter side is ``size`` (default: its own size for grid layouts such as HOG, SIFT, LBP
+    and CNN conv layers; the decoder's training size for vector layouts), then shrunk so its
+    longer side is at most ``max_side`` (None: no cap). Returns one ``(3, H', W')`` tensor per
+    image, of the size it was worked at (``size=128``: the decoders' training scale).
     """
     if checkpoint is None and feature is None:
         raise FeatinvError("invert() needs a feature name or a checkpoint.")
+    if size is not None:
+        check_side(size, "size")
+    if max_side is not None:
+        check_side(max_side, "max_side")
     decoder = load_decoder(checkpoint or feature, device=pick_device(device), feature=feature)
     extractor = extractor_for(decoder)
-    size = size or decoder.config["image_size"]
-    return [reconstruct(extractor, decoder, prepare(img, size)[None])[0].cpu() for img in images]
+    size = size or default_size(decoder)
+    return [reconstruct(extractor, decoder, prepare(img, size, max_side)[None])[0].cpu()
+            for img in images]

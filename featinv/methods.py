@@ -14,7 +14,8 @@ import torch
 
 from .errors import FeatinvError
 from .extract import check_finite
-from .inversion import decode, encode, extractor_for, load_decoder, pick_device
+from .inversion import (decode, encode, extractor_for, fit_sides, load_decoder, pad_images,
+                        pick_device)
 from .optimize import OptimizeConfig, check_differentiable, invert_by_optimization
 from .precision import autocast, check_precision
 from .registry import get_feature
@@ -37,6 +38,7 @@ class Method:
     device: torch.device
     info: dict[str, Any] = field(default_factory=dict)
     extractor: torch.nn.Module | None = None  # the representation it inverts, on ``device``
+    any_size: bool = False  # works at the image's own size (decoders of grid layouts)
 
     @property
     def label(self) -> str:
@@ -58,14 +60,17 @@ def decoder_method(source: str | Path, feature: str | None = None,
         decoder.to(memory_format=torch.channels_last)
 
     def run(x: torch.Tensor) -> torch.Tensor:
-        feats = encode(extractor, decoder, x.to(dev))  # the features stay in fp32
+        height, width = x.shape[-2:]
+        sides = fit_sides(extractor, decoder, height, width)  # padded, then cropped back
+        feats = encode(extractor, decoder, pad_images(x.to(dev), sides))  # fp32 features
         check_finite(extractor, feats, f"a batch of {len(x)} image(s)")  # a plugin's NaN
         with autocast(dev, precision):
-            return decode(decoder, feats, tuple(x.shape[-2:])).float()
+            return decode(decoder, feats, sides)[..., :height, :width].float()
 
     return Method("decoder", decoder.meta["feature"]["name"], decoder.config["image_size"],
                   run, dev, {"checkpoint": str(source), "optimize": None,
-                             "precision": precision}, extractor)
+                             "precision": precision}, extractor,
+                  any_size=decoder.layout.kind == "grid")
 
 
 def optimize_method(feature: str, params: dict[str, Any] | None = None,

@@ -108,6 +108,34 @@ def val_128(shared_dir):
     return x, x.mean(0, keepdim=True).expand_as(x)
 
 
+@pytest.fixture(scope="module")
+def val320_256(shared_dir):
+    """8 photos of val320, centre squares at 256 px (from 320: not enlarged), and the mean
+    image of 64 (the mean of the 8 alone would be a biased baseline: each photo is 1/8 of it)."""
+    files = sorted((shared_dir / "data" / "val320").glob("*.jpg"))[:64]
+    x = torch.stack([pil_to_tensor(center_crop_resize(Image.open(f).convert("RGB"), 256))
+                     for f in files])
+    return x[:8], x.mean(0, keepdim=True).expand_as(x[:8])
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_decoder_at_256_px_fits_and_beats_the_mean_image(name, val320_256):
+    """Fully convolutional: the 128-px decoders reconstruct 256-px photos (their features on
+    a twice larger grid) at exactly 256 px, better than the mean image."""
+    decoder = load_decoder(name)
+    extractor = extractor_for(decoder)
+    x, mean = val320_256
+    feats = extractor(x[:1])
+    assert tuple(feats.shape[1:]) == extractor.layout(256, 256).shape
+    assert extractor.layout(256, 256).height == 2 * decoder.layout.height
+    with torch.no_grad():
+        assert decoder(feats).shape[-2:] == (256, 256)  # no resizing needed
+    y = reconstruct(extractor, decoder, x)
+    # measured on these 8: hog 0.68, sift 0.75, lbp 0.88 of the mean image's distance (at 128 px:
+    # 0.68, 0.78, 0.84; trained without scale augmentation, LBP loses at the larger size)
+    assert reconstruction_distances(x, y).mean() < 0.92 * reconstruction_distances(x, mean).mean()
+
+
 @pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_decoder_loads_fits_and_beats_the_mean_image(name, val_128):
     path = ZOO_DIR / f"{name}.safetensors"
@@ -134,18 +162,21 @@ def test_zoo_cli_lists_size_and_metrics(capsys):
         assert "residual" in row and "128 px" in row
 
 
-def test_invert_side_by_side_with_three_shipped_decoders(tmp_path, capsys):
+@pytest.mark.parametrize("args,side", [((), 512), (("--size", "128"), 128)])
+def test_invert_side_by_side_with_three_shipped_decoders(tmp_path, capsys, args, side):
+    """The README's first command: the astronaut at its own 512 px, or at 128 px."""
     out = tmp_path / "astronaut.png"
     code, stdout, err = run(capsys, "invert", "-f", "hog,sift", "-f", "lbp", "skimage:astronaut",
-                            "--side-by-side", "-o", out)
+                            "--side-by-side", "-o", out, *args)
     assert code == 0, err
     assert stdout.strip() == str(out)
-    with Image.open(out) as img:  # input | HOG | SIFT | LBP at 128 px, 2 px gaps
-        assert img.size == (4 * 128 + 5 * 2, 128 + 2 * 2)
+    with Image.open(out) as img:  # input | HOG | SIFT | LBP, 2 px gaps
+        assert img.size == (4 * side + 5 * 2, side + 2 * 2)
 
 
 def test_invert_writes_one_png_per_decoder_and_names_them(tmp_path, capsys):
-    code, stdout, err = run(capsys, "invert", "-f", "hog,lbp", "skimage:coffee", "-o", tmp_path)
+    code, stdout, err = run(capsys, "invert", "-f", "hog,lbp", "skimage:coffee", "--size", "64",
+                            "-o", tmp_path)
     assert code == 0, err
     assert sorted(Path(p).name for p in stdout.split()) == ["coffee.hog.png", "coffee.lbp.png"]
 
@@ -167,7 +198,7 @@ def test_bf16_decoder_is_close_to_fp32(tmp_path, capsys):
     assert fast.dtype == torch.float32 and fast.shape == full.shape
     assert (fast - full).abs().mean() < 0.01
     code, stdout, err = run(capsys, "invert", "-f", "hog", "skimage:coffee", "--precision", "bf16",
-                            "-o", tmp_path / "c.png")
+                            "--size", "64", "-o", tmp_path / "c.png")
     assert code == 0, err
 
 
