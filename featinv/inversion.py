@@ -22,7 +22,7 @@ from PIL import Image
 from . import checkpoint
 from .checkpoint import ENCODER_PREFIX, decoder_metadata, save_decoder  # noqa: F401 (public here too)
 from .decoders import Decoder, rebuild_decoder
-from .errors import CheckpointError, FeatinvError, UnknownFeatureError, printable
+from .errors import CheckpointError, FeatinvError, ShapeError, UnknownFeatureError, printable
 from .images import (check_image_tensor, check_side, load_image, pil_to_tensor,
                      shorter_side_size, tensor_to_pil)
 from .limits import DEFAULT_MAX_SIDE, MAX_SIDE
@@ -232,7 +232,11 @@ def fit_sides(extractor: Extractor, decoder: Decoder, height: int, width: int
     rule, r = extractor.rule, decoder.output_factor()
     if r is None or not isinstance(rule, CellGrid):
         return height, width
-    rule(height, width)  # "too small" is refused before any padding
+    try:  # "too small" is refused before any padding
+        rule(height, width)
+    except ShapeError as exc:
+        raise ShapeError(f"{exc}; invert it at a larger --size (size= in Python), e.g. "
+                         f"{rule.smallest_side}.") from None
 
     def fit(side: int) -> int:
         for padded in range(side, side + 2 * r + 1):

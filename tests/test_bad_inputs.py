@@ -139,7 +139,7 @@ def _error_lines(err: str) -> list[str]:
 
 def test_invert_reports_each_bad_file_and_writes_the_rest(folder, tmp_path, capsys):
     code, out, err = run(capsys, "invert", "-f", "hog", folder, folder / "emptydir",
-                         "-o", tmp_path)
+                         "--size", 32, "-o", tmp_path)  # --size: tiny.png (2 x 2) is enlarged
     assert code == 1 and "Traceback" not in err
     lines = _error_lines(err)
     for name, reason in INVALID.items():

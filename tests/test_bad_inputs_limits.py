@@ -81,7 +81,9 @@ def test_tiny_inputs_stay_under_1_gb_and_fail_in_one_line(traps):
                           timeout=600)
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout.splitlines()[-1])
-    expected = ["over the limit of 16 megapixels"] * 4 + ["weights do not fit"]
+    # invert's default (the image's own size, longer side capped at 1024 px) shrinks the strip
+    # to 1 x 1024 px, too small for HOG; --size 64 would enlarge it past the limit
+    expected = ["too small"] + ["over the limit of 16 megapixels"] * 3 + ["weights do not fit"]
     for (code, err), message in zip(report["results"], expected):
         errors = [line for line in err.splitlines() if line.startswith("Error:")]
         assert code == 1 and errors and message in errors[0] and "Traceback" not in err, err
@@ -102,7 +104,7 @@ def test_absurd_sizes_are_refused_before_any_work(traps, capsys, tmp_path):
     with pytest.raises(featinv.FeatinvError, match="from 1 to 4096"):
         featinv.evaluate(traps, feature="hog", image_size=100000)
     with pytest.raises(featinv.ImageError, match="over the limit"):
-        featinv.invert([traps / "strip.png"], feature="hog")
+        featinv.invert([traps / "strip.png"], feature="hog", size=128)
 
 
 def test_evaluate_refuses_more_images_than_memory_holds(traps, monkeypatch):
