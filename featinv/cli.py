@@ -128,7 +128,8 @@ def plugins_cmd(as_json: bool) -> None:
         _echo_json([p.to_json() for p in infos])
         return
     for p in infos:
-        status = f"ERROR: {p.error}" if p.error else ", ".join(p.features) or "(no representations)"
+        status = (f"ERROR: {p.error}" if p.error else ", ".join(p.features)
+                  or f"(no representations; hooks: {', '.join(p.hooks) or 'none'})")
         click.echo(printable(f"{p.name}  [{p.source}]  {status}"))
 
 

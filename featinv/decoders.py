@@ -1,8 +1,9 @@
 """Generic up-convolutional decoders built from a declared layout (paper, supplementary Tables 3-7).
 
 ``build_decoder(spec, layout, image_size, preset)`` asks the ``featinv_build_decoder`` hook; the
-generic builder here answers last, so a plugin can supply its own network for a layout. Four
-families cover every layout:
+generic builder (the built-in plugin in ``featinv.decoder_plugin``, made of the networks here)
+answers last, so a plugin can supply its own network for a layout. Four families cover every
+layout:
 
 - ``two_stream`` (Tables 3, 5; HOG, LBP): stream A compresses the grid until the map is 64x
   smaller than the image and expands it back (global brightness), stream B keeps the grid
@@ -32,8 +33,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .choices import DEFAULT_PRESET, PRESETS  # noqa: F401 (public here too)
-from .hookspecs import hookimpl
 from .layout import GridLayout, Layout, VectorLayout, layout_from_json, upsampling_factor
+from .plugins import GENERIC_BUILDER, call_first
 
 NEG_SLOPE = 0.2
 
@@ -253,9 +254,6 @@ class ResidualUNet(nn.Module):
         return self.expand(self.local(y))[..., :self.factor * h, :self.factor * w]
 
 
-FAMILIES = ("two_stream", "contract_expand", "conv_upconv", "fc_upconv")
-
-
 def choose_family(requested: str, layout: Layout) -> str:
     """The decoder family for a layout: the representation's choice, else one that fits."""
     if isinstance(layout, VectorLayout):
@@ -318,7 +316,7 @@ class Decoder(nn.Module):
         """``r``: the built-in grid networks turn an ``(h, w)`` grid of any size into exactly
         ``(r*h, r*w)`` pixels, cell ``(i, j)`` at pixels ``[r*i, r*(i+1)) x [r*j, r*(j+1))``.
         None for vector layouts and networks built by plugins (their output is resized)."""
-        if self.layout.kind != "grid" or self.config.get("builder") != "featinv.decoders":
+        if self.layout.kind != "grid" or self.config.get("builder") != GENERIC_BUILDER:
             return None
         return upsampling_factor(self.layout, int(self.config["image_size"]))
 
@@ -346,28 +344,19 @@ def resolve_width(preset: str, width: float | None) -> float:
     return float(width) if width is not None else float(PRESETS[preset]["width"])
 
 
-@hookimpl(trylast=True)
-def featinv_build_decoder(spec, layout, image_size, preset, width):
-    """The generic builder: any layout gets a decoder from one of the four families."""
-    family = choose_family(spec.decoder, layout)
-    return build_body(family, layout, image_size, width, PRESETS[preset]["style"])
-
-
 def build_decoder(spec, layout: Layout, image_size: int, preset: str = DEFAULT_PRESET,
                   width: float | None = None) -> Decoder:
     """A fresh decoder for ``spec``'s features of ``layout``, producing ``image_size`` images."""
-    from .plugins import first_result
-
     width = resolve_width(preset, width)
-    builder, body = first_result("featinv_build_decoder", spec=spec, layout=layout,
-                                 image_size=image_size, preset=preset, width=width)
+    builder, body = call_first("featinv_build_decoder", spec=spec, layout=layout,
+                               image_size=image_size, preset=preset, width=width)
     if not isinstance(body, nn.Module):
         from .errors import PluginError
 
         raise PluginError(f"Plugin '{builder}' returned {type(body).__name__} from "
                           "featinv_build_decoder, not an nn.Module.")
     config = {"preset": preset, "width": width, "image_size": image_size,
-              "family": family_name(spec, layout, preset) if builder == "featinv.decoders" else None,
+              "family": family_name(spec, layout, preset) if builder == GENERIC_BUILDER else None,
               "builder": builder, "layout": layout.to_json()}
     return Decoder(body, layout, config)
 
@@ -379,7 +368,7 @@ def rebuild_decoder(spec, config: dict[str, Any]) -> Decoder:
     layout = layout_from_json(config["layout"])
     decoder = build_decoder(spec, layout, int(config["image_size"]), config["preset"],
                             float(config["width"]))
-    wanted = config.get("builder", "featinv.decoders")
+    wanted = config.get("builder", GENERIC_BUILDER)
     if decoder.config["builder"] != wanted:
         raise CheckpointError(f"This decoder was built by plugin '{wanted}', but plugin "
                               f"'{decoder.config['builder']}' builds it now. Install or enable "

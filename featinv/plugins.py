@@ -4,10 +4,14 @@ Plugins load on the first query (``featinv.list_features()`` etc.), never at imp
 is loaded and called on its own, so one that fails to import, raises in its hook or registers
 something invalid is recorded (``plugin_problems()``, ``featinv plugins``) and the others keep
 working. ``FEATINV_LOAD_PLUGINS`` (comma-separated entry-point names, empty for none) restricts
-which third-party plugins load; built-ins always load.
+which third-party plugins load; built-ins (the representations of ``featinv.features`` and the
+generic decoder builder) always load. ``call_first`` calls a ``firstresult`` hook through pluggy
+and says which plugin answered, or names the one that failed.
 """
 from __future__ import annotations
 
+import contextvars
+import functools
 import importlib
 import os
 import threading
@@ -23,6 +27,11 @@ from .spec import FeatureSpec
 
 ENTRY_POINT_GROUP = "featinv"
 ENV_LOAD_PLUGINS = "FEATINV_LOAD_PLUGINS"
+# the generic decoder builder (featinv/decoder_plugin.py); its name is the ``builder`` recorded
+# in every checkpoint it built, so it keeps the name of the module that once held it
+GENERIC_BUILDER = "featinv.decoders"
+# built-in plugins that register no representation: plugin name -> module
+BUILTIN_HOOK_PLUGINS = {GENERIC_BUILDER: "featinv.decoder_plugin"}
 
 
 @dataclass
@@ -33,10 +42,11 @@ class PluginInfo:
     source: str  # "builtin", "entry point <dist>", or "registered"
     features: list[str] = field(default_factory=list)
     error: str | None = None
+    hooks: list[str] = field(default_factory=list)  # the hooks it implements
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "source": self.source, "features": self.features,
-                "error": self.error}
+                "hooks": self.hooks, "error": self.error}
 
 
 @dataclass
@@ -71,9 +81,9 @@ def _describe_exception(exc: BaseException) -> str:
 def _load_plugins(pm: pluggy.PluginManager, infos: dict[str, PluginInfo]) -> None:
     from .features import BUILTIN_PLUGINS
 
-    pm.register(importlib.import_module("featinv.decoders"), name="featinv.decoders")
-    for module_name in BUILTIN_PLUGINS:
-        _register_guarded(pm, infos, module_name, "builtin",
+    builtins = {m: m for m in BUILTIN_PLUGINS} | BUILTIN_HOOK_PLUGINS
+    for name, module_name in builtins.items():
+        _register_guarded(pm, infos, name, "builtin",
                           lambda m=module_name: importlib.import_module(m))
     allowed = _allowed_entry_points()
     for ep in entry_points(group=ENTRY_POINT_GROUP):
@@ -94,6 +104,7 @@ def _register_guarded(pm, infos, name, source, load) -> None:
     try:
         plugin = load()
         pm.register(plugin, name=name)
+        info.hooks = sorted(caller.name for caller in pm.get_hookcallers(plugin) or ())
     except Exception as exc:  # a broken plugin must not break the others
         info.error = f"failed to load: {_describe_exception(exc)}"
 
@@ -193,23 +204,79 @@ def plugin_problems() -> list[PluginInfo]:
     return [p for p in plugin_infos() if p.error]
 
 
-def first_result(hook_name: str, required: bool = True, **kwargs: Any) -> tuple[str | None, Any]:
-    """Call a ``firstresult`` hook's implementations in pluggy's order; return the first
-    non-``None`` answer and the name of the plugin that gave it. A ``FeatinvError`` (a clear
-    error the plugin means the user to see) passes unchanged; any other exception becomes a
-    ``PluginError`` naming the plugin. When every implementation passes: a ``PluginError``, or
-    ``(None, None)`` if not ``required``."""
+class _Call:
+    """What one ``call_first`` learnt: the plugin whose answer pluggy returned, and the plugin
+    an exception came from."""
+
+    def __init__(self) -> None:
+        self.answered: str | None = None
+        self.error: BaseException | None = None
+        self.failed: str | None = None
+
+
+_current_call: contextvars.ContextVar[_Call | None] = contextvars.ContextVar(
+    "featinv_hook_call", default=None)
+
+
+def _blame(exc: BaseException, plugin_name: str) -> None:
+    """Name the first implementation an exception came out of (a wrapper re-raising it keeps
+    that name; one raising another exception is named instead)."""
+    call = _current_call.get()
+    if call is not None and call.error is not exc:
+        call.error, call.failed = exc, plugin_name
+
+
+def _traced(impl) -> Any:
+    """``impl.function`` wrapped to record, during a ``call_first``, whether it answered or which
+    exception came out of it. Wrapper implementations (``wrapper=True``, ``hookwrapper=True``)
+    stay generators that pluggy drives as usual."""
+    function, name = impl.function, impl.plugin_name
+    if impl.wrapper or impl.hookwrapper:
+        @functools.wraps(function)
+        def traced(*args):
+            try:
+                return (yield from function(*args))
+            except BaseException as exc:
+                _blame(exc, name)
+                raise
+    else:
+        @functools.wraps(function)
+        def traced(*args):
+            try:
+                result = function(*args)
+            except BaseException as exc:
+                _blame(exc, name)
+                raise
+            call = _current_call.get()
+            if call is not None and result is not None:
+                call.answered = name
+            return result
+    traced.__featinv_traced__ = True
+    return traced
+
+
+def call_first(hook_name: str, required: bool = True, **kwargs: Any) -> tuple[str | None, Any]:
+    """Call a ``firstresult`` hook through pluggy; return its answer and the name of the plugin
+    that gave it. A ``FeatinvError`` (a clear error the plugin means the user to see) passes
+    unchanged; any other exception becomes a ``PluginError`` naming the plugin it came from. When
+    no implementation answers: a ``PluginError``, or ``(None, None)`` if not ``required``."""
     hook = getattr(get_plugin_manager().hook, hook_name)
-    for impl in reversed(hook.get_hookimpls()):  # pluggy calls the last registered first
-        try:
-            result = impl.function(*[kwargs[a] for a in impl.argnames])
-        except FeatinvError:
-            raise
-        except Exception as exc:
-            raise PluginError(f"Plugin '{impl.plugin_name}' failed in {hook_name}: "
-                              f"{_describe_exception(exc)}") from exc
-        if result is not None:
-            return impl.plugin_name, result
+    for impl in hook.get_hookimpls():  # also those registered on the manager directly
+        if not getattr(impl.function, "__featinv_traced__", False):
+            impl.function = _traced(impl)
+    call = _Call()
+    token = _current_call.set(call)
+    try:
+        result = hook(**kwargs)
+    except FeatinvError:
+        raise
+    except Exception as exc:
+        raise PluginError(f"Plugin '{call.failed or '?'}' failed in {hook_name}: "
+                          f"{_describe_exception(exc)}") from exc
+    finally:
+        _current_call.reset(token)
+    if result is not None:
+        return call.answered, result
     if not required:
         return None, None
     raise PluginError(f"No plugin answered {hook_name}.")

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from .errors import FeatinvError, PluginError, UnknownFeatureError
-from .plugins import first_result, get_state
+from .plugins import call_first, get_state
 from .spec import Extractor, FeatureSpec
 
 
@@ -71,7 +71,7 @@ def _resolve(name: str) -> FeatureSpec | None:
     if name in state.resolved:
         return state.resolved[name]
     try:
-        plugin, spec = first_result("featinv_resolve_feature", required=False, name=name)
+        plugin, spec = call_first("featinv_resolve_feature", required=False, name=name)
     except PluginError as exc:  # a plugin's bug
         raise UnknownFeatureError(str(exc)) from exc
     except FeatinvError as exc:  # the plugin knows the family and says what is wrong

@@ -248,3 +248,96 @@ def test_plugins_command_lists_broken_plugins_and_other_commands_still_work(
     assert code == 0 and "hog" in out.out
     code, out = run("invert", "-f", "hog", "skimage:astronaut", "-o", str(tmp_path / "o"))
     assert code == 0 and "Traceback" not in out.err
+
+
+def test_generic_builder_is_an_ordinary_builtin_plugin(fresh_plugins):
+    info = {p.name: p for p in plugin_infos()}["featinv.decoders"]
+    assert info.source == "builtin" and info.error is None
+    assert info.features == [] and info.hooks == ["featinv_build_decoder"]
+
+
+class _WrapperPlugin:
+    """A ``wrapper=True`` and an old-style ``hookwrapper=True`` implementation around the
+    builders: pluggy must drive them as generators, never take them for an answer."""
+
+    def __init__(self):
+        self.seen = []
+
+    @featinv.hookimpl(wrapper=True)
+    def featinv_build_decoder(self, spec):
+        body = yield
+        self.seen.append(("wrapper", spec.name, type(body).__name__))
+        return body
+
+    @featinv.hookimpl(hookwrapper=True)
+    def featinv_resolve_feature(self, name):
+        outcome = yield
+        self.seen.append(("hookwrapper", name,
+                          "error" if outcome.exception else outcome.get_result()))
+
+
+def test_wrapper_implementations_are_called_by_pluggy(extra_plugins):
+    plugin = _WrapperPlugin()
+    extra_plugins("wrapping", plugin)
+    hog = featinv.get_spec("hog")
+    dec = featinv.build_decoder(hog, hog.layout_rule()(32, 32), 32)
+    assert dec.config["builder"] == "featinv.decoders"  # the answer, not the wrapper
+    assert plugin.seen == [("wrapper", "hog", type(dec.body).__name__)]
+    with pytest.raises(UnknownFeatureError):
+        featinv.get_spec("no_such_feature")
+    assert ("hookwrapper", "no_such_feature", None) in plugin.seen
+
+
+class _Failing:
+    def __init__(self, exc):
+        self.exc = exc
+
+    @featinv.hookimpl
+    def featinv_build_decoder(self, spec):
+        raise self.exc
+
+    @featinv.hookimpl
+    def featinv_resolve_feature(self, name):
+        raise self.exc
+
+
+def test_plugin_failing_in_a_firstresult_hook_is_named(extra_plugins):
+    from featinv.plugins import call_first
+
+    wrapper = _WrapperPlugin()
+    extra_plugins("wrapping", wrapper)  # the error passes through a wrapper, still blamed right
+    extra_plugins("failing", _Failing(RuntimeError("kaboom")))
+    hog = featinv.get_spec("hog")
+    with pytest.raises(featinv.PluginError,
+                       match="Plugin 'failing' failed in featinv_build_decoder: RuntimeError: kab"):
+        featinv.build_decoder(hog, hog.layout_rule()(32, 32), 32)
+    assert wrapper.seen == []  # the wrapper saw the exception, not a result
+    with pytest.raises(UnknownFeatureError,
+                       match="Plugin 'failing' failed in featinv_resolve_feature"):
+        featinv.get_spec("no_such_feature")
+    with pytest.raises(featinv.PluginError, match="Plugin 'failing'"):
+        call_first("featinv_resolve_feature", required=False, name="x")
+
+
+def test_featinv_error_from_a_plugin_passes_unchanged(extra_plugins):
+    from featinv.plugins import call_first
+
+    extra_plugins("strict", _Failing(featinv.FeatinvError("no such family member")))
+    with pytest.raises(featinv.FeatinvError, match="^no such family member$"):
+        call_first("featinv_resolve_feature", name="x")
+
+
+def test_call_first_names_the_answering_plugin(extra_plugins):
+    from featinv.plugins import call_first
+
+    class Resolver:
+        @featinv.hookimpl
+        def featinv_resolve_feature(self, name):
+            return make_spec(name) if name == "made_up" else None
+
+    extra_plugins("resolver", Resolver())
+    assert call_first("featinv_resolve_feature", name="made_up")[0] == "resolver"
+    assert call_first("featinv_resolve_feature", required=False, name="other") == (None, None)
+    with pytest.raises(featinv.PluginError, match="No plugin answered featinv_resolve_feature"):
+        call_first("featinv_resolve_feature", name="other")
+    assert featinv.get_spec("made_up").plugin == "resolver"
