@@ -394,12 +394,15 @@ def _fmt(value, spec: str) -> str:
 @click.option("--out", "-o", required=True, type=click.Path(), help="Output .safetensors file.")
 @click.option("--recipe", help="The command that trained it (stored in the metadata).")
 @click.option("--float32", "full", is_flag=True, help="Keep float32 weights (default: float16).")
+@click.option("--no-size-limit", "unlimited", is_flag=True,
+              help="Allow a file over the 8 MiB a shipped decoder may take (to share it).")
 @overwrite_option
-def pack_cmd(source, out, recipe, full, overwrite) -> None:
+def pack_cmd(source, out, recipe, full, unlimited, overwrite) -> None:
     """Pack a trained decoder (checkpoint or training folder) for sharing or shipping."""
-    from .shipped import pack
+    from .shipped import MAX_SHIPPED_BYTES, pack
 
-    path = pack(source, out, recipe=recipe, half=not full, overwrite=overwrite)
+    path = pack(source, out, recipe=recipe, half=not full, overwrite=overwrite,
+                max_bytes=None if unlimited else MAX_SHIPPED_BYTES)
     click.echo(f"{printable(path)} ({path.stat().st_size / 1e6:.2f} MB)")
 
 

@@ -3,10 +3,12 @@
 ``pack`` turns a training checkpoint into a file fit for shipping or sharing: weights stored in
 float16 (half the size; they are cast back to float32 on load), the training history and the
 recipe (the command that trained it) in the JSON metadata. ``shipped`` lists what the package
-holds, reading only the metadata.
+holds, reading only the metadata. A packed file may take at most ``MAX_SHIPPED_BYTES`` (the
+package ships it; pass ``max_bytes=None`` to share a larger one).
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -14,17 +16,19 @@ from . import checkpoint
 from .errors import CheckpointError, printable
 from .inversion import ZOO_DIR, load_decoder
 
-MAX_SHIPPED_BYTES = 8 * 1024 * 1024
+MAX_SHIPPED_BYTES = 8 * 1024 * 1024  # the largest decoder file the package ships
 
 
 def pack(source: str | Path, out: str | Path, recipe: str | None = None,
-         half: bool = True, notes: str | None = None, overwrite: bool = True) -> Path:
+         half: bool = True, notes: str | None = None, overwrite: bool = True,
+         max_bytes: int | None = MAX_SHIPPED_BYTES) -> Path:
     """Write ``source`` (a decoder checkpoint or a training folder) as a shareable decoder.
 
     The training history (per-epoch validation metrics) is taken from the ``train_state``
     file beside the checkpoint when there is one. The result loads like any checkpoint. ``out``
     may never be the source (nor its training state); ``overwrite=False`` also refuses an
-    existing ``out``.
+    existing ``out``. A file that would take more than ``max_bytes`` is refused before anything is
+    written (``None``: no limit).
     """
     from .outputs import check_targets
 
@@ -43,11 +47,27 @@ def pack(source: str | Path, out: str | Path, recipe: str | None = None,
                       "notes": notes, "history": history,
                       "parameters": sum(p.numel() for p in decoder.parameters())}
     meta.pop("progress", None)
+    if max_bytes is not None:
+        _check_size(tensors, meta, max_bytes, half)
     try:
         return checkpoint.atomic_save(tensors, out, meta)
     except OSError as exc:
         raise CheckpointError(f"Cannot write {printable(out)} ({exc.strerror or exc}); check "
                               "that its folder is writable and has free space.") from None
+
+
+def _check_size(tensors, meta: dict[str, Any], max_bytes: int, half: bool) -> None:
+    from safetensors.torch import save
+
+    size = len(save({k: v.contiguous() for k, v in tensors.items()},
+                    metadata={checkpoint.META_KEY: json.dumps(meta)}))
+    if size > max_bytes:
+        hint = "" if half else "pack it in float16 (half the size), "
+        raise CheckpointError(
+            f"The packed decoder would take {size / 2**20:.1f} MiB, more than the "
+            f"{max_bytes / 2**20:.1f} MiB a shipped decoder may take; {hint}train a smaller "
+            "preset or width, or lift the limit to share it anyway (--no-size-limit, "
+            "max_bytes=None).")
 
 
 def describe(path: str | Path) -> dict[str, Any]:
