@@ -17,7 +17,7 @@ import importlib
 import types
 from typing import Any
 
-__version__ = "0.1.0"
+__version__ = "0.1.0"  # the one place the version is written (pyproject.toml reads it)
 
 from .errors import (CheckpointError, DataError, FeatinvError, ImageError, Interrupted,  # noqa: F401
                      PluginError, ShapeError, UnknownFeatureError)

@@ -6,7 +6,6 @@ shows the traceback instead.
 from __future__ import annotations
 
 import functools
-import json
 import os
 import sys
 from pathlib import Path

@@ -20,7 +20,7 @@ from .errors import DataError, ImageError, printable
 from .evaluate import check_count
 from .images import check_side, load_square
 from .limits import memory_bytes
-from .metrics import normalized_error, psnr, ssim
+from .metrics import quality
 from .perceptual import probe_for, realism_metrics, resolve_comparator
 
 DEFAULT_SIZE = 128
@@ -124,8 +124,7 @@ def compare_folders(originals: str | Path, reconstructions: str | Path,
         raise DataError(f"Need at least 2 readable pairs of images, found {len(xs)}.")
     x, y = torch.stack(xs), torch.stack(ys)
     return {"originals": str(originals), "reconstructions": str(reconstructions),
-            "image_size": image_size, "normalized_error": normalized_error(x, y),
-            "psnr": float(psnr(x, y).mean()), "ssim": float(ssim(x, y).mean()),
+            "image_size": image_size, **quality(x, y),
             **realism_metrics(x, y, judge, probe, batch_size, dev), "n_images": len(x),
             "device": str(dev), "batch_size": batch_size,
             "unmatched": [str(p) for p in unmatched], "failed": failed}

@@ -12,7 +12,7 @@ from .errors import DataError, FeatinvError, ImageError, printable
 from .images import check_side, load_square, probe_image
 from .limits import memory_bytes
 from .methods import Method, make_method
-from .metrics import normalized_error, psnr, ssim
+from .metrics import quality
 from .optimize import OptimizeConfig
 from .perceptual import probe_for, realism_metrics, resolve_comparator
 from .progress import Progress
@@ -139,7 +139,6 @@ def evaluate(data: str | Path, feature: str | None = None, checkpoint: str | Pat
     y, seconds_per_image = run_timed(inverter, x, batch_size, warm_up=method == "decoder")
     realism = realism_metrics(x, y, judge, probe, batch_size, dev)
     return {"feature": inverter.feature, "method": inverter.name, **inverter.info,
-            "image_size": size, "normalized_error": normalized_error(x, y),
-            "psnr": float(psnr(x, y).mean()), "ssim": float(ssim(x, y).mean()), **realism,
+            "image_size": size, **quality(x, y), **realism,
             "n_images": len(x), "seconds_per_image": seconds_per_image, "device": str(dev),
             "batch_size": batch_size, "failed": failed}

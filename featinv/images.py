@@ -10,7 +10,7 @@ import io
 import os
 import warnings
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -80,12 +80,6 @@ def example_image(name: str) -> Image.Image:
     if arr.ndim not in (2, 3) or arr.dtype != np.uint8:
         raise ImageError(f"{EXAMPLE_PREFIX}{name}: not an 8-bit picture.")
     return _to_rgb(Image.fromarray(arr))
-
-
-def image_stem(path: str | Path) -> str:
-    """A file name stem for outputs: ``photo`` for ``dir/photo.jpg`` and ``skimage:photo``."""
-    text = str(path)
-    return text[len(EXAMPLE_PREFIX):] if text.startswith(EXAMPLE_PREFIX) else Path(text).stem
 
 
 def _check_file(path: Path) -> None:
@@ -302,12 +296,3 @@ def find_images(root: str | Path) -> list[Path]:
     return sorted(found)
 
 
-def iter_paths(paths: Iterable[str | Path]) -> list[Path]:
-    """Expand folders into the images below them; keep files as given.
-
-    A folder without images stays in the list, so that reading it reports it ("is a directory").
-    """
-    out: list[Path] = []
-    for p in map(Path, paths):
-        out.extend((find_images(p) or [p]) if p.is_dir() else [p])  # skimage:NAME stays as is
-    return out

@@ -80,3 +80,10 @@ def ssim(x: torch.Tensor, y: torch.Tensor, window: int = 11, sigma: float = 1.5,
     c1, c2 = 0.01 ** 2, 0.03 ** 2
     s = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))
     return s.flatten(1).mean(1)
+
+
+def quality(x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+    """The reconstruction metrics every report gives (evaluate, compare, training's validation):
+    ``normalized_error``, and ``psnr`` (dB) and ``ssim`` averaged over the images."""
+    return {"normalized_error": normalized_error(x, y), "psnr": float(psnr(x, y).mean()),
+            "ssim": float(ssim(x, y).mean())}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 import torch
@@ -108,7 +108,6 @@ class FeatureSpec:
     image_size: int | None = None
     visualize: Callable[..., Any] | None = None
     backends: Callable[[], Mapping[str, str]] | None = None
-    extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         problems = []

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -63,7 +64,19 @@ def test_quick_mode_writes_every_row(tmp_path, capsys):
 
     targets = result["targets"]
     assert {t["feature"] for t in targets} == {"hog", "lbp", "sift"}
-    assert all(isinstance(t["met"], bool) for t in targets)
+    for t in targets:  # each verdict follows from the measurements it names
+        if t["feature"] == "sift":
+            assert 0 < t["grid_fraction"] and t["met"] == (t["grid_fraction"] <= t["required"])
+            continue
+        batch = int(t["target"].split("batch ")[1].split(",")[0])
+        ours = next(r for r in rows if (r["feature"], r["size"], r["implementation"], r["batch"],
+                                        r["threads"]) == (t["feature"], t["size"], "featinv torch",
+                                                          batch, 1) and r["device"] == "cpu")
+        other = t["target"].split(">= ")[1].split("x ", 1)[1].rsplit(", 1 thread", 1)[0]
+        theirs = next(r for r in rows if (r["feature"], r["size"], r["implementation"],
+                                          r["threads"]) == (t["feature"], t["size"], other, 1))
+        assert t["speedup"] == pytest.approx(ours["images_per_s"] / theirs["images_per_s"])
+        assert t["met"] == (t["speedup"] >= t["required"])
     if not torch.cuda.is_available():
         assert any("CUDA" in note for note in result["notes"])
     printed = capsys.readouterr().out
