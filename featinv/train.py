@@ -41,7 +41,7 @@ from .feature_cache import FeatureCache
 from .losses import Discriminator, Objective
 from .images import make_grid
 from .inversion import pick_device
-from .metrics import normalized_error, psnr, ssim
+from .metrics import quality
 from .precision import autocast, check_precision
 from .progress import Progress
 from .registry import get_feature
@@ -244,8 +244,7 @@ def validate(extractor, decoder: Decoder, val: ValImages, batch_size: int, devic
         xs.append(x.cpu())
     decoder.train()
     x, y = torch.cat(xs), torch.cat(ys)
-    return ({"normalized_error": normalized_error(x, y), "psnr": float(psnr(x, y).mean()),
-             "ssim": float(ssim(x, y).mean()), "n_images": x.shape[0]}, x, y)
+    return {**quality(x, y), "n_images": x.shape[0]}, x, y
 
 
 # -- the run ----------------------------------------------------------------------------------
