@@ -68,7 +68,7 @@ def test_only_rank_zero_logs_and_writes(runs):
 def test_distributed_checkpoint_inverts_images(runs):
     root, _, two, _ = runs
     [out] = featinv.invert([next((root / "data").iterdir())],
-                           checkpoint=two / "decoder.safetensors")
+                           checkpoint=two / "decoder.safetensors", size=32)
     assert out.shape[0] == 3 and min(out.shape[1:]) == 32 and torch.isfinite(out).all()
     assert 0 <= out.min() and out.max() <= 1
 

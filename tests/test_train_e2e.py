@@ -53,7 +53,7 @@ def test_training_writes_checkpoint_metrics_and_previews(trained):
 def test_invert_cli_writes_pngs(trained, val_subset, tmp_path, capsys):
     images = sorted(val_subset.iterdir())[:2]
     code, out, err = run(capsys, "invert", "--checkpoint", trained / "decoder.safetensors",
-                         *images, "-o", tmp_path, "--side-by-side")
+                         *images, "-o", tmp_path, "--side-by-side", "--size", "32")
     assert code == 0, err
     written = out.split()
     assert len(written) == 2 and all(p.endswith(".hog.png") for p in written)
@@ -87,7 +87,7 @@ def test_evaluate_cli_json(trained, val_subset, capsys):
 
 def test_python_api_invert(trained, val_subset):
     images = sorted(val_subset.iterdir())[:2]
-    out = featinv.invert(images, checkpoint=trained / "decoder.safetensors")
+    out = featinv.invert(images, checkpoint=trained / "decoder.safetensors", size=32)
     assert len(out) == 2
     assert out[0].shape[0] == 3 and min(out[0].shape[1:]) == 32
     assert 0 <= out[0].min() and out[0].max() <= 1

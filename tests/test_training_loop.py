@@ -363,3 +363,24 @@ def test_jpegs_decoded_in_batches_match_the_cpu_decoder(tmp_path):
     for got, want in zip(batch, expected):
         assert got.dtype == torch.uint8 and got.shape == want.shape
         assert (got.float() - want.float()).abs().mean() < 3  # decoders and resizers round apart
+
+
+def test_a_loss_that_blows_up_before_any_checkpoint_says_so(tmp_path):
+    write_images(tmp_path / "data", 16)
+    with pytest.raises(FeatinvError, match="no checkpoint had been written yet"):
+        train(config(tmp_path / "data", tmp_path / "r", lr=1e30, epochs=3, log_every=1),
+              log=quiet)
+
+
+def test_ctrl_c_in_other_commands_exits_130(tmp_path):
+    """Not only train: any command stopped by Ctrl-C says so and exits 130, without a traceback."""
+    write_images(tmp_path / "data", 8, size=(64, 64))
+    proc = subprocess.Popen([sys.executable, "-m", "featinv", "evaluate", "-f", "hog",
+                             "--method", "optimize", "--steps", "100000", "--data",
+                             str(tmp_path / "data"), "--device", "cpu"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(8)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Interrupted." in err and "Traceback" not in err
