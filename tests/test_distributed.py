@@ -20,7 +20,8 @@ from conftest import write_images
 def train_args(data, out, epochs, *extra):
     return ["-m", "featinv", "train", "-f", "hog", "--data", str(data), "--val", str(data),
             "--out", str(out), "--image-size", "32", "--epochs", str(epochs), "--batch-size", "8",
-            "--workers", "0", "--device", "cpu", "--val-limit", "8", "--lr", "2e-3", *extra]
+            "--workers", "0", "--device", "cpu", "--val-limit", "8", "--lr", "2e-3",
+            "--precision", "fp32", *extra]
 
 
 def run(args, processes=1):
@@ -113,3 +114,14 @@ def test_uneven_last_batch_is_padded_so_every_rank_gets_images():
 def test_batch_size_must_split_over_ranks():
     with pytest.raises(DataError, match="multiple of 3"):
         EpochBatches(10, 8, seed=0, rank=0, world=3)
+
+
+def test_two_processes_train_with_a_discriminator_as_one(tmp_path):
+    """The adversarial loss under DDP: the discriminator's gradients are averaged too."""
+    write_images(tmp_path / "data", 16)
+    adversarial = ("--loss", "pixel,adversarial=0.1")
+    run(train_args(tmp_path / "data", tmp_path / "one", 1, *adversarial))
+    run(train_args(tmp_path / "data", tmp_path / "two", 1, *adversarial), processes=2)
+    assert max_difference(tmp_path / "one", tmp_path / "two") < 1e-4
+    state = load_file(str(tmp_path / "two" / "train_state.safetensors"))
+    assert any(k.startswith("discriminator.") for k in state)
