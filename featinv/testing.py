@@ -18,12 +18,13 @@ from typing import Any
 import torch
 
 from .decoders import build_decoder
+from .errors import FeatinvError, PluginError
 from .registry import get_feature, get_spec
 from .spec import Extractor, rgb_to_gray
 
 __all__ = ["ContractSuite", "check_all", "check_layout", "check_finite_float32",
            "check_batch_independence", "check_determinism", "check_gradients",
-           "check_decoder_step", "test_sizes"]
+           "check_decoder_step", "test_sizes", "actual_smallest_side"]
 
 
 def test_sizes(extractor: Extractor) -> list[tuple[int, int]]:
@@ -45,12 +46,73 @@ def _images(batch: int, h: int, w: int, seed: int = 0) -> torch.Tensor:
     return (0.8 * x + 0.2 * torch.rand(batch, 3, h, w, generator=g)).clamp(0, 1)
 
 
+def _module_input(ext: Extractor, x: torch.Tensor) -> torch.Tensor:
+    return rgb_to_gray(x) if ext.spec.input == "gray" else x
+
+
+def _works_at(ext: Extractor, side: int) -> bool:
+    try:
+        with torch.no_grad():
+            ext.module(_module_input(ext, _images(1, side, side)))
+        return True
+    except Exception:  # noqa: BLE001 - any failure means "not usable at this size"
+        return False
+
+
+def actual_smallest_side(ext: Extractor, limit: int = 1024) -> int | None:
+    """The smallest square side (px) at which ``ext``'s module runs without an error, searched
+    from the declared smallest side up to ``limit`` (doubling, then bisecting); None if none."""
+    low = ext.rule.smallest_side  # fails (or is the answer)
+    if _works_at(ext, low):
+        return low
+    high = low
+    while True:
+        if high >= limit:
+            return None
+        high = min(2 * high, limit)
+        if _works_at(ext, high):
+            break
+        low = high
+    while high - low > 1:
+        mid = (low + high) // 2
+        low, high = (low, mid) if _works_at(ext, mid) else (mid, high)
+    return high
+
+
+def _size_failure(ext: Extractor, h: int, w: int, exc: BaseException) -> AssertionError:
+    """A failure at ``h x w`` px, a size the layout declares usable, as "declared vs actual"."""
+    declared = ext.rule.smallest_side
+    cause = exc.__cause__ if isinstance(exc, PluginError) and exc.__cause__ else exc
+    error = f"{type(cause).__name__}: {str(cause).strip().splitlines()[0] if str(cause) else ''}"
+    actual = actual_smallest_side(ext)
+    if actual is not None and actual > declared:
+        return AssertionError(
+            f"{ext.name}: input too small: its layout declares a smallest side of {declared} px "
+            f"(layout {ext.rule.describe()}), but it actually needs at least {actual}x{actual} "
+            f"px (it fails at {h}x{w} px with {error}); declare min_size={actual} in the layout")
+    return AssertionError(f"{ext.name}: fails on a batch of {h}x{w} px images, a size its "
+                          f"layout declares usable (smallest side {declared} px): {error}")
+
+
+def _features(ext: Extractor, x: torch.Tensor, raw: bool = False) -> torch.Tensor:
+    """``ext(x)`` (``raw``: its module alone); a plugin's error at a size the layout declares
+    usable becomes an ``AssertionError`` that compares the declared and actual smallest size."""
+    try:
+        return ext.module(_module_input(ext, x)) if raw else ext(x)
+    except PluginError as exc:
+        raise _size_failure(ext, *x.shape[-2:], exc) from exc
+    except FeatinvError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a raw torch (or other) error from the module
+        raise _size_failure(ext, *x.shape[-2:], exc) from exc
+
+
 def check_layout(ext: Extractor) -> None:
     """Declared layout equals the real output shape at several sizes."""
     for h, w in test_sizes(ext):
         layout = ext.layout(h, w)
         x = _images(2, h, w)
-        out = ext.module(rgb_to_gray(x) if ext.spec.input == "gray" else x)
+        out = _features(ext, x, raw=True)
         want = (2, *layout.shape)
         assert tuple(out.shape) == want, (
             f"{ext.name}: declared layout {layout} at {h}x{w} px means output {want}, "
@@ -61,7 +123,7 @@ def check_finite_float32(ext: Extractor) -> None:
     """Output is float32 and finite, also for constant (flat) images."""
     for x in (_images(2, *test_sizes(ext)[1]), torch.zeros(1, 3, *test_sizes(ext)[0]),
               torch.ones(1, 3, *test_sizes(ext)[0])):
-        out = ext(x)
+        out = _features(ext, x)
         assert out.dtype == torch.float32, f"{ext.name}: output dtype {out.dtype}, not float32"
         assert torch.isfinite(out).all(), f"{ext.name}: non-finite values in the output"
 
@@ -69,9 +131,9 @@ def check_finite_float32(ext: Extractor) -> None:
 def check_batch_independence(ext: Extractor, atol: float = 1e-5) -> None:
     """Each image's features do not depend on the other images of the batch."""
     x = _images(3, *test_sizes(ext)[1])
-    together = ext(x)
+    together = _features(ext, x)
     for i in range(3):
-        alone = ext(x[i:i + 1])[0]
+        alone = _features(ext, x[i:i + 1])[0]
         err = (together[i] - alone).abs().max().item()
         assert err <= atol * max(1.0, alone.abs().max().item()), (
             f"{ext.name}: image {i} gets different features in a batch (max diff {err:.3g})")
@@ -80,7 +142,7 @@ def check_batch_independence(ext: Extractor, atol: float = 1e-5) -> None:
 def check_determinism(ext: Extractor) -> None:
     """The same input gives the same features twice."""
     x = _images(2, *test_sizes(ext)[1])
-    a, b = ext(x), ext(x)
+    a, b = _features(ext, x), _features(ext, x)
     assert torch.equal(a, b), f"{ext.name}: two calls on the same images differ"
 
 
@@ -89,7 +151,7 @@ def check_gradients(ext: Extractor) -> None:
     if not ext.spec.differentiable:
         return
     x = _images(2, *test_sizes(ext)[1]).requires_grad_(True)
-    ext(x).pow(2).sum().backward()
+    _features(ext, x).pow(2).sum().backward()
     assert x.grad is not None, f"{ext.name}: declared differentiable, but no gradient reached the input"
     assert torch.isfinite(x.grad).all(), f"{ext.name}: non-finite gradient"
     assert x.grad.abs().sum() > 0, f"{ext.name}: declared differentiable, but the gradient is zero"
@@ -101,7 +163,7 @@ def check_decoder_step(ext: Extractor) -> None:
     x = _images(2, size, size)
     layout = ext.layout(size, size)
     decoder = build_decoder(ext.spec, layout, size, "compact", width=0.125)
-    decoder.set_feature_stats(ext(x))
+    decoder.set_feature_stats(_features(ext, x))
     opt = torch.optim.Adam(decoder.parameters(), lr=1e-3)
     before = [p.detach().clone() for p in decoder.parameters()]
     y = decoder(ext(x), size=(size, size))

@@ -55,3 +55,36 @@ def test_contract_catches_a_broken_representation():
     ext = featinv.Extractor(spec, {}, nn.AvgPool2d(4))
     with pytest.raises(AssertionError, match="declared layout"):
         testing.check_layout(ext)
+
+
+def test_contract_reports_a_too_small_input_as_declared_vs_actual():
+    """A module that fails with a raw torch error below 5 px while its layout declares 1 px:
+    every check says what the layout declares and what the module actually needs."""
+    from torch import nn
+
+    class NeedsFive(nn.Module):  # a 5x5 convolution without padding: torch refuses 1x1 input
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(1, 4, 5)
+
+        def forward(self, x):
+            return self.conv(x).mean(dim=(2, 3))
+
+    spec = featinv.FeatureSpec(name="tiny", description="needs 5 px, declares 1",
+                               input="gray", differentiable=True, build=NeedsFive,
+                               layout=lambda: featinv.FixedVector(4))
+    ext = featinv.Extractor(spec, {}, NeedsFive())
+    with pytest.raises(RuntimeError):  # the raw torch error the suite translates
+        ext.module(torch.zeros(1, 1, 1, 1))
+    assert testing.actual_smallest_side(ext) == 5
+    for check in (testing.check_layout, testing.check_finite_float32):
+        with pytest.raises(AssertionError) as info:
+            check(ext)
+        message = str(info.value)
+        assert "declares a smallest side of 1 px" in message, message
+        assert "actually needs at least 5x5 px" in message and "min_size=5" in message
+    fixed = featinv.FeatureSpec(name="tiny", description="declares what it needs",
+                                input="gray", differentiable=True, build=NeedsFive,
+                                layout=lambda: featinv.FixedVector(4, min_size=5))
+    for check in testing.CHECKS:  # declared right, the same module passes
+        check(featinv.Extractor(fixed, {}, NeedsFive()))
