@@ -86,10 +86,13 @@ def check_count(value: int | None, what: str) -> None:
 def run_timed(inverter: Method, x: torch.Tensor, batch_size: int, warm_up: bool = True
               ) -> tuple[torch.Tensor, float]:
     """Reconstructions of ``x`` ``(N, 3, H, W)`` on the CPU and the seconds per image that
-    ``inverter`` took, batch by batch (features included; after one untimed warm-up batch)."""
+    ``inverter`` took, batch by batch (features included). The time never includes warm-up:
+    ``warm_up`` first makes one untimed call on a batch of the first batch's shape
+    (``Method.warm``: for the optimisation baseline, a 2-step run), so that one-off costs
+    (kernel selection, allocations, lazy set-up) do not inflate a small evaluation."""
     sync = torch.cuda.synchronize if inverter.device.type == "cuda" else (lambda: None)
     if warm_up:
-        inverter.run(x[:1])
+        inverter.warm(x[:batch_size])
     out, seconds = [], 0.0
     with Progress(len(x), f"evaluating {inverter.label}", "images") as bar:
         for i in range(0, len(x), batch_size):
@@ -119,7 +122,7 @@ def evaluate(data: str | Path, feature: str | None = None, checkpoint: str | Pat
     decoder's training size; 128 for the baseline; ``"native"``: the photos' own shorter side,
     which they must share, not resized). Unreadable files are reported through
     ``on_error`` and skipped (listed under ``"failed"``). ``seconds_per_image`` times features
-    plus inversion. ``precision``: the decoder's (``"bf16"``: faster on recent CPUs).
+    plus inversion, after an untimed warm-up batch. ``precision``: the decoder's (``"bf16"``: faster on recent CPUs).
 
     Realism metrics (:mod:`featinv.perceptual`; None where off): ``feature_error`` under
     ``comparator`` (``"auto"``: the inverted representation when differentiable; ``"none"``; or
@@ -136,7 +139,7 @@ def evaluate(data: str | Path, feature: str | None = None, checkpoint: str | Pat
     probe = probe_for(perceptual_weights, dev)
     size = native_side(data, limit) if image_size == NATIVE else image_size or inverter.image_size
     x, failed = load_square_images(data, size, limit, on_error)
-    y, seconds_per_image = run_timed(inverter, x, batch_size, warm_up=method == "decoder")
+    y, seconds_per_image = run_timed(inverter, x, batch_size)
     realism = realism_metrics(x, y, judge, probe, batch_size, dev)
     return {"feature": inverter.feature, "method": inverter.name, **inverter.info,
             "image_size": size, **quality(x, y), **realism,

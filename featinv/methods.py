@@ -6,7 +6,7 @@ baseline of :mod:`featinv.optimize`, which needs no training but hundreds of gra
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -29,6 +29,9 @@ class Method:
     """An inversion method bound to one representation.
 
     ``run``: images ``(B, 3, H, W)`` in [0, 1] -> reconstructions of the same shape.
+    ``warm_up``: an untimed call on images of the shape to be timed that pays the one-off costs
+    (kernel selection, allocations, lazy initialisation) so that timings leave them out;
+    ``None``: ``run`` itself.
     """
 
     name: str  # "decoder" or "optimize"
@@ -39,6 +42,13 @@ class Method:
     info: dict[str, Any] = field(default_factory=dict)
     extractor: torch.nn.Module | None = None  # the representation it inverts, on ``device``
     any_size: bool = False  # works at the image's own size (decoders of grid layouts)
+    warm_up: Callable[[torch.Tensor], Any] | None = None
+
+    def warm(self, x: torch.Tensor) -> None:
+        """Pay the one-off costs at ``x``'s shape, untimed (see ``warm_up``)."""
+        (self.warm_up or self.run)(x)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
 
     @property
     def label(self) -> str:
@@ -85,10 +95,14 @@ def optimize_method(feature: str, params: dict[str, Any] | None = None,
     def run(x: torch.Tensor) -> torch.Tensor:
         return invert_by_optimization(extractor, x.to(dev), cfg, progress)[0]
 
+    def warm_up(x: torch.Tensor) -> None:  # the same work at the same shape, for 2 steps
+        invert_by_optimization(extractor, x.to(dev), replace(cfg, steps=min(cfg.steps, 2)))
+
     size = extractor.spec.image_size or DEFAULT_OPTIMIZE_SIZE
     return Method("optimize", feature, size, run, dev, {"checkpoint": None,
                                                          "optimize": cfg.to_json(),
-                                                         "precision": "fp32"}, extractor)
+                                                         "precision": "fp32"}, extractor,
+                  warm_up=warm_up)
 
 
 def make_method(method: str, feature: str | None = None, checkpoint: str | Path | None = None,

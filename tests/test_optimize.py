@@ -82,3 +82,56 @@ def test_invert_optimize_writes_a_png_and_refuses_checkpoints(capsys, tmp_path):
     code, _, err = run(capsys, "invert", "--method", "optimize", "-c", "x.safetensors",
                        "skimage:coffee")
     assert code == 1 and "no --checkpoint" in err
+
+
+
+def _slow_first_call(fn, monkeypatch, seconds=1000.0):
+    """``fn`` whose first call at each batch shape takes ``seconds`` longer (a cold start:
+    kernels chosen and memory allocated per shape), on the clock that featinv.evaluate times
+    with (a real sleep would drown in a busy machine's noise); also the shapes it was called at."""
+    import importlib
+    import time
+    from types import SimpleNamespace
+
+    calls, lost = [], [0.0]
+    clock = SimpleNamespace(perf_counter=lambda: time.perf_counter() + lost[0])
+    monkeypatch.setattr(importlib.import_module("featinv.evaluate"), "time", clock)
+
+    def wrapped(*args, **kwargs):
+        shape = next(tuple(a.shape) for a in args if isinstance(a, torch.Tensor))
+        if shape not in calls:
+            lost[0] += seconds
+        calls.append(shape)
+        return fn(*args, **kwargs)
+    return wrapped, calls
+
+
+def test_seconds_per_image_leaves_out_warm_up(monkeypatch):
+    """run_timed warms up on a batch of the timed shape, untimed: a slow first call is not in
+    seconds_per_image (a cold 8-photo evaluate used to report many times the warm figure)."""
+    from featinv.evaluate import run_timed
+    from featinv.methods import Method
+
+    run, calls = _slow_first_call(lambda x: x.clone(), monkeypatch)
+    method = Method("decoder", "fake", 32, run, torch.device("cpu"))
+    x = torch.rand(8, 3, 16, 16)
+    y, seconds = run_timed(method, x, batch_size=32)
+    # one untimed warm-up at the timed batch's shape (not a single image's), one timed batch
+    assert torch.equal(y, x) and calls == [(8, 3, 16, 16)] * 2
+    assert seconds < 10, seconds  # 1000 s / 8 images = 125 s had the warm-up been timed
+
+
+@pytest.mark.parametrize("method", ["decoder", "optimize"])
+def test_evaluate_time_excludes_a_slow_first_batch(image_folder, monkeypatch, method):
+    """Both methods of ``evaluate``: the first call at the batch's shape (here 1000 s slower) is
+    the untimed warm-up."""
+    import featinv.methods
+    from featinv.evaluate import evaluate
+
+    target = "decode" if method == "decoder" else "invert_by_optimization"
+    slow, calls = _slow_first_call(getattr(featinv.methods, target), monkeypatch)
+    monkeypatch.setattr(featinv.methods, target, slow)
+    result = evaluate(image_folder, feature="hog", method=method, limit=8, image_size=32,
+                      optimize=OptimizeConfig(steps=3), comparator="none")
+    assert len(calls) == 2 and calls[0] == calls[1] and result["n_images"] == 8
+    assert result["seconds_per_image"] < 10, result  # 1000 s / 8 = 125 s if it were timed
