@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 
 from .cli_analyze import analyze
-from .cli_compare import compare_cmd, echo_realism, realism_options
+from .cli_compare import compare_cmd, echo_metrics, realism_options
 from .cli_train import train_cmd
 from .cli_common import echo_json as _echo_json, feature_params, parse_params as _parse_params  # noqa: F401
 from .cli_options import POSITIVE, SIDE, SIDE_OR_NATIVE, device_option
@@ -331,10 +331,7 @@ def evaluate_cmd(feature, data, checkpoint, image_size, limit, batch_size, as_js
     else:
         click.echo(f"{result['feature']} ({result['method']}) on {result['n_images']} images at "
                    f"{result['image_size']} px ({result['device']}):")
-        click.echo(f"  normalized error  {result['normalized_error']:.4f}")
-        click.echo(f"  PSNR              {result['psnr']:.2f} dB")
-        click.echo(f"  SSIM              {result['ssim']:.4f}")
-        echo_realism(result)
+        echo_metrics(result)
         click.echo(f"  time per image    {result['seconds_per_image'] * 1000:.2f} ms")
     return 1 if result["failed"] else 0
 

@@ -48,8 +48,12 @@ def realism_options(comparator_default: str, weights_default: str | None):
     return decorate
 
 
-def echo_realism(result: dict) -> None:
-    """The realism lines of ``evaluate``/``compare``'s text output (those that were computed)."""
+def echo_metrics(result: dict) -> None:
+    """The metric lines of ``evaluate``/``compare``'s text output: quality, then the realism
+    metrics that were computed."""
+    click.echo(f"  normalized error  {result['normalized_error']:.4f}")
+    click.echo(f"  PSNR              {result['psnr']:.2f} dB")
+    click.echo(f"  SSIM              {result['ssim']:.4f}")
     if result["feature_error"] is not None:
         click.echo(f"  feature error     {result['feature_error']:.4f} ({result['comparator']})")
     if result["perceptual_distance"] is not None:
@@ -90,8 +94,5 @@ def compare_cmd(originals, reconstructions, image_size, suffix, limit, batch_siz
     else:
         click.echo(f"{result['n_images']} pairs at {result['image_size']} px "
                    f"({result['device']}):")
-        click.echo(f"  normalized error  {result['normalized_error']:.4f}")
-        click.echo(f"  PSNR              {result['psnr']:.2f} dB")
-        click.echo(f"  SSIM              {result['ssim']:.4f}")
-        echo_realism(result)
+        echo_metrics(result)
     return 1 if result["failed"] else 0
