@@ -115,3 +115,53 @@ class Objective:
         loss.backward()
         self.disc_opt.step()
         return loss.detach()
+
+
+def build_objective(cfg, layout, device: torch.device, distributed: bool = False
+                    ) -> Objective | None:
+    """The objective of a run's ``--loss`` (``cfg`` a ``TrainConfig``; None for the paper's
+    plain pixel loss): its comparator, and a discriminator with its Adam (wrapped for
+    DistributedDataParallel when ``distributed``)."""
+    from .train_config import parse_losses
+
+    weights = parse_losses(cfg.loss)
+    if weights == {"pixel": 1.0}:
+        return None
+    comparator = build_comparator(cfg, device) if "feature" in weights else None
+    discriminator = disc_opt = None
+    if "adversarial" in weights:
+        if cfg.disc_conditional and layout.kind != "grid":
+            raise FeatinvError("--disc-conditional needs a representation with a grid "
+                               f"layout; '{cfg.feature}' gives a vector.")
+        extra = layout.shape[0] if cfg.disc_conditional else 0
+        discriminator = Discriminator(3 + extra, cfg.disc_width).to(device)
+        disc_opt = torch.optim.Adam(discriminator.parameters(), lr=cfg.disc_lr,
+                                    betas=(0.5, 0.999))
+        if distributed:
+            from torch.nn.parallel import DistributedDataParallel
+
+            discriminator = DistributedDataParallel(
+                discriminator, device_ids=[device.index] if device.type == "cuda" else None)
+    return Objective(weights, comparator, discriminator, disc_opt, cfg.disc_conditional,
+                     cfg.precision)
+
+
+def build_comparator(cfg, device: torch.device):
+    """The frozen representation the feature loss compares in: ``--comparator`` (with
+    ``--comparator-weights``), else the inverted representation with its parameters."""
+    from .registry import get_feature
+
+    if cfg.comparator is None or cfg.comparator == cfg.feature:
+        comparator = get_feature(cfg.feature, **cfg.params)
+    else:
+        params = {"weights": cfg.comparator_weights} if cfg.comparator_weights else {}
+        comparator = get_feature(cfg.comparator, **params)
+    if not comparator.spec.differentiable:
+        raise FeatinvError(f"The feature loss needs a differentiable comparator, and "
+                           f"'{comparator.name}' is not; name one with --comparator, e.g. "
+                           "--comparator squeezenet.fire5 --comparator-weights "
+                           "squeezenet1_0_deepcompression_caffe.npz.")
+    comparator.check_finite_input = False
+    for param in comparator.parameters():
+        param.requires_grad_(False)
+    return comparator.to(device).eval()

@@ -6,6 +6,11 @@ The decoder minimises the squared Euclidean distance between images and their re
 inside the step from the (grayscale, if the representation says so) image; the target is always
 the colour image.
 
+Where the pieces live: the configuration in ``featinv.train_config``, the images in
+``featinv.train_data`` (and ``featinv.data``), one step in ``featinv.train_step``, the losses in
+``featinv.losses``, the run folder in ``featinv.run_folder``, the files in ``featinv.checkpoint``;
+this module is the run itself (``Run``: set up, ``fit``, ``save``).
+
 The loop does not wait for the device: the loss is read every ``log_every`` steps. Validation
 runs every ``val_every`` epochs (by default as often as keeps it under 5 % of the training time),
 and the run is checkpointed every ``save_minutes`` (and ``save_every`` steps if set), at the end,
@@ -14,40 +19,38 @@ checkpoint files are described in ``featinv.checkpoint``.
 """
 from __future__ import annotations
 
-import io
 import json
 import math
 import os
 import signal
-import sys
 import threading
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from . import checkpoint
-from .data import (EpochBatches, FolderImages, MemoryImages, TrainImages, ValImages, augment,
-                   crop_plan, decoded_bytes, scan_folder, store_side)
-from .decoders import PRESETS, Decoder, build_decoder
+from .data import ValImages, augment, crop_plan, scan_folder
+from .decoders import PRESETS, build_decoder
 from .distributed import World, barrier, join, leave, mean_over_ranks, world_from_env
-from .errors import CheckpointError, DataError, FeatinvError, Interrupted, PluginError, printable
+from .errors import CheckpointError, FeatinvError, Interrupted, PluginError, printable
 from .feature_cache import FeatureCache
-from .losses import Discriminator, Objective
 from .images import make_grid
 from .inversion import pick_device
-from .metrics import quality
-from .precision import autocast, check_precision
+from .losses import Objective, build_objective
+from .precision import check_precision
 from .progress import Progress
 from .registry import get_feature
 from .run_folder import RunFolder
+from .train_data import load_data, report_to
+from .train_step import (TrainStep, _trainable_encoder, make_optimizer,  # noqa: F401 (public here)
+                         optimizer_step, validate)
 from .train_config import (TrainConfig, check_config, effective_lr, lr_at,  # noqa: F401
-                           parse_losses, warmup_steps)
+                           warmup_steps)
 
 DECODER_FILE = "decoder.safetensors"
 STATE_FILE = "train_state.safetensors"
@@ -79,172 +82,6 @@ def resolve_defaults(cfg: TrainConfig, device: torch.device, world: World) -> Tr
         threads = max(1, (cores or 1) // world.local_size)
     return replace(cfg, precision=precision, threads=threads,
                    channels_last=True if cfg.channels_last is None else cfg.channels_last)
-
-
-# -- data -------------------------------------------------------------------------------------
-
-@dataclass
-class Data:
-    """The run's images: a training source, its batch sampler and the validation images."""
-
-    source: MemoryImages | FolderImages
-    sampler: EpochBatches
-    n_train: int
-    sizes: list[tuple[int, int]] | None  # (width, height) per stored image, memory source only
-    val: ValImages | None
-    where: str  # how the training images are held, for the log
-
-
-def memory_budget(cfg: TrainConfig, device: torch.device, world: World) -> int:
-    """Bytes of decoded training images ``auto`` keeps in memory (per process)."""
-    if cfg.memory_budget is not None:
-        return int(cfg.memory_budget * 1e9)
-    if device.type == "cuda":
-        return int(torch.cuda.mem_get_info(device)[0] * 0.4)
-    ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    return int(ram * 0.25) // world.local_size
-
-
-def load_data(cfg: TrainConfig, device: torch.device, world: World, log) -> Data:
-    skipped: list[str] = []
-    train_files = scan_folder(cfg.data, cfg.limit, on_error=skipped.append)
-    val = None
-    if cfg.val and world.is_main:
-        val_files = scan_folder(cfg.val, cfg.val_limit, on_error=skipped.append)
-        val = ValImages(val_files, cfg.image_size, on_error=skipped.append,
-                        with_names=bool(cfg.feature_cache))
-        check_validation(val, cfg.val)
-    for message in skipped:
-        log(f"skipping {message}")
-
-    max_short = store_side(cfg.image_size, cfg.crop_scale)
-    images = TrainImages(train_files, max_short, with_names=bool(cfg.feature_cache))
-    sampler = EpochBatches(len(images), cfg.batch_size, cfg.seed, rank=world.rank,
-                           world=world.size)
-    need = decoded_bytes(train_files, max_short)
-    budget = memory_budget(cfg, device, world)
-    in_memory = cfg.data_store == "memory" or (cfg.data_store == "auto" and need <= budget)
-    if not in_memory:
-        source = FolderImages(images, sampler, cfg.workers, pin_memory=device.type == "cuda",
-                              decode_on=device if device.type == "cuda" else None)
-        where = f"read by {cfg.workers} loader processes" if cfg.workers else "read as needed"
-        if device.type == "cuda":
-            where += ", JPEGs decoded on the GPU"
-        if cfg.data_store == "auto":
-            where += f" ({need / 2**20:.0f} MiB decoded, over the {budget / 2**20:.0f} MiB budget)"
-        return Data(source, sampler, len(images), None, val, where)
-    t0 = time.perf_counter()
-    with Progress(len(images), "decoding training images", "img", _report_to(world)) as bar:
-        source = MemoryImages(images, device, cfg.workers, progress=bar.update)
-    sizes = [(img.shape[2], img.shape[1]) for img in source.images]
-    where = (f"in {'GPU memory' if device.type == 'cuda' else 'memory (RAM)'} "
-             f"({need / 2**20:.0f} MiB, decoded in {time.perf_counter() - t0:.0f} s)")
-    return Data(source, sampler, len(images), sizes, val, where)
-
-
-def check_validation(val: ValImages, folder: str) -> None:
-    """The normalized error divides by the mean distance between images: it needs two
-    different ones. Checked before training, so no trained epoch is ever lost to it."""
-    distinct = torch.unique(val.images.flatten(1), dim=0).shape[0] if len(val) else 0
-    if distinct < 2:
-        raise DataError(f"Validation folder '{folder}' holds {distinct} distinct readable "
-                        "image(s); the normalized error needs at least 2 different ones. Add "
-                        "images or raise --val-limit.")
-
-
-# -- model ------------------------------------------------------------------------------------
-
-class TrainStep(nn.Module):
-    """Images (and, if cached, their features) -> reconstructions, as one module.
-
-    One module so that DistributedDataParallel averages the gradients of everything that trains:
-    the decoder and, with ``finetune_encoder``, the representation (``encoder``).
-    """
-
-    def __init__(self, extractor, decoder: Decoder, encoder: nn.Module | None,
-                 precision: str, memory_format: torch.memory_format):
-        super().__init__()
-        self.decoder, self.encoder = decoder, encoder
-        self._extractor = [extractor]  # in a list: not a submodule, its weights are not trained
-        self.precision, self.memory_format = precision, memory_format
-
-    def forward(self, x: torch.Tensor, feats: torch.Tensor | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Reconstructions ``(B, 3, H, W)`` and the features they were decoded from."""
-        if feats is None:
-            with torch.set_grad_enabled(self.encoder is not None and torch.is_grad_enabled()):
-                feats = self._extractor[0](x)
-        if feats.dim() == 4:
-            feats = feats.contiguous(memory_format=self.memory_format)
-        with autocast(x.device, self.precision):
-            return self.decoder(feats, size=x.shape[-2:]), feats
-
-
-def optimizer_step(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor,
-                   feats: torch.Tensor | None = None,
-                   scaler: torch.amp.GradScaler | None = None,
-                   objective: Objective | None = None) -> dict[str, torch.Tensor]:
-    """One step on images ``x`` ``(B, 3, H, W)``; ``model`` is a ``TrainStep``. The loss is
-    ``objective``'s (default: the paper's eq. 1, the mean squared error); with an adversarial
-    term the discriminator then takes its own step. Returns ``{"loss": weighted total, each
-    term..., "disc": the discriminator's loss}`` as tensors, without syncing."""
-    y, feats = model(x, feats)
-    y = y.float()
-    if objective is None:
-        total, parts = F.mse_loss(y, x), {}
-    else:
-        total, parts = objective.generator_loss(x, y, feats)
-    opt.zero_grad(set_to_none=True)
-    if scaler is None:
-        total.backward()
-        opt.step()
-    else:
-        scaler.scale(total).backward()
-        scaler.step(opt)
-        scaler.update()
-    terms = {"loss": total.detach(), **{k: v.detach() for k, v in parts.items()}}
-    if objective is not None and objective.discriminator is not None:
-        terms["disc"] = objective.discriminator_step(x, y, feats)
-    return terms
-
-
-def make_optimizer(params: list[nn.Parameter], cfg: TrainConfig,
-                   device: torch.device) -> torch.optim.Optimizer:
-    """Adam, fused into a few kernels where this torch supports it on ``device``."""
-    try:
-        return torch.optim.Adam(params, lr=effective_lr(cfg), betas=cfg.betas, fused=True)
-    except (RuntimeError, TypeError, ValueError):
-        return torch.optim.Adam(params, lr=effective_lr(cfg), betas=cfg.betas, foreach=True)
-
-
-def _trainable_encoder(extractor) -> torch.nn.Module:
-    """The representation's module, made trainable for ``--finetune-encoder``.
-
-    It stays in eval mode (dropout off, batch-norm statistics fixed), as the features it is
-    inverted from are computed in eval mode.
-    """
-    module = extractor.module
-    if not extractor.spec.differentiable or not any(True for _ in module.parameters()):
-        raise FeatinvError(f"--finetune-encoder needs a differentiable representation with "
-                           f"parameters (a CNN layer); '{extractor.name}' has none to train.")
-    for p in module.parameters():
-        p.requires_grad_(True)
-    return module
-
-
-@torch.no_grad()
-def validate(extractor, decoder: Decoder, val: ValImages, batch_size: int, device,
-             cache: FeatureCache | None = None) -> tuple[dict, torch.Tensor, torch.Tensor]:
-    """Metrics over the validation images, and the images and reconstructions for previews."""
-    decoder.eval()
-    xs, ys = [], []
-    for x, names in val.batches(batch_size, device):
-        feats = cache.features(names, x, extractor) if cache is not None else extractor(x)
-        ys.append(decoder(feats, size=x.shape[-2:]).float().clamp(0, 1).cpu())
-        xs.append(x.cpu())
-    decoder.train()
-    x, y = torch.cat(xs), torch.cat(ys)
-    return {**quality(x, y), "n_images": x.shape[0]}, x, y
 
 
 # -- the run ----------------------------------------------------------------------------------
@@ -342,44 +179,10 @@ class Run:
 
     def _objective(self) -> Objective | None:
         """The losses of ``--loss`` (None for the paper's plain pixel loss)."""
-        cfg = self.cfg
-        weights = parse_losses(cfg.loss)
-        if weights == {"pixel": 1.0}:
-            return None
-        comparator = self._comparator() if "feature" in weights else None
-        self.discriminator = self.disc_opt = None
-        if "adversarial" in weights:
-            if cfg.disc_conditional and self.layout.kind != "grid":
-                raise FeatinvError("--disc-conditional needs a representation with a grid "
-                                   f"layout; '{cfg.feature}' gives a vector.")
-            extra = self.layout.shape[0] if cfg.disc_conditional else 0
-            self.discriminator = Discriminator(3 + extra, cfg.disc_width).to(self.device)
-            self.disc_opt = torch.optim.Adam(self.discriminator.parameters(), lr=cfg.disc_lr,
-                                             betas=(0.5, 0.999))
-            if self.world.distributed:
-                self.discriminator = DistributedDataParallel(
-                    self.discriminator,
-                    device_ids=[self.device.index] if self.device.type == "cuda" else None)
-        return Objective(weights, comparator, self.discriminator, self.disc_opt,
-                         cfg.disc_conditional, cfg.precision)
-
-    def _comparator(self):
-        """The frozen representation the feature loss compares in."""
-        cfg = self.cfg
-        if cfg.comparator is None or cfg.comparator == cfg.feature:
-            comparator = get_feature(cfg.feature, **cfg.params)
-        else:
-            params = {"weights": cfg.comparator_weights} if cfg.comparator_weights else {}
-            comparator = get_feature(cfg.comparator, **params)
-        if not comparator.spec.differentiable:
-            raise FeatinvError(f"The feature loss needs a differentiable comparator, and "
-                               f"'{comparator.name}' is not; name one with --comparator, e.g. "
-                               "--comparator squeezenet.fire5 --comparator-weights "
-                               "squeezenet1_0_deepcompression_caffe.npz.")
-        comparator.check_finite_input = False
-        for param in comparator.parameters():
-            param.requires_grad_(False)
-        return comparator.to(self.device).eval()
+        objective = build_objective(self.cfg, self.layout, self.device, self.world.distributed)
+        self.discriminator = objective.discriminator if objective else None
+        self.disc_opt = objective.disc_opt if objective else None
+        return objective
 
     def _init_from(self, path: str) -> None:
         """Start from a trained decoder's weights (``--init-from``)."""
@@ -468,7 +271,7 @@ class Run:
             running: dict[str, torch.Tensor] = {}
             since_read, epoch_sums, epoch_steps = 0, {}, 0
             with Progress(self.steps_per_epoch - start, f"epoch {epoch + 1}/{cfg.epochs}", "step",
-                          _report_to(self.world)) as bar:
+                          report_to(self.world)) as bar:
                 for indices, images, names in data.source.batches(data.sampler):
                     for group in self.opt.param_groups:
                         group["lr"] = lr_at(cfg, self.step, self.total, self.warmup)
@@ -639,11 +442,6 @@ class Run:
             signal.signal(signum, handler)
         self._old_handlers = {}
         self.folder.release()
-
-
-def _report_to(world: World):
-    """Where progress goes: stderr for the main process, nowhere for the others."""
-    return sys.stderr if world.is_main else io.StringIO()
 
 
 def _config_json(cfg: TrainConfig) -> dict[str, Any]:
