@@ -23,7 +23,7 @@ import random
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -37,12 +37,14 @@ from .images import (center_crop_resize, find_images, open_rgb, probe_image, rea
 
 
 def scan_folder(root: str | Path, limit: int | None = None,
-                on_error: Callable[[str], None] | None = None) -> list[Path]:
+                on_error: Callable[[str], None] | None = None,
+                sizes: dict[Path, tuple[int, int]] | None = None) -> list[Path]:
     """The first ``limit`` image files below ``root``; a missing or empty folder is a
     ``DataError``.
 
     With ``on_error``, each file's header is read (no decoding): files that are not readable
-    images are reported through ``on_error`` and left out.
+    images are reported through ``on_error`` and left out, and ``sizes`` (if given) receives
+    each kept file's ``(width, height)``.
     """
     root = Path(root)
     if not root.is_dir():
@@ -59,8 +61,10 @@ def scan_folder(root: str | Path, limit: int | None = None,
         if limit and len(good) == limit:
             break
         try:
-            probe_image(path)
+            size = probe_image(path)
             good.append(path)
+            if sizes is not None:
+                sizes[path] = size
         except ImageError as exc:
             bad += 1
             on_error(str(exc))
@@ -257,14 +261,11 @@ def shrink(image: torch.Tensor, max_short: int | None) -> torch.Tensor:
     return out[0].round_().clamp_(0, 255).to(torch.uint8)
 
 
-def decoded_bytes(files: list[Path], max_short: int) -> int:
-    """The memory the decoded training set takes (uint8, from the headers; no decoding)."""
+def decoded_bytes(sizes: Iterable[tuple[int, int]], max_short: int) -> int:
+    """The memory images of ``(width, height)`` ``sizes`` take decoded as uint8, shorter sides
+    shrunk to ``max_short``."""
     total = 0
-    for path in files:
-        try:
-            w, h = probe_image(path)
-        except ImageError:
-            continue
+    for w, h in sizes:
         scale = min(1.0, max_short / min(w, h))
         total += 3 * max(1, round(w * scale)) * max(1, round(h * scale))
     return total

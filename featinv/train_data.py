@@ -42,7 +42,8 @@ def memory_budget(cfg: TrainConfig, device: torch.device, world: World) -> int:
 
 def load_data(cfg: TrainConfig, device: torch.device, world: World, log) -> Data:
     skipped: list[str] = []
-    train_files = scan_folder(cfg.data, cfg.limit, on_error=skipped.append)
+    sizes: dict = {}
+    train_files = scan_folder(cfg.data, cfg.limit, on_error=skipped.append, sizes=sizes)
     val = None
     if cfg.val and world.is_main:
         val_files = scan_folder(cfg.val, cfg.val_limit, on_error=skipped.append)
@@ -56,7 +57,7 @@ def load_data(cfg: TrainConfig, device: torch.device, world: World, log) -> Data
     images = TrainImages(train_files, max_short, with_names=bool(cfg.feature_cache))
     sampler = EpochBatches(len(images), cfg.batch_size, cfg.seed, rank=world.rank,
                            world=world.size)
-    need = decoded_bytes(train_files, max_short)
+    need = decoded_bytes(sizes.values(), max_short)
     budget = memory_budget(cfg, device, world)
     in_memory = cfg.data_store == "memory" or (cfg.data_store == "auto" and need <= budget)
     if not in_memory:

@@ -66,3 +66,30 @@ def fresh_plugins(monkeypatch):
     featinv.plugins.reset()
     yield
     featinv.plugins.reset()
+
+
+def run_cli(capsys, *args):
+    """Run ``featinv ARGS`` in this process; return (exit code, stdout, stderr)."""
+    from featinv.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(a) for a in args])
+    out = capsys.readouterr()
+    return exit_info.value.code, out.out, out.err
+
+
+def error_lines(err: str) -> list[str]:
+    """The ``Error:`` lines of a command's stderr."""
+    return [line for line in err.splitlines() if line.startswith("Error:")]
+
+
+def saved_step(out) -> int:
+    """The step of the training state in run folder ``out`` (-1 before the first checkpoint)."""
+    from featinv import checkpoint
+    from featinv.errors import FeatinvError
+    from featinv.train import STATE_FILE
+
+    try:
+        return checkpoint.read_meta(Path(out) / STATE_FILE, checkpoint.STATE_FORMAT)["step"]
+    except FeatinvError:
+        return -1

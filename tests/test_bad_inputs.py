@@ -29,9 +29,9 @@ import torch
 from PIL import Image
 
 import featinv
-from featinv.cli import main
 from featinv.errors import ImageError
 from featinv.images import load_image, probe_image
+from conftest import run_cli as run, error_lines as _error_lines
 
 INVALID = {"empty.jpg": "empty file (0 bytes)", "text.jpg": "not an image file",
            "truncated.jpg": "cannot decode image", "truncated.png": "cannot decode image",
@@ -124,17 +124,6 @@ def test_valid_variants_are_read_correctly(folder):
     # the bright corner, top-left when stored, is top-right after rotating clockwise
     assert rotated[:, :8, -8:].mean() > 0.95 and rotated[:, :8, :8].mean() < 0.9
     assert read["tiny.png"].shape == (3, 2, 2)
-
-
-def run(capsys, *args):
-    with pytest.raises(SystemExit) as info:
-        main([str(a) for a in args])
-    out = capsys.readouterr()
-    return info.value.code, out.out, out.err
-
-
-def _error_lines(err: str) -> list[str]:
-    return [line for line in err.splitlines() if line.startswith("Error:")]
 
 
 def test_invert_reports_each_bad_file_and_writes_the_rest(folder, tmp_path, capsys):

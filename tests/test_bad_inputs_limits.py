@@ -16,19 +16,12 @@ from safetensors.torch import load_file, save_file
 
 import featinv
 from featinv.checkpoint import META_KEY, decoder_metadata, save_decoder
-from featinv.cli import main
 from featinv.decoders import build_decoder
 
 from conftest import write_images
+from conftest import run_cli as run
 
 MB = 1024  # ru_maxrss is in KiB on Linux
-
-
-def run(capsys, *args):
-    with pytest.raises(SystemExit) as info:
-        main([str(a) for a in args])
-    out = capsys.readouterr()
-    return info.value.code, out.out, out.err
 
 
 @pytest.fixture(scope="module")

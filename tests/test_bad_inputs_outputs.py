@@ -7,23 +7,12 @@ import pytest
 from PIL import Image
 
 import featinv
-from featinv.cli import main
 from featinv.inversion import ZOO_DIR
 from featinv.shipped import pack
 from featinv.outputs import check_targets, plan_inputs, unique_labels
 
 from conftest import write_images
-
-
-def run(capsys, *args):
-    with pytest.raises(SystemExit) as info:
-        main([str(a) for a in args])
-    out = capsys.readouterr()
-    return info.value.code, out.out, out.err
-
-
-def _errors(err: str) -> list[str]:
-    return [line for line in err.splitlines() if line.startswith("Error:")]
+from conftest import run_cli as run, error_lines as _errors
 
 
 @pytest.fixture

@@ -14,7 +14,6 @@ from torch import nn
 import featinv
 from featinv import CellGrid, FeatureSpec
 from featinv.checkpoint import decoder_metadata, save_decoder
-from featinv.cli import main
 from featinv.inversion import ZOO_DIR
 from featinv.optimize import OptimizeConfig
 from featinv.decoders import build_decoder
@@ -22,17 +21,7 @@ from featinv.images import find_images, load_image
 from featinv.plugins import register_plugin, unregister_plugin
 
 from conftest import write_images
-
-
-def run(capsys, *args):
-    with pytest.raises(SystemExit) as info:
-        main([str(a) for a in args])
-    out = capsys.readouterr()
-    return info.value.code, out.out, out.err
-
-
-def _errors(err: str) -> list[str]:
-    return [line for line in err.splitlines() if line.startswith("Error:")]
+from conftest import run_cli as run, error_lines as _errors
 
 
 # -- 6: NaN features ---------------------------------------------------------------------------

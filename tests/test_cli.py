@@ -3,17 +3,8 @@ import json
 import subprocess
 import sys
 
-import pytest
 
-from featinv.cli import main
-
-
-def run(capsys, *args):
-    """Run ``featinv ARGS``; return (exit code, stdout, stderr)."""
-    with pytest.raises(SystemExit) as exit_info:
-        main(list(args))
-    out = capsys.readouterr()
-    return exit_info.value.code, out.out, out.err
+from conftest import run_cli as run
 
 
 def test_list_features_json_shows_hog_layout(capsys):

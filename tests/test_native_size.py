@@ -11,19 +11,12 @@ from PIL import Image
 
 import featinv
 from featinv.checkpoint import decoder_metadata, save_decoder
-from featinv.cli import main
 from featinv.decoders import build_decoder
 from featinv.images import pil_to_tensor
 from featinv.inversion import (decode, encode, extractor_for, fit_sides, load_decoder, prepare,
                                work_size)
 from featinv.layout import GridLayout, VectorLayout
-
-
-def run(capsys, *args):
-    with pytest.raises(SystemExit) as exit_info:
-        main([str(a) for a in args])
-    out = capsys.readouterr()
-    return exit_info.value.code, out.out, out.err
+from conftest import run_cli as run
 
 
 def photo(path: Path, width: int, height: int, seed: int = 0) -> Path:

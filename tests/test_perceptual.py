@@ -12,7 +12,6 @@ from torch import nn
 
 import featinv
 from featinv import perceptual
-from featinv.cli import main
 from featinv.compare import compare_folders, pair_files
 from featinv.errors import DataError, FeatinvError, ShapeError
 from featinv.perceptual import (Probe, class_agreement, feature_error, find_weights,
@@ -20,16 +19,10 @@ from featinv.perceptual import (Probe, class_agreement, feature_error, find_weig
                                 realism_metrics, resolve_comparator, squeezenet_probe)
 
 from conftest import write_images
+from conftest import run_cli as run
 
 RED, GREEN, BLUE = (1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0)
 WEIGHTS = "data/weights/squeezenet1_0_deepcompression_caffe.npz"
-
-
-def run(capsys, *args):
-    with pytest.raises(SystemExit) as exit_info:
-        main(list(args))
-    out = capsys.readouterr()
-    return exit_info.value.code, out.out, out.err
 
 
 def pixels(*colours) -> torch.Tensor:

@@ -10,13 +10,7 @@ from featinv import CheckpointError
 from featinv.checkpoint import META_KEY
 from featinv.cli import main
 from featinv.train import TrainConfig, train
-
-
-def run(capsys, *args):
-    with pytest.raises(SystemExit) as exit_info:
-        main([str(a) for a in args])
-    out = capsys.readouterr()
-    return exit_info.value.code, out.out, out.err
+from conftest import run_cli as run
 
 
 @pytest.fixture(scope="module")

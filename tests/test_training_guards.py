@@ -17,6 +17,7 @@ from featinv.errors import DataError, FeatinvError
 from featinv.train import STATE_FILE, TrainConfig, train
 
 from conftest import write_images
+from conftest import saved_step
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
@@ -25,13 +26,6 @@ def cli_args(data, out, *extra):
     return [sys.executable, "-m", "featinv", "train", "-f", "hog", "--data", str(data),
             "--out", str(out), "--image-size", "48", "--epochs", "2", "--batch-size", "8",
             "--workers", "0", "--device", "cpu", "--save-every", "1", *extra]
-
-
-def saved_step(out) -> int:
-    try:
-        return checkpoint.read_meta(out / STATE_FILE, checkpoint.STATE_FORMAT)["step"]
-    except FeatinvError:  # not written yet
-        return -1
 
 
 def test_sigkilled_run_resumes_to_the_same_weights(tmp_path):

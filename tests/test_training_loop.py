@@ -20,6 +20,7 @@ from featinv.errors import DataError, FeatinvError, PluginError
 from featinv.run_folder import LOCK_FILE
 from featinv.train import STATE_FILE, TrainConfig, train
 from featinv.train_config import check_config, effective_lr, lr_at, warmup_steps
+from conftest import saved_step
 
 CPU = torch.device("cpu")
 
@@ -238,13 +239,6 @@ def cli(data, out, *extra):
     return [sys.executable, "-m", "featinv", "train", "-f", "hog", "--data", str(data),
             "--out", str(out), "--image-size", "48", "--batch-size", "8", "--workers", "0",
             "--device", "cpu", "--precision", "fp32", "--threads", "1", *extra]
-
-
-def saved_step(out) -> int:
-    try:
-        return checkpoint.read_meta(out / STATE_FILE, checkpoint.STATE_FORMAT)["step"]
-    except FeatinvError:
-        return -1
 
 
 def wait_for_steps(proc, out, steps: int) -> None:

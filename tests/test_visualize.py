@@ -9,12 +9,13 @@ from PIL import Image
 from torch import nn
 
 import featinv
-from featinv.cli import cli, main
+from featinv.cli import cli
 from featinv.errors import ShapeError
 from featinv.features.sift import grid_keypoints
 from featinv.layout import FixedVector
 from featinv.spec import Extractor, FeatureSpec
 from featinv.visualize import GAP, generic_view, pca_rgb, show_features, upscale
+from conftest import run_cli as run
 
 
 def blobs(height: int = 64, width: int = 80) -> torch.Tensor:
@@ -175,13 +176,6 @@ def test_cli_size_and_params(photo, tmp_path):
     assert result.exit_code == 0, result.output
     with Image.open(out) as img:  # 125 x 100 px, upscaled 3x
         assert img.size == (2 * 375 + GAP, 300)
-
-
-def run(capsys, *args):
-    with pytest.raises(SystemExit) as exit_info:
-        main(list(args))
-    out = capsys.readouterr()
-    return exit_info.value.code, out.out, out.err
 
 
 @pytest.mark.parametrize("case, message", [("missing", "no such file"),

@@ -6,7 +6,6 @@ import torch
 from PIL import Image
 
 import featinv
-from featinv.cli import main
 from featinv.decoders import build_decoder
 from featinv.images import center_crop_resize, pil_to_tensor
 from featinv.inversion import ZOO_DIR, extractor_for, load_decoder, reconstruct
@@ -14,15 +13,9 @@ from featinv.layout import GridLayout
 from featinv.metrics import reconstruction_distances
 from featinv.shipped import MAX_SHIPPED_BYTES, describe, pack, shipped
 from featinv.train import TrainConfig, train
+from conftest import run_cli as run
 
 SHIPPED = ("hog", "sift", "lbp")
-
-
-def run(capsys, *args):
-    with pytest.raises(SystemExit) as exit_info:
-        main([str(a) for a in args])
-    out = capsys.readouterr()
-    return exit_info.value.code, out.out, out.err
 
 
 # --- the residual preset ----------------------------------------------------------------------
