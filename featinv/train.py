@@ -163,10 +163,10 @@ class Run:
         self.step, self.history = 0, []
         if resume and (self.folder.path / STATE_FILE).exists():
             self._resume()
-        elif cfg.init_from:
-            self._init_from(cfg.init_from)
             self.log(f"resuming at step {self.step}/{self.total} from "
                      f"{printable(self.folder.path / STATE_FILE)}")
+        elif cfg.init_from:
+            self._init_from(cfg.init_from)
         else:
             self._init_feature_stats()
         model: nn.Module = TrainStep(extractor, decoder, self.encoder, cfg.precision,
