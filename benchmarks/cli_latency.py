@@ -32,7 +32,7 @@ TARGET_S = 1.0
 # runs featinv from a source folder, ahead of an editable install's import hook
 LAUNCHER = ("import sys; sys.meta_path[:] = [f for f in sys.meta_path if not "
             "getattr(f, '__module__', '').startswith('__editable__')]; sys.path.insert(0, {!r}); "
-            "sys.argv[0] = 'featinv'; from featinv.cli import main; main()")
+            "sys.argv[0] = 'featinv'; from featinv.cli.main import main; main()")
 
 
 def featinv_command(source: str | None = None) -> list[str]:

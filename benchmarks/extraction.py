@@ -6,7 +6,7 @@ validation folder, converted with featinv's 0.299/0.587/0.114 weights; conversio
 * ``featinv torch``: ``hog_uoctti`` / ``lbp_uniform`` (the modules ``featinv.get_feature`` runs
   after its grayscale conversion) at batch 1 and batch ``--batch``, with all threads and with
   ``torch.set_num_threads(1)``; on CUDA too when there is one.
-* ``VLFeat C``: libvl through ``featinv.vlfeat``, one image at a time (row-major call, no
+* ``VLFeat C``: libvl through ``featinv.features.vlfeat``, one image at a time (row-major call, no
   transposed copy). libvl is built with OpenMP and shares the process's OpenMP runtime with torch,
   so its thread count is set with ``vl_set_num_threads`` (what ``OMP_NUM_THREADS`` would do).
 * ``skimage``: ``skimage.feature.hog`` (8-px cells, 9 orientations, 2x2 blocks, L2-Hys) and
@@ -38,12 +38,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from featinv import vlfeat
+from featinv.features import vlfeat
 from featinv.features.hog import hog_uoctti
 from featinv.features.lbp import lbp_uniform
 from featinv.features.sift import SparseSIFT, detect, keypoint_grid
-from featinv.images import center_crop_resize, find_images, open_rgb, pil_to_tensor
-from featinv.spec import rgb_to_gray
+from featinv.io.images import center_crop_resize, find_images, open_rgb, pil_to_tensor
+from featinv.representation.spec import rgb_to_gray
 
 ROOT = Path(__file__).resolve().parents[1]
 FEATURES = ("hog", "lbp", "sift")
@@ -68,7 +68,7 @@ def _cpu_model() -> str:
 
 
 def _vlfeat_call(name: str, restype, *args):
-    """Call a libvl function this benchmark needs but featinv.vlfeat does not declare."""
+    """Call a libvl function this benchmark needs but featinv.features.vlfeat does not declare."""
     fn = getattr(vlfeat.library(), name)
     fn.restype = restype
     fn.argtypes = [ctypes.c_int] * len(args)

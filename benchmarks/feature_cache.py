@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from featinv.train import TrainConfig, train
+from featinv.training.loop import TrainConfig, train
 
 
 def run(args, out: Path, cache: Path | None) -> dict:

@@ -8,7 +8,7 @@ errors of found frames and the median correlation of their descriptors.
     python benchmarks/sift_agreement.py [--val ../shared/data/val --limit 100] [--json out.json]
 
 Uses the 8 VLFeat reference arrays (their stored `sift_*` outputs) and photos from the validation
-folder (libvl through featinv.vlfeat, centre-cropped to 128 px).
+folder (libvl through featinv.features.vlfeat, centre-cropped to 128 px).
 """
 from __future__ import annotations
 
@@ -19,10 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from featinv import vlfeat
+from featinv.features import vlfeat
 from featinv.features.sift import Keypoints, detect
-from featinv.images import center_crop_resize, find_images, open_rgb, pil_to_tensor
-from featinv.spec import rgb_to_gray
+from featinv.io.images import center_crop_resize, find_images, open_rgb, pil_to_tensor
+from featinv.representation.spec import rgb_to_gray
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ROOT.parent / "shared/reference/vlfeat"

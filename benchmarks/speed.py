@@ -61,11 +61,11 @@ def measure(feature: str, device_name: str, batch: int, repeats: int, size: int 
     """Every number for one representation, in this process."""
     import torch
 
-    from featinv.decoders import build_decoder
-    from featinv.optimize import OptimizeConfig, invert_by_optimization
-    from featinv.registry import get_feature
+    from featinv.decoders.networks import build_decoder
+    from featinv.inversion.optimize import OptimizeConfig, invert_by_optimization
+    from featinv.representation.registry import get_feature
     from featinv.precision import autocast
-    from featinv.train import DEFAULT_IMAGE_SIZE, TrainStep, optimizer_step
+    from featinv.training.loop import DEFAULT_IMAGE_SIZE, TrainStep, optimizer_step
 
     device = torch.device(device_name)
     sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 import featinv
-from featinv.images import center_crop_resize, open_rgb, pil_to_tensor
+from featinv.io.images import center_crop_resize, open_rgb, pil_to_tensor
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 

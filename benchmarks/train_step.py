@@ -13,9 +13,9 @@ import time
 
 import torch
 
-from featinv.decoders import build_decoder
-from featinv.registry import get_feature
-from featinv.train import TrainStep, optimizer_step
+from featinv.decoders.networks import build_decoder
+from featinv.representation.registry import get_feature
+from featinv.training.loop import TrainStep, optimizer_step
 
 
 def step_ms(feature: str, preset: str, width, precision: str, channels_last: bool,

@@ -4,7 +4,7 @@ The network here is a small made-up CNN; replace ``tiny_net`` and ``WEIGHTS`` wi
 from Python::
 
     import featinv, own_network_plugin
-    featinv.plugins.register_plugin(own_network_plugin, "tinynet")
+    featinv.representation.plugins.register_plugin(own_network_plugin, "tinynet")
     featinv.get_feature("tinynet.block2", weights="random")
 
 or install it as a package with an entry point in the ``featinv`` group (docs/plugins.md) so the

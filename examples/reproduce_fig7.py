@@ -19,12 +19,12 @@ from pathlib import Path
 
 import torch
 
-from featinv.analysis import perturbation_errors
-from featinv.evaluate import load_square_images
-from featinv.images import make_grid, save_png
-from featinv.inversion import extractor_for, load_decoder, reconstruct
-from featinv.plots import perturbation_chart
-from featinv.train import TrainConfig, train
+from featinv.analysis.analyses import perturbation_errors
+from featinv.analysis.evaluate import load_square_images
+from featinv.io.images import make_grid, save_png
+from featinv.inversion.load import extractor_for, load_decoder, reconstruct
+from featinv.analysis.plots import perturbation_chart
+from featinv.training.loop import TrainConfig, train
 
 LAYERS = ("conv1", "fire3", "fire5", "fire7", "fire9", "conv10", "pool10")
 WEIGHTS = "weights/squeezenet1_0_deepcompression_caffe.npz"

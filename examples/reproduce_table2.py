@@ -15,11 +15,11 @@ from pathlib import Path
 
 import torch
 
-from featinv.evaluate import load_square_images, run_timed
-from featinv.images import make_grid, save_png
-from featinv.methods import decoder_method, optimize_method
-from featinv.metrics import normalized_error, psnr, ssim
-from featinv.optimize import OptimizeConfig
+from featinv.analysis.evaluate import load_square_images, run_timed
+from featinv.io.images import make_grid, save_png
+from featinv.inversion.methods import decoder_method, optimize_method
+from featinv.analysis.metrics import normalized_error, psnr, ssim
+from featinv.inversion.optimize import OptimizeConfig
 
 PAPER = {"HOG (Hoggles [25])": 0.61, "HOG (optimisation [20])": 0.63, "HOG (ours)": 0.24,
          "SIFT (ours)": 0.28, "LBP (ours)": 0.38}

@@ -18,12 +18,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from featinv.data import scan_folder  # noqa: E402
-from featinv.evaluate import evaluate  # noqa: E402
-from featinv.images import load_square  # noqa: E402
-from featinv.inversion import extractor_for, load_decoder, reconstruct  # noqa: E402
-from featinv.metrics import normalized_error, psnr, ssim  # noqa: E402
-from featinv.shipped import shipped  # noqa: E402
+from featinv.datasets.folders import scan_folder  # noqa: E402
+from featinv.analysis.evaluate import evaluate  # noqa: E402
+from featinv.io.images import load_square  # noqa: E402
+from featinv.inversion.load import extractor_for, load_decoder, reconstruct  # noqa: E402
+from featinv.analysis.metrics import normalized_error, psnr, ssim  # noqa: E402
+from featinv.inversion.shipped import shipped  # noqa: E402
 
 FEATURES = ("hog", "sift", "lbp")
 SHOWN = (3, 17, 42, 77, 120, 205)  # val photos in the figures (indices in sorted order)
@@ -70,7 +70,7 @@ def figure3(x: torch.Tensor, recons: dict[str, torch.Tensor], path: Path) -> Non
 
 
 def curves(entries: list[dict], path: Path) -> None:
-    from featinv import checkpoint
+    from featinv.io import checkpoint
 
     fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.4))
     for e in entries:

@@ -15,8 +15,8 @@ import torch
 from PIL import Image
 
 import featinv
-from featinv.images import pil_to_tensor
-from featinv.visualize import show_features
+from featinv.io.images import pil_to_tensor
+from featinv.analysis.visualize import show_features
 
 SIZE = 160
 OUT = Path(__file__).resolve().parents[1] / "docs" / "images"

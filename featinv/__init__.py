@@ -14,21 +14,21 @@ imported on first access, plugins on the first query.
 from __future__ import annotations
 
 import importlib
-import types
 from typing import Any
-
-__version__ = "0.1.0"  # the one place the version is written (pyproject.toml reads it)
 
 from .errors import (CheckpointError, DataError, FeatinvError, ImageError, Interrupted,  # noqa: F401
                      PluginError, ShapeError, UnknownFeatureError)
-from .hookspecs import hookimpl  # noqa: F401
-from .layout import CellGrid, ComputedGrid, FixedVector, GridLayout, VectorLayout  # noqa: F401
+from .representation.hookspecs import hookimpl  # noqa: F401
+from .representation.layout import CellGrid, ComputedGrid, FixedVector, GridLayout, VectorLayout  # noqa: F401
+from .version import __version__  # noqa: F401 (written in featinv/version.py)
 
 # public name -> the module defining it, imported on first access (these import PyTorch)
-_LAZY = {"get_feature": "registry", "get_spec": "registry", "list_features": "registry",
-         "Extractor": "spec", "FeatureSpec": "spec", "Param": "spec",
-         "build_decoder": "decoders", "evaluate": "evaluate", "invert": "inversion",
-         "load_decoder": "inversion", "TrainConfig": "train", "train": "train"}
+_LAZY = {"get_feature": "representation.registry", "get_spec": "representation.registry",
+         "list_features": "representation.registry", "Extractor": "representation.spec",
+         "FeatureSpec": "representation.spec", "Param": "representation.spec",
+         "build_decoder": "decoders.networks", "evaluate": "analysis.evaluate",
+         "invert": "inversion.load", "load_decoder": "inversion.load",
+         "TrainConfig": "training.loop", "train": "training.loop"}
 
 __all__ = ["CellGrid", "CheckpointError", "ComputedGrid", "DataError", "FeatinvError",
            "FixedVector", "GridLayout", "ImageError", "PluginError", "ShapeError",
@@ -45,19 +45,3 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_LAZY))
-
-
-class _Package(types.ModuleType):
-    """Keeps ``featinv.evaluate`` and ``featinv.train`` the functions when their submodules
-    are imported (the import system would otherwise set the attribute to the module)."""
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if _LAZY.get(name) == name and isinstance(value, types.ModuleType):
-            return
-        super().__setattr__(name, value)
-
-
-import sys  # noqa: E402
-
-sys.modules[__name__].__class__ = _Package
-del sys

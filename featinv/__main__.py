@@ -1,3 +1,3 @@
-from featinv.cli import main
+from featinv.cli.main import main
 
 main()

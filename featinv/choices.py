@@ -2,7 +2,7 @@
 
 Importable without PyTorch, so the command line can offer them as choices (and refuse anything
 else while parsing) before any heavy import. The modules that act on a name
-(``featinv.decoders``, ``featinv.precision``, ``featinv.feature_cache``) take their tables from
+(``featinv.decoders.networks``, ``featinv.representation.spec``, ``featinv.precision``, ``featinv.datasets.feature_cache``) take their tables from
 here.
 """
 from __future__ import annotations
@@ -20,9 +20,13 @@ PRESETS: dict[str, dict[str, Any]] = {
                          "resize-convolutions; the shipped decoders use it"},
 }
 DEFAULT_PRESET = "compact"
+# the decoder families of the generic builder, each with the layout kind it takes: the one list
+# (``FeatureSpec.decoder`` accepts these or "auto"; featinv.decoders.networks builds them)
+DECODER_FAMILIES: dict[str, str] = {"two_stream": "grid", "contract_expand": "grid",
+                                    "conv_upconv": "grid", "fc_upconv": "vector"}
 PRECISIONS = ("fp32", "bf16", "fp16")  # the decoder's compute dtype under autocast
 SCHEDULES = ("step", "cosine", "constant")  # learning-rate decay towards the end of training
 DATA_STORES = ("auto", "memory", "files")  # where decoded training images live
 CACHE_DTYPES = ("float16", "float32")  # how the feature cache stores features
-# training loss terms and their default weights (featinv.losses)
+# training loss terms and their default weights (featinv.training.losses)
 LOSSES = {"pixel": 1.0, "feature": 0.05, "adversarial": 0.005}

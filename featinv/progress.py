@@ -77,7 +77,7 @@ class Progress:
 
 
 class StepProgress:
-    """A ``progress(step, objective)`` callback, as ``featinv.optimize`` calls it, showing each
+    """A ``progress(step, objective)`` callback, as ``featinv.inversion.optimize`` calls it, showing each
     run of ``total`` steps (one per image batch) as a ``Progress``."""
 
     def __init__(self, total: int, desc: str, file: TextIO | None = None,

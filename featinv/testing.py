@@ -17,10 +17,10 @@ from typing import Any
 
 import torch
 
-from .decoders import build_decoder
+from .decoders.networks import build_decoder
 from .errors import FeatinvError, PluginError
-from .registry import get_feature, get_spec
-from .spec import Extractor, rgb_to_gray
+from .representation.registry import get_feature, get_spec
+from .representation.spec import Extractor, rgb_to_gray
 
 __all__ = ["ContractSuite", "check_all", "check_layout", "check_finite_float32",
            "check_batch_independence", "check_determinism", "check_gradients",

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import featinv.plugins
+import featinv.representation.plugins
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -63,14 +63,14 @@ def image_folder(tmp_path) -> Path:
 @pytest.fixture
 def fresh_plugins(monkeypatch):
     """Reload plugins from scratch for this test and again afterwards."""
-    featinv.plugins.reset()
+    featinv.representation.plugins.reset()
     yield
-    featinv.plugins.reset()
+    featinv.representation.plugins.reset()
 
 
 def run_cli(capsys, *args):
     """Run ``featinv ARGS`` in this process; return (exit code, stdout, stderr)."""
-    from featinv.cli import main
+    from featinv.cli.main import main
 
     with pytest.raises(SystemExit) as exit_info:
         main([str(a) for a in args])
@@ -85,9 +85,9 @@ def error_lines(err: str) -> list[str]:
 
 def saved_step(out) -> int:
     """The step of the training state in run folder ``out`` (-1 before the first checkpoint)."""
-    from featinv import checkpoint
+    from featinv.io import checkpoint
     from featinv.errors import FeatinvError
-    from featinv.train import STATE_FILE
+    from featinv.training.loop import STATE_FILE
 
     try:
         return checkpoint.read_meta(Path(out) / STATE_FILE, checkpoint.STATE_FORMAT)["step"]

@@ -1,16 +1,16 @@
-"""The paper's analyses (featinv.analysis) and the `featinv analyze` commands."""
+"""The paper's analyses (featinv.analysis.analyses) and the `featinv analyze` commands."""
 import json
 
 import pytest
 import torch
 
 import featinv
-from featinv.analysis import (FeatureSampler, interpolate, perturbation_errors, topk_variants,
+from featinv.analysis.analyses import (FeatureSampler, interpolate, perturbation_errors, topk_variants,
                               unit_features)
 from featinv.errors import FeatinvError
-from featinv.evaluate import load_square_images
-from featinv.inversion import extractor_for, reconstruct
-from featinv.perturb import NAMES
+from featinv.analysis.evaluate import load_square_images
+from featinv.inversion.load import extractor_for, reconstruct
+from featinv.analysis.perturb import NAMES
 from test_cli import run
 
 
@@ -28,7 +28,7 @@ def photos(val_subset):
 @pytest.fixture(scope="module")
 def scores_decoder(tmp_path_factory, train_subset):
     """A small decoder for SqueezeNet's class scores (random weights, as the tests may use)."""
-    from featinv.train import TrainConfig, train
+    from featinv.training.loop import TrainConfig, train
     out = tmp_path_factory.mktemp("pool10")
     train(TrainConfig(feature="squeezenet.pool10", params={"weights": "random"},
                       data=str(train_subset), out=str(out), image_size=64, epochs=1, limit=16,

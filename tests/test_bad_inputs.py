@@ -30,7 +30,7 @@ from PIL import Image
 
 import featinv
 from featinv.errors import ImageError
-from featinv.images import load_image, probe_image
+from featinv.io.images import load_image, probe_image
 from conftest import run_cli as run, error_lines as _error_lines
 
 INVALID = {"empty.jpg": "empty file (0 bytes)", "text.jpg": "not an image file",

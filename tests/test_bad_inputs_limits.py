@@ -15,8 +15,8 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 import featinv
-from featinv.checkpoint import META_KEY, decoder_metadata, save_decoder
-from featinv.decoders import build_decoder
+from featinv.io.checkpoint import META_KEY, decoder_metadata, save_decoder
+from featinv.decoders.networks import build_decoder
 
 from conftest import write_images
 from conftest import run_cli as run
@@ -58,7 +58,7 @@ def test_tiny_inputs_stay_under_1_gb_and_fail_in_one_line(traps):
     ]
     script = textwrap.dedent(f"""
         import contextlib, io, json, resource
-        from featinv.cli import main
+        from featinv.cli.main import main
         results = []
         for args in {cases!r}:
             err = io.StringIO()
@@ -101,14 +101,14 @@ def test_absurd_sizes_are_refused_before_any_work(traps, capsys, tmp_path):
 
 
 def test_evaluate_refuses_more_images_than_memory_holds(traps, monkeypatch):
-    module = importlib.import_module("featinv.evaluate")  # featinv.evaluate is the function
+    module = importlib.import_module("featinv.analysis.evaluate")
     monkeypatch.setattr(module, "memory_bytes", lambda: 1_000_000)  # a 1 MB machine
     with pytest.raises(featinv.DataError, match="over half of this machine's"):
         featinv.evaluate(traps, feature="hog", image_size=128)
 
 
 def test_an_enlarged_image_is_bounded_but_shrinking_is_not(traps):
-    from featinv.images import shorter_side_size
+    from featinv.io.images import shorter_side_size
 
     assert shorter_side_size(6000, 4000, 4000) == (6000, 4000)  # large, but not enlarged
     assert shorter_side_size(40, 30, 1024) == (1365, 1024)

@@ -7,9 +7,9 @@ import pytest
 from PIL import Image
 
 import featinv
-from featinv.inversion import ZOO_DIR
-from featinv.shipped import pack
-from featinv.outputs import check_targets, plan_inputs, unique_labels
+from featinv.inversion.load import ZOO_DIR
+from featinv.inversion.shipped import pack
+from featinv.io.outputs import check_targets, plan_inputs, unique_labels
 
 from conftest import write_images
 from conftest import run_cli as run, error_lines as _errors
@@ -152,7 +152,7 @@ def test_a_failed_write_is_one_line_naming_the_file(tmp_path, capsys, monkeypatc
     def refuse(*args, **kwargs):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr("featinv.checkpoint.atomic_write", refuse)
+    monkeypatch.setattr("featinv.io.files.atomic_write", refuse)
     code, _, err = run(capsys, "invert", "-f", "hog", photo, "--size", 32, "-o", tmp_path / "o")
     assert code == 1 and _errors(err) == [
         f"Error: Cannot write {tmp_path / 'o' / (photo.stem + '.hog.png')} (Permission denied); "

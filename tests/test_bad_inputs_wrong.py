@@ -13,12 +13,12 @@ from torch import nn
 
 import featinv
 from featinv import CellGrid, FeatureSpec
-from featinv.checkpoint import decoder_metadata, save_decoder
-from featinv.inversion import ZOO_DIR
-from featinv.optimize import OptimizeConfig
-from featinv.decoders import build_decoder
-from featinv.images import find_images, load_image
-from featinv.plugins import register_plugin, unregister_plugin
+from featinv.io.checkpoint import decoder_metadata, save_decoder
+from featinv.inversion.load import ZOO_DIR
+from featinv.inversion.optimize import OptimizeConfig
+from featinv.decoders.networks import build_decoder
+from featinv.io.images import find_images, load_image
+from featinv.representation.plugins import register_plugin, unregister_plugin
 
 from conftest import write_images
 from conftest import run_cli as run, error_lines as _errors
@@ -168,7 +168,7 @@ def test_identical_evaluation_images_are_refused_before_inverting(tmp_path, caps
     (folder / "copy.png").write_bytes(photo.read_bytes())
     code, out, err = run(capsys, "evaluate", "-f", "hog", "--data", folder)
     assert code == 1 and out == "" and "are identical" in _errors(err)[0]
-    from featinv.metrics import normalized_error
+    from featinv.analysis.metrics import normalized_error
 
     x = torch.rand(1, 3, 8, 8).expand(3, -1, -1, -1)
     with pytest.raises(featinv.ShapeError, match="all identical"):
@@ -193,7 +193,7 @@ def test_a_checkpoint_of_a_missing_plugin_names_file_and_plugin(tmp_path, capsys
     decoder = build_decoder(nanny.spec, nanny.layout(32, 32), 32, "compact", 0.125)
     ckpt = save_decoder(decoder, tmp_path / "d.safetensors", decoder_metadata(nanny, decoder))
     unregister_plugin("nanplug")
-    featinv.plugins.reset()
+    featinv.representation.plugins.reset()
     code, _, err = run(capsys, "invert", "-c", ckpt, "skimage:coffee", "-o", tmp_path)
     assert code == 1 and len(_errors(err)) == 1
     assert str(ckpt) in err and "'nanny'" in err and "plugin 'nanplug'" in err

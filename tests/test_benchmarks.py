@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from featinv import vlfeat
+from featinv.features import vlfeat
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "extraction.py"
 

@@ -11,10 +11,10 @@ from safetensors.torch import load_file, save_file
 
 import featinv
 from featinv import CheckpointError
-from featinv.checkpoint import META_KEY
-from featinv.cli import main
-from featinv.decoders import build_decoder
-from featinv.inversion import decoder_metadata, save_decoder
+from featinv.io.checkpoint import META_KEY
+from featinv.cli.main import main
+from featinv.decoders.networks import build_decoder
+from featinv.inversion.load import decoder_metadata, save_decoder
 
 
 @pytest.fixture(scope="module")

@@ -5,10 +5,10 @@ import torch
 from safetensors.torch import save_file
 
 import featinv
-import featinv.extract
+import featinv.representation.extract
 from featinv.errors import FeatinvError, ShapeError, UnknownFeatureError
 from featinv.features import squeezenet
-from featinv.images import center_crop_resize, open_rgb, pil_to_tensor
+from featinv.io.images import center_crop_resize, open_rgb, pil_to_tensor
 
 CAFFE_WEIGHTS = "data/weights/squeezenet1_0_deepcompression_caffe.npz"
 
@@ -168,7 +168,7 @@ def test_weights_option_of_the_commands(capsys, tmp_path, caffe_weights):
     write_images(tmp_path / "imgs", 1, size=(64, 64))
     code, out, _ = run(capsys, "extract", "-f", "squeezenet.pool10", "--weights", caffe_weights,
                        str(tmp_path / "imgs"), "-o", str(tmp_path / "f.npz"))
-    meta = featinv.extract.load_features(tmp_path / "f.npz")[1]
+    meta = featinv.representation.extract.load_features(tmp_path / "f.npz")[1]
     assert code == 0 and meta["feature"]["params"]["weights"] == caffe_weights
     code, _, err = run(capsys, "extract", "-f", "hog", "--weights", "random",
                        str(tmp_path / "imgs"), "-o", str(tmp_path / "g.npz"))

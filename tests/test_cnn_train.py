@@ -7,7 +7,7 @@ import torch
 from safetensors.torch import load_file
 
 import featinv
-from featinv.inversion import extractor_for
+from featinv.inversion.load import extractor_for
 from test_cli import run
 
 WEIGHTS = "data/weights/squeezenet1_0_deepcompression_caffe.npz"

@@ -10,7 +10,7 @@ import torch
 
 import featinv
 from featinv import testing
-from featinv.plugins import plugin_infos
+from featinv.representation.plugins import plugin_infos
 
 TIMM_CHECKED = {"timm.resnet18.stage0", "timm.resnet18.stage2", "timm.resnet18.stage4",
                 "timm.convnext_tiny.stage1", "timm.efficientnet_b0.stage3"}

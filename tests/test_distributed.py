@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 import featinv
-from featinv.data import EpochBatches
+from featinv.datasets.folders import EpochBatches
 from featinv.errors import DataError
 
 from conftest import write_images

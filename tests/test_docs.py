@@ -8,8 +8,8 @@ from pathlib import Path
 import click
 import pytest
 
-from featinv import hookspecs
-from featinv.cli import cli
+from featinv.representation import hookspecs
+from featinv.cli.main import cli
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 
@@ -54,7 +54,7 @@ def test_there_are_hooks_and_commands_to_check():
 @pytest.mark.parametrize("hook", HOOKS)
 def test_every_hook_is_documented_in_plugins_page(hook):
     assert re.search(rf"\b{hook}\b", _read("plugins.md")), (
-        f"hook {hook} (featinv/hookspecs.py) is not mentioned in docs/plugins.md")
+        f"hook {hook} (featinv/representation/hookspecs.py) is not mentioned in docs/plugins.md")
 
 
 @pytest.mark.parametrize("name", COMMANDS)
@@ -150,7 +150,7 @@ def test_train_table_lists_every_option_of_train_help_with_its_default():
 def test_api_page_lists_every_train_config_field():
     import dataclasses
 
-    from featinv.train_config import TrainConfig
+    from featinv.training.config import TrainConfig
 
     text = _section(_read("api.md"), "## Training")
     missing = [f.name for f in dataclasses.fields(TrainConfig) if f"`{f.name}`" not in text]

@@ -6,7 +6,7 @@ import pytest
 
 import featinv
 from featinv import testing
-from featinv.plugins import register_plugin, unregister_plugin
+from featinv.representation.plugins import register_plugin, unregister_plugin
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "own_network_plugin.py"
 

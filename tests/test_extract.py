@@ -8,8 +8,8 @@ import torch
 import featinv
 from conftest import write_images
 from featinv.errors import FeatinvError
-from featinv.extract import load_features
-from featinv.images import load_image
+from featinv.representation.extract import load_features
+from featinv.io.images import load_image
 from test_cli import run
 
 
@@ -90,7 +90,7 @@ def test_crop_needs_size(capsys, tmp_path):
 
 
 def test_extract_on_cpu_tensor_device(tmp_path):
-    from featinv.extract import extract_files
+    from featinv.representation.extract import extract_files
 
     write_images(tmp_path / "imgs", 1)
     result = extract_files(featinv.get_feature("lbp"), [tmp_path / "imgs" / "img000.png"],

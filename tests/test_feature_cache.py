@@ -9,10 +9,10 @@ import torch
 from safetensors.torch import load_file
 
 import featinv
-from featinv.data import TrainImages, crop_plan, scan_folder
+from featinv.datasets.folders import TrainImages, crop_plan, scan_folder
 from featinv.errors import FeatinvError
-from featinv.feature_cache import FeatureCache
-from featinv.train import TrainConfig, train
+from featinv.datasets.feature_cache import FeatureCache
+from featinv.training.loop import TrainConfig, train
 
 from conftest import write_images
 

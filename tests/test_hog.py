@@ -9,8 +9,8 @@ import torch
 import featinv.features.hog as hog_module
 from featinv.errors import ShapeError
 from featinv.features.hog import HOG, featinv_register_features, hog_uoctti
-from featinv.layout import CellGrid
-from featinv.spec import Extractor
+from featinv.representation.layout import CellGrid
+from featinv.representation.spec import Extractor
 from vlfeat import NO_REFERENCE, REFERENCE_FILES, needs_libvl, photo_like as _photo_like
 from vlfeat import vl_hog as _vl_hog
 

@@ -1,7 +1,7 @@
 import pytest
 
 from featinv import CellGrid, ComputedGrid, FixedVector, GridLayout, ShapeError, VectorLayout
-from featinv.layout import layout_from_json
+from featinv.representation.layout import layout_from_json
 
 
 @pytest.mark.parametrize("rounding,n,cells", [

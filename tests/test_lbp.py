@@ -8,8 +8,8 @@ import torch
 
 from featinv.errors import ShapeError
 from featinv.features.lbp import LBP, featinv_register_features, lbp_mapping, lbp_uniform
-from featinv.layout import CellGrid
-from featinv.spec import Extractor
+from featinv.representation.layout import CellGrid
+from featinv.representation.spec import Extractor
 from vlfeat import NO_REFERENCE, REFERENCE_FILES, needs_libvl, photo_like as _photo_like
 from vlfeat import vl_lbp as _vl_lbp
 

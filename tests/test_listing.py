@@ -7,8 +7,9 @@ import sys
 import pytest
 
 import featinv
-from featinv import listing
 from featinv.errors import FeatinvError, UnknownFeatureError
+from featinv.inversion.shipped import shipped
+from featinv.representation import listing
 
 NO_TORCH = ("import sys; {code}; "
             "bad = [m for m in ('torch', 'timm', 'torchvision') if m in sys.modules]; "
@@ -24,13 +25,13 @@ def _python(code: str, cache: str) -> str:
 
 
 def test_cli_and_package_import_without_torch(tmp_path):
-    out = _python(NO_TORCH.format(code="import featinv, featinv.cli; featinv.CellGrid"),
+    out = _python(NO_TORCH.format(code="import featinv, featinv.cli.main; featinv.CellGrid"),
                   str(tmp_path))
     assert out.strip().endswith("imported: []")
 
 
 def test_help_does_not_import_torch(tmp_path):
-    code = ("from featinv.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n"
+    code = ("from featinv.cli.main import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n"
             "    pass")
     out = _python(NO_TORCH.format(code=f"exec({code!r})"), str(tmp_path))
     assert "list-features" in out and out.strip().endswith("imported: []")
@@ -39,11 +40,11 @@ def test_help_does_not_import_torch(tmp_path):
 def test_cached_listing_loads_no_plugin(tmp_path, monkeypatch):
     monkeypatch.setenv("FEATINV_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(listing, "_in_process_plugins", lambda: False)
-    warm = ("from featinv import listing; r, _ = listing.rows('h*', 96); "
-            "d = listing.describe('alexnet.conv5', 96); z = listing.zoo(); "
+    warm = ("from featinv.representation import listing; r, _ = listing.rows('h*', 96); "
+            "d = listing.describe('alexnet.conv5', 96); z = listing.zoo(lambda: []); "
             "print([x['name'] for x in r], d['layout'], d['min_size'], len(z))")
     for _ in range(3):  # a file of featinv edited meanwhile (by someone else) is a new key
-        listing.rows("*", 96), listing.zoo()  # computes and writes the cache
+        listing.rows("*", 96), listing.zoo(shipped)  # computes and writes the cache
         out = _python(NO_TORCH.format(code=warm), str(tmp_path))
         if out.strip().endswith("imported: []"):
             break
@@ -111,7 +112,7 @@ def test_bad_timm_stage_is_a_plain_error(capsys):
 
 
 def test_plugin_errors_that_are_featinv_errors_pass_unchanged(fresh_plugins):
-    from featinv.plugins import register_plugin, unregister_plugin
+    from featinv.representation.plugins import register_plugin, unregister_plugin
 
     class Family:
         @featinv.hookimpl

@@ -8,12 +8,12 @@ from safetensors.torch import load_file
 
 import featinv
 from conftest import write_images
-from featinv import checkpoint
+from featinv.io import checkpoint
 from featinv.errors import FeatinvError
-from featinv.losses import Discriminator, Objective
-from featinv.registry import get_feature
-from featinv.train import STATE_FILE, TrainConfig, train
-from featinv.train_config import parse_losses
+from featinv.training.losses import Discriminator, Objective
+from featinv.representation.registry import get_feature
+from featinv.training.loop import STATE_FILE, TrainConfig, train
+from featinv.training.config import parse_losses
 
 
 def config(data, out, **kw) -> TrainConfig:

@@ -5,7 +5,7 @@ import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from featinv.errors import ShapeError
-from featinv.metrics import normalized_error, psnr, ssim
+from featinv.analysis.metrics import normalized_error, psnr, ssim
 
 
 @pytest.fixture

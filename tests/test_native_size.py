@@ -10,12 +10,12 @@ import torch
 from PIL import Image
 
 import featinv
-from featinv.checkpoint import decoder_metadata, save_decoder
-from featinv.decoders import build_decoder
-from featinv.images import pil_to_tensor
-from featinv.inversion import (decode, encode, extractor_for, fit_sides, load_decoder, prepare,
+from featinv.io.checkpoint import decoder_metadata, save_decoder
+from featinv.decoders.networks import build_decoder
+from featinv.io.images import pil_to_tensor
+from featinv.inversion.load import (decode, encode, extractor_for, fit_sides, load_decoder, prepare,
                                work_size)
-from featinv.layout import GridLayout, VectorLayout
+from featinv.representation.layout import GridLayout, VectorLayout
 from conftest import run_cli as run
 
 

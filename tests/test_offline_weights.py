@@ -32,7 +32,7 @@ def test_offline_timm_weights_fail_fast_with_one_line(tmp_path):
     env = {"HF_ENDPOINT": NOWHERE, "HF_HUB_CACHE": str(tmp_path / "hub"),
            "TORCH_HOME": str(tmp_path / "torch")}
     t0 = time.perf_counter()  # what the command imports before it can tell: the slack
-    subprocess.run([sys.executable, "-c", "import featinv.cli, featinv.features.timm_stages, "
+    subprocess.run([sys.executable, "-c", "import featinv.cli.main, featinv.features.timm_stages, "
                     "timm, huggingface_hub"], check=True, env={**os.environ, **env})
     baseline = time.perf_counter() - t0
     failed, seconds = _featinv(["extract", "-f", "timm.resnet18.stage2", str(tmp_path / "imgs"),

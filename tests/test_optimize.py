@@ -6,7 +6,7 @@ import torch
 
 import featinv
 from featinv.errors import FeatinvError
-from featinv.optimize import (OptimizeConfig, alpha_norm, invert_by_optimization,
+from featinv.inversion.optimize import (OptimizeConfig, alpha_norm, invert_by_optimization,
                               optimize_inversion, total_variation)
 from test_cli import run
 
@@ -21,7 +21,7 @@ def test_priors_on_known_images():
 
 
 def _photos(val_subset, n=2, size=64):
-    from featinv.evaluate import load_square_images
+    from featinv.analysis.evaluate import load_square_images
     return load_square_images(val_subset, size, n)[0]
 
 
@@ -87,7 +87,7 @@ def test_invert_optimize_writes_a_png_and_refuses_checkpoints(capsys, tmp_path):
 
 def _slow_first_call(fn, monkeypatch, seconds=1000.0):
     """``fn`` whose first call at each batch shape takes ``seconds`` longer (a cold start:
-    kernels chosen and memory allocated per shape), on the clock that featinv.evaluate times
+    kernels chosen and memory allocated per shape), on the clock that featinv.analysis.evaluate times
     with (a real sleep would drown in a busy machine's noise); also the shapes it was called at."""
     import importlib
     import time
@@ -95,7 +95,7 @@ def _slow_first_call(fn, monkeypatch, seconds=1000.0):
 
     calls, lost = [], [0.0]
     clock = SimpleNamespace(perf_counter=lambda: time.perf_counter() + lost[0])
-    monkeypatch.setattr(importlib.import_module("featinv.evaluate"), "time", clock)
+    monkeypatch.setattr(importlib.import_module("featinv.analysis.evaluate"), "time", clock)
 
     def wrapped(*args, **kwargs):
         shape = next(tuple(a.shape) for a in args if isinstance(a, torch.Tensor))
@@ -109,8 +109,8 @@ def _slow_first_call(fn, monkeypatch, seconds=1000.0):
 def test_seconds_per_image_leaves_out_warm_up(monkeypatch):
     """run_timed warms up on a batch of the timed shape, untimed: a slow first call is not in
     seconds_per_image (a cold 8-photo evaluate used to report many times the warm figure)."""
-    from featinv.evaluate import run_timed
-    from featinv.methods import Method
+    from featinv.analysis.evaluate import run_timed
+    from featinv.inversion.methods import Method
 
     run, calls = _slow_first_call(lambda x: x.clone(), monkeypatch)
     method = Method("decoder", "fake", 32, run, torch.device("cpu"))
@@ -125,12 +125,12 @@ def test_seconds_per_image_leaves_out_warm_up(monkeypatch):
 def test_evaluate_time_excludes_a_slow_first_batch(image_folder, monkeypatch, method):
     """Both methods of ``evaluate``: the first call at the batch's shape (here 1000 s slower) is
     the untimed warm-up."""
-    import featinv.methods
-    from featinv.evaluate import evaluate
+    import featinv.inversion.methods
+    from featinv.analysis.evaluate import evaluate
 
     target = "decode" if method == "decoder" else "invert_by_optimization"
-    slow, calls = _slow_first_call(getattr(featinv.methods, target), monkeypatch)
-    monkeypatch.setattr(featinv.methods, target, slow)
+    slow, calls = _slow_first_call(getattr(featinv.inversion.methods, target), monkeypatch)
+    monkeypatch.setattr(featinv.inversion.methods, target, slow)
     result = evaluate(image_folder, feature="hog", method=method, limit=8, image_size=32,
                       optimize=OptimizeConfig(steps=3), comparator="none")
     assert len(calls) == 2 and calls[0] == calls[1] and result["n_images"] == 8

@@ -2,9 +2,9 @@
 import pytest
 
 from featinv import CheckpointError
-from featinv.cli import main
-from featinv.inversion import ZOO_DIR
-from featinv.shipped import MAX_SHIPPED_BYTES, pack
+from featinv.cli.main import main
+from featinv.inversion.load import ZOO_DIR
+from featinv.inversion.shipped import MAX_SHIPPED_BYTES, pack
 
 SOURCE = ZOO_DIR / "hog.safetensors"
 
@@ -23,9 +23,9 @@ def test_pack_refuses_a_file_over_the_limit_before_writing(tmp_path):
 
 
 def test_pack_command_enforces_the_limit_unless_lifted(tmp_path, monkeypatch, capsys):
-    import featinv.shipped
+    import featinv.inversion.shipped
 
-    monkeypatch.setattr(featinv.shipped, "MAX_SHIPPED_BYTES", 1000)
+    monkeypatch.setattr(featinv.inversion.shipped, "MAX_SHIPPED_BYTES", 1000)
     out = tmp_path / "hog.safetensors"
 
     def run(*args):

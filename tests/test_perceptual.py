@@ -1,4 +1,4 @@
-"""Realism metrics (featinv.perceptual, featinv.compare): hand-computed values on tiny tensors,
+"""Realism metrics (featinv.analysis.perceptual, featinv.analysis.compare): hand-computed values on tiny tensors,
 the real SqueezeNet weights from ../shared, and the evaluate/compare command lines."""
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ import torch
 from torch import nn
 
 import featinv
-from featinv import perceptual
-from featinv.compare import compare_folders, pair_files
+from featinv.analysis import perceptual
+from featinv.analysis.compare import compare_folders, pair_files
 from featinv.errors import DataError, FeatinvError, ShapeError
-from featinv.perceptual import (Probe, class_agreement, feature_error, find_weights,
+from featinv.analysis.perceptual import (Probe, class_agreement, feature_error, find_weights,
                                 layer_distance, perceptual_distance, perceptual_scores,
                                 realism_metrics, resolve_comparator, squeezenet_probe)
 
@@ -158,7 +158,7 @@ def test_squeezenet_probe_is_featinvs_network(weights, shared_dir):
     assert probe.names == perceptual.DEFAULT_LAYERS and probe.weights == str(weights)
     assert probe.preprocess.convention.name == "caffe"
     photos = sorted((shared_dir / "data" / "val").glob("*.jpg"))[:2]
-    x = torch.stack([featinv.images.load_square(p, 64) for p in photos])
+    x = torch.stack([featinv.io.images.load_square(p, 64) for p in photos])
     big = nn.functional.interpolate(x, size=(227, 227), mode="bilinear", antialias=True)
     acts, logits = probe(x)
     with torch.no_grad():

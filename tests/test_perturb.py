@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from featinv.errors import FeatinvError
-from featinv.perturb import NAMES, binarize, drop_least, dropout, perturbations
+from featinv.analysis.perturb import NAMES, binarize, drop_least, dropout, perturbations
 
 
 def _relu_features(seed=0, shape=(3, 8, 5, 5)):

@@ -9,7 +9,7 @@ from torch import nn
 
 import featinv
 from featinv import CellGrid, FeatureSpec, Param, ShapeError, UnknownFeatureError
-from featinv.plugins import plugin_infos, plugin_problems, register_plugin, unregister_plugin
+from featinv.representation.plugins import plugin_infos, plugin_problems, register_plugin, unregister_plugin
 
 
 def make_spec(name, build=None, layout=None, **kw):
@@ -58,7 +58,7 @@ def fake_distribution(tmp_path, monkeypatch, entries: dict[str, str], modules: d
 
 
 def test_import_does_not_load_plugins():
-    code = ("import featinv, featinv.plugins as p; assert p._state is None; "
+    code = ("import featinv, featinv.representation.plugins as p; assert p._state is None; "
             "featinv.list_features(); assert p._state is not None; print('ok')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
@@ -105,7 +105,7 @@ def test_load_plugins_env_restricts_external_plugins(tmp_path, monkeypatch, fres
     names = {p.name for p in plugin_infos()}
     assert "two" in names and "one" not in names
     assert "featinv.features.hog" in names  # built-ins always load
-    featinv.plugins.reset()
+    featinv.representation.plugins.reset()
     monkeypatch.setenv("FEATINV_LOAD_PLUGINS", "")
     assert not [p for p in plugin_infos() if p.source.startswith("entry point")]
     assert "hog" in featinv.list_features()
@@ -230,7 +230,7 @@ def test_plugin_failing_at_build_or_forward_is_named(extra_plugins):
 
 def test_plugins_command_lists_broken_plugins_and_other_commands_still_work(
         tmp_path, monkeypatch, fresh_plugins, capsys):
-    from featinv.cli import main
+    from featinv.cli.main import main
 
     fake_distribution(tmp_path, monkeypatch, {"brokenplug": "broken_mod"},
                       {"broken_mod": "raise ImportError('needs libfoo')\n"})
@@ -302,7 +302,7 @@ class _Failing:
 
 
 def test_plugin_failing_in_a_firstresult_hook_is_named(extra_plugins):
-    from featinv.plugins import call_first
+    from featinv.representation.plugins import call_first
 
     wrapper = _WrapperPlugin()
     extra_plugins("wrapping", wrapper)  # the error passes through a wrapper, still blamed right
@@ -320,7 +320,7 @@ def test_plugin_failing_in_a_firstresult_hook_is_named(extra_plugins):
 
 
 def test_featinv_error_from_a_plugin_passes_unchanged(extra_plugins):
-    from featinv.plugins import call_first
+    from featinv.representation.plugins import call_first
 
     extra_plugins("strict", _Failing(featinv.FeatinvError("no such family member")))
     with pytest.raises(featinv.FeatinvError, match="^no such family member$"):
@@ -328,7 +328,7 @@ def test_featinv_error_from_a_plugin_passes_unchanged(extra_plugins):
 
 
 def test_call_first_names_the_answering_plugin(extra_plugins):
-    from featinv.plugins import call_first
+    from featinv.representation.plugins import call_first
 
     class Resolver:
         @featinv.hookimpl

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import featinv
-from featinv.metrics import normalized_error, psnr, quality, ssim
+from featinv.analysis.metrics import normalized_error, psnr, quality, ssim
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -15,7 +15,7 @@ def test_the_version_is_written_only_in_the_package():
     tomllib = pytest.importorskip("tomllib")  # Python 3.11+
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
     assert "version" not in project["project"] and "version" in project["project"]["dynamic"]
-    assert project["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "featinv.__version__"}
+    assert project["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "featinv.version.__version__"}
     assert importlib.metadata.version("featinv") == featinv.__version__
 
 

@@ -7,9 +7,9 @@ import torch
 
 import featinv
 from featinv import CheckpointError
-from featinv.checkpoint import META_KEY
-from featinv.cli import main
-from featinv.train import TrainConfig, train
+from featinv.io.checkpoint import META_KEY
+from featinv.cli.main import main
+from featinv.training.loop import TrainConfig, train
 from conftest import run_cli as run
 
 

@@ -12,9 +12,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from featinv import checkpoint
+from featinv.io import checkpoint
 from featinv.errors import DataError, FeatinvError
-from featinv.train import STATE_FILE, TrainConfig, train
+from featinv.training.loop import STATE_FILE, TrainConfig, train
 
 from conftest import write_images
 from conftest import saved_step

@@ -13,13 +13,13 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import write_images
-from featinv import checkpoint
-from featinv.data import (EpochBatches, FolderImages, MemoryImages, TrainImages, augment,
+from featinv.io import checkpoint
+from featinv.datasets.folders import (EpochBatches, FolderImages, MemoryImages, TrainImages, augment,
                           crop_plan, scan_folder, store_side)
 from featinv.errors import DataError, FeatinvError, PluginError
-from featinv.run_folder import LOCK_FILE
-from featinv.train import STATE_FILE, TrainConfig, train
-from featinv.train_config import check_config, effective_lr, lr_at, warmup_steps
+from featinv.training.run_folder import LOCK_FILE
+from featinv.training.loop import STATE_FILE, TrainConfig, train
+from featinv.training.config import check_config, effective_lr, lr_at, warmup_steps
 from conftest import saved_step
 
 CPU = torch.device("cpu")
@@ -180,7 +180,7 @@ def test_checkpoints_follow_the_umask(tmp_path):
 
 
 def test_plugin_features_that_are_not_finite_are_named_before_training(tmp_path, monkeypatch):
-    from featinv.spec import Extractor
+    from featinv.representation.spec import Extractor
 
     write_images(tmp_path / "data", 8)
     real = Extractor._run
@@ -304,9 +304,9 @@ def test_the_training_step_compiles_as_one_graph(name):
     """No graph breaks (and so no host syncs) in features + decoder: --compile captures it all."""
     import torch._dynamo as dynamo
 
-    from featinv.decoders import build_decoder
-    from featinv.registry import get_feature
-    from featinv.train import TrainStep
+    from featinv.decoders.networks import build_decoder
+    from featinv.representation.registry import get_feature
+    from featinv.training.loop import TrainStep
 
     extractor = get_feature(name)
     extractor.check_finite_input = False
@@ -369,7 +369,7 @@ def test_a_loss_that_blows_up_before_any_checkpoint_says_so(tmp_path):
 def test_ctrl_c_in_other_commands_exits_130(monkeypatch, capsys):
     """Not only train: any command stopped by Ctrl-C says so and exits 130, without a traceback
     (click turns the KeyboardInterrupt into an Abort, which featinv maps back)."""
-    from featinv import cli
+    from featinv.cli import main as cli
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt

@@ -9,12 +9,13 @@ from PIL import Image
 from torch import nn
 
 import featinv
-from featinv.cli import cli
+from featinv.cli.main import cli
 from featinv.errors import ShapeError
 from featinv.features.sift import grid_keypoints
-from featinv.layout import FixedVector
-from featinv.spec import Extractor, FeatureSpec
-from featinv.visualize import GAP, generic_view, pca_rgb, show_features, upscale
+from featinv.representation.layout import FixedVector
+from featinv.representation.spec import Extractor, FeatureSpec
+from featinv.analysis.visualize import generic_view, pca_rgb, show_features
+from featinv.features.drawing import GAP, upscale
 from conftest import run_cli as run
 
 

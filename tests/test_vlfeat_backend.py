@@ -7,9 +7,9 @@ import pytest
 import torch
 
 import featinv
-from featinv import vlfeat
+from featinv.features import vlfeat
 from featinv.errors import FeatinvError
-from featinv.images import load_image
+from featinv.io.images import load_image
 from vlfeat import needs_libvl, photo_like
 
 FEATURES = [("hog", {}), ("hog", {"cell_size": 4, "num_orientations": 6}), ("lbp", {}),
@@ -62,7 +62,7 @@ def test_missing_library_is_one_clear_error(name, monkeypatch):
 def test_describe_lists_backends(monkeypatch):
     from click.testing import CliRunner
 
-    from featinv.cli import cli
+    from featinv.cli.main import cli
 
     result = CliRunner().invoke(cli, ["describe", "hog"])
     assert result.exit_code == 0

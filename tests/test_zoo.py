@@ -6,13 +6,13 @@ import torch
 from PIL import Image
 
 import featinv
-from featinv.decoders import build_decoder
-from featinv.images import center_crop_resize, pil_to_tensor
-from featinv.inversion import ZOO_DIR, extractor_for, load_decoder, reconstruct
-from featinv.layout import GridLayout
-from featinv.metrics import reconstruction_distances
-from featinv.shipped import MAX_SHIPPED_BYTES, describe, pack, shipped
-from featinv.train import TrainConfig, train
+from featinv.decoders.networks import build_decoder
+from featinv.io.images import center_crop_resize, pil_to_tensor
+from featinv.inversion.load import ZOO_DIR, extractor_for, load_decoder, reconstruct
+from featinv.representation.layout import GridLayout
+from featinv.analysis.metrics import reconstruction_distances
+from featinv.inversion.shipped import MAX_SHIPPED_BYTES, describe, pack, shipped
+from featinv.training.loop import TrainConfig, train
 from conftest import run_cli as run
 
 SHIPPED = ("hog", "sift", "lbp")
@@ -40,7 +40,7 @@ def test_residual_preset_builds_any_grid(layout, size):
 
 
 def test_residual_blocks_start_as_identity():
-    from featinv.decoders import ResBlock
+    from featinv.decoders.networks import ResBlock
 
     block = ResBlock(8)
     x = torch.randn(2, 8, 5, 5)
@@ -181,7 +181,7 @@ def test_unknown_example_image_is_one_line(tmp_path, capsys):
 
 
 def test_bf16_decoder_is_close_to_fp32(tmp_path, capsys):
-    from featinv.methods import decoder_method
+    from featinv.inversion.methods import decoder_method
 
     x = torch.rand(2, 3, 128, 128, generator=torch.Generator().manual_seed(0))
     full = decoder_method("hog").run(x)

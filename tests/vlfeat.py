@@ -1,4 +1,4 @@
-"""VLFeat for the feature tests: the stored reference vectors and libvl (through featinv.vlfeat).
+"""VLFeat for the feature tests: the stored reference vectors and libvl (through featinv.features.vlfeat).
 
 Tests that need the C library use ``needs_libvl`` and skip, saying why, where Debian's libvlfeat1
 is not installed.
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from featinv import vlfeat
+from featinv.features import vlfeat
 
 REFERENCE = Path(__file__).resolve().parents[1].parent / "shared/reference/vlfeat"
 REFERENCE_FILES = sorted(REFERENCE.glob("*.npz")) if REFERENCE.is_dir() else []

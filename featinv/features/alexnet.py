@@ -22,8 +22,8 @@ from functools import lru_cache
 
 from torch import nn
 
-from ..hookspecs import hookimpl
-from ..spec import FeatureSpec, Param
+from ..representation.hookspecs import hookimpl
+from ..representation.spec import FeatureSpec, Param
 from .cnn import (CONVENTIONS, LayerNet, Preprocess, Window, check_download, load_weights,
                   torch_hub_file, window_layout)
 

@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from ..errors import FeatinvError
-from ..layout import ComputedGrid, GridLayout, Layout, VectorLayout
+from ..representation.layout import ComputedGrid, GridLayout, Layout, VectorLayout
 
 __all__ = ["Convention", "CONVENTIONS", "Preprocess", "LayerNet", "load_weights",
            "fetch_pretrained", "check_download", "torch_hub_file", "read_weight_file",

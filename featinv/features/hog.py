@@ -18,12 +18,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import vlfeat
+from . import vlfeat
 from ..errors import ShapeError
-from ..hookspecs import hookimpl
-from ..layout import CellGrid
-from ..spec import FeatureSpec, Param
-from ..visualize import beside, display_scale, fit, line_templates, stamp, upscale
+from ..representation.hookspecs import hookimpl
+from ..representation.layout import CellGrid
+from ..representation.spec import FeatureSpec, Param
+from .drawing import beside, display_scale, fit, line_templates, stamp, upscale
 
 __all__ = ["hog_uoctti", "hog_cells", "HOG"]
 

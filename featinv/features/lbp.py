@@ -21,12 +21,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from .. import vlfeat
+from . import vlfeat
 from ..errors import ShapeError
-from ..hookspecs import hookimpl
-from ..layout import CellGrid
-from ..spec import FeatureSpec, Param
-from ..visualize import beside, display_scale, fit, hue_colours, sector_templates, tile, upscale
+from ..representation.hookspecs import hookimpl
+from ..representation.layout import CellGrid
+from ..representation.spec import FeatureSpec, Param
+from .drawing import beside, display_scale, fit, hue_colours, sector_templates, tile, upscale
 
 __all__ = ["lbp_uniform", "LBP", "lbp_mapping", "NUM_BINS"]
 

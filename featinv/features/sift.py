@@ -28,11 +28,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from .. import vlfeat
-from ..hookspecs import hookimpl
-from ..layout import CellGrid
-from ..spec import FeatureSpec, Param
-from ..visualize import display_scale, draw_circles, draw_lines, paint, upscale
+from . import vlfeat
+from ..representation.hookspecs import hookimpl
+from ..representation.layout import CellGrid
+from ..representation.spec import FeatureSpec, Param
+from .drawing import display_scale, draw_circles, draw_lines, paint, upscale
 
 __all__ = ["Keypoints", "detect", "keypoint_grid", "grid_keypoints", "SparseSIFT", "CHANNELS"]
 

@@ -28,8 +28,8 @@ from pathlib import Path
 from torch import nn
 
 from ..errors import FeatinvError
-from ..hookspecs import hookimpl
-from ..spec import FeatureSpec, Param
+from ..representation.hookspecs import hookimpl
+from ..representation.spec import FeatureSpec, Param
 from .cnn import (CONVENTIONS, LayerNet, Preprocess, Window, check_download, load_weights,
                   torch_hub_file, window_layout)
 

@@ -18,8 +18,8 @@ from functools import lru_cache
 import torch
 
 from ..errors import FeatinvError
-from ..hookspecs import hookimpl
-from ..spec import FeatureSpec, Param
+from ..representation.hookspecs import hookimpl
+from ..representation.spec import FeatureSpec, Param
 from .cnn import (Convention, LayerNet, Preprocess, Window, check_download, fetch_pretrained,
                   layer_layout, load_weights, torch_hub_file, window_layout)
 

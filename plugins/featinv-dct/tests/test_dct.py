@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 import featinv
-import featinv.plugins
+import featinv.representation.plugins
 import featinv_dct
 from featinv_dct import BlockDCT, dct_basis, zigzag
 
@@ -26,10 +26,10 @@ def registered():
     """Make sure 'dct' is registered: by its entry point when installed, else by hand."""
     added = "dct" not in featinv.list_features()
     if added:
-        featinv.plugins.register_plugin(featinv_dct, "dct")
+        featinv.representation.plugins.register_plugin(featinv_dct, "dct")
     yield
     if added:
-        featinv.plugins.unregister_plugin("dct")
+        featinv.representation.plugins.unregister_plugin("dct")
 
 
 def test_zigzag_is_jpegs():

@@ -1,0 +1,4 @@
+"""Analysis.
+
+Evaluation, metrics, perturbation analyses, plots, perceptual comparisons, visualisation.
+"""

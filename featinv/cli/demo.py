@@ -1,0 +1,62 @@
+"""``featinv demo``: invert example images that ship with scikit-image.
+
+Uses the representation's shipped decoder when there is one; otherwise trains a small decoder
+first (a few minutes on a CPU) on a folder of photos the user points to.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from ..errors import FeatinvError
+from ..io.images import EXAMPLES, example_image, make_grid, pil_to_tensor, save_png
+from ..inversion.load import extractor_for, load_decoder, pick_device, prepare, reconstruct, shipped_decoder_path
+from ..training.loop import DECODER_FILE, TrainConfig, train
+
+
+def example_images() -> dict[str, torch.Tensor]:
+    """A few photos bundled with scikit-image, as ``(3, H, W)`` tensors in [0, 1]."""
+    return {name: pil_to_tensor(example_image(name)) for name in EXAMPLES}
+
+
+def run_demo(feature: str, out: Path, train_data: str | None, epochs: int, limit: int,
+             device: str, log: Callable[[str], None] = print) -> list[Path]:
+    """Invert the example images with a ``feature`` decoder; returns the PNGs written."""
+    dev = pick_device(device)
+    trained = out / f"model-{feature}" / DECODER_FILE
+    if shipped_decoder_path(feature) is not None:
+        checkpoint = str(shipped_decoder_path(feature))
+    elif trained.exists():
+        log(f"using the decoder trained earlier: {trained}")
+        checkpoint = str(trained)
+    elif train_data:
+        log(f"no shipped decoder for '{feature}': training a small one on {train_data} first")
+        train(TrainConfig(feature=feature, data=train_data, out=str(trained.parent),
+                          epochs=epochs, limit=limit, val=None, device=str(dev)), log=log)
+        checkpoint = str(trained)
+    else:
+        raise FeatinvError(f"No shipped decoder for '{feature}' yet: pass --train-data DIR (a "
+                           "folder of photos) to train a small one first.")
+    decoder = load_decoder(checkpoint, device=dev, feature=feature)
+    extractor = extractor_for(decoder)
+    size = decoder.config["image_size"]
+    originals, recons, written = [], [], []
+    for name, image in example_images().items():
+        x = prepare(image, size)
+        y = reconstruct(extractor, decoder, x[None])[0].cpu()
+        written.append(save_png(make_grid([torch.stack([x, y])]), out / f"{name}.{feature}.png"))
+        originals.append(_center_square(x))
+        recons.append(_center_square(y))
+    overview = make_grid([torch.stack(originals), torch.stack(recons)])
+    written.append(save_png(overview, out / f"examples.{feature}.png"))
+    return written
+
+
+def _center_square(image: torch.Tensor) -> torch.Tensor:
+    """The largest centred square of ``(3, H, W)``."""
+    h, w = image.shape[-2:]
+    side = min(h, w)
+    top, left = (h - side) // 2, (w - side) // 2
+    return image[:, top:top + side, left:left + side]

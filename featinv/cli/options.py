@@ -1,0 +1,30 @@
+"""Options shared by the command groups of the CLI."""
+import click
+
+from ..limits import MAX_SIDE
+
+device_option = click.option("--device", default="auto", show_default=True,
+                             help="cpu, cuda, cuda:1, ... or auto (CUDA when available).")
+
+# option types: an image side (1 to MAX_SIDE px) and a count of at least one
+SIDE = click.IntRange(1, MAX_SIDE)
+POSITIVE = click.IntRange(min=1)
+
+
+class _SideOrNative(click.ParamType):
+    """An image side (1 to MAX_SIDE px) or ``native`` (the image's own size)."""
+
+    name = "N|native"
+
+    def convert(self, value, param, ctx):
+        if str(value).lower() == "native":
+            return "native"
+        try:
+            number = int(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is neither a side in px (1 to {MAX_SIDE}) nor 'native'.",
+                      param, ctx)
+        return SIDE.convert(number, param, ctx)
+
+
+SIDE_OR_NATIVE = _SideOrNative()

@@ -1,0 +1,4 @@
+"""Decoders.
+
+Decoder networks and the generic decoder builder (a built-in plugin).
+"""

@@ -1,0 +1,4 @@
+"""Inversion.
+
+Inverting features: loading decoders, the inversion methods, optimisation, shipped decoders.
+"""

@@ -1,0 +1,100 @@
+"""Decoders that ship inside the package (``featinv/zoo/<feature>.safetensors``).
+
+``pack`` turns a training checkpoint into a file fit for shipping or sharing: weights stored in
+float16 (half the size; they are cast back to float32 on load), the training history and the
+recipe (the command that trained it) in the JSON metadata. ``shipped`` lists what the package
+holds, reading only the metadata. A packed file may take at most ``MAX_SHIPPED_BYTES`` (the
+package ships it; pass ``max_bytes=None`` to share a larger one).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from ..io import checkpoint
+from ..errors import CheckpointError, printable
+from .load import ZOO_DIR, load_decoder
+
+MAX_SHIPPED_BYTES = 8 * 1024 * 1024  # the largest decoder file the package ships
+
+
+def pack(source: str | Path, out: str | Path, recipe: str | None = None,
+         half: bool = True, notes: str | None = None, overwrite: bool = True,
+         max_bytes: int | None = MAX_SHIPPED_BYTES) -> Path:
+    """Write ``source`` (a decoder checkpoint or a training folder) as a shareable decoder.
+
+    The training history (per-epoch validation metrics) is taken from the ``train_state``
+    file beside the checkpoint when there is one. The result loads like any checkpoint. ``out``
+    may never be the source (nor its training state); ``overwrite=False`` also refuses an
+    existing ``out``. A file that would take more than ``max_bytes`` is refused before anything is
+    written (``None``: no limit).
+    """
+    from ..io.outputs import check_targets
+
+    source = Path(source)
+    if source.is_dir():
+        source = source / "decoder.safetensors"
+    state = source.parent / "train_state.safetensors"
+    check_targets([out], [source, state], overwrite)
+    decoder = load_decoder(source)  # checks that the checkpoint is complete and consistent
+    tensors, meta = checkpoint.load(source)
+    if half:
+        tensors = {k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}
+    history = checkpoint.read_meta(state, checkpoint.STATE_FORMAT).get("history", []) \
+        if state.is_file() else []
+    meta["packed"] = {"dtype": "float16" if half else "float32", "recipe": recipe,
+                      "notes": notes, "history": history,
+                      "parameters": sum(p.numel() for p in decoder.parameters())}
+    meta.pop("progress", None)
+    if max_bytes is not None:
+        _check_size(tensors, meta, max_bytes, half)
+    try:
+        return checkpoint.atomic_save(tensors, out, meta)
+    except OSError as exc:
+        raise CheckpointError(f"Cannot write {printable(out)} ({exc.strerror or exc}); check "
+                              "that its folder is writable and has free space.") from None
+
+
+def _check_size(tensors, meta: dict[str, Any], max_bytes: int, half: bool) -> None:
+    from safetensors.torch import save
+
+    size = len(save({k: v.contiguous() for k, v in tensors.items()},
+                    metadata={checkpoint.META_KEY: json.dumps(meta)}))
+    if size > max_bytes:
+        hint = "" if half else "pack it in float16 (half the size), "
+        raise CheckpointError(
+            f"The packed decoder would take {size / 2**20:.1f} MiB, more than the "
+            f"{max_bytes / 2**20:.1f} MiB a shipped decoder may take; {hint}train a smaller "
+            "preset or width, or lift the limit to share it anyway (--no-size-limit, "
+            "max_bytes=None).")
+
+
+def describe(path: str | Path) -> dict[str, Any]:
+    """Name, size, decoder and validation metrics of a decoder file (metadata only)."""
+    path = Path(path)
+    meta = checkpoint.read_meta(path)
+    training = meta.get("training") or {}
+    packed = meta.get("packed") or {}
+    history = packed.get("history") or []
+    metrics = meta.get("metrics") or (history[-1] if history else {})
+    return {"feature": meta["feature"]["name"], "file": str(path),
+            "megabytes": round(path.stat().st_size / 1e6, 2),
+            "preset": meta["decoder"].get("preset"), "width": meta["decoder"].get("width"),
+            "parameters": packed.get("parameters"), "image_size": meta.get("image_size"),
+            "train_data": training.get("data"), "train_images": training.get("limit"),
+            "epochs": training.get("epochs"),
+            "val_normalized_error": metrics.get("val_normalized_error"),
+            "val_psnr": metrics.get("val_psnr"), "val_ssim": metrics.get("val_ssim"),
+            "val_images": metrics.get("val_n_images"), "recipe": packed.get("recipe")}
+
+
+def shipped() -> list[dict[str, Any]]:
+    """One ``describe`` entry per decoder shipped with the package, by feature name."""
+    out = []
+    for path in sorted(ZOO_DIR.glob("*.safetensors")):
+        try:
+            out.append(describe(path))
+        except CheckpointError as exc:  # a damaged install: say so, list the rest
+            out.append({"feature": path.stem, "file": str(path), "error": str(exc)})
+    return out

@@ -1,0 +1,4 @@
+"""Input and output.
+
+File formats, safe writes and image reading.
+"""

@@ -1,0 +1,219 @@
+"""The checkpoint format, in one place: weights in safetensors, metadata as JSON. Never pickle.
+
+Two kinds of file, both ``.safetensors`` whose header's ``featinv`` entry holds JSON metadata:
+
+- a **decoder** (``format: featinv-decoder``): the decoder's weights under their own names, a
+  fine-tuned encoder's under ``encoder.``; metadata: representation (name, params, plugin, input),
+  layout, image size, decoder config, and sections such as ``training``, ``metrics``,
+  ``progress`` (see ``decoder_metadata``). This is what ``invert`` loads.
+- a **training state** (``format: featinv-train-state``): everything ``--resume`` needs. Tensors
+  are prefixed by what they belong to (``decoder.``, ``encoder.``, and ``opt.<param>.<key>`` for
+  Adam's state, see ``STATE_PREFIXES``); metadata: step, history, the run's config and the
+  optimizer's param groups.
+
+Writes are atomic: a temporary file in the same folder, then a rename, so an interrupted save
+leaves the previous file intact.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from ..errors import CheckpointError
+from .files import atomic_write  # noqa: F401 (public here too)
+
+FORMAT = "featinv-decoder"
+STATE_FORMAT = "featinv-train-state"
+FORMAT_VERSION = 1
+META_KEY = "featinv"
+ENCODER_PREFIX = "encoder."
+# Training-state tensor prefixes: modules by name, then each optimizer's state.
+STATE_PREFIXES = {"decoder": "decoder.", "encoder": "encoder."}
+OPTIMIZER_PREFIX = "opt."
+
+
+def atomic_save(tensors: dict[str, torch.Tensor], path: str | Path, meta: dict[str, Any]) -> Path:
+    """Write ``tensors`` and JSON ``meta`` to ``path`` atomically."""
+    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    return atomic_write(path, lambda tmp: save_file(tensors, tmp,
+                                                    metadata={META_KEY: json.dumps(meta)}))
+
+
+def read_meta(path: str | Path, expected_format: str = FORMAT) -> dict[str, Any]:
+    """The JSON metadata of a featinv file, checked for format; tensors are not read."""
+    from safetensors import safe_open
+
+    from ..errors import printable
+
+    if Path(path).is_dir():
+        raise CheckpointError(f"'{printable(path)}' is a folder, not a checkpoint; pass the "
+                              ".safetensors file in it (a training run's is OUT/decoder.safetensors).")
+    path = _existing(path)
+    if not os.access(path, os.R_OK):
+        raise CheckpointError(f"{printable(path)}: cannot read file (Permission denied); fix its "
+                              "permissions.")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            header = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(_not_safetensors(path, exc)) from None
+    return _parse_meta(path, header, expected_format)
+
+
+def load(path: str | Path, expected_format: str = FORMAT) -> tuple[dict[str, torch.Tensor], dict]:
+    """Tensors and metadata of a featinv file; refuses anything that is not one."""
+    meta = read_meta(path, expected_format)
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"{path}: weights are unreadable ({exc}); the file may be "
+                              "truncated. Re-download or re-train it.") from None
+    return tensors, meta
+
+
+def _existing(path: str | Path) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"Checkpoint '{path}' not found. Train one with 'featinv train' "
+                              "or pass the path of a .safetensors file.")
+    return path
+
+
+def _not_safetensors(path: Path, exc: Exception) -> str:
+    with open(path, "rb") as f:
+        head = f.read(2)
+    if head[:1] == b"\x80" or head == b"PK":
+        return (f"{path}: looks like a pickled PyTorch file; featinv never unpickles files. "
+                "Convert the weights to safetensors first.")
+    return f"{path}: not a safetensors file ({exc})."
+
+
+def _parse_meta(path: Path, header: dict[str, str], expected_format: str) -> dict[str, Any]:
+    if META_KEY not in header:
+        raise CheckpointError(f"{path}: a safetensors file without featinv metadata; it was not "
+                              "written by featinv.")
+    try:
+        meta = json.loads(header[META_KEY])
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{path}: corrupt featinv metadata ({exc}).") from None
+    except RecursionError:  # JSON nested thousands of levels deep
+        raise CheckpointError(f"{path}: corrupt featinv metadata (nested too deeply); use an "
+                              "intact copy.") from None
+    if not isinstance(meta, dict) or meta.get("format") != expected_format:
+        got = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+        raise CheckpointError(f"{path}: expected a {expected_format} file, found {got!r}.")
+    version = meta.get("format_version", 0)
+    if isinstance(version, bool) or not isinstance(version, int) or version < 0:
+        raise CheckpointError(f"{path}: incomplete featinv metadata (missing or invalid "
+                              f"format_version {version!r:.40}); use an intact copy.")
+    if version > FORMAT_VERSION:
+        raise CheckpointError(f"{path}: written by a newer featinv (format "
+                              f"{meta['format_version']}); upgrade featinv.")
+    return meta
+
+
+# -- decoders ---------------------------------------------------------------------------------
+
+def decoder_metadata(extractor, decoder, **sections: Any) -> dict[str, Any]:
+    """The JSON metadata stored with a decoder's weights; ``sections`` (``training``,
+    ``metrics``, ``progress``, ...) are added as they are."""
+    from ..version import __version__
+
+    return {"format": FORMAT, "format_version": FORMAT_VERSION, "featinv_version": __version__,
+            "feature": {"name": extractor.name, "params": extractor.params,
+                        "plugin": extractor.spec.plugin, "input": extractor.spec.input},
+            "layout": decoder.layout.to_json(), "image_size": decoder.config["image_size"],
+            "decoder": decoder.config, **sections}
+
+
+def save_decoder(decoder: torch.nn.Module, path: str | Path, meta: dict[str, Any],
+                 encoder: torch.nn.Module | None = None) -> Path:
+    """Write the decoder's weights with ``meta`` (see ``decoder_metadata``), atomically.
+
+    ``encoder``: a fine-tuned representation module, stored as ``encoder.*`` tensors; inversion
+    then computes features with it instead of the representation's own weights.
+    """
+    tensors = dict(decoder.state_dict())
+    if encoder is not None:
+        tensors.update({f"{ENCODER_PREFIX}{k}": v for k, v in encoder.state_dict().items()})
+        meta = {**meta, "encoder": {"finetuned": True}}
+    return atomic_save(tensors, path, meta)
+
+
+# -- training state ---------------------------------------------------------------------------
+
+def optimizer_tensors(opt: torch.optim.Optimizer, prefix: str = OPTIMIZER_PREFIX
+                      ) -> tuple[dict[str, torch.Tensor], list]:
+    """An optimizer's state as flat tensors ``<prefix><param>.<key>``, and its param groups
+    (JSON): safetensors holds no Python objects."""
+    sd = opt.state_dict()
+    tensors = {f"{prefix}{pid}.{key}": torch.as_tensor(value)
+               for pid, state in sd["state"].items() for key, value in state.items()}
+    return tensors, sd["param_groups"]
+
+
+def load_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], groups: list,
+                   prefix: str = OPTIMIZER_PREFIX) -> None:
+    """Inverse of ``optimizer_tensors``."""
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for name, value in tensors.items():
+        if name.startswith(prefix):
+            pid, key = name[len(prefix):].split(".", 1)
+            state.setdefault(int(pid), {})[key] = value
+    opt.load_state_dict({"state": state, "param_groups": groups})
+    # Saved tensors come back contiguous; fused and foreach kernels expect each state tensor laid
+    # out like its parameter (channels_last decoders), so give them the parameter's strides.
+    for param, param_state in opt.state.items():
+        for key, value in param_state.items():
+            if isinstance(value, torch.Tensor) and value.shape == param.shape:
+                param_state[key] = torch.empty_like(param, dtype=value.dtype).copy_(value)
+
+
+def save_train_state(path: str | Path, modules: dict[str, torch.nn.Module],
+                     optimizers: dict[str, torch.optim.Optimizer], meta: dict[str, Any]) -> Path:
+    """Write a training state: each module's weights under ``<name>.``, each optimizer's state
+    under its prefix (``opt.`` for the decoder's), ``meta`` (step, history, config) as JSON."""
+    tensors: dict[str, torch.Tensor] = {}
+    groups = {}
+    for name, module in modules.items():
+        tensors.update({f"{name}.{k}": v for k, v in module.state_dict().items()})
+    for prefix, opt in optimizers.items():
+        opt_tensors, groups[prefix] = optimizer_tensors(opt, prefix)
+        tensors.update(opt_tensors)
+    full = {"format": STATE_FORMAT, "format_version": FORMAT_VERSION, **meta,
+            "param_groups": groups.get(OPTIMIZER_PREFIX, []),
+            "optimizer_groups": {p: g for p, g in groups.items() if p != OPTIMIZER_PREFIX}}
+    return atomic_save(tensors, path, full)
+
+
+def load_train_state(path: str | Path, modules: dict[str, torch.nn.Module],
+                     optimizers: dict[str, torch.optim.Optimizer]) -> dict[str, Any]:
+    """Load what ``save_train_state`` wrote into ``modules`` and ``optimizers``; returns the
+    metadata. Mismatching weights are a ``CheckpointError``."""
+    tensors, meta = load(path, STATE_FORMAT)
+    for name, module in modules.items():
+        prefix = f"{name}."
+        weights = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+        try:
+            module.load_state_dict(weights)
+        except RuntimeError as exc:
+            raise CheckpointError(f"{path}: the stored {name} does not fit this run "
+                                  f"({str(exc).strip().splitlines()[0]}).") from None
+    extra = meta.get("optimizer_groups") or {}
+    for prefix, opt in optimizers.items():
+        groups = meta.get("param_groups") if prefix == OPTIMIZER_PREFIX else extra.get(prefix)
+        if groups is None:
+            raise CheckpointError(f"{path}: no optimizer state for '{prefix}'; it was saved by "
+                                  "a run with other losses. Start a new run.")
+        try:
+            load_optimizer(opt, tensors, groups, prefix)
+        except (ValueError, KeyError) as exc:
+            raise CheckpointError(f"{path}: the optimizer state does not fit this run "
+                                  f"({exc}).") from None
+    return meta

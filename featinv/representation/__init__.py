@@ -1,0 +1,4 @@
+"""Representations.
+
+Feature representations: specs, layouts, the plugin machinery, the registry and extraction.
+"""

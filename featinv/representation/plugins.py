@@ -1,0 +1,291 @@
+"""The plugin manager: built-in and third-party plugins, loaded lazily and guarded.
+
+Plugins load on the first query (``featinv.list_features()`` etc.), never at import. Each plugin
+is loaded and called on its own, so one that fails to import, raises in its hook or registers
+something invalid is recorded (``plugin_problems()``, ``featinv plugins``) and the others keep
+working. ``FEATINV_LOAD_PLUGINS`` (comma-separated entry-point names, empty for none) restricts
+which third-party plugins load; built-ins (the representations of ``featinv.features`` and the
+generic decoder builder) always load. ``call_first`` calls a ``firstresult`` hook through pluggy
+and says which plugin answered, or names the one that failed.
+"""
+from __future__ import annotations
+
+import contextvars
+import functools
+import importlib
+import os
+import threading
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import Any
+
+import pluggy
+
+from . import hookspecs
+from ..errors import FeatinvError, PluginError
+from .spec import FeatureSpec
+
+ENTRY_POINT_GROUP = "featinv"
+ENV_LOAD_PLUGINS = "FEATINV_LOAD_PLUGINS"
+# the generic decoder builder (featinv/decoders/builder.py); its name is the ``builder`` recorded
+# in every checkpoint it built, so it keeps the name of the module that once held it
+GENERIC_BUILDER = "featinv.decoders"
+# the built-in representations (featinv/features/), each an ordinary plugin registered through
+# the same ``featinv_register_features`` hook as third-party ones; this list is the only place
+# that names them (plugin name = module name)
+BUILTIN_PLUGINS = (
+    "featinv.features.hog",
+    "featinv.features.lbp",
+    "featinv.features.sift",
+    "featinv.features.alexnet",
+    "featinv.features.squeezenet",
+    "featinv.features.timm_stages",
+)
+# built-in plugins that register no representation: plugin name -> module
+BUILTIN_HOOK_PLUGINS = {GENERIC_BUILDER: "featinv.decoders.builder"}
+
+
+@dataclass
+class PluginInfo:
+    """What ``featinv plugins`` shows for one plugin."""
+
+    name: str
+    source: str  # "builtin", "entry point <dist>", or "registered"
+    features: list[str] = field(default_factory=list)
+    error: str | None = None
+    hooks: list[str] = field(default_factory=list)  # the hooks it implements
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "source": self.source, "features": self.features,
+                "hooks": self.hooks, "error": self.error}
+
+
+@dataclass
+class PluginState:
+    """A loaded plugin manager and what came of loading each plugin."""
+
+    pm: pluggy.PluginManager
+    plugins: dict[str, PluginInfo]
+    features: dict[str, FeatureSpec]
+    # name -> error message for representations that could not be registered (e.g. duplicates)
+    broken_features: dict[str, str]
+    # specs built on demand through featinv_resolve_feature, by name
+    resolved: dict[str, FeatureSpec] = field(default_factory=dict)
+
+
+_lock = threading.RLock()
+_state: PluginState | None = None
+_extra: list[tuple[str, Any]] = []
+
+
+def _allowed_entry_points() -> set[str] | None:
+    raw = os.environ.get(ENV_LOAD_PLUGINS)
+    if raw is None:
+        return None
+    return {name.strip() for name in raw.split(",") if name.strip()}
+
+
+def _describe_exception(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}".strip().splitlines()[0]
+
+
+def _load_plugins(pm: pluggy.PluginManager, infos: dict[str, PluginInfo]) -> None:
+    builtins = {m: m for m in BUILTIN_PLUGINS} | BUILTIN_HOOK_PLUGINS
+    for name, module_name in builtins.items():
+        _register_guarded(pm, infos, name, "builtin",
+                          lambda m=module_name: importlib.import_module(m))
+    allowed = _allowed_entry_points()
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if allowed is not None and ep.name not in allowed:
+            continue
+        dist = getattr(ep, "dist", None)
+        source = f"entry point ({dist.name} {dist.version})" if dist else "entry point"
+        _register_guarded(pm, infos, ep.name, source, ep.load)
+    for name, plugin in _extra:
+        _register_guarded(pm, infos, name, "registered", lambda p=plugin: p)
+
+
+def _register_guarded(pm, infos, name, source, load) -> None:
+    if name in infos:
+        infos[name].error = (infos[name].error or "") + f"; a second plugin named {name!r} was ignored"
+        return
+    info = infos[name] = PluginInfo(name, source)
+    try:
+        plugin = load()
+        pm.register(plugin, name=name)
+        info.hooks = sorted(caller.name for caller in pm.get_hookcallers(plugin) or ())
+    except Exception as exc:  # a broken plugin must not break the others
+        info.error = f"failed to load: {_describe_exception(exc)}"
+
+
+def _collect_features(pm, infos) -> tuple[dict[str, FeatureSpec], dict[str, str]]:
+    features: dict[str, FeatureSpec] = {}
+    broken: dict[str, str] = {}
+    owners: dict[str, list[str]] = {}
+    for impl in pm.hook.featinv_register_features.get_hookimpls():
+        plugin_name = impl.plugin_name
+        info = infos.get(plugin_name) or infos.setdefault(plugin_name, PluginInfo(plugin_name, "registered"))
+
+        def register(spec: FeatureSpec, _plugin=plugin_name) -> None:
+            if not isinstance(spec, FeatureSpec):
+                raise PluginError(f"register() takes a FeatureSpec, got {type(spec).__name__}")
+            spec = _with_plugin(spec, _plugin)
+            try:
+                spec.layout_rule()  # the declared layout must be valid data
+            except Exception as exc:
+                raise PluginError(f"{spec.name!r} declares an invalid layout: "
+                                  f"{_describe_exception(exc)}") from exc
+            owners.setdefault(spec.name, []).append(_plugin)
+            features.setdefault(spec.name, spec)
+            infos[_plugin].features.append(spec.name)
+
+        kwargs = {"register": register}
+        try:
+            impl.function(*[kwargs[a] for a in impl.argnames])
+        except Exception as exc:
+            msg = f"error in featinv_register_features: {_describe_exception(exc)}"
+            info.error = msg if not info.error else f"{info.error}; {msg}"
+    for name, plugins in owners.items():
+        if len(plugins) > 1:
+            features.pop(name, None)
+            broken[name] = (f"Representation '{name}' is registered by more than one plugin: "
+                            f"{', '.join(repr(p) for p in plugins)}. Uninstall one, or restrict "
+                            f"plugins with {ENV_LOAD_PLUGINS}.")
+            for p in plugins:
+                err = f"registers '{name}', as does " + ", ".join(
+                    repr(o) for o in plugins if o != p)
+                infos[p].error = err if not infos[p].error else f"{infos[p].error}; {err}"
+    return features, broken
+
+
+def _with_plugin(spec: FeatureSpec, plugin: str) -> FeatureSpec:
+    from dataclasses import replace
+
+    return spec if spec.plugin == plugin else replace(spec, plugin=plugin)
+
+
+def get_state() -> PluginState:
+    """The loaded plugin state, loading every plugin on the first call."""
+    global _state
+    with _lock:
+        if _state is None:
+            pm = pluggy.PluginManager("featinv")
+            pm.add_hookspecs(hookspecs)
+            infos: dict[str, PluginInfo] = {}
+            _load_plugins(pm, infos)
+            features, broken = _collect_features(pm, infos)
+            _state = PluginState(pm, infos, features, broken)
+        return _state
+
+
+def get_plugin_manager() -> pluggy.PluginManager:
+    """The pluggy ``PluginManager`` with every plugin that loaded."""
+    return get_state().pm
+
+
+def register_plugin(plugin: Any, name: str) -> None:
+    """Add a plugin object or module at run time (e.g. in a notebook or a test)."""
+    with _lock:
+        _extra.append((name, plugin))
+        reset()
+
+
+def unregister_plugin(name: str) -> None:
+    """Remove a plugin added with ``register_plugin``."""
+    with _lock:
+        _extra[:] = [(n, p) for n, p in _extra if n != name]
+        reset()
+
+
+def reset() -> None:
+    """Forget loaded plugins, so the next query loads them again (e.g. after changing the env)."""
+    global _state
+    with _lock:
+        _state = None
+
+
+def plugin_infos() -> list[PluginInfo]:
+    return list(get_state().plugins.values())
+
+
+def plugin_problems() -> list[PluginInfo]:
+    """Plugins that failed to load or misbehaved, each with its error message."""
+    return [p for p in plugin_infos() if p.error]
+
+
+class _Call:
+    """What one ``call_first`` learnt: the plugin whose answer pluggy returned, and the plugin
+    an exception came from."""
+
+    def __init__(self) -> None:
+        self.answered: str | None = None
+        self.error: BaseException | None = None
+        self.failed: str | None = None
+
+
+_current_call: contextvars.ContextVar[_Call | None] = contextvars.ContextVar(
+    "featinv_hook_call", default=None)
+
+
+def _blame(exc: BaseException, plugin_name: str) -> None:
+    """Name the first implementation an exception came out of (a wrapper re-raising it keeps
+    that name; one raising another exception is named instead)."""
+    call = _current_call.get()
+    if call is not None and call.error is not exc:
+        call.error, call.failed = exc, plugin_name
+
+
+def _traced(impl) -> Any:
+    """``impl.function`` wrapped to record, during a ``call_first``, whether it answered or which
+    exception came out of it. Wrapper implementations (``wrapper=True``, ``hookwrapper=True``)
+    stay generators that pluggy drives as usual."""
+    function, name = impl.function, impl.plugin_name
+    if impl.wrapper or impl.hookwrapper:
+        @functools.wraps(function)
+        def traced(*args):
+            try:
+                return (yield from function(*args))
+            except BaseException as exc:
+                _blame(exc, name)
+                raise
+    else:
+        @functools.wraps(function)
+        def traced(*args):
+            try:
+                result = function(*args)
+            except BaseException as exc:
+                _blame(exc, name)
+                raise
+            call = _current_call.get()
+            if call is not None and result is not None:
+                call.answered = name
+            return result
+    traced.__featinv_traced__ = True
+    return traced
+
+
+def call_first(hook_name: str, required: bool = True, **kwargs: Any) -> tuple[str | None, Any]:
+    """Call a ``firstresult`` hook through pluggy; return its answer and the name of the plugin
+    that gave it. A ``FeatinvError`` (a clear error the plugin means the user to see) passes
+    unchanged; any other exception becomes a ``PluginError`` naming the plugin it came from. When
+    no implementation answers: a ``PluginError``, or ``(None, None)`` if not ``required``."""
+    hook = getattr(get_plugin_manager().hook, hook_name)
+    for impl in hook.get_hookimpls():  # also those registered on the manager directly
+        if not getattr(impl.function, "__featinv_traced__", False):
+            impl.function = _traced(impl)
+    call = _Call()
+    token = _current_call.set(call)
+    try:
+        result = hook(**kwargs)
+    except FeatinvError:
+        raise
+    except Exception as exc:
+        raise PluginError(f"Plugin '{call.failed or '?'}' failed in {hook_name}: "
+                          f"{_describe_exception(exc)}") from exc
+    finally:
+        _current_call.reset(token)
+    if result is not None:
+        return call.answered, result
+    if not required:
+        return None, None
+    raise PluginError(f"No plugin answered {hook_name}.")

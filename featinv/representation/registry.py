@@ -1,0 +1,89 @@
+"""Look up representations by name: list them, describe them, build their extractors."""
+from __future__ import annotations
+
+import difflib
+import fnmatch
+from typing import Any
+
+import torch
+
+from ..errors import FeatinvError, PluginError, UnknownFeatureError
+from .plugins import call_first, get_state
+from .spec import Extractor, FeatureSpec
+
+
+def list_features(pattern: str = "*") -> list[str]:
+    """Sorted names of the registered representations matching a glob ``pattern`` (names are
+    lower case; so is the pattern taken)."""
+    return sorted(n for n in get_state().features if fnmatch.fnmatchcase(n, pattern.lower()))
+
+
+def get_spec(name: str) -> FeatureSpec:
+    """The ``FeatureSpec`` registered under ``name``, or under ``name.lower()`` (names are lower
+    case, so that match is unique: "HOG" is "hog"); unknown names get a suggestion."""
+    state = get_state()
+    for key in dict.fromkeys((name, name.lower())):
+        if key in state.features:
+            return state.features[key]
+        if key in state.broken_features:
+            raise UnknownFeatureError(state.broken_features[key])
+        resolved = _resolve(key)
+        if resolved is not None:
+            return resolved
+    close = difflib.get_close_matches(name.lower(), list(state.features), n=1, cutoff=0.5)
+    hint = f" Did you mean '{close[0]}'?" if close else ""
+    raise UnknownFeatureError(
+        f"Unknown feature '{name}'.{hint} Run 'featinv list-features' to see them all.")
+
+
+def get_feature(name: str, **params: Any) -> Extractor:
+    """Build the extractor of representation ``name`` with ``params`` over its defaults.
+
+    >>> hog = get_feature("hog")
+    >>> hog(torch.rand(2, 3, 128, 128)).shape
+    torch.Size([2, 31, 16, 16])
+    """
+    spec = get_spec(name)
+    resolved = spec.resolve_params(params)
+    try:
+        module = spec.build(**resolved)
+    except FeatinvError:
+        raise
+    except (ValueError, TypeError, ArithmeticError) as exc:
+        given = spec.changed_params(resolved)
+        if given:  # most likely a value the user passed (sift: cell_size=0)
+            raise FeatinvError(f"Representation '{name}' does not accept {given} ({exc}); "
+                               f"'featinv describe {name}' lists its parameters.") from exc
+        raise PluginError(f"{name} (plugin {spec.plugin}) failed to build: "
+                          f"{type(exc).__name__}: {exc}") from exc
+    except Exception as exc:  # a plugin's bug: name the plugin, keep the cause for --debug
+        raise PluginError(f"{name} (plugin {spec.plugin}) failed to build: "
+                          f"{type(exc).__name__}: {exc}") from exc
+    if not isinstance(module, torch.nn.Module):
+        raise PluginError(f"{name} (plugin {spec.plugin}) built a {type(module).__name__}, "
+                          "not a torch.nn.Module.")
+    return Extractor(spec, resolved, module).eval()
+
+
+def _resolve(name: str) -> FeatureSpec | None:
+    """A spec built on demand by a plugin's ``featinv_resolve_feature`` hook (cached)."""
+    state = get_state()
+    if name in state.resolved:
+        return state.resolved[name]
+    try:
+        plugin, spec = call_first("featinv_resolve_feature", required=False, name=name)
+    except PluginError as exc:  # a plugin's bug
+        raise UnknownFeatureError(str(exc)) from exc
+    except FeatinvError as exc:  # the plugin knows the family and says what is wrong
+        raise UnknownFeatureError(f"Unknown feature '{name}': {exc}") from exc
+    if spec is None:
+        return None
+    if not isinstance(spec, FeatureSpec) or spec.name != name:
+        raise UnknownFeatureError(f"Plugin '{plugin}' resolved '{name}' to "
+                                  f"{getattr(spec, 'name', spec)!r}, not a FeatureSpec named "
+                                  f"'{name}'.")
+    from dataclasses import replace
+
+    spec = replace(spec, plugin=plugin)
+    state.resolved[name] = spec
+    return spec

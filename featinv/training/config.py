@@ -1,0 +1,275 @@
+"""A training run's configuration, as plain data: ``TrainConfig`` (every field with its
+command-line help, from which ``featinv train``'s options are generated), the checks that refuse
+unusable settings before any work, and the learning-rate schedule. Importable without PyTorch.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from ..choices import (CACHE_DTYPES, DATA_STORES, DEFAULT_PRESET, LOSSES, PRECISIONS, PRESETS,
+                      SCHEDULES)
+from ..errors import CheckpointError, FeatinvError
+
+REFERENCE_BATCH = 64  # --lr is the learning rate at this batch size (the paper's)
+MAX_IMAGE_SIZE = 4096  # as featinv.limits.MAX_SIDE (kept here: this module imports nothing heavy)
+
+
+
+
+def option(default, help: str, **cli):
+    """A ``TrainConfig`` field with its command-line help (``featinv train`` is generated from
+    these). ``cli`` may hold ``choices``, ``flag`` (a ``--x/--no-x`` pair), ``name``, ``short``,
+    ``path``, ``hidden``."""
+    if isinstance(default, (dict, list, tuple)):
+        value = default
+        return field(default_factory=lambda: type(value)(value), metadata={"help": help, **cli})
+    return field(default=default, metadata={"help": help, **cli})
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run depends on; stored in the checkpoint."""
+
+    feature: str = field(metadata={"help": "Representation to invert.", "short": "-f"})
+    data: str = field(metadata={"help": "Folder of training images.", "path": True})
+    out: str = field(metadata={"help": "Output folder.", "short": "-o", "path": True})
+    val: str | None = option(None, "Folder of validation images.", path=True)
+    params: dict[str, Any] = option({}, "", hidden=True)  # -p NAME=VALUE, --weights
+    image_size: int | None = option(None, "Training image side (default: the representation's "
+                                    "own, e.g. 227 for AlexNet and SqueezeNet, else 128).")
+    epochs: int = option(10, "Passes over the training images.")
+    batch_size: int = option(64, "Images per step (over all processes).")
+    lr: float = option(1e-3, "Learning rate at batch 64; scaled by sqrt(batch/64) for other "
+                       "batch sizes.")
+    warmup: int | None = option(None, "Linear learning-rate warm-up steps (default: one epoch "
+                                "when --batch-size is above 64, else none).")
+    betas: tuple[float, float] = option((0.9, 0.999), "", hidden=True)
+    schedule: str = option("step", "Learning-rate decay towards the end.", choices=SCHEDULES)
+    preset: str = option(DEFAULT_PRESET, "Decoder preset.", choices=tuple(PRESETS))
+    width: float | None = option(None, "Width multiplier (overrides the preset's).")
+    crop_scale: tuple[float, float] = option((1.0, 1.0), "Smallest random-crop side as a "
+                                             "fraction of the shorter image side.")
+    limit: int | None = option(None, "Use only the first N training images.")
+    val_limit: int | None = option(500, "Use only the first N validation images.")
+    val_every: int = option(0, "Validate every N epochs (and after the last); 0: as often as "
+                            "keeps validation under 5 % of the training time.")
+    device: str = option("auto", "cpu, cuda, cuda:1, ... or auto (CUDA when available).")
+    workers: int = option(2, "Data-loading processes.")
+    data_store: str = option("auto", "Where decoded training images live: memory (RAM, or the "
+                             "GPU when training there), files (decoded each epoch), or auto "
+                             "(memory when they fit --memory-budget).", choices=DATA_STORES)
+    memory_budget: float | None = option(None, "GB of decoded training images that auto keeps "
+                                         "in memory (default: 25 % of RAM, 40 % of free GPU "
+                                         "memory).")
+    threads: int | None = option(None, "CPU threads (default: the cores available, shared "
+                                 "among the processes on this machine).")
+    seed: int = option(0, "Seed of the initial weights, crops and order.")
+    save_every: int = option(0, "Also checkpoint every N steps.")
+    save_minutes: float = option(10.0, "Checkpoint at least every M minutes (and at the end, "
+                                 "and on Ctrl-C / SIGTERM).")
+    log_every: int = option(20, "Read the loss (a device sync) every N steps.")
+    preview: int = option(8, "Validation images shown in each validation PNG.")
+    finetune_encoder: bool = option(False, "Train the representation's parameters too (an "
+                                    "autoencoder, paper section 5.2); saved with the decoder.",
+                                    flag=True)
+    precision: str = option("auto", "Mixed precision for the decoder; auto: bf16 where the CPU "
+                            "or GPU computes it natively, else fp32 (fp16: CUDA only).",
+                            choices=("auto", *PRECISIONS))
+    channels_last: bool | None = option(None, "Channels-last (NHWC) decoder activations "
+                                        "(default: on).", flag=True)
+    compile: bool = option(False, "torch.compile the training step.", flag=True)
+    feature_cache: str | None = option(None, "Folder caching the features of each crop on "
+                                       "disk, for representations slower than reading them "
+                                       "back (SIFT, LBP).", path=True)
+    cache_variants: int = option(4, "With --feature-cache: random crops per image, cycled over "
+                                 "the epochs.")
+    cache_dtype: str = option("float16", "With --feature-cache: how features are stored.",
+                              choices=tuple(CACHE_DTYPES))
+    loss: str = option("pixel", "Loss terms with optional weights: pixel (the paper's eq. 1), "
+                       "feature (distance in a comparator's feature space), adversarial (a "
+                       "discriminator's verdict), e.g. pixel,feature=0.05,adversarial=0.005 "
+                       "(weights default to " + ", ".join(f"{k} {v:g}" for k, v in LOSSES.items())
+                       + ").")
+    comparator: str | None = option(None, "Representation the feature loss compares in "
+                                    "(default: the inverted one, if differentiable), e.g. "
+                                    "squeezenet.fire5.")
+    comparator_weights: str | None = option(None, "Weights of a CNN comparator: a .safetensors/"
+                                            ".npz file, imagenet or random.", path=True)
+    disc_width: float = option(0.25, "Width multiplier of the discriminator (adversarial loss).")
+    disc_lr: float = option(2e-4, "Learning rate of the discriminator (Adam, betas 0.5, 0.999).")
+    disc_conditional: bool = option(False, "The discriminator sees the inverted features too "
+                                    "(grid layouts).", flag=True)
+    init_from: str | None = option(None, "Start from this trained decoder's weights (same "
+                                   "representation, layout, preset and width), e.g. to fine-tune "
+                                   "a pixel-loss decoder with other losses.", path=True)
+    overwrite: bool = option(False, "Replace the run already in --out.", flag=True)
+
+
+# -- configuration ----------------------------------------------------------------------------
+
+def check_config(cfg: TrainConfig) -> None:
+    """Refuse settings that cannot train, before any work starts."""
+    def whole(name: str, value, low: int = 1, high: int | None = None) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or value < low or \
+                (high is not None and value > high):
+            bound = f"from {low} to {high}" if high else f"at least {low}"
+            raise FeatinvError(f"--{name} must be a whole number {bound}, got {value!r}.")
+
+    whole("epochs", cfg.epochs)
+    whole("batch-size", cfg.batch_size, 1, 65536)
+    if cfg.image_size is not None:
+        whole("image-size", cfg.image_size, 8, MAX_IMAGE_SIZE)
+    for name in ("limit", "val-limit"):
+        value = getattr(cfg, name.replace("-", "_"))
+        if value is not None:
+            whole(name, value)
+    for name in ("workers", "save-every", "val-every"):
+        whole(name, getattr(cfg, name.replace("-", "_")), 0)
+    whole("log-every", cfg.log_every)
+    if cfg.warmup is not None:
+        whole("warmup", cfg.warmup, 0)
+    if cfg.threads is not None:
+        whole("threads", cfg.threads)
+    low, high = cfg.crop_scale
+    if not 0 < low <= high <= 1:
+        raise FeatinvError(f"--crop-scale must lie in (0, 1], got {low}.")
+    for name in ("lr", "save_minutes"):
+        value = getattr(cfg, name)
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+            raise FeatinvError(f"--{name.replace('_', '-')} must be a positive number, "
+                               f"got {value!r}.")
+    if cfg.width is not None and not (math.isfinite(cfg.width) and 0 < cfg.width <= 8):
+        raise FeatinvError(f"--width must be a number in (0, 8], got {cfg.width!r}.")
+    if cfg.schedule not in SCHEDULES:
+        raise FeatinvError(f"Unknown --schedule '{cfg.schedule}' ({', '.join(SCHEDULES)}).")
+    if cfg.preset not in PRESETS:
+        raise FeatinvError(f"Unknown --preset '{cfg.preset}' ({', '.join(PRESETS)}).")
+    if cfg.data_store not in DATA_STORES:
+        raise FeatinvError(f"--data-store must be auto, memory or files, got {cfg.data_store!r}.")
+    if cfg.memory_budget is not None and not cfg.memory_budget > 0:
+        raise FeatinvError(f"--memory-budget must be positive, got {cfg.memory_budget!r}.")
+    parse_losses(cfg.loss)
+    for name in ("disc_width", "disc_lr"):
+        value = getattr(cfg, name)
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+            raise FeatinvError(f"--{name.replace('_', '-')} must be a positive number, "
+                               f"got {value!r}.")
+    if cfg.feature_cache and cfg.finetune_encoder:
+        raise FeatinvError("--feature-cache cannot be used with --finetune-encoder: the "
+                           "features change as the encoder trains.")
+    if cfg.cache_variants < 1:
+        raise FeatinvError(f"--cache-variants must be at least 1, got {cfg.cache_variants}.")
+
+
+def effective_lr(cfg: TrainConfig) -> float:
+    """The peak learning rate: ``--lr`` scaled by ``sqrt(batch_size / 64)``, the square-root
+    rule that suits Adam (its step size does not grow with the gradient's magnitude)."""
+    return cfg.lr * math.sqrt(cfg.batch_size / REFERENCE_BATCH)
+
+
+def warmup_steps(cfg: TrainConfig, steps_per_epoch: int) -> int:
+    """Linear warm-up length: ``--warmup``, else one epoch above batch 64 (none at or below)."""
+    if cfg.warmup is not None:
+        return cfg.warmup
+    return steps_per_epoch if cfg.batch_size > REFERENCE_BATCH else 0
+
+
+def lr_at(cfg: TrainConfig, step: int, total: int, warmup: int = 0) -> float:
+    """Learning rate at ``step`` of ``total``: warm-up, then the paper's decay near the end."""
+    peak = effective_lr(cfg)
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    frac = step / max(total, 1)
+    if cfg.schedule == "constant":
+        return peak
+    if cfg.schedule == "cosine":
+        return peak * 0.5 * (1 + math.cos(math.pi * frac))
+    if cfg.schedule == "step":
+        return peak * (1.0 if frac < 0.7 else 0.3 if frac < 0.9 else 0.1)
+    raise FeatinvError(f"Unknown schedule '{cfg.schedule}' (step, cosine, constant).")
+
+
+def parse_losses(text: str) -> dict[str, float]:
+    """``"pixel,feature=0.1"`` -> ``{"pixel": 1.0, "feature": 0.1}`` (defaults from
+    ``featinv.choices.LOSSES``); unknown names or bad weights are a ``FeatinvError``."""
+    weights: dict[str, float] = {}
+    for item in (part.strip() for part in str(text).split(",")):
+        if not item:
+            continue
+        name, _, value = item.partition("=")
+        name = name.strip().lower()
+        if name not in LOSSES:
+            raise FeatinvError(f"Unknown loss '{name}' in --loss (choose from "
+                               f"{', '.join(LOSSES)}; e.g. --loss pixel,feature=0.05).")
+        try:
+            weight = float(value) if value else LOSSES[name]
+        except ValueError:
+            raise FeatinvError(f"--loss {name}={value}: the weight must be a number.") from None
+        if not (math.isfinite(weight) and weight > 0):
+            raise FeatinvError(f"--loss {name}={value}: the weight must be positive.")
+        weights[name] = weight
+    if not weights:
+        raise FeatinvError("--loss names no loss; use e.g. --loss pixel.")
+    return weights
+
+
+def _cpu_has_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX-512 BF16 or AMX); elsewhere bf16 is
+    emulated and measured 8-20x slower than fp32 (AVX2 only)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
+def resolve_defaults(cfg: TrainConfig, device, world) -> TrainConfig:
+    """Fill in ``auto`` settings for this machine (a ``torch.device`` and the ``World`` of
+    ``featinv.training.distributed``): precision, channels_last, threads."""
+    import torch  # only when a run starts: this module imports nothing heavy
+
+    precision = cfg.precision
+    if precision == "auto":
+        if device.type == "cuda":
+            precision = "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+        else:
+            precision = "bf16" if _cpu_has_bf16() else "fp32"
+    threads = cfg.threads
+    if threads is None and device.type == "cpu":
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        threads = max(1, (cores or 1) // world.local_size)
+    return replace(cfg, precision=precision, threads=threads,
+                   channels_last=True if cfg.channels_last is None else cfg.channels_last)
+
+
+def config_json(cfg: TrainConfig) -> dict[str, Any]:
+    return json.loads(json.dumps(asdict(cfg)))
+
+
+def check_resumable(stored: dict[str, Any], cfg: TrainConfig, folder) -> None:
+    """Refuse to resume ``folder``, trained with the JSON config ``stored``, under a ``cfg`` that
+    changes what the saved weights mean (a ``CheckpointError``)."""
+    now = config_json(cfg)
+    if stored.get("width") is None:  # older runs stored the preset's default as null
+        stored = {**stored, "width": PRESETS.get(stored.get("preset"), {}).get("width")}
+    stored = {"loss": "pixel", "disc_conditional": False, **stored}
+    for key in ("feature", "params", "image_size", "preset", "width", "batch_size",
+                "finetune_encoder", "loss", "disc_conditional"):
+        if stored.get(key) != now.get(key):
+            raise CheckpointError(f"Cannot resume {folder}: it was trained with "
+                                  f"{key}={stored.get(key)!r}, this run asks for "
+                                  f"{now.get(key)!r}. Use the same setting, or train into "
+                                  "another --out.")
+
+
+def settings_line(cfg: TrainConfig, device_type: str, warmup: int, where: str) -> str:
+    """The log line naming the settings a run resolved (``where``: where its images live)."""
+    return (f"settings: precision {cfg.precision}, channels_last {cfg.channels_last}, "
+            + (f"{cfg.threads} CPU threads, " if device_type == "cpu" else "")
+            + f"batch {cfg.batch_size}, lr {effective_lr(cfg):.3g}"
+            + (f" after {warmup} warm-up steps" if warmup else "") + f", images {where}")

@@ -1,0 +1,93 @@
+"""A training run's images: where they are kept (memory or loader processes, within a memory
+budget), the validation images, and the checks made on them before any training."""
+from __future__ import annotations
+
+import io
+import os
+import sys
+import time
+from dataclasses import dataclass
+
+import torch
+
+from ..datasets.folders import (EpochBatches, FolderImages, MemoryImages, TrainImages, ValImages,
+                   decoded_bytes, scan_folder, store_side)
+from .distributed import World
+from ..errors import DataError
+from ..progress import Progress
+from .config import TrainConfig
+
+
+@dataclass
+class Data:
+    """The run's images: a training source, its batch sampler and the validation images."""
+
+    source: MemoryImages | FolderImages
+    sampler: EpochBatches
+    n_train: int
+    sizes: list[tuple[int, int]] | None  # (width, height) per stored image, memory source only
+    val: ValImages | None
+    where: str  # how the training images are held, for the log
+
+
+def memory_budget(cfg: TrainConfig, device: torch.device, world: World) -> int:
+    """Bytes of decoded training images ``auto`` keeps in memory (per process)."""
+    if cfg.memory_budget is not None:
+        return int(cfg.memory_budget * 1e9)
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0] * 0.4)
+    ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return int(ram * 0.25) // world.local_size
+
+
+def load_data(cfg: TrainConfig, device: torch.device, world: World, log) -> Data:
+    skipped: list[str] = []
+    sizes: dict = {}
+    train_files = scan_folder(cfg.data, cfg.limit, on_error=skipped.append, sizes=sizes)
+    val = None
+    if cfg.val and world.is_main:
+        val_files = scan_folder(cfg.val, cfg.val_limit, on_error=skipped.append)
+        val = ValImages(val_files, cfg.image_size, on_error=skipped.append,
+                        with_names=bool(cfg.feature_cache))
+        check_validation(val, cfg.val)
+    for message in skipped:
+        log(f"skipping {message}")
+
+    max_short = store_side(cfg.image_size, cfg.crop_scale)
+    images = TrainImages(train_files, max_short, with_names=bool(cfg.feature_cache))
+    sampler = EpochBatches(len(images), cfg.batch_size, cfg.seed, rank=world.rank,
+                           world=world.size)
+    need = decoded_bytes(sizes.values(), max_short)
+    budget = memory_budget(cfg, device, world)
+    in_memory = cfg.data_store == "memory" or (cfg.data_store == "auto" and need <= budget)
+    if not in_memory:
+        source = FolderImages(images, sampler, cfg.workers, pin_memory=device.type == "cuda",
+                              decode_on=device if device.type == "cuda" else None)
+        where = f"read by {cfg.workers} loader processes" if cfg.workers else "read as needed"
+        if device.type == "cuda":
+            where += ", JPEGs decoded on the GPU"
+        if cfg.data_store == "auto":
+            where += f" ({need / 2**20:.0f} MiB decoded, over the {budget / 2**20:.0f} MiB budget)"
+        return Data(source, sampler, len(images), None, val, where)
+    t0 = time.perf_counter()
+    with Progress(len(images), "decoding training images", "img", report_to(world)) as bar:
+        source = MemoryImages(images, device, cfg.workers, progress=bar.update)
+    sizes = [(img.shape[2], img.shape[1]) for img in source.images]
+    where = (f"in {'GPU memory' if device.type == 'cuda' else 'memory (RAM)'} "
+             f"({need / 2**20:.0f} MiB, decoded in {time.perf_counter() - t0:.0f} s)")
+    return Data(source, sampler, len(images), sizes, val, where)
+
+
+def check_validation(val: ValImages, folder: str) -> None:
+    """The normalized error divides by the mean distance between images: it needs two
+    different ones. Checked before training, so no trained epoch is ever lost to it."""
+    distinct = torch.unique(val.images.flatten(1), dim=0).shape[0] if len(val) else 0
+    if distinct < 2:
+        raise DataError(f"Validation folder '{folder}' holds {distinct} distinct readable "
+                        "image(s); the normalized error needs at least 2 different ones. Add "
+                        "images or raise --val-limit.")
+
+
+def report_to(world: World):
+    """Where progress goes: stderr for the main process, nowhere for the others."""
+    return sys.stderr if world.is_main else io.StringIO()

@@ -1,0 +1,399 @@
+"""Training a decoder, in the order a run happens: configuration -> data -> model -> loop -> save.
+
+The decoder minimises the squared Euclidean distance between images and their reconstructions
+(paper eq. 1) with Adam. With ``finetune_encoder`` the representation's own parameters train too
+(the paper's autoencoders, section 5.2) and are saved with the decoder. Features are computed
+inside the step from the (grayscale, if the representation says so) image; the target is always
+the colour image.
+
+Where the pieces live (all in ``featinv.training``): the configuration in ``config``, the images
+in ``data``, one step in ``step``, the losses in ``losses``, the run folder in ``run_folder``;
+this module is the run itself (``Run``: set up, ``fit``, ``save``).
+
+The loop does not wait for the device: the loss is read every ``log_every`` steps. Validation
+runs every ``val_every`` epochs (by default as often as keeps it under 5 % of the training time),
+and the run is checkpointed every ``save_minutes`` (and ``save_every`` steps if set), at the end,
+and when SIGINT or SIGTERM asks it to stop (``--resume`` continues exactly where it stopped). The
+checkpoint files are described in ``featinv.io.checkpoint``.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from ..datasets.feature_cache import FeatureCache
+from ..datasets.folders import ValImages, augment, crop_plan, scan_folder
+from ..decoders.networks import build_decoder
+from ..errors import CheckpointError, FeatinvError, Interrupted, PluginError, printable
+from ..inversion.load import pick_device
+from ..io import checkpoint
+from ..io.images import make_grid
+from ..precision import check_precision
+from ..progress import Progress
+from ..representation.registry import get_feature
+from .config import (TrainConfig, check_config, check_resumable, config_json,  # noqa: F401
+                     effective_lr, lr_at, resolve_defaults, settings_line, warmup_steps)
+from .data import load_data, report_to
+from .distributed import World, barrier, join, leave, mean_over_ranks, world_from_env
+from .losses import Objective, build_objective
+from .run_folder import RunFolder
+from .step import TrainStep, _trainable_encoder, make_optimizer, optimizer_step, validate  # noqa: F401
+
+DECODER_FILE = "decoder.safetensors"
+STATE_FILE = "train_state.safetensors"
+METRICS_FILE = "metrics.jsonl"
+DEFAULT_IMAGE_SIZE = 128
+
+
+def train(cfg: TrainConfig, resume: bool = False, log=print) -> dict[str, Any]:
+    """Train a decoder for ``cfg.feature``; returns the last validation metrics (or the last
+    epoch's record when there is no validation folder).
+
+    Under torchrun every process runs this; rank 0 logs, validates and writes checkpoints.
+    SIGINT/SIGTERM save the run and raise ``Interrupted``.
+    """
+    check_config(cfg)
+    world = world_from_env()
+    try:
+        with Run(cfg, resume, log if world.is_main else (lambda _msg: None), world) as run:
+            return run.fit()
+    finally:
+        leave(world)
+
+
+class Run:
+    """One training run: set up in ``__init__`` (configuration, data, model), trained by
+    ``fit`` (the loop), saved by ``save``. A context manager: it holds the run folder's lock
+    and the signal handlers while it lives."""
+
+    def __init__(self, cfg: TrainConfig, resume: bool, log, world: World):
+        self.log, self.world = log, world
+        self.device = join(world, pick_device(cfg.device))
+        cfg = resolve_defaults(replace(cfg, params=dict(cfg.params)), self.device, world)
+        check_precision(cfg.precision, self.device)
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        self.folder = RunFolder(Path(cfg.out), (DECODER_FILE, STATE_FILE, METRICS_FILE),
+                                active=world.is_main)
+        self.folder.claim(resume=resume, overwrite=cfg.overwrite, state_file=STATE_FILE)
+        self.stop_signal: int | None = None
+        self._old_handlers = {}
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self._old_handlers[signum] = signal.signal(signum, self._on_signal)
+        try:
+            self._setup(cfg, resume)
+        except BaseException:
+            self.__exit__()
+            raise
+
+    def _setup(self, cfg: TrainConfig, resume: bool) -> None:
+        # representation
+        extractor = get_feature(cfg.feature, **cfg.params).to(self.device)
+        extractor.check_finite_input = False  # images come from uint8: finite, and no sync
+        cfg.params = extractor.params
+        cfg.image_size = cfg.image_size or extractor.spec.image_size or DEFAULT_IMAGE_SIZE
+        check_config(cfg)
+        self.extractor, self.layout = extractor, extractor.layout(cfg.image_size, cfg.image_size)
+        self.encoder = _trainable_encoder(extractor) if cfg.finetune_encoder else None
+        self.cache = None
+        if cfg.feature_cache:
+            self.cache = FeatureCache(cfg.feature_cache, extractor, cfg.image_size,
+                                      cfg.cache_dtype, writer=self.world.rank)
+        # data
+        self.data = load_data(cfg, self.device, self.world, self.log)
+        # model (seeded here: loading the data may have drawn random numbers)
+        torch.manual_seed(cfg.seed)
+        decoder = build_decoder(extractor.spec, self.layout, cfg.image_size, cfg.preset,
+                                cfg.width).to(self.device)
+        cfg.width = decoder.config.get("width", cfg.width)
+        self.cfg = cfg
+        self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+        self.decoder = decoder.to(memory_format=self.memory_format)
+        self.trained = list(decoder.parameters()) + (list(self.encoder.parameters())
+                                                     if self.encoder else [])
+        self.opt = make_optimizer(self.trained, cfg, self.device)
+        self.objective = self._objective()
+        self.scaler = (torch.amp.GradScaler(self.device.type) if cfg.precision == "fp16"
+                       else None)
+        self.steps_per_epoch = self.data.sampler.batches_per_epoch()
+        self.total = self.steps_per_epoch * cfg.epochs
+        self.warmup = warmup_steps(cfg, self.steps_per_epoch)
+        self.step, self.history = 0, []
+        if resume and (self.folder.path / STATE_FILE).exists():
+            self._resume()
+            self.log(f"resuming at step {self.step}/{self.total} from "
+                     f"{printable(self.folder.path / STATE_FILE)}")
+        elif cfg.init_from:
+            self._init_from(cfg.init_from)
+        else:
+            self._init_feature_stats()
+        model: nn.Module = TrainStep(extractor, decoder, self.encoder, cfg.precision,
+                                     self.memory_format)
+        if self.world.distributed:
+            model = DistributedDataParallel(model, device_ids=[self.device.index]
+                                            if self.device.type == "cuda" else None)
+        self.model = torch.compile(model) if cfg.compile else model
+        self._log_start()
+
+    def _objective(self) -> Objective | None:
+        """The losses of ``--loss`` (None for the paper's plain pixel loss)."""
+        objective = build_objective(self.cfg, self.layout, self.device, self.world.distributed)
+        self.discriminator = objective.discriminator if objective else None
+        self.disc_opt = objective.disc_opt if objective else None
+        return objective
+
+    def _init_from(self, path: str) -> None:
+        """Start from a trained decoder's weights (``--init-from``)."""
+        from ..inversion.load import load_decoder
+
+        trained = load_decoder(path, device=self.device, feature=self.cfg.feature)
+        if trained.config != self.decoder.config or trained.layout != self.decoder.layout:
+            raise CheckpointError(f"--init-from {path}: that decoder ({trained.config.get('family')}"
+                                  f", width {trained.config.get('width')}, "
+                                  f"{trained.config.get('image_size')} px) differs from the one "
+                                  "this run builds; use the same --preset, --width and "
+                                  "--image-size.")
+        self.decoder.load_state_dict(trained.state_dict())
+        if self.world.is_main:
+            (self.folder.path / METRICS_FILE).unlink(missing_ok=True)
+        self.log(f"starting from the weights of {printable(path)}")
+
+    def _log_start(self) -> None:
+        cfg = self.cfg
+        n_params = sum(p.numel() for p in self.decoder.parameters())
+        self.log(f"training a {cfg.preset} decoder ({n_params / 1e6:.2f} M parameters) for "
+                 f"{cfg.feature} ({self.layout}) at {cfg.image_size} px on {self.data.n_train} "
+                 f"images, {self.device}"
+                 + (f" x {self.world.size} processes" if self.world.distributed else "")
+                 + (", fine-tuning the encoder" if self.encoder else "")
+                 + (f", losses {cfg.loss}" if self.objective is not None else ""))
+        self.log(settings_line(cfg, self.device.type, self.warmup, self.data.where))
+
+    def _init_feature_stats(self) -> None:
+        """Feature statistics from one batch of training images (the first ones, uncropped
+        centres); also the one check that the plugin's features are finite."""
+        n = min(self.data.n_train, max(self.cfg.batch_size, 64))
+        centres = ValImages(scan_folder(self.cfg.data, n), self.cfg.image_size,
+                            on_error=lambda _message: None)
+        with torch.no_grad():
+            x = centres.images.to(self.device).float().div_(255.0)
+            feats = self.extractor(x)
+            if not bool(torch.isfinite(feats).all()):
+                spec = self.extractor.spec
+                raise PluginError(f"{spec.name} (plugin {spec.plugin}) returned NaN or "
+                                  "infinite features for finite training images; fix the "
+                                  "representation before training on it.")
+            self.decoder.set_feature_stats(feats)
+        if self.world.is_main:
+            (self.folder.path / METRICS_FILE).unlink(missing_ok=True)
+
+    def _resume(self) -> None:
+        path = self.folder.path / STATE_FILE
+        meta = checkpoint.read_meta(path, checkpoint.STATE_FORMAT)
+        check_resumable(meta.get("config", {}), self.cfg, self.folder.path)
+        meta = checkpoint.load_train_state(path, self._modules(), self._optimizers())
+        self.step, self.history = int(meta["step"]), list(meta.get("history", []))
+        if self.world.is_main:  # records after the checkpoint belong to lost steps
+            self.folder.write_text(METRICS_FILE, "".join(json.dumps(r) + "\n"
+                                                         for r in self.history))
+
+    # -- the loop -----------------------------------------------------------------------------
+    def fit(self) -> dict[str, Any]:
+        cfg, data = self.cfg, self.data
+        last_save = time.monotonic()
+        trained_since_val, val_seconds = 0.0, None
+        self.decoder.train()  # a fine-tuned encoder stays in eval mode (see _trainable_encoder)
+        if self.stop_signal is not None:  # asked to stop while setting up: nothing to save
+            raise Interrupted(f"Interrupted by {signal.Signals(self.stop_signal).name} before "
+                              "training started; nothing was trained.", self.stop_signal)
+        while self.step < self.total:
+            epoch, start = divmod(self.step, self.steps_per_epoch)
+            data.sampler.set_epoch(epoch, start)
+            draw = epoch % cfg.cache_variants if self.cache is not None else epoch
+            t0, done_before = time.perf_counter(), start
+            running: dict[str, torch.Tensor] = {}
+            since_read, epoch_sums, epoch_steps = 0, {}, 0
+            with Progress(self.steps_per_epoch - start, f"epoch {epoch + 1}/{cfg.epochs}", "step",
+                          report_to(self.world)) as bar:
+                for indices, images, names in data.source.batches(data.sampler):
+                    for group in self.opt.param_groups:
+                        group["lr"] = lr_at(cfg, self.step, self.total, self.warmup)
+                    x, feats = self._batch(indices, images, names, draw)
+                    terms = optimizer_step(self.model, self.opt, x, feats, self.scaler,
+                                           self.objective)
+                    for name, value in terms.items():
+                        running[name] = running[name] + value if name in running else value
+                    self.step, since_read = self.step + 1, since_read + 1
+                    in_epoch = self.step - epoch * self.steps_per_epoch
+                    last = in_epoch == self.steps_per_epoch
+                    if since_read == cfg.log_every or last:
+                        terms_read = self._read_losses(running, since_read)
+                        for name, value in terms_read.items():
+                            epoch_sums[name] = epoch_sums.get(name, 0.0) + value * since_read
+                        epoch_steps += since_read
+                        running = {}
+                        bar.update(since_read, **{k: f"{v:.4f}" for k, v in terms_read.items()})
+                        since_read = 0
+                    if self._should_stop(since_read == 0):
+                        self.save(None)
+                        raise self._interrupted()
+                    if (cfg.save_every and self.step % cfg.save_every == 0) or \
+                            time.monotonic() - last_save > cfg.save_minutes * 60:
+                        if self.step != self.total:  # the final save follows validation
+                            self.save(None)
+                            last_save = time.monotonic()
+            seconds = time.perf_counter() - t0
+            means = {k: v / max(epoch_steps, 1) for k, v in epoch_sums.items()}
+            record = {"epoch": epoch + 1, "step": self.step,
+                      "train_loss": means.get("loss", float("nan")),  # this epoch's mean
+                      **{f"train_{k}": v for k, v in means.items()
+                         if k != "loss" and self.objective is not None},
+                      "images_per_second": (self.steps_per_epoch - done_before)
+                      * cfg.batch_size / seconds, "lr": self.opt.param_groups[0]["lr"]}
+            trained_since_val += seconds
+            if self.cache is not None:
+                self.cache.flush()
+                record["cache_hit_rate"] = self.cache.hits / max(self.cache.hits
+                                                                 + self.cache.misses, 1)
+            if data.val is not None and self._validate_now(epoch, trained_since_val,
+                                                           val_seconds, record):
+                t_val = time.perf_counter()
+                record.update(self._validation(epoch))
+                val_seconds, trained_since_val = time.perf_counter() - t_val, 0.0
+            self.history.append(record)
+            if self.world.is_main:
+                self.folder.append_text(METRICS_FILE, json.dumps(record) + "\n")
+            if self.step == self.total or "val_normalized_error" in record:
+                self.save(record)  # at the end, and with each validation's metrics
+                last_save = time.monotonic()
+            barrier(self.world)  # the others wait for rank 0's validation and checkpoint
+            if self.cache is not None:
+                self.cache.refresh()  # see the features the other processes computed
+        validated = [r for r in self.history if "val_normalized_error" in r]
+        return validated[-1] if validated else (self.history[-1] if self.history else {})
+
+    def _batch(self, indices, images, names, draw: int):
+        """Augmented images ``(B, 3, S, S)`` on the device and, with a cache, their features."""
+        cfg = self.cfg
+        sizes = (self.data.sizes and [self.data.sizes[i] for i in indices]) or \
+            [(img.shape[2], img.shape[1]) for img in images]
+        crops = [crop_plan(cfg.seed, draw, i, w, h, cfg.crop_scale)
+                 for i, (w, h) in zip(indices, sizes)]
+        x = augment(images, crops, cfg.image_size, self.device)
+        if self.cache is None:
+            return x, None
+        keys = [f"{name}@{c.name()}" for name, c in zip(names, crops)]
+        return x, self.cache.features(keys, x, self.extractor)
+
+    def _read_losses(self, sums: dict[str, torch.Tensor], steps: int) -> dict[str, float]:
+        """Each loss term averaged over the last ``steps`` steps and all processes (one device
+        sync)."""
+        means = mean_over_ranks(torch.stack(list(sums.values())) / steps, self.world).tolist()
+        values = dict(zip(sums, means))
+        if not all(math.isfinite(v) for v in values.values()):
+            raise FeatinvError(f"Loss became {values['loss']} at step {self.step} ({values}); "
+                               + self.folder.kept_message() + " Try a lower --lr.")
+        return values
+
+    def _validate_now(self, epoch: int, trained: float, val_seconds: float | None,
+                      record: dict) -> bool:
+        if epoch + 1 == self.cfg.epochs:
+            return True
+        if self.cfg.val_every:
+            return (epoch + 1) % self.cfg.val_every == 0
+        if val_seconds is None:  # not measured yet: forward-only costs about a third of a step
+            val_seconds = len(self.data.val) / (3 * record["images_per_second"])
+            return epoch == 0 or trained >= 19 * val_seconds
+        return trained >= 19 * val_seconds
+
+    def _validation(self, epoch: int) -> dict[str, Any]:
+        metrics, x, y = validate(self.extractor, self.decoder, self.data.val,
+                                 self.cfg.batch_size, self.device, self.cache)
+        self.folder.save_png(make_grid([x[: self.cfg.preview], y[: self.cfg.preview]]),
+                             f"val_epoch{epoch + 1:03d}.png")
+        self.log(f"epoch {epoch + 1}: val normalized error {metrics['normalized_error']:.4f}, "
+                 f"PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.3f}")
+        return {f"val_{k}": v for k, v in metrics.items()}
+
+    # -- stopping and saving ------------------------------------------------------------------
+    def _on_signal(self, signum, _frame) -> None:
+        if self.stop_signal is not None:  # a second signal: stop now, without saving
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+        self.stop_signal = signum
+
+    def _should_stop(self, synced: bool) -> bool:
+        """Whether a signal asked to stop; across processes only at steps where all of them
+        check (those that read the loss), so that they stop at the same step."""
+        if not self.world.distributed:
+            return self.stop_signal is not None
+        if not synced:
+            return False
+        flag = torch.tensor(float(self.stop_signal or 0), device=self.device)
+        return bool(mean_over_ranks(flag, self.world).item() > 0)
+
+    def _interrupted(self) -> Interrupted:
+        signum = self.stop_signal or signal.SIGINT
+        name = signal.Signals(signum).name
+        return Interrupted(f"Interrupted by {name} at step {self.step}/{self.total}; saved "
+                           f"{printable(self.folder.path)}. Continue with the same command and "
+                           "--resume.", signum)
+
+    def save(self, metrics: dict | None) -> None:
+        """Write both checkpoint files (rank 0), refusing to replace good ones with NaNs."""
+        if not self.world.is_main:
+            return
+        if not all(bool(torch.isfinite(p).all()) for p in self.trained):
+            raise FeatinvError(f"The weights became NaN or infinite by step {self.step}; "
+                               + self.folder.kept_message() + " Try a lower --lr.")
+        cfg_json = config_json(self.cfg)
+        validated = [r for r in self.history if "val_normalized_error" in r]
+        meta = checkpoint.decoder_metadata(
+            self.extractor, self.decoder, training=cfg_json,
+            metrics=metrics if metrics and "val_normalized_error" in metrics
+            else (validated[-1] if validated else metrics or None),
+            progress={"step": self.step, "total_steps": self.total,
+                      "world_size": self.world.size})
+        state = {"step": self.step, "history": self.history, "config": cfg_json}
+        self.folder.write(
+            lambda: (checkpoint.save_decoder(self.decoder, self.folder.path / DECODER_FILE, meta,
+                                             self.encoder),
+                     checkpoint.save_train_state(self.folder.path / STATE_FILE, self._modules(),
+                                                 self._optimizers(), state)),
+            f"at step {self.step}")
+
+    def _modules(self) -> dict[str, nn.Module]:
+        """What the training state holds weights of, by tensor prefix."""
+        modules = {"decoder": self.decoder}
+        if self.encoder is not None:
+            modules["encoder"] = self.encoder
+        if getattr(self, "discriminator", None) is not None:
+            modules["discriminator"] = getattr(self.discriminator, "module", self.discriminator)
+        return modules
+
+    def _optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        optimizers = {checkpoint.OPTIMIZER_PREFIX: self.opt}
+        if getattr(self, "disc_opt", None) is not None:
+            optimizers["disc_opt."] = self.disc_opt
+        return optimizers
+
+    def __enter__(self) -> "Run":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for signum, handler in self._old_handlers.items():
+            signal.signal(signum, handler)
+        self._old_handlers = {}
+        self.folder.release()
