@@ -18,7 +18,7 @@ from typing import Any
 
 from .errors import (CheckpointError, DataError, FeatinvError, ImageError, Interrupted,  # noqa: F401
                      PluginError, ShapeError, UnknownFeatureError)
-from .representation.hookspecs import hookimpl  # noqa: F401
+from .representation.hookspecs import ShippedDecoder, hookimpl  # noqa: F401
 from .representation.layout import CellGrid, ComputedGrid, FixedVector, GridLayout, VectorLayout  # noqa: F401
 from .version import __version__  # noqa: F401 (written in featinv/version.py)
 
@@ -32,7 +32,8 @@ _LAZY = {"get_feature": "representation.registry", "get_spec": "representation.r
 
 __all__ = ["CellGrid", "CheckpointError", "ComputedGrid", "DataError", "FeatinvError",
            "FixedVector", "GridLayout", "ImageError", "PluginError", "ShapeError",
-           "UnknownFeatureError", "VectorLayout", "__version__", "hookimpl", *_LAZY]
+           "ShippedDecoder", "UnknownFeatureError", "VectorLayout", "__version__", "hookimpl",
+           *_LAZY]
 
 
 def __getattr__(name: str) -> Any:

@@ -28,6 +28,28 @@ def test_own_network_layers_are_features(tinynet):
     testing.check_all("tinynet.block2")
 
 
+def test_own_network_plugin_uses_only_the_public_modules():
+    """It imports featinv's root and the public CNN helpers, and only their public names."""
+    import ast
+
+    from featinv.features import cnn
+
+    tree = ast.parse(EXAMPLE.read_text(encoding="utf-8"))
+    used = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                used.setdefault(alias.name, set())
+        elif isinstance(node, ast.ImportFrom):
+            used.setdefault(node.module, set()).update(alias.name for alias in node.names)
+    ours = {m: names for m, names in used.items() if m.split(".")[0] == "featinv"}
+    assert set(ours) == {"featinv", "featinv.features.cnn"}
+    assert ours["featinv.features.cnn"] <= set(cnn.__all__)
+    attributes = {node.attr for node in ast.walk(tree) if isinstance(node, ast.Attribute)
+                  and isinstance(node.value, ast.Name) and node.value.id == "featinv"}
+    assert attributes and attributes <= set(featinv.__all__)
+
+
 def test_results_script_measures_shipped_decoders(shared_dir, tmp_path):
     """examples/results.py on 8 val photos: metrics for each decoder, baselines, figures."""
     import json

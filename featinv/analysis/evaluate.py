@@ -113,10 +113,12 @@ def evaluate(data: str | Path, feature: str | None = None, checkpoint: str | Pat
              progress: Callable[[int, float], None] | None = None,
              precision: str = "fp32", comparator: str | None = "auto",
              comparator_params: dict[str, Any] | None = None,
-             perceptual_weights: str | Path | None = None) -> dict[str, Any]:
+             perceptual_weights: str | Path | None = None,
+             decoder: str | None = None) -> dict[str, Any]:
     """Normalized error, PSNR and SSIM of reconstructions of the images below ``data``.
 
-    ``method``: ``"decoder"`` (``checkpoint``, or ``feature``'s shipped decoder) or
+    ``method``: ``"decoder"`` (``checkpoint``, or ``feature``'s shipped decoder: the default
+    one, or the one named ``decoder``, e.g. ``"realistic"``) or
     ``"optimize"`` (the optimisation baseline for ``feature``, configured by ``optimize``).
     Each image is centre-cropped to a square and resized to ``image_size`` (default: the
     decoder's training size; 128 for the baseline; ``"native"``: the photos' own shorter side,
@@ -133,7 +135,8 @@ def evaluate(data: str | Path, feature: str | None = None, checkpoint: str | Pat
     check_count(batch_size, "--batch-size")
     if image_size is not None and image_size != NATIVE:
         check_side(image_size, "--image-size")
-    inverter = make_method(method, feature, checkpoint, device, optimize, progress, precision)
+    inverter = make_method(method, feature, checkpoint, device, optimize, progress, precision,
+                           decoder)
     dev = inverter.device
     judge = resolve_comparator(comparator, comparator_params, inverter.extractor, dev)
     probe = probe_for(perceptual_weights, dev)

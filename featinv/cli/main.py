@@ -131,7 +131,8 @@ def demo_cmd(train_data, out, feature, epochs, limit, device) -> None:
 @cli.command("zoo")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def zoo_cmd(as_json: bool) -> None:
-    """List the decoders shipped with featinv (used when no --checkpoint is given)."""
+    """List the decoders shipped with featinv and its plugins (used when no --checkpoint is
+    given; pick one with --feature NAME and, for one other than the default, --decoder)."""
     from ..representation.listing import zoo
 
     entries = zoo(_shipped)
@@ -141,19 +142,22 @@ def zoo_cmd(as_json: bool) -> None:
     if not entries:
         click.echo("No decoders are shipped with this installation.")
         return
-    header = ("feature", "MB", "decoder", "params", "size", "val error", "PSNR", "SSIM")
+    header = ("feature", "MB", "decoder", "network", "params", "size", "val error", "PSNR",
+              "SSIM", "plugin", "description")
     rows = [header]
     for e in entries:
         if "error" in e:
             _echo_error(e["error"])
             continue
-        rows.append((e["feature"], f"{e['megabytes']:.1f}", f"{e['preset']} x{e['width']:g}",
+        rows.append((e["feature"], f"{e['megabytes']:.1f}", e.get("decoder") or "default",
+                     f"{e['preset']} x{e['width']:g}",
                      f"{(e['parameters'] or 0) / 1e6:.2f} M", f"{e['image_size']} px",
                      _fmt(e["val_normalized_error"], ".3f"), _fmt(e["val_psnr"], ".2f"),
-                     _fmt(e["val_ssim"], ".3f")))
+                     _fmt(e["val_ssim"], ".3f"), e.get("plugin") or "-",
+                     e.get("description") or ""))
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     for r in rows:
-        click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+        click.echo(printable("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()))
 
 
 def _shipped() -> list[dict]:

@@ -28,3 +28,8 @@ class _SideOrNative(click.ParamType):
 
 
 SIDE_OR_NATIVE = _SideOrNative()
+
+decoder_option = click.option(
+    "--decoder", "decoder_name", metavar="VARIANT",
+    help="Which of the decoders shipped for --feature to use ('featinv zoo' lists them), e.g. "
+         "realistic; default: the one named default.")

@@ -1,9 +1,16 @@
-"""What CNN representations share: input conventions, weights, truncated networks, layouts.
+"""Helpers for CNN representations: input conventions, weights, truncated networks, layouts.
+
+**Public and stable**: this is the module plugin authors use for their own networks (with the
+``featinv`` root; ``examples/own_network_plugin.py`` imports nothing else from featinv). The
+names in ``__all__`` keep their meaning and signatures across minor versions (new optional
+arguments may be added); anything else here is internal. The built-in AlexNet, SqueezeNet and
+timm layers are written with the same helpers.
 
 A CNN representation is "the output of layer L of network N": the network cut after L's last
-processing step, behind the preprocessing its weights expect. The modules alexnet.py,
-squeezenet.py and timm_stages.py each describe their networks with these pieces; this module
-knows none of them by name.
+processing step, behind the preprocessing its weights expect:
+``LayerNet(Preprocess(convention), body)`` maps ``(B, 3, H, W)`` RGB in [0, 1] to float32
+``(B, C, h, w)`` (or ``(B, C)``), and ``layer_layout`` (a shape-only pass on the meta device) or
+``window_layout`` (the conv/pool arithmetic) declares ``C x h x w`` for every ``H x W``.
 
 Weights (the ``weights`` parameter every CNN representation takes):
 
@@ -91,9 +98,11 @@ def _last(out: torch.Tensor | list | tuple) -> torch.Tensor:
 
 
 class LayerNet(nn.Module):
-    """Preprocessing, then a network cut after one layer; returns float32 features.
+    """Preprocessing, then a network cut after one layer: ``(B, 3, H, W)`` RGB in [0, 1] ->
+    float32 ``(B, C, h, w)`` or ``(B, C)``.
 
-    ``body`` maps the preprocessed batch to ``(B, C, h, w)`` or ``(B, C)``. Its parameters are
+    ``body`` maps the preprocessed batch to ``(B, C, h, w)`` or ``(B, C)`` (or a list of them,
+    whose last is used, like timm's ``features_only`` models). Its parameters are
     the encoder's: frozen while a decoder trains, trained jointly with ``--finetune-encoder``.
     """
 
@@ -107,7 +116,8 @@ class LayerNet(nn.Module):
 
 
 def read_weight_file(path: str | Path) -> dict[str, torch.Tensor]:
-    """A state dict from ``.safetensors`` or ``.npz`` (``allow_pickle=False``)."""
+    """A state dict (name -> tensor) from ``.safetensors`` or ``.npz`` (``allow_pickle=False``);
+    anything else, pickles included, is a ``FeatinvError``."""
     path = Path(path)
     if not path.is_file():
         raise FeatinvError(f"weights file {path} does not exist.")
@@ -128,7 +138,9 @@ def read_weight_file(path: str | Path) -> dict[str, torch.Tensor]:
 
 def load_weights(net: nn.Module, weights: str, pretrained: Callable[[], dict[str, Any]] | None,
                  what: str) -> nn.Module:
-    """Put ``weights`` (``"imagenet"``, ``"random"`` or a file path) into ``net``.
+    """Put ``weights`` (``"imagenet"``, ``"random"`` or a file path) into ``net``; return it.
+
+    ``what`` names the network in errors. A file must hold ``net``'s state-dict keys exactly.
 
     ``pretrained()`` returns the library's state dict (downloading or reading its cache) and may
     raise anything; that becomes one clear error saying how to supply the weights.
@@ -221,12 +233,16 @@ def _run_on_meta(net: nn.Module, height: int, width: int) -> Layout:
 
 
 def layer_layout(build_meta: Callable[[], nn.Module], formula: str,
-                 cache: dict[tuple[int, int], Layout]) -> ComputedGrid:
+                 cache: dict[tuple[int, int], Layout] | None = None) -> ComputedGrid:
     """The layout rule of a network layer, from a shape-only (meta device) forward pass.
 
-    ``build_meta()`` builds the cut network (no weights needed). The smallest accepted side is
-    found by bisection on first use, so that too small images get the usual clear error.
+    ``build_meta()`` builds the cut network (no weights needed) mapping ``(1, 3, H, W)`` to
+    ``(1, C, h, w)`` (a ``GridLayout``) or ``(1, C)`` (a ``VectorLayout``); ``formula`` is the
+    text ``describe`` shows; ``cache`` (by ``(H, W)``) may be shared between rules of one layer.
+    The smallest accepted side is found by bisection on first use, so that too small images
+    get the usual clear error.
     """
+    cache = {} if cache is None else cache
 
     nets: list[nn.Module] = []
 

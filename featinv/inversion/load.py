@@ -28,9 +28,9 @@ from ..io.images import (check_image_tensor, check_side, load_image, pil_to_tens
 from ..limits import DEFAULT_MAX_SIDE, MAX_SIDE
 from ..representation.layout import CellGrid, layout_from_json
 from ..representation.registry import get_feature, get_spec
+from ..representation.plugins import shipped_decoder, shipped_decoders
 from ..representation.spec import Extractor
-
-ZOO_DIR = Path(__file__).parent.parent / "zoo"
+from .zoo import ZOO_DIR  # noqa: F401 (public here too)
 
 
 def pick_device(device: str | torch.device | None = None) -> torch.device:
@@ -58,34 +58,42 @@ def pick_device(device: str | torch.device | None = None) -> torch.device:
     return dev
 
 
-def shipped_decoder_path(name: str) -> Path | None:
-    path = ZOO_DIR / f"{name}.safetensors"
-    return path if path.is_file() else None
+def shipped_decoder_path(name: str, decoder: str | None = None) -> Path | None:
+    """The file of decoder ``decoder`` (default: ``"default"``) shipped for ``name``, if any."""
+    try:
+        return shipped_decoder(name, decoder).file
+    except FeatinvError:
+        return None
 
 
-def _resolve_checkpoint(name_or_checkpoint: str | Path) -> Path:
+def _resolve_checkpoint(name_or_checkpoint: str | Path, decoder: str | None = None) -> Path:
     text = str(name_or_checkpoint)
     path = Path(text)
     if path.is_dir() and (path / "decoder.safetensors").is_file():  # a training run's folder
-        return path / "decoder.safetensors"
+        path = path / "decoder.safetensors"
     if path.suffix == ".safetensors" or path.exists() or "/" in text or "\\" in text:
+        if decoder is not None:
+            raise FeatinvError(f"decoder={decoder!r} (--decoder) picks one of the decoders "
+                               f"shipped for a representation; {printable(text)} is a file.")
         return path
+    if decoder is None:  # NAME.VARIANT, as the built-in zoo names its files
+        by_key = {e.key: e for e in shipped_decoders().entries.values()}
+        if text.lower() in by_key:
+            return by_key[text.lower()].file
     text = get_spec(text).name  # unknown names fail here, with a suggestion; "HOG" is "hog"
-    shipped = shipped_decoder_path(text)
-    if shipped is None:
-        raise CheckpointError(f"No shipped decoder for '{text}' yet. Train one with 'featinv "
-                              f"train --feature {text} ...' and pass --checkpoint.")
-    return shipped
+    return shipped_decoder(text, decoder).file
 
 
 def load_decoder(name_or_checkpoint: str | Path, device: str | torch.device | None = "cpu",
-                 feature: str | None = None) -> Decoder:
+                 feature: str | None = None, decoder: str | None = None) -> Decoder:
     """A trained decoder (eval mode) from a checkpoint path or a representation name.
 
+    For a name, ``decoder`` picks one of the decoders shipped for it (``featinv zoo``; default
+    ``"default"``); ``"hog.realistic"`` names the same as ``"hog", decoder="realistic"``.
     ``decoder.meta`` holds the checkpoint's metadata. With ``feature``, a checkpoint trained for
     another representation is refused.
     """
-    path = _resolve_checkpoint(name_or_checkpoint)
+    path = _resolve_checkpoint(name_or_checkpoint, decoder)
     tensors, meta = checkpoint.load(path)
     try:
         name = meta["feature"]["name"]
@@ -303,12 +311,13 @@ def default_size(decoder: Decoder) -> int | None:
 
 def invert(images: Sequence | Iterable, feature: str | None = None,
            checkpoint: str | Path | None = None, device: str | None = None,
-           size: int | None = None, max_side: int | None = DEFAULT_MAX_SIDE
-           ) -> list[torch.Tensor]:
+           size: int | None = None, max_side: int | None = DEFAULT_MAX_SIDE,
+           decoder: str | None = None) -> list[torch.Tensor]:
     """Reconstruct each image from its features with a trained decoder.
 
     ``images``: paths, PIL images or ``(3, H, W)`` tensors in [0, 1]. ``checkpoint`` (a path)
-    or ``feature`` (a name with a shipped decoder) selects the decoder. Each image is resized so
+    or ``feature`` (a name with a shipped decoder; ``decoder`` picks one of several, e.g.
+    ``"realistic"``) selects the decoder. Each image is resized so
     its shorter side is ``size`` (default: its own size for grid layouts such as HOG, SIFT, LBP
     and CNN conv layers; the decoder's training size for vector layouts), then shrunk so its
     longer side is at most ``max_side`` (None: no cap). Returns one ``(3, H', W')`` tensor per
@@ -320,8 +329,9 @@ def invert(images: Sequence | Iterable, feature: str | None = None,
         check_side(size, "size")
     if max_side is not None:
         check_side(max_side, "max_side")
-    decoder = load_decoder(checkpoint or feature, device=pick_device(device), feature=feature)
-    extractor = extractor_for(decoder)
-    size = size or default_size(decoder)
-    return [reconstruct(extractor, decoder, prepare(img, size, max_side)[None])[0].cpu()
+    net = load_decoder(checkpoint or feature, device=pick_device(device), feature=feature,
+                       decoder=decoder)
+    extractor = extractor_for(net)
+    size = size or default_size(net)
+    return [reconstruct(extractor, net, prepare(img, size, max_side)[None])[0].cpu()
             for img in images]

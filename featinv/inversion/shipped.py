@@ -1,4 +1,5 @@
-"""Decoders that ship inside the package (``featinv/zoo/<feature>.safetensors``).
+"""Shipped decoders: those of the package (``featinv/zoo``, the built-in plugin
+``featinv.zoo``) and of plugins, all through the ``featinv_shipped_decoders`` hook.
 
 ``pack`` turns a training checkpoint into a file fit for shipping or sharing: weights stored in
 float16 (half the size; they are cast back to float32 on load), the training history and the
@@ -14,7 +15,7 @@ from typing import Any
 
 from ..io import checkpoint
 from ..errors import CheckpointError, printable
-from .load import ZOO_DIR, load_decoder
+from .load import load_decoder
 
 MAX_SHIPPED_BYTES = 8 * 1024 * 1024  # the largest decoder file the package ships
 
@@ -90,11 +91,30 @@ def describe(path: str | Path) -> dict[str, Any]:
 
 
 def shipped() -> list[dict[str, Any]]:
-    """One ``describe`` entry per decoder shipped with the package, by feature name."""
-    out = []
-    for path in sorted(ZOO_DIR.glob("*.safetensors")):
+    """One ``describe`` entry per decoder the plugins ship (``featinv_shipped_decoders``; the
+    built-in zoo is the plugin ``featinv.zoo``), by feature and decoder name, each with its
+    ``decoder`` name, ``plugin`` and ``description``. A file that cannot be described, a
+    ``(feature, decoder)`` shipped twice and a plugin whose hook failed are entries with an
+    ``error`` (listed after the others)."""
+    from ..representation.plugins import shipped_decoders
+
+    found = shipped_decoders()
+    out, bad = [], []
+    for (feature, decoder), entry in sorted(found.entries.items()):
+        info = {"decoder": decoder, "plugin": entry.plugin, "description": entry.description}
         try:
-            out.append(describe(path))
-        except CheckpointError as exc:  # a damaged install: say so, list the rest
-            out.append({"feature": path.stem, "file": str(path), "error": str(exc)})
-    return out
+            described = describe(entry.file)
+            if described["feature"] != feature:
+                raise CheckpointError(f"{printable(entry.file)} is a decoder for "
+                                      f"'{described['feature']}', shipped as one for '{feature}'.")
+            out.append({**described, "feature": feature, **info})
+        except (CheckpointError, KeyError, TypeError, OSError) as exc:  # a damaged install
+            message = str(exc) if isinstance(exc, CheckpointError) else \
+                f"{printable(entry.file)}: not a featinv decoder ({type(exc).__name__}: {exc})"
+            bad.append({"feature": feature, "file": str(entry.file), **info, "error": message})
+    for (feature, decoder), message in sorted(found.broken.items()):
+        bad.append({"feature": feature, "decoder": decoder, "plugin": None, "error": message})
+    for plugin, message in found.problems.items():
+        bad.append({"feature": "", "decoder": "", "plugin": plugin,
+                    "error": f"plugin '{plugin}': {message}"})
+    return out + bad

@@ -7,10 +7,53 @@ This module is a leaf: it imports nothing heavy.
 """
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
 import pluggy
 
 hookspec = pluggy.HookspecMarker("featinv")
 hookimpl = pluggy.HookimplMarker("featinv")
+
+DEFAULT_DECODER = "default"
+_DECODER_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
+
+
+@dataclass(frozen=True)
+class ShippedDecoder:
+    """One decoder a plugin ships (an entry of ``featinv_shipped_decoders``).
+
+    ``feature``: the representation it inverts; ``file``: its ``.safetensors`` file (written by
+    ``featinv pack``); ``decoder``: its name among the decoders of ``feature`` (``"default"``
+    is the one ``invert -f NAME`` uses without ``--decoder``; others such as ``"realistic"`` are
+    chosen with ``--decoder``: lower-case letters, digits, ``_`` and ``-``); ``description``:
+    one line for ``featinv zoo``. ``plugin`` is filled in by featinv.
+    """
+
+    feature: str
+    file: Path
+    decoder: str = DEFAULT_DECODER
+    description: str = ""
+    plugin: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.feature, str) or not self.feature:
+            raise ValueError(f"ShippedDecoder.feature must be a representation name, got "
+                             f"{self.feature!r}")
+        if not isinstance(self.decoder, str) or not _DECODER_NAME.fullmatch(self.decoder):
+            raise ValueError(f"ShippedDecoder.decoder must be lower-case letters, digits, '_' "
+                             f"or '-', got {self.decoder!r}")
+        if not isinstance(self.description, str) or "\n" in self.description:
+            raise ValueError("ShippedDecoder.description must be one line of text")
+        object.__setattr__(self, "feature", self.feature.lower())
+        object.__setattr__(self, "file", Path(self.file))
+
+    @property
+    def key(self) -> str:
+        """``NAME`` for the default decoder, ``NAME.VARIANT`` for the others (as in
+        ``--init-from`` and the file names of the built-in zoo)."""
+        return self.feature if self.decoder == DEFAULT_DECODER else f"{self.feature}.{self.decoder}"
 
 
 @hookspec
@@ -37,4 +80,16 @@ def featinv_resolve_feature(name):
     For families too large to list, e.g. ``timm.<model>.stage<i>`` for every timm model: the
     plugin registers a representative few with ``featinv_register_features`` and builds the rest
     on demand here. The spec's ``name`` must equal ``name``.
+    """
+
+
+@hookspec
+def featinv_shipped_decoders():
+    """Return a list of ``ShippedDecoder`` entries: the decoders this plugin ships.
+
+    Every implementation is asked (not ``firstresult``); ``featinv zoo`` lists them all and
+    ``invert -f NAME [--decoder VARIANT]`` finds them. The built-in zoo (``featinv/zoo``) is an
+    implementation like any other. The same ``(feature, decoder)`` shipped by two plugins is an
+    error naming both. Called once per session, when plugins are listed or a shipped decoder is
+    looked up: keep it cheap (list files, read no more than their headers, download nothing).
     """

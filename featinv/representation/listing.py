@@ -1,7 +1,8 @@
 """What ``featinv list-features``, ``describe`` and ``zoo`` show, cached so that they load no
 plugin (and no PyTorch) while nothing they depend on has changed.
 
-The cache is two JSON files, ``listing.json`` and ``zoo.json``, in ``$FEATINV_CACHE_DIR`` (else
+The cache is two JSON files, ``listing.json`` and ``zoo.json`` (which also records the size and
+time of every decoder file it lists and of their folders), in ``$FEATINV_CACHE_DIR`` (else
 ``$XDG_CACHE_HOME/featinv`` or ``~/.cache/featinv``; ``FEATINV_CACHE_DIR=`` turns it off). They
 are keyed by a fingerprint of what the output depends on: Python, the installed packages (the
 site-packages folders change whenever one is installed, upgraded or removed), the files of
@@ -214,16 +215,33 @@ def describe(name: str, image_size: int, params: dict[str, Any] | None = None) -
     return get_spec(name).to_json(image_size, params=params)
 
 
+def _zoo_stamps(entries: list[dict]) -> list:
+    """Size and time of each listed decoder file and of the folders holding them: a plugin that
+    ships every file of a folder gains a decoder when a file is added there, which the
+    fingerprint (the plugin's module and package files) may not see."""
+    files = sorted({e["file"] for e in entries if isinstance(e.get("file"), str)})
+    folders = sorted({str(Path(f).parent) for f in files})
+    return [_stamp(Path(p)) for p in files + folders]
+
+
+def _valid_zoo(data: dict) -> bool:
+    entries = data.get("entries")
+    return isinstance(entries, list) and isinstance(data.get("stamps"), list) and all(
+        isinstance(e, dict) and isinstance(e.get("feature"), str)
+        and isinstance(e.get("decoder"), str) for e in entries)
+
+
 def zoo(compute: Callable[[], list[dict]]) -> list[dict]:
     """``featinv zoo``'s entries: the shipped decoders' metadata, as ``compute`` lists them
-    (``featinv.inversion.shipped.shipped``, handed in: that layer sits above this one), cached."""
+    (``featinv.inversion.shipped.shipped``, handed in: that layer sits above this one), cached
+    under the fingerprint and the stamps of the listed files and their folders."""
     path = cache_path("zoo.json")
     if path is None or _in_process_plugins():
         return compute()
     key = fingerprint()
-    data = _read(path, key, lambda d: isinstance(d.get("entries"), list) and all(
-        isinstance(e, dict) and isinstance(e.get("feature"), str) for e in d["entries"]))
-    if data is None:
-        data = {"format": FORMAT, "key": key, "entries": compute()}
+    data = _read(path, key, _valid_zoo)
+    if data is None or data["stamps"] != json.loads(json.dumps(_zoo_stamps(data["entries"]))):
+        entries = compute()
+        data = {"format": FORMAT, "key": key, "entries": entries, "stamps": _zoo_stamps(entries)}
         _write(path, data)
     return data["entries"]

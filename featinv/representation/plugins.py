@@ -22,7 +22,8 @@ from typing import Any
 import pluggy
 
 from . import hookspecs
-from ..errors import FeatinvError, PluginError
+from ..errors import CheckpointError, FeatinvError, PluginError
+from .hookspecs import DEFAULT_DECODER, ShippedDecoder
 from .spec import FeatureSpec
 
 ENTRY_POINT_GROUP = "featinv"
@@ -41,8 +42,12 @@ BUILTIN_PLUGINS = (
     "featinv.features.squeezenet",
     "featinv.features.timm_stages",
 )
+# the decoders shipped in featinv/zoo, through the same ``featinv_shipped_decoders`` hook as
+# a plugin's own
+BUILTIN_ZOO = "featinv.zoo"
 # built-in plugins that register no representation: plugin name -> module
-BUILTIN_HOOK_PLUGINS = {GENERIC_BUILDER: "featinv.decoders.builder"}
+BUILTIN_HOOK_PLUGINS = {GENERIC_BUILDER: "featinv.decoders.builder",
+                        BUILTIN_ZOO: "featinv.inversion.zoo"}
 
 
 @dataclass
@@ -71,6 +76,17 @@ class PluginState:
     broken_features: dict[str, str]
     # specs built on demand through featinv_resolve_feature, by name
     resolved: dict[str, FeatureSpec] = field(default_factory=dict)
+    shipped: ShippedDecoders | None = None  # collected on first use
+
+
+@dataclass
+class ShippedDecoders:
+    """What ``featinv_shipped_decoders`` gave: the decoders by ``(feature, decoder)``, the pairs
+    shipped by more than one plugin (with the error to raise) and the plugins whose hook failed."""
+
+    entries: dict[tuple[str, str], ShippedDecoder]
+    broken: dict[tuple[str, str], str]
+    problems: dict[str, str]
 
 
 _lock = threading.RLock()
@@ -158,6 +174,71 @@ def _collect_features(pm, infos) -> tuple[dict[str, FeatureSpec], dict[str, str]
     return features, broken
 
 
+def _note(info: PluginInfo, error: str) -> None:
+    info.error = error if not info.error else f"{info.error}; {error}"
+
+
+def _collect_shipped(pm, infos) -> ShippedDecoders:
+    from dataclasses import replace
+
+    out = ShippedDecoders({}, {}, {})
+    owners: dict[tuple[str, str], list[str]] = {}
+    for impl in pm.hook.featinv_shipped_decoders.get_hookimpls():
+        name = impl.plugin_name
+        info = infos.get(name) or infos.setdefault(name, PluginInfo(name, "registered"))
+        try:
+            entries = list(impl.function())
+            bad = [e for e in entries if not isinstance(e, ShippedDecoder)]
+            if bad:
+                raise PluginError(f"returned a {type(bad[0]).__name__}, not a ShippedDecoder")
+        except Exception as exc:
+            out.problems[name] = f"error in featinv_shipped_decoders: {_describe_exception(exc)}"
+            _note(info, out.problems[name])
+            continue
+        for entry in entries:
+            key = (entry.feature, entry.decoder)
+            owners.setdefault(key, []).append(name)
+            out.entries.setdefault(key, replace(entry, plugin=name))
+    for (feature, decoder), plugins in owners.items():
+        if len(plugins) > 1:
+            out.entries.pop((feature, decoder), None)
+            out.broken[feature, decoder] = (
+                f"Decoder '{decoder}' of '{feature}' is shipped by more than one plugin: "
+                f"{', '.join(repr(p) for p in plugins)}. Uninstall one, or restrict plugins "
+                f"with {ENV_LOAD_PLUGINS}.")
+            for p in dict.fromkeys(plugins):
+                _note(infos[p], f"ships decoder '{decoder}' of '{feature}', as does " + (
+                    ", ".join(repr(o) for o in plugins if o != p) or "itself, twice"))
+    return out
+
+
+def shipped_decoders() -> ShippedDecoders:
+    """Every decoder the plugins ship (``featinv_shipped_decoders``), collected once."""
+    state = get_state()
+    with _lock:
+        if state.shipped is None:
+            state.shipped = _collect_shipped(state.pm, state.plugins)
+        return state.shipped
+
+
+def shipped_decoder(feature: str, decoder: str | None = None) -> ShippedDecoder:
+    """The decoder named ``decoder`` (``"default"`` when None) shipped for ``feature``; a
+    one-line ``FeatinvError`` listing the decoders that exist for ``feature`` otherwise."""
+    found, decoder = shipped_decoders(), decoder or DEFAULT_DECODER
+    if (feature, decoder) in found.broken:
+        raise PluginError(found.broken[feature, decoder])
+    if (feature, decoder) in found.entries:
+        return found.entries[feature, decoder]
+    others = sorted(d for f, d in found.entries if f == feature)
+    failed = "".join(f" (plugin '{p}' failed: {e})" for p, e in found.problems.items())
+    if others:
+        raise CheckpointError(f"No decoder '{decoder}' is shipped for '{feature}'; its decoders "
+                              f"are: {', '.join(others)}.{failed}")
+    what = "No shipped decoder" if decoder == DEFAULT_DECODER else f"No decoder '{decoder}'"
+    raise CheckpointError(f"{what} for '{feature}' yet. Train one with 'featinv train "
+                          f"--feature {feature} ...' and pass --checkpoint.{failed}")
+
+
 def _with_plugin(spec: FeatureSpec, plugin: str) -> FeatureSpec:
     from dataclasses import replace
 
@@ -205,6 +286,8 @@ def reset() -> None:
 
 
 def plugin_infos() -> list[PluginInfo]:
+    """Every plugin, with what it registered and its problems (shipped decoders included)."""
+    shipped_decoders()  # a failing featinv_shipped_decoders is a problem of its plugin too
     return list(get_state().plugins.values())
 
 

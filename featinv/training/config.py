@@ -106,7 +106,10 @@ class TrainConfig:
                                     "(grid layouts).", flag=True)
     init_from: str | None = option(None, "Start from this trained decoder's weights (same "
                                    "representation, layout, preset and width), e.g. to fine-tune "
-                                   "a pixel-loss decoder with other losses.", path=True)
+                                   "a pixel-loss decoder with other losses: a checkpoint file, a "
+                                   "training folder, or a shipped decoder ('featinv zoo'): NAME "
+                                   "for the default one, NAME.VARIANT for another, e.g. hog or "
+                                   "hog.realistic.", path=True)
     overwrite: bool = option(False, "Replace the run already in --out.", flag=True)
 
 

@@ -155,7 +155,7 @@ class Run:
         return objective
 
     def _init_from(self, path: str) -> None:
-        """Start from a trained decoder's weights (``--init-from``)."""
+        """Start from a trained decoder's weights (``--init-from``: file, folder, NAME[.VARIANT])."""
         from ..inversion.load import load_decoder
 
         trained = load_decoder(path, device=self.device, feature=self.cfg.feature)
