@@ -5,7 +5,8 @@ perturbed features, with the ImageNet-trained SqueezeNet weights of ../shared.
 
 For each layer it trains a decoder (``featinv train``, resumable: an interrupted run picks up
 where it stopped), optionally an autoencoder (``--autoencoder``: the encoder fine-tuned too),
-then measures the normalized error on val photos under each perturbation of section 5.4. Writes
+then measures the normalized error on val photos under each perturbation of section 5.4
+(``featinv.analysis.figures.perturbation_study``, as ``featinv analyze perturb``). Writes
 ``fig7.json`` and ``images/fig7_squeezenet.png`` (the chart) and
 ``images/fig7_reconstructions.png`` (one photo reconstructed from every layer). The defaults fit
 a 2-core CPU (96 px, 4,000 photos, 3 epochs per layer: about 2 hours); the paper used AlexNet at
@@ -17,13 +18,10 @@ import argparse
 import json
 from pathlib import Path
 
-import torch
-
-from featinv.analysis.analyses import perturbation_errors
 from featinv.analysis.evaluate import load_square_images
-from featinv.io.images import make_grid, save_png
-from featinv.inversion.load import extractor_for, load_decoder, reconstruct
+from featinv.analysis.figures import perturbation_study, reconstruction_strip
 from featinv.analysis.plots import perturbation_chart
+from featinv.io.images import save_png
 from featinv.training.loop import TrainConfig, train
 
 LAYERS = ("conv1", "fire3", "fire5", "fire7", "fire9", "conv10", "pool10")
@@ -61,29 +59,21 @@ def main() -> None:
     layers = args.layers.split(",")
 
     x = load_square_images(Path(args.data) / "val", args.image_size, args.val_limit)[0]
-    rows, auto, pictures = [], [], [x[:1]]
-    for layer in layers:
-        path = train_layer(layer, args, finetune=False)
-        decoder = load_decoder(path)
-        extractor = extractor_for(decoder)
-        errors = perturbation_errors(extractor, decoder, x)
-        rows.append({"layer": f"squeezenet.{layer}", "decoder": str(path), "errors": errors})
-        pictures.append(reconstruct(extractor, decoder, x[:1]).cpu())
-        print(layer, json.dumps({k: round(v, 4) for k, v in errors.items()}), flush=True)
-        if args.autoencoder:
-            path = train_layer(layer, args, finetune=True)
-            decoder = load_decoder(path)
-            err = perturbation_errors(extractor_for(decoder), decoder, x, ["none"])["none"]
-            auto.append({"layer": f"squeezenet.{layer}", "decoder": str(path), "error": err})
+    decoders = [train_layer(layer, args, finetune=False) for layer in layers]
+    autoencoders = [train_layer(layer, args, finetune=True) for layer in layers
+                    if args.autoencoder]
+    study = perturbation_study(decoders, x, autoencoders=autoencoders, on_layer=lambda row: print(
+        row["layer"].split(".")[-1], json.dumps({k: round(v, 4) for k, v in row["errors"].items()}),
+        flush=True))
     result = {"network": "SqueezeNet 1.0 (Deep Compression Caffe weights)",
               "image_size": args.image_size, "train_photos": args.limit,
-              "epochs_per_layer": args.epochs, "n_images": len(x), "layers": rows,
-              "autoencoder": auto}
+              "epochs_per_layer": args.epochs, "n_images": len(x), "layers": study["layers"],
+              "autoencoder": study["autoencoder"]}
     out = Path(args.out)
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "fig7.json").write_text(json.dumps(result, indent=2) + "\n")
     perturbation_chart(result, out / "images" / "fig7_squeezenet.png")
-    save_png(make_grid([torch.cat(pictures)]), out / "images" / "fig7_reconstructions.png")
+    save_png(reconstruction_strip(decoders, x[0]), out / "images" / "fig7_reconstructions.png")
     print(out / "fig7.json")
 
 

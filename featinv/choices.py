@@ -30,3 +30,10 @@ DATA_STORES = ("auto", "memory", "files")  # where decoded training images live
 CACHE_DTYPES = ("float16", "float32")  # how the feature cache stores features
 # training loss terms and their default weights (featinv.training.losses)
 LOSSES = {"pixel": 1.0, "feature": 0.05, "adversarial": 0.005}
+# how ``invert``/``evaluate`` invert (featinv.inversion.methods)
+METHODS = ("decoder", "optimize")
+# feature perturbations of the paper's section 5.4 (featinv.analysis.perturb), "none" first
+PERTURBATIONS = ("none", "binarize", "dropout", "drop-least", "dropout+binarize",
+                 "drop-least+binarize")
+# how ``analyze sample`` draws random features (featinv.analysis.analyses.FeatureSampler)
+SAMPLERS = ("histogram", "gaussian")

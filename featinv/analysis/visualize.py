@@ -18,7 +18,7 @@ import torch
 from ..errors import ShapeError
 from ..features.drawing import below, beside, display_scale, resize_nearest, upscale
 
-__all__ = ["show_features", "generic_view", "heat_colours", "pca_rgb"]
+__all__ = ["show_features", "feature_picture", "generic_view", "heat_colours", "pca_rgb"]
 
 
 def heat_colours(values: np.ndarray) -> np.ndarray:
@@ -117,3 +117,24 @@ def show_features(extractor: Any, image: torch.Tensor) -> np.ndarray:
     if not np.issubdtype(picture.dtype, np.number) or not np.isfinite(picture).all():
         raise ShapeError(f"{where} returned non-finite or non-numeric values")
     return np.clip(picture.astype(np.float32), 0.0, 1.0)
+
+
+def feature_picture(extractor: Any, image, size: int | None = None,
+                    name: str | None = None) -> torch.Tensor:
+    """``featinv show-features``: the picture of ``extractor``'s features of the image file (or
+    ``skimage:NAME``) ``image``, its shorter side first resized to ``size`` (None: as is), as a
+    ``(3, H, W)`` tensor for ``save_png``. An image below the representation's smallest side is a
+    ``FeatinvError`` that suggests a ``--size`` (``name``: the representation as the user wrote
+    it; default ``extractor.name``)."""
+    from ..errors import FeatinvError, printable
+    from ..io.images import open_rgb, pil_to_tensor, resize_shorter_side
+
+    img = open_rgb(image)
+    if size:
+        img = resize_shorter_side(img, size, printable(image))
+    smallest = extractor.rule.smallest_side
+    if min(img.size) < smallest:
+        raise FeatinvError(f"{printable(image)}: {img.width}x{img.height} px is too small for "
+                           f"'{name or extractor.name}', which needs at least {smallest} px on "
+                           f"each side; pass --size {smallest} or more.")
+    return torch.from_numpy(show_features(extractor, pil_to_tensor(img))).permute(2, 0, 1)

@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from .options import POSITIVE, device_option
+from ..choices import PERTURBATIONS, SAMPLERS
 from ..errors import printable
 
 MAX_PICTURES = 256  # images one strip or grid of analyze may hold
@@ -19,14 +20,9 @@ overwrite_option = click.option("--overwrite", is_flag=True, help="Replace outpu
 
 
 def _load(source: str, device: str):
-    from ..inversion.load import extractor_for, load_decoder, pick_device
+    from ..analysis.figures import load_pair
 
-    decoder = load_decoder(source, device=pick_device(device))
-    return extractor_for(decoder).to(pick_device(device)), decoder
-
-
-def _size(decoder) -> int:
-    return decoder.config["image_size"]
+    return load_pair(source, device)
 
 
 def _write_json(data: dict, path: Path) -> Path:
@@ -57,7 +53,7 @@ def analyze() -> None:
 @click.argument("decoders", nargs=-1, required=True)
 @click.option("--data", required=True, type=click.Path(), help="Folder of test images.")
 @click.option("--limit", type=POSITIVE, default=100, show_default=True, help="Images used.")
-@click.option("--perturbation", "-p", "names", multiple=True,
+@click.option("--perturbation", "-p", "names", multiple=True, type=click.Choice(PERTURBATIONS),
               help="Perturbation(s) to apply (default: all). See featinv.analysis.perturb.")
 @click.option("--autoencoder", "-a", multiple=True, type=click.Path(),
               help="Decoders trained with --finetune-encoder (one per layer, in order); their "
@@ -69,39 +65,20 @@ def analyze() -> None:
 @device_option
 def perturb_cmd(decoders, data, limit, names, autoencoder, seed, out, overwrite, device) -> None:
     """Reconstruction error per DECODER (one per layer) under each feature perturbation."""
-    from ..analysis.analyses import perturbation_errors
-    from ..analysis.evaluate import load_square_images
+    from ..analysis.figures import perturbation_study
     from ..analysis.plots import perturbation_chart
 
     folder = Path(out)
     _check_outputs([folder / "perturb.json", folder / "perturb.png"], [*decoders, *autoencoder],
                    overwrite, data)
-    images: dict[int, object] = {}
 
-    def images_at(size: int):
-        """The test photos at one decoder size, read once per size."""
-        if size not in images:
-            images[size] = load_square_images(
-                data, size, limit, lambda m: click.echo(f"Error: {printable(m)}", err=True))[0]
-        return images[size]
+    def echo_row(row: dict) -> None:
+        click.echo(f"{printable(row['layer'])}: "
+                   + ", ".join(f"{k} {v:.3f}" for k, v in row["errors"].items()))
 
-    rows = []
-    for source in decoders:
-        extractor, decoder = _load(source, device)
-        errors = perturbation_errors(extractor, decoder, images_at(_size(decoder)),
-                                     list(names) or None, seed)
-        rows.append({"layer": decoder.meta["feature"]["name"], "decoder": source,
-                     "errors": errors})
-        click.echo(f"{printable(rows[-1]['layer'])}: "
-                   + ", ".join(f"{k} {v:.3f}" for k, v in errors.items()))
-    auto = []
-    for source in autoencoder:
-        extractor, decoder = _load(source, device)
-        err = perturbation_errors(extractor, decoder, images_at(_size(decoder)), ["none"],
-                                  seed)["none"]
-        auto.append({"layer": decoder.meta["feature"]["name"], "decoder": source, "error": err})
-    result = {"data": str(data), "n_images": len(next(iter(images.values()))), "seed": seed,
-              "layers": rows, "autoencoder": auto}
+    result = perturbation_study(decoders, data, limit, names, seed, autoencoder, device,
+                                on_error=lambda m: click.echo(f"Error: {printable(m)}", err=True),
+                                on_layer=echo_row)
     _echo_path(_write_json(result, folder / "perturb.json"))
     _echo_path(perturbation_chart(result, folder / "perturb.png"))
 
@@ -116,16 +93,13 @@ def perturb_cmd(decoders, data, limit, names, autoencoder, seed, out, overwrite,
 @device_option
 def interpolate_cmd(decoder, image_a, image_b, steps, out, overwrite, device) -> None:
     """Decode features interpolated between IMAGE_A and IMAGE_B: a strip A | steps | B."""
-    import torch
-
-    from ..analysis.analyses import interpolate
-    from ..io.images import load_square, make_grid, save_png
+    from ..analysis.figures import interpolation_strip
+    from ..io.images import load_square, save_png
 
     _check_outputs([out], [decoder, image_a, image_b], overwrite)
     extractor, dec = _load(decoder, device)
-    a, b = (load_square(p, _size(dec)) for p in (image_a, image_b))
-    strip = interpolate(extractor, dec, a, b, steps).cpu()
-    _echo_path(save_png(make_grid([torch.cat([a[None], strip, b[None]])]), Path(out)))
+    a, b = (load_square(p, dec.config["image_size"]) for p in (image_a, image_b))
+    _echo_path(save_png(interpolation_strip(extractor, dec, a, b, steps), Path(out)))
 
 
 @analyze.command("sample")
@@ -133,7 +107,7 @@ def interpolate_cmd(decoder, image_a, image_b, steps, out, overwrite, device) ->
 @click.option("--data", required=True, type=click.Path(),
               help="Images whose features the sampler imitates.")
 @click.option("--limit", type=POSITIVE, default=256, show_default=True)
-@click.option("--method", type=click.Choice(["histogram", "gaussian"]), default="histogram",
+@click.option("--method", type=click.Choice(SAMPLERS), default="histogram",
               show_default=True, help="Per-dimension histograms, or one truncated Gaussian.")
 @click.option("--n", "count", type=PICTURES, default=8, show_default=True, help="Samples drawn.")
 @click.option("--contrast", type=float, default=2.0, show_default=True,
@@ -145,21 +119,13 @@ def interpolate_cmd(decoder, image_a, image_b, steps, out, overwrite, device) ->
 def sample_cmd(decoder, data, limit, method, count, contrast, seed, out, overwrite,
                device) -> None:
     """Images decoded from random feature vectors."""
-    import torch
-
-    from ..analysis.analyses import FeatureSampler
-    from ..analysis.evaluate import load_square_images
-    from ..io.images import make_grid, save_png
-    from ..inversion.load import decode, encode
+    from ..analysis.figures import sampled_images
+    from ..io.images import save_png
 
     _check_outputs([out], [decoder], overwrite, data)
     extractor, dec = _load(decoder, device)
-    x, _ = load_square_images(data, _size(dec), limit)
-    feats = torch.cat([encode(extractor, dec, x[i:i + 32]).cpu() for i in range(0, len(x), 32)])
-    sampler = FeatureSampler(feats)
-    draw = sampler.histogram if method == "histogram" else sampler.gaussian
-    images = decode(dec, draw(count, contrast, seed)).cpu()
-    _echo_path(save_png(make_grid([images]), Path(out)))
+    picture = sampled_images(extractor, dec, data, limit, method, count, contrast, seed)
+    _echo_path(save_png(picture, Path(out)))
 
 
 @analyze.command("topk")
@@ -173,12 +139,8 @@ def sample_cmd(decoder, data, limit, method, count, contrast, seed, out, overwri
 @device_option
 def topk_cmd(decoder, images, k, out, overwrite, device) -> None:
     """Reconstruct from all class scores, only the top K, and all but the top K."""
-    import torch
-
-    from ..analysis.analyses import TOPK_VARIANTS, topk_variants
-    from ..io.images import load_square, make_grid, save_png
-    from ..inversion.load import decode, encode
-    from ..analysis.metrics import reconstruction_distances
+    from ..analysis.figures import topk_strip
+    from ..io.images import load_square, save_png
     from ..io.outputs import plan_inputs
 
     folder = Path(out)
@@ -189,13 +151,9 @@ def topk_cmd(decoder, images, k, out, overwrite, device) -> None:
     extractor, dec = _load(decoder, device)
     rows = {}
     for path in targets:
-        x = load_square(path, _size(dec))[None]
-        variants = topk_variants(encode(extractor, dec, x), k)
-        recon = {name: decode(dec, f).cpu() for name, f in variants.items()}
-        strip = torch.cat([x] + [recon[name] for name in TOPK_VARIANTS])
-        _echo_path(save_png(make_grid([strip]), targets[path]))
-        rows[str(path)] = {name: float(reconstruction_distances(x, recon[name])[0])
-                           for name in TOPK_VARIANTS}
+        strip, rows[str(path)] = topk_strip(extractor, dec,
+                                            load_square(path, dec.config["image_size"]), k)
+        _echo_path(save_png(strip, targets[path]))
     _write_json({"k": k, "decoder": decoder, "distance": rows}, folder / "topk.json")
 
 
@@ -209,16 +167,12 @@ def topk_cmd(decoder, images, k, out, overwrite, device) -> None:
 @device_option
 def unit_cmd(decoder, units, value, out, overwrite, device) -> None:
     """Images generated from one active unit, all others zero (one per --unit)."""
-    import torch
-
-    from ..analysis.analyses import unit_features
-    from ..io.images import make_grid, save_png
-    from ..inversion.load import decode
+    from ..analysis.figures import unit_images
+    from ..io.images import save_png
 
     if len(units) > MAX_PICTURES:
         raise click.UsageError(f"at most {MAX_PICTURES} --unit options, got {len(units)}.")
     _check_outputs([out], [decoder], overwrite)
     _, dec = _load(decoder, device)
-    feats = torch.cat([unit_features(dec, u, value) for u in units])
-    _echo_path(save_png(make_grid([decode(dec, feats).cpu()]), Path(out)))
+    _echo_path(save_png(unit_images(dec, units, value), Path(out)))
 

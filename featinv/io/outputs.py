@@ -89,6 +89,19 @@ def unique_labels(labels: Sequence[str]) -> list[str]:
     return out
 
 
+def output_paths(inputs: Sequence[Input], labels: Sequence[str], out: str | Path
+                 ) -> dict[tuple[Path, str], Path]:
+    """Where each ``(input, label)`` picture goes: ``OUT/<stem>.<label>.png``, or ``out`` itself
+    when it names one ``.png`` file, which is refused for more than one picture."""
+    single_file = str(out).lower().endswith(".png")
+    count = len(inputs) * len(labels)
+    if single_file and count > 1:
+        raise FeatinvError(f"-o {printable(out)} names one PNG, but {count} pictures will be "
+                           "written; pass a folder instead (or --side-by-side).")
+    return {(item.path, label): Path(out) if single_file else
+            Path(out) / f"{item.stem}.{label}.png" for item in inputs for label in labels}
+
+
 def check_targets(targets: Sequence[str | Path], inputs: Iterable[str | Path] = (),
                   overwrite: bool = False) -> None:
     """Refuse, with one line, outputs that would replace an input (even with ``overwrite``), a

@@ -1,0 +1,81 @@
+"""Invert files with one or more methods and write the pictures: what ``featinv invert`` does.
+
+``invert_files`` plans every output first (``featinv.io.outputs``: one name per input and
+method, never onto an input or, without ``overwrite``, an existing file), then inverts each
+image with each method and writes one PNG per method, or with ``side_by_side`` one PNG per image
+holding input | reconstruction(s).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import torch
+
+from ..errors import FeatinvError, ImageError
+from ..io.images import check_side, make_grid, save_png
+from ..io.outputs import check_targets, output_paths, plan_inputs, unique_labels
+from ..limits import DEFAULT_MAX_SIDE
+from .load import prepare
+from .methods import Method
+
+
+@dataclass
+class InvertReport:
+    """What ``invert_files`` did: the PNGs ``written`` (in order), the inputs that ``failed``
+    with their errors, and how many inputs there were."""
+
+    written: list[Path] = field(default_factory=list)
+    failed: list[tuple[Path, Exception]] = field(default_factory=list)
+    n_inputs: int = 0
+
+
+def output_labels(methods: Sequence[Method], side_by_side: bool = False) -> list[str]:
+    """The label in each output name: the methods' labels, repeats numbered (two ``hog``
+    checkpoints: ``hog``, ``hog-2``), or side by side one label joining them (``hog-lbp``)."""
+    names = unique_labels([m.label for m in methods])
+    return ["-".join(names)] if side_by_side else names
+
+
+def invert_files(images: Iterable[str | Path], methods: Sequence[Method], out: str | Path = ".",
+                 size: int | None = None, max_side: int | None = DEFAULT_MAX_SIDE,
+                 side_by_side: bool = False, overwrite: bool = False,
+                 protect: Iterable[str | Path] = (),
+                 on_written: Callable[[Path], None] | None = None,
+                 on_error: Callable[[Exception, Path], None] | None = None) -> InvertReport:
+    """Reconstruct each of ``images`` (files, folders, ``skimage:NAME``) with each method.
+
+    ``size``: the shorter side to work at (default: each image's own when a method allows it,
+    else the first method's training size); ``max_side`` shrinks larger images. ``out``: a
+    folder (``<stem>.<label>.png``) or, for one picture, a ``.png`` path. ``protect``: more
+    files that are never written over (the checkpoints). An image that cannot be read or
+    inverted is reported through ``on_error(exc, path)`` and skipped; every other problem is a
+    ``FeatinvError`` before any work.
+    """
+    if not methods:
+        raise FeatinvError("Nothing to invert with: pass at least one method.")
+    if size is None and not any(m.any_size for m in methods):  # else: each image's own size
+        size = check_side(methods[0].image_size)
+    inputs = plan_inputs(images)
+    labels = output_labels(methods, side_by_side)
+    targets = output_paths(inputs, labels, out)
+    check_targets(list(targets.values()), [item.path for item in inputs] + list(protect),
+                  overwrite)
+    report = InvertReport(n_inputs=len(inputs))
+    for item in inputs:
+        try:
+            x = prepare(item.path, size, max_side)
+            ys = [m.run(x[None])[0].cpu() for m in methods]
+        except (ImageError, FeatinvError) as exc:
+            report.failed.append((item.path, exc))
+            if on_error is not None:
+                on_error(exc, item.path)
+            continue
+        pictures = [make_grid([torch.stack([x, *ys])])] if side_by_side else ys
+        for picture, label in zip(pictures, labels):
+            path = save_png(picture, targets[item.path, label])
+            report.written.append(path)
+            if on_written is not None:
+                on_written(path)
+    return report
