@@ -3,13 +3,13 @@ that compute features, reconstruct images or pack decoders (the group is in ``fe
 from __future__ import annotations
 
 import functools
-from pathlib import Path
 
 import click
 
 from .common import echo_error as _echo_error, echo_json as _echo_json, feature_params
 from .compare import echo_metrics, realism_options
-from .options import POSITIVE, SIDE, SIDE_OR_NATIVE, device_option
+from .options import POSITIVE, SIDE, SIDE_OR_NATIVE, decoder_option, device_option
+from ..choices import METHODS, PRECISIONS
 from ..errors import FeatinvError, printable
 from ..limits import DEFAULT_MAX_SIDE
 
@@ -32,7 +32,7 @@ def method_options(command):
         return command(*args, optimize=cfg, **kwargs)
 
     options = [
-        click.option("--method", type=click.Choice(["decoder", "optimize"]), default="decoder",
+        click.option("--method", type=click.Choice(METHODS), default="decoder",
                      show_default=True, help="decoder: a trained decoder, one forward pass; "
                      "optimize: the optimisation baseline (Mahendran & Vedaldi), no training, "
                      "differentiable representations only."),
@@ -44,7 +44,7 @@ def method_options(command):
                      help="optimize: weight of the total-variation prior."),
         click.option("--lambda-alpha", type=float, default=defaults.lambda_alpha,
                      show_default=True, help="optimize: weight of the alpha-norm prior."),
-        click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32",
+        click.option("--precision", type=click.Choice(PRECISIONS), default="fp32",
                      show_default=True, help="decoder: run it in mixed precision (bf16: 2-3x "
                      "faster on CPUs with AVX-512 BF16; fp16: CUDA only)."),
     ]
@@ -108,6 +108,7 @@ def extract_cmd(images, feature, params, out, size, crop, overwrite, device) -> 
               "several side by side.")
 @click.option("--checkpoint", "-c", multiple=True, type=click.Path(),
               help="Decoder checkpoint (.safetensors); may be repeated.")
+@decoder_option
 @click.option("--out", "-o", default=".", show_default=True, type=click.Path(),
               help="Output folder (or a .png file for a single image).")
 @click.option("--size", type=SIDE, help="Shorter image side to work at (default: the image's "
@@ -120,80 +121,34 @@ def extract_cmd(images, feature, params, out, size, crop, overwrite, device) -> 
 @overwrite_option
 @method_options
 @device_option
-def invert_cmd(images, feature, checkpoint, out, size, max_side, side_by_side, overwrite, method,
-               optimize, precision, device) -> int:
+def invert_cmd(images, feature, checkpoint, decoder_name, out, size, max_side, side_by_side,
+               overwrite, method, optimize, precision, device) -> int:
     """Reconstruct each image from its features; writes PNGs.
 
     IMAGES are files, folders, or skimage:NAME for a photo bundled with scikit-image
     (skimage:astronaut, skimage:coffee, ...).
     """
-    import torch
-
-    from ..errors import ImageError
-    from ..io.images import check_side, make_grid, save_png
-    from ..inversion.load import pick_device, prepare
-    from ..inversion.methods import decoder_method, optimize_method
-    from ..io.outputs import check_targets, plan_inputs, unique_labels
+    from ..inversion.batch import invert_files
+    from ..inversion.load import pick_device
+    from ..inversion.methods import make_methods
 
     features = [name for item in feature for name in item.split(",") if name]
-    dev = pick_device(device)
-    if method == "optimize":
-        if checkpoint or not features:
-            raise FeatinvError("--method optimize takes --feature NAME and no --checkpoint "
-                               "(it inverts by gradient descent, with no decoder).")
-        if precision != "fp32":
-            raise FeatinvError("--precision applies to decoders; the optimisation baseline runs "
-                               "in fp32.")
-        inverters = [optimize_method(name, cfg=optimize, device=dev,
-                                     progress=_optimize_progress(optimize, name))
-                     for name in features]
-    else:
-        if not features and not checkpoint:
-            raise FeatinvError("Pass --feature NAME (shipped decoder) or --checkpoint FILE.")
-        if checkpoint and features and len(features) != len(checkpoint):
-            raise FeatinvError(f"{len(features)} --feature names for {len(checkpoint)} "
-                               "--checkpoint files: give one name per checkpoint, or none.")
-        sources = list(checkpoint) or features
-        inverters = [decoder_method(src, features[i] if features else None, dev, precision)
-                     for i, src in enumerate(sources)]
-    names = unique_labels([m.label for m in inverters])  # two hog checkpoints: hog, hog-2
-    if size is None and not any(m.any_size for m in inverters):  # else: each image's own size
-        size = check_side(inverters[0].image_size)
-    inputs = plan_inputs(images)
-    labels = ["-".join(names)] if side_by_side else names
-    single_file = out.lower().endswith(".png")
-    if single_file and len(inputs) * len(labels) > 1:
-        raise FeatinvError(f"-o {printable(out)} names one PNG, but {len(inputs) * len(labels)} "
-                           "pictures will be written; pass a folder instead (or --side-by-side).")
-    targets = {(item.path, label): Path(out) if single_file else
-               Path(out) / f"{item.stem}.{label}.png" for item in inputs for label in labels}
-    check_targets(list(targets.values()), [item.path for item in inputs] + list(checkpoint),
-                  overwrite)
-    failures = 0
-    for item in inputs:
-        path = item.path
-        try:
-            x = prepare(path, size, max_side)
-            ys = [m.run(x[None])[0].cpu() for m in inverters]
-        except (ImageError, FeatinvError) as exc:
-            failures += 1
-            _echo_error(exc, path)
-            continue
-        if side_by_side:
-            pictures = [make_grid([torch.stack([x, *ys])])]
-        else:
-            pictures = ys
-        for picture, label in zip(pictures, labels):
-            click.echo(printable(save_png(picture, targets[path, label])))
-    if failures:
-        click.echo(f"{failures} of {len(inputs)} images failed.", err=True)
-    return 1 if failures else 0
+    inverters = make_methods(method, features, checkpoint, pick_device(device), optimize,
+                             functools.partial(_optimize_progress, optimize), precision,
+                             decoder_name)
+    report = invert_files(images, inverters, out, size, max_side, side_by_side, overwrite,
+                          protect=checkpoint, on_written=lambda p: click.echo(printable(p)),
+                          on_error=lambda exc, path: _echo_error(exc, path))
+    if report.failed:
+        click.echo(f"{len(report.failed)} of {report.n_inputs} images failed.", err=True)
+    return 1 if report.failed else 0
 
 
 @click.command("evaluate")
 @click.option("--feature", "-f", help="Representation (uses its shipped decoder without --checkpoint).")
 @click.option("--data", required=True, type=click.Path(), help="Folder of test images.")
 @click.option("--checkpoint", "-c", type=click.Path(), help="Decoder checkpoint (.safetensors).")
+@decoder_option
 @click.option("--image-size", type=SIDE_OR_NATIVE, help="Side of the centre squares the test "
               "images are cropped and resized to (default: the decoder's training size); "
               "native: each photo's own shorter side, not resized (all must share it).")
@@ -203,15 +158,13 @@ def invert_cmd(images, feature, checkpoint, out, size, max_side, side_by_side, o
 @method_options
 @realism_options("auto", None)
 @device_option
-def evaluate_cmd(feature, data, checkpoint, image_size, limit, batch_size, as_json, method,
-                 optimize, precision, comparator, comparator_params, perceptual_weights,
-                 device) -> int:
+def evaluate_cmd(feature, data, checkpoint, decoder_name, image_size, limit, batch_size,
+                 as_json, method, optimize, precision, comparator, comparator_params,
+                 perceptual_weights, device) -> int:
     """Normalized reconstruction error, PSNR, SSIM (and feature error, perceptual distance,
     class agreement) over a folder of images."""
     from ..analysis.evaluate import evaluate
 
-    if method == "optimize" and checkpoint:
-        raise FeatinvError("--method optimize reads no --checkpoint; pass --feature NAME.")
     result = evaluate(data, feature=feature, checkpoint=checkpoint, image_size=image_size,
                       limit=limit, batch_size=batch_size, device=device,
                       on_error=_echo_error,
@@ -219,7 +172,7 @@ def evaluate_cmd(feature, data, checkpoint, image_size, limit, batch_size, as_js
                       progress=_optimize_progress(optimize, feature) if method == "optimize"
                       else None, precision=precision, comparator=comparator,
                       comparator_params=comparator_params,
-                      perceptual_weights=perceptual_weights)
+                      perceptual_weights=perceptual_weights, decoder=decoder_name)
     if as_json:
         _echo_json(result)
     else:
@@ -257,25 +210,15 @@ def pack_cmd(source, out, recipe, full, unlimited, overwrite) -> None:
 @overwrite_option
 def show_features_cmd(image, feature, params, out, size, overwrite) -> None:
     """Draw what FEATURE sees in IMAGE, beside or on the image; writes a PNG."""
-    import torch
-
-    from ..io.images import open_rgb, pil_to_tensor, resize_shorter_side, save_png
+    from ..analysis.visualize import feature_picture
+    from ..io.images import save_png
     from ..io.outputs import check_targets
     from ..representation.registry import get_feature
-    from ..analysis.visualize import show_features
 
     if not out.lower().endswith(".png"):
         raise FeatinvError(f"-o {printable(out)}: the picture is written as PNG; give a path "
                            "ending in .png.")
     check_targets([out], [image], overwrite)
     extractor = get_feature(feature, **params)
-    img = open_rgb(image)
-    if size:
-        img = resize_shorter_side(img, size, printable(image))
-    smallest = extractor.rule.smallest_side
-    if min(img.size) < smallest:
-        raise FeatinvError(f"{printable(image)}: {img.width}x{img.height} px is too small for "
-                           f"'{feature}', which needs at least {smallest} px on each side; pass "
-                           f"--size {smallest} or more.")
-    picture = torch.from_numpy(show_features(extractor, pil_to_tensor(img))).permute(2, 0, 1)
+    picture = feature_picture(extractor, image, size, feature)
     click.echo(printable(save_png(picture, out)))

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 
+from ..choices import METHODS
 from ..errors import FeatinvError
 from ..representation.extract import check_finite
 from .load import (decode, encode, extractor_for, fit_sides, load_decoder, pad_images,
@@ -20,8 +21,10 @@ from .optimize import OptimizeConfig, check_differentiable, invert_by_optimizati
 from ..precision import autocast, check_precision
 from ..representation.registry import get_feature
 
-METHODS = ("decoder", "optimize")
 DEFAULT_OPTIMIZE_SIZE = 128
+# the user's mistakes in choosing a method, raised here once (the CLI prints them as they are)
+NEED_SOURCE = "Pass --feature NAME (shipped decoder) or --checkpoint FILE."
+FP32_ONLY = "--precision applies to decoders; the optimisation baseline runs in fp32."
 
 
 @dataclass
@@ -52,19 +55,24 @@ class Method:
 
     @property
     def label(self) -> str:
-        return self.feature if self.name == "decoder" else f"{self.feature}.{self.name}"
+        if self.name != "decoder":
+            return f"{self.feature}.{self.name}"
+        variant = self.info.get("decoder")  # a shipped decoder other than the default
+        return self.feature if variant in (None, "default") else f"{self.feature}.{variant}"
 
 
 def decoder_method(source: str | Path, feature: str | None = None,
-                   device: str | torch.device | None = None, precision: str = "fp32") -> Method:
-    """A decoder from a checkpoint path or a representation name (its shipped decoder).
+                   device: str | torch.device | None = None, precision: str = "fp32",
+                   decoder_name: str | None = None) -> Method:
+    """A decoder from a checkpoint path or a representation name (its shipped decoder;
+    ``decoder_name`` picks another of those shipped for it, e.g. ``"realistic"``).
 
     ``precision="bf16"`` (or ``"fp16"`` on CUDA) runs the decoder under autocast with
     channels-last activations: 2-3x faster on CPUs with AVX-512 BF16, outputs within about 1/200.
     """
     dev = pick_device(device)
     check_precision(precision, dev)
-    decoder = load_decoder(source, device=dev, feature=feature)
+    decoder = load_decoder(source, device=dev, feature=feature, decoder=decoder_name)
     extractor = extractor_for(decoder).to(dev)
     if precision != "fp32":
         decoder.to(memory_format=torch.channels_last)
@@ -78,8 +86,8 @@ def decoder_method(source: str | Path, feature: str | None = None,
             return decode(decoder, feats, sides)[..., :height, :width].float()
 
     return Method("decoder", decoder.meta["feature"]["name"], decoder.config["image_size"],
-                  run, dev, {"checkpoint": str(source), "optimize": None,
-                             "precision": precision}, extractor,
+                  run, dev, {"checkpoint": str(source), "decoder": decoder_name,
+                             "optimize": None, "precision": precision}, extractor,
                   any_size=decoder.layout.kind == "grid")
 
 
@@ -105,21 +113,67 @@ def optimize_method(feature: str, params: dict[str, Any] | None = None,
                   warm_up=warm_up)
 
 
+def _check_optimize(checkpoint, precision: str, message: str) -> None:
+    if checkpoint:
+        raise FeatinvError(message)
+    if precision != "fp32":
+        raise FeatinvError(FP32_ONLY)
+
+
+def _check_method(method: str) -> None:
+    if method not in METHODS:
+        raise FeatinvError(f"Unknown method '{method}'; choose one of {', '.join(METHODS)}.")
+
+
 def make_method(method: str, feature: str | None = None, checkpoint: str | Path | None = None,
                 device: str | torch.device | None = None, cfg: OptimizeConfig | None = None,
                 progress: Callable[[int, float], None] | None = None,
-                precision: str = "fp32") -> Method:
-    """``method`` ("decoder" or "optimize") for a representation name and/or checkpoint."""
+                precision: str = "fp32", decoder_name: str | None = None) -> Method:
+    """``method`` ("decoder" or "optimize") for a representation name and/or checkpoint
+    (``decoder_name``: which of the decoders shipped for the name, default ``"default"``).
+
+    Refused with a ``FeatinvError``: neither a name nor a checkpoint for a decoder; a checkpoint,
+    no name, or a precision other than fp32 for the optimisation baseline; an unknown method.
+    """
+    _check_method(method)
     if method == "decoder":
         if checkpoint is None and feature is None:
-            raise FeatinvError("Pass --feature NAME (shipped decoder) or --checkpoint FILE.")
-        return decoder_method(checkpoint or feature, feature, device, precision)
-    if precision != "fp32":
-        raise FeatinvError("--precision applies to decoders; the optimisation baseline runs "
-                           "in fp32.")
+            raise FeatinvError(NEED_SOURCE)
+        return decoder_method(checkpoint or feature, feature, device, precision, decoder_name)
+    _check_optimize(checkpoint, precision, "--method optimize reads no --checkpoint; pass "
+                    "--feature NAME.")
+    if feature is None:
+        raise FeatinvError("--method optimize needs --feature NAME (it trains nothing and "
+                           "reads no checkpoint).")
+    return optimize_method(feature, None, cfg, device, progress)
+
+
+def make_methods(method: str = "decoder", features: Sequence[str] = (),
+                 checkpoints: Sequence[str | Path] = (), device: str | torch.device | None = None,
+                 cfg: OptimizeConfig | None = None,
+                 progress_for: Callable[[str], Callable[[int, float], None] | None] | None = None,
+                 precision: str = "fp32", decoder_name: str | None = None) -> list[Method]:
+    """Several inverters to compare side by side (``featinv invert -f a,b`` or ``-c x -c y``).
+
+    ``"decoder"``: one per checkpoint (``features``, if given, names each checkpoint's
+    representation, one per checkpoint) or, without checkpoints, each name's shipped decoder.
+    ``"optimize"``: the baseline for each of ``features`` (no checkpoints), reporting through
+    ``progress_for(name)``. Wrong combinations are a ``FeatinvError`` before anything loads.
+    """
+    _check_method(method)
+    features, checkpoints = list(features), list(checkpoints)
     if method == "optimize":
-        if feature is None:
-            raise FeatinvError("--method optimize needs --feature NAME (it trains nothing and "
-                               "reads no checkpoint).")
-        return optimize_method(feature, None, cfg, device, progress)
-    raise FeatinvError(f"Unknown method '{method}'; choose one of {', '.join(METHODS)}.")
+        _check_optimize(checkpoints or not features, precision, "--method optimize takes "
+                        "--feature NAME and no --checkpoint (it inverts by gradient descent, "
+                        "with no decoder).")
+        return [optimize_method(name, cfg=cfg, device=device,
+                                progress=progress_for(name) if progress_for else None)
+                for name in features]
+    if not features and not checkpoints:
+        raise FeatinvError(NEED_SOURCE)
+    if checkpoints and features and len(features) != len(checkpoints):
+        raise FeatinvError(f"{len(features)} --feature names for {len(checkpoints)} "
+                           "--checkpoint files: give one name per checkpoint, or none.")
+    dev = pick_device(device)
+    return [decoder_method(src, features[i] if features else None, dev, precision, decoder_name)
+            for i, src in enumerate(checkpoints or features)]
