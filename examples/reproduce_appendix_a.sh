@@ -1,42 +1,67 @@
 #!/bin/bash
-# Appendix A of the paper, reproduced at small scale: the shipped pixel-loss HOG decoder is
-# fine-tuned for the same number of steps with (a) the pixel loss alone (control), (b) pixel +
-# feature loss (HOG as its own comparator, as in Appendix A), (c) pixel + feature + adversarial
-# with the default weights and (d) with a 10x stronger adversarial term; then every decoder, the
-# shipped one and the optimisation baseline are evaluated on the same val photos with all metrics.
+# Appendix A of the paper, reproduced at small scale. A pixel-loss decoder (HOG: the shipped one;
+# SqueezeNet fire9: trained here first) is fine-tuned for the same number of steps with
+#   (a) the pixel loss alone (the control),
+#   (b) pixel + feature loss (the representation as its own comparator, as in Appendix A),
+#   (c) pixel + feature + adversarial with the default weights,
+#   (d) the same with a 10x stronger adversarial term;
+# then every decoder (and, for HOG, the optimisation baseline) is evaluated on the same val
+# photos with every metric of `featinv evaluate`.
 #
-#   bash examples/reproduce_appendix_a.sh OUT [DATA]      (DATA: ../shared/data by default)
+#   bash examples/reproduce_appendix_a.sh hog OUT [DATA]          (DATA: ../shared/data)
+#   bash examples/reproduce_appendix_a.sh squeezenet OUT [DATA]
 #
+# Interrupted? Run the same command again: finished runs are skipped, a cut run resumes.
 # Fine-tuning instead of training from scratch is a compute choice (one 2-core CPU); see
 # docs/paper.md, "Appendix A".
 set -euo pipefail
-OUT=${1:?usage: reproduce_appendix_a.sh OUT [DATA]}
-DATA=${2:-$(cd "$(dirname "$0")/.." && pwd)/../shared/data}
+WHICH=${1:?usage: reproduce_appendix_a.sh hog|squeezenet OUT [DATA]}
+OUT=${2:?usage: reproduce_appendix_a.sh hog|squeezenet OUT [DATA]}
+DATA=${3:-$(cd "$(dirname "$0")/.." && pwd)/../shared/data}
 WEIGHTS=$DATA/weights/squeezenet1_0_deepcompression_caffe.npz
-LIMIT=${LIMIT:-16384}; EPOCHS=${EPOCHS:-2}; VAL_LIMIT=${VAL_LIMIT:-500}
+VAL_LIMIT=${VAL_LIMIT:-500}
 mkdir -p "$OUT"
-common=(-f hog --data "$DATA/train" --limit "$LIMIT" --epochs "$EPOCHS" --val "$DATA/val"
-        --val-limit 100 --val-every 1 --preset residual --width 0.125 --crop-scale 0.8
-        --lr 1e-4 --schedule constant --save-minutes 5
-        --init-from "$(cd "$(dirname "$0")/.." && pwd)/featinv/zoo/hog.safetensors")
-arms=("pixel" "pixel,feature" "pixel,feature,adversarial" "pixel,feature,adversarial=0.05")
-names=(pixel pixel_feature pixel_feature_adversarial pixel_feature_adversarial_x10)
-for i in "${!arms[@]}"; do
-  run=$OUT/${names[$i]}
-  if [ -f "$run/decoder.safetensors" ] && [ ! -f "$run/train_state.safetensors" ]; then
-    continue   # finished earlier
-  fi
-  resume=(); [ -f "$run/train_state.safetensors" ] && resume=(--resume)
-  featinv train "${common[@]}" --loss "${arms[$i]}" --out "$run" "${resume[@]}" \
-    2>&1 | tee -a "$run.train.log"
-done
-evaluate() {  # NAME ARGS...: all metrics on the same val photos, once
+
+train() {  # NAME ARGS...: one training run, skipped once finished, resumed when cut
+  local run=$OUT/$1; shift
+  [ -f "$run.done" ] && return 0
+  local resume=(); [ -f "$run/train_state.safetensors" ] && resume=(--resume)
+  featinv train "$@" --data "$DATA/train" --val "$DATA/val" --val-limit 100 --val-every 1 \
+    --save-minutes 5 --out "$run" "${resume[@]}" 2>&1 | tee -a "$run.train.log"
+  touch "$run.done"
+}
+evaluate() {  # NAME ARGS...: all metrics on the first VAL_LIMIT val photos, once
   local name=$1; shift
   [ -s "$OUT/$name.eval.json" ] && return 0
   featinv evaluate "$@" --data "$DATA/val" --limit "$VAL_LIMIT" \
     --perceptual-weights "$WEIGHTS" --json > "$OUT/$name.eval.json.part"
   mv "$OUT/$name.eval.json.part" "$OUT/$name.eval.json"
 }
-evaluate shipped -f hog
+
+case $WHICH in
+  hog)
+    rep=(-f hog --preset residual --width 0.125 --crop-scale 0.8)
+    tune=(--limit "${LIMIT:-16384}" --epochs "${EPOCHS:-2}" --lr 1e-4 --schedule constant
+          --init-from "$(cd "$(dirname "$0")/.." && pwd)/featinv/zoo/hog.safetensors")
+    base_eval=(-f hog) ;;
+  squeezenet)
+    rep=(-f squeezenet.fire9 --weights "$WEIGHTS" --preset residual --width 0.125
+         --crop-scale 0.8)
+    train base "${rep[@]}" --limit "${BASE_LIMIT:-8192}" --epochs "${BASE_EPOCHS:-2}" \
+      --schedule cosine
+    tune=(--limit "${LIMIT:-8192}" --epochs "${EPOCHS:-1}" --lr 1e-4 --schedule constant
+          --init-from "$OUT/base/decoder.safetensors")
+    base_eval=(-c "$OUT/base/decoder.safetensors") ;;
+  *) echo "unknown representation '$WHICH': hog or squeezenet" >&2; exit 2 ;;
+esac
+
+arms=("pixel" "pixel,feature" "pixel,feature,adversarial" "pixel,feature,adversarial=0.05")
+names=(pixel pixel_feature pixel_feature_adversarial pixel_feature_adversarial_x10)
+for i in "${!arms[@]}"; do
+  train "${names[$i]}" "${rep[@]}" "${tune[@]}" --loss "${arms[$i]}"
+done
+evaluate base "${base_eval[@]}"
 for name in "${names[@]}"; do evaluate "$name" -c "$OUT/$name/decoder.safetensors"; done
-evaluate optimize -f hog --method optimize --limit "${OPT_LIMIT:-100}"
+if [ "$WHICH" = hog ]; then
+  VAL_LIMIT=${OPT_LIMIT:-100} evaluate optimize -f hog --method optimize --steps "${OPT_STEPS:-800}"
+fi
