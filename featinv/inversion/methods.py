@@ -107,7 +107,7 @@ def optimize_method(feature: str, params: dict[str, Any] | None = None,
         invert_by_optimization(extractor, x.to(dev), replace(cfg, steps=min(cfg.steps, 2)))
 
     size = extractor.spec.image_size or DEFAULT_OPTIMIZE_SIZE
-    return Method("optimize", feature, size, run, dev, {"checkpoint": None,
+    return Method("optimize", feature, size, run, dev, {"checkpoint": None, "decoder": None,
                                                          "optimize": cfg.to_json(),
                                                          "precision": "fp32"}, extractor,
                   warm_up=warm_up)
