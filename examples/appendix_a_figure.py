@@ -47,7 +47,11 @@ def reconstruct(photos: list[Path], args: list[str], out: Path) -> list[Path]:
     """Run ``featinv invert`` on the photos; the reconstruction of each, in order."""
     subprocess.run(["featinv", "invert", *args, "--size", str(SIZE), "-o", str(out),
                     *map(str, photos)], check=True)
-    return [out / f"{p.stem}.png" for p in photos]
+    found = [sorted(out.glob(f"{p.stem}.*png")) for p in photos]  # NAME.LABEL.png
+    missing = [p.name for p, paths in zip(photos, found) if len(paths) != 1]
+    if missing:
+        sys.exit(f"featinv invert {' '.join(args)} wrote no single picture for {missing}")
+    return [paths[0] for paths in found]
 
 
 def main() -> None:

@@ -28,6 +28,8 @@ def hog():
     ({"method": "optimize", "features": ["hog"], "checkpoints": ["a.safetensors"]},
      "--method optimize takes --feature NAME and no --checkpoint"),
     ({"method": "optimize"}, "--method optimize takes --feature NAME"),
+    ({"method": "optimize", "features": ["hog"], "decoder_name": "realistic"},
+     "no --checkpoint or --decoder"),
     ({"method": "optimize", "features": ["hog"], "precision": "bf16"}, FP32_ONLY),
     ({"method": "sideways", "features": ["hog"]}, "Unknown method 'sideways'"),
 ])
@@ -40,6 +42,8 @@ def test_make_methods_refuses_wrong_combinations_before_loading(kwargs, message)
 def test_make_method_refuses_a_checkpoint_for_the_baseline():
     with pytest.raises(FeatinvError, match="--method optimize reads no --checkpoint"):
         make_method("optimize", "hog", "a.safetensors")
+    with pytest.raises(FeatinvError, match="reads no --checkpoint or --decoder"):
+        make_method("optimize", "hog", decoder_name="realistic")
     with pytest.raises(FeatinvError, match="applies to decoders"):
         make_method("optimize", "hog", precision="fp16")
     with pytest.raises(FeatinvError, match="Pass --feature NAME"):

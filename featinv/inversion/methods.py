@@ -140,8 +140,8 @@ def make_method(method: str, feature: str | None = None, checkpoint: str | Path 
         if checkpoint is None and feature is None:
             raise FeatinvError(NEED_SOURCE)
         return decoder_method(checkpoint or feature, feature, device, precision, decoder_name)
-    _check_optimize(checkpoint, precision, "--method optimize reads no --checkpoint; pass "
-                    "--feature NAME.")
+    _check_optimize(checkpoint or decoder_name is not None, precision,
+                    "--method optimize reads no --checkpoint or --decoder; pass --feature NAME.")
     if feature is None:
         raise FeatinvError("--method optimize needs --feature NAME (it trains nothing and "
                            "reads no checkpoint).")
@@ -163,9 +163,9 @@ def make_methods(method: str = "decoder", features: Sequence[str] = (),
     _check_method(method)
     features, checkpoints = list(features), list(checkpoints)
     if method == "optimize":
-        _check_optimize(checkpoints or not features, precision, "--method optimize takes "
-                        "--feature NAME and no --checkpoint (it inverts by gradient descent, "
-                        "with no decoder).")
+        _check_optimize(checkpoints or not features or decoder_name is not None, precision,
+                        "--method optimize takes --feature NAME and no --checkpoint or "
+                        "--decoder (it inverts by gradient descent, with no decoder).")
         return [optimize_method(name, cfg=cfg, device=device,
                                 progress=progress_for(name) if progress_for else None)
                 for name in features]
