@@ -23,12 +23,13 @@ def zoo_entry(path: Path) -> ShippedDecoder:
 
     stem = path.name[: -len(".safetensors")]
     try:
-        feature = str(read_meta(path)["feature"]["name"]).lower()
+        meta = read_meta(path)
+        feature = str(meta["feature"]["name"]).lower()
     except (FeatinvError, KeyError, TypeError):
-        feature = stem  # damaged: listed, and refused when described or loaded
+        meta, feature = {}, stem  # damaged: listed, and refused when described or loaded
     if stem.startswith(feature + "."):
         try:
-            return ShippedDecoder(feature, path, stem[len(feature) + 1:])
+            return ShippedDecoder(feature, path, stem[len(feature) + 1:], _losses(meta))
         except ValueError:  # not a decoder name: listed under the file name
             pass
     return ShippedDecoder(stem, path, DEFAULT_DECODER)
@@ -37,3 +38,10 @@ def zoo_entry(path: Path) -> ShippedDecoder:
 @hookimpl
 def featinv_shipped_decoders() -> list[ShippedDecoder]:
     return [zoo_entry(path) for path in sorted(ZOO_DIR.glob("*.safetensors"))]
+
+
+def _losses(meta: dict) -> str:
+    """"losses pixel,feature,..." for a decoder trained with more than the pixel loss."""
+    training = meta.get("training")
+    loss = training.get("loss", "pixel") if isinstance(training, dict) else "pixel"
+    return "" if loss in ("pixel", None) else f"losses {loss}"
