@@ -28,6 +28,7 @@ ARMS = {  # header -> featinv invert arguments (RUNS substituted)
 }
 COLUMNS = {
     "hog": {"pixel (shipped)": ["-f", "hog"], **ARMS,
+            "+ SqueezeNet feat.": ["-c", "{runs}/pixel_feature_squeezenet/decoder.safetensors"],
             "optimisation [20]": ["-f", "hog", "--method", "optimize", "--steps", "{steps}"]},
     "squeezenet": {"pixel (base)": ["-c", "{runs}/base/decoder.safetensors"], **ARMS},
 }
@@ -45,7 +46,7 @@ def centre_square(path: Path) -> Image.Image:
 
 def reconstruct(photos: list[Path], args: list[str], out: Path) -> list[Path]:
     """Run ``featinv invert`` on the photos; the reconstruction of each, in order."""
-    subprocess.run(["featinv", "invert", *args, "--size", str(SIZE), "-o", str(out),
+    subprocess.run([sys.executable, "-m", "featinv", "invert", *args, "--size", str(SIZE), "-o", str(out),
                     *map(str, photos)], check=True)
     found = [sorted(out.glob(f"{p.stem}.*png")) for p in photos]  # NAME.LABEL.png
     missing = [p.name for p, paths in zip(photos, found) if len(paths) != 1]

@@ -5,6 +5,8 @@
 #   (b) pixel + feature loss (the representation as its own comparator, as in Appendix A),
 #   (c) pixel + feature + adversarial with the default weights,
 #   (d) the same with a 10x stronger adversarial term;
+#   (e) HOG only: pixel + feature loss in SqueezeNet fire5's space (a deeper comparator, as in
+#       DeePSiM), for fewer steps (a SqueezeNet pass costs more than HOG);
 # then every decoder (and, for HOG, the optimisation baseline) is evaluated on the same val
 # photos with every metric of `featinv evaluate`.
 #
@@ -45,7 +47,7 @@ case $WHICH in
           --init-from "$(cd "$(dirname "$0")/.." && pwd)/featinv/zoo/hog.safetensors")
     base_eval=(-f hog) ;;
   squeezenet)
-    rep=(-f squeezenet.fire9 --weights "$WEIGHTS" --preset residual --width 0.125
+    rep=(-f squeezenet.fire9 --weights "$WEIGHTS" --image-size 128 --preset residual --width 0.125
          --crop-scale 0.8)
     train base "${rep[@]}" --limit "${BASE_LIMIT:-8192}" --epochs "${BASE_EPOCHS:-2}" \
       --schedule cosine
@@ -60,6 +62,12 @@ names=(pixel pixel_feature pixel_feature_adversarial pixel_feature_adversarial_x
 for i in "${!arms[@]}"; do
   train "${names[$i]}" "${rep[@]}" "${tune[@]}" --loss "${arms[$i]}"
 done
+if [ "$WHICH" = hog ]; then  # (e) a deeper comparator, as in DeePSiM: SqueezeNet's fire5
+  train pixel_feature_squeezenet "${rep[@]}" "${tune[@]}" --limit "${SQ_LIMIT:-8192}" \
+    --epochs 1 --loss pixel,feature=0.1 --comparator squeezenet.fire5 \
+    --comparator-weights "$WEIGHTS"
+  names+=(pixel_feature_squeezenet)
+fi
 evaluate base "${base_eval[@]}"
 for name in "${names[@]}"; do evaluate "$name" -c "$OUT/$name/decoder.safetensors"; done
 if [ "$WHICH" = hog ]; then

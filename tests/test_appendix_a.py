@@ -9,7 +9,8 @@ from pathlib import Path
 from conftest import _link_photos
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-ARMS = ("pixel", "pixel_feature", "pixel_feature_adversarial", "pixel_feature_adversarial_x10")
+ARMS = ("pixel", "pixel_feature", "pixel_feature_adversarial", "pixel_feature_adversarial_x10",
+        "pixel_feature_squeezenet")
 
 
 def test_appendix_a_recipe_and_figure(shared_dir, tmp_path):
@@ -21,7 +22,7 @@ def test_appendix_a_recipe_and_figure(shared_dir, tmp_path):
     (data / "weights").symlink_to(shared_dir / "data" / "weights")
     bin_dir = Path(sys.executable).parent
     env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "LIMIT": "8",
-           "EPOCHS": "1", "VAL_LIMIT": "4", "OPT_LIMIT": "2", "OPT_STEPS": "4"}
+           "EPOCHS": "1", "SQ_LIMIT": "8", "VAL_LIMIT": "4", "OPT_LIMIT": "2", "OPT_STEPS": "4"}
     runs = tmp_path / "runs"
     done = subprocess.run(["bash", str(EXAMPLES / "reproduce_appendix_a.sh"), "hog", str(runs),
                            str(data)], env=env, capture_output=True, text=True, timeout=900)
@@ -48,4 +49,4 @@ def test_appendix_a_recipe_and_figure(shared_dir, tmp_path):
                            env=env, capture_output=True, text=True, timeout=600)
     assert shown.returncode == 0, shown.stderr[-2000:]
     from PIL import Image
-    assert Image.open(figure).size == (7 * 130, 16 + 2 * 130)  # 7 columns, 2 photos
+    assert Image.open(figure).size == (8 * 130, 16 + 2 * 130)  # 8 columns, 2 photos

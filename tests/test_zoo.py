@@ -202,3 +202,19 @@ def test_bf16_decoder_is_close_to_fp32(tmp_path, capsys):
 def test_precision_that_cannot_run_is_one_line(tmp_path, capsys, args, message):
     code, _, err = run(capsys, "invert", "-f", "hog", "skimage:coffee", *args, "-o", tmp_path)
     assert code == 1 and message in err and "Traceback" not in err
+
+
+def test_realistic_hog_decoder_is_shipped_next_to_the_pixel_one(val_128, capsys):
+    """docs/paper.md, Appendix A: arm (e), fine-tuned with SqueezeNet fire5's feature loss."""
+    path = ZOO_DIR / "hog.realistic.safetensors"
+    assert path.stat().st_size <= MAX_SHIPPED_BYTES
+    assert "pixel,feature" in describe(path)["recipe"]
+    decoder = load_decoder("hog", decoder="realistic")
+    assert decoder.layout == load_decoder("hog").layout
+    extractor = extractor_for(decoder)
+    x, mean = val_128
+    y = reconstruct(extractor, decoder, x)
+    assert reconstruction_distances(x, y).mean() < 0.85 * reconstruction_distances(x, mean).mean()
+    code, out, _ = run(capsys, "zoo")
+    row = next(line for line in out.splitlines() if " realistic " in line)
+    assert row.startswith("hog ") and "comparator squeezenet.fire5" in row

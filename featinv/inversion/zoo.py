@@ -41,7 +41,10 @@ def featinv_shipped_decoders() -> list[ShippedDecoder]:
 
 
 def _losses(meta: dict) -> str:
-    """"losses pixel,feature,..." for a decoder trained with more than the pixel loss."""
+    """"losses pixel,feature=0.1 (comparator NAME)" for a decoder trained with more than the
+    pixel loss; "" otherwise."""
     training = meta.get("training")
-    loss = training.get("loss", "pixel") if isinstance(training, dict) else "pixel"
-    return "" if loss in ("pixel", None) else f"losses {loss}"
+    if not isinstance(training, dict) or training.get("loss", "pixel") in ("pixel", None):
+        return ""
+    comparator = training.get("comparator")
+    return f"losses {training['loss']}" + (f" (comparator {comparator})" if comparator else "")
