@@ -19,6 +19,8 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
+from featinv.io.images import center_crop_resize, find_images
+
 SIZE = 128
 ARMS = {  # header -> featinv invert arguments (RUNS substituted)
     "pixel": ["-c", "{runs}/pixel/decoder.safetensors"],
@@ -34,19 +36,10 @@ COLUMNS = {
 }
 
 
-def centre_square(path: Path) -> Image.Image:
-    """The centre ``SIZE`` square of an image whose shorter side is resized to ``SIZE``."""
-    img = Image.open(path).convert("RGB")
-    scale = SIZE / min(img.size)
-    img = img.resize((max(SIZE, round(img.width * scale)), max(SIZE, round(img.height * scale))),
-                     Image.BICUBIC)
-    left, top = (img.width - SIZE) // 2, (img.height - SIZE) // 2
-    return img.crop((left, top, left + SIZE, top + SIZE))
-
-
 def reconstruct(photos: list[Path], args: list[str], out: Path) -> list[Path]:
     """Run ``featinv invert`` on the photos; the reconstruction of each, in order."""
-    subprocess.run([sys.executable, "-m", "featinv", "invert", *args, "--size", str(SIZE), "-o", str(out),
+    subprocess.run([sys.executable, "-m", "featinv", "invert", *args, "--size", str(SIZE),
+                    "-o", str(out),
                     *map(str, photos)], check=True)
     found = [sorted(out.glob(f"{p.stem}.*png")) for p in photos]  # NAME.LABEL.png
     missing = [p.name for p, paths in zip(photos, found) if len(paths) != 1]
@@ -64,8 +57,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=800, help="of the optimisation baseline")
     parser.add_argument("-o", "--out", default="docs/images/appendix_a_hog.png")
     args = parser.parse_args()
-    photos = sorted(p for p in Path(args.data).iterdir()
-                    if p.suffix.lower() in {".jpg", ".jpeg", ".png"})[:args.n]
+    photos = find_images(args.data)[:args.n]
     columns = {"photo": photos}
     with tempfile.TemporaryDirectory() as tmp:
         for i, (header, cli) in enumerate(COLUMNS[args.feature].items()):
@@ -78,7 +70,8 @@ def main() -> None:
         for c, (header, paths) in enumerate(columns.items()):
             draw.text((c * (SIZE + pad) + 2, 2), header, fill="black")
             for r, path in enumerate(paths):
-                sheet.paste(centre_square(path), (c * (SIZE + pad), head + r * (SIZE + pad)))
+                square = center_crop_resize(Image.open(path).convert("RGB"), SIZE)
+                sheet.paste(square, (c * (SIZE + pad), head + r * (SIZE + pad)))
     out = Path(args.out)
     if out.exists():
         sys.exit(f"{out} exists; remove it first (this script never overwrites).")

@@ -68,6 +68,22 @@ def fresh_plugins(monkeypatch):
     featinv.representation.plugins.reset()
 
 
+@pytest.fixture
+def extra_plugins(fresh_plugins):
+    """Register plugins for one test: ``extra_plugins(name, plugin)``; all removed afterwards."""
+    from featinv.representation.plugins import register_plugin, unregister_plugin
+
+    names = []
+
+    def add(name, plugin):
+        names.append(name)
+        register_plugin(plugin, name)
+
+    yield add
+    for name in names:
+        unregister_plugin(name)
+
+
 def run_cli(capsys, *args):
     """Run ``featinv ARGS`` in this process; return (exit code, stdout, stderr)."""
     from featinv.cli.main import main

@@ -9,7 +9,7 @@ from torch import nn
 
 import featinv
 from featinv import CellGrid, FeatureSpec, Param, ShapeError, UnknownFeatureError
-from featinv.representation.plugins import plugin_infos, plugin_problems, register_plugin, unregister_plugin
+from featinv.representation.plugins import plugin_infos, plugin_problems
 
 
 def make_spec(name, build=None, layout=None, **kw):
@@ -30,19 +30,6 @@ class Plugin:
             raise self.error
         for spec in self.specs:
             register(spec)
-
-
-@pytest.fixture
-def extra_plugins(fresh_plugins):
-    names = []
-
-    def add(name, plugin):
-        names.append(name)
-        register_plugin(plugin, name)
-
-    yield add
-    for name in names:
-        unregister_plugin(name)
 
 
 def fake_distribution(tmp_path, monkeypatch, entries: dict[str, str], modules: dict[str, str]):

@@ -13,7 +13,7 @@ from featinv.inversion.load import ZOO_DIR, load_decoder
 from featinv.inversion.shipped import shipped
 from featinv.io.checkpoint import decoder_metadata, save_decoder
 from featinv.representation import listing, plugins
-from featinv.representation.plugins import plugin_problems, register_plugin, unregister_plugin
+from featinv.representation.plugins import plugin_problems
 
 from conftest import error_lines, run_cli, write_images
 
@@ -41,22 +41,8 @@ def tiny_file(tmp_path_factory):
 
 
 @pytest.fixture
-def registered(tiny_file):
-    """Register plugins for one test: ``registered(name, plugin)``; all removed afterwards."""
-    names = []
-
-    def register(name, plugin):
-        names.append(name)
-        register_plugin(plugin, name)
-
-    yield register
-    for name in names:
-        unregister_plugin(name)
-
-
-@pytest.fixture
-def tinyzoo(registered, tiny_file):
-    registered("tinyzoo", Shipper([ShippedDecoder("hog", tiny_file, "tiny", "a tiny test decoder")]))
+def tinyzoo(extra_plugins, tiny_file):
+    extra_plugins("tinyzoo", Shipper([ShippedDecoder("hog", tiny_file, "tiny", "a tiny test decoder")]))
     return tiny_file
 
 
@@ -115,8 +101,8 @@ def test_unknown_decoder_lists_those_that_exist(tinyzoo, tmp_path, capsys):
         featinv.load_decoder(tinyzoo, decoder="tiny")
 
 
-def test_the_same_decoder_from_two_plugins_names_both(tinyzoo, registered, capsys):
-    registered("otherzoo", Shipper([ShippedDecoder("hog", tinyzoo, "tiny")]))
+def test_the_same_decoder_from_two_plugins_names_both(tinyzoo, extra_plugins, capsys):
+    extra_plugins("otherzoo", Shipper([ShippedDecoder("hog", tinyzoo, "tiny")]))
     with pytest.raises(featinv.PluginError) as info:
         featinv.load_decoder("hog", decoder="tiny")
     assert "'tinyzoo'" in str(info.value) and "'otherzoo'" in str(info.value)
@@ -127,8 +113,8 @@ def test_the_same_decoder_from_two_plugins_names_both(tinyzoo, registered, capsy
     assert load_decoder("hog").config["preset"] == "residual"  # the others still work
 
 
-def test_a_plugin_whose_hook_raises_is_named(registered, capsys):
-    registered("brokenzoo", Shipper(error=RuntimeError("no decoders today")))
+def test_a_plugin_whose_hook_raises_is_named(extra_plugins, capsys):
+    extra_plugins("brokenzoo", Shipper(error=RuntimeError("no decoders today")))
     problems = {p.name: p.error for p in plugin_problems()}
     assert problems["brokenzoo"] == ("error in featinv_shipped_decoders: RuntimeError: no "
                                      "decoders today")

@@ -32,15 +32,20 @@ def parse_params(items: tuple[str, ...]) -> dict[str, str]:
     return params
 
 
+def params_with_weights(items, weights: str | None) -> dict[str, str]:
+    """``parse_params(items)``, with ``weights`` (when given) as the ``weights`` parameter."""
+    params = parse_params(items)
+    if weights is not None:
+        params["weights"] = weights
+    return params
+
+
 def feature_params(command):
     """``--param NAME=VALUE`` (repeatable) and ``--weights``, handed on as one ``params`` dict."""
 
     @functools.wraps(command)
     def wrapper(*args, params=(), weights=None, **kwargs):
-        parsed = parse_params(params)
-        if weights is not None:
-            parsed["weights"] = weights
-        return command(*args, params=parsed, **kwargs)
+        return command(*args, params=params_with_weights(params, weights), **kwargs)
 
     wrapper = click.option("--weights", metavar="PATH|imagenet|random",
                            help="Network weights of a CNN representation: a .safetensors/.npz "

@@ -5,7 +5,7 @@ import functools
 
 import click
 
-from .common import echo_error as _echo_error, echo_json, parse_params
+from .common import echo_error as _echo_error, echo_json, params_with_weights
 from .options import POSITIVE, SIDE, device_option
 from ..errors import printable
 
@@ -18,10 +18,9 @@ def realism_options(comparator_default: str, weights_default: str | None):
     def decorate(command):
         @functools.wraps(command)
         def wrapper(*args, comparator_params=(), comparator_weights=None, **kwargs):
-            params = parse_params(comparator_params)
-            if comparator_weights is not None:
-                params["weights"] = comparator_weights
-            return command(*args, comparator_params=params, **kwargs)
+            return command(*args, comparator_params=params_with_weights(comparator_params,
+                                                                        comparator_weights),
+                           **kwargs)
 
         options = [
             click.option("--comparator", default=comparator_default, show_default=True,

@@ -26,8 +26,9 @@ def run_demo(feature: str, out: Path, train_data: str | None, epochs: int, limit
     """Invert the example images with a ``feature`` decoder; returns the PNGs written."""
     dev = pick_device(device)
     trained = out / f"model-{feature}" / DECODER_FILE
-    if shipped_decoder_path(feature) is not None:
-        checkpoint = str(shipped_decoder_path(feature))
+    shipped = shipped_decoder_path(feature)
+    if shipped is not None:
+        checkpoint = str(shipped)
     elif trained.exists():
         log(f"using the decoder trained earlier: {trained}")
         checkpoint = str(trained)

@@ -65,6 +65,12 @@ def _log2(x: float) -> int:
     return max(0, int(round(math.log2(x))))
 
 
+def _n_down(grid: int, factor: int) -> int:
+    """Stride-2 steps of a contracting path: down to a map 64x smaller than the image, at most
+    as many as the grid allows, at least one."""
+    return max(1, min(_log2(64 / factor), int(math.log2(max(grid, 2)))))
+
+
 class _Expand(nn.Sequential):
     """A chain of up-convs to RGB; the last one has no activation."""
 
@@ -86,7 +92,7 @@ class TwoStream(nn.Module):
 
     def __init__(self, channels: int, grid: int, factor: int, w):
         super().__init__()
-        n_down = max(1, min(_log2(64 / factor), int(math.log2(max(grid, 2)))))
+        n_down = _n_down(grid, factor)
         a, cin = [], channels
         for i in range(n_down):
             c = w(min(256 * 2 ** i, 1024))
@@ -117,7 +123,7 @@ class ContractExpand(nn.Module):
 
     def __init__(self, channels: int, grid: int, factor: int, w):
         super().__init__()
-        n_down = max(1, min(_log2(64 / factor), int(math.log2(max(grid, 2)))))
+        n_down = _n_down(grid, factor)
         layers, cin = [], channels
         for i in range(n_down):
             c = w(min(256 * 2 ** i, 2048))
