@@ -17,8 +17,9 @@ agreement, for images ``x`` (originals) and ``y`` (their reconstructions), both 
 - ``class_agreement(probe, x, y)``: the fraction of images whose SqueezeNet top-1 class is the
   same for the reconstruction as for the original.
 
-The SqueezeNet weights are a file (``weights=PATH``); ``"auto"`` looks for
-``$FEATINV_PERCEPTUAL_WEIGHTS``, then ``../shared/data/weights/`` beside the repository.
+The SqueezeNet weights are a file (``weights=PATH``) or the name of weights shipped with featinv
+(``deepcompression``); ``"auto"`` takes ``$FEATINV_PERCEPTUAL_WEIGHTS`` when it is set, else the
+ImageNet-trained copy shipped in the package (``featinv/weights``), so it works offline.
 Everything runs batched on the probe's (or comparator's) device, with one copy to the host at
 the end.
 """
@@ -33,13 +34,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import FeatinvError, ShapeError, printable
+from ..features.squeezenet import DEFAULT_WEIGHTS, SHIPPED_WEIGHTS
 
 DEFAULT_LAYERS = ("conv1", "fire3", "fire5", "fire7", "fire9")
 PROBE_SIZE = 227  # SqueezeNet's input side (Caffe), as featinv.features.squeezenet uses it
 WEIGHTS_ENV = "FEATINV_PERCEPTUAL_WEIGHTS"
-WEIGHTS_NAME = "squeezenet1_0_deepcompression_caffe.npz"
-SEARCH_PATHS = (Path(__file__).resolve().parents[3] / "shared" / "data" / "weights" / WEIGHTS_NAME,
-                Path("..") / "shared" / "data" / "weights" / WEIGHTS_NAME)
+SHIPPED_FILE = SHIPPED_WEIGHTS[DEFAULT_WEIGHTS][0]
+WEIGHTS_NAME = SHIPPED_FILE.name
+SEARCH_PATHS = (SHIPPED_FILE,)  # where "auto" looks after the environment variable
 EPS = 1e-10
 
 
@@ -78,15 +80,19 @@ class Probe(nn.Module):
 
 
 def find_weights(weights: str | Path | None = "auto") -> Path:
-    """The SqueezeNet weight file: ``weights`` itself, or for ``"auto"``/``None`` the file named
-    by ``$FEATINV_PERCEPTUAL_WEIGHTS``, else the first of ``SEARCH_PATHS`` that exists.
+    """The SqueezeNet weight file: ``weights`` itself (a path, or the name of weights shipped
+    with featinv), or for ``"auto"``/``None`` the file named by ``$FEATINV_PERCEPTUAL_WEIGHTS``,
+    else the first of ``SEARCH_PATHS`` (the shipped copy) that exists.
     A ``FeatinvError`` saying to pass ``--perceptual-weights PATH`` when there is none."""
+    if weights is not None and str(weights) in SHIPPED_WEIGHTS:
+        return find_weights(SHIPPED_WEIGHTS[str(weights)][0])
     if weights is not None and str(weights) != "auto":
         path = Path(weights)
         if not path.is_file():
             raise FeatinvError(f"--perceptual-weights {printable(weights)}: no such file; pass "
-                               f"SqueezeNet 1.0 weights (.npz or .safetensors, e.g. "
-                               f"../shared/data/weights/{WEIGHTS_NAME}).")
+                               f"SqueezeNet 1.0 weights (.npz or .safetensors with torchvision's "
+                               f"squeezenet1_0 key names), or auto for those shipped with "
+                               "featinv.")
         return path
     env = os.environ.get(WEIGHTS_ENV)
     if env:
@@ -95,8 +101,9 @@ def find_weights(weights: str | Path | None = "auto") -> Path:
         if path.is_file():
             return path
     raise FeatinvError(f"The perceptual distance and class agreement need SqueezeNet 1.0 "
-                       f"ImageNet weights and none were found (no ${WEIGHTS_ENV}, no "
-                       f"../shared/data/weights/{WEIGHTS_NAME}); pass --perceptual-weights PATH "
+                       f"ImageNet weights and none were found (no ${WEIGHTS_ENV}, and the copy "
+                       f"shipped with featinv, {WEIGHTS_NAME}, is missing: reinstall featinv); "
+                       "pass --perceptual-weights PATH "
                        "(a .npz or .safetensors file with torchvision's squeezenet1_0 key "
                        "names), or leave out the perceptual metrics.")
 

@@ -38,7 +38,8 @@ def realism_options(comparator_default: str, weights_default: str | None):
                          show_default=weights_default is not None, metavar="PATH|auto|none",
                          help="SqueezeNet 1.0 weights (.npz/.safetensors): adds the perceptual "
                          "distance (LPIPS-style, unlearned weights) and the top-1 class "
-                         "agreement; auto: $FEATINV_PERCEPTUAL_WEIGHTS or ../shared/data/weights."),
+                         "agreement; auto: $FEATINV_PERCEPTUAL_WEIGHTS, else the copy "
+                         "shipped with featinv (deepcompression)."),
         ]
         for option in reversed(options):
             wrapper = option(wrapper)

@@ -16,6 +16,8 @@ Weights (the ``weights`` parameter every CNN representation takes):
 
 - ``"imagenet"``: the library's pretrained weights, through its normal download and cache
   (torchvision: ``$TORCH_HOME/hub/checkpoints``; timm: the Hugging Face cache);
+- a name of weights shipped inside featinv's package (``featinv/weights``, with their licence
+  and provenance in ``NOTICE.md``), e.g. SqueezeNet's ``"deepcompression"``: no download;
 - a path to a ``.safetensors`` or ``.npz`` file with the library's state-dict key names (never a
   pickle);
 - ``"random"``: random initialisation, only when asked for explicitly (tests, fine-tuning).
@@ -46,6 +48,7 @@ __all__ = ["Convention", "CONVENTIONS", "Preprocess", "LayerNet", "load_weights"
            "fetch_pretrained", "check_download", "torch_hub_file", "read_weight_file",
            "layer_layout", "Window", "window_layout"]
 PROBE_SECONDS = 3.0
+WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"  # weights shipped in the package
 
 
 @dataclass(frozen=True)
@@ -137,21 +140,31 @@ def read_weight_file(path: str | Path) -> dict[str, torch.Tensor]:
 
 
 def load_weights(net: nn.Module, weights: str, pretrained: Callable[[], dict[str, Any]] | None,
-                 what: str) -> nn.Module:
-    """Put ``weights`` (``"imagenet"``, ``"random"`` or a file path) into ``net``; return it.
+                 what: str, shipped: dict[str, Path] | None = None) -> nn.Module:
+    """Put ``weights`` (``"imagenet"``, ``"random"``, a name of ``shipped`` or a file path) into
+    ``net``; return it.
 
     ``what`` names the network in errors. A file must hold ``net``'s state-dict keys exactly.
+    ``shipped``: weights names -> files that come with the package (read like a file; never
+    downloaded).
 
     ``pretrained()`` returns the library's state dict (downloading or reading its cache) and may
     raise anything; that becomes one clear error saying how to supply the weights.
     """
+    shipped = shipped or {}
     if weights == "random":
         return net
-    if weights == "imagenet":
+    if weights in shipped:
+        if not Path(shipped[weights]).is_file():
+            raise FeatinvError(f"the weights '{weights}' of {what} should come with featinv at "
+                               f"{shipped[weights]}, which is missing: reinstall featinv, or "
+                               "pass a file with -p weights=PATH.")
+        state = read_weight_file(shipped[weights])
+    elif weights == "imagenet":
         if pretrained is None:
             raise FeatinvError(f"{what} has no pretrained ImageNet weights; pass "
                                "-p weights=PATH or -p weights=random.")
-        state = fetch_pretrained(pretrained, what)
+        state = fetch_pretrained(pretrained, what, tuple(shipped))
     else:
         state = read_weight_file(weights)
     missing, unexpected = _compare_keys(net, state)
@@ -168,16 +181,18 @@ def load_weights(net: nn.Module, weights: str, pretrained: Callable[[], dict[str
     return net
 
 
-def fetch_pretrained(fetch: Callable[[], Any], what: str) -> Any:
-    """``fetch()`` (a download or cache read by torchvision/timm), with one clear error."""
+def fetch_pretrained(fetch: Callable[[], Any], what: str, shipped: tuple[str, ...] = ()) -> Any:
+    """``fetch()`` (a download or cache read by torchvision/timm), with one clear error
+    (naming the ``shipped`` weights, which need no download, when there are any)."""
     try:
         return fetch()
     except Exception as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        offline = "".join(f"use -p weights={name} (shipped with featinv), " for name in shipped)
         raise FeatinvError(
             f"the ImageNet weights of {what} are not cached and could not be downloaded "
-            f"({reason[:200]}). Connect to the internet once to cache them, pass a local "
-            "file with -p weights=PATH (.safetensors or .npz), or use -p weights=random "
+            f"({reason[:200]}). Connect to the internet once to cache them, {offline}pass a "
+            "local file with -p weights=PATH (.safetensors or .npz), or use -p weights=random "
             "for random weights.") from None
 
 

@@ -15,10 +15,12 @@ Layers follow the paper's rule for AlexNet: a pooling step belongs to the layer 
     conv10   classifier[0:3] (dropout, conv 1x1, relu) 1000 x 13 x 13
     pool10   classifier[3] (global average), flatten   1000 (class scores before softmax)
 
-Weights: ``imagenet`` (torchvision's, torchvision convention) or a file, e.g. the ImageNet-trained
-Caffe SqueezeNet of Deep Compression converted to torchvision key names (``.npz``). Caffe weights
-expect Caffe's input convention (BGR, 0-255, mean [104, 117, 123]): ``convention="auto"`` picks it
-for files whose name contains "caffe", ``"caffe"``/``"torchvision"`` force one.
+Weights: ``deepcompression`` (the default, shipped in the package: the ImageNet-trained Caffe
+SqueezeNet of Deep Compression by SqueezeNet's authors, BSD 2-clause, converted to torchvision key
+names; see ``featinv/weights/NOTICE.md``), ``imagenet`` (torchvision's download, torchvision
+convention), a file, or ``random``. Caffe weights expect Caffe's input convention (BGR, 0-255, mean
+[104, 117, 123]): ``convention="auto"`` picks it for ``deepcompression`` and for files whose name
+contains "caffe", ``"caffe"``/``"torchvision"`` force one.
 """
 from __future__ import annotations
 
@@ -30,10 +32,14 @@ from torch import nn
 from ..errors import FeatinvError
 from ..representation.hookspecs import hookimpl
 from ..representation.spec import FeatureSpec, Param
-from .cnn import (CONVENTIONS, LayerNet, Preprocess, Window, check_download, load_weights,
-                  torch_hub_file, window_layout)
+from .cnn import (CONVENTIONS, WEIGHTS_DIR, LayerNet, Preprocess, Window, check_download,
+                  load_weights, torch_hub_file, window_layout)
 
 IMAGE_SIZE = 227
+# weights shipped in the package: name -> (file, input convention); the first is the default
+SHIPPED_WEIGHTS = {"deepcompression": (WEIGHTS_DIR / "squeezenet1_0_deepcompression_caffe.npz",
+                                       "caffe")}
+DEFAULT_WEIGHTS = "deepcompression"
 # layer -> (number of modules of `features`, of `classifier`)
 LAYERS = {"conv1": (3, 0), "fire2": (4, 0), "fire3": (5, 0), "fire4": (7, 0), "fire5": (8, 0),
           "fire6": (9, 0), "fire7": (10, 0), "fire8": (12, 0), "fire9": (13, 0),
@@ -64,21 +70,25 @@ def _pretrained() -> dict:
 
 
 def convention_for(weights: str, convention: str) -> str:
-    """``auto``: Caffe's convention for weight files named ``*caffe*``, else torchvision's."""
+    """``auto``: the shipped weights' own convention (Caffe's for ``deepcompression``), Caffe's
+    for weight files named ``*caffe*``, else torchvision's."""
     if convention != "auto":
         return convention
+    if weights in SHIPPED_WEIGHTS:
+        return SHIPPED_WEIGHTS[weights][1]
     is_file = weights not in ("imagenet", "random")
     return "caffe" if is_file and "caffe" in Path(weights).name.lower() else "torchvision"
 
 
-def full_network(weights: str = "imagenet") -> nn.Module:
+def full_network(weights: str = DEFAULT_WEIGHTS) -> nn.Module:
     """The whole ``squeezenet1_0`` (logits ``(B, 1000)``) with ``weights`` loaded."""
     from torchvision.models import squeezenet1_0
 
-    return load_weights(squeezenet1_0(weights=None), weights, _pretrained, "SqueezeNet 1.0")
+    return load_weights(squeezenet1_0(weights=None), weights, _pretrained, "SqueezeNet 1.0",
+                        {name: file for name, (file, _) in SHIPPED_WEIGHTS.items()})
 
 
-def build(layer: str, weights: str = "imagenet", convention: str = "auto") -> LayerNet:
+def build(layer: str, weights: str = DEFAULT_WEIGHTS, convention: str = "auto") -> LayerNet:
     name = convention_for(weights, convention)
     if name not in CONVENTIONS:
         raise FeatinvError(f"unknown input convention {name!r}")
@@ -98,12 +108,15 @@ def _spec(layer: str) -> FeatureSpec:
         name=f"squeezenet.{layer}",
         description=f"SqueezeNet 1.0 (torchvision architecture) layer {layer}",
         input="rgb", differentiable=True,
-        build=lambda weights="imagenet", convention="auto": build(layer, weights, convention),
-        layout=lambda weights="imagenet", convention="auto": layout(layer),
-        params=(Param("weights", "imagenet", "'imagenet' (torchvision download/cache), a "
+        build=lambda weights=DEFAULT_WEIGHTS, convention="auto": build(layer, weights,
+                                                                       convention),
+        layout=lambda weights=DEFAULT_WEIGHTS, convention="auto": layout(layer),
+        params=(Param("weights", DEFAULT_WEIGHTS, "'deepcompression' (ImageNet-trained, shipped "
+                      "with featinv, BSD 2-clause), 'imagenet' (torchvision download/cache), a "
                       ".safetensors/.npz path, or 'random'"),
-                Param("convention", "auto", "input convention: auto (caffe for *caffe* files), "
-                      "torchvision or caffe", choices=("auto", "torchvision", "caffe"))),
+                Param("convention", "auto", "input convention: auto (caffe for deepcompression "
+                      "and *caffe* files), torchvision or caffe",
+                      choices=("auto", "torchvision", "caffe"))),
         image_size=IMAGE_SIZE)
 
 
