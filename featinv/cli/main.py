@@ -109,6 +109,10 @@ def describe_cmd(name: str, image_size: int, params: tuple[str, ...], as_json: b
         click.echo("  backends (-p backend=NAME):")
         for backend, status in info["backends"].items():
             click.echo(f"    {backend}: {status}")
+    if info.get("members"):
+        click.echo(f"  members ({len(info['members'])}):")
+        for member in info["members"]:
+            click.echo(f"    {member}")
 
 
 @cli.command("demo")

@@ -1,4 +1,6 @@
-"""Intermediate stages of any timm model: ``timm.<model>.stage<i>``.
+"""Intermediate stages of any timm model, ``timm.<model>.stage<i>``, and its embeddings:
+``timm.<model>.pooled`` (the pooled pre-logits vector, ``forward_head(pre_logits=True)``) and
+``timm.<model>.logits`` (the class scores), both vectors: the fully-connected decoder family.
 
 ``<model>`` is any name ``timm.create_model`` accepts (``timm.list_models()``), ``<i>`` an index
 into the model's ``feature_info`` (timm's ``out_indices``): for ``resnet50``, stage0 is the stem
@@ -37,10 +39,25 @@ KNOWN = {
 }
 LISTED = {model: range(len(stages)) for model, (_, stages) in KNOWN.items()}
 _NAME = re.compile(r"^timm\.(?P<model>[a-z0-9_.]+)\.stage(?P<stage>\d+)$")
+_HEAD = re.compile(r"^timm\.(?P<model>[a-z0-9_.]+)\.(?P<head>pooled|logits)$")
+HEADS = ("pooled", "logits")
 
 
-def _create(model: str, stage: int, pretrained: bool = False, file: str | None = None):
-    """The model cut after ``stage``; ``file``: read the pretrained weights from it."""
+class Head(torch.nn.Module):
+    """A whole timm model giving its pooled pre-logits embedding (``head="pooled"``) or its
+    class scores (``"logits"``): ``(B, 3, H, W)`` -> ``(B, C)``."""
+
+    def __init__(self, net: torch.nn.Module, head: str):
+        super().__init__()
+        self.net, self.pre_logits = net, head == "pooled"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net.forward_head(self.net.forward_features(x), pre_logits=self.pre_logits)
+
+
+def _create(model: str, stage: int | str, pretrained: bool = False, file: str | None = None):
+    """The model cut after ``stage`` (an index), or a ``Head`` (``stage`` in ``HEADS``);
+    ``file``: read the pretrained weights from it."""
     import timm
 
     cfg = timm.get_pretrained_cfg(model)
@@ -48,11 +65,13 @@ def _create(model: str, stage: int, pretrained: bool = False, file: str | None =
     extra = {"dynamic_img_size": True} if cfg is not None and cfg.fixed_input_size else {}
     if file is not None:
         extra["pretrained_cfg_overlay"] = {"file": file, "source": ""}
+    if stage in HEADS:
+        return Head(timm.create_model(model, pretrained=pretrained, **extra), str(stage))
     return timm.create_model(model, pretrained=pretrained, features_only=True,
                              out_indices=(stage,), **extra)
 
 
-def _pretrained(model: str, stage: int):
+def _pretrained(model: str, stage: int | str):
     """The model with timm's ImageNet weights: from the Hugging Face cache when they are there
     (no network needed), else downloaded by timm once the server is known to be reachable."""
     import timm
@@ -83,7 +102,7 @@ def _convention(model: str) -> Convention:
     return Convention(f"timm {model}", mean, std)
 
 
-def build(model: str, stage: int, weights: str = "imagenet") -> LayerNet:
+def build(model: str, stage: int | str, weights: str = "imagenet") -> LayerNet:
     if weights == "imagenet":
         net = fetch_pretrained(lambda: _pretrained(model, stage), f"timm model '{model}'")
     else:
@@ -92,9 +111,11 @@ def build(model: str, stage: int, weights: str = "imagenet") -> LayerNet:
 
 
 @lru_cache(maxsize=None)
-def layout(model: str, stage: int):
+def layout(model: str, stage: int | str):
     formula = f"timm {model} feature_info[{stage}] output for an H x W image"
-    if model in KNOWN:
+    if stage in HEADS:
+        formula = f"timm {model} {stage} vector (any image size)"
+    elif model in KNOWN:
         stages = KNOWN[model][1]
         windows = tuple(w for _, added in stages[:stage + 1] for w in added)
         return window_layout(stages[stage][0], windows, formula)
@@ -123,6 +144,19 @@ def make_spec(model: str, stage: int) -> FeatureSpec:
         image_size=_input_size(model))
 
 
+def make_head_spec(model: str, head: str) -> FeatureSpec:
+    what = "pooled pre-logits embedding" if head == "pooled" else "class scores (logits)"
+    return FeatureSpec(
+        name=f"timm.{model}.{head}",
+        description=f"timm {model}, {what}; any timm.<model>.pooled or .logits works",
+        input="rgb", differentiable=True,
+        build=lambda weights="imagenet": build(model, head, weights),
+        layout=lambda weights="imagenet": layout(model, head),
+        params=(Param("weights", "imagenet", "'imagenet' (timm download/cache), a "
+                      ".safetensors/.npz path, or 'random'"),),
+        image_size=_input_size(model))
+
+
 @hookimpl
 def featinv_register_features(register):
     for model, stages in LISTED.items():
@@ -132,6 +166,11 @@ def featinv_register_features(register):
 
 @hookimpl
 def featinv_resolve_feature(name):
+    head = _HEAD.match(name)
+    if head is not None:
+        import timm
+
+        return make_head_spec(head["model"], head["head"]) if timm.is_model(head["model"]) else None
     match = _NAME.match(name)
     if match is None:
         return None

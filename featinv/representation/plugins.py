@@ -41,6 +41,7 @@ BUILTIN_PLUGINS = (
     "featinv.features.alexnet",
     "featinv.features.squeezenet",
     "featinv.features.timm_stages",
+    "featinv.features.torchvision_nodes",
 )
 # the decoders shipped in featinv/zoo, through the same ``featinv_shipped_decoders`` hook as
 # a plugin's own

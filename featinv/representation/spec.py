@@ -91,6 +91,8 @@ class FeatureSpec:
         backends: ``backends() -> {name: status}`` for a representation whose ``backend``
             parameter picks between implementations; ``featinv describe`` prints the statuses
             (e.g. whether a C library is installed).
+        members: ``members() -> [name, ...]`` for a representation that stands for a family
+            (``torchvision.<model>``: its nodes); ``featinv describe`` lists them.
 
     A built module may also define ``forward_with_report(x) -> (features, report)``, where
     ``report`` maps names to one value per image (e.g. keypoints detected); ``featinv extract``
@@ -109,6 +111,7 @@ class FeatureSpec:
     image_size: int | None = None
     visualize: Callable[..., Any] | None = None
     backends: Callable[[], Mapping[str, str]] | None = None
+    members: Callable[[], list[str]] | None = None
 
     def __post_init__(self) -> None:
         problems = []
@@ -127,8 +130,9 @@ class FeatureSpec:
         if self.image_size is not None and (not isinstance(self.image_size, int)
                                             or self.image_size < 1):
             problems.append("image_size must be a positive int or None")
-        if any(f is not None and not callable(f) for f in (self.visualize, self.backends)):
-            problems.append("visualize and backends must be callables or None")
+        if any(f is not None and not callable(f) for f in (self.visualize, self.backends,
+                                                     self.members)):
+            problems.append("visualize, backends and members must be callables or None")
         if self.decoder not in DECODER_FAMILIES:
             problems.append(f"decoder must be one of {DECODER_FAMILIES}, got {self.decoder!r}")
         if not all(isinstance(p, Param) for p in self.params):
@@ -188,7 +192,8 @@ class FeatureSpec:
                "values": self.resolve_params(params or {}), "layout_formula": rule.describe(),
                "decoder": self.decoder,
                "image_size": self.image_size,
-               "backends": dict(self.backends()) if self.backends else None}
+               "backends": dict(self.backends()) if self.backends else None,
+               "members": list(self.members()) if self.members else None}
         if min_size:
             out["min_size"] = rule.smallest_side
         if image_size is not None:
