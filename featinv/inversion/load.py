@@ -12,6 +12,7 @@ and their pixels stay aligned with the cells (no stretching).
 """
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -28,7 +29,7 @@ from ..io.images import (check_image_tensor, check_side, load_image, pil_to_tens
 from ..limits import DEFAULT_MAX_SIDE, MAX_SIDE
 from ..representation.layout import CellGrid, layout_from_json
 from ..representation.registry import get_feature, get_spec
-from ..representation.plugins import shipped_decoder, shipped_decoders
+from ..representation.plugins import shipped_decoder
 from ..representation.spec import Extractor
 from .zoo import ZOO_DIR  # noqa: F401 (public here too)
 
@@ -66,35 +67,29 @@ def shipped_decoder_path(name: str, decoder: str | None = None) -> Path | None:
         return None
 
 
-def _resolve_checkpoint(name_or_checkpoint: str | Path, decoder: str | None = None) -> Path:
-    text = str(name_or_checkpoint)
-    path = Path(text)
-    if path.is_dir() and (path / "decoder.safetensors").is_file():  # a training run's folder
-        path = path / "decoder.safetensors"
-    if path.suffix == ".safetensors" or path.exists() or "/" in text or "\\" in text:
-        if decoder is not None:
-            raise FeatinvError(f"decoder={decoder!r} (--decoder) picks one of the decoders "
-                               f"shipped for a representation; {printable(text)} is a file.")
-        return path
-    if decoder is None:  # NAME.VARIANT, as the built-in zoo names its files
-        by_key = {e.key: e for e in shipped_decoders().entries.values()}
-        if text.lower() in by_key:
-            return by_key[text.lower()].file
-    text = get_spec(text).name  # unknown names fail here, with a suggestion; "HOG" is "hog"
-    return shipped_decoder(text, decoder).file
-
-
 def load_decoder(name_or_checkpoint: str | Path, device: str | torch.device | None = "cpu",
-                 feature: str | None = None, decoder: str | None = None) -> Decoder:
-    """A trained decoder (eval mode) from a checkpoint path or a representation name.
+                 feature: str | None = None, decoder: str | None = None,
+                 params: dict[str, Any] | None = None) -> Decoder:
+    """A trained decoder (eval mode) from a reference (``featinv.inversion.sources``): a path
+    (a ``Path``, or text with ``/``, a leading ``.`` or a ``.safetensors`` end), a shipped name,
+    ``local-dir:PATH`` or ``hf-hub:ORG/NAME[@REVISION]``.
 
     For a name, ``decoder`` picks one of the decoders shipped for it (``featinv zoo``; default
-    ``"default"``); ``"hog.realistic"`` names the same as ``"hog", decoder="realistic"``.
-    ``decoder.meta`` holds the checkpoint's metadata. With ``feature``, a checkpoint trained for
-    another representation is refused.
+    ``"default"``); ``"hog.realistic"`` names the same as ``"hog", decoder="realistic"``; a
+    ``decoder`` with a scheme (``hf-hub:...``) loads that decoder for the name. A bare name never
+    means a file of the current folder (write ``./hog``). ``decoder.meta`` holds the checkpoint's
+    metadata. With ``feature`` (and ``params``), a decoder trained for another representation
+    (or with other parameters) is refused, naming both.
     """
-    path = _resolve_checkpoint(name_or_checkpoint, decoder)
-    tensors, meta = checkpoint.load(path)
+    from . import sources
+
+    if sources.has_scheme(decoder):  # load_decoder("hog", decoder="hf-hub:org/name")
+        feature = feature or sources.feature_of(name_or_checkpoint, decoder)
+        name_or_checkpoint, decoder = decoder, None
+    path = sources.decoder_file(name_or_checkpoint, decoder)
+    label = sources.describe_ref(name_or_checkpoint) if sources.has_scheme(name_or_checkpoint) \
+        else path
+    wanted, tensors, meta = params, *checkpoint.load(path)
     try:
         name = meta["feature"]["name"]
         params = dict(meta["feature"]["params"])
@@ -107,7 +102,7 @@ def load_decoder(name_or_checkpoint: str | Path, device: str | torch.device | No
         raise CheckpointError(f"{path}: incomplete featinv metadata (missing or invalid "
                               f"{exc}).") from None
     if feature is not None and feature.lower() != name:  # names are lower case
-        raise CheckpointError(f"{path} is a decoder for '{name}', not '{feature}'. Pass a "
+        raise CheckpointError(f"{label} is a decoder for '{name}', not '{feature}'. Pass a "
                               f"checkpoint trained with --feature {feature}.")
     try:
         spec = get_spec(name)
@@ -117,6 +112,8 @@ def load_decoder(name_or_checkpoint: str | Path, device: str | torch.device | No
                               f"provides (it was made with plugin '{plugin or 'unknown'}'); "
                               "install or enable that plugin ('featinv plugins' lists the "
                               "loaded ones).") from None
+    if wanted is not None:
+        _check_params(label, spec, params, wanted)
     try:
         current = spec.layout_rule(**params)(size, size)
     except FeatinvError as exc:
@@ -139,6 +136,26 @@ def load_decoder(name_or_checkpoint: str | Path, device: str | torch.device | No
     decoder.meta = meta
     decoder.encoder_state = encoder_state or None
     return decoder.to(pick_device(device)).eval()
+
+
+def _check_params(label, spec, stored: dict[str, Any], wanted: dict[str, Any]) -> None:
+    """Refuse a decoder trained with other parameters than ``wanted``, naming both."""
+    def normal(params: dict[str, Any]) -> dict[str, Any]:
+        return json.loads(json.dumps(spec.resolve_params(params), default=str))
+
+    want = normal(wanted)
+    try:
+        have = normal(stored)
+    except FeatinvError as exc:
+        raise CheckpointError(f"{label}: its parameters no longer fit '{spec.name}' ({exc}).") \
+            from None
+    differ = sorted(k for k in set(have) | set(want) if have.get(k) != want.get(k))
+    if differ:
+        def text(params):
+            return ", ".join(f"{k}={params.get(k)!r}" for k in differ)
+        raise CheckpointError(f"{label} is a decoder for '{spec.name}' with {text(have)}, not "
+                              f"'{spec.name}' with {text(want)}; pass a decoder trained with "
+                              "those parameters.")
 
 
 def _rebuild(path: Path, spec, config: dict[str, Any]) -> Decoder:
@@ -174,26 +191,17 @@ def _check_weights_fit(path: Path, described: torch.nn.Module,
                           "altered or written by an incompatible version.")
 
 
-def extractor_for(decoder: Decoder) -> Extractor:
+def extractor_for(decoder: Decoder, weights: str | None = None) -> Extractor:
     """The representation (with the same parameters) a loaded decoder was trained on.
 
     A decoder trained with a fine-tuned encoder brings the encoder's weights along; they replace
-    the representation's own (which are then not downloaded).
+    the representation's own (which are then not downloaded). ``weights``: other network
+    weights to compute the features with; a warning says so when they are not the ones the
+    decoder was trained against (``featinv.inversion.encoder_weights``).
     """
-    feature = decoder.meta["feature"]
-    params = dict(feature["params"])
-    state = getattr(decoder, "encoder_state", None)
-    if not state:
-        return get_feature(feature["name"], **params)
-    if "weights" in params:
-        params["weights"] = "random"  # overwritten just below
-    extractor = get_feature(feature["name"], **params)
-    try:
-        extractor.module.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        raise CheckpointError(f"the fine-tuned encoder stored with this decoder does not fit "
-                              f"'{feature['name']}' ({str(exc).splitlines()[0]}).") from None
-    return extractor.to(next(decoder.parameters()).device)
+    from .encoder_weights import encoder_for
+
+    return encoder_for(decoder, weights)
 
 
 
@@ -315,9 +323,9 @@ def invert(images: Sequence | Iterable, feature: str | None = None,
            decoder: str | None = None) -> list[torch.Tensor]:
     """Reconstruct each image from its features with a trained decoder.
 
-    ``images``: paths, PIL images or ``(3, H, W)`` tensors in [0, 1]. ``checkpoint`` (a path)
-    or ``feature`` (a name with a shipped decoder; ``decoder`` picks one of several, e.g.
-    ``"realistic"``) selects the decoder. Each image is resized so
+    ``images``: paths, PIL images or ``(3, H, W)`` tensors in [0, 1]. ``checkpoint`` (a path,
+    or ``hf-hub:``/``local-dir:``/``zoo:`` reference) or ``feature`` (a name with a shipped
+    decoder; ``decoder`` picks one of several, e.g. ``"realistic"``) selects the decoder. Each image is resized so
     its shorter side is ``size`` (default: its own size for grid layouts such as HOG, SIFT, LBP
     and CNN conv layers; the decoder's training size for vector layouts), then shrunk so its
     longer side is at most ``max_side`` (None: no cap). Returns one ``(3, H', W')`` tensor per
@@ -329,8 +337,10 @@ def invert(images: Sequence | Iterable, feature: str | None = None,
         check_side(size, "size")
     if max_side is not None:
         check_side(max_side, "max_side")
-    net = load_decoder(checkpoint or feature, device=pick_device(device), feature=feature,
-                       decoder=decoder)
+    from .sources import checkpoint_ref, shipped_ref
+
+    source = checkpoint_ref(checkpoint) if checkpoint is not None else shipped_ref(feature)
+    net = load_decoder(source, device=pick_device(device), feature=feature, decoder=decoder)
     extractor = extractor_for(net)
     size = size or default_size(net)
     return [reconstruct(extractor, net, prepare(img, size, max_side)[None])[0].cpu()

@@ -18,6 +18,7 @@ from ..representation.extract import check_finite
 from .load import (decode, encode, extractor_for, fit_sides, load_decoder, pad_images,
                         pick_device)
 from .optimize import OptimizeConfig, check_differentiable, invert_by_optimization
+from .sources import ZOO, checkpoint_ref, describe_ref, has_scheme, shipped_ref, split_variant
 from ..precision import autocast, check_precision
 from ..representation.registry import get_feature
 
@@ -64,14 +65,19 @@ class Method:
 def decoder_method(source: str | Path, feature: str | None = None,
                    device: str | torch.device | None = None, precision: str = "fp32",
                    decoder_name: str | None = None) -> Method:
-    """A decoder from a checkpoint path or a representation name (its shipped decoder;
-    ``decoder_name`` picks another of those shipped for it, e.g. ``"realistic"``).
+    """A decoder from a reference (``featinv.inversion.sources``: a path, ``zoo:NAME``,
+    ``local-dir:``, ``hf-hub:``, or a bare name of a shipped decoder; ``decoder_name`` picks
+    another of those shipped for it, e.g. ``"realistic"``, or is itself a reference with a
+    scheme). ``make_method(s)`` pass ``-c`` values as paths and ``-f`` names as ``zoo:NAME``.
 
     ``precision="bf16"`` (or ``"fp16"`` on CUDA) runs the decoder under autocast with
     channels-last activations: 2-3x faster on CPUs with AVX-512 BF16, outputs within about 1/200.
     """
     dev = pick_device(device)
     check_precision(precision, dev)
+    if feature is not None and str(source).startswith(ZOO):  # -f hog.realistic
+        feature, decoder_name = split_variant(feature, decoder_name)
+        source = shipped_ref(feature)
     decoder = load_decoder(source, device=dev, feature=feature, decoder=decoder_name)
     extractor = extractor_for(decoder).to(dev)
     if precision != "fp32":
@@ -86,7 +92,9 @@ def decoder_method(source: str | Path, feature: str | None = None,
             return decode(decoder, feats, sides)[..., :height, :width].float()
 
     return Method("decoder", decoder.meta["feature"]["name"], decoder.config["image_size"],
-                  run, dev, {"checkpoint": str(source), "decoder": decoder_name,
+                  run, dev, {"checkpoint": describe_ref(decoder_name if has_scheme(decoder_name)
+                                                        else source),
+                             "decoder": None if has_scheme(decoder_name) else decoder_name,
                              "optimize": None, "precision": precision}, extractor,
                   any_size=decoder.layout.kind == "grid")
 
@@ -139,7 +147,8 @@ def make_method(method: str, feature: str | None = None, checkpoint: str | Path 
     if method == "decoder":
         if checkpoint is None and feature is None:
             raise FeatinvError(NEED_SOURCE)
-        return decoder_method(checkpoint or feature, feature, device, precision, decoder_name)
+        return decoder_method(_source(checkpoint, feature), feature, device, precision,
+                              decoder_name)
     _check_optimize(checkpoint or decoder_name is not None, precision,
                     "--method optimize reads no --checkpoint or --decoder; pass --feature NAME.")
     if feature is None:
@@ -175,5 +184,12 @@ def make_methods(method: str = "decoder", features: Sequence[str] = (),
         raise FeatinvError(f"{len(features)} --feature names for {len(checkpoints)} "
                            "--checkpoint files: give one name per checkpoint, or none.")
     dev = pick_device(device)
+    sources = [_source(c, None) for c in checkpoints] or [_source(None, f) for f in features]
     return [decoder_method(src, features[i] if features else None, dev, precision, decoder_name)
-            for i, src in enumerate(checkpoints or features)]
+            for i, src in enumerate(sources)]
+
+
+def _source(checkpoint: str | Path | None, feature: str | None):
+    """``-c`` values are paths (or references with a scheme); ``-f NAME`` alone is the decoder
+    shipped for NAME, whatever the current folder holds."""
+    return checkpoint_ref(checkpoint) if checkpoint is not None else shipped_ref(feature)

@@ -1,0 +1,158 @@
+"""What a decoder reference means, decided in one place for every caller (``invert``,
+``evaluate``, ``analyze``, ``train --init-from``, ``load_decoder``).
+
+A reference is exactly one of:
+
+- ``hf-hub:ORG/NAME[@REVISION]``: a decoder shared on the Hugging Face Hub (cache first);
+- ``local-dir:PATH``: a packed folder (``model.safetensors``) or a training run's folder;
+- ``zoo:NAME[.VARIANT]``: a shipped decoder, also where a path is expected (``-c``);
+- a path: a ``Path`` object, or text that looks like one (it holds ``/`` or ``\\``, starts
+  with ``.`` or ``~``, or ends in ``.safetensors``);
+- otherwise a shipped name, ``NAME`` or ``NAME.VARIANT`` (``featinv zoo``), never looked up on
+  disk: a folder ``hog/`` in the current folder does not replace the shipped HOG decoder
+  (write ``./hog`` for it).
+
+``-c``/``--checkpoint`` takes paths: ``checkpoint_ref`` makes its bare words paths.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ..errors import CheckpointError, FeatinvError, UnknownFeatureError, printable
+from ..io import hub
+from ..io.hub import MODEL_FILE
+
+HUB, LOCAL, ZOO = hub.PREFIX, "local-dir:", "zoo:"
+SCHEMES = (HUB, LOCAL, ZOO)
+RUN_FILE = "decoder.safetensors"  # the decoder of a training run's folder
+Ref = str | os.PathLike
+
+
+def has_scheme(ref: Ref | None) -> bool:
+    return isinstance(ref, str) and ref.startswith(SCHEMES)
+
+
+def looks_like_path(text: str) -> bool:
+    """Text that can only be meant as a path (see the module docstring)."""
+    return ("/" in text or "\\" in text or text.startswith((".", "~"))
+            or text.lower().endswith(".safetensors"))
+
+
+def checkpoint_ref(value: Ref) -> Ref:
+    """A ``-c``/``--checkpoint`` value: a reference with a scheme as it is, anything else a
+    path (``-c hog`` is the file or folder ``hog``)."""
+    return value if has_scheme(value) else Path(value)
+
+
+def shipped_ref(feature: str) -> str:
+    """The reference of the decoder shipped for ``feature`` (``-f NAME`` without ``-c``)."""
+    return ZOO + feature
+
+
+def describe_ref(ref: Ref) -> str:
+    """The reference as a user would write it again (for messages and reports)."""
+    return printable(os.fspath(ref))
+
+
+def split_variant(name: str, decoder: str | None = None) -> tuple[str, str | None]:
+    """``("hog", "realistic")`` for the shipped name ``"hog.realistic"`` (when ``decoder`` is
+    None); ``(name, decoder)`` otherwise."""
+    if decoder is None:
+        from ..representation.plugins import shipped_decoders
+
+        for entry in shipped_decoders().entries.values():
+            if entry.key == name.lower() and entry.key != entry.feature:
+                return entry.feature, entry.decoder
+    return name, decoder
+
+
+def feature_of(name: Ref, decoder: str) -> str:
+    """The representation asked for when ``decoder`` (``--decoder``) is a reference with a
+    scheme: ``name`` must then be a representation's name (``-f``), not a file."""
+    text = os.fspath(name)
+    if isinstance(name, os.PathLike) or looks_like_path(text) or text.startswith((HUB, LOCAL)):
+        raise FeatinvError(f"--decoder {printable(decoder)} names a decoder itself; pass it or "
+                           f"--checkpoint {printable(text)}, not both.")
+    return text[len(ZOO):] if text.startswith(ZOO) else text
+
+
+def decoder_file(ref: Ref, decoder: str | None = None) -> Path:
+    """The ``.safetensors`` file that ``ref`` stands for. ``decoder`` picks one of the decoders
+    shipped for a name (``"realistic"``); it is refused with anything else. Files are not
+    opened here; loading checks them."""
+    if isinstance(ref, os.PathLike):
+        return _path(Path(ref), decoder)
+    text = str(ref)
+    if text.startswith(HUB):
+        _no_variant(text, decoder)
+        return _in_folder(hub.download(hub.parse_ref(text)), text)
+    if text.startswith(LOCAL):
+        _no_variant(text, decoder)
+        folder = Path(text[len(LOCAL):]).expanduser()
+        if not folder.is_dir():
+            raise CheckpointError(f"{printable(text)}: '{printable(folder)}' is not a folder; "
+                                  "local-dir: takes a folder made by 'featinv pack -o DIR' (or a "
+                                  "training run's folder). Pass a file as a path.")
+        return _in_folder(folder, text)
+    if text.startswith(ZOO):
+        return _shipped(text[len(ZOO):], decoder)
+    if looks_like_path(text):
+        return _path(Path(text).expanduser(), decoder)
+    return _shipped(text, decoder)
+
+
+def _no_variant(text: str, decoder: str | None) -> None:
+    if decoder is not None:
+        raise FeatinvError(f"decoder={printable(decoder)!r} (--decoder) picks one of the "
+                           f"decoders shipped for a representation; {printable(text)} is "
+                           "another decoder. Pass one or the other.")
+
+
+def _in_folder(folder: Path, label: str) -> Path:
+    """The decoder in a packed folder (``model.safetensors``) or a run's (``decoder.safetensors``)."""
+    for name in (MODEL_FILE, RUN_FILE):
+        if (folder / name).is_file():
+            return folder / name
+    raise CheckpointError(f"'{printable(label)}' is a folder, not a checkpoint: it holds no "
+                          f"{MODEL_FILE} (a packed decoder) or {RUN_FILE} (a training run).")
+
+
+def _path(path: Path, decoder: str | None) -> Path:
+    if decoder is not None:
+        raise FeatinvError(f"decoder={printable(decoder)!r} (--decoder) picks one of the decoders "
+                           f"shipped for a representation; {printable(path)} is a file.")
+    if path.is_dir():
+        return _in_folder(path, str(path))
+    if not path.exists() and not looks_like_path(str(path)) and _is_shipped(str(path)):
+        raise CheckpointError(f"Checkpoint '{printable(path)}' not found: -c takes a path. For "
+                              f"the decoder shipped as '{printable(path)}' pass -f "
+                              f"{printable(path)} (or -c {ZOO}{printable(path)}).")
+    return path
+
+
+def _is_shipped(name: str) -> bool:
+    from ..representation.plugins import shipped_decoders
+
+    return name.lower() in {e.key for e in shipped_decoders().entries.values()}
+
+
+def _shipped(name: str, decoder: str | None) -> Path:
+    """The file of a shipped decoder: ``NAME`` (``decoder`` picks a variant) or
+    ``NAME.VARIANT``."""
+    from ..representation.plugins import shipped_decoder, shipped_decoders
+    from ..representation.registry import get_spec
+
+    if decoder is None:  # NAME.VARIANT, as the built-in zoo names its files
+        by_key = {e.key: e for e in shipped_decoders().entries.values()}
+        if name.lower() in by_key:
+            return by_key[name.lower()].file
+    try:
+        feature = get_spec(name).name  # unknown names fail here, with a suggestion
+    except UnknownFeatureError as exc:
+        if name and os.path.lexists(name):
+            raise UnknownFeatureError(f"{exc} A name means a shipped decoder; for the file or "
+                                      f"folder '{printable(name)}' here, write ./{printable(name)} "
+                                      "(or pass it with -c).") from None
+        raise
+    return shipped_decoder(feature, decoder).file
