@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import click
@@ -184,12 +185,23 @@ cli.add_command(compare_cmd)
 cli.add_command(train_cmd)
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """featinv's own warnings as one ``Warning: ...`` line on stderr; others as Python shows
+    them."""
+    if category.__module__.startswith("featinv."):
+        click.echo(printable(f"Warning: {message}"), err=True)
+    else:
+        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: one-line errors unless ``--debug``."""
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args or os.environ.get("FEATINV_DEBUG", "") not in ("", "0")
     try:
-        code = cli.main(args=args, prog_name="featinv", standalone_mode=False)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            code = cli.main(args=args, prog_name="featinv", standalone_mode=False)
     except click.exceptions.Abort as exc:
         if isinstance(exc.__cause__, KeyboardInterrupt):  # click turns Ctrl-C into Abort
             click.echo("Interrupted.", err=True)

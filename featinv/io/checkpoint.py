@@ -120,14 +120,37 @@ def _parse_meta(path: Path, header: dict[str, str], expected_format: str) -> dic
 
 # -- decoders ---------------------------------------------------------------------------------
 
+def weights_fingerprint(module: torch.nn.Module | None) -> str | None:
+    """sha256 of a module's floating-point state (shapes and float32 values, in the order of
+    the sorted state-dict names): which network weights a representation computes its features
+    with, whatever they were called. ``None`` for a module without any (HOG, LBP, SIFT)."""
+    import hashlib
+
+    state = module.state_dict() if module is not None else {}
+    tensors = [state[k] for k in sorted(state) if state[k].is_floating_point()]
+    if not tensors:
+        return None
+    digest = hashlib.sha256()
+    for t in tensors:
+        digest.update(repr(tuple(t.shape)).encode())
+        digest.update(t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
 def decoder_metadata(extractor, decoder, **sections: Any) -> dict[str, Any]:
     """The JSON metadata stored with a decoder's weights; ``sections`` (``training``,
-    ``metrics``, ``progress``, ...) are added as they are."""
+    ``metrics``, ``progress``, ...) are added as they are. ``feature.weights_sha256`` is the
+    ``weights_fingerprint`` of the representation's module (the weights its features came
+    from; ``feature.params.weights`` names them), absent for representations without weights."""
     from ..version import __version__
 
+    feature = {"name": extractor.name, "params": extractor.params,
+               "plugin": extractor.spec.plugin, "input": extractor.spec.input}
+    fingerprint = weights_fingerprint(getattr(extractor, "module", None))
+    if fingerprint is not None:
+        feature["weights_sha256"] = fingerprint
     return {"format": FORMAT, "format_version": FORMAT_VERSION, "featinv_version": __version__,
-            "feature": {"name": extractor.name, "params": extractor.params,
-                        "plugin": extractor.spec.plugin, "input": extractor.spec.input},
+            "feature": feature,
             "layout": decoder.layout.to_json(), "image_size": decoder.config["image_size"],
             "decoder": decoder.config, **sections}
 
