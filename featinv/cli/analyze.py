@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from .options import POSITIVE, device_option
+from .options import POSITIVE, SIDE, device_option
 from ..choices import PERTURBATIONS, SAMPLERS
 from ..errors import printable
 
@@ -46,7 +46,8 @@ def _echo_path(path) -> None:
 
 @click.group("analyze")
 def analyze() -> None:
-    """What a representation keeps: perturbations, interpolation, random features, top-k, units."""
+    """What a representation keeps: layers, perturbations, interpolation, random features, top-k,
+    units."""
 
 
 @analyze.command("perturb")
@@ -81,6 +82,28 @@ def perturb_cmd(decoders, data, limit, names, autoencoder, seed, out, overwrite,
                                 on_layer=echo_row)
     _echo_path(_write_json(result, folder / "perturb.json"))
     _echo_path(perturbation_chart(result, folder / "perturb.png"))
+
+
+@analyze.command("layers")
+@click.argument("image")
+@click.option("--network", "-n", help="Network whose layers to show, e.g. squeezenet (default: "
+              "the only network with shipped layer decoders).")
+@click.option("--size", type=SIDE, help="Side of the photo's centred square (default: the "
+              "first layer decoder's training size).")
+@click.option("--out", "-o", default="layers.png", show_default=True, type=click.Path())
+@overwrite_option
+@device_option
+def layers_cmd(image, network, size, out, overwrite, device) -> None:
+    """The photo and its reconstruction from every shipped layer of a network, labelled (the
+    paper's Figure 5 row); prints each reconstruction's RMS pixel error."""
+    from ..analysis.layers import layer_strip
+    from ..io.images import save_png
+
+    _check_outputs([out], [image], overwrite)
+    picture, result = layer_strip(image, network, size, device)
+    for row in result["layers"]:
+        click.echo(f"{printable(row['layer'])}: RMS error {row['rmse']:.3f}")
+    _echo_path(save_png(picture, Path(out)))
 
 
 @analyze.command("interpolate")
