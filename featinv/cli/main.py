@@ -34,10 +34,14 @@ def cli(debug: bool) -> None:
               help="Show each layout for a square image of this size.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def list_features_cmd(pattern: str, image_size: int, as_json: bool) -> None:
-    """List the registered representations (optionally matching a glob PATTERN)."""
-    from ..representation.listing import rows as listing_rows
+    """List the registered representations (optionally matching a glob PATTERN), with the
+    decoders shipped for each."""
+    from ..representation.listing import rows as listing_rows, shipped_names, zoo
 
     rows, problems = listing_rows(pattern, image_size)
+    shipped = shipped_names(zoo(_shipped))  # the zoo's cache: no plugin loaded when warm
+    for r in rows:
+        r["shipped_decoders"] = shipped.get(r["name"], [])
     if as_json:
         _echo_json(rows)
         return
@@ -45,10 +49,12 @@ def list_features_cmd(pattern: str, image_size: int, as_json: bool) -> None:
         click.echo("No representations registered." if pattern == "*" else
                    f"No representation matches '{pattern}'.")
         return
-    header = ("name", "plugin", "input", f"layout@{image_size}", "diff.", "description")
+    header = ("name", "plugin", "input", f"layout@{image_size}", "diff.", "shipped",
+              "description")
     table = [header] + [(r["name"], r["plugin"], r["input"],
                          _layout_text(r["layout"]) if r["layout"] else "too small",
-                         "yes" if r["differentiable"] else "no", r["description"]) for r in rows]
+                         "yes" if r["differentiable"] else "no",
+                         ",".join(r["shipped_decoders"]) or "-", r["description"]) for r in rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(header) - 1)]
     for row in table:
         click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths)) + "  " + row[-1])

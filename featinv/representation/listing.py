@@ -215,6 +215,16 @@ def describe(name: str, image_size: int, params: dict[str, Any] | None = None) -
     return get_spec(name).to_json(image_size, params=params)
 
 
+def shipped_names(entries: list[dict]) -> dict[str, list[str]]:
+    """Representation -> the names of its shipped decoders (``default`` first, then sorted),
+    from ``zoo``'s entries; damaged entries (with an ``error``) are left out."""
+    names: dict[str, list[str]] = {}
+    for e in entries:
+        if "error" not in e and e.get("feature"):
+            names.setdefault(e["feature"], []).append(e.get("decoder") or "default")
+    return {f: sorted(set(d), key=lambda n: (n != "default", n)) for f, d in names.items()}
+
+
 def _zoo_stamps(entries: list[dict]) -> list:
     """Size and time of each listed decoder file and of the folders holding them: a plugin that
     ships every file of a folder gains a decoder when a file is added there, which the
