@@ -102,6 +102,13 @@ def decoder_file(ref: Ref, decoder: str | None = None) -> Path:
     return _shipped(text, decoder)
 
 
+def source_file(source: str | os.PathLike) -> Path:
+    """The decoder file of a path given to ``pack``/``push``: a file as it is, the decoder in a
+    packed folder or a training run's folder."""
+    path = Path(source).expanduser()
+    return _in_folder(path, str(path)) if path.is_dir() else path
+
+
 def _no_variant(text: str, decoder: str | None) -> None:
     if decoder is not None:
         raise FeatinvError(f"decoder={printable(decoder)!r} (--decoder) picks one of the "
@@ -110,7 +117,8 @@ def _no_variant(text: str, decoder: str | None) -> None:
 
 
 def _in_folder(folder: Path, label: str) -> Path:
-    """The decoder in a packed folder (``model.safetensors``) or a run's (``decoder.safetensors``)."""
+    """The decoder in a packed folder (``model.safetensors``) or in a training run's
+    (``decoder.safetensors``)."""
     for name in (MODEL_FILE, RUN_FILE):
         if (folder / name).is_file():
             return folder / name
