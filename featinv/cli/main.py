@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 
 from .analyze import analyze
+from .audit import audit_cmd
 from .common import echo_error as _echo_error, echo_json as _echo_json, parse_params as _parse_params
 from .compare import compare_cmd
 from .invert import evaluate_cmd, extract_cmd, invert_cmd, pack_cmd, show_features_cmd
@@ -188,6 +189,7 @@ cli.add_command(pack_cmd)
 cli.add_command(show_features_cmd)
 cli.add_command(analyze)
 cli.add_command(compare_cmd)
+cli.add_command(audit_cmd)
 cli.add_command(train_cmd)
 
 

@@ -1,0 +1,136 @@
+"""``featinv audit``: re-identification ranks and rates, the audit of shipped and freshly trained
+decoders (JSON + HTML), and its one-line errors. Offline: tiny images, random-weight models."""
+import json
+import re
+
+import pytest
+import torch
+
+import featinv
+from featinv.analysis.reidentify import bootstrap_interval, check_gallery, ranks, summary
+from featinv.errors import DataError
+
+from conftest import error_lines, run_cli, write_images
+
+# an independent space that needs no weight file: resnet18's pooled features, random weights
+OFFLINE_REID = ("--reid-feature", "torchvision.resnet18.avgpool", "--reid-param",
+                "pretrained=false", "--perceptual-weights", "none")
+
+
+def test_ranks_count_ties_against_the_match():
+    g = torch.eye(6)
+    assert ranks(g, g).tolist() == [1] * 6  # perfect reconstructions
+    assert ranks(g, torch.zeros(6, 6)).tolist() == [6] * 6  # all alike: never re-identified
+    shifted = 0.4 * g + 0.6 * g[[1, 2, 3, 4, 5, 0]]  # closer to the next photo than its own
+    assert ranks(g, shifted).tolist() == [2] * 6
+    noisy = g * 3 + 0.1 * torch.randn(6, 6, generator=torch.Generator().manual_seed(0))
+    assert ranks(g * 3, noisy).tolist() == [1] * 6
+    assert ranks(g * 3, noisy * 100, cosine=True).tolist() == [1] * 6  # scale-free
+
+
+def test_summary_rates_chance_and_interval():
+    r = torch.tensor([1, 1, 2, 7, 1, 3, 9, 1, 5, 10])
+    s = summary(r, samples=500)
+    assert s["top1"] == 0.4 and s["top5"] == 0.7
+    assert s["top1_chance"] == 0.1 and s["top5_chance"] == 0.5
+    lo, hi = s["top1_interval"]
+    assert 0.0 <= lo < 0.4 < hi <= 1.0
+    assert s["cmc"][0] == 0.4 and s["cmc"][4] == 0.7 and s["cmc"][-1] == 1.0
+    assert bootstrap_interval(torch.ones(5, dtype=torch.long), 1) == (1.0, 1.0)
+    with pytest.raises(DataError, match="at least 2"):
+        check_gallery(1)
+
+
+def _audit(capsys, tmp_path, *args):
+    code, out, err = run_cli(capsys, "audit", *args, "-o", tmp_path / "audit", "--bootstrap", 200)
+    assert code == 0, err
+    result = json.loads((tmp_path / "audit" / "audit.json").read_text())
+    page = (tmp_path / "audit" / "audit.html").read_text()
+    return result, page, out
+
+
+def test_audit_of_shipped_decoders(capsys, tmp_path, image_folder):
+    result, page, out = _audit(capsys, tmp_path, "-f", "hog,lbp", "--data", image_folder,
+                               "--image-size", 32, "--show", 3, *OFFLINE_REID)
+    rows = result["representations"]
+    assert result["n_images"] == 12 and [r["leak_rank"] for r in rows] == [1, 2]
+    assert {r["label"] for r in rows} == {"hog", "lbp"}
+    assert result["independent_space"] == "torchvision.resnet18.avgpool"
+    for row in rows:
+        assert 0 < row["normalized_error"] < 2 and row["image_size"] == 32
+        for space in ("own", "independent"):
+            block = row[space]
+            assert block["top1_chance"] == pytest.approx(1 / 12)
+            assert block["top5_chance"] == pytest.approx(5 / 12)
+            assert sorted(block["ranks"]) == sorted(i["%s_rank" % space] for i in row["images"])
+            assert block["top1"] == sum(r == 1 for r in block["ranks"]) / 12
+        assert row["perceptual_distance"] is None and row["class_agreement"] is None
+    # the ranking: most leaking first
+    assert (rows[0]["independent"]["top1"], rows[0]["independent"]["top5"]) >= (
+        rows[1]["independent"]["top1"], rows[1]["independent"]["top5"])
+    # self-contained HTML: images inline, nothing fetched
+    assert page.count('src="data:image/jpeg;base64,') == 2 * 3 * 2
+    assert page.count('src="data:image/png;base64,') == 1  # the chart
+    assert not re.search(r"(src|href)=\"(https?:|//)", page) and "<script" not in page
+    assert 'id="ranking"' in page and "chance (guessing)" in page
+    assert "leak" in out and "hog" in out
+
+
+def test_audit_with_squeezenet(capsys, tmp_path, val_subset, shared_dir):
+    weights = shared_dir / "data" / "weights" / "squeezenet1_0_deepcompression_caffe.npz"
+    if not weights.is_file():
+        pytest.skip(f"no SqueezeNet weights at {weights}")
+    result, page, _ = _audit(capsys, tmp_path, "-f", "hog", "--data", val_subset, "--limit", 8,
+                             "--image-size", 64, "--perceptual-weights", weights, "--show", 2)
+    row = result["representations"][0]
+    assert result["independent_space"].startswith("SqueezeNet 1.0 fire9")
+    assert 0 < row["perceptual_distance"] < 4 and 0 <= row["class_agreement"] <= 1
+    assert all(i["same_class"] in (True, False) for i in row["images"])
+    # HOG reconstructions of distinct photos are recognisable well above chance (1/8)
+    assert row["own"]["top1"] > 0.5
+
+
+def test_audit_trains_a_vector_decoder_first(capsys, tmp_path, image_folder, extra_plugins):
+    class Plugin:  # a plugin declaring a vector layout: the fully-connected decoder family
+        @featinv.hookimpl
+        def featinv_register_features(self, register):
+            register(featinv.FeatureSpec(
+                name="colourstats", description="mean and std of each colour", input="rgb",
+                differentiable=True, build=lambda: _Stats(),
+                layout=lambda: featinv.FixedVector(6)))
+
+    extra_plugins("stats-plugin", Plugin())
+    result, page, _ = _audit(capsys, tmp_path, "-f", "colourstats", "--data", image_folder,
+                             "--train-data", image_folder, "--epochs", 1, "--image-size", 32,
+                             *OFFLINE_REID)
+    trained = tmp_path / "audit" / "decoders" / "colourstats" / "decoder.safetensors"
+    assert trained.is_file()
+    assert featinv.load_decoder(trained).config["family"] == "fc_upconv"
+    row = result["representations"][0]
+    assert row["checkpoint"] == str(trained) and row["own"]["n"] == 12
+
+
+@pytest.mark.parametrize("args, wanted", [
+    (["-f", "hog", "--limit", 1], "needs at least 2 of them (got 1)"),
+    (["-f", "lbp", "-c", "featinv/zoo/hog.safetensors"], "is a decoder for 'hog', not 'lbp'"),
+    (["-f", "hgo"], "Did you mean 'hog'"),
+    (["-f", "torchvision.resnet18.avgpool"], "No shipped decoder for 'torchvision.resnet18"),
+    (["-f", "hog", "--reid-feature", "torchvision.resnet18.nosuch"], "has no node 'nosuch'"),
+])
+def test_bad_input_is_one_clear_line(capsys, tmp_path, image_folder, args, wanted):
+    code, out, err = run_cli(capsys, "audit", *args, "--data", image_folder, "--image-size", 32,
+                             "-o", tmp_path / "a", "--perceptual-weights", "none")
+    lines = error_lines(err)
+    assert code == 1 and len(lines) == 1 and wanted in lines[0], err
+    assert "Traceback" not in err and not (tmp_path / "a" / "audit.html").exists()
+
+
+def test_one_photo_is_refused(capsys, tmp_path):
+    write_images(tmp_path / "one", 1)
+    code, _, err = run_cli(capsys, "audit", "-f", "hog", "--data", tmp_path / "one")
+    assert code == 1 and "needs at least 2 of them (got 1)" in error_lines(err)[0]
+
+
+class _Stats(torch.nn.Module):
+    def forward(self, x):
+        return torch.cat([x.mean(dim=(2, 3)), x.std(dim=(2, 3))], 1)
