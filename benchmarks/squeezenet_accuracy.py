@@ -1,5 +1,6 @@
-"""ImageNet accuracy of SqueezeNet 1.0 with the Caffe-convention weights in ../shared, as featinv
-computes it (``squeezenet.pool10``), on the 500 photos of ../shared/data/val.
+"""ImageNet accuracy of SqueezeNet 1.0 with the Caffe-convention weights shipped with featinv
+(``deepcompression``, the same file as ../shared/data/weights), as featinv computes it
+(``squeezenet.pool10``), on the 500 photos of ../shared/data/val.
 
     python benchmarks/squeezenet_accuracy.py [--size 227] [--json out.json]
 
@@ -23,8 +24,8 @@ SHARED = Path(__file__).resolve().parents[2] / "shared"
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--weights", default=str(SHARED / "data/weights/"
-                                                 "squeezenet1_0_deepcompression_caffe.npz"))
+    parser.add_argument("--weights", default="deepcompression",
+                        help="deepcompression (shipped), imagenet, or a .npz/.safetensors file")
     parser.add_argument("--val", default=str(SHARED / "data/val"))
     parser.add_argument("--size", type=int, default=227)
     parser.add_argument("--json")
