@@ -134,10 +134,12 @@ def test_pack_never_writes_onto_its_source(tmp_path, capsys):
 def test_a_folder_or_a_file_in_the_way_of_an_output_is_one_clear_line(tmp_path, capsys):
     photo = write_images(tmp_path / "in", 1)[0]
     (tmp_path / "dir.npz").mkdir()
+    (tmp_path / "dir.safetensors").mkdir()
     (tmp_path / "file").write_text("not a folder")
     for args, message in [
             (["extract", "-f", "hog", photo, "-o", tmp_path / "dir.npz"], "is a folder"),
-            (["pack", "hog", "-o", tmp_path / "dir.npz", "--overwrite"], "is a folder"),
+            (["pack", "zoo:hog", "-o", tmp_path / "dir.safetensors", "--overwrite"],
+             "is a folder"),  # -o DIR (another name) writes a shared folder: docs/sharing.md
             (["invert", "-f", "hog", photo, "-o", tmp_path / "file"], "is a file, not a folder"),
             (["analyze", "perturb", "hog", "--data", tmp_path / "in", "-o", tmp_path / "file"],
              "is a file, not a folder")]:

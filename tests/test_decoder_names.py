@@ -125,7 +125,12 @@ def test_dash_c_with_a_shipped_name_that_is_no_path_says_how_to_get_it(lookalike
     shutil.rmtree("hog")
     code, _, err = run_cli(capsys, "invert", "-c", "hog", "skimage:coffee", "-o", "x")
     [line] = error_lines(err)
-    assert code == 1 and "-c takes a path" in line and "-f hog" in line and "zoo:hog" in line
+    assert code == 1 and "takes a path" in line and "-f hog" in line and "zoo:hog" in line
+    code, _, err = run_cli(capsys, "pack", "hog", "-o", "x.safetensors")  # pack reads as -c does
+    [line] = error_lines(err)
+    assert code == 1 and "zoo:hog" in line
+    code, _, err = run_cli(capsys, "pack", "zoo:hog", "-o", "x.safetensors")
+    assert code == 0, err
 
 
 def test_evaluate_reports_the_decoder_it_used(lookalikes, capsys):

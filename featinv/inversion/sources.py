@@ -102,11 +102,10 @@ def decoder_file(ref: Ref, decoder: str | None = None) -> Path:
     return _shipped(text, decoder)
 
 
-def source_file(source: str | os.PathLike) -> Path:
-    """The decoder file of a path given to ``pack``/``push``: a file as it is, the decoder in a
-    packed folder or a training run's folder."""
-    path = Path(source).expanduser()
-    return _in_folder(path, str(path)) if path.is_dir() else path
+def source_file(source: Ref) -> Path:
+    """The decoder file of ``pack``/``push``'s SOURCE, which is read as ``-c`` reads its value:
+    a path (a file, a packed folder or a training run's folder) or a reference with a scheme."""
+    return decoder_file(checkpoint_ref(source))
 
 
 def _no_variant(text: str, decoder: str | None) -> None:
@@ -133,9 +132,10 @@ def _path(path: Path, decoder: str | None) -> Path:
     if path.is_dir():
         return _in_folder(path, str(path))
     if not path.exists() and not looks_like_path(str(path)) and _is_shipped(str(path)):
-        raise CheckpointError(f"Checkpoint '{printable(path)}' not found: -c takes a path. For "
-                              f"the decoder shipped as '{printable(path)}' pass -f "
-                              f"{printable(path)} (or -c {ZOO}{printable(path)}).")
+        raise CheckpointError(f"Checkpoint '{printable(path)}' not found: -c (like pack and "
+                              f"push) takes a path. For the decoder shipped as "
+                              f"'{printable(path)}' write {ZOO}{printable(path)} (or -f "
+                              f"{printable(path)}).")
     return path
 
 
