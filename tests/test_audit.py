@@ -49,9 +49,14 @@ def _audit(capsys, tmp_path, *args):
     return result, page, out
 
 
-def test_audit_of_shipped_decoders(capsys, tmp_path, image_folder):
+def test_audit_of_shipped_decoders(capsys, tmp_path, image_folder, monkeypatch):
+    import webbrowser
+
+    opened = []
+    monkeypatch.setattr(webbrowser, "open", opened.append)
     result, page, out = _audit(capsys, tmp_path, "-f", "hog,lbp", "--data", image_folder,
-                               "--image-size", 32, "--show", 3, *OFFLINE_REID)
+                               "--image-size", 32, "--show", 3, "--open", *OFFLINE_REID)
+    assert opened == [(tmp_path / "audit" / "audit.html").resolve().as_uri()]
     rows = result["representations"]
     assert result["n_images"] == 12 and [r["leak_rank"] for r in rows] == [1, 2]
     assert {r["label"] for r in rows} == {"hog", "lbp"}

@@ -92,7 +92,7 @@ def independent_space(name: str, params: dict[str, Any] | None, probe: Probe | N
         if name != "auto":
             raise
         raise FeatinvError(f"No independent model for re-identification: no SqueezeNet weight "
-                           f"file was found and squeezenet.fire9 cannot load its weights ({exc}) "
+                           f"file was found and squeezenet.fire9 cannot load its weights ({exc}). "
                            "Pass --perceptual-weights PATH, --reid-feature NAME (any "
                            "representation, e.g. timm.resnet18.pooled) or --reid-feature none."
                            ) from None
