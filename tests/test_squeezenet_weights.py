@@ -119,3 +119,20 @@ def test_missing_weights_file_falls_back_to_the_shipped_copy(tmp_path):
     message = str(info.value)
     assert "changed_caffe.npz" in message and "cannot be loaded here" in message
     assert "\n" not in message
+
+
+def test_invert_with_other_weights_says_so_on_one_line(tmp_path, capsys):
+    path, _ = _tiny(tmp_path)
+    image = write_images(tmp_path / "images", 1, size=(48, 48))[0]
+    changed = _changed_copy(tmp_path)
+    code, out, err = run_cli(capsys, "invert", "-c", path, image, "-o", tmp_path / "a",
+                             "--weights", changed)
+    warned = [line for line in err.splitlines() if line.startswith("Warning:")]
+    assert code == 0 and out.strip().endswith(".png") and len(warned) == 1
+    assert "weights='deepcompression'" in warned[0] and "changed_caffe.npz" in warned[0]
+    code, _, err = run_cli(capsys, "invert", "-c", path, image, "-o", tmp_path / "b",
+                           "--weights", "deepcompression")
+    assert code == 0 and "Warning" not in err  # the weights it was trained on
+    code, _, err = run_cli(capsys, "invert", "-f", "hog", image, "-o", tmp_path / "c",
+                           "--weights", changed)
+    assert code == 1 and len(error_lines(err)) == 1 and "'hog' has no weights" in err

@@ -118,11 +118,14 @@ def extract_cmd(images, feature, params, out, size, crop, overwrite, device) -> 
 @click.option("--max-side", type=SIDE, default=DEFAULT_MAX_SIDE, show_default=True,
               help="Shrink images whose longer side (after --size) exceeds this many px.")
 @click.option("--side-by-side", is_flag=True, help="Write input | reconstruction(s) in one PNG.")
+@click.option("--weights", metavar="NAME|PATH", help="Compute the features with these network "
+              "weights (e.g. imagenet, deepcompression, a .safetensors/.npz file) instead of "
+              "those each decoder was trained against; a warning says so when they differ.")
 @overwrite_option
 @method_options
 @device_option
 def invert_cmd(images, feature, checkpoint, decoder_name, out, size, max_side, side_by_side,
-               overwrite, method, optimize, precision, device) -> int:
+               weights, overwrite, method, optimize, precision, device) -> int:
     """Reconstruct each image from its features; writes PNGs.
 
     IMAGES are files, folders, or skimage:NAME for a photo bundled with scikit-image
@@ -135,7 +138,7 @@ def invert_cmd(images, feature, checkpoint, decoder_name, out, size, max_side, s
     features = [name for item in feature for name in item.split(",") if name]
     inverters = make_methods(method, features, checkpoint, pick_device(device), optimize,
                              functools.partial(_optimize_progress, optimize), precision,
-                             decoder_name)
+                             decoder_name, weights)
     report = invert_files(images, inverters, out, size, max_side, side_by_side, overwrite,
                           protect=checkpoint, on_written=lambda p: click.echo(printable(p)),
                           on_error=lambda exc, path: _echo_error(exc, path))

@@ -64,7 +64,7 @@ class Method:
 
 def decoder_method(source: str | Path, feature: str | None = None,
                    device: str | torch.device | None = None, precision: str = "fp32",
-                   decoder_name: str | None = None) -> Method:
+                   decoder_name: str | None = None, weights: str | None = None) -> Method:
     """A decoder from a reference (``featinv.inversion.sources``: a path, ``zoo:NAME``,
     ``local-dir:``, ``hf-hub:``, or a bare name of a shipped decoder; ``decoder_name`` picks
     another of those shipped for it, e.g. ``"realistic"``, or is itself a reference with a
@@ -72,6 +72,8 @@ def decoder_method(source: str | Path, feature: str | None = None,
 
     ``precision="bf16"`` (or ``"fp16"`` on CUDA) runs the decoder under autocast with
     channels-last activations: 2-3x faster on CPUs with AVX-512 BF16, outputs within about 1/200.
+    ``weights``: compute the features with these network weights instead of those the decoder
+    was trained against (a ``WeightsMismatch`` warning when they differ).
     """
     dev = pick_device(device)
     check_precision(precision, dev)
@@ -79,7 +81,7 @@ def decoder_method(source: str | Path, feature: str | None = None,
         feature, decoder_name = split_variant(feature, decoder_name)
         source = shipped_ref(feature)
     decoder = load_decoder(source, device=dev, feature=feature, decoder=decoder_name)
-    extractor = extractor_for(decoder).to(dev)
+    extractor = extractor_for(decoder, weights).to(dev)
     if precision != "fp32":
         decoder.to(memory_format=torch.channels_last)
 
@@ -136,9 +138,11 @@ def _check_method(method: str) -> None:
 def make_method(method: str, feature: str | None = None, checkpoint: str | Path | None = None,
                 device: str | torch.device | None = None, cfg: OptimizeConfig | None = None,
                 progress: Callable[[int, float], None] | None = None,
-                precision: str = "fp32", decoder_name: str | None = None) -> Method:
+                precision: str = "fp32", decoder_name: str | None = None,
+                weights: str | None = None) -> Method:
     """``method`` ("decoder" or "optimize") for a representation name and/or checkpoint
-    (``decoder_name``: which of the decoders shipped for the name, default ``"default"``).
+    (``decoder_name``: which of the decoders shipped for the name, default ``"default"``;
+    ``weights``: network weights of the representation other than the decoder's own).
 
     Refused with a ``FeatinvError``: neither a name nor a checkpoint for a decoder; a checkpoint,
     no name, or a precision other than fp32 for the optimisation baseline; an unknown method.
@@ -148,21 +152,23 @@ def make_method(method: str, feature: str | None = None, checkpoint: str | Path 
         if checkpoint is None and feature is None:
             raise FeatinvError(NEED_SOURCE)
         return decoder_method(_source(checkpoint, feature), feature, device, precision,
-                              decoder_name)
+                              decoder_name, weights)
     _check_optimize(checkpoint or decoder_name is not None, precision,
                     "--method optimize reads no --checkpoint or --decoder; pass --feature NAME.")
     if feature is None:
         raise FeatinvError("--method optimize needs --feature NAME (it trains nothing and "
                            "reads no checkpoint).")
-    return optimize_method(feature, None, cfg, device, progress)
+    return optimize_method(feature, _weights(weights), cfg, device, progress)
 
 
 def make_methods(method: str = "decoder", features: Sequence[str] = (),
                  checkpoints: Sequence[str | Path] = (), device: str | torch.device | None = None,
                  cfg: OptimizeConfig | None = None,
                  progress_for: Callable[[str], Callable[[int, float], None] | None] | None = None,
-                 precision: str = "fp32", decoder_name: str | None = None) -> list[Method]:
-    """Several inverters to compare side by side (``featinv invert -f a,b`` or ``-c x -c y``).
+                 precision: str = "fp32", decoder_name: str | None = None,
+                 weights: str | None = None) -> list[Method]:
+    """Several inverters to compare side by side (``featinv invert -f a,b`` or ``-c x -c y``),
+    each computing its features with ``weights`` when given (see ``decoder_method``).
 
     ``"decoder"``: one per checkpoint (``features``, if given, names each checkpoint's
     representation, one per checkpoint) or, without checkpoints, each name's shipped decoder.
@@ -175,7 +181,7 @@ def make_methods(method: str = "decoder", features: Sequence[str] = (),
         _check_optimize(checkpoints or not features or decoder_name is not None, precision,
                         "--method optimize takes --feature NAME and no --checkpoint or "
                         "--decoder (it inverts by gradient descent, with no decoder).")
-        return [optimize_method(name, cfg=cfg, device=device,
+        return [optimize_method(name, _weights(weights), cfg=cfg, device=device,
                                 progress=progress_for(name) if progress_for else None)
                 for name in features]
     if not features and not checkpoints:
@@ -185,8 +191,12 @@ def make_methods(method: str = "decoder", features: Sequence[str] = (),
                            "--checkpoint files: give one name per checkpoint, or none.")
     dev = pick_device(device)
     sources = [_source(c, None) for c in checkpoints] or [_source(None, f) for f in features]
-    return [decoder_method(src, features[i] if features else None, dev, precision, decoder_name)
-            for i, src in enumerate(sources)]
+    return [decoder_method(src, features[i] if features else None, dev, precision, decoder_name,
+                           weights) for i, src in enumerate(sources)]
+
+
+def _weights(weights: str | None) -> dict[str, Any] | None:
+    return None if weights is None else {"weights": weights}
 
 
 def _source(checkpoint: str | Path | None, feature: str | None):
