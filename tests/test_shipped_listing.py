@@ -70,3 +70,11 @@ def test_zoo_gives_each_decoder_its_validation_error(capsys):
     assert float(hog[column:].split()[0]) == pytest.approx(
         next(e["val_normalized_error"] for e in entries if e["feature"] == "hog"
              and e["decoder"] == "default"), abs=5e-4)
+
+
+def test_zoo_names_the_weights_each_decoder_was_trained_against(capsys, extra_plugins, tmp_path):
+    extra_plugins("layerzoo", Shipper(tiny_layer_decoders(tmp_path, ("conv1",), size=32)))
+    code, out, _ = run_cli(capsys, "zoo", "--json")
+    weights = {e["feature"]: e["weights"] for e in json.loads(out) if "error" not in e}
+    assert code == 0 and weights["squeezenet.conv1"] == "deepcompression"
+    assert weights["hog"] is None

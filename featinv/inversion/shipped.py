@@ -72,7 +72,9 @@ def _check_size(tensors, meta: dict[str, Any], max_bytes: int, half: bool) -> No
 
 
 def describe(path: str | Path) -> dict[str, Any]:
-    """Name, size, decoder and validation metrics of a decoder file (metadata only)."""
+    """Name, size, decoder, validation metrics and the network weights it was trained against
+    (``weights``: the representation's ``weights`` parameter; None without one) of a decoder
+    file (metadata only)."""
     path = Path(path)
     meta = checkpoint.read_meta(path)
     training = meta.get("training") or {}
@@ -87,7 +89,8 @@ def describe(path: str | Path) -> dict[str, Any]:
             "epochs": training.get("epochs"),
             "val_normalized_error": metrics.get("val_normalized_error"),
             "val_psnr": metrics.get("val_psnr"), "val_ssim": metrics.get("val_ssim"),
-            "val_images": metrics.get("val_n_images"), "recipe": packed.get("recipe")}
+            "val_images": metrics.get("val_n_images"), "recipe": packed.get("recipe"),
+            "weights": (meta["feature"].get("params") or {}).get("weights")}
 
 
 def shipped() -> list[dict[str, Any]]:
