@@ -84,8 +84,8 @@ def _train_missing(names: list[str], checkpoints: list[str], train_data: str | N
               help="Parameter of --reid-feature (repeatable), e.g. weights=PATH.")
 @click.option("--perceptual-weights", default="auto", show_default=True,
               metavar="PATH|auto|none", help="SqueezeNet 1.0 weights for the perceptual "
-              "distance, class agreement and the auto re-identification space; auto: "
-              "$FEATINV_PERCEPTUAL_WEIGHTS or ../shared/data/weights, left out when none.")
+              "distance, class agreement and the auto re-identification space; auto: as for "
+              "evaluate (the copy shipped with featinv), left out when none is found.")
 @click.option("--bootstrap", type=POSITIVE, default=1000, show_default=True,
               help="Bootstrap samples of the top-k intervals.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap.")
