@@ -299,3 +299,33 @@ def test_push_reports_a_refusal_of_the_hub_in_one_line(hub_cache, fake_hub, monk
     code, _, err = run_cli(capsys, "push", SHIPPED_HOG, REPO)
     [line] = error_lines(err)
     assert code == 1 and "HF_TOKEN" in line
+
+
+def test_zoo_lists_cached_hub_decoders_without_pytorch(tmp_path):
+    """``featinv zoo`` lists what the Hub cache holds (featinv decoders only) from the files'
+    headers: with a warm listing cache, PyTorch is still not imported."""
+    cache = tmp_path / "hf-cache"
+    model = SHIPPED_HOG.read_bytes()
+    lay_out(cache, REPO, {"model.safetensors": model,
+                          "config.json": b'{"library_name": "featinv"}'}, "v1")
+    lay_out(cache, "other-lab/a-classifier", {"model.safetensors": model,
+                                              "config.json": b'{"library_name": "timm"}'})
+    lay_out(cache, "my-lab/broken", {"model.safetensors": b"junk",
+                                     "config.json": b'{"library_name": "featinv"}'})
+    env = {**os.environ, "HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1",
+           "FEATINV_CACHE_DIR": str(tmp_path / "listing")}
+    script = ("import sys\nfrom featinv.cli.main import main\ntry:\n    main(['zoo', '--json'])\n"
+              "except SystemExit:\n    pass\nprint('torch' in sys.modules)\n")
+    for _ in range(3):  # the first run fills the listing cache (and may import PyTorch)
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                              env=env, timeout=300)
+        if done.stdout.strip().endswith("False"):
+            break
+    assert done.stdout.strip().endswith("False"), done.stderr
+    entries = json.loads(done.stdout.strip().rsplit("\n", 1)[0])
+    hub_entries = {e["decoder"]: e for e in entries if e.get("plugin") == "hf-hub cache"}
+    assert set(hub_entries) == {f"hf-hub:{REPO}@v1", "hf-hub:my-lab/broken"}
+    good = hub_entries[f"hf-hub:{REPO}@v1"]
+    assert good["feature"] == "hog" and good["val_normalized_error"] == pytest.approx(
+        describe(SHIPPED_HOG)["val_normalized_error"])
+    assert "error" in hub_entries["hf-hub:my-lab/broken"]

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from ..errors import CheckpointError, FeatinvError, printable
+from ..errors import FeatinvError, printable
 from ..io import hub
 from ..io.files import atomic_write
 from ..io.hub import CARD_FILE, CONFIG_FILE, MODEL_FILE, PICTURE_FILE, SHARED_FILES
@@ -86,42 +86,6 @@ def push(source: str | Path, repo_id: str, private: bool = False, revision: str 
         feature = describe(folder / MODEL_FILE)["feature"]
         return hub.upload(folder, ref.repo_id, private=private, revision=revision,
                           message=f"Upload a featinv decoder for {feature}")
-
-
-def hub_cached() -> list[dict]:
-    """``featinv zoo``'s entries for the featinv decoders in the Hugging Face cache (those whose
-    ``config.json`` says ``library_name: featinv``), one per cached branch or tag: ``describe``'s
-    fields, ``decoder`` the ``hf-hub:`` reference to load it by, ``plugin`` ``"hf-hub cache"``;
-    a damaged one is an entry with an ``error``. Nothing is downloaded."""
-    out = []
-    for ref, snapshot in hub.cached_refs():
-        described = _read_config(snapshot / CONFIG_FILE)
-        if described.get("library_name") != "featinv":
-            continue  # another library's model
-        info = {"decoder": str(ref), "plugin": "hf-hub cache",
-                "description": f"cached from the Hub: -c {ref}"}
-        try:
-            out.append({**describe(snapshot / MODEL_FILE), **info})
-        except (CheckpointError, KeyError, TypeError, OSError) as exc:
-            message = str(exc) if isinstance(exc, CheckpointError) else \
-                f"{ref}: not a featinv decoder ({type(exc).__name__}: {exc})"
-            feature = described.get("feature")
-            out.append({"feature": str(feature.get("name", "")) if isinstance(feature, dict)
-                        else "", "file": str(snapshot / MODEL_FILE), **info,
-                        "error": printable(message)})
-    return out
-
-
-def _read_config(path) -> dict:
-    """A cached ``config.json`` (at most 1 MiB; {} for anything unreadable or not a file)."""
-    try:
-        if not path.is_file():
-            return {}
-        with open(path, "rb") as f:
-            data = json.loads(f.read(1 << 20))
-    except (OSError, ValueError, RecursionError):
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 def config(meta: dict[str, Any], info: dict[str, Any]) -> dict[str, Any]:

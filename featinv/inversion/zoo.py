@@ -6,10 +6,15 @@ File names: ``NAME.safetensors`` is the default decoder of representation ``NAME
 Names may hold dots themselves (``alexnet.conv1``), so the representation is read from the
 file's metadata (its header only); a damaged file is listed under its file name, and
 ``featinv zoo`` reports the damage.
+
+``hub_cached`` lists the featinv decoders in the Hugging Face cache for ``featinv zoo``, and
+``describe_meta`` the row of one decoder: both from JSON headers only, without PyTorch.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 from ..representation.hookspecs import DEFAULT_DECODER, ShippedDecoder, hookimpl
 
@@ -48,3 +53,79 @@ def _losses(meta: dict) -> str:
         return ""
     comparator = training.get("comparator")
     return f"losses {training['loss']}" + (f" (comparator {comparator})" if comparator else "")
+
+
+def describe_meta(meta: dict[str, Any], path: Path) -> dict[str, Any]:
+    """Name, size, decoder, validation metrics and network weights (``weights``: the
+    representation's ``weights`` parameter; None without one) of the decoder file ``path`` whose
+    metadata is ``meta`` (``featinv zoo``'s row; ``KeyError``/``TypeError`` when incomplete)."""
+    training = meta.get("training") or {}
+    packed = meta.get("packed") or {}
+    history = packed.get("history") or []
+    metrics = meta.get("metrics") or (history[-1] if history else {})
+    return {"feature": meta["feature"]["name"], "file": str(path),
+            "megabytes": round(path.stat().st_size / 1e6, 2),
+            "preset": meta["decoder"].get("preset"), "width": meta["decoder"].get("width"),
+            "parameters": packed.get("parameters"), "image_size": meta.get("image_size"),
+            "train_data": training.get("data"), "train_images": training.get("limit"),
+            "epochs": training.get("epochs"),
+            "val_normalized_error": metrics.get("val_normalized_error"),
+            "val_psnr": metrics.get("val_psnr"), "val_ssim": metrics.get("val_ssim"),
+            "val_images": metrics.get("val_n_images"), "recipe": packed.get("recipe"),
+            "weights": (meta["feature"].get("params") or {}).get("weights")}
+
+
+def hub_cached() -> list[dict]:
+    """``featinv zoo``'s entries for the featinv decoders in the Hugging Face cache (those whose
+    ``config.json`` says ``library_name: featinv``), one per cached branch or tag:
+    ``describe_meta``'s fields, ``decoder`` the ``hf-hub:`` reference to load it by, ``plugin``
+    ``"hf-hub cache"``; a damaged one is an entry with an ``error``. Nothing is downloaded."""
+    from ..errors import printable
+    from ..io import hub
+
+    out = []
+    for ref, snapshot in hub.cached_refs():
+        config = _read_json(snapshot / hub.CONFIG_FILE)
+        if config.get("library_name") != "featinv":
+            continue  # another library's model
+        info = {"decoder": str(ref), "plugin": "hf-hub cache",
+                "description": f"cached from the Hub: -c {ref}"}
+        model = snapshot / hub.MODEL_FILE
+        try:
+            out.append({**describe_meta(_header_meta(model), model), **info})
+        except (ValueError, KeyError, TypeError, AttributeError, OSError) as exc:
+            feature = config.get("feature")
+            out.append({"feature": str(feature.get("name", "")) if isinstance(feature, dict)
+                        else "", "file": str(model), **info,
+                        "error": printable(f"{ref}: not a readable featinv decoder "
+                                           f"({type(exc).__name__}: {exc}); delete it from the "
+                                           "cache and load it again.")})
+    return out
+
+
+def _header_meta(path: Path) -> dict[str, Any]:
+    """The featinv metadata in a safetensors header (no tensor read, no PyTorch)."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="np") as f:
+            meta = json.loads((f.metadata() or {})["featinv"])
+    except SafetensorError as exc:
+        raise ValueError(str(exc)) from None
+    except RecursionError:
+        raise ValueError("metadata nested too deeply") from None
+    if not isinstance(meta, dict) or meta.get("format") != "featinv-decoder":
+        raise ValueError("not a featinv-decoder file")
+    return meta
+
+
+def _read_json(path: Path) -> dict:
+    """A small JSON file (at most 1 MiB) as a dict; {} for anything unreadable or not a file."""
+    try:
+        if not path.is_file():
+            return {}
+        with open(path, "rb") as f:
+            data = json.loads(f.read(1 << 20))
+    except (OSError, ValueError, RecursionError):
+        return {}
+    return data if isinstance(data, dict) else {}
