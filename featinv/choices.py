@@ -25,7 +25,8 @@ DEFAULT_PRESET = "compact"
 DECODER_FAMILIES: dict[str, str] = {"two_stream": "grid", "contract_expand": "grid",
                                     "conv_upconv": "grid", "fc_upconv": "vector"}
 PRECISIONS = ("fp32", "bf16", "fp16")  # the decoder's compute dtype under autocast
-SCHEDULES = ("step", "cosine", "constant")  # learning-rate decay towards the end of training
+SCHEDULES = ("linear", "onecycle", "cosine", "step", "constant")  # learning rate over a run
+PIXEL_DISTANCES = ("l2", "l1")  # the pixel loss's distance (training only; scores stay l2)
 DATA_STORES = ("auto", "memory", "files")  # where decoded training images live
 CACHE_DTYPES = ("float16", "float32")  # how the feature cache stores features
 # training loss terms and their default weights (featinv.training.losses)

@@ -30,6 +30,7 @@ TABLES = [
     ("train", "--data-store", choices.DATA_STORES),
     ("train", "--precision", ("auto", *choices.PRECISIONS)),
     ("train", "--cache-dtype", choices.CACHE_DTYPES),
+    ("train", "--pixel-distance", choices.PIXEL_DISTANCES),
     ("invert", "--method", choices.METHODS),
     ("invert", "--precision", choices.PRECISIONS),
     ("evaluate", "--method", choices.METHODS),
@@ -73,7 +74,7 @@ def test_the_tables_match_the_code_that_acts_on_them():
     ["invert", "--method", "gradient", "-f", "hog", "x.png"],
     ["invert", "--precision", "int8", "-f", "hog", "x.png"],
     ["train", "-f", "hog", "--data", "d", "-o", "o", "--preset", "huge"],
-    ["train", "-f", "hog", "--data", "d", "-o", "o", "--schedule", "linear"],
+    ["train", "-f", "hog", "--data", "d", "-o", "o", "--schedule", "exponential"],
     ["analyze", "perturb", "hog", "--data", "d", "-p", "shuffle"],
     ["analyze", "sample", "hog", "--data", "d", "--method", "uniform"],
 ])

@@ -19,7 +19,8 @@ def trained(train_subset, val_subset, tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
     args = ["train", "--feature", "hog", "--data", train_subset, "--val", val_subset,
             "--out", out, "--image-size", 32, "--epochs", 2, "--batch-size", 16,
-            "--width", 0.125, "--workers", 0, "--lr", 2e-3]
+            "--width", 0.125, "--workers", 0, "--lr", 2e-3, "--preset", "compact",
+            "--schedule", "step"]
     with pytest.raises(SystemExit) as exit_info:
         main([str(a) for a in args])
     assert exit_info.value.code == 0

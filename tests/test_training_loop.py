@@ -98,7 +98,7 @@ def test_data_store_auto_follows_the_memory_budget(tmp_path):
     (dict(width=-1.0), "--width"), (dict(limit=0), "--limit"), (dict(limit=-1), "--limit"),
     (dict(image_size=100000), "--image-size"), (dict(batch_size=0), "--batch-size"),
     (dict(val_every=-1), "--val-every"), (dict(save_minutes=0.0), "--save-minutes"),
-    (dict(data_store="disk"), "--data-store"), (dict(schedule="linear"), "--schedule"),
+    (dict(data_store="disk"), "--data-store"), (dict(schedule="exponential"), "--schedule"),
 ])
 def test_absurd_settings_are_refused_up_front(tmp_path, change, match):
     with pytest.raises(FeatinvError, match=match):
@@ -106,14 +106,19 @@ def test_absurd_settings_are_refused_up_front(tmp_path, change, match):
 
 
 def test_learning_rate_rule_for_large_batches():
-    base = TrainConfig(feature="hog", data=".", out=".")
+    base = TrainConfig(feature="hog", data=".", out=".", lr=1e-3, schedule="step")
     assert effective_lr(base) == pytest.approx(1e-3)
-    big = TrainConfig(feature="hog", data=".", out=".", batch_size=256)
+    big = TrainConfig(feature="hog", data=".", out=".", batch_size=256, lr=1e-3,
+                      schedule="step")
     assert effective_lr(big) == pytest.approx(2e-3)  # sqrt(256 / 64) = 2
     assert warmup_steps(base, 100) == 0 and warmup_steps(big, 100) == 100
     ramp = [lr_at(big, s, 1000, warmup=100) for s in (0, 49, 99, 100)]
     assert ramp[0] == pytest.approx(2e-5) and ramp[1] == pytest.approx(1e-3)
     assert ramp[2] == ramp[3] == pytest.approx(2e-3)
+    # one-cycle ramps up by itself: no separate warm-up unless asked for
+    cycle = TrainConfig(feature="hog", data=".", out=".", batch_size=256, schedule="onecycle")
+    assert warmup_steps(cycle, 100) == 0
+    assert warmup_steps(TrainConfig(**{**cycle.__dict__, "warmup": 7}), 100) == 7
 
 
 def test_settings_resolved_for_the_machine_are_logged(tmp_path):

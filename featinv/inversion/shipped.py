@@ -10,6 +10,7 @@ package ships it; pass ``max_bytes=None`` to share a larger one).
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -23,31 +24,36 @@ MAX_SHIPPED_BYTES = 8 * 1024 * 1024  # the largest decoder file the package ship
 def pack(source: str | Path, out: str | Path, recipe: str | None = None,
          half: bool = True, notes: str | None = None, overwrite: bool = True,
          max_bytes: int | None = MAX_SHIPPED_BYTES) -> Path:
-    """Write ``source`` (a decoder checkpoint or a training folder) as a shareable decoder.
+    """Write ``source`` (a decoder checkpoint, a training folder or a packed folder) as one
+    shareable decoder file (``featinv.inversion.share.pack_folder`` writes a folder).
 
     The training history (per-epoch validation metrics) is taken from the ``train_state``
-    file beside the checkpoint when there is one. The result loads like any checkpoint. ``out``
-    may never be the source (nor its training state); ``overwrite=False`` also refuses an
-    existing ``out``. A file that would take more than ``max_bytes`` is refused before anything is
-    written (``None``: no limit).
+    file beside the checkpoint when there is one (a packed file keeps its own, and its
+    recipe). The result loads like any checkpoint. ``out`` may never be the source (nor its
+    training state); ``overwrite=False`` also refuses an existing ``out``. A file that would
+    take more than ``max_bytes`` is refused before anything is written (``None``: no limit).
     """
     from ..io.outputs import check_targets
 
-    source = Path(source)
-    if source.is_dir():
-        source = source / "decoder.safetensors"
+    from .sources import source_file
+
+    source = source_file(source)  # a run's or a packed folder: the decoder in it
     state = source.parent / "train_state.safetensors"
     check_targets([out], [source, state], overwrite)
     decoder = load_decoder(source)  # checks that the checkpoint is complete and consistent
     tensors, meta = checkpoint.load(source)
     if half:
         tensors = {k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}
+    before = meta.get("packed") if isinstance(meta.get("packed"), dict) else {}  # re-packed
     history = checkpoint.read_meta(state, checkpoint.STATE_FORMAT).get("history", []) \
-        if state.is_file() else []
-    meta["packed"] = {"dtype": "float16" if half else "float32", "recipe": recipe,
-                      "notes": notes, "history": history,
+        if state.is_file() else before.get("history") or []
+    meta["packed"] = {"dtype": "float16" if half else "float32",
+                      "recipe": recipe or before.get("recipe"),
+                      "notes": notes or before.get("notes"), "history": history,
                       "parameters": sum(p.numel() for p in decoder.parameters())}
     meta.pop("progress", None)
+    if meta.get("training"):
+        meta["training"] = without_machine_paths(meta["training"])
     if max_bytes is not None:
         _check_size(tensors, meta, max_bytes, half)
     try:
@@ -55,6 +61,23 @@ def pack(source: str | Path, out: str | Path, recipe: str | None = None,
     except OSError as exc:
         raise CheckpointError(f"Cannot write {printable(out)} ({exc.strerror or exc}); check "
                               "that its folder is writable and has free space.") from None
+
+
+# the TrainConfig fields that name files or folders of the machine that trained
+PATH_FIELDS = ("data", "val", "out", "feature_cache", "init_from", "comparator_weights")
+
+
+def without_machine_paths(training: dict[str, Any]) -> dict[str, Any]:
+    """A run's configuration with every file or folder reduced to its last name (``train``, not
+    ``/home/me/photos/train``): the recipe stays readable, the trainer's machine is not shipped.
+    Parameters that are paths (``weights``) are reduced the same way."""
+    def short(value):
+        return re.split(r"[\\/]", value.rstrip("/\\"))[-1] if isinstance(value, str) else value
+
+    out = {k: short(v) if k in PATH_FIELDS else v for k, v in training.items()}
+    if isinstance(out.get("params"), dict):
+        out["params"] = {k: short(v) for k, v in out["params"].items()}
+    return out
 
 
 def _check_size(tensors, meta: dict[str, Any], max_bytes: int, half: bool) -> None:
@@ -74,23 +97,10 @@ def _check_size(tensors, meta: dict[str, Any], max_bytes: int, half: bool) -> No
 def describe(path: str | Path) -> dict[str, Any]:
     """Name, size, decoder, validation metrics and the network weights it was trained against
     (``weights``: the representation's ``weights`` parameter; None without one) of a decoder
-    file (metadata only)."""
-    path = Path(path)
-    meta = checkpoint.read_meta(path)
-    training = meta.get("training") or {}
-    packed = meta.get("packed") or {}
-    history = packed.get("history") or []
-    metrics = meta.get("metrics") or (history[-1] if history else {})
-    return {"feature": meta["feature"]["name"], "file": str(path),
-            "megabytes": round(path.stat().st_size / 1e6, 2),
-            "preset": meta["decoder"].get("preset"), "width": meta["decoder"].get("width"),
-            "parameters": packed.get("parameters"), "image_size": meta.get("image_size"),
-            "train_data": training.get("data"), "train_images": training.get("limit"),
-            "epochs": training.get("epochs"),
-            "val_normalized_error": metrics.get("val_normalized_error"),
-            "val_psnr": metrics.get("val_psnr"), "val_ssim": metrics.get("val_ssim"),
-            "val_images": metrics.get("val_n_images"), "recipe": packed.get("recipe"),
-            "weights": (meta["feature"].get("params") or {}).get("weights")}
+    file (metadata only; ``featinv.inversion.zoo.describe_meta``)."""
+    from .zoo import describe_meta
+
+    return describe_meta(checkpoint.read_meta(path), Path(path))
 
 
 def shipped() -> list[dict[str, Any]]:

@@ -45,6 +45,15 @@ def atomic_save(tensors: dict[str, torch.Tensor], path: str | Path, meta: dict[s
                                                     metadata={META_KEY: json.dumps(meta)}))
 
 
+def holds_prefix(path: str | Path, prefix: str) -> bool:
+    """Whether the safetensors file ``path`` holds a tensor whose name starts with ``prefix``
+    (read from its header, no tensor loaded)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return any(name.startswith(prefix) for name in f.keys())
+
+
 def read_meta(path: str | Path, expected_format: str = FORMAT) -> dict[str, Any]:
     """The JSON metadata of a featinv file, checked for format; tensors are not read."""
     from safetensors import safe_open

@@ -11,12 +11,16 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ..choices import (CACHE_DTYPES, DATA_STORES, DEFAULT_PRESET, LOSSES, PRECISIONS, PRESETS,
+from ..choices import (CACHE_DTYPES, DATA_STORES, LOSSES, PIXEL_DISTANCES, PRECISIONS, PRESETS,
                       SCHEDULES)
 from ..errors import CheckpointError, FeatinvError
 
 REFERENCE_BATCH = 64  # --lr is the learning rate at this batch size (the paper's)
 MAX_IMAGE_SIZE = 4096  # as featinv.limits.MAX_SIDE (kept here: this module imports nothing heavy)
+# the default recipe (docs/recipe.md measures it against the alternatives)
+DEFAULT_BUDGET = 120_000
+DEFAULT_TRAIN_PRESET = "residual"
+MAX_BUDGET = 10**12
 
 
 
@@ -42,17 +46,32 @@ class TrainConfig:
     params: dict[str, Any] = option({}, "", hidden=True)  # -p NAME=VALUE, --weights
     image_size: int | None = option(None, "Training image side (default: the representation's "
                                     "own, e.g. 227 for AlexNet and SqueezeNet, else 128).")
-    epochs: int = option(10, "Passes over the training images.")
+    budget: int | None = option(None, "Training images to see (crops, counted with repeats); "
+                                "the learning-rate schedule is sized to it. Default: "
+                                f"{DEFAULT_BUDGET:,} when --epochs is not given either.")
+    epochs: int | None = option(None, "Passes over the training images, instead of --budget.")
     batch_size: int = option(64, "Images per step (over all processes).")
-    lr: float = option(1e-3, "Learning rate at batch 64; scaled by sqrt(batch/64) for other "
+    lr: float = option(3e-3, "Peak learning rate at batch 64; scaled by sqrt(batch/64) for other "
                        "batch sizes.")
     warmup: int | None = option(None, "Linear learning-rate warm-up steps (default: one epoch "
-                                "when --batch-size is above 64, else none).")
+                                "when --batch-size is above 64, else none; none for onecycle, "
+                                "which ramps up by itself).")
     betas: tuple[float, float] = option((0.9, 0.999), "", hidden=True)
-    schedule: str = option("step", "Learning-rate decay towards the end.", choices=SCHEDULES)
-    preset: str = option(DEFAULT_PRESET, "Decoder preset.", choices=tuple(PRESETS))
+    schedule: str = option("onecycle", "Learning-rate schedule over the run: linear (decay to "
+                           "zero), onecycle (ramp up over the first 30 %, then cosine to zero), "
+                           "cosine, step (the paper's drops at 70 % and 90 %), constant.",
+                           choices=SCHEDULES)
+    ema: float = option(0.0, "Decay of an exponential moving average of the weights, used for "
+                        "validation and saved as the decoder (e.g. 0.998); 0: off.")
+    pixel_distance: str = option("l2", "Distance of the pixel loss: l2 (the paper's squared "
+                                 "error) or l1; scores are always the paper's normalized error.",
+                                 choices=PIXEL_DISTANCES)
+    low_res_first: str | None = option(None, "Train the first part of the budget at a lower "
+                                       "resolution: SIZE:FRACTION, e.g. 64:0.5 (fully "
+                                       "convolutional decoders only).")
+    preset: str = option(DEFAULT_TRAIN_PRESET, "Decoder preset.", choices=tuple(PRESETS))
     width: float | None = option(None, "Width multiplier (overrides the preset's).")
-    crop_scale: tuple[float, float] = option((1.0, 1.0), "Smallest random-crop side as a "
+    crop_scale: tuple[float, float] = option((0.8, 1.0), "Smallest random-crop side as a "
                                              "fraction of the shorter image side.")
     limit: int | None = option(None, "Use only the first N training images.")
     val_limit: int | None = option(500, "Use only the first N validation images.")
@@ -123,7 +142,12 @@ def check_config(cfg: TrainConfig) -> None:
             bound = f"from {low} to {high}" if high else f"at least {low}"
             raise FeatinvError(f"--{name} must be a whole number {bound}, got {value!r}.")
 
-    whole("epochs", cfg.epochs)
+    if cfg.epochs is not None and cfg.budget is not None:
+        raise FeatinvError("Give --epochs or --budget, not both.")
+    if cfg.epochs is not None:
+        whole("epochs", cfg.epochs, 1, 10**6)
+    if cfg.budget is not None:
+        whole("budget", cfg.budget, 1, MAX_BUDGET)
     whole("batch-size", cfg.batch_size, 1, 65536)
     if cfg.image_size is not None:
         whole("image-size", cfg.image_size, 8, MAX_IMAGE_SIZE)
@@ -157,6 +181,12 @@ def check_config(cfg: TrainConfig) -> None:
     if cfg.memory_budget is not None and not cfg.memory_budget > 0:
         raise FeatinvError(f"--memory-budget must be positive, got {cfg.memory_budget!r}.")
     parse_losses(cfg.loss)
+    if not (isinstance(cfg.ema, (int, float)) and math.isfinite(cfg.ema) and 0 <= cfg.ema < 1):
+        raise FeatinvError(f"--ema must be a decay in [0, 1) (0: off), got {cfg.ema!r}.")
+    if cfg.pixel_distance not in PIXEL_DISTANCES:
+        raise FeatinvError(f"--pixel-distance must be one of {', '.join(PIXEL_DISTANCES)}, got "
+                           f"{cfg.pixel_distance!r}.")
+    low_res_plan(cfg)
     for name in ("disc_width", "disc_lr"):
         value = getattr(cfg, name)
         if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
@@ -169,6 +199,38 @@ def check_config(cfg: TrainConfig) -> None:
         raise FeatinvError(f"--cache-variants must be at least 1, got {cfg.cache_variants}.")
 
 
+def low_res_plan(cfg: TrainConfig) -> tuple[int, float] | None:
+    """``--low-res-first SIZE:FRACTION`` as ``(size, fraction)``, or None."""
+    if not cfg.low_res_first:
+        return None
+    text = str(cfg.low_res_first)
+    size, sep, frac = text.partition(":")
+    try:
+        plan = int(size), float(frac) if sep else 0.5
+    except ValueError:
+        plan = None
+    if plan is None or not (8 <= plan[0] <= MAX_IMAGE_SIZE and math.isfinite(plan[1])
+                            and 0 < plan[1] < 1):
+        raise FeatinvError(f"--low-res-first must be SIZE:FRACTION with SIZE from 8 and FRACTION "
+                           f"in (0, 1), e.g. 64:0.5; got {text!r}.")
+    if cfg.image_size is not None and plan[0] >= cfg.image_size:
+        raise FeatinvError(f"--low-res-first {text}: {plan[0]} px is not below the training "
+                           f"size {cfg.image_size} px.")
+    if cfg.feature_cache:
+        raise FeatinvError("--low-res-first cannot be used with --feature-cache (the cache "
+                           "holds features at one size).")
+    return plan
+
+
+def total_steps(cfg: TrainConfig, steps_per_epoch: int) -> int:
+    """Steps of the whole run: ``--epochs`` passes, else ``--budget`` images (default
+    ``DEFAULT_BUDGET``) rounded up to whole batches."""
+    if cfg.epochs is not None:
+        return steps_per_epoch * cfg.epochs
+    budget = cfg.budget if cfg.budget is not None else DEFAULT_BUDGET
+    return max(1, math.ceil(budget / cfg.batch_size))
+
+
 def effective_lr(cfg: TrainConfig) -> float:
     """The peak learning rate: ``--lr`` scaled by ``sqrt(batch_size / 64)``, the square-root
     rule that suits Adam (its step size does not grow with the gradient's magnitude)."""
@@ -176,10 +238,16 @@ def effective_lr(cfg: TrainConfig) -> float:
 
 
 def warmup_steps(cfg: TrainConfig, steps_per_epoch: int) -> int:
-    """Linear warm-up length: ``--warmup``, else one epoch above batch 64 (none at or below)."""
+    """Linear warm-up length: ``--warmup``, else one epoch above batch 64 (none at or below;
+    none for ``onecycle``, whose ramp is its warm-up)."""
     if cfg.warmup is not None:
         return cfg.warmup
+    if cfg.schedule == "onecycle":
+        return 0
     return steps_per_epoch if cfg.batch_size > REFERENCE_BATCH else 0
+
+
+ONECYCLE_RAMP = 0.3  # fraction of the run over which --schedule onecycle ramps up
 
 
 def lr_at(cfg: TrainConfig, step: int, total: int, warmup: int = 0) -> float:
@@ -190,11 +258,17 @@ def lr_at(cfg: TrainConfig, step: int, total: int, warmup: int = 0) -> float:
     frac = step / max(total, 1)
     if cfg.schedule == "constant":
         return peak
+    if cfg.schedule == "linear":
+        return peak * max(0.0, 1.0 - frac)
+    if cfg.schedule == "onecycle":  # no separate warm-up: the ramp is the warm-up
+        if frac < ONECYCLE_RAMP:
+            return peak * (0.04 + 0.96 * frac / ONECYCLE_RAMP)
+        return peak * 0.5 * (1 + math.cos(math.pi * (frac - ONECYCLE_RAMP) / (1 - ONECYCLE_RAMP)))
     if cfg.schedule == "cosine":
         return peak * 0.5 * (1 + math.cos(math.pi * frac))
     if cfg.schedule == "step":
         return peak * (1.0 if frac < 0.7 else 0.3 if frac < 0.9 else 0.1)
-    raise FeatinvError(f"Unknown schedule '{cfg.schedule}' (step, cosine, constant).")
+    raise FeatinvError(f"Unknown schedule '{cfg.schedule}' ({', '.join(SCHEDULES)}).")
 
 
 def parse_losses(text: str) -> dict[str, float]:

@@ -43,8 +43,10 @@ from ..precision import check_precision
 from ..progress import Progress
 from ..representation.registry import get_feature
 from .config import (TrainConfig, check_config, check_resumable, config_json,  # noqa: F401
-                     effective_lr, lr_at, resolve_defaults, settings_line, warmup_steps)
+                     effective_lr, low_res_plan, lr_at, resolve_defaults, settings_line,
+                     total_steps, warmup_steps)
 from .data import load_data, report_to
+from .ema import WeightAverage
 from .distributed import World, barrier, join, leave, mean_over_ranks, world_from_env
 from .losses import Objective, build_objective
 from .run_folder import RunFolder
@@ -128,9 +130,12 @@ class Run:
         self.scaler = (torch.amp.GradScaler(self.device.type) if cfg.precision == "fp16"
                        else None)
         self.steps_per_epoch = self.data.sampler.batches_per_epoch()
-        self.total = self.steps_per_epoch * cfg.epochs
+        self.total = total_steps(cfg, self.steps_per_epoch)
+        self.epochs = math.ceil(self.total / self.steps_per_epoch)  # the last may be partial
+        self.low_res = low_res_plan(cfg)
         self.warmup = warmup_steps(cfg, self.steps_per_epoch)
         self.step, self.history = 0, []
+        self.ema: WeightAverage | None = None
         if resume and (self.folder.path / STATE_FILE).exists():
             self._resume()
             self.log(f"resuming at step {self.step}/{self.total} from "
@@ -139,6 +144,8 @@ class Run:
             self._init_from(cfg.init_from)
         else:
             self._init_feature_stats()
+        if cfg.ema and self.ema is None:
+            self.ema = WeightAverage(self.decoder, cfg.ema)
         model: nn.Module = TrainStep(extractor, decoder, self.encoder, cfg.precision,
                                      self.memory_format)
         if self.world.distributed:
@@ -203,7 +210,14 @@ class Run:
         path = self.folder.path / STATE_FILE
         meta = checkpoint.read_meta(path, checkpoint.STATE_FORMAT)
         check_resumable(meta.get("config", {}), self.cfg, self.folder.path)
-        meta = checkpoint.load_train_state(path, self._modules(), self._optimizers())
+        modules = self._modules()
+        if self.cfg.ema:  # a state saved without an average starts one from its weights
+            self.ema = WeightAverage(self.decoder, self.cfg.ema)
+            if checkpoint.holds_prefix(path, "ema."):
+                modules["ema"] = self.ema
+        meta = checkpoint.load_train_state(path, modules, self._optimizers())
+        if self.ema is not None and "ema" not in modules:
+            self.ema = WeightAverage(self.decoder, self.cfg.ema)
         self.step, self.history = int(meta["step"]), list(meta.get("history", []))
         if self.world.is_main:  # records after the checkpoint belong to lost steps
             self.folder.write_text(METRICS_FILE, "".join(json.dumps(r) + "\n"
@@ -225,19 +239,22 @@ class Run:
             t0, done_before = time.perf_counter(), start
             running: dict[str, torch.Tensor] = {}
             since_read, epoch_sums, epoch_steps = 0, {}, 0
-            with Progress(self.steps_per_epoch - start, f"epoch {epoch + 1}/{cfg.epochs}", "step",
+            in_this_epoch = min(self.steps_per_epoch, self.total - epoch * self.steps_per_epoch)
+            with Progress(in_this_epoch - start, f"epoch {epoch + 1}/{self.epochs}", "step",
                           report_to(self.world)) as bar:
                 for indices, images, names in data.source.batches(data.sampler):
                     for group in self.opt.param_groups:
                         group["lr"] = lr_at(cfg, self.step, self.total, self.warmup)
                     x, feats = self._batch(indices, images, names, draw)
                     terms = optimizer_step(self.model, self.opt, x, feats, self.scaler,
-                                           self.objective)
+                                           self.objective, cfg.pixel_distance)
+                    if self.ema is not None:
+                        self.ema.update(self.step)
                     for name, value in terms.items():
                         running[name] = running[name] + value if name in running else value
                     self.step, since_read = self.step + 1, since_read + 1
                     in_epoch = self.step - epoch * self.steps_per_epoch
-                    last = in_epoch == self.steps_per_epoch
+                    last = in_epoch == in_this_epoch
                     if since_read == cfg.log_every or last:
                         terms_read = self._read_losses(running, since_read)
                         for name, value in terms_read.items():
@@ -254,13 +271,16 @@ class Run:
                         if self.step != self.total:  # the final save follows validation
                             self.save(None)
                             last_save = time.monotonic()
+                    if last:  # a budget can end the run inside an epoch
+                        break
             seconds = time.perf_counter() - t0
             means = {k: v / max(epoch_steps, 1) for k, v in epoch_sums.items()}
             record = {"epoch": epoch + 1, "step": self.step,
+                      "images_seen": self.step * cfg.batch_size,
                       "train_loss": means.get("loss", float("nan")),  # this epoch's mean
                       **{f"train_{k}": v for k, v in means.items()
                          if k != "loss" and self.objective is not None},
-                      "images_per_second": (self.steps_per_epoch - done_before)
+                      "images_per_second": (in_this_epoch - done_before)
                       * cfg.batch_size / seconds, "lr": self.opt.param_groups[0]["lr"]}
             trained_since_val += seconds
             if self.cache is not None:
@@ -284,6 +304,17 @@ class Run:
         validated = [r for r in self.history if "val_normalized_error" in r]
         return validated[-1] if validated else (self.history[-1] if self.history else {})
 
+    @property
+    def averaged(self) -> nn.Module:
+        """The decoder that is validated and saved: the weight average with ``--ema``."""
+        return self.ema.module if self.ema is not None else self.decoder
+
+    def _size_now(self) -> int:
+        """The training side at this step: lower for the first part with ``--low-res-first``."""
+        if self.low_res and self.step < self.low_res[1] * self.total:
+            return self.low_res[0]
+        return self.cfg.image_size
+
     def _batch(self, indices, images, names, draw: int):
         """Augmented images ``(B, 3, S, S)`` on the device and, with a cache, their features."""
         cfg = self.cfg
@@ -291,7 +322,7 @@ class Run:
             [(img.shape[2], img.shape[1]) for img in images]
         crops = [crop_plan(cfg.seed, draw, i, w, h, cfg.crop_scale)
                  for i, (w, h) in zip(indices, sizes)]
-        x = augment(images, crops, cfg.image_size, self.device)
+        x = augment(images, crops, self._size_now(), self.device)
         if self.cache is None:
             return x, None
         keys = [f"{name}@{c.name()}" for name, c in zip(names, crops)]
@@ -309,7 +340,7 @@ class Run:
 
     def _validate_now(self, epoch: int, trained: float, val_seconds: float | None,
                       record: dict) -> bool:
-        if epoch + 1 == self.cfg.epochs:
+        if self.step >= self.total:
             return True
         if self.cfg.val_every:
             return (epoch + 1) % self.cfg.val_every == 0
@@ -319,7 +350,7 @@ class Run:
         return trained >= 19 * val_seconds
 
     def _validation(self, epoch: int) -> dict[str, Any]:
-        metrics, x, y = validate(self.extractor, self.decoder, self.data.val,
+        metrics, x, y = validate(self.extractor, self.averaged, self.data.val,
                                  self.cfg.batch_size, self.device, self.cache)
         self.folder.save_png(make_grid([x[: self.cfg.preview], y[: self.cfg.preview]]),
                              f"val_epoch{epoch + 1:03d}.png")
@@ -355,7 +386,8 @@ class Run:
         """Write both checkpoint files (rank 0), refusing to replace good ones with NaNs."""
         if not self.world.is_main:
             return
-        if not all(bool(torch.isfinite(p).all()) for p in self.trained):
+        if not all(bool(torch.isfinite(p).all()) for p in
+                   self.trained + list(self.averaged.parameters())):
             raise FeatinvError(f"The weights became NaN or infinite by step {self.step}; "
                                + self.folder.kept_message() + " Try a lower --lr.")
         cfg_json = config_json(self.cfg)
@@ -368,7 +400,7 @@ class Run:
                       "world_size": self.world.size})
         state = {"step": self.step, "history": self.history, "config": cfg_json}
         self.folder.write(
-            lambda: (checkpoint.save_decoder(self.decoder, self.folder.path / DECODER_FILE, meta,
+            lambda: (checkpoint.save_decoder(self.averaged, self.folder.path / DECODER_FILE, meta,
                                              self.encoder),
                      checkpoint.save_train_state(self.folder.path / STATE_FILE, self._modules(),
                                                  self._optimizers(), state)),
@@ -379,6 +411,8 @@ class Run:
         modules = {"decoder": self.decoder}
         if self.encoder is not None:
             modules["encoder"] = self.encoder
+        if getattr(self, "ema", None) is not None:
+            modules["ema"] = self.ema
         if getattr(self, "discriminator", None) is not None:
             modules["discriminator"] = getattr(self.discriminator, "module", self.discriminator)
         return modules

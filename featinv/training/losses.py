@@ -22,6 +22,9 @@ from torch import nn
 from ..errors import FeatinvError
 from ..precision import autocast
 
+# the pixel term's distance (``--pixel-distance``; choices.PIXEL_DISTANCES)
+PIXEL_LOSSES = {"l2": F.mse_loss, "l1": F.l1_loss}
+
 
 class Discriminator(nn.Module):
     """Photo or reconstruction? ``(B, 3 [+ C], H, W)`` -> logits ``(B,)``.
@@ -55,8 +58,9 @@ class Objective:
     def __init__(self, weights: dict[str, float], comparator=None,
                  discriminator: nn.Module | None = None,
                  disc_opt: torch.optim.Optimizer | None = None, conditional: bool = False,
-                 precision: str = "fp32"):
+                 precision: str = "fp32", pixel_distance: str = "l2"):
         self.weights, self.comparator = weights, comparator
+        self.pixel_distance = pixel_distance
         self.discriminator, self.disc_opt = discriminator, disc_opt
         self.conditional, self.precision = conditional, precision
         if "feature" in weights and comparator is None:
@@ -89,7 +93,7 @@ class Objective:
         term unweighted). ``feats``: the inverted features (for a conditional discriminator)."""
         parts: dict[str, torch.Tensor] = {}
         if "pixel" in self.weights:
-            parts["pixel"] = F.mse_loss(y, x)
+            parts["pixel"] = PIXEL_LOSSES[self.pixel_distance](y, x)
         if "feature" in self.weights:
             with torch.no_grad():
                 target = self.comparator(x)
@@ -143,7 +147,7 @@ def build_objective(cfg, layout, device: torch.device, distributed: bool = False
             discriminator = DistributedDataParallel(
                 discriminator, device_ids=[device.index] if device.type == "cuda" else None)
     return Objective(weights, comparator, discriminator, disc_opt, cfg.disc_conditional,
-                     cfg.precision)
+                     cfg.precision, cfg.pixel_distance)
 
 
 def build_comparator(cfg, device: torch.device):

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..datasets.folders import ValImages
 from ..decoders.networks import Decoder
 from ..errors import FeatinvError
 from ..datasets.feature_cache import FeatureCache
-from .losses import Objective
+from .losses import PIXEL_LOSSES, Objective
 from ..analysis.metrics import quality
 from ..precision import autocast
 from .config import TrainConfig, effective_lr
@@ -45,15 +44,17 @@ class TrainStep(nn.Module):
 def optimizer_step(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor,
                    feats: torch.Tensor | None = None,
                    scaler: torch.amp.GradScaler | None = None,
-                   objective: Objective | None = None) -> dict[str, torch.Tensor]:
+                   objective: Objective | None = None,
+                   pixel_distance: str = "l2") -> dict[str, torch.Tensor]:
     """One step on images ``x`` ``(B, 3, H, W)``; ``model`` is a ``TrainStep``. The loss is
-    ``objective``'s (default: the paper's eq. 1, the mean squared error); with an adversarial
+    ``objective``'s (default: the paper's eq. 1, the mean squared error, or the mean absolute
+    error with ``pixel_distance="l1"``); with an adversarial
     term the discriminator then takes its own step. Returns ``{"loss": weighted total, each
     term..., "disc": the discriminator's loss}`` as tensors, without syncing."""
     y, feats = model(x, feats)
     y = y.float()
     if objective is None:
-        total, parts = F.mse_loss(y, x), {}
+        total, parts = PIXEL_LOSSES[pixel_distance](y, x), {}
     else:
         total, parts = objective.generator_loss(x, y, feats)
     opt.zero_grad(set_to_none=True)

@@ -1,0 +1,280 @@
+"""Which training recipe gives the lowest error for a budget of images seen (issue 23).
+
+    python benchmarks/recipe.py                      # the sweep, resumable, ../shared/data
+    python benchmarks/recipe.py --defaults           # featinv's defaults at 30k, 60k, 120k
+    python benchmarks/recipe.py --arms v1,default    # only these
+    python benchmarks/recipe.py --speed              # images/s of each distinct setting, quiet machine
+    python benchmarks/recipe.py --report             # table + JSON from the finished arms only
+
+Each arm is one real ``featinv train -f hog`` run on ``../shared/data/train`` at 128 px for a
+fixed budget of training images seen (``--budget``), validated on the 500 photos of
+``../shared/data/val``; the score is the paper's normalized error. Arms differ from the base
+recipe in one lever each (learning-rate schedule and peak, weight EMA, batch size, width, depth,
+L1 loss, group norm, low-resolution first, precision, crop scale), so each lever is measured on
+the same budget. Two arms change the network in a way ``featinv train`` has no option for
+(depth, group norm): they run the same command with the decoder patched in the process (``PATCH``
+below), to measure whether an option would be worth adding.
+
+Runs live in ``--runs`` (default ``../runs/recipe``, outside the repository), one folder per arm
+named after its settings, and are reused: an interrupted arm resumes, a finished one is read back.
+Wall time and images/s come from the runs themselves (``train_s``, ``images_per_s``) and are only
+comparable on a quiet machine; ``--speed`` measures each distinct speed setting (width,
+precision, batch, resolution schedule) on a short run for the table's time-per-image column.
+
+Writes ``docs/recipe.json`` (every arm: settings, budget, val error, times, the machine) and the
+table in ``docs/recipe.md`` between its ``<!-- recipe table -->`` markers.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+V1 = ["--preset", "residual", "--width", "0.125", "--schedule", "cosine", "--lr", "1e-3",
+      "--crop-scale", "0.8"]  # the recipe of the v1 shipped decoders (sized to each budget)
+# the base every lever is measured against; the winner of the sweep became featinv's default
+BASE = ["--preset", "residual", "--width", "0.125", "--schedule", "onecycle", "--lr", "3e-3",
+        "--crop-scale", "0.8"]
+SMALL, MEDIUM, LARGE = 30_000, 60_000, 120_000
+
+# code run in the training process before `featinv train`, for levers with no option
+PATCH = {
+    "group_norm": "import torch.nn as nn, featinv.decoders.networks as n\n"
+                  "n._norm = lambda c: nn.GroupNorm(min(8, c), c)\n",
+    "depth1": "import featinv.decoders.networks as n\norig = n.ResidualUNet.__init__\n"
+              "n.ResidualUNet.__init__ = lambda self, *a, blocks=2, **k: orig(self, *a, "
+              "blocks=1, **k)\n",
+    "depth4": "import featinv.decoders.networks as n\norig = n.ResidualUNet.__init__\n"
+              "n.ResidualUNet.__init__ = lambda self, *a, blocks=2, **k: orig(self, *a, "
+              "blocks=4, **k)\n",
+}
+
+
+def with_opt(args: list[str], name: str, value: str | None) -> list[str]:
+    """``args`` with option ``name`` set to ``value`` (removed when None)."""
+    out, skip = [], False
+    for i, a in enumerate(args):
+        if skip:
+            skip = False
+            continue
+        if a == name:
+            skip = True
+            continue
+        out.append(a)
+    return out + ([name, value] if value is not None else [])
+
+
+def arms() -> list[dict]:
+    """Every arm: name, lever group, budget, seed, train options, optional patch."""
+    def arm(name, group, args, budget=SMALL, seed=0, patch=None):
+        return {"name": name, "group": group, "budget": budget, "seed": seed, "args": args,
+                "patch": patch}
+
+    b = BASE
+    table = [arm("v1", "baseline", V1), arm("base", "baseline", b)]
+    for sched in ("linear", "cosine", "step"):
+        table.append(arm(f"schedule {sched}", "schedule", with_opt(b, "--schedule", sched)))
+    for lr in ("1e-3", "2e-3", "5e-3", "8e-3"):
+        table.append(arm(f"lr {lr}", "peak learning rate", with_opt(b, "--lr", lr)))
+    for decay in ("0.99", "0.998"):
+        table.append(arm(f"ema {decay}", "weight EMA", b + ["--ema", decay]))
+    for batch in ("32", "128"):
+        table.append(arm(f"batch {batch}", "batch size", b + ["--batch-size", batch]))
+    for width in ("0.0625", "0.25"):
+        table.append(arm(f"width {width}", "width", with_opt(b, "--width", width)))
+    table += [
+        arm("depth 1 block", "depth", b, patch="depth1"),
+        arm("depth 4 blocks", "depth", b, patch="depth4"),
+        arm("l1 loss", "pixel loss", b + ["--pixel-distance", "l1"]),
+        arm("group norm", "normalisation", b, patch="group_norm"),
+        arm("64 px first half", "low resolution first", b + ["--low-res-first", "64:0.5"]),
+        arm("fp32", "precision", b + ["--precision", "fp32"]),
+        arm("crop 0.35", "crop scale", with_opt(b, "--crop-scale", "0.35")),
+        arm("v1", "baseline", V1, seed=1), arm("base", "baseline", b, seed=1),
+        arm("v1", "baseline", V1, MEDIUM), arm("v1", "baseline", V1, LARGE),
+    ]
+    return table
+
+
+def default_arms() -> list[dict]:
+    """featinv's defaults as a user gets them (no option but the budget), at every budget."""
+    return [{"name": "default", "group": "defaults", "budget": budget, "seed": seed, "args": [],
+             "patch": None} for budget, seed in ((SMALL, 0), (SMALL, 1), (MEDIUM, 0),
+                                                 (MEDIUM, 1), (LARGE, 0))]
+
+
+def folder_name(a: dict) -> str:
+    key = json.dumps([a["args"], a["budget"], a["seed"], a["patch"]])
+    slug = "".join(c if c.isalnum() else "_" for c in a["name"])
+    return f"{slug}-{a['budget'] // 1000}k-s{a['seed']}-{hashlib.sha1(key.encode()).hexdigest()[:8]}"
+
+
+def cpu_info() -> dict:
+    model, flags = platform.processor(), []
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+        for line in text.splitlines():
+            if line.startswith("model name") and not model:
+                model = line.split(":", 1)[1].strip()
+            if line.startswith("flags"):
+                have = set(line.split(":", 1)[1].split())
+                flags = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in have]
+                break
+        for line in text.splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import torch
+
+    return {"cpu": model, "flags": flags, "cores": os.cpu_count(),
+            "threads": torch.get_num_threads(), "torch": torch.__version__}
+
+
+def run_arm(a: dict, runs: Path, data: Path, threads: int | None = None) -> dict:
+    """Train (or resume, or read back) one arm; returns its result row."""
+    out = runs / folder_name(a)
+    done = out / "recipe_result.json"
+    if done.exists():
+        return json.loads(done.read_text())
+    cmd = ["featinv", "train", "-f", "hog", "--data", str(data / "train"), "--val",
+           str(data / "val"), "--budget", str(a["budget"]), "--seed", str(a["seed"]),
+           "--out", str(out), *a["args"]]
+    if (out / "train_state.safetensors").exists():
+        cmd.append("--resume")
+    if threads:  # not part of the arm: it changes the speed, not what is learned
+        cmd += ["--threads", str(threads)]
+    code = (PATCH.get(a["patch"], "") + "import sys\nfrom featinv.cli.main import main\n"
+            f"sys.argv = {cmd!r}\nmain()\n")
+    print(f"[{time.strftime('%H:%M:%S')}] {a['name']} @ {a['budget']:,} seed {a['seed']}: "
+          f"{out.name}", flush=True)
+    t0 = time.perf_counter()
+    with open(runs / f"{out.name}.log", "a") as log:
+        proc = subprocess.run([sys.executable, "-c", code], stdout=log, stderr=log)
+    if proc.returncode != 0:
+        raise SystemExit(f"{a['name']}: featinv train exited {proc.returncode}; see "
+                         f"{runs / (out.name + '.log')}")
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    final = records[-1]
+    row = {**a, "folder": out.name, "images_seen": final["images_seen"],
+           "val_normalized_error": final["val_normalized_error"],
+           "val_psnr": final["val_psnr"], "val_ssim": final["val_ssim"],
+           "train_s": sum(final_r["images_seen_epoch"] / final_r["images_per_second"]
+                          for final_r in _epochs(records)),
+           "wall_s": time.perf_counter() - t0,
+           "load_average": os.getloadavg()[0],
+           "curve": [[r["images_seen"], r["val_normalized_error"]] for r in records
+                     if "val_normalized_error" in r]}
+    row["images_per_s"] = row["images_seen"] / row["train_s"]
+    done.write_text(json.dumps(row, indent=1))
+    return row
+
+
+def _epochs(records: list[dict]) -> list[dict]:
+    """Each epoch's record with the images it trained (``images_seen_epoch``)."""
+    out, before = [], 0
+    for r in records:
+        out.append({**r, "images_seen_epoch": r["images_seen"] - before})
+        before = r["images_seen"]
+    return out
+
+
+def speed(runs: Path, data: Path) -> list[dict]:
+    """Images/s of each distinct speed setting, on 6,400 images of 2,048 photos (quiet machine)."""
+    settings = {"v1 recipe (bf16 where native)": V1,
+                "v1 recipe, fp32": V1 + ["--precision", "fp32"],
+                "base": BASE, "base, width 0.25": with_opt(BASE, "--width", "0.25"),
+                "base, batch 128": BASE + ["--batch-size", "128"],
+                "base, 64 px first half": BASE + ["--low-res-first", "64:0.5"],
+                "default": []}
+    rows = []
+    for name, args in settings.items():
+        out = runs / "speed" / "".join(c if c.isalnum() else "_" for c in name)
+        cmd = [sys.executable, "-m", "featinv", "train", "-f", "hog", "--data",
+               str(data / "train"), "--limit", "2048", "--budget", "6400", "--out", str(out),
+               "--overwrite", *args]
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+        seconds = sum(r["images_seen_epoch"] / r["images_per_second"] for r in _epochs(records))
+        rows.append({"setting": name, "args": args, "images_per_s": 6400 / seconds,
+                     "load_average": os.getloadavg()[0]})
+        print(f"{name:34s} {rows[-1]['images_per_s']:7.1f} img/s", flush=True)
+    return rows
+
+
+def table(rows: list[dict], speeds: list[dict]) -> str:
+    """The markdown table of docs/recipe.md."""
+    lines = ["| arm | lever | budget | seed | val normalized error | Δ vs base (same budget) |",
+             "|---|---|---:|---:|---:|---:|"]
+    base = {r["budget"]: r["val_normalized_error"] for r in rows
+            if r["name"] == "base" and r["seed"] == 0}
+    for r in sorted(rows, key=lambda r: (r["group"] != "defaults", r["group"] != "baseline",
+                                         r["group"], r["budget"], r["name"], r["seed"])):
+        delta = (f"{r['val_normalized_error'] - base[r['budget']]:+.4f}"
+                 if r["budget"] in base and r["name"] != "base" else "")
+        lines.append(f"| {r['name']} | {r['group']} | {r['budget']:,} | {r['seed']} | "
+                     f"{r['val_normalized_error']:.4f} | {delta} |")
+    if speeds:
+        lines += ["", "| setting | images/s (training loop) |", "|---|---:|"]
+        lines += [f"| {s['setting']} | {s['images_per_s']:.0f} |" for s in speeds]
+    return "\n".join(lines)
+
+
+def write_report(rows: list[dict], speeds: list[dict], json_path: Path, md_path: Path) -> None:
+    previous = json.loads(json_path.read_text()) if json_path.exists() else {}
+    speeds = speeds or previous.get("speed", [])
+    json_path.write_text(json.dumps({"machine": cpu_info(), "arms": rows, "speed": speeds},
+                                    indent=1) + "\n")
+    if md_path.exists():
+        text = md_path.read_text()
+        start, end = "<!-- recipe table -->", "<!-- end recipe table -->"
+        if start in text and end in text:
+            head, rest = text.split(start, 1)
+            md_path.write_text(head + start + "\n" + table(rows, speeds) + "\n" + end
+                               + rest.split(end, 1)[1])
+    print(table(rows, speeds))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=Path, default=ROOT.parent / "runs" / "recipe")
+    parser.add_argument("--data", type=Path, default=SHARED)
+    parser.add_argument("--arms", help="comma-separated arm names (default: all)")
+    parser.add_argument("--defaults", action="store_true",
+                        help="featinv's default recipe at each budget (instead of the sweep)")
+    parser.add_argument("--speed", action="store_true", help="measure images/s per setting")
+    parser.add_argument("--report", action="store_true", help="only collect finished arms")
+    parser.add_argument("--threads", type=int, help="CPU threads of each run (default: the "
+                        "machine's; 1 runs better beside other work)")
+    parser.add_argument("--json", type=Path, default=ROOT / "docs" / "recipe.json")
+    parser.add_argument("--md", type=Path, default=ROOT / "docs" / "recipe.md")
+    args = parser.parse_args()
+    if not (args.data / "train").is_dir():
+        raise SystemExit(f"no training photos in {args.data / 'train'} (give --data)")
+    args.runs.mkdir(parents=True, exist_ok=True)
+    todo = default_arms() if args.defaults else arms()
+    if args.arms:
+        wanted = {n.strip() for n in args.arms.split(",")}
+        todo = [a for a in todo if a["name"] in wanted]
+    speeds = speed(args.runs, args.data) if args.speed else []
+    rows = []
+    for a in todo:
+        if args.report and not (args.runs / folder_name(a) / "recipe_result.json").exists():
+            continue
+        rows.append(run_arm(a, args.runs, args.data, args.threads))
+    finished = [json.loads(p.read_text()) for p in sorted(args.runs.glob("*/recipe_result.json"))]
+    known = {folder_name(a) for a in arms() + default_arms()}
+    write_report([r for r in finished if r["folder"] in known], speeds, args.json, args.md)
+
+
+if __name__ == "__main__":
+    main()

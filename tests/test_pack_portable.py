@@ -1,0 +1,55 @@
+"""A packed decoder carries its recipe but not the paths of the machine that trained it."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import write_images
+from featinv.inversion.shipped import pack, without_machine_paths
+from featinv.io import checkpoint
+from featinv.training.config import TrainConfig
+from featinv.training.loop import train
+
+ZOO = Path(__file__).resolve().parents[1] / "featinv" / "zoo"
+
+
+def _absolute_strings(value) -> list[str]:
+    """Every string in a JSON value that looks like an absolute path."""
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in _absolute_strings(v)]
+    if isinstance(value, list):
+        return [s for v in value for s in _absolute_strings(v)]
+    if isinstance(value, str) and (value.startswith("/") or value[1:3] in (":\\", ":/")):
+        return [value]
+    return []
+
+
+@pytest.mark.parametrize("path", sorted(ZOO.glob("*.safetensors")), ids=lambda p: p.name)
+def test_shipped_decoders_hold_no_paths_of_the_training_machine(path):
+    meta = checkpoint.read_meta(path)
+    assert not _absolute_strings(meta), _absolute_strings(meta)
+    assert meta["training"]["data"] == "train"  # the recipe keeps the folder's own name
+
+
+def test_pack_reduces_every_path_to_its_last_name(tmp_path):
+    write_images(tmp_path / "photos" / "train", 16)
+    run = tmp_path / "runs" / "hog"
+    train(TrainConfig(feature="hog", data=str(tmp_path / "photos" / "train"), out=str(run),
+                      val=str(tmp_path / "photos" / "train"), image_size=32, batch_size=8,
+                      budget=16, workers=0, device="cpu", precision="fp32", threads=1),
+          log=lambda _m: None)
+    packed = pack(run, tmp_path / "hog.safetensors")
+    meta = checkpoint.read_meta(packed)
+    assert not _absolute_strings(meta), _absolute_strings(meta)
+    assert (meta["training"]["data"], meta["training"]["out"]) == ("train", "hog")
+    assert str(tmp_path) not in json.dumps(meta)
+
+
+def test_paths_are_shortened_on_both_kinds_of_separator():
+    short = without_machine_paths({"data": "/home/me/photos/", "feature_cache": "C:\\cache\\sift",
+                                   "val": None, "lr": 0.001,
+                                   "params": {"weights": "/w/squeezenet.npz", "cell_size": 8}})
+    assert short == {"data": "photos", "feature_cache": "sift", "val": None, "lr": 0.001,
+                     "params": {"weights": "squeezenet.npz", "cell_size": 8}}

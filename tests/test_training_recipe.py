@@ -1,0 +1,158 @@
+"""The default training recipe, budgets, the weight EMA and the other recipe levers (issue 23)."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import run_cli, write_images
+from featinv.errors import FeatinvError, Interrupted
+from featinv.training import loop
+from featinv.training.config import (DEFAULT_BUDGET, ONECYCLE_RAMP, TrainConfig, check_config,
+                                     lr_at, total_steps)
+from featinv.training.loop import STATE_FILE, train
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def config(data, out, **kw) -> TrainConfig:
+    base = dict(feature="hog", data=str(data), out=str(out), image_size=32, batch_size=8,
+                workers=0, device="cpu", precision="fp32", threads=1)
+    return TrainConfig(**{**base, **kw})
+
+
+def quiet(_message):
+    pass
+
+
+def test_the_defaults_are_the_measured_recipe():
+    """What a user gets with no option but the feature, data and output (docs/recipe.md)."""
+    cfg = TrainConfig(feature="hog", data="d", out="o")
+    assert (cfg.preset, cfg.schedule, cfg.lr, cfg.batch_size) == ("residual", "onecycle", 3e-3, 64)
+    assert cfg.epochs is None and cfg.budget is None
+    assert cfg.crop_scale == (0.8, 1.0)
+    assert total_steps(cfg, steps_per_epoch=10) == math.ceil(DEFAULT_BUDGET / 64)
+    assert cfg.precision == "auto" and cfg.channels_last is None  # resolved per machine
+
+
+def test_train_help_and_docs_state_the_defaults(capsys):
+    code, out, _ = run_cli(capsys, "train", "--help")
+    text = " ".join(out.split())
+    assert code == 0
+    assert "onecycle" in text and f"{DEFAULT_BUDGET:,}" in text and "residual" in text
+    docs = (ROOT / "docs" / "cli.md").read_text()
+    assert f"{DEFAULT_BUDGET:,}" in docs and "recipe.md" in docs
+
+
+@pytest.mark.parametrize("schedule", ["linear", "onecycle", "cosine"])
+def test_a_budget_sizes_the_schedule(schedule):
+    cfg = TrainConfig(feature="hog", data="d", out="o", budget=1000, batch_size=8,
+                      schedule=schedule, lr=1e-3)
+    total = total_steps(cfg, steps_per_epoch=7)
+    assert total == 125  # 1000 images in batches of 8, whatever the epoch length
+    rates = [lr_at(cfg, s, total) for s in range(total)]
+    assert rates[-1] < 0.03 * max(rates)  # decays to (nearly) zero at the budget's end
+    peak_at = rates.index(max(rates))
+    if schedule == "onecycle":
+        assert abs(peak_at - ONECYCLE_RAMP * total) <= 1 and rates[0] < 0.1 * max(rates)
+    else:
+        assert peak_at == 0
+    twice = TrainConfig(**{**cfg.__dict__, "budget": 2000})
+    assert total_steps(twice, 7) == 2 * total
+
+
+def test_epochs_and_budget_together_are_refused():
+    with pytest.raises(FeatinvError, match="--epochs or --budget"):
+        check_config(TrainConfig(feature="hog", data="d", out="o", budget=10, epochs=2))
+    for bad in (0, -5, 10**13):
+        with pytest.raises(FeatinvError, match="--budget"):
+            check_config(TrainConfig(feature="hog", data="d", out="o", budget=bad))
+
+
+@pytest.mark.parametrize("field, value, match", [
+    ("ema", 1.0, "--ema"), ("ema", float("nan"), "--ema"), ("ema", -0.1, "--ema"),
+    ("low_res_first", "64", None), ("low_res_first", "x:0.5", "--low-res-first"),
+    ("low_res_first", "16:1.5", "--low-res-first"), ("low_res_first", "64:0.5", "not below"),
+])
+def test_recipe_levers_are_checked(field, value, match):
+    cfg = TrainConfig(feature="hog", data="d", out="o", image_size=32, **{field: value})
+    if field == "low_res_first" and value == "64":
+        cfg = TrainConfig(feature="hog", data="d", out="o", image_size=128, low_res_first=value)
+        check_config(cfg)  # SIZE alone: the first half
+        return
+    with pytest.raises(FeatinvError, match=match):
+        check_config(cfg)
+
+
+def test_a_budget_ends_the_run_inside_an_epoch(tmp_path):
+    write_images(tmp_path / "data", 16)
+    out = tmp_path / "run"
+    train(config(tmp_path / "data", out, budget=40, val=str(tmp_path / "data")), log=quiet)
+    records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [2, 4, 5]  # 2 steps per epoch, 5 steps in all
+    assert records[-1]["images_seen"] == 40 and "val_normalized_error" in records[-1]
+
+
+def test_the_saved_decoder_is_the_weight_average(tmp_path):
+    write_images(tmp_path / "data", 16)
+    out = tmp_path / "run"
+    train(config(tmp_path / "data", out, budget=48, ema=0.5), log=quiet)
+    saved = load_file(str(out / "decoder.safetensors"))
+    state = load_file(str(out / STATE_FILE))
+    body = [k for k in saved if k.startswith("body.") and k.endswith("weight")]
+    assert body
+    for key in body:
+        assert torch.equal(saved[key].float(), state[f"ema.module.{key}"].float())
+    assert any(not torch.equal(state[f"ema.module.{k}"], state[f"decoder.{k}"]) for k in body)
+
+
+def test_a_run_with_an_average_resumes_to_the_same_weights(tmp_path, monkeypatch):
+    write_images(tmp_path / "data", 16)
+    straight, stopped = tmp_path / "straight", tmp_path / "stopped"
+    settings = dict(budget=64, ema=0.7, schedule="onecycle", low_res_first="16:0.5",
+                    pixel_distance="l1")
+    train(config(tmp_path / "data", straight, **settings), log=quiet)
+    stop_at_three = lambda self, synced: self.step == 3  # noqa: E731
+    with monkeypatch.context() as patch:
+        patch.setattr(loop.Run, "_should_stop", stop_at_three)
+        with pytest.raises(Interrupted):
+            train(config(tmp_path / "data", stopped, **settings), log=quiet)
+    train(config(tmp_path / "data", stopped, **settings), resume=True, log=quiet)
+    a = load_file(str(straight / "decoder.safetensors"))
+    b = load_file(str(stopped / "decoder.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    sa, sb = load_file(str(straight / STATE_FILE)), load_file(str(stopped / STATE_FILE))
+    assert all(torch.equal(sa[k], sb[k]) for k in sa if k.startswith("ema."))
+
+
+def test_low_resolution_first_trains_smaller_crops_then_the_full_size(tmp_path, monkeypatch):
+    write_images(tmp_path / "data", 16)
+    sizes = []
+    real = loop.augment
+    monkeypatch.setattr(loop, "augment", lambda images, crops, size, device:
+                        sizes.append(size) or real(images, crops, size, device))
+    train(config(tmp_path / "data", tmp_path / "run", budget=80, low_res_first="16:0.4"),
+          log=quiet)
+    assert sizes == [16] * 4 + [32] * 6
+
+
+def test_l1_trains_on_the_mean_absolute_error():
+    from featinv.decoders.networks import build_decoder
+    from featinv.representation.registry import get_feature
+    from featinv.training.step import TrainStep, optimizer_step
+
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, 32, 32)
+    hog = get_feature("hog")
+    decoder = build_decoder(hog.spec, hog.layout(32, 32), 32, "residual")
+    model = TrainStep(hog, decoder, None, "fp32", torch.contiguous_format)
+    decoder.eval()  # batch norm on running statistics: the same output in both passes
+    with torch.no_grad():
+        expected = (decoder(hog(x), size=(32, 32)) - x).abs().mean()
+    opt = torch.optim.SGD(decoder.parameters(), lr=0.0)
+    loss = optimizer_step(model, opt, x, pixel_distance="l1")["loss"]
+    assert torch.allclose(loss, expected, atol=1e-6)
