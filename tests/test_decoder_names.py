@@ -200,3 +200,20 @@ def test_what_looks_like_a_path():
     assert sources.split_variant("hog.realistic") == ("hog", "realistic")
     assert sources.split_variant("hog") == ("hog", None)
     assert sources.split_variant("alexnet.conv1") == ("alexnet.conv1", None)
+
+
+@pytest.mark.parametrize("ref, decoder, words", [
+    ("", None, "names no decoder"), ("   ", None, "names no decoder"),
+    ("local-dir:", None, "names no decoder"), ("zoo:", None, "names no decoder"),
+    ("hf-hub:", None, "names no decoder"), ("hog", "", "give the name of a decoder"),
+    ("hog", " ", "give the name of a decoder")])
+def test_empty_references_are_refused(ref, decoder, words, lookalikes):
+    with pytest.raises(FeatinvError, match=words):
+        load_decoder(ref, decoder=decoder)
+
+
+def test_an_empty_decoder_option_writes_nothing(lookalikes, capsys):
+    code, _, err = run_cli(capsys, "invert", "-f", "hog", "--decoder", "", "skimage:coffee",
+                           "-o", "out")
+    [line] = error_lines(err)
+    assert code == 1 and "--decoder ''" in line and not Path("out").exists()

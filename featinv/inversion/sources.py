@@ -81,9 +81,15 @@ def decoder_file(ref: Ref, decoder: str | None = None) -> Path:
     """The ``.safetensors`` file that ``ref`` stands for. ``decoder`` picks one of the decoders
     shipped for a name (``"realistic"``); it is refused with anything else. Files are not
     opened here; loading checks them."""
+    if decoder is not None and (not isinstance(decoder, str) or not decoder.strip()):
+        raise FeatinvError(f"--decoder {printable(decoder)!r}: give the name of a decoder shipped "
+                           "for the representation ('featinv zoo' lists them), e.g. realistic.")
     if isinstance(ref, os.PathLike):
         return _path(Path(ref), decoder)
     text = str(ref)
+    if not text.strip() or text in SCHEMES:
+        raise FeatinvError(f"{printable(text)!r} names no decoder; give a shipped decoder's name "
+                           "('featinv zoo'), a path, local-dir:DIR or hf-hub:ORG/NAME.")
     if text.startswith(HUB):
         _no_variant(text, decoder)
         return _in_folder(hub.download(hub.parse_ref(text)), text)
@@ -96,7 +102,7 @@ def decoder_file(ref: Ref, decoder: str | None = None) -> Path:
                                   "training run's folder). Pass a file as a path.")
         return _in_folder(folder, text)
     if text.startswith(ZOO):
-        return _shipped(text[len(ZOO):], decoder)
+        return _shipped(text[len(ZOO):], decoder, hint=False)
     if looks_like_path(text):
         return _path(Path(text).expanduser(), decoder)
     return _shipped(text, decoder)
@@ -145,7 +151,7 @@ def _is_shipped(name: str) -> bool:
     return name.lower() in {e.key for e in shipped_decoders().entries.values()}
 
 
-def _shipped(name: str, decoder: str | None) -> Path:
+def _shipped(name: str, decoder: str | None, hint: bool = True) -> Path:
     """The file of a shipped decoder: ``NAME`` (``decoder`` picks a variant) or
     ``NAME.VARIANT``."""
     from ..representation.plugins import shipped_decoder, shipped_decoders
@@ -158,7 +164,7 @@ def _shipped(name: str, decoder: str | None) -> Path:
     try:
         feature = get_spec(name).name  # unknown names fail here, with a suggestion
     except UnknownFeatureError as exc:
-        if name and os.path.lexists(name):
+        if hint and name and os.path.lexists(name):
             raise UnknownFeatureError(f"{exc} A name means a shipped decoder; for the file or "
                                       f"folder '{printable(name)}' here, write ./{printable(name)} "
                                       "(or pass it with -c).") from None
