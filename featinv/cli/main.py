@@ -18,6 +18,7 @@ from .common import echo_error as _echo_error, echo_json as _echo_json, parse_pa
 from .compare import compare_cmd
 from .invert import evaluate_cmd, extract_cmd, invert_cmd, pack_cmd, show_features_cmd
 from .options import POSITIVE, SIDE, device_option
+from .share import push_cmd
 from .train import train_cmd
 from ..errors import FeatinvError, Interrupted, printable
 
@@ -144,10 +145,12 @@ def demo_cmd(train_data, out, feature, epochs, limit, device) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def zoo_cmd(as_json: bool) -> None:
     """List the decoders shipped with featinv and its plugins (used when no --checkpoint is
-    given; pick one with --feature NAME and, for one other than the default, --decoder)."""
+    given; pick one with --feature NAME and, for one other than the default, --decoder), then
+    those cached from the Hugging Face Hub (load them with -c hf-hub:ORG/NAME)."""
+    from ..inversion.zoo import hub_cached
     from ..representation.listing import zoo
 
-    entries = zoo(_shipped)
+    entries = zoo(_shipped) + hub_cached()  # the Hub's cache is read each time (no download)
     if as_json:
         _echo_json(entries)
         return
@@ -186,6 +189,7 @@ cli.add_command(extract_cmd)
 cli.add_command(invert_cmd)
 cli.add_command(evaluate_cmd)
 cli.add_command(pack_cmd)
+cli.add_command(push_cmd)
 cli.add_command(show_features_cmd)
 cli.add_command(analyze)
 cli.add_command(compare_cmd)
