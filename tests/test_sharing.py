@@ -203,6 +203,12 @@ def test_a_float32_pack_of_a_training_run_loads_with_the_same_weights(tmp_path, 
         assert loaded.meta["packed"]["history"]  # the run's validation history came along
     folder = pack_folder(tmp_path / "p", tmp_path / "again")  # a packed folder packs again
     assert load_decoder(folder).meta["packed"]["history"]
+    logs = []  # --init-from takes the same names
+    train(TrainConfig(feature="hog", data=str(tmp_path / "data"), out=str(tmp_path / "tuned"),
+                      image_size=32, epochs=1, batch_size=4, workers=0, device="cpu",
+                      precision="fp32", preset="residual", init_from=f"hf-hub:{REPO}"),
+          log=logs.append)
+    assert any(f"starting from the weights of hf-hub:{REPO}" in m for m in logs)
 
 
 def test_offline_without_the_cache_is_one_line_at_once(hub_cache, capsys, tmp_path):
