@@ -12,7 +12,8 @@ A reference is exactly one of:
   disk: a folder ``hog/`` in the current folder does not replace the shipped HOG decoder
   (write ``./hog`` for it).
 
-``-c``/``--checkpoint`` takes paths: ``checkpoint_ref`` makes its bare words paths.
+``-c``/``--checkpoint`` (and the SOURCE of ``pack`` and ``push``) takes paths:
+``checkpoint_ref`` makes its bare words paths.
 """
 from __future__ import annotations
 
