@@ -79,25 +79,36 @@ def arms() -> list[dict]:
                 "patch": patch}
 
     b = BASE
-    table = [arm("v1", "baseline", V1), arm("base", "baseline", b)]
-    for sched in ("linear", "cosine", "step"):
-        table.append(arm(f"schedule {sched}", "schedule", with_opt(b, "--schedule", sched)))
-    for lr in ("1e-3", "2e-3", "5e-3", "8e-3"):
-        table.append(arm(f"lr {lr}", "peak learning rate", with_opt(b, "--lr", lr)))
-    for decay in ("0.99", "0.998"):
-        table.append(arm(f"ema {decay}", "weight EMA", b + ["--ema", decay]))
-    for batch in ("32", "128"):
-        table.append(arm(f"batch {batch}", "batch size", b + ["--batch-size", batch]))
-    for width in ("0.0625", "0.25"):
-        table.append(arm(f"width {width}", "width", with_opt(b, "--width", width)))
-    table += [
+    w25_low = with_opt(b, "--width", "0.25") + ["--low-res-first", "64:0.5"]
+    # ordered by how much each arm was expected to tell, so that a sweep cut short is useful
+    table = [
+        arm("v1", "baseline", V1), arm("base", "baseline", b),
+        arm("schedule linear", "schedule", with_opt(b, "--schedule", "linear")),
+        arm("lr 5e-3", "peak learning rate", with_opt(b, "--lr", "5e-3")),
+        arm("width 0.25", "width", with_opt(b, "--width", "0.25")),
+        arm("64 px first half", "low resolution first", b + ["--low-res-first", "64:0.5"]),
+        arm("ema 0.998", "weight EMA", b + ["--ema", "0.998"]),
+        arm("batch 32", "batch size", b + ["--batch-size", "32"]),
+        arm("crop 1.0", "crop scale", with_opt(b, "--crop-scale", "1.0")),
+        arm("width 0.25, batch 32, crop 1.0", "combined",
+            with_opt(with_opt(b, "--width", "0.25"), "--crop-scale", "1.0") + ["--batch-size", "32"]),
+        arm("width 0.25 + 64 px first half", "combined", w25_low),
+        arm("width 0.25 + 64 px first half, lr 5e-3", "combined",
+            with_opt(w25_low, "--lr", "5e-3")),
+        arm("lr 8e-3", "peak learning rate", with_opt(b, "--lr", "8e-3")),
+        arm("l1 loss", "pixel loss", b + ["--pixel-distance", "l1"]),
+        arm("crop 0.35", "crop scale", with_opt(b, "--crop-scale", "0.35")),
+        arm("lr 1e-3", "peak learning rate", with_opt(b, "--lr", "1e-3")),
+        arm("schedule cosine", "schedule", with_opt(b, "--schedule", "cosine")),
+        arm("ema 0.99", "weight EMA", b + ["--ema", "0.99"]),
+        arm("batch 128", "batch size", b + ["--batch-size", "128"]),
+        arm("group norm", "normalisation", b, patch="group_norm"),
         arm("depth 1 block", "depth", b, patch="depth1"),
         arm("depth 4 blocks", "depth", b, patch="depth4"),
-        arm("l1 loss", "pixel loss", b + ["--pixel-distance", "l1"]),
-        arm("group norm", "normalisation", b, patch="group_norm"),
-        arm("64 px first half", "low resolution first", b + ["--low-res-first", "64:0.5"]),
+        arm("width 0.0625", "width", with_opt(b, "--width", "0.0625")),
         arm("fp32", "precision", b + ["--precision", "fp32"]),
-        arm("crop 0.35", "crop scale", with_opt(b, "--crop-scale", "0.35")),
+        arm("schedule step", "schedule", with_opt(b, "--schedule", "step")),
+        arm("lr 2e-3", "peak learning rate", with_opt(b, "--lr", "2e-3")),
         arm("v1", "baseline", V1, seed=1), arm("base", "baseline", b, seed=1),
         arm("v1", "baseline", V1, MEDIUM), arm("v1", "baseline", V1, LARGE),
     ]
@@ -159,7 +170,9 @@ def run_arm(a: dict, runs: Path, data: Path, threads: int | None = None) -> dict
           f"{out.name}", flush=True)
     t0 = time.perf_counter()
     with open(runs / f"{out.name}.log", "a") as log:
-        proc = subprocess.run([sys.executable, "-c", code], stdout=log, stderr=log)
+        # run from the runs folder: with PYTHONPATH naming a copy of featinv, a sweep keeps
+        # training the code it started with while the repository changes
+        proc = subprocess.run([sys.executable, "-c", code], stdout=log, stderr=log, cwd=runs)
     if proc.returncode != 0:
         raise SystemExit(f"{a['name']}: featinv train exited {proc.returncode}; see "
                          f"{runs / (out.name + '.log')}")
@@ -268,6 +281,9 @@ def main() -> None:
     speeds = speed(args.runs, args.data) if args.speed else []
     rows = []
     for a in todo:
+        if (args.runs / "STOP").exists():  # touch RUNS/STOP to end the sweep between arms
+            print("STOP file found: ending the sweep here", flush=True)
+            break
         if args.report and not (args.runs / folder_name(a) / "recipe_result.json").exists():
             continue
         rows.append(run_arm(a, args.runs, args.data, args.threads))

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+import signal
 from pathlib import Path
 
 import pytest
@@ -116,9 +117,16 @@ def test_a_run_with_an_average_resumes_to_the_same_weights(tmp_path, monkeypatch
     settings = dict(budget=64, ema=0.7, schedule="onecycle", low_res_first="16:0.5",
                     pixel_distance="l1")
     train(config(tmp_path / "data", straight, **settings), log=quiet)
-    stop_at_three = lambda self, synced: self.step == 3  # noqa: E731
+    real_step = loop.Run._train_step
+
+    def signal_at_step_three(self, *args):  # as if SIGTERM arrived during step 3
+        terms = real_step(self, *args)
+        if self.step == 3:
+            self.stop.signum = signal.SIGTERM
+        return terms
+
     with monkeypatch.context() as patch:
-        patch.setattr(loop.Run, "_should_stop", stop_at_three)
+        patch.setattr(loop.Run, "_train_step", signal_at_step_three)
         with pytest.raises(Interrupted):
             train(config(tmp_path / "data", stopped, **settings), log=quiet)
     train(config(tmp_path / "data", stopped, **settings), resume=True, log=quiet)

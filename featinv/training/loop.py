@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import signal
-import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -47,8 +45,9 @@ from .config import (TrainConfig, check_config, check_resumable, config_json,  #
                      total_steps, warmup_steps)
 from .data import load_data, report_to
 from .ema import WeightAverage
-from .distributed import World, barrier, join, leave, mean_over_ranks, world_from_env
+from .distributed import World, barrier, join, leave, world_from_env
 from .losses import Objective, build_objective
+from .pacing import LossMeter, SaveClock, StopRequest, ValidationPacer
 from .run_folder import RunFolder
 from .step import TrainStep, _trainable_encoder, make_optimizer, optimizer_step, validate  # noqa: F401
 
@@ -89,11 +88,8 @@ class Run:
         self.folder = RunFolder(Path(cfg.out), (DECODER_FILE, STATE_FILE, METRICS_FILE),
                                 active=world.is_main)
         self.folder.claim(resume=resume, overwrite=cfg.overwrite, state_file=STATE_FILE)
-        self.stop_signal: int | None = None
-        self._old_handlers = {}
-        if threading.current_thread() is threading.main_thread():
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                self._old_handlers[signum] = signal.signal(signum, self._on_signal)
+        self.stop = StopRequest()
+        self.stop.install()
         try:
             self._setup(cfg, resume)
         except BaseException:
@@ -226,83 +222,86 @@ class Run:
     # -- the loop -----------------------------------------------------------------------------
     def fit(self) -> dict[str, Any]:
         cfg, data = self.cfg, self.data
-        last_save = time.monotonic()
-        trained_since_val, val_seconds = 0.0, None
+        meter, saves = LossMeter(self.world), SaveClock(cfg.save_minutes, cfg.save_every)
+        pacer = ValidationPacer(cfg.val_every, len(data.val) if data.val is not None else 0)
         self.decoder.train()  # a fine-tuned encoder stays in eval mode (see _trainable_encoder)
-        if self.stop_signal is not None:  # asked to stop while setting up: nothing to save
-            raise Interrupted(f"Interrupted by {signal.Signals(self.stop_signal).name} before "
-                              "training started; nothing was trained.", self.stop_signal)
+        if self.stop.signum is not None:  # asked to stop while setting up: nothing to save
+            raise Interrupted(f"Interrupted by {signal.Signals(self.stop.signum).name} before "
+                              "training started; nothing was trained.", self.stop.signum)
         while self.step < self.total:
             epoch, start = divmod(self.step, self.steps_per_epoch)
+            end = min((epoch + 1) * self.steps_per_epoch, self.total)  # a budget may end early
             data.sampler.set_epoch(epoch, start)
             draw = epoch % cfg.cache_variants if self.cache is not None else epoch
-            t0, done_before = time.perf_counter(), start
-            running: dict[str, torch.Tensor] = {}
-            since_read, epoch_sums, epoch_steps = 0, {}, 0
-            in_this_epoch = min(self.steps_per_epoch, self.total - epoch * self.steps_per_epoch)
-            with Progress(in_this_epoch - start, f"epoch {epoch + 1}/{self.epochs}", "step",
+            t0, first_step = time.perf_counter(), self.step
+            with Progress(end - self.step, f"epoch {epoch + 1}/{self.epochs}", "step",
                           report_to(self.world)) as bar:
                 for indices, images, names in data.source.batches(data.sampler):
-                    for group in self.opt.param_groups:
-                        group["lr"] = lr_at(cfg, self.step, self.total, self.warmup)
-                    x, feats = self._batch(indices, images, names, draw)
-                    terms = optimizer_step(self.model, self.opt, x, feats, self.scaler,
-                                           self.objective, cfg.pixel_distance)
-                    if self.ema is not None:
-                        self.ema.update(self.step)
-                    for name, value in terms.items():
-                        running[name] = running[name] + value if name in running else value
-                    self.step, since_read = self.step + 1, since_read + 1
-                    in_epoch = self.step - epoch * self.steps_per_epoch
-                    last = in_epoch == in_this_epoch
-                    if since_read == cfg.log_every or last:
-                        terms_read = self._read_losses(running, since_read)
-                        for name, value in terms_read.items():
-                            epoch_sums[name] = epoch_sums.get(name, 0.0) + value * since_read
-                        epoch_steps += since_read
-                        running = {}
-                        bar.update(since_read, **{k: f"{v:.4f}" for k, v in terms_read.items()})
-                        since_read = 0
-                    if self._should_stop(since_read == 0):
+                    meter.add(self._train_step(indices, images, names, draw))
+                    last = self.step == end
+                    if meter.pending == cfg.log_every or last:
+                        steps = meter.pending
+                        bar.update(steps, **{k: f"{v:.4f}" for k, v in
+                                             self._finite(meter.read()).items()})
+                    if self.stop.agreed(self.world, self.device, meter.pending == 0):
                         self.save(None)
                         raise self._interrupted()
-                    if (cfg.save_every and self.step % cfg.save_every == 0) or \
-                            time.monotonic() - last_save > cfg.save_minutes * 60:
-                        if self.step != self.total:  # the final save follows validation
-                            self.save(None)
-                            last_save = time.monotonic()
-                    if last:  # a budget can end the run inside an epoch
+                    if not last and saves.due(self.step):  # the final save follows validation
+                        self.save(None)
+                        saves.reset()
+                    if last:
                         break
             seconds = time.perf_counter() - t0
-            means = {k: v / max(epoch_steps, 1) for k, v in epoch_sums.items()}
-            record = {"epoch": epoch + 1, "step": self.step,
-                      "images_seen": self.step * cfg.batch_size,
-                      "train_loss": means.get("loss", float("nan")),  # this epoch's mean
-                      **{f"train_{k}": v for k, v in means.items()
-                         if k != "loss" and self.objective is not None},
-                      "images_per_second": (in_this_epoch - done_before)
-                      * cfg.batch_size / seconds, "lr": self.opt.param_groups[0]["lr"]}
-            trained_since_val += seconds
-            if self.cache is not None:
-                self.cache.flush()
-                record["cache_hit_rate"] = self.cache.hits / max(self.cache.hits
-                                                                 + self.cache.misses, 1)
-            if data.val is not None and self._validate_now(epoch, trained_since_val,
-                                                           val_seconds, record):
+            record = self._record(epoch, meter.end_epoch(), self.step - first_step, seconds)
+            if data.val is not None and pacer.due(epoch, self.step >= self.total, seconds,
+                                                  record["images_per_second"]):
                 t_val = time.perf_counter()
                 record.update(self._validation(epoch))
-                val_seconds, trained_since_val = time.perf_counter() - t_val, 0.0
+                pacer.validated(time.perf_counter() - t_val)
             self.history.append(record)
             if self.world.is_main:
                 self.folder.append_text(METRICS_FILE, json.dumps(record) + "\n")
             if self.step == self.total or "val_normalized_error" in record:
                 self.save(record)  # at the end, and with each validation's metrics
-                last_save = time.monotonic()
+                saves.reset()
             barrier(self.world)  # the others wait for rank 0's validation and checkpoint
             if self.cache is not None:
                 self.cache.refresh()  # see the features the other processes computed
         validated = [r for r in self.history if "val_normalized_error" in r]
         return validated[-1] if validated else (self.history[-1] if self.history else {})
+
+    def _train_step(self, indices, images, names, draw: int) -> dict[str, torch.Tensor]:
+        """One optimizer step at the scheduled learning rate (and the weight average's)."""
+        for group in self.opt.param_groups:
+            group["lr"] = lr_at(self.cfg, self.step, self.total, self.warmup)
+        x, feats = self._batch(indices, images, names, draw)
+        terms = optimizer_step(self.model, self.opt, x, feats, self.scaler, self.objective,
+                               self.cfg.pixel_distance)
+        if self.ema is not None:
+            self.ema.update(self.step)
+        self.step += 1
+        return terms
+
+    def _record(self, epoch: int, means: dict[str, float], steps: int, seconds: float) -> dict:
+        """The epoch's line of metrics.jsonl (validation metrics are added to it)."""
+        record = {"epoch": epoch + 1, "step": self.step,
+                  "images_seen": self.step * self.cfg.batch_size,
+                  "train_loss": means.get("loss", float("nan")),  # this epoch's mean
+                  **{f"train_{k}": v for k, v in means.items()
+                     if k != "loss" and self.objective is not None},
+                  "images_per_second": steps * self.cfg.batch_size / seconds,
+                  "lr": self.opt.param_groups[0]["lr"]}
+        if self.cache is not None:
+            self.cache.flush()
+            record["cache_hit_rate"] = self.cache.hits / max(self.cache.hits
+                                                             + self.cache.misses, 1)
+        return record
+
+    def _finite(self, losses: dict[str, float]) -> dict[str, float]:
+        if not all(math.isfinite(v) for v in losses.values()):
+            raise FeatinvError(f"Loss became {losses['loss']} at step {self.step} ({losses}); "
+                               + self.folder.kept_message() + " Try a lower --lr.")
+        return losses
 
     @property
     def averaged(self) -> nn.Module:
@@ -328,27 +327,6 @@ class Run:
         keys = [f"{name}@{c.name()}" for name, c in zip(names, crops)]
         return x, self.cache.features(keys, x, self.extractor)
 
-    def _read_losses(self, sums: dict[str, torch.Tensor], steps: int) -> dict[str, float]:
-        """Each loss term averaged over the last ``steps`` steps and all processes (one device
-        sync)."""
-        means = mean_over_ranks(torch.stack(list(sums.values())) / steps, self.world).tolist()
-        values = dict(zip(sums, means))
-        if not all(math.isfinite(v) for v in values.values()):
-            raise FeatinvError(f"Loss became {values['loss']} at step {self.step} ({values}); "
-                               + self.folder.kept_message() + " Try a lower --lr.")
-        return values
-
-    def _validate_now(self, epoch: int, trained: float, val_seconds: float | None,
-                      record: dict) -> bool:
-        if self.step >= self.total:
-            return True
-        if self.cfg.val_every:
-            return (epoch + 1) % self.cfg.val_every == 0
-        if val_seconds is None:  # not measured yet: forward-only costs about a third of a step
-            val_seconds = len(self.data.val) / (3 * record["images_per_second"])
-            return epoch == 0 or trained >= 19 * val_seconds
-        return trained >= 19 * val_seconds
-
     def _validation(self, epoch: int) -> dict[str, Any]:
         metrics, x, y = validate(self.extractor, self.averaged, self.data.val,
                                  self.cfg.batch_size, self.device, self.cache)
@@ -359,24 +337,8 @@ class Run:
         return {f"val_{k}": v for k, v in metrics.items()}
 
     # -- stopping and saving ------------------------------------------------------------------
-    def _on_signal(self, signum, _frame) -> None:
-        if self.stop_signal is not None:  # a second signal: stop now, without saving
-            signal.signal(signum, signal.SIG_DFL)
-            os.kill(os.getpid(), signum)
-        self.stop_signal = signum
-
-    def _should_stop(self, synced: bool) -> bool:
-        """Whether a signal asked to stop; across processes only at steps where all of them
-        check (those that read the loss), so that they stop at the same step."""
-        if not self.world.distributed:
-            return self.stop_signal is not None
-        if not synced:
-            return False
-        flag = torch.tensor(float(self.stop_signal or 0), device=self.device)
-        return bool(mean_over_ranks(flag, self.world).item() > 0)
-
     def _interrupted(self) -> Interrupted:
-        signum = self.stop_signal or signal.SIGINT
+        signum = self.stop.signum or signal.SIGINT
         name = signal.Signals(signum).name
         return Interrupted(f"Interrupted by {name} at step {self.step}/{self.total}; saved "
                            f"{printable(self.folder.path)}. Continue with the same command and "
@@ -427,7 +389,5 @@ class Run:
         return self
 
     def __exit__(self, *exc) -> None:
-        for signum, handler in self._old_handlers.items():
-            signal.signal(signum, handler)
-        self._old_handlers = {}
+        self.stop.uninstall()
         self.folder.release()
