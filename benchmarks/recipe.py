@@ -80,6 +80,10 @@ def arms() -> list[dict]:
 
     b = BASE
     w25_low = with_opt(b, "--width", "0.25") + ["--low-res-first", "64:0.5"]
+    w25_b32_c1 = with_opt(with_opt(b, "--width", "0.25"), "--crop-scale", "1.0") + [
+        "--batch-size", "32"]
+    candidate = with_opt(with_opt(b, "--width", "0.25"), "--lr", "5e-3") + [
+        "--batch-size", "32", "--low-res-first", "64:0.5"]
     # ordered by how much each arm was expected to tell, so that a sweep cut short is useful
     table = [
         arm("v1", "baseline", V1), arm("base", "baseline", b),
@@ -90,27 +94,26 @@ def arms() -> list[dict]:
         arm("ema 0.998", "weight EMA", b + ["--ema", "0.998"]),
         arm("batch 32", "batch size", b + ["--batch-size", "32"]),
         arm("crop 1.0", "crop scale", with_opt(b, "--crop-scale", "1.0")),
-        arm("width 0.25, batch 32, crop 1.0", "combined",
-            with_opt(with_opt(b, "--width", "0.25"), "--crop-scale", "1.0") + ["--batch-size", "32"]),
-        arm("width 0.25 + 64 px first half", "combined", w25_low),
-        arm("width 0.25 + 64 px first half, lr 5e-3", "combined",
-            with_opt(w25_low, "--lr", "5e-3")),
-        arm("lr 8e-3", "peak learning rate", with_opt(b, "--lr", "8e-3")),
-        arm("l1 loss", "pixel loss", b + ["--pixel-distance", "l1"]),
-        arm("crop 0.35", "crop scale", with_opt(b, "--crop-scale", "0.35")),
+        arm("width 0.25, batch 32, crop 1.0", "combined", w25_b32_c1),
+        arm("width 0.25, batch 32, lr 5e-3, 64 px first half", "combined", candidate),
         arm("lr 1e-3", "peak learning rate", with_opt(b, "--lr", "1e-3")),
-        arm("schedule cosine", "schedule", with_opt(b, "--schedule", "cosine")),
-        arm("ema 0.99", "weight EMA", b + ["--ema", "0.99"]),
-        arm("batch 128", "batch size", b + ["--batch-size", "128"]),
-        arm("group norm", "normalisation", b, patch="group_norm"),
-        arm("depth 1 block", "depth", b, patch="depth1"),
         arm("depth 4 blocks", "depth", b, patch="depth4"),
-        arm("width 0.0625", "width", with_opt(b, "--width", "0.0625")),
+        arm("l1 loss", "pixel loss", b + ["--pixel-distance", "l1"]),
+        arm("group norm", "normalisation", b, patch="group_norm"),
         arm("fp32", "precision", b + ["--precision", "fp32"]),
+        arm("base", "baseline", b, seed=1), arm("v1", "baseline", V1, seed=1),
+        arm("v1", "baseline", V1, MEDIUM),
+        # measured when the sweep has time for them
+        arm("width 0.25 + 64 px first half", "combined", w25_low),
+        arm("crop 0.35", "crop scale", with_opt(b, "--crop-scale", "0.35")),
+        arm("lr 8e-3", "peak learning rate", with_opt(b, "--lr", "8e-3")),
+        arm("batch 128", "batch size", b + ["--batch-size", "128"]),
+        arm("depth 1 block", "depth", b, patch="depth1"),
+        arm("width 0.0625", "width", with_opt(b, "--width", "0.0625")),
+        arm("schedule cosine", "schedule", with_opt(b, "--schedule", "cosine")),
         arm("schedule step", "schedule", with_opt(b, "--schedule", "step")),
-        arm("lr 2e-3", "peak learning rate", with_opt(b, "--lr", "2e-3")),
-        arm("v1", "baseline", V1, seed=1), arm("base", "baseline", b, seed=1),
-        arm("v1", "baseline", V1, MEDIUM), arm("v1", "baseline", V1, LARGE),
+        arm("ema 0.99", "weight EMA", b + ["--ema", "0.99"]),
+        arm("v1", "baseline", V1, LARGE),
     ]
     return table
 

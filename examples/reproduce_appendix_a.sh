@@ -50,7 +50,7 @@ case $WHICH in
     rep=(-f squeezenet.fire9 --weights "$WEIGHTS" --image-size 128 --preset residual --width 0.125
          --crop-scale 0.8)
     train base "${rep[@]}" --limit "${BASE_LIMIT:-8192}" --epochs "${BASE_EPOCHS:-2}" \
-      --schedule cosine
+      --schedule cosine --lr 1e-3
     tune=(--limit "${LIMIT:-8192}" --epochs "${EPOCHS:-1}" --lr 1e-4 --schedule constant
           --init-from "$OUT/base/decoder.safetensors")
     base_eval=(-c "$OUT/base/decoder.safetensors") ;;

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The SqueezeNet layer decoders shipped in featinv/zoo (issue 25; docs/cnn.md), one after the
+# other, each resumable: rerun this script after an interruption and every finished layer is
+# skipped, an interrupted one continues (--resume). Deepest layers last.
+#
+#   RUNS=../runs/squeezenet DATA=../shared/data BUDGET=120000 bash examples/train_squeezenet_decoders.sh
+#
+# Each decoder uses featinv's default recipe (docs/recipe.md) at 128 px against the weights that
+# ship with featinv (deepcompression, the default). The deep layers, whose forward pass costs more
+# than reading their small features back, cache the features of two crops per photo on disk.
+set -euo pipefail
+DATA=${DATA:-../shared/data}
+RUNS=${RUNS:-../runs/squeezenet}
+BUDGET=${BUDGET:-120000}
+LAYERS=${LAYERS:-"conv1 fire3 fire5 fire7 fire9 conv10 pool10"}
+CACHED="fire9 conv10 pool10"
+
+for layer in $LAYERS; do
+  out=$RUNS/$layer
+  target=featinv/zoo/squeezenet.$layer.safetensors
+  if [ -f "$out/done" ]; then continue; fi
+  cache=()
+  case " $CACHED " in *" $layer "*) cache=(--feature-cache "$RUNS/cache" --cache-variants 2);; esac
+  recipe="featinv train -f squeezenet.$layer --image-size 128 --budget $BUDGET --data train --val val ${cache[*]}"
+  resume=()
+  if [ -f "$out/train_state.safetensors" ]; then resume=(--resume); fi
+  featinv train -f "squeezenet.$layer" --image-size 128 --budget "$BUDGET" \
+    --data "$DATA/train" --val "$DATA/val" "${cache[@]}" --out "$out" "${resume[@]}"
+  featinv pack "$out" -o "$target" --overwrite --recipe "$recipe"
+  touch "$out/done"
+done
