@@ -74,6 +74,12 @@ def test_epochs_and_budget_together_are_refused():
             check_config(TrainConfig(feature="hog", data="d", out="o", budget=bad))
 
 
+def test_an_average_with_a_fine_tuned_encoder_is_refused():
+    with pytest.raises(FeatinvError, match="--ema cannot be used with --finetune-encoder"):
+        check_config(TrainConfig(feature="hog", data="d", out="o", ema=0.99,
+                                 finetune_encoder=True))
+
+
 @pytest.mark.parametrize("field, value, match", [
     ("ema", 1.0, "--ema"), ("ema", float("nan"), "--ema"), ("ema", -0.1, "--ema"),
     ("low_res_first", "64", None), ("low_res_first", "x:0.5", "--low-res-first"),

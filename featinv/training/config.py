@@ -183,6 +183,9 @@ def check_config(cfg: TrainConfig) -> None:
     parse_losses(cfg.loss)
     if not (isinstance(cfg.ema, (int, float)) and math.isfinite(cfg.ema) and 0 <= cfg.ema < 1):
         raise FeatinvError(f"--ema must be a decay in [0, 1) (0: off), got {cfg.ema!r}.")
+    if cfg.ema and cfg.finetune_encoder:
+        raise FeatinvError("--ema cannot be used with --finetune-encoder yet: the averaged "
+                           "decoder would be saved with the live encoder.")
     if cfg.pixel_distance not in PIXEL_DISTANCES:
         raise FeatinvError(f"--pixel-distance must be one of {', '.join(PIXEL_DISTANCES)}, got "
                            f"{cfg.pixel_distance!r}.")
