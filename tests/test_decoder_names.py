@@ -92,6 +92,8 @@ def test_invert_and_python_invert_use_the_shipped_decoder(lookalikes, capsys):
     b = featinv.invert(["skimage:coffee"], checkpoint=SHIPPED_HOG, size=64)[0]
     c = featinv.invert(["skimage:coffee"], checkpoint="hog", size=64)[0]  # a path, as -c
     assert torch.equal(a, b) and not torch.equal(a, c)
+    d = featinv.invert(["skimage:coffee"], feature="hog.realistic", size=64)[0]
+    assert torch.equal(d, featinv.invert(["skimage:coffee"], checkpoint=REALISTIC, size=64)[0])
     for feature in ("lbp", "sift"):  # a junk file and an empty folder of that name: no effect
         code, _, err = run_cli(capsys, "invert", "-f", feature, "skimage:coffee", "--size", "64",
                                "-o", f"{feature}.png")

@@ -86,6 +86,8 @@ def load_decoder(name_or_checkpoint: str | Path, device: str | torch.device | No
     if sources.has_scheme(decoder):  # load_decoder("hog", decoder="hf-hub:org/name")
         feature = feature or sources.feature_of(name_or_checkpoint, decoder)
         name_or_checkpoint, decoder = decoder, None
+    if feature is not None and decoder is None:  # feature="hog.realistic" asks for 'hog'
+        feature = sources.split_variant(feature)[0]
     path = sources.decoder_file(name_or_checkpoint, decoder)
     label = sources.describe_ref(name_or_checkpoint) if sources.has_scheme(name_or_checkpoint) \
         else path
