@@ -1,18 +1,18 @@
-"""Shared fixtures: the ../shared data folder beside the repository, and small image folders."""
+"""Shared fixtures: the ../shared data folder beside the repository, small image folders, plugins.
+
+Plain helper functions live in helpers.py."""
 from __future__ import annotations
 
 import os
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
 import featinv.representation.plugins
+# the helpers, re-exported for the files that still say ``from conftest import ...``
+from helpers import REPO, SHARED, error_lines, link_photos, run_cli, saved_step, write_images  # noqa: F401
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
 # the tests (and the commands they run) cache listings in a folder of their own
 os.environ["FEATINV_CACHE_DIR"] = tempfile.mkdtemp(prefix="featinv-test-cache-")
 
@@ -24,34 +24,14 @@ def shared_dir() -> Path:
     return SHARED
 
 
-def _link_photos(src: Path, n: int, out: Path) -> Path:
-    """A folder of symlinks to the first ``n`` photos of ``src`` (no copies of ../shared)."""
-    for photo in sorted(src.glob("*.jpg"))[:n]:
-        (out / photo.name).symlink_to(photo)
-    return out
-
-
 @pytest.fixture(scope="session")
 def train_subset(shared_dir, tmp_path_factory) -> Path:
-    return _link_photos(shared_dir / "data" / "train", 48, tmp_path_factory.mktemp("train"))
+    return link_photos(shared_dir / "data" / "train", 48, tmp_path_factory.mktemp("train"))
 
 
 @pytest.fixture(scope="session")
 def val_subset(shared_dir, tmp_path_factory) -> Path:
-    return _link_photos(shared_dir / "data" / "val", 16, tmp_path_factory.mktemp("val"))
-
-
-def write_images(folder: Path, n: int, size=(48, 40), seed: int = 0) -> list[Path]:
-    """Write ``n`` smooth random RGB images as PNG into ``folder``."""
-    rng = np.random.default_rng(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for i in range(n):
-        coarse = rng.random((4, 4, 3))
-        img = Image.fromarray((coarse * 255).astype(np.uint8)).resize(size, Image.BICUBIC)
-        paths.append(folder / f"img{i:03d}.png")
-        img.save(paths[-1])
-    return paths
+    return link_photos(shared_dir / "data" / "val", 16, tmp_path_factory.mktemp("val"))
 
 
 @pytest.fixture
@@ -82,30 +62,3 @@ def extra_plugins(fresh_plugins):
     yield add
     for name in names:
         unregister_plugin(name)
-
-
-def run_cli(capsys, *args):
-    """Run ``featinv ARGS`` in this process; return (exit code, stdout, stderr)."""
-    from featinv.cli.main import main
-
-    with pytest.raises(SystemExit) as exit_info:
-        main([str(a) for a in args])
-    out = capsys.readouterr()
-    return exit_info.value.code, out.out, out.err
-
-
-def error_lines(err: str) -> list[str]:
-    """The ``Error:`` lines of a command's stderr."""
-    return [line for line in err.splitlines() if line.startswith("Error:")]
-
-
-def saved_step(out) -> int:
-    """The step of the training state in run folder ``out`` (-1 before the first checkpoint)."""
-    from featinv.io import checkpoint
-    from featinv.errors import FeatinvError
-    from featinv.training.loop import STATE_FILE
-
-    try:
-        return checkpoint.read_meta(Path(out) / STATE_FILE, checkpoint.STATE_FORMAT)["step"]
-    except FeatinvError:
-        return -1

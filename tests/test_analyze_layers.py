@@ -17,7 +17,7 @@ from featinv.decoders.networks import build_decoder
 from featinv.inversion import zoo as builtin_zoo
 from featinv.io.checkpoint import decoder_metadata, save_decoder
 
-from conftest import error_lines, run_cli
+from helpers import error_lines, run_cli
 
 SIZE = 48
 LAYERS = ("pool10", "conv1", "fire5")  # shipped out of order: the strip sorts them by depth

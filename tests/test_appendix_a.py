@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import _link_photos
+from helpers import link_photos
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 ARMS = ("pixel", "pixel_feature", "pixel_feature_adversarial", "pixel_feature_adversarial_x10",
@@ -17,8 +17,8 @@ def test_appendix_a_recipe_and_figure(shared_dir, tmp_path):
     data = tmp_path / "data"
     for sub in ("train", "val"):
         (data / sub).mkdir(parents=True)
-    _link_photos(shared_dir / "data" / "train", 8, data / "train")
-    _link_photos(shared_dir / "data" / "val", 4, data / "val")
+    link_photos(shared_dir / "data" / "train", 8, data / "train")
+    link_photos(shared_dir / "data" / "val", 4, data / "val")
     (data / "weights").symlink_to(shared_dir / "data" / "weights")
     bin_dir = Path(sys.executable).parent
     env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "LIMIT": "8",

@@ -10,7 +10,7 @@ import featinv
 from featinv.analysis.reidentify import bootstrap_interval, check_gallery, ranks, summary
 from featinv.errors import DataError
 
-from conftest import error_lines, run_cli, write_images
+from helpers import error_lines, run_cli, write_images
 
 # an independent space that needs no weight file: resnet18's pooled features, random weights
 OFFLINE_REID = ("--reid-feature", "torchvision.resnet18.avgpool", "--reid-param",

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import run_cli
+from helpers import run_cli
 
 BROWSER = next((b for b in ("chromium", "chromium-browser", "google-chrome")
                 if shutil.which(b)), None)
@@ -79,7 +79,7 @@ def test_screenshot_is_not_blank(report, tmp_path):
 
 @pytest.fixture(scope="module")
 def image_folder_module(tmp_path_factory):
-    from conftest import write_images
+    from helpers import write_images
 
     folder = tmp_path_factory.mktemp("photos") / "images"
     write_images(folder, 12, size=(64, 56))

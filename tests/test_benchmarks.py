@@ -130,7 +130,7 @@ def test_speed_benchmark_measures_every_column(tmp_path):
 
 
 def test_train_throughput_runs_featinv_train_end_to_end(tmp_path):
-    from conftest import write_images
+    from helpers import write_images
 
     spec = importlib.util.spec_from_file_location(
         "bench_train", SCRIPT.parent / "train_throughput.py")

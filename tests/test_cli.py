@@ -4,7 +4,7 @@ import subprocess
 import sys
 
 
-from conftest import run_cli as run
+from helpers import run_cli as run
 
 
 def test_list_features_json_shows_hog_layout(capsys):

@@ -44,7 +44,7 @@ def test_offline_imagenet_weights_are_one_clear_error(monkeypatch, capsys, tmp_p
         featinv.get_feature("alexnet.conv5")
     assert "not cached and could not be downloaded" in str(info.value)
     from test_cli import run
-    from conftest import write_images
+    from helpers import write_images
 
     write_images(tmp_path, 1, size=(64, 64))
     code, _, err = run(capsys, "extract", "-f", "alexnet.fc8", str(tmp_path), "-o",
@@ -162,7 +162,7 @@ def test_timm_offline_is_one_clear_error(monkeypatch):
 
 
 def test_weights_option_of_the_commands(capsys, tmp_path, caffe_weights):
-    from conftest import write_images
+    from helpers import write_images
     from test_cli import run
 
     write_images(tmp_path / "imgs", 1, size=(64, 64))

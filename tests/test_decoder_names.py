@@ -15,7 +15,7 @@ from featinv.inversion.load import ZOO_DIR, load_decoder
 from featinv.io.checkpoint import read_meta
 from featinv.training.loop import TrainConfig, train
 
-from conftest import error_lines, run_cli, write_images
+from helpers import error_lines, run_cli, write_images
 
 SHIPPED_HOG = ZOO_DIR / "hog.safetensors"
 REALISTIC = ZOO_DIR / "hog.realistic.safetensors"

@@ -14,7 +14,7 @@ import featinv
 from featinv.datasets.folders import EpochBatches
 from featinv.errors import DataError
 
-from conftest import write_images
+from helpers import write_images
 
 
 # the compact preset has no batch norm, so two processes' halves of a batch give exactly the

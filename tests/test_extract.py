@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import featinv
-from conftest import write_images
+from helpers import write_images
 from featinv.errors import FeatinvError
 from featinv.representation.extract import load_features
 from featinv.io.images import load_image

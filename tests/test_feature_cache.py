@@ -14,7 +14,7 @@ from featinv.errors import FeatinvError
 from featinv.datasets.feature_cache import FeatureCache
 from featinv.training.loop import TrainConfig, train
 
-from conftest import write_images
+from helpers import write_images
 
 
 class Counting:

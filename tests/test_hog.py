@@ -11,8 +11,8 @@ from featinv.errors import ShapeError
 from featinv.features.hog import HOG, featinv_register_features, hog_uoctti
 from featinv.representation.layout import CellGrid
 from featinv.representation.spec import Extractor
-from vlfeat import NO_REFERENCE, REFERENCE_FILES, needs_libvl, photo_like as _photo_like
-from vlfeat import vl_hog as _vl_hog
+from helpers import NO_REFERENCE, REFERENCE_FILES, needs_libvl, photo_like as _photo_like
+from helpers import vl_hog as _vl_hog
 
 
 def _hog_numpy(image: np.ndarray, cell_size: int = 8, num_orientations: int = 9) -> np.ndarray:

@@ -4,7 +4,7 @@ names, the method checks (raised once, by the API) and the analyses' pictures.""
 import pytest
 import torch
 
-from conftest import write_images
+from helpers import write_images
 from featinv.analysis.evaluate import load_square_images
 from featinv.analysis.figures import (interpolation_strip, load_pair, perturbation_study,
                                       reconstruction_strip, sampled_images, topk_strip,

@@ -10,8 +10,8 @@ from featinv.errors import ShapeError
 from featinv.features.lbp import LBP, featinv_register_features, lbp_mapping, lbp_uniform
 from featinv.representation.layout import CellGrid
 from featinv.representation.spec import Extractor
-from vlfeat import NO_REFERENCE, REFERENCE_FILES, needs_libvl, photo_like as _photo_like
-from vlfeat import vl_lbp as _vl_lbp
+from helpers import NO_REFERENCE, REFERENCE_FILES, needs_libvl, photo_like as _photo_like
+from helpers import vl_lbp as _vl_lbp
 
 
 def _lbp_numpy(image: np.ndarray, cell_size: int = 16) -> np.ndarray:

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 
 import featinv
-from conftest import write_images
+from helpers import quiet, train_configs, write_images
 from featinv.io import checkpoint
 from featinv.errors import FeatinvError
 from featinv.training.losses import Discriminator, Objective
@@ -16,14 +16,7 @@ from featinv.training.loop import STATE_FILE, TrainConfig, train
 from featinv.training.config import parse_losses
 
 
-def config(data, out, **kw) -> TrainConfig:
-    base = dict(feature="hog", data=str(data), out=str(out), image_size=32, epochs=1,
-                batch_size=4, workers=0, device="cpu", precision="fp32", preset="residual")
-    return TrainConfig(**{**base, **kw})
-
-
-def quiet(_message):
-    pass
+config = train_configs(image_size=32, epochs=1, batch_size=4, preset="residual")
 
 
 def test_loss_specifications():

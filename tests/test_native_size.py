@@ -16,7 +16,7 @@ from featinv.io.images import pil_to_tensor
 from featinv.inversion.load import (decode, encode, extractor_for, fit_sides, load_decoder, prepare,
                                work_size)
 from featinv.representation.layout import GridLayout, VectorLayout
-from conftest import run_cli as run
+from helpers import run_cli as run
 
 
 def photo(path: Path, width: int, height: int, seed: int = 0) -> Path:

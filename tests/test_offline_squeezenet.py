@@ -22,7 +22,7 @@ import pytest
 from featinv.inversion.load import ZOO_DIR
 from featinv.representation.extract import load_features
 
-from conftest import REPO, SHARED, write_images
+from helpers import REPO, SHARED, write_images
 from test_analyze_layers import tiny_layer_decoders
 
 REAL = ZOO_DIR / "squeezenet.fire9.safetensors"

@@ -26,7 +26,7 @@ def _featinv(args, env):
 
 
 def test_offline_timm_weights_fail_fast_with_one_line(tmp_path):
-    from conftest import write_images
+    from helpers import write_images
 
     write_images(tmp_path / "imgs", 1, size=(64, 64))
     env = {"HF_ENDPOINT": NOWHERE, "HF_HUB_CACHE": str(tmp_path / "hub"),

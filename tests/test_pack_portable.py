@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import write_images
+from helpers import write_images
 from featinv.inversion.shipped import pack, without_machine_paths
 from featinv.io import checkpoint
 from featinv.training.config import TrainConfig

@@ -18,8 +18,8 @@ from featinv.analysis.perceptual import (Probe, class_agreement, feature_error, 
                                 layer_distance, perceptual_distance, perceptual_scores,
                                 realism_metrics, resolve_comparator, squeezenet_probe)
 
-from conftest import write_images
-from conftest import run_cli as run
+from helpers import write_images
+from helpers import run_cli as run
 
 RED, GREEN, BLUE = (1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0)
 WEIGHTS = "data/weights/squeezenet1_0_deepcompression_caffe.npz"

@@ -23,7 +23,7 @@ from featinv.inversion.shipped import describe
 from featinv.io import hub
 from featinv.training.loop import TrainConfig, train
 
-from conftest import error_lines, run_cli, write_images
+from helpers import error_lines, run_cli, write_images
 
 SHIPPED_HOG = ZOO_DIR / "hog.safetensors"
 REPO = "my-lab/hog-decoder"

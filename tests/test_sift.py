@@ -8,7 +8,7 @@ import torch
 import featinv
 from featinv.errors import FeatinvError, ShapeError
 from featinv.features.sift import (CHANNELS, Keypoints, detect, grid_keypoints, keypoint_grid)
-from vlfeat import NO_REFERENCE, REFERENCE_FILES, needs_libvl, photo_like
+from helpers import NO_REFERENCE, REFERENCE_FILES, needs_libvl, photo_like
 
 BACKENDS = ["opencv", pytest.param("vlfeat", marks=needs_libvl)]
 

@@ -19,7 +19,7 @@ from featinv.inversion.encoder_weights import WeightsMismatch
 from featinv.inversion.load import extractor_for, load_decoder
 from featinv.io.checkpoint import decoder_metadata, read_meta, save_decoder, weights_fingerprint
 
-from conftest import REPO, error_lines, run_cli, write_images
+from helpers import REPO, error_lines, run_cli, write_images
 
 SHIPPED = squeezenet.SHIPPED_WEIGHTS["deepcompression"][0]
 

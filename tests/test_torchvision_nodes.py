@@ -9,7 +9,7 @@ from featinv.errors import UnknownFeatureError
 from featinv.features import torchvision_nodes as tvn
 from featinv.features.cnn import layer_layout
 
-from conftest import error_lines, run_cli
+from helpers import error_lines, run_cli
 
 
 @pytest.fixture

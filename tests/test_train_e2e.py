@@ -10,7 +10,7 @@ from featinv import CheckpointError
 from featinv.io.checkpoint import META_KEY
 from featinv.cli.main import main
 from featinv.training.loop import TrainConfig, train
-from conftest import run_cli as run
+from helpers import run_cli as run
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import write_images
+from helpers import quiet, saved_step, train_command, train_configs, write_images
 from featinv.io import checkpoint
 from featinv.datasets.folders import (EpochBatches, FolderImages, MemoryImages, TrainImages, augment,
                           crop_plan, scan_folder, store_side)
@@ -20,19 +20,11 @@ from featinv.errors import DataError, FeatinvError, PluginError
 from featinv.training.run_folder import LOCK_FILE
 from featinv.training.loop import STATE_FILE, TrainConfig, train
 from featinv.training.config import check_config, effective_lr, lr_at, warmup_steps
-from conftest import saved_step
 
 CPU = torch.device("cpu")
 
 
-def config(data, out, **kw) -> TrainConfig:
-    base = dict(feature="hog", data=str(data), out=str(out), image_size=32, epochs=1,
-                batch_size=8, workers=0, device="cpu", precision="fp32")
-    return TrainConfig(**{**base, **kw})
-
-
-def quiet(_message):
-    pass
+config = train_configs(image_size=32, epochs=1, batch_size=8)
 
 
 # -- data -------------------------------------------------------------------------------------
@@ -240,10 +232,7 @@ def test_out_that_is_a_file_is_refused(tmp_path):
         train(config(tmp_path / "data", tmp_path / "file"), log=quiet)
 
 
-def cli(data, out, *extra):
-    return [sys.executable, "-m", "featinv", "train", "-f", "hog", "--data", str(data),
-            "--out", str(out), "--image-size", "48", "--batch-size", "8", "--workers", "0",
-            "--device", "cpu", "--precision", "fp32", "--threads", "1", *extra]
+cli = train_command  # hog at 48 px, batches of 8
 
 
 def wait_for_steps(proc, out, steps: int) -> None:

@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import run_cli, write_images
+from helpers import quiet, run_cli, train_configs, write_images
 from featinv.errors import FeatinvError, Interrupted
 from featinv.training import loop
 from featinv.training.config import (DEFAULT_BUDGET, ONECYCLE_RAMP, TrainConfig, check_config,
@@ -20,14 +20,7 @@ from featinv.training.loop import STATE_FILE, train
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def config(data, out, **kw) -> TrainConfig:
-    base = dict(feature="hog", data=str(data), out=str(out), image_size=32, batch_size=8,
-                workers=0, device="cpu", precision="fp32", threads=1)
-    return TrainConfig(**{**base, **kw})
-
-
-def quiet(_message):
-    pass
+config = train_configs(image_size=32, batch_size=8, threads=1)
 
 
 def test_the_defaults_are_the_measured_recipe():

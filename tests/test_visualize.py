@@ -16,7 +16,7 @@ from featinv.representation.layout import FixedVector
 from featinv.representation.spec import Extractor, FeatureSpec
 from featinv.analysis.visualize import generic_view, pca_rgb, show_features
 from featinv.features.drawing import GAP, upscale
-from conftest import run_cli as run
+from helpers import run_cli as run
 
 
 def blobs(height: int = 64, width: int = 80) -> torch.Tensor:

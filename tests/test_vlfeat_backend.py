@@ -10,7 +10,7 @@ import featinv
 from featinv.features import vlfeat
 from featinv.errors import FeatinvError
 from featinv.io.images import load_image
-from vlfeat import needs_libvl, photo_like
+from helpers import needs_libvl, photo_like
 
 FEATURES = [("hog", {}), ("hog", {"cell_size": 4, "num_orientations": 6}), ("lbp", {}),
             ("lbp", {"cell_size": 8})]

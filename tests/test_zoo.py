@@ -13,7 +13,7 @@ from featinv.representation.layout import GridLayout
 from featinv.analysis.metrics import reconstruction_distances
 from featinv.inversion.shipped import MAX_SHIPPED_BYTES, describe, pack, shipped
 from featinv.training.loop import TrainConfig, train
-from conftest import run_cli as run
+from helpers import run_cli as run
 
 SHIPPED = ("hog", "sift", "lbp")
 
@@ -51,7 +51,7 @@ def test_residual_blocks_start_as_identity():
 
 @pytest.fixture(scope="module")
 def residual_run(tmp_path_factory):
-    from conftest import write_images
+    from helpers import write_images
 
     root = tmp_path_factory.mktemp("zoo")
     write_images(root / "train", 16, size=(40, 36))

@@ -15,7 +15,7 @@ from featinv.io.checkpoint import decoder_metadata, save_decoder
 from featinv.representation import listing, plugins
 from featinv.representation.plugins import plugin_problems
 
-from conftest import error_lines, run_cli, write_images
+from helpers import error_lines, run_cli, write_images
 
 
 class Shipper:
