@@ -96,6 +96,10 @@ def arms() -> list[dict]:
         arm("crop 1.0", "crop scale", with_opt(b, "--crop-scale", "1.0")),
         arm("width 0.25, batch 32, crop 1.0", "combined", w25_b32_c1),
         arm("width 0.25, batch 32, lr 5e-3, 64 px first half", "combined", candidate),
+        arm("width 0.5, batch 32, 64 px first half", "combined",
+            with_opt(b, "--width", "0.5") + ["--batch-size", "32", "--low-res-first", "64:0.5"]),
+        arm("width 0.25, batch 16, 64 px first half", "combined",
+            with_opt(b, "--width", "0.25") + ["--batch-size", "16", "--low-res-first", "64:0.5"]),
         arm("lr 1e-3", "peak learning rate", with_opt(b, "--lr", "1e-3")),
         arm("depth 4 blocks", "depth", b, patch="depth4"),
         arm("l1 loss", "pixel loss", b + ["--pixel-distance", "l1"]),
@@ -171,7 +175,7 @@ def run_arm(a: dict, runs: Path, data: Path, threads: int | None = None) -> dict
             f"sys.argv = {cmd!r}\nmain()\n")
     print(f"[{time.strftime('%H:%M:%S')}] {a['name']} @ {a['budget']:,} seed {a['seed']}: "
           f"{out.name}", flush=True)
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), _children_cpu()
     with open(runs / f"{out.name}.log", "a") as log:
         # run from the runs folder: with PYTHONPATH naming a copy of featinv, a sweep keeps
         # training the code it started with while the repository changes
@@ -187,12 +191,22 @@ def run_arm(a: dict, runs: Path, data: Path, threads: int | None = None) -> dict
            "train_s": sum(final_r["images_seen_epoch"] / final_r["images_per_second"]
                           for final_r in _epochs(records)),
            "wall_s": time.perf_counter() - t0,
+           # CPU seconds of the run and its loader processes (start-up and validation
+           # included): unlike wall time, barely changed by other work on the machine
+           "cpu_s": _children_cpu() - cpu0,
            "load_average": os.getloadavg()[0],
            "curve": [[r["images_seen"], r["val_normalized_error"]] for r in records
                      if "val_normalized_error" in r]}
     row["images_per_s"] = row["images_seen"] / row["train_s"]
     done.write_text(json.dumps(row, indent=1))
     return row
+
+
+def _children_cpu() -> float:
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _epochs(records: list[dict]) -> list[dict]:

@@ -4,6 +4,7 @@
 # skipped, an interrupted one continues (--resume). Deepest layers last.
 #
 #   RUNS=../runs/squeezenet DATA=../shared/data BUDGET=120000 bash examples/train_squeezenet_decoders.sh
+#   (a rehearsal: LAYERS="fire9 pool10" BUDGET=16 LIMIT=8 SIZE=64 ZOO=/tmp/zoo RUNS=/tmp/runs ...)
 #
 # Each decoder uses featinv's default recipe (docs/recipe.md) at 128 px against the weights that
 # ship with featinv (deepcompression, the default). The deep layers, whose forward pass costs more
@@ -13,19 +14,23 @@ DATA=${DATA:-../shared/data}
 RUNS=${RUNS:-../runs/squeezenet}
 BUDGET=${BUDGET:-120000}
 LAYERS=${LAYERS:-"conv1 fire3 fire5 fire7 fire9 conv10 pool10"}
+ZOO=${ZOO:-featinv/zoo}  # where the packed decoders go
+LIMIT=${LIMIT:-}  # only the first N training photos (for a rehearsal)
 CACHED="fire9 conv10 pool10"
 
 for layer in $LAYERS; do
   out=$RUNS/$layer
-  target=featinv/zoo/squeezenet.$layer.safetensors
+  target=$ZOO/squeezenet.$layer.safetensors
   if [ -f "$out/done" ]; then continue; fi
   cache=()
   case " $CACHED " in *" $layer "*) cache=(--feature-cache "$RUNS/cache" --cache-variants 2);; esac
-  recipe="featinv train -f squeezenet.$layer --image-size 128 --budget $BUDGET --data train --val val ${cache[*]}"
+  recipe="featinv train -f squeezenet.$layer --image-size ${SIZE:-128} --budget $BUDGET --data train --val val"
+  if [ ${#cache[@]} -gt 0 ]; then recipe="$recipe --feature-cache cache --cache-variants 2"; fi
   resume=()
   if [ -f "$out/train_state.safetensors" ]; then resume=(--resume); fi
-  featinv train -f "squeezenet.$layer" --image-size 128 --budget "$BUDGET" \
-    --data "$DATA/train" --val "$DATA/val" "${cache[@]}" --out "$out" "${resume[@]}"
+  limit=(); if [ -n "$LIMIT" ]; then limit=(--limit "$LIMIT" --val-limit "$LIMIT"); fi
+  featinv train -f "squeezenet.$layer" --image-size "${SIZE:-128}" --budget "$BUDGET" \
+    --data "$DATA/train" --val "$DATA/val" "${cache[@]}" "${limit[@]}" --out "$out" "${resume[@]}"
   featinv pack "$out" -o "$target" --overwrite --recipe "$recipe"
   touch "$out/done"
 done
