@@ -19,12 +19,12 @@ import torch
 
 from .decoders.networks import build_decoder
 from .errors import FeatinvError, PluginError
-from .representation.registry import get_feature, get_spec
+from .representation.registry import get_feature
 from .representation.spec import Extractor, rgb_to_gray
 
-__all__ = ["ContractSuite", "check_all", "check_layout", "check_finite_float32",
-           "check_batch_independence", "check_determinism", "check_gradients",
-           "check_decoder_step", "test_sizes", "actual_smallest_side"]
+__all__ = ["ContractSuite", "check_all", "check_layout", "check_image_size",
+           "check_finite_float32", "check_batch_independence", "check_determinism",
+           "check_gradients", "check_decoder_step", "test_sizes", "actual_smallest_side"]
 
 
 def test_sizes(extractor: Extractor) -> list[tuple[int, int]]:
@@ -119,6 +119,22 @@ def check_layout(ext: Extractor) -> None:
             f"got {tuple(out.shape)}")
 
 
+def check_image_size(ext: Extractor) -> None:
+    """The image size a representation declares it is meant for (``spec.image_size``, used by
+    training and evaluation when not told otherwise) is one it accepts, with its declared layout."""
+    size = ext.spec.image_size
+    if size is None:
+        return
+    smallest = ext.rule.smallest_side
+    assert size >= smallest, (f"{ext.name}: declares image_size {size} px, below the smallest "
+                              f"side its layout accepts ({smallest} px)")
+    layout = ext.layout(size, size)
+    out = _features(ext, _images(1, size, size), raw=True)
+    assert tuple(out.shape) == (1, *layout.shape), (
+        f"{ext.name}: at its declared image_size ({size} px) the layout {layout} means output "
+        f"{(1, *layout.shape)}, got {tuple(out.shape)}")
+
+
 def check_finite_float32(ext: Extractor) -> None:
     """Output is float32 and finite, also for constant (flat) images."""
     for x in (_images(2, *test_sizes(ext)[1]), torch.zeros(1, 3, *test_sizes(ext)[0]),
@@ -176,8 +192,8 @@ def check_decoder_step(ext: Extractor) -> None:
     assert changed, f"{ext.name}: one training step left the decoder unchanged"
 
 
-CHECKS = (check_layout, check_finite_float32, check_batch_independence, check_determinism,
-          check_gradients, check_decoder_step)
+CHECKS = (check_layout, check_image_size, check_finite_float32, check_batch_independence,
+          check_determinism, check_gradients, check_decoder_step)
 
 
 def check_all(name: str, **params: Any) -> None:
@@ -197,9 +213,8 @@ class ContractSuite:
         assert self.feature, "set the class attribute 'feature' to the representation's name"
         return get_feature(self.feature, **self.params)
 
-    def test_registered(self):
-        spec = get_spec(self.feature)
-        assert spec.description and spec.input in ("gray", "rgb")
+    def test_image_size(self):
+        check_image_size(self._extractor())
 
     def test_layout_matches_output(self):
         check_layout(self._extractor())

@@ -57,6 +57,26 @@ def test_contract_catches_a_broken_representation():
         testing.check_layout(ext)
 
 
+def test_contract_catches_an_image_size_below_the_smallest_side():
+    """A representation meant for 8 px images whose layout needs 16 px fails check_image_size
+    (and ContractSuite.test_image_size); declaring 16 px passes."""
+    from torch import nn
+
+    def spec(image_size):
+        return featinv.FeatureSpec(name="small", description="pools to 4 numbers", input="gray",
+                                   differentiable=True, build=lambda: nn.AdaptiveAvgPool2d(2),
+                                   layout=lambda: featinv.FixedVector(4, min_size=16),
+                                   image_size=image_size)
+
+    def extractor(image_size):
+        return featinv.Extractor(spec(image_size), {}, nn.Sequential(nn.AdaptiveAvgPool2d(2),
+                                                                     nn.Flatten()))
+
+    with pytest.raises(AssertionError, match="declares image_size 8 px, below the smallest side"):
+        testing.check_image_size(extractor(8))
+    testing.check_image_size(extractor(16))
+
+
 def test_contract_reports_a_too_small_input_as_declared_vs_actual():
     """A module that fails with a raw torch error below 5 px while its layout declares 1 px:
     every check says what the layout declares and what the module actually needs."""
