@@ -10,7 +10,7 @@ from helpers import write_images
 from featinv.errors import FeatinvError
 from featinv.representation.extract import load_features
 from featinv.io.images import load_image
-from test_cli import run
+from helpers import run_cli as run
 
 
 def test_same_size_images_are_stacked_and_equal_the_extractor(capsys, tmp_path):

@@ -75,7 +75,7 @@ def test_stale_or_corrupt_cache_is_recomputed(tmp_path, monkeypatch):
 
 
 def test_describe_with_params_and_any_case(capsys):
-    from test_cli import run
+    from helpers import run_cli as run
 
     code, out, _ = run(capsys, "describe", "HOG", "-p", "cell_size=4", "--image-size", "100")
     assert code == 0 and out.startswith("hog:")
@@ -90,7 +90,7 @@ def test_describe_with_params_and_any_case(capsys):
 
 
 def test_names_in_any_case(capsys, tmp_path):
-    from test_cli import run
+    from helpers import run_cli as run
 
     code, out, _ = run(capsys, "invert", "-f", "HOG", "skimage:astronaut", "-o", str(tmp_path))
     assert code == 0 and out.strip().endswith("astronaut.hog.png")  # the shipped decoder
@@ -101,7 +101,7 @@ def test_names_in_any_case(capsys, tmp_path):
 
 
 def test_bad_timm_stage_is_a_plain_error(capsys):
-    from test_cli import run
+    from helpers import run_cli as run
 
     with pytest.raises(UnknownFeatureError) as info:
         featinv.get_spec("timm.resnet18.stage9")
