@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import featinv
 from featinv.features import vlfeat
 
 REPO = Path(__file__).resolve().parents[1]
@@ -95,6 +96,35 @@ def saved_step(out) -> int:
         return checkpoint.read_meta(Path(out) / STATE_FILE, checkpoint.STATE_FORMAT)["step"]
     except FeatinvError:
         return -1
+
+
+# ---- shipped decoders --------------------------------------------------------------------------
+
+def tiny_layer_decoders(folder, layers, network="squeezenet", size=48, **params):
+    """Untrained compact decoders (width 0.125) of ``network.<layer>`` for each of ``layers`` at
+    ``size`` px, saved in ``folder``; returns ``ShippedDecoder`` entries for them."""
+    from featinv.decoders.networks import build_decoder
+    from featinv.io.checkpoint import decoder_metadata, save_decoder
+
+    entries = []
+    for layer in layers:
+        ext = featinv.get_feature(f"{network}.{layer}", **params)
+        decoder = build_decoder(ext.spec, ext.layout(size, size), size, "compact", 0.125)
+        path = save_decoder(decoder, folder / f"{ext.name}.safetensors",
+                            decoder_metadata(ext, decoder))
+        entries.append(featinv.ShippedDecoder(ext.name, path, description="tiny test decoder"))
+    return entries
+
+
+class Shipper:
+    """A plugin that ships ``entries`` (``ShippedDecoder``s) through ``featinv_shipped_decoders``."""
+
+    def __init__(self, entries):
+        self.entries = list(entries)
+
+    @featinv.hookimpl
+    def featinv_shipped_decoders(self):
+        return self.entries
 
 
 # ---- VLFeat: the stored reference vectors and libvl --------------------------------------------

@@ -43,7 +43,7 @@ def test_offline_imagenet_weights_are_one_clear_error(monkeypatch, capsys, tmp_p
     with pytest.raises(FeatinvError, match="-p weights=PATH") as info:
         featinv.get_feature("alexnet.conv5")
     assert "not cached and could not be downloaded" in str(info.value)
-    from test_cli import run
+    from helpers import run_cli as run
     from helpers import write_images
 
     write_images(tmp_path, 1, size=(64, 64))
@@ -163,7 +163,7 @@ def test_timm_offline_is_one_clear_error(monkeypatch):
 
 def test_weights_option_of_the_commands(capsys, tmp_path, caffe_weights):
     from helpers import write_images
-    from test_cli import run
+    from helpers import run_cli as run
 
     write_images(tmp_path / "imgs", 1, size=(64, 64))
     code, out, _ = run(capsys, "extract", "-f", "squeezenet.pool10", "--weights", caffe_weights,

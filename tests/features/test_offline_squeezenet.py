@@ -22,8 +22,7 @@ import pytest
 from featinv.inversion.load import ZOO_DIR
 from featinv.representation.extract import load_features
 
-from helpers import REPO, SHARED, write_images
-from test_analyze_layers import tiny_layer_decoders
+from helpers import REPO, SHARED, tiny_layer_decoders, write_images
 
 REAL = ZOO_DIR / "squeezenet.fire9.safetensors"
 

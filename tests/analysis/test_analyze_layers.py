@@ -11,43 +11,18 @@ import torch
 from PIL import Image
 
 import featinv
-from featinv import ShippedDecoder
 from featinv.analysis.layers import LABEL_HEIGHT, PAD, labelled_row, layer_strip, shipped_layers
-from featinv.decoders.networks import build_decoder
 from featinv.inversion import zoo as builtin_zoo
-from featinv.io.checkpoint import decoder_metadata, save_decoder
 
-from helpers import error_lines, run_cli
+from helpers import Shipper, error_lines, run_cli, tiny_layer_decoders
 
 SIZE = 48
 LAYERS = ("pool10", "conv1", "fire5")  # shipped out of order: the strip sorts them by depth
 
 
-def tiny_layer_decoders(folder, layers=LAYERS, network="squeezenet", size=SIZE, **params):
-    """Untrained compact decoders (width 0.125) of ``network.<layer>`` at ``size`` px, saved in
-    ``folder``; returns ``ShippedDecoder`` entries for them."""
-    entries = []
-    for layer in layers:
-        ext = featinv.get_feature(f"{network}.{layer}", **params)
-        decoder = build_decoder(ext.spec, ext.layout(size, size), size, "compact", 0.125)
-        path = save_decoder(decoder, folder / f"{ext.name}.safetensors",
-                            decoder_metadata(ext, decoder))
-        entries.append(ShippedDecoder(ext.name, path, description="tiny test decoder"))
-    return entries
-
-
-class Shipper:
-    def __init__(self, entries):
-        self.entries = list(entries)
-
-    @featinv.hookimpl
-    def featinv_shipped_decoders(self):
-        return self.entries
-
-
 @pytest.fixture(scope="module")
 def tiny_entries(tmp_path_factory):
-    return tiny_layer_decoders(tmp_path_factory.mktemp("layers"))
+    return tiny_layer_decoders(tmp_path_factory.mktemp("layers"), LAYERS, size=SIZE)
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from featinv.errors import FeatinvError
 from featinv.analysis.evaluate import load_square_images
 from featinv.inversion.load import extractor_for, reconstruct
 from featinv.analysis.perturb import NAMES
-from test_cli import run
+from helpers import run_cli as run
 
 
 @pytest.fixture(scope="module")
