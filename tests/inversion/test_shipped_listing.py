@@ -12,8 +12,7 @@ from featinv.inversion.load import ZOO_DIR
 from featinv.representation import listing, plugins
 from featinv.representation.listing import shipped_names
 
-from helpers import run_cli
-from test_analyze_layers import Shipper, tiny_layer_decoders
+from helpers import Shipper, run_cli, tiny_layer_decoders
 
 
 def _listed(capsys, pattern):

@@ -8,7 +8,7 @@ import featinv
 from featinv.errors import FeatinvError
 from featinv.inversion.optimize import (OptimizeConfig, alpha_norm, invert_by_optimization,
                               optimize_inversion, total_variation)
-from test_cli import run
+from helpers import run_cli as run
 
 
 def test_priors_on_known_images():

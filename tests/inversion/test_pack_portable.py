@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from helpers import write_images
+from helpers import REPO, write_images
 from featinv.inversion.shipped import pack, without_machine_paths
 from featinv.io import checkpoint
 from featinv.training.config import TrainConfig
 from featinv.training.loop import train
 
-ZOO = Path(__file__).resolve().parents[1] / "featinv" / "zoo"
+ZOO = REPO / "featinv" / "zoo"
 
 
 def _absolute_strings(value) -> list[str]:
