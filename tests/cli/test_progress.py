@@ -57,7 +57,7 @@ def test_step_progress_shows_each_optimisation_run():
 
 
 def test_optimisation_baseline_writes_no_carriage_returns_to_logs(capsys, tmp_path):
-    from test_cli import run
+    from helpers import run_cli as run
 
     code, out, err = run(capsys, "invert", "--method", "optimize", "-f", "hog", "--steps", "20",
                          "--size", "48", "skimage:astronaut", "-o", str(tmp_path))

@@ -9,7 +9,7 @@ import pytest
 from featinv import choices
 from featinv.cli.main import cli
 from featinv.training.config import TrainConfig
-from test_cli import run
+from helpers import run_cli as run
 
 
 def _command(path: str) -> click.Command:
