@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "cli_latency.py"
+from helpers import REPO
+
+SCRIPT = REPO / "benchmarks" / "cli_latency.py"
 
 
 def _load_script():

@@ -6,9 +6,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from helpers import link_photos
+from helpers import REPO, link_photos
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+EXAMPLES = REPO / "examples"
 ARMS = ("pixel", "pixel_feature", "pixel_feature_adversarial", "pixel_feature_adversarial_x10",
         "pixel_feature_squeezenet")
 

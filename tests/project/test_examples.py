@@ -1,14 +1,14 @@
 """The example plugin for a user's own network works and passes the contract suite."""
 import importlib.util
-from pathlib import Path
 
 import pytest
 
 import featinv
 from featinv import testing
 from featinv.representation.plugins import register_plugin, unregister_plugin
+from helpers import REPO
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "own_network_plugin.py"
+EXAMPLE = REPO / "examples" / "own_network_plugin.py"
 
 
 @pytest.fixture

@@ -3,15 +3,15 @@ from __future__ import annotations
 
 import inspect
 import re
-from pathlib import Path
 
 import click
 import pytest
 
 from featinv.representation import hookspecs
 from featinv.cli.main import cli
+from helpers import REPO
 
-DOCS = Path(__file__).resolve().parents[1] / "docs"
+DOCS = REPO / "docs"
 
 HOOKS = sorted(name for name, obj in vars(hookspecs).items()
                if name.startswith("featinv_") and inspect.isfunction(obj))

@@ -1,7 +1,5 @@
 """The README's test command is exactly what CI runs."""
-from pathlib import Path
-
-REPO = Path(__file__).resolve().parents[1]
+from helpers import REPO
 
 
 def _code_lines(text: str) -> list[str]:

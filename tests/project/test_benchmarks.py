@@ -11,8 +11,9 @@ import torch
 from PIL import Image
 
 from featinv.features import vlfeat
+from helpers import REPO
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "extraction.py"
+SCRIPT = REPO / "benchmarks" / "extraction.py"
 
 
 def _load_script():
@@ -101,7 +102,7 @@ def test_train_step_benchmark_prints_every_combination(capsys):
     assert all(r["ms_per_image"] > 0 for r in result["rows"])
 
 
-SPEED = Path(__file__).resolve().parents[1] / "benchmarks" / "speed.py"
+SPEED = REPO / "benchmarks" / "speed.py"
 
 
 def test_speed_benchmark_measures_every_column(tmp_path):
