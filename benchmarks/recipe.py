@@ -44,6 +44,10 @@ V1 = ["--preset", "residual", "--width", "0.125", "--schedule", "cosine", "--lr"
 BASE = ["--preset", "residual", "--width", "0.125", "--schedule", "onecycle", "--lr", "3e-3",
         "--crop-scale", "0.8"]
 SMALL, MEDIUM, LARGE = 30_000, 60_000, 120_000
+# what every sweep arm holds fixed unless it sets it (featinv's defaults when the sweep began);
+# not part of an arm's name, so arms trained before a default changed stay valid
+PINNED = [("--batch-size", "64"), ("--low-res-first", "off"), ("--ema", "0"),
+          ("--pixel-distance", "l2")]
 
 # code run in the training process before `featinv train`, for levers with no option
 PATCH = {
@@ -117,7 +121,7 @@ def arms() -> list[dict]:
         arm("schedule cosine", "schedule", with_opt(b, "--schedule", "cosine")),
         arm("schedule step", "schedule", with_opt(b, "--schedule", "step")),
         arm("ema 0.99", "weight EMA", b + ["--ema", "0.99"]),
-        arm("v1", "baseline", V1, LARGE),
+        arm("v1", "baseline", V1, LARGE), *default_arms()[-1:],
     ]
     return table
 
@@ -125,7 +129,7 @@ def arms() -> list[dict]:
 def default_arms() -> list[dict]:
     """featinv's defaults as a user gets them (no option but the budget), at every budget."""
     return [{"name": "default", "group": "defaults", "budget": budget, "seed": seed, "args": [],
-             "patch": None} for budget, seed in ((SMALL, 0), (SMALL, 1), (MEDIUM, 0),
+             "patch": None} for budget, seed in ((SMALL, 0), (MEDIUM, 0), (SMALL, 1),
                                                  (MEDIUM, 1), (LARGE, 0))]
 
 
@@ -169,6 +173,9 @@ def run_arm(a: dict, runs: Path, data: Path, threads: int | None = None) -> dict
            "--out", str(out), *a["args"]]
     if (out / "train_state.safetensors").exists():
         cmd.append("--resume")
+    for name, value in PINNED:  # held fixed whatever featinv's defaults are now
+        if a["group"] != "defaults" and name not in a["args"]:
+            cmd += [name, value]
     if threads:  # not part of the arm: it changes the speed, not what is learned
         cmd += ["--threads", str(threads)]
     code = (PATCH.get(a["patch"], "") + "import sys\nfrom featinv.cli.main import main\n"
@@ -292,6 +299,8 @@ def main() -> None:
         raise SystemExit(f"no training photos in {args.data / 'train'} (give --data)")
     args.runs.mkdir(parents=True, exist_ok=True)
     todo = default_arms() if args.defaults else arms()
+    if args.defaults and not args.arms:  # the largest budget waits for the sweep's end
+        todo = todo[:-1]
     if args.arms:
         wanted = {n.strip() for n in args.arms.split(",")}
         todo = [a for a in todo if a["name"] in wanted]

@@ -15,9 +15,10 @@ PRESETS: dict[str, dict[str, Any]] = {
     "compact": {"width": 0.25, "style": "paper",
                 "help": "the paper's networks at a quarter of their widths; trains at a useful "
                         "speed on a laptop CPU"},
-    "residual": {"width": 0.125, "style": "residual",
+    "residual": {"width": 0.25, "style": "residual",
                  "help": "residual U-Net over the feature grid with batch norm and "
-                         "resize-convolutions; the shipped decoders use it"},
+                         "resize-convolutions; the shipped decoders use it (v1 at x0.125 "
+                         "and x0.25); the default of featinv train"},
 }
 DEFAULT_PRESET = "compact"
 # the decoder families of the generic builder, each with the layout kind it takes: the one list

@@ -18,7 +18,7 @@ from ..errors import CheckpointError, FeatinvError
 REFERENCE_BATCH = 64  # --lr is the learning rate at this batch size (the paper's)
 MAX_IMAGE_SIZE = 4096  # as featinv.limits.MAX_SIDE (kept here: this module imports nothing heavy)
 # the default recipe (docs/recipe.md measures it against the alternatives)
-DEFAULT_BUDGET = 120_000
+DEFAULT_BUDGET = 120_000  # and, in TrainConfig: residual x0.25, batch 32, onecycle to 5e-3
 DEFAULT_TRAIN_PRESET = "residual"
 MAX_BUDGET = 10**12
 
@@ -50,8 +50,8 @@ class TrainConfig:
                                 "the learning-rate schedule is sized to it. Default: "
                                 f"{DEFAULT_BUDGET:,} when --epochs is not given either.")
     epochs: int | None = option(None, "Passes over the training images, instead of --budget.")
-    batch_size: int = option(64, "Images per step (over all processes).")
-    lr: float = option(3e-3, "Peak learning rate at batch 64; scaled by sqrt(batch/64) for other "
+    batch_size: int = option(32, "Images per step (over all processes).")
+    lr: float = option(5e-3, "Peak learning rate at batch 64; scaled by sqrt(batch/64) for other "
                        "batch sizes.")
     warmup: int | None = option(None, "Linear learning-rate warm-up steps (default: one epoch "
                                 "when --batch-size is above 64, else none; none for onecycle, "
@@ -66,9 +66,10 @@ class TrainConfig:
     pixel_distance: str = option("l2", "Distance of the pixel loss: l2 (the paper's squared "
                                  "error) or l1; scores are always the paper's normalized error.",
                                  choices=PIXEL_DISTANCES)
-    low_res_first: str | None = option(None, "Train the first part of the budget at a lower "
-                                       "resolution: SIZE:FRACTION, e.g. 64:0.5 (fully "
-                                       "convolutional decoders only).")
+    low_res_first: str = option("auto", "Train the first part of the run at a lower "
+                                "resolution: SIZE:FRACTION (e.g. 64:0.5), off, or auto (half "
+                                "the --image-size for the first half of the steps, for grid "
+                                "layouts without --feature-cache).")
     preset: str = option(DEFAULT_TRAIN_PRESET, "Decoder preset.", choices=tuple(PRESETS))
     width: float | None = option(None, "Width multiplier (overrides the preset's).")
     crop_scale: tuple[float, float] = option((0.8, 1.0), "Smallest random-crop side as a "
@@ -202,11 +203,17 @@ def check_config(cfg: TrainConfig) -> None:
         raise FeatinvError(f"--cache-variants must be at least 1, got {cfg.cache_variants}.")
 
 
-def low_res_plan(cfg: TrainConfig) -> tuple[int, float] | None:
-    """``--low-res-first SIZE:FRACTION`` as ``(size, fraction)``, or None."""
-    if not cfg.low_res_first:
+def low_res_plan(cfg: TrainConfig, layout_kind: str | None = None) -> tuple[int, float] | None:
+    """``--low-res-first`` as ``(size, fraction)``, or None (``off``; ``auto`` where it does not
+    apply: a vector layout, a feature cache, a training size under 64 px). ``layout_kind``:
+    ``"grid"`` or ``"vector"`` once the representation is known."""
+    text = str(cfg.low_res_first or "off").strip().lower()
+    if text == "off":
         return None
-    text = str(cfg.low_res_first)
+    if text == "auto":
+        if layout_kind == "vector" or cfg.feature_cache or (cfg.image_size or 128) < 64:
+            return None
+        return (cfg.image_size or 128) // 2, 0.5
     size, sep, frac = text.partition(":")
     try:
         plan = int(size), float(frac) if sep else 0.5
@@ -219,6 +226,9 @@ def low_res_plan(cfg: TrainConfig) -> tuple[int, float] | None:
     if cfg.image_size is not None and plan[0] >= cfg.image_size:
         raise FeatinvError(f"--low-res-first {text}: {plan[0]} px is not below the training "
                            f"size {cfg.image_size} px.")
+    if layout_kind == "vector":
+        raise FeatinvError(f"--low-res-first {text}: '{cfg.feature}' gives a vector, which a "
+                           "decoder turns into images of one size; use --low-res-first off.")
     if cfg.feature_cache:
         raise FeatinvError("--low-res-first cannot be used with --feature-cache (the cache "
                            "holds features at one size).")
@@ -331,12 +341,16 @@ def config_json(cfg: TrainConfig) -> dict[str, Any]:
     return json.loads(json.dumps(asdict(cfg)))
 
 
+# the presets' widths when runs stored a null width (residual has since become x0.25)
+LEGACY_WIDTHS = {"paper": 1.0, "compact": 0.25, "residual": 0.125}
+
+
 def check_resumable(stored: dict[str, Any], cfg: TrainConfig, folder) -> None:
     """Refuse to resume ``folder``, trained with the JSON config ``stored``, under a ``cfg`` that
     changes what the saved weights mean (a ``CheckpointError``)."""
     now = config_json(cfg)
     if stored.get("width") is None:  # older runs stored the preset's default as null
-        stored = {**stored, "width": PRESETS.get(stored.get("preset"), {}).get("width")}
+        stored = {**stored, "width": LEGACY_WIDTHS.get(stored.get("preset"))}
     stored = {"loss": "pixel", "disc_conditional": False, **stored}
     for key in ("feature", "params", "image_size", "preset", "width", "batch_size",
                 "finetune_encoder", "loss", "disc_conditional"):

@@ -128,7 +128,12 @@ class Run:
         self.steps_per_epoch = self.data.sampler.batches_per_epoch()
         self.total = total_steps(cfg, self.steps_per_epoch)
         self.epochs = math.ceil(self.total / self.steps_per_epoch)  # the last may be partial
-        self.low_res = low_res_plan(cfg)
+        self.low_res = low_res_plan(cfg, self.layout.kind)
+        if self.low_res and cfg.low_res_first == "auto":
+            try:  # auto only where the representation takes the smaller images
+                self.extractor.layout(self.low_res[0], self.low_res[0])
+            except (FeatinvError, ValueError):
+                self.low_res = None
         self.warmup = warmup_steps(cfg, self.steps_per_epoch)
         self.step, self.history = 0, []
         self.ema: WeightAverage | None = None
@@ -161,7 +166,8 @@ class Run:
         """Start from a trained decoder's weights (``--init-from``: file, folder, NAME[.VARIANT])."""
         from ..inversion.load import load_decoder
 
-        trained = load_decoder(path, device=self.device, feature=self.cfg.feature)
+        trained = load_decoder(path, device=self.device, feature=self.cfg.feature,
+                               params=self.cfg.params)
         if trained.config != self.decoder.config or trained.layout != self.decoder.layout:
             raise CheckpointError(f"--init-from {path}: that decoder ({trained.config.get('family')}"
                                   f", width {trained.config.get('width')}, "
