@@ -10,14 +10,15 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from helpers import quiet, run_cli, train_configs, write_images
+from helpers import REPO, quiet, run_cli, train_configs, write_images
 from featinv.errors import FeatinvError, Interrupted
 from featinv.training import loop
+from featinv.choices import PRESETS
 from featinv.training.config import (DEFAULT_BUDGET, ONECYCLE_RAMP, TrainConfig, check_config,
-                                     lr_at, total_steps)
+                                     low_res_plan, lr_at, total_steps)
 from featinv.training.loop import STATE_FILE, train
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO
 
 
 config = train_configs(image_size=32, batch_size=8, threads=1)
@@ -26,11 +27,39 @@ config = train_configs(image_size=32, batch_size=8, threads=1)
 def test_the_defaults_are_the_measured_recipe():
     """What a user gets with no option but the feature, data and output (docs/recipe.md)."""
     cfg = TrainConfig(feature="hog", data="d", out="o")
-    assert (cfg.preset, cfg.schedule, cfg.lr, cfg.batch_size) == ("residual", "onecycle", 3e-3, 64)
+    assert (cfg.preset, cfg.schedule, cfg.lr, cfg.batch_size) == ("residual", "onecycle", 5e-3, 32)
+    assert cfg.width is None and PRESETS["residual"]["width"] == 0.25
+    assert cfg.low_res_first == "auto" and cfg.ema == 0.0 and cfg.pixel_distance == "l2"
     assert cfg.epochs is None and cfg.budget is None
     assert cfg.crop_scale == (0.8, 1.0)
-    assert total_steps(cfg, steps_per_epoch=10) == math.ceil(DEFAULT_BUDGET / 64)
+    assert total_steps(cfg, steps_per_epoch=10) == math.ceil(DEFAULT_BUDGET / 32)
     assert cfg.precision == "auto" and cfg.channels_last is None  # resolved per machine
+
+
+def test_low_resolution_first_by_default_where_it_applies():
+    """auto: half the training size for the first half of the steps, for grid layouts only."""
+    cfg = TrainConfig(feature="hog", data="d", out="o", image_size=128)
+    assert low_res_plan(cfg, "grid") == (64, 0.5)
+    assert low_res_plan(cfg, "vector") is None  # a vector decoder makes one image size
+    assert low_res_plan(TrainConfig(**{**cfg.__dict__, "feature_cache": "c"}), "grid") is None
+    assert low_res_plan(TrainConfig(**{**cfg.__dict__, "image_size": 48}), "grid") is None
+    assert low_res_plan(TrainConfig(**{**cfg.__dict__, "low_res_first": "off"}), "grid") is None
+    explicit = TrainConfig(**{**cfg.__dict__, "low_res_first": "48:0.25"})
+    assert low_res_plan(explicit, "grid") == (48, 0.25)
+    with pytest.raises(FeatinvError, match="gives a vector"):
+        low_res_plan(explicit, "vector")
+
+
+def test_old_runs_with_a_null_width_resume_at_the_width_they_had(tmp_path):
+    """Runs saved before widths were stored resume with the preset's width of their time."""
+    from featinv.errors import CheckpointError
+    from featinv.training.config import check_resumable, config_json
+
+    now = TrainConfig(feature="hog", data="d", out="o", preset="residual", width=0.125)
+    stored = {**config_json(now), "width": None}
+    check_resumable(stored, now, tmp_path)  # 0.125 then, 0.125 now
+    with pytest.raises(CheckpointError, match="width"):
+        check_resumable(stored, TrainConfig(**{**now.__dict__, "width": 0.25}), tmp_path)
 
 
 def test_train_help_and_docs_state_the_defaults(capsys):

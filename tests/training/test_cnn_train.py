@@ -8,7 +8,7 @@ from safetensors.torch import load_file
 
 import featinv
 from featinv.inversion.load import extractor_for
-from test_cli import run
+from helpers import run_cli as run
 
 WEIGHTS = "data/weights/squeezenet1_0_deepcompression_caffe.npz"
 
