@@ -41,8 +41,8 @@ ls "$DATA/train" | wc -l
 
 cd /tmp  # not the repository: it would shadow the installed package
 step "CUDA tests"
-timeout 90 "$PY" -m pytest -q -p no:cacheprovider "$REPO/tests/test_hog.py" \
-  "$REPO/tests/test_lbp.py" "$REPO/tests/test_training_loop.py" -k "cuda or identical or compiles" \
+timeout 90 "$PY" -m pytest -q -p no:cacheprovider "$REPO/tests/features/test_hog.py" \
+  "$REPO/tests/features/test_lbp.py" "$REPO/tests/training/test_training_loop.py" -k "cuda or identical or compiles" \
   > "$OUT/cuda_tests.txt" 2>&1; tail -3 "$OUT/cuda_tests.txt"
 
 step "features and decoders (batch 256)"

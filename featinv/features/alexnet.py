@@ -34,7 +34,7 @@ LAYERS = {"conv1": (3, 0), "conv2": (6, 0), "conv3": (8, 0), "conv4": (10, 0), "
 CHANNELS = {"conv1": 64, "conv2": 192, "conv3": 384, "conv4": 256, "conv5": 256, "fc6": 4096,
             "fc7": 4096, "fc8": 1000}
 # index in `features` -> its convolution or pooling window (layouts without building the network;
-# tests/test_cnn_layouts.py checks them against torchvision's)
+# tests/features/test_cnn_layouts.py checks them against torchvision's)
 WINDOWS = {0: Window(11, 4, 2), 2: Window(3, 2), 3: Window(5, 1, 2), 5: Window(3, 2),
            6: Window(3, 1, 1), 8: Window(3, 1, 1), 10: Window(3, 1, 1), 12: Window(3, 2)}
 

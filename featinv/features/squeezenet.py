@@ -47,7 +47,7 @@ LAYERS = {"conv1": (3, 0), "fire2": (4, 0), "fire3": (5, 0), "fire4": (7, 0), "f
 CHANNELS = {"conv1": 96, "fire2": 128, "fire3": 128, "fire4": 256, "fire5": 256, "fire6": 384,
             "fire7": 384, "fire8": 512, "fire9": 512, "conv10": 1000, "pool10": 1000}
 # index in `features` -> the window of the modules that change the side (fire modules keep it;
-# tests/test_cnn_layouts.py checks these against torchvision's network)
+# tests/features/test_cnn_layouts.py checks these against torchvision's network)
 WINDOWS = {0: Window(7, 2), 2: Window(3, 2, ceil=True), 6: Window(3, 2, ceil=True),
            11: Window(3, 2, ceil=True)}
 
