@@ -114,7 +114,7 @@ def test_fine_tuning_a_pixel_decoder_with_other_losses(tmp_path):
     assert any("starting from the weights of" in m for m in logs)
     assert not any("resuming" in m for m in logs)  # a fresh start, not a resume
     with pytest.raises(FeatinvError, match="differs from the one this run builds"):
-        train(config(tmp_path / "data", tmp_path / "wide", width=0.25,
+        train(config(tmp_path / "data", tmp_path / "wide", width=0.5,
                      init_from=str(tmp_path / "pixel" / "decoder.safetensors")), log=quiet)
     meta = checkpoint.read_meta(tmp_path / "tuned" / "decoder.safetensors")
     assert meta["training"]["init_from"].endswith("decoder.safetensors")
