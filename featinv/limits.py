@@ -2,6 +2,7 @@
 import, so that the command line can use them in its option types)."""
 from __future__ import annotations
 
+import math
 import os
 
 MAX_SIDE = 4096  # the largest --size / --image-size a command accepts
@@ -12,9 +13,62 @@ DEFAULT_MAX_SIDE = 1024
 MAX_RESIZED_PIXELS = MAX_SIDE * MAX_SIDE
 
 
+MEMORY_ENV = "FEATINV_MEMORY_BUDGET"  # GB; default: half of this machine's memory
+
+
+def _budget_env() -> float | None:
+    value = os.environ.get(MEMORY_ENV, "").strip()
+    try:
+        gb = float(value) if value else None
+    except ValueError:
+        return None
+    return gb if gb is not None and 0 < gb < 1e6 else None
+
+
+def memory_budget(total: int | None = None) -> int:
+    """Bytes one command may fill with the data it holds (decoded images, their tensors, the
+    arrays of a weights file): ``$FEATINV_MEMORY_BUDGET`` GB, else half of this machine's
+    memory (``total``: that memory, default ``memory_bytes()``; 8 GiB where the OS does not
+    say). Checked from headers, before anything is decoded or allocated."""
+    gb = _budget_env()
+    if gb is not None:
+        return int(gb * 1e9)
+    total = memory_bytes() if total is None else total
+    return total // 2 if total else 8 * 2**30
+
+
+def budget_words(total: int | None = None) -> str:
+    """The memory budget in words, for messages."""
+    gb = _budget_env()
+    if gb is not None:
+        return f"the ${MEMORY_ENV} of {gb:g} GB"
+    total = memory_bytes() if total is None else total
+    return (f"half of this machine's {total / 1e9:.0f} GB" if total else
+            f"{memory_budget(total) / 1e9:.0f} GB")
+
+
 def memory_bytes() -> int | None:
     """This machine's physical memory in bytes (None where the OS does not say)."""
     try:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (AttributeError, OSError, ValueError):
         return None
+
+
+def check_number(name: str, value, low: float, high: float, low_open: bool = False) -> float:
+    """``value`` as a float if it is a finite number in ``[low, high]`` (``(low, high]`` with
+    ``low_open``), else a ``FeatinvError`` naming ``name`` (NaN and infinities included: they
+    would give black pictures with exit 0)."""
+    from .errors import FeatinvError
+
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    inside = math.isfinite(number) and (number > low if low_open else number >= low) \
+        and number <= high
+    if isinstance(value, bool) or not inside:
+        raise FeatinvError(f"{name} {value!r}: give a finite number "
+                           f"{'above' if low_open else 'from'} {low:g} "
+                           f"{'and at most' if low_open else 'to'} {high:g}.")
+    return number

@@ -139,14 +139,14 @@ def test_invert_reports_each_bad_file_and_writes_the_rest(folder, tmp_path, caps
 
 
 def test_extract_reports_bad_files_and_too_small_images(folder, tmp_path, capsys):
-    code, out, err = run(capsys, "extract", "-f", "hog", folder, "-o", tmp_path / "f.safetensors")
+    code, out, err = run(capsys, "extract", "-f", "hog", folder, "-o", tmp_path / "f.npz")
     assert code == 1 and "Traceback" not in err
     lines = _error_lines(err)
     assert any("tiny.png" in line and "at least" in line for line in lines)  # below one cell
     for name in set(INVALID) - {"emptydir"}:
         assert any(name in line for line in lines), name
-    assert (tmp_path / "f.safetensors").is_file()
-    assert f"wrote {tmp_path / 'f.safetensors'} ({len(VALID) - 1} images" in out
+    assert (tmp_path / "f.npz").is_file()
+    assert f"wrote {tmp_path / 'f.npz'} ({len(VALID) - 1} images" in out
 
 
 def test_evaluate_lists_failed_files_and_scores_the_rest(folder, capsys):
@@ -155,8 +155,11 @@ def test_evaluate_lists_failed_files_and_scores_the_rest(folder, capsys):
     import json
 
     result = json.loads(out)
-    assert result["n_images"] == len(VALID)
-    assert len(result["failed"]) == len(INVALID) - 1  # the empty folder is not a file
+    # tiny.png (2 x 2 px) is a valid image, but evaluating it at 128 px would enlarge it 64
+    # times: it is refused and listed too (issue 24: a 1 px strip is no photo)
+    assert result["n_images"] == len(VALID) - 1
+    assert len(result["failed"]) == len(INVALID) - 1 + 1  # the empty folder is not a file
+    assert any("tiny.png" in f and "enlarged 64 times" in f for f in result["failed"])
     assert all(np.isfinite(result[k]) for k in ("normalized_error", "psnr", "ssim"))
 
 

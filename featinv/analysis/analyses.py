@@ -17,6 +17,7 @@ import torch
 
 from ..decoders.networks import Decoder
 from ..errors import FeatinvError
+from ..limits import check_number
 from ..inversion.load import decode, encode
 from .metrics import normalized_error
 from .perturb import perturbations
@@ -108,6 +109,7 @@ class FeatureSampler:
 
     def histogram(self, n: int, contrast: float = 2.0, seed: int = 0) -> torch.Tensor:
         """``(n, ...)`` samples from the per-dimension histograms."""
+        contrast = check_number("--contrast", contrast, 0, 100, low_open=True)
         gen = torch.Generator().manual_seed(seed)
         k = int(round(self.n_nonzero))
         out = torch.zeros(n, self.counts.shape[0], dtype=torch.float64)
@@ -124,6 +126,7 @@ class FeatureSampler:
 
     def gaussian(self, n: int, contrast: float = 2.0, seed: int = 0) -> torch.Tensor:
         """``(n, ...)`` samples from the single (truncated) Gaussian."""
+        contrast = check_number("--contrast", contrast, 0, 100, low_open=True)
         gen = torch.Generator().manual_seed(seed)
         z = self.mu + self.sigma * torch.randn(n, self.counts.shape[0], generator=gen,
                                                dtype=torch.float64)
@@ -173,6 +176,7 @@ def unit_features(decoder: Decoder, unit: int, value: float | None = None,
                            f"channels ({layout}).")
     if value is None:
         value = float(decoder.feature_mean[unit] + 4 * decoder.feature_std[unit])
+    value = check_number("--value", value, -1e6, 1e6)
     feats = torch.zeros(1, *layout.shape, device=decoder.feature_mean.device)
     if layout.kind == "vector":
         feats[0, unit] = value

@@ -19,8 +19,8 @@ from ..datasets.folders import scan_folder
 from ..errors import DataError, ImageError, printable
 from .evaluate import check_count
 from ..io.images import check_side, load_square
-from ..limits import memory_bytes
-from .metrics import quality
+from ..limits import budget_words, memory_budget, memory_bytes
+from .metrics import metrics_bytes, quality
 from .perceptual import probe_for, realism_metrics, resolve_comparator
 
 DEFAULT_SIZE = 128
@@ -103,26 +103,27 @@ def compare_folders(originals: str | Path, reconstructions: str | Path,
     probe = probe_for(perceptual_weights, dev)
     pairs, unmatched = pair_files(originals, reconstructions, suffix)
     pairs = pairs[:limit] if limit else pairs
-    need = 2 * len(pairs) * 3 * image_size * image_size * 4
+    need = metrics_bytes(len(pairs), image_size)  # both images of each pair, the metrics
     memory = memory_bytes()
-    if memory and need > memory // 2:
-        raise DataError(f"{len(pairs)} pairs at {image_size} px take about {need / 1e9:.1f} GB, "
-                        f"over half of this machine's {memory / 1e9:.0f} GB; use --limit or a "
+    if need > memory_budget(memory):
+        raise DataError(f"{len(pairs)} pairs at {image_size} px take about {need / 1e9:.1f} GB "
+                        f"with their metrics, over {budget_words(memory)}; use --limit or a "
                         "smaller --image-size.")
-    xs, ys, failed = [], [], []
+    x = torch.empty(len(pairs), 3, image_size, image_size)  # filled in place: no second copy
+    y = torch.empty_like(x)
+    n, failed = 0, []
     for original, recon in pairs:
         try:
-            x, y = load_square(original, image_size), load_square(recon, image_size)
+            x[n], y[n] = load_square(original, image_size), load_square(recon, image_size)
         except ImageError as exc:
             failed.append(str(exc))
             if on_error:
                 on_error(str(exc))
             continue
-        xs.append(x)
-        ys.append(y)
-    if len(xs) < 2:
-        raise DataError(f"Need at least 2 readable pairs of images, found {len(xs)}.")
-    x, y = torch.stack(xs), torch.stack(ys)
+        n += 1
+    if n < 2:
+        raise DataError(f"Need at least 2 readable pairs of images, found {n}.")
+    x, y = x[:n], y[:n]
     return {"originals": str(originals), "reconstructions": str(reconstructions),
             "image_size": image_size, **quality(x, y),
             **realism_metrics(x, y, judge, probe, batch_size, dev), "n_images": len(x),

@@ -10,9 +10,9 @@ import torch
 from ..datasets.folders import scan_folder
 from ..errors import DataError, FeatinvError, ImageError, printable
 from ..io.images import check_side, load_square, probe_image
-from ..limits import memory_bytes
+from ..limits import budget_words, memory_budget, memory_bytes
 from ..inversion.methods import Method, make_method
-from .metrics import quality
+from .metrics import metrics_bytes, quality
 from ..inversion.optimize import OptimizeConfig
 from .perceptual import probe_for, realism_metrics, resolve_comparator
 from ..progress import Progress
@@ -30,24 +30,25 @@ def load_square_images(data: str | Path, size: int, limit: int | None = None,
     check_count(limit, "--limit")
     check_side(size, "--image-size")
     files = scan_folder(data, None)[:limit] if limit else scan_folder(data, None)
-    need = 2 * len(files) * 3 * size * size * 4  # the images and their reconstructions, float32
+    need = metrics_bytes(len(files), size)  # the images, their reconstructions, the metrics
     memory = memory_bytes()
-    if memory and need > memory // 2:
+    if need > memory_budget(memory):
         raise DataError(f"{len(files)} images at {size} px take about {need / 1e9:.1f} GB with "
-                        f"their reconstructions, over half of this machine's "
-                        f"{memory / 1e9:.0f} GB; use --limit or a smaller --image-size.")
-    images, failed = [], []
+                        f"their reconstructions and metrics, over {budget_words(memory)}; use "
+                        "--limit or a smaller --image-size.")
+    x = torch.empty(len(files), 3, size, size)  # filled in place: no second copy
+    n, failed = 0, []
     for path in files:
         try:
-            images.append(load_square(path, size))
+            x[n] = load_square(path, size)
+            n += 1
         except ImageError as exc:
             failed.append(str(exc))
             if on_error:
                 on_error(str(exc))
-    if len(images) < 2:
-        raise DataError(f"Need at least 2 readable images in '{printable(data)}', found "
-                        f"{len(images)}.")
-    x = torch.stack(images)
+    if n < 2:
+        raise DataError(f"Need at least 2 readable images in '{printable(data)}', found {n}.")
+    x = x[:n]
     if not bool((x != x[:1]).any()):  # the normalized error divides by their mean distance
         raise DataError(f"All {len(x)} images in '{printable(data)}' are identical (at {size} "
                         "px); the normalized error compares distinct images. Add others.")

@@ -56,22 +56,40 @@ def _gaussian_1d(size: int, sigma: float, device, dtype) -> torch.Tensor:
     return g / g.sum()
 
 
+SSIM_WORK_BYTES = 256 * 2**20  # the float64 temporaries of one SSIM pass stay below this
+_SSIM_TEMPORARIES = 16  # float64 values alive per input value in one pass (measured: ~14)
+
+
 def ssim(x: torch.Tensor, y: torch.Tensor, window: int = 11, sigma: float = 1.5,
          chunk: int = 64) -> torch.Tensor:
     """Structural similarity (Wang et al. 2004) per image, Gaussian window, data range 1,
     averaged over channels and valid positions. Shape: ``(N,)``.
 
-    Computed in float64, ``chunk`` images at a time, with the Gaussian applied as two 1-D
-    passes (the same result as the 2-D window, in a fraction of the memory and time; float64
-    convolutions are slow on CPU, so each pass is a matrix product over sliding windows).
+    Computed in float64, with the Gaussian applied as two 1-D passes (the same result as the
+    2-D window, in a fraction of the memory and time; float64 convolutions are slow on CPU, so
+    each pass is a matrix product over sliding windows). At most ``chunk`` images go through
+    one pass, fewer (down to bands of rows of one image) when their temporaries would exceed
+    ``SSIM_WORK_BYTES``: the memory SSIM needs does not grow with the image size.
     """
     _check_pair(x, y)
-    if x.shape[0] > chunk:
+    n, c, h, w = x.shape
+    per_image = c * h * w * 8 * _SSIM_TEMPORARIES
+    chunk = max(1, min(chunk, SSIM_WORK_BYTES // per_image))
+    if n > chunk:
         return torch.cat([ssim(x[i:i + chunk], y[i:i + chunk], window, sigma, chunk)
-                          for i in range(0, x.shape[0], chunk)])
-    window = min(window, x.shape[-1], x.shape[-2])
+                          for i in range(0, n, chunk)])
+    window = min(window, h, w)
     g = _gaussian_1d(window, sigma, x.device, torch.float64)
-    x, y = x.double(), y.double()
+    rows = max(1, SSIM_WORK_BYTES // (n * c * w * 8 * _SSIM_TEMPORARIES) - window + 1)
+    total = torch.zeros(n, dtype=torch.float64, device=x.device)
+    for top in range(0, h - window + 1, rows):  # bands of output rows, each with its margin
+        band = slice(top, min(h, top + rows + window - 1))
+        total += _ssim_sum(x[..., band, :].double(), y[..., band, :].double(), window, g)
+    return total / (c * (h - window + 1) * (w - window + 1))
+
+
+def _ssim_sum(x: torch.Tensor, y: torch.Tensor, window: int, g: torch.Tensor) -> torch.Tensor:
+    """Per image, the sum of the SSIM map over channels and valid positions."""
     blur = lambda t: t.unfold(-1, window, 1).matmul(g).unfold(-2, window, 1).matmul(g)  # noqa: E731
     mx, my = blur(x), blur(y)
     vx = blur(x * x) - mx * mx
@@ -79,7 +97,15 @@ def ssim(x: torch.Tensor, y: torch.Tensor, window: int = 11, sigma: float = 1.5,
     cxy = blur(x * y) - mx * my
     c1, c2 = 0.01 ** 2, 0.03 ** 2
     s = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))
-    return s.flatten(1).mean(1)
+    return s.flatten(1).sum(1)
+
+
+def metrics_bytes(n: int, size: int) -> int:
+    """Peak bytes of ``quality`` on ``n`` pairs of ``size`` px images, the images included:
+    the two float32 batches, then float64 copies and differences of them (reconstruction
+    distances, PSNR, pairwise distances), plus SSIM's bounded pass."""
+    values = n * 3 * size * size
+    return values * (4 + 4 + 8 + 8 + 8) + SSIM_WORK_BYTES
 
 
 def quality(x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from ..errors import ShapeError
+from ..limits import DEFAULT_MAX_SIDE
 from ..features.drawing import below, beside, display_scale, resize_nearest, upscale
 
 __all__ = ["show_features", "feature_picture", "generic_view", "heat_colours", "pca_rgb"]
@@ -120,18 +121,18 @@ def show_features(extractor: Any, image: torch.Tensor) -> np.ndarray:
 
 
 def feature_picture(extractor: Any, image, size: int | None = None,
-                    name: str | None = None) -> torch.Tensor:
+                    name: str | None = None, max_side: int | None = DEFAULT_MAX_SIDE
+                    ) -> torch.Tensor:
     """``featinv show-features``: the picture of ``extractor``'s features of the image file (or
-    ``skimage:NAME``) ``image``, its shorter side first resized to ``size`` (None: as is), as a
-    ``(3, H, W)`` tensor for ``save_png``. An image below the representation's smallest side is a
-    ``FeatinvError`` that suggests a ``--size`` (``name``: the representation as the user wrote
-    it; default ``extractor.name``)."""
+    ``skimage:NAME``) ``image``, its shorter side first resized to ``size`` (None: as is) and
+    its longer side then capped at ``max_side`` (None: no cap), as a ``(3, H, W)`` tensor for
+    ``save_png``. An image below the representation's smallest side is a ``FeatinvError`` that
+    suggests a ``--size`` (``name``: the representation as the user wrote it; default
+    ``extractor.name``)."""
     from ..errors import FeatinvError, printable
-    from ..io.images import open_rgb, pil_to_tensor, resize_shorter_side
+    from ..io.images import fitted_image, pil_to_tensor
 
-    img = open_rgb(image)
-    if size:
-        img = resize_shorter_side(img, size, printable(image))
+    img = fitted_image(image, size or None, max_side)
     smallest = extractor.rule.smallest_side
     if min(img.size) < smallest:
         raise FeatinvError(f"{printable(image)}: {img.width}x{img.height} px is too small for "

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from .options import POSITIVE, SIDE, device_option
+from .options import POSITIVE, SIDE, Finite, device_option
 from ..choices import PERTURBATIONS, SAMPLERS
 from ..errors import printable
 
@@ -32,12 +32,14 @@ def _write_json(data: dict, path: Path) -> Path:
     return write_output(path, lambda tmp: Path(tmp).write_text(text))
 
 
-def _check_outputs(targets, inputs, overwrite: bool, data=None) -> None:
-    """Refuse outputs onto inputs (decoder files, images, the photos below ``data``) and onto
-    existing files without ``--overwrite``, before any work."""
+def _check_outputs(targets, inputs, overwrite: bool, data=None, suffix: str | None = None
+                   ) -> None:
+    """Refuse outputs onto inputs (decoder files, images, the photos below ``data``), onto
+    existing files without ``--overwrite``, and (``suffix``) outputs named as another format
+    than the one written, before any work."""
     from ..io.outputs import check_targets, with_data_images
 
-    check_targets(targets, [*inputs, *with_data_images(data)], overwrite)
+    check_targets(targets, [*inputs, *with_data_images(data)], overwrite, suffix)
 
 
 def _echo_path(path) -> None:
@@ -99,7 +101,7 @@ def layers_cmd(image, network, size, out, overwrite, device) -> None:
     from ..analysis.layers import layer_strip
     from ..io.images import save_png
 
-    _check_outputs([out], [image], overwrite)
+    _check_outputs([out], [image], overwrite, suffix=".png")
     picture, result = layer_strip(image, network, size, device)
     for row in result["layers"]:
         click.echo(f"{printable(row['layer'])}: RMS error {row['rmse']:.3f}")
@@ -119,7 +121,7 @@ def interpolate_cmd(decoder, image_a, image_b, steps, out, overwrite, device) ->
     from ..analysis.figures import interpolation_strip
     from ..io.images import load_square, save_png
 
-    _check_outputs([out], [decoder, image_a, image_b], overwrite)
+    _check_outputs([out], [decoder, image_a, image_b], overwrite, suffix=".png")
     extractor, dec = _load(decoder, device)
     a, b = (load_square(p, dec.config["image_size"]) for p in (image_a, image_b))
     _echo_path(save_png(interpolation_strip(extractor, dec, a, b, steps), Path(out)))
@@ -133,9 +135,9 @@ def interpolate_cmd(decoder, image_a, image_b, steps, out, overwrite, device) ->
 @click.option("--method", type=click.Choice(SAMPLERS), default="histogram",
               show_default=True, help="Per-dimension histograms, or one truncated Gaussian.")
 @click.option("--n", "count", type=PICTURES, default=8, show_default=True, help="Samples drawn.")
-@click.option("--contrast", type=float, default=2.0, show_default=True,
+@click.option("--contrast", type=Finite(0, 100, min_open=True), default=2.0, show_default=True,
               help="Factor the samples are multiplied by (the paper's alpha).")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True)
 @click.option("--out", "-o", default="samples.png", show_default=True, type=click.Path())
 @overwrite_option
 @device_option
@@ -145,7 +147,7 @@ def sample_cmd(decoder, data, limit, method, count, contrast, seed, out, overwri
     from ..analysis.figures import sampled_images
     from ..io.images import save_png
 
-    _check_outputs([out], [decoder], overwrite, data)
+    _check_outputs([out], [decoder], overwrite, data, suffix=".png")
     extractor, dec = _load(decoder, device)
     picture = sampled_images(extractor, dec, data, limit, method, count, contrast, seed)
     _echo_path(save_png(picture, Path(out)))
@@ -184,7 +186,8 @@ def topk_cmd(decoder, images, k, out, overwrite, device) -> None:
 @click.argument("decoder")
 @click.option("--unit", "-u", "units", type=int, multiple=True, required=True,
               help="Channel (or vector entry) to activate; repeat for several.")
-@click.option("--value", type=float, help="Activation (default: 4 std above the unit's mean).")
+@click.option("--value", type=Finite(-1e6, 1e6), help="Activation (default: 4 std above the "
+              "unit's mean).")
 @click.option("--out", "-o", default="units.png", show_default=True, type=click.Path())
 @overwrite_option
 @device_option
@@ -195,7 +198,7 @@ def unit_cmd(decoder, units, value, out, overwrite, device) -> None:
 
     if len(units) > MAX_PICTURES:
         raise click.UsageError(f"at most {MAX_PICTURES} --unit options, got {len(units)}.")
-    _check_outputs([out], [decoder], overwrite)
+    _check_outputs([out], [decoder], overwrite, suffix=".png")
     _, dec = _load(decoder, device)
     _echo_path(save_png(unit_images(dec, units, value), Path(out)))
 

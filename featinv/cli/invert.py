@@ -14,6 +14,10 @@ from ..errors import FeatinvError, printable
 from ..limits import DEFAULT_MAX_SIDE
 
 
+max_side_option = click.option(
+    "--max-side", type=SIDE, default=DEFAULT_MAX_SIDE, show_default=True,
+    help="Shrink images whose longer side (after --size) exceeds this many px: the work stays "
+    "bounded for big photos.")
 overwrite_option = click.option("--overwrite", is_flag=True, help="Replace output files that "
                                 "exist already (inputs are never replaced).")
 
@@ -67,9 +71,10 @@ def _optimize_progress(cfg, name: str):
 @click.option("--out", "-o", required=True, type=click.Path(), help="Output .npz file.")
 @click.option("--size", type=SIDE, help="Resize the shorter side to this many px first.")
 @click.option("--crop", is_flag=True, help="With --size: centre square of that side.")
+@max_side_option
 @overwrite_option
 @device_option
-def extract_cmd(images, feature, params, out, size, crop, overwrite, device) -> int:
+def extract_cmd(images, feature, params, out, size, crop, max_side, overwrite, device) -> int:
     """Compute the features of IMAGES (files or folders) and save them with their layout."""
     from ..representation.extract import extract_files, save_features
     from ..inversion.load import pick_device
@@ -79,7 +84,7 @@ def extract_cmd(images, feature, params, out, size, crop, overwrite, device) -> 
     if crop and size is None:
         raise click.UsageError("--crop needs --size.")
     paths = [item.path for item in plan_inputs(images)]
-    check_targets([out], paths, overwrite)
+    check_targets([out], paths, overwrite, suffix=".npz")
     extractor = get_feature(feature, **params)
     errors = []
 
@@ -87,7 +92,8 @@ def extract_cmd(images, feature, params, out, size, crop, overwrite, device) -> 
         errors.append(message)
         _echo_error(message)
 
-    result = extract_files(extractor, paths, size, crop, pick_device(device), on_error)
+    result = extract_files(extractor, paths, size, crop, pick_device(device), on_error,
+                           max_side)
     for i, (info, feats) in enumerate(zip(result.images, result.features)):
         stats = "".join(f", {k} {v[i]}" for k, v in result.report.items())
         click.echo(f"{printable(info['path'])}: {'x'.join(map(str, feats.shape))}{stats}",
@@ -115,8 +121,7 @@ def extract_cmd(images, feature, params, out, size, crop, overwrite, device) -> 
               "own size for grid layouts such as HOG, SIFT, LBP; the decoder's training size for "
               "vector layouts and --method optimize). --size 128: the shipped decoders' training "
               "scale.")
-@click.option("--max-side", type=SIDE, default=DEFAULT_MAX_SIDE, show_default=True,
-              help="Shrink images whose longer side (after --size) exceeds this many px.")
+@max_side_option
 @click.option("--side-by-side", is_flag=True, help="Write input | reconstruction(s) in one PNG.")
 @click.option("--weights", metavar="NAME|PATH", help="Compute the features with these network "
               "weights (e.g. imagenet, deepcompression, a .safetensors/.npz file) instead of "
@@ -224,8 +229,9 @@ def pack_cmd(source, out, recipe, full, unlimited, license_, overwrite) -> None:
 @click.option("--out", "-o", required=True, type=click.Path(), help="Output .png file.")
 @click.option("--size", type=SIDE,
               help="Resize the shorter side to this many px first (default: as is).")
+@max_side_option
 @overwrite_option
-def show_features_cmd(image, feature, params, out, size, overwrite) -> None:
+def show_features_cmd(image, feature, params, out, size, max_side, overwrite) -> None:
     """Draw what FEATURE sees in IMAGE, beside or on the image; writes a PNG."""
     from ..analysis.visualize import feature_picture
     from ..io.images import save_png
@@ -237,5 +243,5 @@ def show_features_cmd(image, feature, params, out, size, overwrite) -> None:
                            "ending in .png.")
     check_targets([out], [image], overwrite)
     extractor = get_feature(feature, **params)
-    picture = feature_picture(extractor, image, size, feature)
+    picture = feature_picture(extractor, image, size, feature, max_side)
     click.echo(printable(save_png(picture, out)))

@@ -234,6 +234,12 @@ def main(argv: list[str] | None = None) -> None:
             raise
         _echo_error(exc)
         sys.exit(1)
+    except MemoryError:  # what the header checks could not foresee (a plugin's appetite)
+        if debug:
+            raise
+        _echo_error("out of memory: this work needs more memory than the machine has left; use "
+                    "a smaller --size, --max-side, --image-size, --batch-size or --limit.")
+        sys.exit(1)
     except Exception as exc:  # a bug or an environment problem: still one line by default
         if debug:
             raise

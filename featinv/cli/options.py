@@ -1,4 +1,6 @@
 """Options shared by the command groups of the CLI."""
+import math
+
 import click
 
 from ..limits import MAX_SIDE
@@ -9,6 +11,19 @@ device_option = click.option("--device", default="auto", show_default=True,
 # option types: an image side (1 to MAX_SIDE px) and a count of at least one
 SIDE = click.IntRange(1, MAX_SIDE)
 POSITIVE = click.IntRange(min=1)
+
+
+class Finite(click.FloatRange):
+    """A finite number within ``[min, max]`` (click's ``FloatRange`` lets NaN through: every
+    comparison with it is false)."""
+
+    name = "number"
+
+    def convert(self, value, param, ctx):
+        number = super(click.FloatRange, self).convert(value, param, ctx)  # float() first
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return super().convert(number, param, ctx)
 
 
 class _SideOrNative(click.ParamType):

@@ -27,11 +27,12 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..io.files import atomic_write
+from ..io.files import atomic_write, check_regular, read_limited
 from ..errors import FeatinvError
 
 CACHE_VERSION = 2  # 2: crops made by featinv.datasets.folders.augment (uint8 bilinear, antialiased)
 DTYPES = {"float16": np.float16, "float32": np.float32}  # featinv.choices.CACHE_DTYPES
+MAX_INDEX_BYTES = 2**31  # ~20 M entries: far beyond any training set's crops
 
 
 def content_digest(data: bytes) -> str:
@@ -83,19 +84,45 @@ class FeatureCache:
         return self.dir / f"writer{writer}.json"
 
     def _read_index(self, writer: int) -> dict[str, int]:
+        """Entry name -> record number; anything but a regular file of such a JSON object
+        (a FIFO, a link to a device, numbers past the records) is unreadable."""
         path = self._json(writer)
-        if not path.exists():
+        if not path.exists() and not path.is_symlink():
             return {}
         try:
-            index = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise FeatinvError(f"Feature cache index {path} is unreadable ({exc}); delete "
+            index = json.loads(read_limited(path, MAX_INDEX_BYTES, "feature cache index"))
+            if not isinstance(index, dict):
+                raise ValueError("not a JSON object")
+            index = {str(k): v for k, v in index.items()}
+            records = self._records(writer)
+            if not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v < records
+                       for v in index.values()):
+                raise ValueError(f"record numbers outside the {records} records of "
+                                 f"{self._bin(writer).name}")
+        except (OSError, ValueError, RecursionError, FeatinvError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            raise FeatinvError(f"Feature cache index {path} is unreadable ({reason}); delete "
                                f"{self.dir} to rebuild it.") from None
-        return {str(k): int(v) for k, v in index.items()}
+        return index
+
+    def _records(self, writer: int) -> int:
+        """Complete records in ``writer<r>.bin`` (0 if there is none); a FIFO or device in its
+        place is refused."""
+        path = self._bin(writer)
+        if not path.exists() and not path.is_symlink():
+            return 0
+        try:
+            return check_regular(path, "feature cache file").st_size // self.record_bytes
+        except OSError as exc:
+            raise FeatinvError(f"Feature cache {path} is unreadable ({exc.strerror or exc}); "
+                               f"delete {self.dir} to rebuild it.") from None
+        except FeatinvError as exc:
+            raise FeatinvError(f"{exc} Delete {self.dir} to rebuild the cache.") from None
 
     def _cut_unindexed(self) -> None:
         """Drop records a killed process appended but never indexed."""
         path = self._bin(self.writer)
+        self._records(self.writer)  # a regular file, or none
         self._count = max(self._own.values()) + 1 if self._own else 0
         keep = self._count * self.record_bytes
         if path.exists() and path.stat().st_size != keep:
@@ -123,7 +150,10 @@ class FeatureCache:
     def _map(self, writer: int, slot: int) -> np.memmap:
         mm = self._maps.get(writer)
         if mm is None or slot >= mm.shape[0]:
-            n = self._bin(writer).stat().st_size // self.record_bytes
+            n = self._records(writer)
+            if slot >= n:
+                raise FeatinvError(f"Feature cache {self._bin(writer)} is shorter than its "
+                                   f"index; delete {self.dir} to rebuild it.")
             mm = np.memmap(self._bin(writer), dtype=self.dtype, mode="r", shape=(n, *self.shape))
             self._maps[writer] = mm
         return mm

@@ -30,21 +30,24 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from ..errors import DataError, ImageError
+from ..errors import DataError, ImageError, printable
 from .feature_cache import content_digest
-from ..io.images import (center_crop_resize, find_images, open_rgb, probe_image, read_bytes,
-                     resize_shorter_side)
+from ..io.images import (check_square, find_images, fitted_image, open_fitted, probe_image,
+                         read_image_bytes, resize_shorter_side, shorter_side_size)
 
 
 def scan_folder(root: str | Path, limit: int | None = None,
                 on_error: Callable[[str], None] | None = None,
-                sizes: dict[Path, tuple[int, int]] | None = None) -> list[Path]:
+                sizes: dict[Path, tuple[int, int]] | None = None,
+                image_size: int | None = None) -> list[Path]:
     """The first ``limit`` image files below ``root``; a missing or empty folder is a
     ``DataError``.
 
     With ``on_error``, each file's header is read (no decoding): files that are not readable
-    images are reported through ``on_error`` and left out, and ``sizes`` (if given) receives
-    each kept file's ``(width, height)``.
+    images (or, with ``image_size``, whose squares cannot stand for them at that size, see
+    ``featinv.io.images.check_square``: a 1 px strip is no photo) are reported through
+    ``on_error`` and left out, and ``sizes`` (if given) receives each kept file's
+    ``(width, height)``.
     """
     root = Path(root)
     if not root.is_dir():
@@ -62,6 +65,8 @@ def scan_folder(root: str | Path, limit: int | None = None,
             break
         try:
             size = probe_image(path)
+            if image_size is not None:
+                check_square(*size, image_size, printable(path))
             good.append(path)
             if sizes is not None:
                 sizes[path] = size
@@ -82,8 +87,14 @@ def store_side(image_size: int, crop_scale: tuple[float, float]) -> int:
 
 
 def decode(path: Path, max_short: int | None, data: bytes | None = None) -> torch.Tensor:
-    """An image file as uint8 ``(3, H, W)``, the shorter side shrunk to ``max_short`` if longer."""
-    img = open_rgb(path, data)
+    """An image file as uint8 ``(3, H, W)``, the shorter side shrunk to ``max_short`` if longer
+    (a huge JPEG is decoded at a reduced scale, see ``open_fitted``)."""
+    def fit(width: int, height: int) -> tuple[int, int]:
+        if max_short is None or min(width, height) <= max_short:
+            return width, height
+        return shorter_side_size(width, height, max_short)
+
+    img = open_fitted(path, fit, data)
     if max_short is not None and min(img.size) > max_short:
         img = resize_shorter_side(img, max_short)
     return torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1)
@@ -117,7 +128,7 @@ class TrainImages(Dataset):
         for step in range(len(self.files)):
             path = self.files[(index + step) % len(self.files)]
             try:
-                data = read_bytes(path)
+                data = read_image_bytes(path)
                 name = content_digest(data) if self.with_names else ""
                 if self.raw_jpeg and data.startswith(JPEG_START):
                     return index, torch.frombuffer(bytearray(data), dtype=torch.uint8), name
@@ -352,8 +363,8 @@ class ValImages:
         images, self.names = [], []
         for path in files:
             try:
-                data = read_bytes(path)
-                crop = center_crop_resize(open_rgb(path, data), size)
+                data = read_image_bytes(path)
+                crop = fitted_image(path, size, crop=True, data=data)
             except ImageError as exc:
                 on_error(f"{exc} Left out of validation.")
                 continue

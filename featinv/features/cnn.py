@@ -118,21 +118,44 @@ class LayerNet(nn.Module):
         return _last(self.body(self.preprocess(x))).float()
 
 
-def read_weight_file(path: str | Path) -> dict[str, torch.Tensor]:
+def read_weight_file(path: str | Path, expected: dict[str, Any] | None = None,
+                     what: str = "the network") -> dict[str, torch.Tensor]:
     """A state dict (name -> tensor) from ``.safetensors`` or ``.npz`` (``allow_pickle=False``);
-    anything else, pickles included, is a ``FeatinvError``."""
+    anything else, pickles included, is a ``FeatinvError``.
+
+    The file's names, shapes and sizes are read from its headers first: with ``expected`` (a
+    state dict or name -> shape, of ``what``) a file that does not fit is refused before any
+    tensor is read, and no file may hold more than the memory budget (``featinv.limits``), so a
+    small compressed file cannot expand to gigabytes.
+    """
+    from ..io.archives import (ArchiveError, check_budget, check_expected, read_npz,
+                               safetensors_entries)
+
     path = Path(path)
     if not path.is_file():
+        if path.exists():
+            raise FeatinvError(f"weights file {path} is not a regular file (a FIFO, a device or "
+                               "a folder); pass a .safetensors or .npz file.")
         raise FeatinvError(f"weights file {path} does not exist.")
+    shapes = None if expected is None else {k: tuple(v.shape) if hasattr(v, "shape") else
+                                            tuple(v) for k, v in expected.items()}
     suffix = path.suffix.lower()
     try:
         if suffix == ".safetensors":
             from safetensors.torch import load_file
 
+            entries = safetensors_entries(path)
+            if shapes is not None:
+                check_expected(path, entries, shapes, what)
+            check_budget(path, entries, "weights file")
             return load_file(str(path))
         if suffix == ".npz":
-            with np.load(path, allow_pickle=False) as data:
-                return {k: torch.from_numpy(np.array(data[k])) for k in data.files}
+            return {k: torch.from_numpy(np.ascontiguousarray(v))
+                    for k, v in read_npz(path, shapes, what).items()}
+    except ArchiveError as exc:
+        raise FeatinvError(f"cannot read weights from {path}: {exc.reason}") from None
+    except FeatinvError:
+        raise
     except Exception as exc:  # corrupt or pickled data
         raise FeatinvError(f"cannot read weights from {path}: {exc}") from None
     raise FeatinvError(f"weights file {path} must be .safetensors or .npz (pickled .pth files "
@@ -159,14 +182,19 @@ def load_weights(net: nn.Module, weights: str, pretrained: Callable[[], dict[str
             raise FeatinvError(f"the weights '{weights}' of {what} should come with featinv at "
                                f"{shipped[weights]}, which is missing: reinstall featinv, or "
                                "pass a file with -p weights=PATH.")
-        state = read_weight_file(shipped[weights])
+        state = read_weight_file(shipped[weights], net.state_dict(), what)
     elif weights == "imagenet":
         if pretrained is None:
             raise FeatinvError(f"{what} has no pretrained ImageNet weights; pass "
                                "-p weights=PATH or -p weights=random.")
         state = fetch_pretrained(pretrained, what, tuple(shipped))
     else:
-        state = read_weight_file(weights)
+        state = read_weight_file(weights, net.state_dict(), what)
+    bad = [k for k, v in state.items() if isinstance(v, torch.Tensor) and v.is_floating_point()
+           and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise FeatinvError(f"weights {weights} of {what} hold NaN or infinite values (e.g. "
+                           f"{bad[0]}); use an intact copy.")
     missing, unexpected = _compare_keys(net, state)
     if missing or unexpected:
         raise FeatinvError(

@@ -363,8 +363,9 @@ def featinv_register_features(register):
     register(FeatureSpec(
         name="hog", description="VLFeat UoCTTI HOG (Felzenszwalb et al.), 31 channels per 8-px cell",
         input="gray", differentiable=True, build=HOG, layout=hog_layout,
-        params=(Param("cell_size", 8, "cell side in pixels"),
-                Param("num_orientations", 9, "undirected orientation bins (directed: twice as many)"),
+        params=(Param("cell_size", 8, "cell side in pixels", low=1, high=4096),
+                Param("num_orientations", 9, "undirected orientation bins (directed: twice as many)",
+                      low=1, high=180),
                 Param("backend", "torch", "implementation: torch, or VLFeat's C library",
                       choices=("torch", "vlfeat"))),
         decoder="two_stream", backends=_backends, visualize=hog_picture))

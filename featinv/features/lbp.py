@@ -300,7 +300,7 @@ def featinv_register_features(register):
     register(FeatureSpec(
         name="lbp", description="VLFeat uniform LBP (58 bins) per 16-px cell; not differentiable",
         input="gray", differentiable=False, build=LBP, layout=lbp_layout,
-        params=(Param("cell_size", 16, "cell side in pixels"),
+        params=(Param("cell_size", 16, "cell side in pixels", low=1, high=4096),
                 Param("backend", "torch", "implementation: torch, or VLFeat's C library",
                       choices=("torch", "vlfeat"))),
         decoder="two_stream", backends=_backends, visualize=lbp_picture))

@@ -228,8 +228,9 @@ def featinv_register_features(register):
         name="sift", description="Sparse SIFT: a keypoint's descriptor, offset, angle and scale "
         "per 4-px cell (zeros elsewhere); not differentiable",
         input="gray", differentiable=False, build=SparseSIFT, layout=sift_layout,
-        params=(Param("cell_size", 4, "grid cell side in pixels"),
-                Param("seed", 0, "seed of the random choice when keypoints share a cell"),
+        params=(Param("cell_size", 4, "grid cell side in pixels", low=1, high=4096),
+                Param("seed", 0, "seed of the random choice when keypoints share a cell",
+                      low=0, high=2**32 - 1),
                 Param("backend", "opencv", "keypoint detector: OpenCV, or VLFeat's C library",
                       choices=BACKENDS)),
         decoder="contract_expand", backends=_backends, visualize=sift_picture))

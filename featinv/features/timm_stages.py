@@ -15,6 +15,7 @@ demand when asked for by name.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from functools import lru_cache
 
 import torch
@@ -71,9 +72,30 @@ def _create(model: str, stage: int | str, pretrained: bool = False, file: str | 
                              out_indices=(stage,), **extra)
 
 
+def _maybe_cached(model: str) -> bool:
+    """Whether timm's weights of ``model`` may be cached (a Hugging Face cache folder of
+    ``timm/<model>...``, or a torch hub checkpoint naming it), found without importing timm
+    (its import alone takes seconds)."""
+    from huggingface_hub import constants
+
+    name = model.split(".")[0].replace("/", "--")
+    hub, checkpoints = Path(constants.HF_HUB_CACHE), Path(torch.hub.get_dir()) / "checkpoints"
+    try:
+        return any(hub.glob(f"models--timm--{name}*")) or any(checkpoints.glob(f"*{name}*"))
+    except OSError:
+        return True
+
+
 def _pretrained(model: str, stage: int | str):
     """The model with timm's ImageNet weights: from the Hugging Face cache when they are there
-    (no network needed), else downloaded by timm once the server is known to be reachable."""
+    (no network needed), else downloaded by timm once the server is known to be reachable.
+    Nothing cached and no network: the error comes before timm is imported."""
+    if not _maybe_cached(model):
+        from huggingface_hub import constants
+
+        if constants.HF_HUB_OFFLINE:
+            raise ConnectionError("HF_HUB_OFFLINE is set")
+        check_download(constants.ENDPOINT)
     import timm
 
     cfg = timm.get_pretrained_cfg(model)

@@ -13,7 +13,7 @@ from typing import Callable, Iterable, Sequence
 
 import torch
 
-from ..errors import FeatinvError, ImageError
+from ..errors import FeatinvError, ImageError, printable
 from ..io.images import check_side, make_grid, save_png
 from ..io.outputs import check_targets, output_paths, plan_inputs, unique_labels
 from ..limits import DEFAULT_MAX_SIDE
@@ -65,8 +65,12 @@ def invert_files(images: Iterable[str | Path], methods: Sequence[Method], out: s
     report = InvertReport(n_inputs=len(inputs))
     for item in inputs:
         try:
-            x = prepare(item.path, size, max_side)
-            ys = [m.run(x[None])[0].cpu() for m in methods]
+            try:
+                x = prepare(item.path, size, max_side)
+                ys = [m.run(x[None])[0].cpu() for m in methods]
+            except MemoryError:  # the rest of the batch is still inverted
+                raise ImageError(f"{printable(item.path)}: not enough memory to invert it; use "
+                                 "a smaller --size or --max-side.") from None
         except (ImageError, FeatinvError) as exc:
             report.failed.append((item.path, exc))
             if on_error is not None:

@@ -24,8 +24,8 @@ from ..io import checkpoint
 from ..io.checkpoint import ENCODER_PREFIX, decoder_metadata, save_decoder  # noqa: F401 (public here too)
 from ..decoders.networks import Decoder, rebuild_decoder
 from ..errors import CheckpointError, FeatinvError, ShapeError, UnknownFeatureError, printable
-from ..io.images import (check_image_tensor, check_side, load_image, pil_to_tensor,
-                     shorter_side_size, tensor_to_pil)
+from ..io.images import (check_image_tensor, check_side, fitted_size, load_fitted, load_image,
+                         pil_to_tensor, shorter_side_size, tensor_to_pil)
 from ..limits import DEFAULT_MAX_SIDE, MAX_SIDE
 from ..representation.layout import CellGrid, layout_from_json
 from ..representation.registry import get_feature, get_spec
@@ -126,6 +126,7 @@ def load_decoder(name_or_checkpoint: str | Path, device: str | torch.device | No
                               "does not match this version of the representation.")
     with torch.device("meta"):  # the network described, without memory: check it first
         _check_weights_fit(path, _rebuild(path, spec, config), tensors)
+    _check_finite(path, tensors)
     decoder = _rebuild(path, spec, config)
     encoder_state = {k[len(ENCODER_PREFIX):]: tensors.pop(k) for k in list(tensors)
                      if k.startswith(ENCODER_PREFIX)}
@@ -138,6 +139,18 @@ def load_decoder(name_or_checkpoint: str | Path, device: str | torch.device | No
     decoder.meta = meta
     decoder.encoder_state = encoder_state or None
     return decoder.to(pick_device(device)).eval()
+
+
+def _check_finite(path, tensors: dict[str, torch.Tensor]) -> None:
+    """Refuse weights holding NaN or infinite values: such a decoder reconstructs a black or
+    blank picture for every input (training never saves them; an edited or damaged file
+    can hold them)."""
+    bad = [k for k, v in tensors.items() if v.is_floating_point()
+           and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise CheckpointError(f"{printable(path)}: {len(bad)} weight tensor(s) hold NaN or "
+                              f"infinite values (e.g. {printable(bad[0])}); the decoder would "
+                              "reconstruct nothing. Use an intact copy, or train it again.")
 
 
 def _check_params(label, spec, stored: dict[str, Any], wanted: dict[str, Any]) -> None:
@@ -219,21 +232,20 @@ def work_size(width: int, height: int, size: int | None, max_side: int | None = 
               name: str = "image") -> tuple[int, int]:
     """``(width, height)`` to work at: the shorter side resized to ``size`` (None: as is), then
     shrunk, aspect ratio kept, so the longer side is at most ``max_side`` (None: no cap).
-    Enlarging beyond ``MAX_RESIZED_PIXELS`` is refused as in ``shorter_side_size``."""
-    new = (width, height) if size is None else shorter_side_size(width, height, size, name)
-    if max_side is not None and max(new) > max_side:
-        scale = max_side / max(new)
-        new = tuple(max_side if side == max(new) else max(1, round(side * scale)) for side in new)
-    return new
+    Enlarging beyond ``MAX_RESIZED_PIXELS`` is refused as in ``shorter_side_size``, and so is a
+    result with a side under ``MIN_WORK_SIDE`` (``featinv.io.images.fitted_size``)."""
+    return fitted_size(width, height, size, max_side, name=name)
 
 
 def prepare(image, size: int | None, max_side: int | None = None) -> torch.Tensor:
     """``(3, H, W)`` at ``work_size``: the shorter side resized to ``size`` (None: the image's
-    own), the longer side at most ``max_side`` (Pillow's bicubic, as for training)."""
+    own), the longer side at most ``max_side`` (Pillow's bicubic, as for training). A file is
+    sized from its header before its pixels are decoded (``load_fitted``)."""
+    if not isinstance(image, (torch.Tensor, Image.Image)):
+        return load_fitted(image, size, max_side)
     img = _as_tensor(image)
     height, width = img.shape[-2:]
-    name = "image" if isinstance(image, (torch.Tensor, Image.Image)) else printable(image)
-    new = work_size(width, height, size, max_side, name)  # refuses absurd sizes first
+    new = work_size(width, height, size, max_side)  # refuses absurd sizes first
     if new == (width, height):
         return img
     return pil_to_tensor(tensor_to_pil(img).resize(new, Image.BICUBIC))

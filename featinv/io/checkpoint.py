@@ -124,7 +124,34 @@ def _parse_meta(path: Path, header: dict[str, str], expected_format: str) -> dic
     if version > FORMAT_VERSION:
         raise CheckpointError(f"{path}: written by a newer featinv (format "
                               f"{meta['format_version']}); upgrade featinv.")
+    if expected_format == STATE_FORMAT:
+        _check_state_meta(path, meta)
     return meta
+
+
+MAX_STEP = 2**40  # far beyond any run (a step a microsecond for 12 days)
+
+
+def _check_state_meta(path: Path, meta: dict[str, Any]) -> None:
+    """A training state's step, history and config are what featinv writes: a whole step from 0
+    to ``MAX_STEP``, a list of epoch records at or before it, a config object."""
+    step, history = meta.get("step"), meta.get("history", [])
+    problem = None
+    if isinstance(step, bool) or not isinstance(step, int) or not 0 <= step <= MAX_STEP:
+        problem = f"step {step!r:.40}"
+    elif not isinstance(history, list) or not all(isinstance(r, dict) for r in history):
+        problem = "history"
+    elif any(not isinstance(r.get("step", 0), int) or not 0 <= r.get("step", 0) <= step
+             for r in history):
+        problem = "history (records after the step)"
+    elif not isinstance(meta.get("config", {}), dict):
+        problem = "config"
+    elif not isinstance(meta.get("param_groups", []), list):
+        problem = "param_groups"
+    if problem:
+        raise CheckpointError(f"{path}: incomplete featinv metadata (missing or invalid "
+                              f"{problem}); this training state was not written by featinv as "
+                              "it is. Start a new run (--overwrite).")
 
 
 # -- decoders ---------------------------------------------------------------------------------
@@ -229,6 +256,12 @@ def load_train_state(path: str | Path, modules: dict[str, torch.nn.Module],
     """Load what ``save_train_state`` wrote into ``modules`` and ``optimizers``; returns the
     metadata. Mismatching weights are a ``CheckpointError``."""
     tensors, meta = load(path, STATE_FORMAT)
+    bad = [k for k, v in tensors.items() if v.is_floating_point()
+           and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise CheckpointError(f"{path}: the training state holds NaN or infinite values (e.g. "
+                              f"{bad[0]}); training never saves such a state. Start a new run "
+                              "(--overwrite).")
     for name, module in modules.items():
         prefix = f"{name}."
         weights = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}

@@ -1,13 +1,73 @@
-"""Safe writes: every file featinv writes goes to a temporary file in the same folder, then is
-renamed into place, so an interrupted or failing write leaves any previous file intact."""
+"""Safe writes and bounded reads.
+
+Every file featinv writes goes to a temporary file in the same folder, then is renamed into
+place, so an interrupted or failing write leaves any previous file intact. Small files featinv
+reads back (caches, lock files, metadata) go through ``read_limited``, which refuses anything
+that is not a regular file (a FIFO would block forever, ``/dev/zero`` never ends) and anything
+longer than the caller expects.
+"""
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import Callable
 
 from ..errors import FeatinvError, printable
+
+
+class FileRefused(FeatinvError):
+    """A file featinv will not read: not a regular file, or larger than expected."""
+
+
+def file_kind(mode: int) -> str:
+    """What a non-regular file is, in words (for messages)."""
+    for test, words in ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a named pipe (FIFO)"),
+                        (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                        (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return words
+    return "not a regular file"
+
+
+def check_regular(path: str | Path, what: str = "file") -> os.stat_result:
+    """``os.stat(path)`` (links followed) if ``path`` is a regular file, else ``FileRefused``
+    saying what it is instead; a missing file is ``FileNotFoundError``."""
+    st = os.stat(path)
+    if not stat.S_ISREG(st.st_mode):
+        raise FileRefused(f"{printable(path)}: {file_kind(st.st_mode)}, not a regular {what}; "
+                          "featinv reads only regular files.")
+    return st
+
+
+def read_limited(path: str | Path, limit: int, what: str = "file") -> bytes:
+    """The bytes of the regular file ``path`` (links followed), which must not exceed
+    ``limit`` bytes; otherwise ``FileRefused``. Never blocks on a FIFO or reads a device: the
+    file is opened without blocking and checked with ``fstat`` on the open descriptor (no race
+    between the check and the read). ``OSError`` as ``open`` raises it."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise FileRefused(f"{printable(path)}: {file_kind(st.st_mode)}, not a regular "
+                              f"{what}; featinv reads only regular files.")
+        if st.st_size > limit:
+            raise FileRefused(f"{printable(path)}: {st.st_size} bytes, more than the "
+                              f"{limit} bytes a {what} can hold; it is not one featinv wrote.")
+        chunks, size = [], 0
+        while size <= limit:
+            chunk = os.read(fd, min(1 << 20, limit + 1 - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        if size > limit:  # it grew while being read
+            raise FileRefused(f"{printable(path)}: more than the {limit} bytes a {what} can "
+                              "hold; it is not one featinv wrote.")
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
 
 
 def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:

@@ -7,18 +7,22 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 import os
+import stat
 import warnings
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import DataError, FeatinvError, ImageError, ShapeError, printable
-from ..limits import MAX_RESIZED_PIXELS, MAX_SIDE
-from .files import write_output
+from ..limits import MAX_RESIZED_PIXELS, memory_budget
+from .files import file_kind, write_output
+from .sizes import (MAX_ASPECT, MAX_ENLARGE, MIN_WORK_SIDE, check_side,  # noqa: F401 (public here)
+                    check_square, decode_bytes, fitted_size, max_file_bytes, shorter_side_size)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm",
                     ".pgm")
@@ -43,13 +47,20 @@ def _to_rgb(img: Image.Image, name: str = "image") -> Image.Image:
         img = Image.fromarray(_float_to_8bit(np.asarray(img, dtype=np.float64), name))
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16/32-bit gray: rescale, don't clip
         arr = np.asarray(img, dtype=np.float64)
-        top = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
+        low, high = float(arr.min(initial=0)), float(arr.max(initial=0))
+        if low < 0:  # signed data, or a 32-bit unsigned image Pillow read as signed
+            raise ImageError(f"{name}: integer image with negative values ({low:.0f} to "
+                             f"{high:.0f}); featinv reads integer images of 8, 16 or 32 bits "
+                             "without negatives. Rescale it to 8 or 16 bits first.")
+        # the bit depth the values use: a 32-bit image's full range is not 16 bits' range
+        top = 255.0 if high <= 255 and not img.mode.startswith("I;16") else \
+            65535.0 if high <= 65535 else float(2**31 - 1)
         img = Image.fromarray(np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8))
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
         img = img.convert("RGBA")
         background = Image.new("RGBA", img.size, (255, 255, 255, 255))
         img = Image.alpha_composite(background, img)  # transparent parts become white
-    return img.convert("RGB")
+    return img if img.mode == "RGB" else img.convert("RGB")
 
 
 EXAMPLE_PREFIX = "skimage:"
@@ -83,22 +94,34 @@ def example_image(name: str) -> Image.Image:
     return _to_rgb(Image.fromarray(arr))
 
 
-def _check_file(path: Path) -> None:
+def _check_file(path: Path) -> int:
+    """The size in bytes of the image file ``path``; an ``ImageError`` for a folder, a missing,
+    empty or unreadable file, and anything that is not a regular file (a FIFO would block, a
+    link to ``/dev/zero`` never ends)."""
     if path.is_dir():
         raise ImageError(f"{printable(path)}: is a directory, not an image file.")
     if not path.exists():
         raise ImageError(f"{printable(path)}: no such file.")
-    if path.stat().st_size == 0:
+    st = path.stat()
+    if not stat.S_ISREG(st.st_mode):
+        raise ImageError(f"{printable(path)}: {file_kind(st.st_mode)}, not an image file; "
+                         "featinv reads only regular files.")
+    if st.st_size == 0:
         raise ImageError(f"{printable(path)}: empty file (0 bytes).")
     if not os.access(path, os.R_OK):
         raise ImageError(f"{printable(path)}: cannot read file (Permission denied); fix its "
                          "permissions.")
+    return st.st_size
 
 
-def read_bytes(path: str | Path) -> bytes:
-    """The bytes of an image file; ``ImageError`` if it is missing, empty or unreadable."""
+def read_bytes(path: str | Path, limit: int | None = None) -> bytes:
+    """The bytes of an image file; ``ImageError`` if it is missing, empty, unreadable or
+    longer than ``limit`` bytes (see ``max_file_bytes``)."""
     path = Path(path)
-    _check_file(path)
+    size = _check_file(path)
+    if limit is not None and size > limit:
+        raise ImageError(f"{printable(path)}: {size} bytes, far more than its picture needs "
+                         f"(data appended to the image?); re-save the image.")
     try:
         return path.read_bytes()
     except OSError as exc:
@@ -106,8 +129,13 @@ def read_bytes(path: str | Path) -> bytes:
 
 
 @contextlib.contextmanager
-def _opened(path: Path, data: bytes | None = None):
-    """``Image.open`` (header read, pixels not yet decoded), every failure an ``ImageError``."""
+def _opened(path: Path, data: bytes | None = None, file_bytes: int | None = None):
+    """``Image.open`` (header read, pixels not yet decoded), every failure an ``ImageError``.
+
+    Refused from the header: more pixels than ``MAX_PIXELS`` (or Pillow's bomb guard), pixels
+    whose decoding would take more than the memory budget, and a file far longer than its
+    picture needs (``file_bytes``, see ``max_file_bytes``: data appended to an image would be
+    read into memory whole by the training loaders)."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -116,6 +144,17 @@ def _opened(path: Path, data: bytes | None = None):
                     raise ImageError(f"{printable(path)}: {img.width}x{img.height} px is too large "
                                      f"(limit {MAX_PIXELS // 1_000_000} megapixels); "
                                      "downscale it first.")
+                need = decode_bytes(img.width, img.height)
+                if need > memory_budget():
+                    raise ImageError(f"{printable(path)}: {img.width}x{img.height} px take about "
+                                     f"{need / 2**30:.1f} GiB to decode, over featinv's memory "
+                                     f"budget of {memory_budget() / 2**30:.1f} GiB; downscale "
+                                     "it first.")
+                size = len(data) if data is not None else file_bytes
+                if size is not None and size > max_file_bytes(img.width, img.height):
+                    raise ImageError(f"{printable(path)}: {size} bytes for a {img.width}x"
+                                     f"{img.height} px picture, far more than it needs (data "
+                                     "appended to the image?); re-save the image.")
                 yield img
     except ImageError:
         raise
@@ -135,8 +174,8 @@ def probe_image(path: str | Path) -> tuple[int, int]:
     """``(width, height)`` of an image file from its header, without decoding the pixels;
     ``ImageError`` for anything that is not a readable image of a sane size."""
     path = Path(path)
-    _check_file(path)
-    with _opened(path) as img:
+    size = _check_file(path)
+    with _opened(path, file_bytes=size) as img:
         return img.size
 
 
@@ -146,15 +185,97 @@ def open_rgb(path: str | Path, data: bytes | None = None) -> Image.Image:
     ``skimage:NAME`` opens an example photo bundled with scikit-image instead. ``data``: the
     file's bytes, when the caller has read them already.
     """
+    return open_fitted(path, data=data)
+
+
+def _oriented_size(img: Image.Image) -> tuple[int, int]:
+    """``(width, height)`` once the EXIF orientation is applied, from what the header holds
+    (Pillow's ``getexif`` of a PNG decodes the whole image to look for a late eXIf chunk)."""
+    try:
+        if img.format in ("JPEG", "MPO", "TIFF", "WEBP"):
+            orientation = img.getexif().get(0x0112, 1)
+        elif isinstance(img.info.get("exif"), bytes):
+            exif = Image.Exif()
+            exif.load(img.info["exif"])
+            orientation = exif.get(0x0112, 1)
+        else:
+            orientation = 1
+    except Exception:  # a damaged EXIF block: Pillow's exif_transpose ignores it too
+        orientation = 1
+    return (img.height, img.width) if orientation in (5, 6, 7, 8) else img.size
+
+
+DRAFT_PIXELS = MAX_RESIZED_PIXELS  # JPEGs with more pixels are decoded at a reduced scale
+
+
+def open_fitted(path: str | Path, fit: Callable[[int, int], tuple[int, int]] | None = None,
+                data: bytes | None = None) -> Image.Image:
+    """An image file (or ``skimage:NAME``) as an RGB ``PIL.Image``, EXIF orientation applied.
+
+    ``fit(width, height) -> (w, h)``, given the oriented size from the header, says the size
+    the caller will resize to (and may refuse it before anything is decoded); a JPEG of more
+    than ``DRAFT_PIXELS`` is then decoded at the smallest of Pillow's 1/2, 1/4, 1/8 scales
+    that covers it. Not resized here. ``data``: the file's bytes, if read already."""
     if str(path).startswith(EXAMPLE_PREFIX):
-        return example_image(str(path))
+        img = example_image(str(path))
+        if fit is not None:
+            fit(*img.size)
+        return img
     path = Path(path)
-    if data is None:
-        _check_file(path)
-    with _opened(path, data) as img:
-        img = ImageOps.exif_transpose(img)
-        img.load()
-        return _to_rgb(img, printable(path))
+    size = len(data) if data is not None else _check_file(path)
+    with _opened(path, data, size) as img:
+        if fit is not None:
+            width, height = _oriented_size(img)
+            want = fit(width, height)
+            if img.format == "JPEG" and width * height > DRAFT_PIXELS:
+                scale = max(want[0] / width, want[1] / height)
+                img.draft("RGB", (math.ceil(img.width * scale), math.ceil(img.height * scale)))
+        try:
+            img.load()
+            ImageOps.exif_transpose(img, in_place=True)  # no copy of a big image
+            return _to_rgb(img, printable(path))
+        except MemoryError:
+            raise ImageError(f"{printable(path)}: not enough memory to decode it "
+                             f"({img.width}x{img.height} px); downscale it first.") from None
+
+
+def load_fitted(path: str | Path, size: int | None = None, max_side: int | None = None,
+                crop: bool = False, name: str | None = None) -> torch.Tensor:
+    """An image file (or ``skimage:NAME``) as float ``(3, H, W)`` in [0, 1] at the size the
+    commands work at (``fitted_size``: the shorter side resized to ``size``, ``crop``: the
+    centred square, the longer side capped at ``max_side``), sized from the header, decoded
+    reduced where the format allows and resized while 8-bit: bounded by the output."""
+    return pil_to_tensor(fitted_image(path, size, max_side, crop, name))
+
+
+def fitted_image(path: str | Path, size: int | None = None, max_side: int | None = None,
+                 crop: bool = False, name: str | None = None,
+                 data: bytes | None = None) -> Image.Image:
+    """``load_fitted`` as an RGB ``PIL.Image`` (``data``: the file's bytes, when read)."""
+    name = name or printable(path)
+    plan: dict[str, tuple[int, int]] = {}
+
+    def fit(width: int, height: int) -> tuple[int, int]:
+        plan["size"] = fitted_size(width, height, size, max_side, crop, name)
+        if crop:  # the square that is cropped, at the file's scale
+            return (math.ceil(width * plan["size"][0] / min(width, height)),) * 2
+        return plan["size"]
+
+    img = open_fitted(path, fit, data)
+    new = plan["size"]
+    if not crop and (img.width > img.height) != (new[0] > new[1]) and new[0] != new[1]:
+        # an EXIF block after the pixels (seen only once decoded) rotated the image
+        new = fitted_size(img.width, img.height, size, max_side, crop, name)
+    if crop:
+        side = min(img.size)
+        img = img.crop(square_crop_box(img.width, img.height, side))
+    return img if img.size == new else img.resize(new, Image.BICUBIC)
+
+
+def read_image_bytes(path: str | Path) -> bytes:
+    """The bytes of an image file, read once its header shows a sane image and the file no
+    longer than that needs (``max_file_bytes``: gigabytes appended are refused, not read)."""
+    return read_bytes(path, max_file_bytes(*probe_image(path)))
 
 
 def pil_to_tensor(img: Image.Image) -> torch.Tensor:
@@ -197,7 +318,7 @@ def tensor_to_pil(image: torch.Tensor) -> Image.Image:
 
 def load_image(path: str | Path) -> torch.Tensor:
     """An image file as float ``(3, H, W)`` in [0, 1]."""
-    return pil_to_tensor(open_rgb(path))
+    return load_fitted(path)
 
 
 def square_crop_box(width: int, height: int, side: int, left: int | None = None,
@@ -217,29 +338,8 @@ def center_crop_resize(img: Image.Image, size: int) -> Image.Image:
 
 def load_square(path: str | Path, size: int) -> torch.Tensor:
     """The largest centred square of an image file (or ``skimage:NAME``), resized to ``size``:
-    ``(3, size, size)`` in [0, 1]."""
-    return pil_to_tensor(center_crop_resize(open_rgb(path), size))
-
-
-def check_side(size: int, what: str = "--size") -> int:
-    """``size`` if it is a usable image side (1 to ``MAX_SIDE``), else a ``FeatinvError``."""
-    if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= MAX_SIDE:
-        raise FeatinvError(f"{what} {printable(size)}: an image side must be a whole number of "
-                           f"px from 1 to {MAX_SIDE}.")
-    return size
-
-
-def shorter_side_size(width: int, height: int, size: int, name: str = "image") -> tuple[int, int]:
-    """``(width, height)`` after resizing the shorter side to ``size`` px (aspect ratio kept);
-    an ``ImageError`` when that would enlarge the image beyond ``MAX_RESIZED_PIXELS``."""
-    scale = size / min(width, height)
-    new = (max(1, round(width * scale)), max(1, round(height * scale)))
-    if new[0] * new[1] > max(width * height, MAX_RESIZED_PIXELS):
-        raise ImageError(f"{name}: resizing {width}x{height} px to a shorter side of {size} px "
-                         f"gives {new[0]}x{new[1]} px, over the limit of "
-                         f"{MAX_RESIZED_PIXELS // 1_000_000} megapixels; crop the image to a "
-                         "less elongated shape or use a smaller --size.")
-    return new
+    ``(3, size, size)`` in [0, 1] (refused from the header as ``fitted_size``)."""
+    return load_fitted(path, size, crop=True)
 
 
 def resize_shorter_side(img: Image.Image, size: int, name: str = "image") -> Image.Image:
@@ -272,7 +372,8 @@ def find_images(root: str | Path) -> list[Path]:
     """Image files below ``root`` (recursive, by extension), sorted.
 
     Symbolic links to folders are followed; a folder reached twice (a link loop, or two links to
-    one folder) is searched once. A sub-folder that cannot be listed is a ``DataError``: leaving
+    one folder) is searched once. Entries that are not regular files (FIFOs, links to devices,
+    dangling links) are listed too, for the reader to report. A sub-folder that cannot be listed is a ``DataError``: leaving
     it out would silently use a subset.
     """
     root = Path(root)
@@ -290,8 +391,10 @@ def find_images(root: str | Path) -> list[Path]:
             continue
         seen.add((st.st_dev, st.st_ino))
         dirs.sort(key=lambda d: (os.path.islink(os.path.join(folder, d)), d))  # real ones first
+        # every entry named like an image, regular or not: a FIFO, a link to /dev/zero or a
+        # dangling link is then reported by whoever reads it, not left out without a word
         found += [Path(folder, f) for f in files if os.path.splitext(f)[1].lower()
-                  in IMAGE_EXTENSIONS and os.path.isfile(os.path.join(folder, f))]
+                  in IMAGE_EXTENSIONS]
     return sorted(found)
 
 

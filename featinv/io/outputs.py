@@ -103,9 +103,11 @@ def output_paths(inputs: Sequence[Input], labels: Sequence[str], out: str | Path
 
 
 def check_targets(targets: Sequence[str | Path], inputs: Iterable[str | Path] = (),
-                  overwrite: bool = False) -> None:
+                  overwrite: bool = False, suffix: str | None = None) -> None:
     """Refuse, with one line, outputs that would replace an input (even with ``overwrite``), a
-    folder, or an existing file (unless ``overwrite``), or that lie below a file."""
+    folder, or an existing file (unless ``overwrite``), or that lie below a file; with
+    ``suffix`` (the format written, e.g. ``.npz``), outputs named as another format (``-o
+    photo.jpg --overwrite`` would put an archive where a JPEG was)."""
     targets = [Path(t) for t in targets]
     originals = {}
     for path in inputs:
@@ -126,6 +128,10 @@ def check_targets(targets: Sequence[str | Path], inputs: Iterable[str | Path] = 
                     raise FeatinvError(f"{printable(parent)} is a file, not a folder; choose "
                                        "another -o.")
                 break
+    for target in targets if suffix else []:
+        if target.suffix.lower() != suffix:
+            raise FeatinvError(f"-o {printable(target)}: this command writes a {suffix} file; "
+                               f"give a path ending in {suffix}.")
     if len({_key(t) for t in targets}) < len(targets):
         raise FeatinvError("Two outputs of this command would have the same name; give the "
                            "inputs distinct names.")

@@ -21,7 +21,8 @@ import torch
 
 from ..version import __version__
 from ..errors import FeatinvError, ImageError, PluginError, printable
-from ..io.images import center_crop_resize, load_image, open_rgb, pil_to_tensor, resize_shorter_side
+from ..io.images import load_fitted
+from ..limits import DEFAULT_MAX_SIDE
 from ..io.files import write_output
 from .spec import Extractor
 
@@ -43,12 +44,6 @@ class Extracted:
         return np.stack(self.features) if len(shapes) == 1 else None
 
 
-def _load(path: Path, size: int | None, crop: bool) -> torch.Tensor:
-    if size is None:
-        return load_image(path)
-    img = open_rgb(path)
-    return pil_to_tensor(center_crop_resize(img, size) if crop else
-                         resize_shorter_side(img, size, printable(path)))
 
 
 def check_finite(extractor: Extractor, features: torch.Tensor, what: str) -> None:
@@ -64,20 +59,26 @@ def check_finite(extractor: Extractor, features: torch.Tensor, what: str) -> Non
 @torch.no_grad()
 def extract_files(extractor: Extractor, paths: Iterable[str | Path], size: int | None = None,
                   crop: bool = False, device: str | torch.device = "cpu",
-                  on_error: Callable[[str], None] | None = None) -> Extracted:
+                  on_error: Callable[[str], None] | None = None,
+                  max_side: int | None = DEFAULT_MAX_SIDE) -> Extracted:
     """Features of each image file, one at a time (images may differ in size).
 
-    ``size`` resizes the shorter side (``crop=True``: centre square of that side) first. A file
-    that cannot be read or is too small is reported through ``on_error`` and skipped; without
-    ``on_error`` it raises.
+    ``size`` resizes the shorter side (``crop=True``: centre square of that side) first;
+    ``max_side`` then shrinks a longer side beyond it (None: no cap), as ``invert`` does. A file
+    that cannot be read, is too small or does not fit in memory is reported through
+    ``on_error`` and skipped; without ``on_error`` it raises.
     """
     extractor = extractor.to(device)
     out = Extracted({"name": extractor.name, "params": extractor.params,
                      "plugin": extractor.spec.plugin})
     for path in map(Path, paths):
         try:
-            image = _load(path, size, crop)
-            feats, report = extractor.forward_with_report(image[None].to(device))
+            try:
+                image = load_fitted(path, size, max_side, crop)
+                feats, report = extractor.forward_with_report(image[None].to(device))
+            except MemoryError:
+                raise ImageError(f"{printable(path)}: not enough memory for its features; "
+                                 "use a smaller --size or --max-side.") from None
             check_finite(extractor, feats, printable(path))
         except (ImageError, FeatinvError) as exc:
             if on_error is None:
@@ -119,17 +120,22 @@ def load_features(path: str | Path) -> tuple[list[np.ndarray], dict[str, Any]]:
 
     The report arrays are added to the metadata under ``"report"``. Never unpickles.
     """
+    from ..io.archives import ArchiveError, read_npz
+
     try:
-        with np.load(path, allow_pickle=False) as data:
-            meta = json.loads(str(data["meta"]))
-            if meta.get("format") != FORMAT:
-                raise ValueError("not a featinv features file")
-            if meta["stacked"]:
-                features = list(data["features"])
-            else:
-                features = [data[f"features_{i:04d}"] for i in range(len(meta["images"]))]
-            meta["report"] = {k[len("report_"):]: data[k].tolist() for k in data.files
-                              if k.startswith("report_")}
+        data = read_npz(path, what="features file")  # headers and memory budget checked first
+        meta = json.loads(str(data["meta"]))
+        if meta.get("format") != FORMAT:
+            raise ValueError("not a featinv features file")
+        if meta["stacked"]:
+            features = list(data["features"])
+        else:
+            features = [data[f"features_{i:04d}"] for i in range(len(meta["images"]))]
+        meta["report"] = {k[len("report_"):]: data[k].tolist() for k in data
+                          if k.startswith("report_")}
+    except ArchiveError as exc:
+        raise FeatinvError(f"{printable(path)}: not a readable featinv features file "
+                           f"({exc.reason})") from None
     except (OSError, KeyError, ValueError, RecursionError) as exc:  # RecursionError: nested JSON
         raise FeatinvError(f"{printable(path)}: not a readable featinv features file "
                            f"({type(exc).__name__}: {printable(exc)}).") from None

@@ -127,11 +127,16 @@ class CellGrid:
     def smallest_side(self) -> int:
         if self.min_size:
             return self.min_size
-        # the smallest n with at least one cell under this rounding
-        n = 1
-        while _ROUNDING[self.rounding](n, self.cell) < 1:
-            n += 1
-        return n
+        # the smallest n with at least one cell under this rounding: a bisection over
+        # [1, cell] (n = cell always gives one cell; a loop would take ~cell steps)
+        low, high = 1, self.cell
+        while low < high:
+            mid = (low + high) // 2
+            if _ROUNDING[self.rounding](mid, self.cell) >= 1:
+                high = mid
+            else:
+                low = mid + 1
+        return low
 
     def __call__(self, height: int, width: int) -> GridLayout:
         check_image_size(height, width, self.smallest_side, self.describe())

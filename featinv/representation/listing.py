@@ -24,6 +24,7 @@ from typing import Any, Callable
 
 from ..version import __version__
 from ..errors import FeatinvError
+from ..io.files import read_limited
 
 FORMAT = 1
 ENV_CACHE_DIR = "FEATINV_CACHE_DIR"
@@ -106,11 +107,9 @@ def _valid_listing(data: dict) -> bool:
 
 
 def _read(path: Path, key: str, valid: Callable[[dict], bool]) -> dict | None:
-    try:
-        if path.stat().st_size > MAX_BYTES:
-            return None
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):  # missing, unreadable or not JSON
+    try:  # a FIFO or a link to /dev/zero there is refused unread, and the cache rewritten
+        data = json.loads(read_limited(path, MAX_BYTES, "cache file").decode("utf-8"))
+    except (OSError, ValueError, FeatinvError, RecursionError):  # missing, unreadable, not JSON
         return None
     ours = isinstance(data, dict) and data.get("format") == FORMAT and data.get("key") == key
     return data if ours and valid(data) else None

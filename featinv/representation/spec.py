@@ -27,14 +27,33 @@ DECODER_FAMILIES = ("auto", *FAMILY_LAYOUTS)  # what FeatureSpec.decoder accepts
 GRAY_WEIGHTS = (0.299, 0.587, 0.114)
 
 
+# Bounds of a number parameter that declares none: a value beyond them is nonsense for any
+# representation (and ``int(1e300)`` would be a 300-digit integer).
+INT_BOUNDS = (-2**31, 2**31 - 1)
+FLOAT_BOUNDS = (-1e12, 1e12)
+
+
+class ParamRangeError(FeatinvError):
+    """A number parameter outside its range (``FeatureSpec.resolve_params`` names the
+    representation)."""
+
+
 @dataclass(frozen=True)
 class Param:
-    """One parameter of a representation: name, default, type and a one-line help."""
+    """One parameter of a representation: name, default, type and a one-line help.
+
+    ``low``/``high``: the range of a number parameter (inclusive), e.g. ``low=1, high=4096`` for
+    a cell side in pixels; featinv refuses values outside it before building anything (a cell of
+    10^12 px would make the layout's arithmetic, and whatever allocates by it, absurd). Numbers
+    without declared bounds stay within ``INT_BOUNDS`` / ``FLOAT_BOUNDS``.
+    """
 
     name: str
     default: Any
     help: str = ""
     choices: tuple | None = None
+    low: float | None = None
+    high: float | None = None
 
     def coerce(self, value: Any) -> Any:
         """Convert ``value`` (e.g. a CLI string) to the default's type and check choices."""
@@ -64,11 +83,24 @@ class Param:
         if self.choices is not None and value not in self.choices:
             raise FeatinvError(f"Parameter '{self.name}' must be one of {list(self.choices)}, "
                                f"got {value!r}.")
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            low, high = self.bounds()
+            if not low <= value <= high:
+                raise ParamRangeError(f"{self.name}={value!r:.40} (it must be from {low:g} to "
+                                      f"{high:g})")
         return value
 
+    def bounds(self) -> tuple[float, float]:
+        """The range a number value must lie in (declared, else the type's default bounds)."""
+        low, high = INT_BOUNDS if isinstance(self.default, int) else FLOAT_BOUNDS
+        return (low if self.low is None else self.low, high if self.high is None else self.high)
+
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "default": self.default, "help": self.help,
-                "choices": list(self.choices) if self.choices is not None else None}
+        out = {"name": self.name, "default": self.default, "help": self.help,
+               "choices": list(self.choices) if self.choices is not None else None}
+        if self.low is not None or self.high is not None:
+            out["range"] = list(self.bounds())
+        return out
 
 
 @dataclass(frozen=True)
@@ -153,7 +185,11 @@ class FeatureSpec:
             raise FeatinvError(f"Representation '{self.name}' has no parameter "
                                f"{', '.join(repr(u) for u in unknown)} (parameters: {valid}).")
         out = self.defaults
-        out.update({k: known[k].coerce(v) for k, v in params.items()})
+        try:
+            out.update({k: known[k].coerce(v) for k, v in params.items()})
+        except ParamRangeError as exc:
+            raise FeatinvError(f"Representation '{self.name}' does not accept {exc}; "
+                               f"'featinv describe {self.name}' lists its parameters.") from None
         return out
 
     def changed_params(self, params: Mapping[str, Any]) -> str:

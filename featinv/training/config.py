@@ -163,25 +163,28 @@ def check_config(cfg: TrainConfig) -> None:
         whole("warmup", cfg.warmup, 0)
     if cfg.threads is not None:
         whole("threads", cfg.threads)
+    whole("seed", cfg.seed, 0, 2**63 - 1)
     low, high = cfg.crop_scale
-    if not 0 < low <= high <= 1:
-        raise FeatinvError(f"--crop-scale must lie in (0, 1], got {low}.")
+    if not MIN_CROP_SCALE <= low <= high <= 1:  # (NaN fails too)
+        raise FeatinvError(f"--crop-scale must lie in [{MIN_CROP_SCALE}, 1], got {low}.")
     for name in ("lr", "save_minutes"):
         value = getattr(cfg, name)
         if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
             raise FeatinvError(f"--{name.replace('_', '-')} must be a positive number, "
                                f"got {value!r}.")
-    if cfg.width is not None and not (math.isfinite(cfg.width) and 0 < cfg.width <= 8):
-        raise FeatinvError(f"--width must be a number in (0, 8], got {cfg.width!r}.")
+    check_rate("lr", cfg.lr)
+    if cfg.width is not None and not (math.isfinite(cfg.width) and MIN_WIDTH <= cfg.width <= 8):
+        raise FeatinvError(f"--width must be a number from {MIN_WIDTH} to 8, got {cfg.width!r}.")
     if cfg.schedule not in SCHEDULES:
         raise FeatinvError(f"Unknown --schedule '{cfg.schedule}' ({', '.join(SCHEDULES)}).")
     if cfg.preset not in PRESETS:
         raise FeatinvError(f"Unknown --preset '{cfg.preset}' ({', '.join(PRESETS)}).")
     if cfg.data_store not in DATA_STORES:
         raise FeatinvError(f"--data-store must be auto, memory or files, got {cfg.data_store!r}.")
-    if cfg.memory_budget is not None and not cfg.memory_budget > 0:
-        raise FeatinvError(f"--memory-budget must be positive, got {cfg.memory_budget!r}.")
-    parse_losses(cfg.loss)
+    if cfg.memory_budget is not None and not 0 < cfg.memory_budget <= 1e6:
+        raise FeatinvError(f"--memory-budget must be a positive number of GB (at most 10^6), "
+                           f"got {cfg.memory_budget!r}.")
+    check_loss_options(cfg)
     if not (isinstance(cfg.ema, (int, float)) and math.isfinite(cfg.ema) and 0 <= cfg.ema < 1):
         raise FeatinvError(f"--ema must be a decay in [0, 1) (0: off), got {cfg.ema!r}.")
     if cfg.ema and cfg.finetune_encoder:
@@ -196,11 +199,38 @@ def check_config(cfg: TrainConfig) -> None:
         if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
             raise FeatinvError(f"--{name.replace('_', '-')} must be a positive number, "
                                f"got {value!r}.")
+    check_rate("disc-lr", cfg.disc_lr)
     if cfg.feature_cache and cfg.finetune_encoder:
         raise FeatinvError("--feature-cache cannot be used with --finetune-encoder: the "
                            "features change as the encoder trains.")
     if cfg.cache_variants < 1:
         raise FeatinvError(f"--cache-variants must be at least 1, got {cfg.cache_variants}.")
+
+
+MIN_LR = 1e-10  # a smaller Adam step changes no float32 weight of a decoder
+MIN_WIDTH = 1 / 256  # narrower decoders have layers of no channel at all
+MIN_CROP_SCALE = 0.01  # a crop of 1 % of the side is already enlarged 100 times
+LOSS_WEIGHT_RANGE = (1e-30, 1e30)  # beyond it a weight vanishes or overflows in float32
+
+
+def check_rate(option: str, value: float) -> None:
+    """A learning rate a float32 decoder can learn with (``MIN_LR`` or more)."""
+    if not value >= MIN_LR:
+        raise FeatinvError(f"--{option} {value!r} is too small to change float32 weights; use "
+                           f"{MIN_LR:g} or more (the default is 0.001).")
+
+
+def check_loss_options(cfg: TrainConfig) -> None:
+    """``--loss`` parses, and the options of a loss term are given only with that term (a
+    misspelled ``--comparator`` would otherwise be ignored without a word)."""
+    terms = parse_losses(cfg.loss)
+    for option, value, term in (("--comparator", cfg.comparator, "feature"),
+                                ("--comparator-weights", cfg.comparator_weights, "feature"),
+                                ("--disc-conditional", cfg.disc_conditional, "adversarial")):
+        if value and term not in terms:
+            raise FeatinvError(f"{option} is for the {term} loss, which --loss {cfg.loss!r} "
+                               f"does not include; add it (e.g. --loss pixel,{term}) or drop "
+                               f"{option}.")
 
 
 def low_res_plan(cfg: TrainConfig, layout_kind: str | None = None) -> tuple[int, float] | None:
@@ -296,12 +326,18 @@ def parse_losses(text: str) -> dict[str, float]:
         if name not in LOSSES:
             raise FeatinvError(f"Unknown loss '{name}' in --loss (choose from "
                                f"{', '.join(LOSSES)}; e.g. --loss pixel,feature=0.05).")
+        if name in weights:
+            raise FeatinvError(f"--loss names '{name}' twice ({text}); give each loss once.")
         try:
             weight = float(value) if value else LOSSES[name]
         except ValueError:
             raise FeatinvError(f"--loss {name}={value}: the weight must be a number.") from None
         if not (math.isfinite(weight) and weight > 0):
             raise FeatinvError(f"--loss {name}={value}: the weight must be positive.")
+        low, high = LOSS_WEIGHT_RANGE
+        if not low <= weight <= high:
+            raise FeatinvError(f"--loss {name}={value}: the weight must lie between {low:g} and "
+                               f"{high:g} (beyond, it vanishes or overflows in float32).")
         weights[name] = weight
     if not weights:
         raise FeatinvError("--loss names no loss; use e.g. --loss pixel.")

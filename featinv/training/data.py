@@ -43,10 +43,12 @@ def memory_budget(cfg: TrainConfig, device: torch.device, world: World) -> int:
 def load_data(cfg: TrainConfig, device: torch.device, world: World, log) -> Data:
     skipped: list[str] = []
     sizes: dict = {}
-    train_files = scan_folder(cfg.data, cfg.limit, on_error=skipped.append, sizes=sizes)
+    train_files = scan_folder(cfg.data, cfg.limit, on_error=skipped.append, sizes=sizes,
+                              image_size=cfg.image_size)
     val = None
     if cfg.val and world.is_main:
-        val_files = scan_folder(cfg.val, cfg.val_limit, on_error=skipped.append)
+        val_files = scan_folder(cfg.val, cfg.val_limit, on_error=skipped.append,
+                                image_size=cfg.image_size)
         val = ValImages(val_files, cfg.image_size, on_error=skipped.append,
                         with_names=bool(cfg.feature_cache))
         check_validation(val, cfg.val)

@@ -86,8 +86,10 @@ class Run:
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         self.folder = RunFolder(Path(cfg.out), (DECODER_FILE, STATE_FILE, METRICS_FILE),
-                                active=world.is_main)
-        self.folder.claim(resume=resume, overwrite=cfg.overwrite, state_file=STATE_FILE)
+                                active=world.is_main, log=self.log)
+        # nothing is deleted here: the run it replaces is moved aside at the end of _setup
+        self.folder.claim(resume=resume, overwrite=cfg.overwrite, state_file=STATE_FILE,
+                          inputs={"--data": cfg.data, "--val": cfg.val})
         self.stop = StopRequest()
         self.stop.install()
         try:
@@ -153,6 +155,7 @@ class Run:
             model = DistributedDataParallel(model, device_ids=[self.device.index]
                                             if self.device.type == "cuda" else None)
         self.model = torch.compile(model) if cfg.compile else model
+        self.folder.replace_previous()  # everything is checked: the old run may move aside
         self._log_start()
 
     def _objective(self) -> Objective | None:
@@ -175,8 +178,6 @@ class Run:
                                   "this run builds; use the same --preset, --width and "
                                   "--image-size.")
         self.decoder.load_state_dict(trained.state_dict())
-        if self.world.is_main:
-            (self.folder.path / METRICS_FILE).unlink(missing_ok=True)
         self.log(f"starting from the weights of {printable(path)}")
 
     def _log_start(self) -> None:
@@ -205,13 +206,15 @@ class Run:
                                   "infinite features for finite training images; fix the "
                                   "representation before training on it.")
             self.decoder.set_feature_stats(feats)
-        if self.world.is_main:
-            (self.folder.path / METRICS_FILE).unlink(missing_ok=True)
 
     def _resume(self) -> None:
         path = self.folder.path / STATE_FILE
         meta = checkpoint.read_meta(path, checkpoint.STATE_FORMAT)
         check_resumable(meta.get("config", {}), self.cfg, self.folder.path)
+        if meta["step"] > self.total:  # (read_meta checked that it is a whole number >= 0)
+            raise CheckpointError(f"{printable(path)}: the run is at step {meta['step']}, past "
+                                  f"the {self.total} steps this command trains; give it more "
+                                  "--epochs, or start a new run.")
         modules = self._modules()
         if self.cfg.ema:  # a state saved without an average starts one from its weights
             self.ema = WeightAverage(self.decoder, self.cfg.ema)

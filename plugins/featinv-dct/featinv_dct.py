@@ -102,9 +102,9 @@ def featinv_register_features(register):
         build=BlockDCT,
         layout=dct_layout,
         params=(
-            Param("block", 8, "block side in pixels"),
+            Param("block", 8, "block side in pixels", low=1, high=256),
             Param("coefficients", 15, "DCT coefficients kept per block, in zig-zag order "
-                                      "(1 to block*block)"),
+                                      "(1 to block*block)", low=1, high=256 * 256),
         ),
         decoder="two_stream",
     ))

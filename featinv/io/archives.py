@@ -1,0 +1,182 @@
+"""Reading ``.npz`` and ``.safetensors`` files that may come from anyone, by their headers first.
+
+A 4 MB ``.npz`` can hold 4 GiB of compressed zeros, and an ``.npy`` header can claim any shape:
+``np.load`` decompresses or allocates whatever a member says before anyone looks at it. Here
+every member's name, dtype and shape are read from the archive's directory and the ``.npy``
+headers (a few hundred bytes each), checked against what the caller expects and against the
+memory budget, and only then is any array read; a member whose data does not match its header
+is refused too (the zip module stops at the declared size and checks the CRC).
+"""
+from __future__ import annotations
+
+import math
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from ..errors import FeatinvError, printable
+from ..limits import memory_budget
+from .files import check_regular
+
+MAX_MEMBERS = 100_000
+NPY_HEADER_LIMIT = 10_000  # numpy's own default bound on an .npy header
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One array of an archive, as its header describes it."""
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+
+    @property
+    def nbytes(self) -> int:
+        return math.prod(self.shape) * self.dtype.itemsize
+
+
+class ArchiveError(FeatinvError):
+    """An archive that is not what it claims, or more than featinv will read; ``reason`` is
+    the message without the file name."""
+
+    def __init__(self, message: str, reason: str = ""):
+        super().__init__(message)
+        self.reason = reason or message
+
+
+def _refuse(path, why: str) -> ArchiveError:
+    return ArchiveError(f"{printable(path)}: {why}", why)
+
+
+def npz_entries(path: str | Path) -> dict[str, Entry]:
+    """Name -> ``Entry`` of each array in an ``.npz``, from its headers only (no array read)."""
+    path = Path(path)
+    check_regular(path, "archive")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            infos = archive.infolist()
+            if len(infos) > MAX_MEMBERS:
+                raise _refuse(path, f"{len(infos)} members; an .npz featinv reads has fewer than "
+                                    f"{MAX_MEMBERS}.")
+            entries = {}
+            for info in infos:
+                name = info.filename[:-4] if info.filename.endswith(".npy") else None
+                if name is None or name in entries:
+                    raise _refuse(path, f"member {printable(info.filename)!r} is not one array "
+                                        "of an .npz (np.savez) file.")
+                if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+                    raise _refuse(path, f"member {printable(info.filename)!r} uses a compression "
+                                        "np.savez does not write.")
+                with archive.open(info) as f:
+                    entry, header_bytes = _npy_header(f, path, info.filename)
+                if entry.nbytes + header_bytes != info.file_size:
+                    raise _refuse(path, f"member {printable(info.filename)!r} declares "
+                                        f"{info.file_size} bytes, but its header describes an "
+                                        f"array of {entry.nbytes} bytes; the file is damaged or "
+                                        "forged.")
+                entries[name] = entry
+            return entries
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError, OSError) as exc:
+        if isinstance(exc, FeatinvError):
+            raise
+        raise _refuse(path, f"not a readable .npz file ({printable(exc)}).") from None
+
+
+def _npy_header(f, path, member: str) -> tuple[Entry, int]:
+    fmt = np.lib.format
+    try:
+        version = fmt.read_magic(f)
+        if version == (1, 0):
+            shape, fortran, dtype = fmt.read_array_header_1_0(f, max_header_size=NPY_HEADER_LIMIT)
+        elif version in ((2, 0), (3, 0)):
+            shape, fortran, dtype = fmt.read_array_header_2_0(f, max_header_size=NPY_HEADER_LIMIT)
+        else:
+            raise ValueError(f"unknown .npy version {version}")
+    except (ValueError, SyntaxError, TypeError) as exc:
+        raise _refuse(path, f"member {printable(member)!r} has no valid .npy header "
+                            f"({printable(exc)[:200]}).") from None
+    if dtype.hasobject:
+        raise _refuse(path, f"member {printable(member)!r} holds Python objects; featinv never "
+                            "unpickles.")
+    if any(not isinstance(n, int) or n < 0 for n in shape):
+        raise _refuse(path, f"member {printable(member)!r} has an invalid shape {shape}.")
+    return Entry(tuple(shape), dtype), f.tell()
+
+
+def check_budget(path, entries: Mapping[str, Entry], what: str) -> None:
+    """Refuse an archive whose arrays would take more than the memory budget."""
+    total = sum(e.nbytes for e in entries.values())
+    budget = memory_budget()
+    if total > budget:
+        raise _refuse(path, f"its arrays take {total / 2**30:.1f} GiB once read, over featinv's "
+                            f"memory budget of {budget / 2**30:.1f} GiB (half of this machine's "
+                            f"memory); it is no {what} featinv can use.")
+
+
+def check_expected(path, entries: Mapping[str, Entry], expected: Mapping[str, Sequence[int]],
+                   what: str) -> None:
+    """Refuse an archive whose names and shapes are not exactly ``expected`` (name -> shape),
+    from the headers, before anything is read."""
+    missing = sorted(set(expected) - set(entries))
+    unexpected = sorted(set(entries) - set(expected))
+    if missing or unexpected:
+        raise FeatinvError(f"weights {printable(path)} do not fit {what}: {len(missing)} missing "
+                           f"keys (e.g. {missing[:2]}), {len(unexpected)} unexpected (e.g. "
+                           f"{[printable(k) for k in unexpected[:2]]}).")
+    wrong = [k for k in expected if tuple(entries[k].shape) != tuple(expected[k])]
+    if wrong:
+        k = wrong[0]
+        raise FeatinvError(f"weights {printable(path)} do not fit {what}: {len(wrong)} tensors "
+                           f"of another shape, e.g. {k} is {tuple(entries[k].shape)} in the file "
+                           f"and {tuple(expected[k])} in the network.")
+    bad = [k for k, e in entries.items() if e.dtype.kind not in "fiub"]
+    if bad:
+        raise FeatinvError(f"weights {printable(path)} do not fit {what}: {bad[0]} holds "
+                           f"{entries[bad[0]].dtype}, not numbers.")
+
+
+def read_npz(path: str | Path, expected: Mapping[str, Sequence[int]] | None = None,
+             what: str = "weights file") -> dict[str, np.ndarray]:
+    """The arrays of an ``.npz``, read only after their headers passed ``check_expected``
+    (when ``expected`` is given) and the memory budget."""
+    entries = npz_entries(path)
+    if expected is not None:
+        check_expected(path, entries, expected, what)
+    check_budget(path, entries, what)
+    out = {}
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for name in entries:
+                with archive.open(name + ".npy") as f:
+                    out[name] = np.lib.format.read_array(f, allow_pickle=False)
+    except (zipfile.BadZipFile, EOFError, ValueError, OSError) as exc:
+        raise _refuse(path, f"its data does not match its headers ({printable(exc)[:200]}); "
+                            "the file is damaged or forged.") from None
+    return out
+
+
+_SAFETENSORS_ITEMSIZE = {"F64": 8, "I64": 8, "U64": 8, "F32": 4, "I32": 4, "U32": 4, "F16": 2,
+                         "BF16": 2, "I16": 2, "U16": 2, "I8": 1, "U8": 1, "BOOL": 1,
+                         "F8_E4M3": 1, "F8_E5M2": 1}
+_BY_ITEMSIZE = {8: np.dtype("f8"), 4: np.dtype("f4"), 2: np.dtype("f2"), 1: np.dtype("u1")}
+
+
+def safetensors_entries(path: str | Path) -> dict[str, Entry]:
+    """Name -> ``Entry`` of each tensor of a ``.safetensors`` file, from its header (safetensors
+    itself checks that the header's offsets lie inside the file); the entry's dtype stands for
+    the stored one by its size (NumPy has no bfloat16)."""
+    from safetensors import SafetensorError, safe_open
+
+    check_regular(path, "weights file")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            out = {}
+            for key in f.keys():
+                piece = f.get_slice(key)
+                size = _SAFETENSORS_ITEMSIZE.get(str(piece.get_dtype()).upper(), 8)
+                out[key] = Entry(tuple(piece.get_shape()), _BY_ITEMSIZE[size])
+            return out
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise _refuse(path, f"not a readable safetensors file ({printable(exc)[:200]}).") from None

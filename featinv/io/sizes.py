@@ -1,0 +1,85 @@
+"""How large an image is worked at, and what an image file may cost: arithmetic on sizes read
+from headers, before anything is decoded (no Pillow, no PyTorch). ``featinv.io.images`` applies
+it to files."""
+from __future__ import annotations
+
+from ..errors import FeatinvError, ImageError, printable
+from ..limits import MAX_RESIZED_PIXELS, MAX_SIDE
+
+
+def max_file_bytes(width: int, height: int) -> int:
+    """The most bytes an image file of ``width x height`` px can need: 16 per pixel (a
+    32-bit float RGBA TIFF, uncompressed) plus 16 MB of metadata (EXIF, ICC, thumbnails)."""
+    return 16 * width * height + 16 * 2**20
+
+
+def decode_bytes(width: int, height: int) -> int:
+    """Bytes decoding a ``width x height`` image may take at its peak: Pillow's 4 bytes per
+    pixel, a second copy while converting its mode, and the 8-byte floats of a 16/32-bit
+    image's rescaling."""
+    return 16 * width * height
+
+
+def check_side(size: int, what: str = "--size") -> int:
+    """``size`` if it is a usable image side (1 to ``MAX_SIDE``), else a ``FeatinvError``."""
+    if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= MAX_SIDE:
+        raise FeatinvError(f"{what} {printable(size)}: an image side must be a whole number of "
+                           f"px from 1 to {MAX_SIDE}.")
+    return size
+
+
+def shorter_side_size(width: int, height: int, size: int, name: str = "image") -> tuple[int, int]:
+    """``(width, height)`` after resizing the shorter side to ``size`` px (aspect ratio kept);
+    an ``ImageError`` when that would enlarge the image beyond ``MAX_RESIZED_PIXELS``."""
+    scale = size / min(width, height)
+    new = (max(1, round(width * scale)), max(1, round(height * scale)))
+    if new[0] * new[1] > max(width * height, MAX_RESIZED_PIXELS):
+        raise ImageError(f"{name}: resizing {width}x{height} px to a shorter side of {size} px "
+                         f"gives {new[0]}x{new[1]} px, over the limit of "
+                         f"{MAX_RESIZED_PIXELS // 1_000_000} megapixels; crop the image to a "
+                         "less elongated shape or use a smaller --size.")
+    return new
+
+
+MAX_ENLARGE = 16  # a square crop is enlarged at most this many times (a 1 px strip is no photo)
+MAX_ASPECT = 100  # a square is cropped only from an image at most this elongated
+MIN_WORK_SIDE = 4  # no representation works on an image with a side below this
+
+
+def check_square(width: int, height: int, size: int, name: str = "image") -> None:
+    """Refuse an image whose centred square (or a training crop of its shorter side) cannot
+    stand for it at ``size`` px: enlarged more than ``MAX_ENLARGE`` times, or cut from an image
+    more than ``MAX_ASPECT`` times longer than wide (a 1 x 80,000,000 px strip would be decoded
+    whole for one pixel). From the header, before decoding."""
+    side = min(width, height)
+    if size > side * MAX_ENLARGE:
+        raise ImageError(f"{name}: {width}x{height} px is too small or too elongated to use "
+                         f"at {size} px: its centred square ({side}x{side} px) would be "
+                         f"enlarged {size / side:.0f} times (at most {MAX_ENLARGE}).")
+    if max(width, height) > side * MAX_ASPECT:
+        raise ImageError(f"{name}: {width}x{height} px is too elongated to cut a square from "
+                         f"({max(width, height) / side:.0f}:1, at most {MAX_ASPECT}:1); crop "
+                         "it first.")
+
+
+def fitted_size(width: int, height: int, size: int | None, max_side: int | None = None,
+                crop: bool = False, name: str = "image") -> tuple[int, int]:
+    """``(w, h)`` an image of ``width x height`` px is worked at (see ``load_fitted``).
+
+    Refused (``ImageError``): enlarging beyond ``MAX_RESIZED_PIXELS`` (``shorter_side_size``),
+    a centred square that cannot stand for the image (``check_square``), and a resize to a side under ``MIN_WORK_SIDE`` (a 1 x
+    80,000,000 px strip, its longer side capped, would be 1 x 1024 px)."""
+    if crop:
+        target = min(width, height) if size is None else size
+        check_square(width, height, target, name)
+        new = (target, target)
+    else:
+        new = (width, height) if size is None else shorter_side_size(width, height, size, name)
+    if max_side is not None and max(new) > max_side:
+        scale = max_side / max(new)
+        new = tuple(max_side if s == max(new) else max(1, round(s * scale)) for s in new)
+    if min(new) < MIN_WORK_SIDE and new != (width, height):  # shrunk to nothing
+        raise ImageError(f"{name}: image of {width}x{height} px is too small to use: at this "
+                         f"size it would be {new[0]}x{new[1]} px, and featinv needs at least "
+                         f"{MIN_WORK_SIDE} px on each side.")
+    return new

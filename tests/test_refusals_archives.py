@@ -1,0 +1,197 @@
+"""Untrusted archives are checked by their headers before anything is read (issue 24, defect 3).
+
+A small ``.npz`` can hold gigabytes of compressed zeros, and an ``.npy`` header can claim any
+shape: ``--weights`` (``-p weights=``), ``--perceptual-weights``, ``--comparator-weights`` and
+``load_features`` read the names, shapes, dtypes and declared sizes first, refuse what does not
+fit (or exceeds the memory budget), and only then read arrays. Peak memory is measured in a child
+process.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+import featinv
+from featinv.errors import FeatinvError
+from featinv.io.archives import npz_entries, read_npz
+from featinv.representation.extract import load_features
+
+from conftest import write_images
+
+MB = 2**20
+BOMB_BYTES = 512 * MB
+
+
+def npy_header(shape, dtype="<f4") -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": dtype, "fortran_order": False,
+                                               "shape": tuple(shape)})
+    return buf.getvalue()
+
+
+def write_bomb(path: Path, name: str = "features.0.weight", nbytes: int = BOMB_BYTES,
+               extra: dict | None = None) -> Path:
+    """An .npz whose member ``name`` is ``nbytes`` of float32 zeros, compressed (a few
+    hundred KB on disk), beside the small arrays of ``extra``."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        with zf.open(name + ".npy", "w", force_zip64=True) as f:
+            f.write(npy_header((nbytes // 4,)))
+            zeros = bytes(16 * MB)
+            for _ in range(nbytes // len(zeros)):
+                f.write(zeros)
+        for key, value in (extra or {}).items():
+            with zf.open(key + ".npy", "w") as f:
+                np.lib.format.write_array(f, value)
+    return path
+
+
+@pytest.fixture(scope="module")
+def bombs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bombs")
+    write_bomb(root / "bomb.npz")
+    assert (root / "bomb.npz").stat().st_size < 4 * MB
+    return root
+
+
+def forged(path: Path, claimed_shape, data: bytes = b"\0" * 64) -> Path:
+    """A member whose header claims ``claimed_shape`` but holds only ``data``."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("features.0.weight.npy", npy_header(claimed_shape) + data)
+    return path
+
+
+# -- the archive reader -------------------------------------------------------------------------
+
+def test_headers_are_read_without_the_data(bombs):
+    entries = npz_entries(bombs / "bomb.npz")
+    assert entries["features.0.weight"].nbytes == BOMB_BYTES  # known, nothing decompressed
+
+
+@pytest.mark.parametrize("shape", [(10**12,), (2**31, 2**31), (0,), (3,)])
+def test_a_header_that_lies_about_its_data_is_refused(tmp_path, shape):
+    with pytest.raises(FeatinvError, match="declares .* bytes, but its header describes"):
+        read_npz(forged(tmp_path / "f.npz", shape))
+
+
+def test_objects_names_and_compression_np_savez_does_not_write(tmp_path):
+    np.savez(tmp_path / "o.npz", x=np.array([{"a": 1}], dtype=object))
+    with pytest.raises(FeatinvError, match="Python objects; featinv never unpickles"):
+        read_npz(tmp_path / "o.npz")
+    with zipfile.ZipFile(tmp_path / "n.npz", "w") as zf:
+        zf.writestr("payload.bin", b"x" * 10)
+    with pytest.raises(FeatinvError, match="not one array"):
+        read_npz(tmp_path / "n.npz")
+    with zipfile.ZipFile(tmp_path / "b.npz", "w", zipfile.ZIP_BZIP2) as zf:
+        zf.writestr("x.npy", npy_header((2,)) + b"\0" * 8)
+    with pytest.raises(FeatinvError, match="compression"):
+        read_npz(tmp_path / "b.npz")
+    (tmp_path / "t.npz").write_bytes(b"PK\x03\x04 truncated")
+    with pytest.raises(FeatinvError, match="not a readable .npz"):
+        read_npz(tmp_path / "t.npz")
+
+
+def test_the_memory_budget_bounds_any_archive(bombs, monkeypatch):
+    monkeypatch.setenv("FEATINV_MEMORY_BUDGET", "0.1")  # 100 MB
+    with pytest.raises(FeatinvError, match="over featinv's memory budget"):
+        read_npz(bombs / "bomb.npz")
+    with pytest.raises(FeatinvError, match="not a readable featinv features file"):
+        load_features(bombs / "bomb.npz")
+
+
+def test_a_valid_archive_still_reads(tmp_path):
+    arrays = {"a": np.arange(12, dtype=np.float32).reshape(3, 4), "b": np.asfortranarray(
+        np.ones((2, 5))), "c": np.array("text")}
+    np.savez_compressed(tmp_path / "ok.npz", **arrays)
+    out = read_npz(tmp_path / "ok.npz")
+    assert out.keys() == arrays.keys()
+    assert all(np.array_equal(out[k], arrays[k]) for k in arrays)
+
+
+# -- the options that read weights ---------------------------------------------------------------
+
+def test_weights_of_the_wrong_shape_are_refused_before_reading(bombs, tmp_path):
+    """Names right, shape wrong: refused from the header (npz and safetensors)."""
+    with pytest.raises(FeatinvError, match="do not fit SqueezeNet 1.0"):
+        featinv.get_feature("squeezenet.fire2", weights=str(bombs / "bomb.npz"))
+    save_file({"features.0.weight": torch.zeros(7, 3)}, str(tmp_path / "w.safetensors"))
+    with pytest.raises(FeatinvError, match="do not fit"):
+        featinv.get_feature("squeezenet.fire2", weights=str(tmp_path / "w.safetensors"))
+
+
+@pytest.mark.parametrize("special", ["fifo", "dev_zero", "folder"])
+def test_weights_that_are_no_regular_file_are_refused(tmp_path, special):
+    import os
+
+    path = tmp_path / "w.npz"
+    if special == "fifo":
+        os.mkfifo(path)
+    elif special == "dev_zero":
+        path.symlink_to("/dev/zero")
+    else:
+        path.mkdir()
+    with pytest.raises(FeatinvError, match="not a regular file"):
+        featinv.get_feature("squeezenet.fire2", weights=str(path))
+
+
+def test_bombs_in_every_weights_option_stay_small(bombs, tmp_path):
+    """Each option that reads a weights file, with the 512 MB bomb: refused in one line, and the
+    process grows by less than 100 MB (np.load would decompress all of it)."""
+    write_images(tmp_path / "data", 4, size=(40, 40))
+    write_images(tmp_path / "rec", 4, size=(40, 40), seed=1)
+    bomb = "BOMB"
+    write_bomb(tmp_path / "small.npz", nbytes=16 * MB)  # the same refusal, 32 times smaller
+    cases = [
+        ["extract", "-f", "squeezenet.fire2", "-p", f"weights={bomb}", "skimage:coffee",
+         "-o", str(tmp_path / "f.npz")],
+        ["extract", "-f", "alexnet.conv1", "--weights", bomb, "skimage:coffee",
+         "-o", str(tmp_path / "g.npz")],
+        ["compare", str(tmp_path / "data"), str(tmp_path / "rec"), "--perceptual-weights", bomb,
+         "--image-size", "32"],
+        ["evaluate", "-f", "hog", "--data", str(tmp_path / "data"), "--perceptual-weights", bomb,
+         "--image-size", "32"],
+        ["train", "-f", "hog", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "run"),
+         "--loss", "pixel,feature", "--comparator", "squeezenet.fire2", "--comparator-weights",
+         bomb, "--image-size", "32", "--epochs", "1", "--workers", "0", "--device", "cpu"],
+    ]
+    script = textwrap.dedent(f"""
+        import contextlib, io, json, resource
+        from featinv.cli.main import main
+        import featinv.features.squeezenet, featinv.analysis.perceptual  # imports counted first
+        import torchvision.models
+        def peak():
+            return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        def run(args):
+            err = io.StringIO()
+            with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+                try:
+                    main(args)
+                except SystemExit as exc:
+                    return exc.code, err.getvalue()
+        results = []
+        for args in {cases!r}:
+            run([a.replace("BOMB", {str(tmp_path / "small.npz")!r}) for a in args])  # warm-up
+            before = peak()
+            code, err = run([a.replace("BOMB", {str(bombs / "bomb.npz")!r}) for a in args])
+            results.append((code, err, peak() - before))
+        print(json.dumps(results))
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr
+    for args, (code, err, grown) in zip(cases, json.loads(done.stdout.splitlines()[-1])):
+        errors = [line for line in err.splitlines() if line.startswith("Error:")]
+        assert code == 1 and len(errors) == 1 and "Traceback" not in err, (args[0], err)
+        assert "do not fit" in errors[0] or "budget" in errors[0], (args[0], errors)
+        assert grown < 100 * 1024, f"{args[0]} grew by {grown // 1024} MB"
+    assert not (tmp_path / "run" / "decoder.safetensors").exists()

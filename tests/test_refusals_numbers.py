@@ -1,0 +1,170 @@
+"""Nonsense is not accepted as a number (issue 24, defect 5): weights with NaN, loss weights and
+learning rates that vanish in float32, NaN or infinite analysis settings, integer images read at
+the wrong bit depth. Each is refused in one line (or read right), never a black picture with
+exit 0."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+import featinv
+from conftest import error_lines, run_cli, write_images
+from featinv.errors import CheckpointError, FeatinvError, ImageError
+from featinv.io.images import load_image
+from featinv.training.config import TrainConfig, check_config, parse_losses
+
+REPO = Path(__file__).resolve().parents[1]
+SHIPPED = REPO / "featinv" / "zoo" / "hog.safetensors"
+
+
+def poisoned(path: Path, value: float, which: int = 0) -> Path:
+    """The shipped HOG decoder with one weight tensor set to ``value``."""
+    with safe_open(str(SHIPPED), "pt") as f:
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+        meta = f.metadata()
+    key = sorted(k for k, v in tensors.items() if v.is_floating_point())[which]
+    tensors[key] = tensors[key].clone()
+    tensors[key].view(-1)[0] = value
+    save_file(tensors, str(path), metadata=meta)
+    return path
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
+def test_a_decoder_with_nan_weights_is_refused(tmp_path, capsys, value):
+    bad = poisoned(tmp_path / "bad.safetensors", value, which=3)
+    with pytest.raises(CheckpointError, match="NaN or infinite values"):
+        featinv.load_decoder(bad)
+    for args in (["invert", "-c", bad, "skimage:coffee", "-o", tmp_path / "out"],
+                 ["pack", bad, "-o", tmp_path / "packed.safetensors"]):
+        code, _, err = run_cli(capsys, *args)
+        assert code == 1 and "NaN or infinite" in err and len(error_lines(err)) == 1, err
+    assert not (tmp_path / "out").exists() and not (tmp_path / "packed.safetensors").exists()
+
+
+def test_cnn_weights_with_nan_are_refused(tmp_path):
+    from torchvision.models import squeezenet1_0
+
+    state = {k: v.clone() for k, v in squeezenet1_0(weights=None).state_dict().items()}
+    state["features.0.bias"][0] = math.nan
+    save_file(state, str(tmp_path / "w.safetensors"))
+    with pytest.raises(FeatinvError, match="NaN or infinite"):
+        featinv.get_feature("squeezenet.fire2", weights=str(tmp_path / "w.safetensors"))
+
+
+@pytest.mark.parametrize("text, match", [
+    ("pixel=1e-320", "between"), ("pixel=1e-40", "between"), ("pixel=1e40", "between"),
+    ("pixel=nan", "positive"), ("pixel=inf", "positive"), ("pixel=-1", "positive"),
+    ("pixel,pixel=2", "twice"), ("pixel=1,PIXEL=1", "twice"), ("feature,feature", "twice"),
+])
+def test_loss_weights_that_vanish_or_repeat_are_refused(text, match):
+    with pytest.raises(FeatinvError, match=match):
+        parse_losses(text)
+
+
+def config(**kw) -> TrainConfig:
+    return TrainConfig(**{"feature": "hog", "data": "d", "out": "o", **kw})
+
+
+@pytest.mark.parametrize("change, match", [
+    (dict(lr=1e-320), "--lr"), (dict(lr=1e-12), "--lr"), (dict(disc_lr=1e-300), "--disc-lr"),
+    (dict(crop_scale=(1e-300, 1.0)), "--crop-scale"), (dict(crop_scale=(math.nan, 1.0)),
+                                                        "--crop-scale"),
+    (dict(width=1e-300), "--width"), (dict(memory_budget=math.inf), "--memory-budget"),
+    (dict(memory_budget=math.nan), "--memory-budget"), (dict(seed=-1), "--seed"),
+    (dict(seed=10**30), "--seed"),
+    (dict(comparator="nosuch"), "--comparator is for the feature loss"),
+    (dict(comparator_weights="w.npz"), "--comparator-weights is for the feature loss"),
+    (dict(disc_conditional=True), "--disc-conditional is for the adversarial loss"),
+])
+def test_training_numbers_that_cannot_train_are_refused_up_front(change, match):
+    with pytest.raises(FeatinvError, match=match):
+        check_config(config(**change))
+
+
+def test_sensible_small_values_still_pass():
+    check_config(config(lr=1e-6, loss="pixel=1e-3,feature=1e-4", comparator="hog",
+                        crop_scale=(0.1, 1.0), width=0.05))
+
+
+def test_a_misspelled_comparator_is_refused_on_the_command_line(tmp_path, capsys):
+    write_images(tmp_path / "data", 4)
+    code, _, err = run_cli(capsys, "train", "-f", "hog", "--data", tmp_path / "data", "--out",
+                           tmp_path / "run", "--comparator", "nosuch")
+    assert code == 1 and "--comparator is for the feature loss" in err
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("args", [
+    ["unit", "hog", "-u", "3", "--value", "nan"], ["unit", "hog", "-u", "3", "--value", "inf"],
+    ["unit", "hog", "-u", "3", "--value", "-inf"], ["unit", "hog", "-u", "3", "--value", "1e300"],
+    ["sample", "hog", "--data", "DATA", "--contrast", "nan"],
+    ["sample", "hog", "--data", "DATA", "--contrast", "inf"],
+    ["sample", "hog", "--data", "DATA", "--contrast", "0"],
+    ["sample", "hog", "--data", "DATA", "--contrast", "-2"],
+    ["sample", "hog", "--data", "DATA", "--seed", "-1"],
+])
+def test_analysis_settings_that_give_black_pictures_are_refused(tmp_path, capsys, args):
+    write_images(tmp_path / "data", 4)
+    args = [str(tmp_path / "data") if a == "DATA" else a for a in args]
+    code, _, err = run_cli(capsys, "analyze", *args, "-o", tmp_path / "x.png")
+    assert code == 2 and "Traceback" not in err, err
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_the_python_api_refuses_them_too():
+    from featinv.analysis.analyses import FeatureSampler, unit_features
+
+    decoder = featinv.load_decoder("hog")
+    for value in (math.nan, math.inf, 1e300):
+        with pytest.raises(FeatinvError, match="--value"):
+            unit_features(decoder, 3, value)
+    sampler = FeatureSampler(torch.rand(16, 31, 4, 4))
+    for contrast in (math.nan, math.inf, 0.0, -1.0):
+        with pytest.raises(FeatinvError, match="--contrast"):
+            sampler.histogram(2, contrast)
+        with pytest.raises(FeatinvError, match="--contrast"):
+            sampler.gaussian(2, contrast)
+
+
+@pytest.mark.parametrize("top", [255, 65535, 2**31 - 1])
+def test_integer_images_are_read_at_their_bit_depth(tmp_path, top):
+    """32-bit integer TIFFs (and 8/16-bit values stored in them) are rescaled by the range
+    their values use: a gradient stays a gradient, not almost pure white."""
+    ramp = np.linspace(0, 1, 64 * 64).reshape(64, 64)
+    Image.fromarray((ramp * top).astype(np.int32)).save(tmp_path / "i.tif")
+    assert Image.open(tmp_path / "i.tif").mode == "I"
+    x = load_image(tmp_path / "i.tif")
+    assert abs(float(x.mean()) - 0.5) < 0.01 and float(x.max()) == 1.0
+
+
+def test_negative_integer_images_are_refused(tmp_path):
+    ramp = np.linspace(-1, 1, 64 * 64).reshape(64, 64)
+    Image.fromarray((ramp * 2**30).astype(np.int32)).save(tmp_path / "n.tif")
+    with pytest.raises(ImageError, match="negative values"):
+        load_image(tmp_path / "n.tif")
+
+
+def test_a_training_state_with_nan_is_refused(tmp_path):
+    from featinv.training.loop import STATE_FILE, train
+
+    write_images(tmp_path / "data", 8)
+    cfg = dict(feature="hog", data=str(tmp_path / "data"), out=str(tmp_path / "run"),
+               image_size=16, epochs=1, batch_size=4, workers=0, device="cpu")
+    train(TrainConfig(**cfg), log=lambda m: None)
+    path = tmp_path / "run" / STATE_FILE
+    with safe_open(str(path), "pt") as f:
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+        meta = f.metadata()
+    key = next(k for k in sorted(tensors) if k.startswith("opt.") and tensors[k].numel() > 1)
+    tensors[key] = torch.full_like(tensors[key], math.nan)
+    save_file(tensors, str(path), metadata=meta)
+    with pytest.raises(CheckpointError, match="NaN or infinite"):
+        train(TrainConfig(**{**cfg, "epochs": 2}), resume=True, log=lambda m: None)

@@ -1,0 +1,198 @@
+"""A typo never deletes a trained run (issue 24, defect 1).
+
+``--overwrite`` deletes nothing until the command has checked everything it can (data,
+representation and its parameters, losses, ``--init-from``) *and* the new run has written its
+first checkpoint: until then the old run is moved aside into ``OUT/.featinv-replaced`` and put
+back if the new run stops, fails or is killed before that checkpoint. Fine-tuning a run in place
+(``--init-from RUN --out RUN --overwrite``) works.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import error_lines, run_cli, write_images
+from featinv.errors import FeatinvError
+from featinv.training.loop import STATE_FILE, Run, TrainConfig, train
+from featinv.training.distributed import world_from_env
+from featinv.training.run_folder import LOCK_FILE, REPLACED
+
+RUN_FILES = ("decoder.safetensors", STATE_FILE, "metrics.jsonl", "val_epoch001.png")
+
+
+def config(data, out, **kw) -> TrainConfig:
+    base = dict(feature="hog", data=str(data), out=str(out), image_size=16, epochs=1,
+                batch_size=4, workers=0, device="cpu", precision="fp32", limit=8)
+    return TrainConfig(**{**base, **kw})
+
+
+def quiet(_message):
+    pass
+
+
+def digest(folder: Path) -> dict[str, str]:
+    """Name -> content hash of every file in a run folder (the lock excluded)."""
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())
+            if p.is_file() and p.name != LOCK_FILE}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A finished run (decoder, state, metrics, preview) to be protected, and its data."""
+    root = tmp_path_factory.mktemp("overwrite")
+    write_images(root / "data", 8, size=(24, 20))
+    write_images(root / "val", 2, size=(24, 20), seed=1)
+    run = root / "run"
+    train(config(root / "data", run, val=str(root / "val")), log=quiet)
+    assert sorted(p.name for p in run.iterdir()) == sorted(RUN_FILES)
+    return root, run, digest(run)
+
+
+def cli_args(root, run, *extra):
+    return ["train", "-f", "hog", "--data", root / "data", "--out", run, "--image-size", "16",
+            "--epochs", "1", "--batch-size", "4", "--workers", "0", "--device", "cpu",
+            "--precision", "fp32", "--limit", "8", "--overwrite", *extra]
+
+
+@pytest.mark.parametrize("typo", [
+    ("--data", "nosuch"),                       # a missing --data
+    ("-p", "cell_size=0"),                      # a parameter the representation refuses
+    ("-p", "nosuch=1"),                         # a parameter it does not have
+    ("--loss", "pixel,feature", "--comparator", "nosuch"),   # an unknown comparator
+    ("--loss", "pixel,feature", "--comparator", "lbp"),      # one that cannot be a comparator
+    ("--init-from", "nosuch.safetensors"),      # a missing --init-from
+    ("--init-from", "lbp"),                     # a decoder of another representation
+    ("--val", "VAL1"),                          # a validation folder of one image
+    ("--feature", "hgo"),                       # a misspelled representation
+    ("--image-size", "100000"),                 # an impossible size
+])
+def test_a_typo_with_overwrite_keeps_the_run(trained, tmp_path, capsys, typo):
+    root, run, before = trained
+    if "VAL1" in typo:
+        write_images(tmp_path / "val1", 1)
+        typo = ("--val", tmp_path / "val1")
+    code, _, err = run_cli(capsys, *cli_args(root, run, *typo))
+    assert code in (1, 2), err
+    assert error_lines(err) or "Usage" in err, err
+    assert digest(run) == before, "the run was changed by a command that failed its checks"
+    assert not (run / REPLACED).exists() and not (run / LOCK_FILE).exists()
+
+
+def test_a_run_that_fails_before_its_first_checkpoint_puts_the_old_one_back(trained, capsys):
+    """The new run diverges (NaN loss) before it saves anything: the old run is back."""
+    root, run, before = trained
+    code, _, err = run_cli(capsys, *cli_args(root, run, "--lr", "1e30", "--log-every", "1",
+                                              "--epochs", "3"))
+    assert code == 1 and "put back" in err, err
+    assert digest(run) == before
+    assert not (run / REPLACED).exists()
+
+
+def test_interrupted_before_training_puts_the_old_run_back(trained):
+    root, run, before = trained
+    with Run(config(root / "data", run, overwrite=True), False, quiet, world_from_env()) as r:
+        assert (run / REPLACED / "decoder.safetensors").exists()  # moved aside, not deleted
+        assert not (run / "decoder.safetensors").exists()
+        r.stop.signum = signal.SIGINT
+        with pytest.raises(FeatinvError, match="before training started"):
+            r.fit()
+    assert digest(run) == before
+
+
+def test_a_run_killed_after_moving_the_old_one_aside_gives_it_back(trained):
+    """SIGKILL between moving the old run aside and the first checkpoint: the next command
+    puts it back before anything else (and, without --overwrite, refuses to replace it)."""
+    root, run, before = trained
+    r = Run(config(root / "data", run, overwrite=True), False, quiet, world_from_env())
+    r.folder._moved = []  # what a SIGKILL leaves: the backup, a stale lock, no release
+    r.stop.uninstall()
+    (run / "metrics.jsonl").write_text('{"epoch": 1}\n')  # the killed run's own record
+    assert (run / REPLACED).is_dir() and (run / LOCK_FILE).exists()
+    messages = []
+    with pytest.raises(FeatinvError, match="already holds a run"):
+        train(config(root / "data", run), log=messages.append)
+    assert any("put back" in m for m in messages), messages
+    assert digest(run) == before
+
+
+def test_a_killed_process_is_seen_by_the_next_run(trained, tmp_path):
+    """The same, with a real SIGKILL of a command-line run as soon as it has moved the old
+    run aside (its data is slow to load, so the kill lands before the first checkpoint)."""
+    root, run, before = trained
+    copy = tmp_path / "run"
+    copy.mkdir()
+    for p in run.iterdir():
+        (copy / p.name).write_bytes(p.read_bytes())
+    write_images(tmp_path / "many", 400, size=(64, 64))
+    proc = subprocess.Popen([sys.executable, "-m", "featinv", *map(str, cli_args(
+        root, copy, "--data", tmp_path / "many", "--limit", "400", "--epochs", "50"))],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ,
+                                                                  "OMP_NUM_THREADS": "1"})
+    deadline = time.monotonic() + 120
+    while not (copy / REPLACED).exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.002)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    if (copy / "decoder.safetensors").exists() and not (copy / REPLACED).exists():
+        pytest.skip("the run wrote its first checkpoint before it was killed")
+    done = subprocess.run([sys.executable, "-m", "featinv", "train", "-f", "hog", "--data",
+                           str(root / "data"), "--out", str(copy), "--image-size", "16",
+                           "--epochs", "1", "--device", "cpu"], capture_output=True, text=True)
+    assert done.returncode == 1 and "put back" in done.stderr, done.stderr
+    assert digest(copy) == before
+
+
+def test_fine_tuning_a_run_in_place(trained, tmp_path):
+    """--init-from RUN --out RUN --overwrite reads RUN's weights before anything moves; the old
+    run is deleted only once the new one has its checkpoint."""
+    root, run, _ = trained
+    copy = tmp_path / "run"
+    copy.mkdir()
+    for p in run.iterdir():
+        (copy / p.name).write_bytes(p.read_bytes())
+    messages = []
+    train(config(root / "data", copy, overwrite=True, init_from=str(copy), lr=1e-4),
+          log=messages.append)
+    text = "\n".join(messages)
+    assert "starting from the weights of" in text
+    assert "moved to" in text and "deleted the previous run" in text, text
+    assert not (copy / REPLACED).exists()
+    assert sorted(p.name for p in copy.iterdir()) == ["decoder.safetensors", "metrics.jsonl",
+                                                      STATE_FILE]  # the old preview is gone
+    from featinv.inversion.load import load_decoder
+
+    before = load_decoder(run / "decoder.safetensors").state_dict()
+    after = load_decoder(copy / "decoder.safetensors").state_dict()
+    # started from the old weights: close to them after a few small steps, not a fresh init
+    diffs = [float((after[k].float() - before[k].float()).abs().max()) for k in before
+             if before[k].is_floating_point() and "running_" not in k]
+    assert max(diffs) < 0.05
+
+
+def test_without_overwrite_a_run_is_refused_and_untouched(trained, capsys):
+    root, run, before = trained
+    args = [a for a in cli_args(root, run) if a != "--overwrite"]
+    code, _, err = run_cli(capsys, *args)
+    assert code == 1 and "already holds a run" in err
+    assert digest(run) == before
+
+
+@pytest.mark.parametrize("where", ["data", "val"])
+def test_out_inside_the_data_is_refused(tmp_path, where):
+    """A run inside its own --data (or --val) would read its previews as images."""
+    write_images(tmp_path / "data", 8)
+    write_images(tmp_path / "val", 2, seed=1)
+    out = tmp_path / where / "run"
+    with pytest.raises(FeatinvError, match=f"inside --{where}"):
+        train(config(tmp_path / "data", out, val=str(tmp_path / "val")), log=quiet)
+    with pytest.raises(FeatinvError, match=f"inside --{where}"):
+        train(config(tmp_path / "data", tmp_path / where, val=str(tmp_path / "val")),
+              log=quiet)

@@ -1,0 +1,72 @@
+"""The smaller things of issue 24 (defect 7): an output named as another format is refused even
+with --overwrite, compare names every reconstruction it cannot use (a link to /dev/zero, a 1 x 1
+picture), and a missing timm weight is reported offline before timm is imported. (--out inside
+--data and the lock naming process 1 are in test_refusals_overwrite/_recovery; --decoder '' and
+-f hog.realistic in test_decoder_names.)"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+
+from conftest import error_lines, run_cli, write_images
+
+
+@pytest.mark.parametrize("args, suffix", [
+    (["extract", "-f", "hog", "IMG", "-o", "OUT.jpg"], ".npz"),
+    (["extract", "-f", "hog", "IMG", "-o", "OUT.safetensors"], ".npz"),
+    (["show-features", "-f", "hog", "IMG", "-o", "OUT.jpg"], ".png"),
+    (["analyze", "unit", "hog", "-u", "1", "-o", "OUT.jpg"], ".png"),
+    (["analyze", "interpolate", "hog", "IMG", "IMG", "-o", "OUT.jpg"], ".png"),
+    (["analyze", "sample", "hog", "--data", "DATA", "-o", "OUT.jpeg"], ".png"),
+    (["pack", "hog", "-o", "OUT.jpg"], ".safetensors"),
+])
+def test_an_output_named_as_another_format_is_never_written(tmp_path, capsys, args, suffix):
+    """``-o photo.jpg --overwrite`` would put an archive or a PNG where a JPEG was."""
+    (img,) = write_images(tmp_path / "data", 1)
+    target = tmp_path / ("other" + args[-1][3:])
+    Image.new("RGB", (8, 8)).save(tmp_path / "keep.png")
+    target.write_bytes((tmp_path / "keep.png").read_bytes())
+    before = target.read_bytes()
+    args = [img if a == "IMG" else tmp_path / "data" if a == "DATA" else
+            target if a.startswith("OUT") else a for a in args]
+    code, _, err = run_cli(capsys, *args, "--overwrite")
+    assert code == 1 and len(error_lines(err)) == 1 and suffix in err, err
+    assert target.read_bytes() == before
+
+
+def test_compare_names_what_it_cannot_use(tmp_path, capsys):
+    write_images(tmp_path / "orig", 4, size=(40, 40))
+    write_images(tmp_path / "rec", 2, size=(40, 40), seed=1)
+    (tmp_path / "rec" / "img002.png").symlink_to("/dev/zero")
+    Image.new("RGB", (1, 1)).save(tmp_path / "rec" / "img003.png")
+    code, out, err = run_cli(capsys, "compare", tmp_path / "orig", tmp_path / "rec",
+                             "--perceptual-weights", "none", "--image-size", "32", "--json")
+    lines = error_lines(err)
+    assert any("img002.png" in line and "character device" in line for line in lines), err
+    assert any("img003.png" in line and "enlarged" in line for line in lines), err
+    import json
+
+    assert json.loads(out)["n_images"] == 2 and code == 1
+
+
+def test_a_missing_timm_weight_is_reported_before_timm_is_imported(tmp_path):
+    """Offline and nothing cached: the one-line error comes without importing timm (whose
+    import alone takes seconds)."""
+    pytest.importorskip("timm")
+    script = ("import sys\n"
+              "from featinv.cli.main import main\n"
+              "try:\n"
+              f"    main(['extract', '-f', 'timm.resnet18.stage2', 'skimage:coffee', '-o', "
+              f"{str(tmp_path / 'x.npz')!r}])\n"
+              "except SystemExit as exc:\n"
+              "    print('timm' in sys.modules, exc.code)\n")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"),
+           "TORCH_HOME": str(tmp_path / "torch")}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          env=env, timeout=300)
+    assert done.stdout.split() == ["False", "1"], (done.stdout, done.stderr)
+    assert "not cached" in done.stderr
