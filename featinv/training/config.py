@@ -172,7 +172,6 @@ def check_config(cfg: TrainConfig) -> None:
         if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
             raise FeatinvError(f"--{name.replace('_', '-')} must be a positive number, "
                                f"got {value!r}.")
-    check_rate("lr", cfg.lr)
     if cfg.width is not None and not (math.isfinite(cfg.width) and MIN_WIDTH <= cfg.width <= 8):
         raise FeatinvError(f"--width must be a number from {MIN_WIDTH} to 8, got {cfg.width!r}.")
     if cfg.schedule not in SCHEDULES:
@@ -182,8 +181,8 @@ def check_config(cfg: TrainConfig) -> None:
     if cfg.data_store not in DATA_STORES:
         raise FeatinvError(f"--data-store must be auto, memory or files, got {cfg.data_store!r}.")
     if cfg.memory_budget is not None and not 0 < cfg.memory_budget <= 1e6:
-        raise FeatinvError(f"--memory-budget must be a positive number of GB (at most 10^6), "
-                           f"got {cfg.memory_budget!r}.")
+        raise FeatinvError("--memory-budget must be a number of GB in (0, 1e6], got "
+                           f"{cfg.memory_budget!r}.")
     check_loss_options(cfg)
     if not (isinstance(cfg.ema, (int, float)) and math.isfinite(cfg.ema) and 0 <= cfg.ema < 1):
         raise FeatinvError(f"--ema must be a decay in [0, 1) (0: off), got {cfg.ema!r}.")
@@ -199,7 +198,10 @@ def check_config(cfg: TrainConfig) -> None:
         if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
             raise FeatinvError(f"--{name.replace('_', '-')} must be a positive number, "
                                f"got {value!r}.")
-    check_rate("disc-lr", cfg.disc_lr)
+    for option, value in (("lr", cfg.lr), ("disc-lr", cfg.disc_lr)):
+        if value < MIN_LR:
+            raise FeatinvError(f"--{option} {value!r} is too small to change float32 weights; "
+                               f"use {MIN_LR:g} or more, e.g. 1e-3.")
     if cfg.feature_cache and cfg.finetune_encoder:
         raise FeatinvError("--feature-cache cannot be used with --finetune-encoder: the "
                            "features change as the encoder trains.")
@@ -207,22 +209,14 @@ def check_config(cfg: TrainConfig) -> None:
         raise FeatinvError(f"--cache-variants must be at least 1, got {cfg.cache_variants}.")
 
 
-MIN_LR = 1e-10  # a smaller Adam step changes no float32 weight of a decoder
-MIN_WIDTH = 1 / 256  # narrower decoders have layers of no channel at all
-MIN_CROP_SCALE = 0.01  # a crop of 1 % of the side is already enlarged 100 times
-LOSS_WEIGHT_RANGE = (1e-30, 1e30)  # beyond it a weight vanishes or overflows in float32
-
-
-def check_rate(option: str, value: float) -> None:
-    """A learning rate a float32 decoder can learn with (``MIN_LR`` or more)."""
-    if not value >= MIN_LR:
-        raise FeatinvError(f"--{option} {value!r} is too small to change float32 weights; use "
-                           f"{MIN_LR:g} or more (the default is 0.001).")
+# below these, float32 weights stop changing, layers lose every channel, crops are enlarged 100x
+MIN_LR, MIN_WIDTH, MIN_CROP_SCALE = 1e-10, 1 / 256, 0.01
+LOSS_WEIGHT_RANGE = (1e-30, 1e30)  # beyond it a loss weight is 0 or inf in float32
 
 
 def check_loss_options(cfg: TrainConfig) -> None:
-    """``--loss`` parses, and the options of a loss term are given only with that term (a
-    misspelled ``--comparator`` would otherwise be ignored without a word)."""
+    """``--loss`` parses, and a loss term's options come only with it (``--comparator nosuch``
+    with a pixel loss was ignored without a word)."""
     terms = parse_losses(cfg.loss)
     for option, value, term in (("--comparator", cfg.comparator, "feature"),
                                 ("--comparator-weights", cfg.comparator_weights, "feature"),
@@ -334,10 +328,9 @@ def parse_losses(text: str) -> dict[str, float]:
             raise FeatinvError(f"--loss {name}={value}: the weight must be a number.") from None
         if not (math.isfinite(weight) and weight > 0):
             raise FeatinvError(f"--loss {name}={value}: the weight must be positive.")
-        low, high = LOSS_WEIGHT_RANGE
-        if not low <= weight <= high:
-            raise FeatinvError(f"--loss {name}={value}: the weight must lie between {low:g} and "
-                               f"{high:g} (beyond, it vanishes or overflows in float32).")
+        if not LOSS_WEIGHT_RANGE[0] <= weight <= LOSS_WEIGHT_RANGE[1]:
+            raise FeatinvError(f"--loss {name}={value}: the weight must lie between 1e-30 and "
+                               "1e+30 (beyond, it vanishes or overflows in float32).")
         weights[name] = weight
     if not weights:
         raise FeatinvError("--loss names no loss; use e.g. --loss pixel.")

@@ -87,9 +87,8 @@ class Run:
             torch.set_num_threads(cfg.threads)
         self.folder = RunFolder(Path(cfg.out), (DECODER_FILE, STATE_FILE, METRICS_FILE),
                                 active=world.is_main, log=self.log)
-        # nothing is deleted here: the run it replaces is moved aside at the end of _setup
         self.folder.claim(resume=resume, overwrite=cfg.overwrite, state_file=STATE_FILE,
-                          inputs={"--data": cfg.data, "--val": cfg.val})
+                          inputs={"--data": cfg.data, "--val": cfg.val})  # deletes nothing
         self.stop = StopRequest()
         self.stop.install()
         try:
@@ -212,9 +211,8 @@ class Run:
         meta = checkpoint.read_meta(path, checkpoint.STATE_FORMAT)
         check_resumable(meta.get("config", {}), self.cfg, self.folder.path)
         if meta["step"] > self.total:  # (read_meta checked that it is a whole number >= 0)
-            raise CheckpointError(f"{printable(path)}: the run is at step {meta['step']}, past "
-                                  f"the {self.total} steps this command trains; give it more "
-                                  "--epochs, or start a new run.")
+            raise CheckpointError(f"{printable(path)}: the run is at step {meta['step']}, past the "
+                                  f"{self.total} steps this command trains; give it more --epochs.")
         modules = self._modules()
         if self.cfg.ema:  # a state saved without an average starts one from its weights
             self.ema = WeightAverage(self.decoder, self.cfg.ema)
