@@ -36,6 +36,7 @@ def scores_decoder(tmp_path_factory, train_subset):
     return out / "decoder.safetensors"
 
 
+@pytest.mark.slow
 def test_perturbations_raise_the_error_of_the_shipped_hog_decoder(hog_decoder, photos):
     errors = perturbation_errors(*hog_decoder, photos)
     assert list(errors) == list(NAMES)
@@ -48,6 +49,7 @@ def test_unknown_perturbation_is_named(hog_decoder, photos):
         perturbation_errors(*hog_decoder, photos[:2], ["shuffle"])
 
 
+@pytest.mark.slow
 def test_interpolation_ends_at_the_two_reconstructions(hog_decoder, photos):
     extractor, decoder = hog_decoder
     strip = interpolate(extractor, decoder, photos[0], photos[1], steps=4)
@@ -100,6 +102,7 @@ def test_unit_features_have_one_active_unit(hog_decoder):
         unit_features(decoder, 31)
 
 
+@pytest.mark.slow
 def test_analyze_perturb_writes_json_and_chart(capsys, tmp_path, val_subset):
     code, out, err = run(capsys, "analyze", "perturb", "hog", "lbp", "--data", str(val_subset),
                          "--limit", "4", "-p", "binarize", "-p", "none", "-o", str(tmp_path))
@@ -110,6 +113,7 @@ def test_analyze_perturb_writes_json_and_chart(capsys, tmp_path, val_subset):
     assert (tmp_path / "perturb.png").read_bytes()[:4] == b"\x89PNG"
 
 
+@pytest.mark.slow
 def test_analyze_interpolate_sample_unit(capsys, tmp_path, val_subset):
     from PIL import Image
     code, _, err = run(capsys, "analyze", "interpolate", "hog", "skimage:astronaut",
@@ -126,6 +130,7 @@ def test_analyze_interpolate_sample_unit(capsys, tmp_path, val_subset):
     assert code == 0, err
 
 
+@pytest.mark.slow
 def test_analyze_topk_on_class_scores(capsys, tmp_path, scores_decoder):
     code, out, err = run(capsys, "analyze", "topk", str(scores_decoder), "skimage:coffee",
                          "-k", "5", "-o", str(tmp_path))

@@ -32,6 +32,7 @@ def layerzoo(extra_plugins, tiny_entries, tmp_path, monkeypatch):
     return tiny_entries
 
 
+@pytest.mark.slow
 def test_layers_are_found_and_ordered_by_depth(layerzoo):
     assert shipped_layers() == ("squeezenet", ["squeezenet.conv1", "squeezenet.fire5",
                                                "squeezenet.pool10"])
@@ -41,6 +42,7 @@ def test_layers_are_found_and_ordered_by_depth(layerzoo):
         shipped_layers("alexnet")
 
 
+@pytest.mark.slow
 def test_strip_holds_the_photo_and_each_layer(layerzoo):
     picture, result = layer_strip("skimage:astronaut", size=SIZE)
     assert picture.shape == (3, SIZE + LABEL_HEIGHT + 2 * PAD, 4 * (SIZE + PAD) + PAD)
@@ -62,6 +64,7 @@ def test_labelled_row_writes_each_label_under_its_tile():
     assert torch.allclose(picture[:, PAD:PAD + 40, PAD + 42:PAD + 82], tiles[1], atol=1 / 255)
 
 
+@pytest.mark.slow
 def test_cli_writes_the_strip_and_prints_each_layer(layerzoo, tmp_path, capsys):
     out = tmp_path / "strip.png"
     code, stdout, err = run_cli(capsys, "analyze", "layers", "skimage:astronaut", "-o", out,
@@ -79,6 +82,7 @@ def test_cli_writes_the_strip_and_prints_each_layer(layerzoo, tmp_path, capsys):
     assert code == 1 and len(error_lines(err)) == 1 and "Networks with shipped layer" in err
 
 
+@pytest.mark.slow
 def test_several_networks_need_a_name(layerzoo, extra_plugins, tmp_path, capsys):
     other = tiny_layer_decoders(tmp_path, ("conv1",), "alexnet", 64, weights="random")
     extra_plugins("alexzoo", Shipper(other))

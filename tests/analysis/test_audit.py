@@ -49,6 +49,7 @@ def _audit(capsys, tmp_path, *args):
     return result, page, out
 
 
+@pytest.mark.slow
 def test_audit_of_shipped_decoders(capsys, tmp_path, image_folder, monkeypatch):
     import webbrowser
 
@@ -81,6 +82,7 @@ def test_audit_of_shipped_decoders(capsys, tmp_path, image_folder, monkeypatch):
     assert "leak" in out and "hog" in out
 
 
+@pytest.mark.slow
 def test_audit_with_squeezenet(capsys, tmp_path, val_subset, shared_dir):
     weights = shared_dir / "data" / "weights" / "squeezenet1_0_deepcompression_caffe.npz"
     if not weights.is_file():
@@ -95,6 +97,7 @@ def test_audit_with_squeezenet(capsys, tmp_path, val_subset, shared_dir):
     assert row["own"]["top1"] > 0.5
 
 
+@pytest.mark.slow
 def test_audit_trains_a_vector_decoder_first(capsys, tmp_path, image_folder, extra_plugins):
     class Plugin:  # a plugin declaring a vector layout: the fully-connected decoder family
         @featinv.hookimpl

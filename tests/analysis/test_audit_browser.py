@@ -29,8 +29,9 @@ CHECK = """<script>window.addEventListener("load", () => {
   document.body.appendChild(out);
 });</script>"""
 
-pytestmark = pytest.mark.skipif(BROWSER is None, reason="no chromium on this machine (.ci/run "
-                                "installs Debian's chromium); the report is not rendered")
+pytestmark = [pytest.mark.slow,  # a real browser: seconds per test (CONTRIBUTING.md)
+              pytest.mark.skipif(BROWSER is None, reason="no chromium on this machine (.ci/run "
+                                 "installs Debian's chromium); the report is not rendered")]
 
 
 @pytest.fixture(scope="module")

@@ -153,6 +153,7 @@ def test_weights_from_the_environment(no_weights, monkeypatch, tmp_path):
         find_weights()
 
 
+@pytest.mark.slow
 def test_squeezenet_probe_is_featinvs_network(weights, shared_dir):
     probe = squeezenet_probe(weights)
     assert probe.names == perceptual.DEFAULT_LAYERS and probe.weights == str(weights)
@@ -179,6 +180,7 @@ REALISM_KEYS = {"comparator", "feature_error", "perceptual_weights", "perceptual
                 "perceptual_layers", "class_agreement"}
 
 
+@pytest.mark.slow
 def test_evaluate_json_keys_with_default_comparator(capsys, image_folder):
     code, out, _ = run(capsys, "evaluate", "-f", "hog", "--data", str(image_folder),
                        "--image-size", "32", "--json", "--device", "cpu")
@@ -199,6 +201,7 @@ def test_evaluate_json_keys_with_default_comparator(capsys, image_folder):
     assert code == 1 and "missing.npz does not exist" in err  # handed on as weights=PATH
 
 
+@pytest.mark.slow
 def test_evaluate_with_perceptual_weights(capsys, image_folder, weights):
     code, out, _ = run(capsys, "evaluate", "-f", "hog", "--data", str(image_folder),
                        "--limit", "3", "--image-size", "32", "--device", "cpu",
@@ -263,6 +266,7 @@ def test_compare_copies_scores_perfect(pairs, no_weights):
         compare_folders(orig, recon)  # perceptual metrics are on by default
 
 
+@pytest.mark.slow
 def test_compare_cli_json(capsys, pairs, weights):
     orig, recon = pairs
     (recon / "img002.png").write_bytes(b"not an image")

@@ -3,6 +3,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 
 from helpers import run_cli as run
 
@@ -56,6 +57,7 @@ def test_usage_error_exits_2(capsys):
     assert code == 2 and "Missing option" in err
 
 
+@pytest.mark.slow
 def test_no_traceback_without_debug_but_with_it(tmp_path):
     cmd = [sys.executable, "-m", "featinv", "evaluate", "--feature", "hog", "--data",
            str(tmp_path / "missing")]

@@ -132,6 +132,7 @@ def test_names_follow_file_content_and_crop(tmp_path):
     assert {n.split("@")[0] for n in _names(tmp_path / "data", 0)} != digests  # ...an edited one not
 
 
+@pytest.mark.slow
 def test_training_with_a_warm_cache_gives_the_same_decoder(tmp_path):
     write_images(tmp_path / "data", 16)
     common = dict(feature="lbp", data=str(tmp_path / "data"), val=str(tmp_path / "data"),

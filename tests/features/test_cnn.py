@@ -13,6 +13,7 @@ from featinv.io.images import center_crop_resize, open_rgb, pil_to_tensor
 CAFFE_WEIGHTS = "data/weights/squeezenet1_0_deepcompression_caffe.npz"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("layer, shape", [
     ("conv1", (64, 27, 27)), ("conv2", (192, 13, 13)), ("conv3", (384, 13, 13)),
     ("conv4", (256, 13, 13)), ("conv5", (256, 6, 6)), ("fc6", (4096,)), ("fc7", (4096,)),
@@ -24,6 +25,7 @@ def test_alexnet_layers_at_227_px(layer, shape):
     assert ext(torch.rand(1, 3, 227, 227)).shape == (1, *shape)
 
 
+@pytest.mark.slow
 def test_alexnet_layer_is_the_last_processing_step():
     """conv1 ends with max-pooling, fc6 with ReLU (dropout is the identity at inference)."""
     conv1 = featinv.get_feature("alexnet.conv1", weights="random")
@@ -59,6 +61,7 @@ def _random_alexnet_state(seed=0):
     return alexnet(weights=None).state_dict()
 
 
+@pytest.mark.slow
 def test_weights_from_safetensors_and_npz(tmp_path):
     state = _random_alexnet_state()
     save_file(state, tmp_path / "w.safetensors")
@@ -70,6 +73,7 @@ def test_weights_from_safetensors_and_npz(tmp_path):
     assert torch.equal(a, b) and not torch.allclose(a, c)
 
 
+@pytest.mark.slow
 def test_bad_weight_files_are_refused(tmp_path):
     torch.save(_random_alexnet_state(), tmp_path / "w.pth")
     with pytest.raises(FeatinvError, match="pickled .pth files are refused"):
@@ -108,6 +112,7 @@ def caffe_weights(shared_dir):
     return str(shared_dir / CAFFE_WEIGHTS)
 
 
+@pytest.mark.slow
 def test_squeezenet_with_caffe_weights_classifies_val(caffe_weights, shared_dir):
     """Measured: top-1 0.578 over the 500 photos (the issue's figure); the bar is 0.55."""
     ext = featinv.get_feature("squeezenet.pool10", weights=caffe_weights)
@@ -126,6 +131,7 @@ def test_squeezenet_with_caffe_weights_classifies_val(caffe_weights, shared_dir)
     assert correct / len(photos) >= 0.55
 
 
+@pytest.mark.slow
 def test_squeezenet_layers_with_caffe_weights(caffe_weights):
     x = torch.rand(2, 3, 227, 227)
     shapes = {layer: featinv.get_feature(f"squeezenet.{layer}", weights=caffe_weights)(x).shape[1:]
@@ -134,6 +140,7 @@ def test_squeezenet_layers_with_caffe_weights(caffe_weights):
                       "conv10": (1000, 13, 13), "pool10": (1000,)}
 
 
+@pytest.mark.slow
 def test_timm_stage_resolved_on_demand():
     assert "timm.resnet34.stage2" not in featinv.list_features()
     ext = featinv.get_feature("timm.resnet34.stage2", weights="random")

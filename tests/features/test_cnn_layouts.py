@@ -36,6 +36,7 @@ def test_squeezenet_layouts_match_torchvision(layer):
     _same_rule(squeezenet.layout(layer), lambda: squeezenet._cut(build(weights=None), layer))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model, stage", [(m, s) for m, stages in timm_stages.LISTED.items()
                                           for s in stages])
 def test_listed_timm_layouts_match_timm(model, stage):

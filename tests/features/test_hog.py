@@ -97,6 +97,7 @@ def test_gradient_finite_on_flat_images():
     assert torch.isfinite(x.grad).all()
 
 
+@pytest.mark.slow
 def test_gradcheck_float64():
     g = torch.Generator().manual_seed(0)
     x = torch.rand(1, 1, 11, 13, generator=g, dtype=torch.float64, requires_grad=True)

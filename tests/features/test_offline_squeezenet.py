@@ -24,6 +24,8 @@ from featinv.representation.extract import load_features
 
 from helpers import REPO, SHARED, tiny_layer_decoders, write_images
 
+pytestmark = pytest.mark.slow  # every test here takes seconds (CONTRIBUTING.md)
+
 REAL = ZOO_DIR / "squeezenet.fire9.safetensors"
 
 SITECUSTOMIZE = '''

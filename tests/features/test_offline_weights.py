@@ -25,6 +25,7 @@ def _featinv(args, env):
     return out, time.perf_counter() - t0
 
 
+@pytest.mark.slow
 def test_offline_timm_weights_fail_fast_with_one_line(tmp_path):
     from helpers import write_images
 

@@ -57,6 +57,7 @@ def _tiny(tmp_path, weights="deepcompression", layer="conv1", name="dec.safetens
     return save_decoder(decoder, tmp_path / name, decoder_metadata(ext, decoder)), ext
 
 
+@pytest.mark.slow
 def test_metadata_names_and_fingerprints_the_weights(tmp_path):
     path, ext = _tiny(tmp_path)
     feature = read_meta(path)["feature"]
@@ -78,6 +79,7 @@ def _changed_copy(tmp_path, name="changed_caffe.npz") -> Path:
     return tmp_path / name
 
 
+@pytest.mark.slow
 def test_other_weights_are_one_warning(tmp_path, capsys):
     path, _ = _tiny(tmp_path)
     decoder = load_decoder(path)
@@ -121,6 +123,7 @@ def test_missing_weights_file_falls_back_to_the_shipped_copy(tmp_path):
     assert "\n" not in message
 
 
+@pytest.mark.slow
 def test_invert_with_other_weights_says_so_on_one_line(tmp_path, capsys):
     path, _ = _tiny(tmp_path)
     image = write_images(tmp_path / "images", 1, size=(48, 48))[0]

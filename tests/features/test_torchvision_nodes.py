@@ -22,6 +22,7 @@ def no_download(monkeypatch):
     monkeypatch.setattr(tvn, "check_download", refuse)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("node", list(tvn.LISTED))
 def test_listed_resnet18_layouts_match_the_traced_graph(node, no_download):
     declared = tvn.layout(tvn.LISTED_MODEL, node)
@@ -38,6 +39,7 @@ def test_listed_resnet18_layouts_match_the_traced_graph(node, no_download):
     assert f"torchvision.resnet18.{node}" in featinv.list_features("torchvision.*")
 
 
+@pytest.mark.slow
 def test_node_output_equals_torchvision_with_weights_from_a_file(tmp_path, no_download):
     """--weights FILE: the node's output is torchvision's own forward pass, preprocessed."""
     from safetensors.torch import save_file
@@ -61,6 +63,7 @@ def test_node_output_equals_torchvision_with_weights_from_a_file(tmp_path, no_do
     torch.testing.assert_close(got, h)
 
 
+@pytest.mark.slow
 def test_layouts_without_download_or_real_network(no_download):
     """Layouts come from meta tensors: no weights, no real forward pass."""
     spec = featinv.get_spec("torchvision.alexnet.features.10")

@@ -34,6 +34,7 @@ def test_torch_equals_vlfeat_on_random_odd_sizes(name, params, size):
     assert (a - b).abs().max() <= 1e-5
 
 
+@pytest.mark.slow
 @needs_libvl
 @pytest.mark.parametrize("name, params", FEATURES[::2])
 def test_torch_equals_vlfeat_on_photos(name, params, shared_dir):

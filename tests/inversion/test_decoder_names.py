@@ -43,6 +43,7 @@ def lookalikes(tmp_path, monkeypatch):
     return tmp_path
 
 
+@pytest.mark.slow
 def test_bare_names_are_shipped_decoders_whatever_the_folder_holds(lookalikes):
     shipped = load_decoder(SHIPPED_HOG)
     assert same_weights(load_decoder("hog"), shipped)
@@ -54,6 +55,7 @@ def test_bare_names_are_shipped_decoders_whatever_the_folder_holds(lookalikes):
     assert sources.decoder_file("hog").parent == ZOO_DIR
 
 
+@pytest.mark.slow
 def test_paths_are_paths(lookalikes):
     run = load_decoder(REALISTIC)
     for ref in ("./hog", "hog/", str(lookalikes / "hog"), "./hog/decoder.safetensors",
@@ -76,6 +78,7 @@ def test_a_bare_name_that_is_no_shipped_decoder_points_at_the_path(lookalikes):
     assert "./" not in str(info.value)
 
 
+@pytest.mark.slow
 def test_invert_and_python_invert_use_the_shipped_decoder(lookalikes, capsys):
     code, out, err = run_cli(capsys, "invert", "-f", "hog", "skimage:coffee", "--size", "64",
                              "-o", "named.png")
@@ -100,6 +103,7 @@ def test_invert_and_python_invert_use_the_shipped_decoder(lookalikes, capsys):
         assert code == 0, err
 
 
+@pytest.mark.slow
 def test_variants_and_schemes_in_invert(lookalikes, capsys):
     code, out, err = run_cli(capsys, "invert", "-f", "hog.realistic", "skimage:coffee",
                              "--size", "64", "-o", "out")
@@ -135,6 +139,7 @@ def test_dash_c_with_a_shipped_name_that_is_no_path_says_how_to_get_it(lookalike
     assert code == 0, err
 
 
+@pytest.mark.slow
 def test_evaluate_reports_the_decoder_it_used(lookalikes, capsys):
     import json
 
@@ -152,6 +157,7 @@ def test_evaluate_reports_the_decoder_it_used(lookalikes, capsys):
     assert results["named"][metric] == results["shipped"][metric] != results["run"][metric]
 
 
+@pytest.mark.slow
 def test_analyze_takes_names_and_paths_the_same_way(lookalikes, capsys):
     outputs = {}
     for label, ref in {"named": "hog", "shipped": SHIPPED_HOG, "run": "./hog"}.items():
@@ -164,6 +170,7 @@ def test_analyze_takes_names_and_paths_the_same_way(lookalikes, capsys):
     assert code == 1 and "./myrun" in line
 
 
+@pytest.mark.slow
 def test_init_from_a_name_is_the_shipped_decoder(lookalikes):
     write_images(lookalikes / "data", 8)
     base = dict(feature="hog", data="data", image_size=32, epochs=1, batch_size=4, workers=0,

@@ -115,6 +115,7 @@ def photos(val_subset):
     return load_square_images(val_subset, 128, 4)[0]
 
 
+@pytest.mark.slow
 def test_perturbation_study_gives_figure_7s_table(photos, val_subset):
     rows = []
     result = perturbation_study(["hog"], photos, names=["none", "binarize"],
@@ -129,6 +130,7 @@ def test_perturbation_study_gives_figure_7s_table(photos, val_subset):
     assert list(from_folder["layers"][0]["errors"]) == list(PERTURBATIONS)
 
 
+@pytest.mark.slow
 def test_the_strips_hold_one_picture_per_panel(photos):
     extractor, decoder = load_pair("hog", "cpu")
     pad = 2
@@ -144,6 +146,7 @@ def test_the_strips_hold_one_picture_per_panel(photos):
         sampled_images(extractor, decoder, photos, method="uniform")
 
 
+@pytest.mark.slow
 def test_topk_strip_measures_each_variant(tmp_path, train_subset):
     from featinv.training.loop import TrainConfig, train
     out = tmp_path / "pool10"

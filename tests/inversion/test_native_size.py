@@ -49,6 +49,7 @@ def test_work_size_keeps_the_image_and_caps_the_longer_side():
     assert work_size(3000, 200, None, None) == (3000, 200)
 
 
+@pytest.mark.slow
 def test_invert_writes_at_the_input_size_by_default(tmp_path, capsys):
     src = photo(tmp_path / "p.png", 200, 150)
     code, stdout, err = run(capsys, "invert", "-f", "hog", src, "-o", tmp_path / "out")
@@ -60,6 +61,7 @@ def test_invert_writes_at_the_input_size_by_default(tmp_path, capsys):
     assert torch.equal(png(stdout.strip()), as_8bit(api))
 
 
+@pytest.mark.slow
 def test_size_128_is_the_previous_default(tmp_path, capsys):
     """--size 128 equals the API at size=128 and, where the cells divide the sides, the
     previous pipeline (resize to 128, features, decoder) exactly."""
@@ -78,6 +80,7 @@ def test_size_128_is_the_previous_default(tmp_path, capsys):
     assert torch.equal(png(out_square), as_8bit(old))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,padded", [("hog", (104, 136)), ("sift", (100, 132)),
                                          ("lbp", (112, 144))])
 def test_sides_the_cells_do_not_divide_are_padded_and_cropped_back(tmp_path, name, padded):
@@ -103,6 +106,7 @@ def test_too_small_images_are_still_refused(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_the_longer_side_is_capped(tmp_path, capsys):
     src = photo(tmp_path / "strip.png", 3000, 200)
     code, stdout, err = run(capsys, "invert", "-f", "hog", src, "-o", tmp_path / "a.png")
@@ -142,6 +146,7 @@ def vector_checkpoint(tmp_path_factory) -> Path:
     return save_decoder(decoder, path, decoder_metadata(extractor, decoder))
 
 
+@pytest.mark.slow
 def test_vector_layouts_keep_their_training_size(vector_checkpoint, tmp_path, capsys):
     src = photo(tmp_path / "p.png", 200, 150)
     code, stdout, err = run(capsys, "invert", "-c", vector_checkpoint, src, "-o", tmp_path / "out")
@@ -172,6 +177,7 @@ def test_decoders_reconstruct_any_grid_exactly(preset, layout, grid):
 
 # --- evaluate at the photos' own size ----------------------------------------------------------
 
+@pytest.mark.slow
 def test_evaluate_native_is_the_photos_own_side(tmp_path, capsys):
     (tmp_path / "data").mkdir()
     for i in range(3):

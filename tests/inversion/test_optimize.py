@@ -25,6 +25,7 @@ def _photos(val_subset, n=2, size=64):
     return load_square_images(val_subset, size, n)[0]
 
 
+@pytest.mark.slow
 def test_optimisation_matches_the_features_better_than_a_flat_image(val_subset):
     hog = featinv.get_feature("hog")
     x = _photos(val_subset)
@@ -49,6 +50,7 @@ def test_divergence_is_reported_with_what_to_change(val_subset):
         invert_by_optimization(hog, _photos(val_subset), OptimizeConfig(steps=30, lr=1e4))
 
 
+@pytest.mark.slow
 def test_evaluate_optimize_has_the_decoders_json_keys(capsys, val_subset):
     code, out, err = run(capsys, "evaluate", "--method", "optimize", "-f", "hog", "--data",
                          str(val_subset), "--limit", "3", "--steps", "5", "--image-size", "64",
@@ -121,6 +123,7 @@ def test_seconds_per_image_leaves_out_warm_up(monkeypatch):
     assert seconds < 10, seconds  # 1000 s / 8 images = 125 s had the warm-up been timed
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["decoder", "optimize"])
 def test_evaluate_time_excludes_a_slow_first_batch(image_folder, monkeypatch, method):
     """Both methods of ``evaluate``: the first call at the batch's shape (here 1000 s slower) is

@@ -9,6 +9,7 @@ from featinv.inversion.shipped import MAX_SHIPPED_BYTES, pack
 SOURCE = ZOO_DIR / "hog.safetensors"
 
 
+@pytest.mark.slow
 def test_pack_refuses_a_file_over_the_limit_before_writing(tmp_path):
     out = tmp_path / "big.safetensors"
     with pytest.raises(CheckpointError, match=r"MiB, more than the 0\.0 MiB a shipped decoder"):
@@ -22,6 +23,7 @@ def test_pack_refuses_a_file_over_the_limit_before_writing(tmp_path):
         pack(SOURCE, out, max_bytes=size - 1)
 
 
+@pytest.mark.slow
 def test_pack_command_enforces_the_limit_unless_lifted(tmp_path, monkeypatch, capsys):
     import featinv.inversion.shipped
 

@@ -186,6 +186,7 @@ def test_a_mismatched_hub_decoder_is_refused_naming_both(hub_cache, fake_hub, tm
         load_decoder(f"hf-hub:{REPO}", feature="hog", params={"cell_size": 4})
 
 
+@pytest.mark.slow
 def test_a_float32_pack_of_a_training_run_loads_with_the_same_weights(tmp_path, hub_cache,
                                                                       fake_hub, monkeypatch):
     write_images(tmp_path / "data", 8)
@@ -295,6 +296,7 @@ def test_push_refuses_before_packing(hub_cache, tmp_path, capsys):
     assert code == 1 and "not a Hub repository name" in line
 
 
+@pytest.mark.slow
 def test_push_reports_a_refusal_of_the_hub_in_one_line(hub_cache, fake_hub, monkeypatch, capsys):
     from huggingface_hub import HfApi, errors
 
@@ -307,6 +309,7 @@ def test_push_reports_a_refusal_of_the_hub_in_one_line(hub_cache, fake_hub, monk
     assert code == 1 and "HF_TOKEN" in line
 
 
+@pytest.mark.slow
 def test_zoo_lists_cached_hub_decoders_without_pytorch(tmp_path):
     """``featinv zoo`` lists what the Hub cache holds (featinv decoders only) from the files'
     headers: with a warm listing cache, PyTorch is still not imported."""

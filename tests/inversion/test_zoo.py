@@ -27,6 +27,7 @@ SHIPPED = ("hog", "sift", "lbp")
     (GridLayout(512, 13, 13), 227),        # a CNN layer with an odd grid
     (GridLayout(64, 5, 7), 40),            # tiny and not square
 ])
+@pytest.mark.slow
 def test_residual_preset_builds_any_grid(layout, size):
     spec = featinv.get_spec("hog")
     decoder = build_decoder(spec, layout, size, preset="residual").eval()
@@ -63,6 +64,7 @@ def residual_run(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_pack_halves_the_file_and_keeps_the_outputs(residual_run, tmp_path):
     packed = pack(residual_run, tmp_path / "hog.safetensors", recipe="featinv train -f hog ...")
     full = residual_run / "decoder.safetensors"
@@ -111,6 +113,7 @@ def val320_256(shared_dir):
     return x[:8], x.mean(0, keepdim=True).expand_as(x[:8])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_decoder_at_256_px_fits_and_beats_the_mean_image(name, val320_256):
     """Fully convolutional: the 128-px decoders reconstruct 256-px photos (their features on
@@ -129,6 +132,7 @@ def test_shipped_decoder_at_256_px_fits_and_beats_the_mean_image(name, val320_25
     assert reconstruction_distances(x, y).mean() < 0.92 * reconstruction_distances(x, mean).mean()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_decoder_loads_fits_and_beats_the_mean_image(name, val_128):
     path = ZOO_DIR / f"{name}.safetensors"
@@ -155,6 +159,7 @@ def test_zoo_cli_lists_size_and_metrics(capsys):
         assert "residual" in row and "128 px" in row
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args,side", [((), 512), (("--size", "128"), 128)])
 def test_invert_side_by_side_with_three_shipped_decoders(tmp_path, capsys, args, side):
     """The README's first command: the astronaut at its own 512 px, or at 128 px."""
@@ -167,6 +172,7 @@ def test_invert_side_by_side_with_three_shipped_decoders(tmp_path, capsys, args,
         assert img.size == (4 * side + 5 * 2, side + 2 * 2)
 
 
+@pytest.mark.slow
 def test_invert_writes_one_png_per_decoder_and_names_them(tmp_path, capsys):
     code, stdout, err = run(capsys, "invert", "-f", "hog,lbp", "skimage:coffee", "--size", "64",
                             "-o", tmp_path)
@@ -180,6 +186,7 @@ def test_unknown_example_image_is_one_line(tmp_path, capsys):
     assert "scikit-image has no example image 'nope'" in err and "skimage:astronaut" in err
 
 
+@pytest.mark.slow
 def test_bf16_decoder_is_close_to_fp32(tmp_path, capsys):
     from featinv.inversion.methods import decoder_method
 
@@ -204,6 +211,7 @@ def test_precision_that_cannot_run_is_one_line(tmp_path, capsys, args, message):
     assert code == 1 and message in err and "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_realistic_hog_decoder_is_shipped_next_to_the_pixel_one(val_128, capsys):
     """docs/paper.md, Appendix A: arm (e), fine-tuned with SqueezeNet fire5's feature loss."""
     path = ZOO_DIR / "hog.realistic.safetensors"

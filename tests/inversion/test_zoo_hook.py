@@ -60,6 +60,7 @@ def test_zoo_lists_a_plugins_decoder_beside_the_builtin_ones(tinyzoo, capsys):
     assert entries["hog", "default"]["plugin"] == "featinv.zoo"
 
 
+@pytest.mark.slow
 def test_invert_and_evaluate_use_the_chosen_decoder(tinyzoo, tmp_path, capsys):
     images = write_images(tmp_path / "images", 2)
     code, out, err = run_cli(capsys, "invert", images[0], "-f", "hog", "--decoder", "tiny",

@@ -6,7 +6,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from helpers import REPO, link_photos
+
+pytestmark = pytest.mark.slow  # every test here takes seconds (CONTRIBUTING.md)
 
 EXAMPLES = REPO / "examples"
 ARMS = ("pixel", "pixel_feature", "pixel_feature_adversarial", "pixel_feature_adversarial_x10",

@@ -105,6 +105,7 @@ def test_train_step_benchmark_prints_every_combination(capsys):
 SPEED = REPO / "benchmarks" / "speed.py"
 
 
+@pytest.mark.slow
 def test_speed_benchmark_measures_every_column(tmp_path):
     spec = importlib.util.spec_from_file_location("bench_speed", SPEED)
     module = importlib.util.module_from_spec(spec)
@@ -130,6 +131,7 @@ def test_speed_benchmark_measures_every_column(tmp_path):
     assert result["settings"]["threads"] == 1 and result["machine"]["logical_cpus"] >= 1
 
 
+@pytest.mark.slow
 def test_train_throughput_runs_featinv_train_end_to_end(tmp_path):
     from helpers import write_images
 

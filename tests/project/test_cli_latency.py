@@ -8,6 +8,8 @@ import pytest
 
 from helpers import REPO
 
+pytestmark = pytest.mark.slow  # every test here takes seconds (CONTRIBUTING.md)
+
 SCRIPT = REPO / "benchmarks" / "cli_latency.py"
 
 

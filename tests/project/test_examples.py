@@ -50,6 +50,7 @@ def test_own_network_plugin_uses_only_the_public_modules():
     assert attributes and attributes <= set(featinv.__all__)
 
 
+@pytest.mark.slow
 def test_results_script_measures_shipped_decoders(shared_dir, tmp_path):
     """examples/results.py on 8 val photos: metrics for each decoder, baselines, figures."""
     import json
@@ -84,6 +85,7 @@ def _run_script(name, *args):
     return done.stdout
 
 
+@pytest.mark.slow
 def test_table2_script_compares_decoders_with_the_baseline(val_subset, tmp_path):
     import json
     _run_script("reproduce_table2.py", "--val", val_subset, "--out", tmp_path, "--limit", 4,
@@ -100,6 +102,7 @@ def test_table2_script_compares_decoders_with_the_baseline(val_subset, tmp_path)
     assert (tmp_path / "images" / "table2_hog.png").stat().st_size > 1000
 
 
+@pytest.mark.slow
 def test_fig7_script_trains_layers_and_charts_perturbations(shared_dir, tmp_path):
     import json
     _run_script("reproduce_fig7.py", "--data", shared_dir / "data", "--runs", tmp_path / "runs",

@@ -44,6 +44,7 @@ def fake_distribution(tmp_path, monkeypatch, entries: dict[str, str], modules: d
     monkeypatch.syspath_prepend(str(tmp_path))
 
 
+@pytest.mark.slow
 def test_import_does_not_load_plugins():
     code = ("import featinv, featinv.representation.plugins as p; assert p._state is None; "
             "featinv.list_features(); assert p._state is not None; print('ok')")

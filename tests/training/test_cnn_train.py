@@ -10,6 +10,8 @@ import featinv
 from featinv.inversion.load import extractor_for
 from helpers import run_cli as run
 
+pytestmark = pytest.mark.slow  # every test here takes seconds (CONTRIBUTING.md)
+
 WEIGHTS = "data/weights/squeezenet1_0_deepcompression_caffe.npz"
 
 

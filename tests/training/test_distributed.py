@@ -16,6 +16,8 @@ from featinv.errors import DataError
 
 from helpers import write_images
 
+pytestmark = pytest.mark.slow  # every test here takes seconds (CONTRIBUTING.md)
+
 
 # the compact preset has no batch norm, so two processes' halves of a batch give exactly the
 # gradient of the whole batch (the residual preset's batch norm sees each half on its own)

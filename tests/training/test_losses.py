@@ -43,6 +43,7 @@ def test_feature_loss_is_the_normalised_distance_in_the_comparator():
     assert torch.equal(total, parts["feature"])
 
 
+@pytest.mark.slow
 def test_adversarial_terms_and_the_discriminator_step():
     torch.manual_seed(0)
     disc = Discriminator(3, width=0.125)
@@ -63,6 +64,7 @@ def test_adversarial_terms_and_the_discriminator_step():
     assert losses[-1] < losses[0]  # it learns to tell these photos from these reconstructions
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("loss", ["pixel,feature", "pixel,adversarial", "feature,adversarial"])
 def test_training_with_each_loss_term(tmp_path, loss):
     write_images(tmp_path / "data", 8)
@@ -79,6 +81,7 @@ def test_training_with_each_loss_term(tmp_path, loss):
     assert images[0].shape == (3, 32, 32)
 
 
+@pytest.mark.slow
 def test_a_non_differentiable_representation_needs_a_comparator(tmp_path):
     write_images(tmp_path / "data", 8)
     with pytest.raises(FeatinvError, match="'lbp' is not; name one with --comparator"):
@@ -89,6 +92,7 @@ def test_a_non_differentiable_representation_needs_a_comparator(tmp_path):
     assert last["train_feature"] > 0
 
 
+@pytest.mark.slow
 def test_resume_with_a_discriminator_matches_a_straight_run(tmp_path):
     write_images(tmp_path / "data", 16)
     kw = dict(loss="pixel,adversarial=0.1", epochs=2, schedule="constant")
@@ -105,6 +109,7 @@ def test_resume_with_a_discriminator_matches_a_straight_run(tmp_path):
         train(config(tmp_path / "data", tmp_path / "cut", epochs=3), resume=True, log=quiet)
 
 
+@pytest.mark.slow
 def test_fine_tuning_a_pixel_decoder_with_other_losses(tmp_path):
     write_images(tmp_path / "data", 8)
     train(config(tmp_path / "data", tmp_path / "pixel"), log=quiet)

@@ -12,6 +12,8 @@ from featinv.cli.main import main
 from featinv.training.loop import TrainConfig, train
 from helpers import run_cli as run
 
+pytestmark = pytest.mark.slow  # every test here takes seconds (CONTRIBUTING.md)
+
 
 @pytest.fixture(scope="module")
 def trained(train_subset, val_subset, tmp_path_factory):

@@ -61,6 +61,7 @@ def test_augment_crops_resizes_and_flips():
     assert small.shape == (1, 3, 3, 3) and 0 <= small.min() and small.max() <= 1
 
 
+@pytest.mark.slow
 def test_training_from_memory_and_from_files_gives_the_same_decoder(tmp_path):
     write_images(tmp_path / "data", 16)
     common = dict(crop_scale=(0.6, 1.0), epochs=2)
@@ -72,6 +73,7 @@ def test_training_from_memory_and_from_files_gives_the_same_decoder(tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow
 def test_data_store_auto_follows_the_memory_budget(tmp_path):
     write_images(tmp_path / "data", 8)
     logs = []
@@ -125,6 +127,7 @@ def test_settings_resolved_for_the_machine_are_logged(tmp_path):
 
 # -- validation and checkpoints ---------------------------------------------------------------
 
+@pytest.mark.slow
 def test_validation_runs_every_n_epochs_and_after_the_last(tmp_path):
     write_images(tmp_path / "data", 8)
     train(config(tmp_path / "data", tmp_path / "r", val=str(tmp_path / "data"), epochs=5,
@@ -135,6 +138,7 @@ def test_validation_runs_every_n_epochs_and_after_the_last(tmp_path):
         "val_epoch002.png", "val_epoch004.png", "val_epoch005.png"]
 
 
+@pytest.mark.slow
 def test_automatic_validation_costs_little(tmp_path):
     """With the default schedule, validating 40 images after 8-image epochs is too dear to do
     every epoch: it runs after the first (to measure it) and the last, and rarely between."""
@@ -165,6 +169,7 @@ def test_too_few_distinct_validation_images_fail_before_training(tmp_path, val_i
     assert not (tmp_path / "r" / "metrics.jsonl").exists()  # nothing trained, nothing lost
 
 
+@pytest.mark.slow
 def test_checkpoints_follow_the_umask(tmp_path):
     write_images(tmp_path / "data", 8)
     old = os.umask(0o022)
@@ -191,6 +196,7 @@ def test_plugin_features_that_are_not_finite_are_named_before_training(tmp_path,
         train(config(tmp_path / "data", tmp_path / "r"), log=quiet)
 
 
+@pytest.mark.slow
 def test_resume_accepts_the_default_width_spelled_out(tmp_path):
     write_images(tmp_path / "data", 8)
     train(config(tmp_path / "data", tmp_path / "r", preset="residual", save_every=1), log=quiet)
@@ -201,6 +207,7 @@ def test_resume_accepts_the_default_width_spelled_out(tmp_path):
 
 # -- the run folder ---------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_a_finished_run_is_not_replaced_without_overwrite(tmp_path):
     write_images(tmp_path / "data", 8)
     out = tmp_path / "r"
@@ -214,6 +221,7 @@ def test_a_finished_run_is_not_replaced_without_overwrite(tmp_path):
     assert sorted(p.name for p in out.glob("val_epoch*.png")) == ["val_epoch001.png"]  # no stale
 
 
+@pytest.mark.slow
 def test_resume_without_a_training_state_keeps_the_decoder(tmp_path):
     write_images(tmp_path / "data", 8)
     out = tmp_path / "r"
@@ -242,6 +250,7 @@ def wait_for_steps(proc, out, steps: int) -> None:
         time.sleep(0.01)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_a_signalled_run_saves_exits_and_resumes_to_the_same_weights(tmp_path, signum, code):
     write_images(tmp_path / "data", 64)
@@ -267,6 +276,7 @@ def test_a_signalled_run_saves_exits_and_resumes_to_the_same_weights(tmp_path, s
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow
 def test_a_second_run_on_the_same_folder_is_refused_and_a_stale_lock_is_taken_over(tmp_path):
     write_images(tmp_path / "data", 64)
     out = tmp_path / "r"
@@ -293,6 +303,7 @@ def test_a_second_run_on_the_same_folder_is_refused_and_a_stale_lock_is_taken_ov
 
 # -- compiling --------------------------------------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["hog", "lbp"])
 def test_the_training_step_compiles_as_one_graph(name):
     """No graph breaks (and so no host syncs) in features + decoder: --compile captures it all."""
@@ -353,6 +364,7 @@ def test_jpegs_decoded_in_batches_match_the_cpu_decoder(tmp_path):
         assert (got.float() - want.float()).abs().mean() < 3  # decoders and resizers round apart
 
 
+@pytest.mark.slow
 def test_a_loss_that_blows_up_before_any_checkpoint_says_so(tmp_path):
     write_images(tmp_path / "data", 16)
     with pytest.raises(FeatinvError, match="no checkpoint had been written yet"):
