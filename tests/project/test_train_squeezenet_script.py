@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import write_images
+from helpers import REPO, write_images
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO
 SCRIPT = ROOT / "examples" / "train_squeezenet_decoders.sh"
 
 pytestmark = pytest.mark.slow
