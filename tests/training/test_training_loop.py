@@ -100,7 +100,8 @@ def test_absurd_settings_are_refused_up_front(tmp_path, change, match):
 
 
 def test_learning_rate_rule_for_large_batches():
-    base = TrainConfig(feature="hog", data=".", out=".", lr=1e-3, schedule="step")
+    base = TrainConfig(feature="hog", data=".", out=".", lr=1e-3, schedule="step",
+                       batch_size=64)
     assert effective_lr(base) == pytest.approx(1e-3)
     big = TrainConfig(feature="hog", data=".", out=".", batch_size=256, lr=1e-3,
                       schedule="step")
@@ -200,7 +201,7 @@ def test_plugin_features_that_are_not_finite_are_named_before_training(tmp_path,
 def test_resume_accepts_the_default_width_spelled_out(tmp_path):
     write_images(tmp_path / "data", 8)
     train(config(tmp_path / "data", tmp_path / "r", preset="residual", save_every=1), log=quiet)
-    last = train(config(tmp_path / "data", tmp_path / "r", preset="residual", width=0.125,
+    last = train(config(tmp_path / "data", tmp_path / "r", preset="residual", width=0.25,
                         epochs=2), resume=True, log=quiet)
     assert last["epoch"] == 2
 
