@@ -3,7 +3,7 @@
     python benchmarks/recipe.py                      # the sweep, resumable, ../shared/data
     python benchmarks/recipe.py --defaults           # featinv's defaults at 30k, 60k, 120k
     python benchmarks/recipe.py --arms v1,default    # only these
-    python benchmarks/recipe.py --speed              # images/s of each distinct setting, quiet machine
+    python benchmarks/recipe.py --speed              # CPU time per image of each speed setting
     python benchmarks/recipe.py --report             # table + JSON from the finished arms only
 
 Each arm is one real ``featinv train -f hog`` run on ``../shared/data/train`` at 128 px for a
@@ -18,8 +18,9 @@ below), to measure whether an option would be worth adding.
 Runs live in ``--runs`` (default ``../runs/recipe``, outside the repository), one folder per arm
 named after its settings, and are reused: an interrupted arm resumes, a finished one is read back.
 Wall time and images/s come from the runs themselves (``train_s``, ``images_per_s``) and are only
-comparable on a quiet machine; ``--speed`` measures each distinct speed setting (width,
-precision, batch, resolution schedule) on a short run for the table's time-per-image column.
+comparable on a quiet machine; ``cpu_s`` (the run's CPU seconds) much less disturbed by other
+work. ``--speed`` measures the steady-state CPU time per training image of the v1 recipe and of
+the defaults (the time-per-image column).
 
 Writes ``docs/recipe.json`` (every arm: settings, budget, val error, times, the machine) and the
 table in ``docs/recipe.md`` between its ``<!-- recipe table -->`` markers.
@@ -105,12 +106,12 @@ def arms() -> list[dict]:
         arm("width 0.25, batch 16, 64 px first half", "combined",
             with_opt(b, "--width", "0.25") + ["--batch-size", "16", "--low-res-first", "64:0.5"]),
         arm("lr 1e-3", "peak learning rate", with_opt(b, "--lr", "1e-3")),
-        arm("depth 4 blocks", "depth", b, patch="depth4"),
         arm("l1 loss", "pixel loss", b + ["--pixel-distance", "l1"]),
         arm("group norm", "normalisation", b, patch="group_norm"),
         arm("fp32", "precision", b + ["--precision", "fp32"]),
-        arm("base", "baseline", b, seed=1), arm("v1", "baseline", V1, seed=1),
+        arm("depth 4 blocks", "depth", b, patch="depth4"),
         arm("v1", "baseline", V1, MEDIUM),
+        arm("base", "baseline", b, seed=1), arm("v1", "baseline", V1, seed=1),
         # measured when the sweep has time for them
         arm("width 0.25 + 64 px first half", "combined", w25_low),
         arm("crop 0.35", "crop scale", with_opt(b, "--crop-scale", "0.35")),
@@ -225,26 +226,31 @@ def _epochs(records: list[dict]) -> list[dict]:
     return out
 
 
-def speed(runs: Path, data: Path) -> list[dict]:
-    """Images/s of each distinct speed setting, on 6,400 images of 2,048 photos (quiet machine)."""
-    settings = {"v1 recipe (bf16 where native)": V1,
-                "v1 recipe, fp32": V1 + ["--precision", "fp32"],
-                "base": BASE, "base, width 0.25": with_opt(BASE, "--width", "0.25"),
-                "base, batch 128": BASE + ["--batch-size", "128"],
-                "base, 64 px first half": BASE + ["--low-res-first", "64:0.5"],
-                "default": []}
+def speed(runs: Path, data: Path, threads: int | None) -> list[dict]:
+    """CPU seconds per training image of each speed setting, in its steady state: two runs of
+    1,600 and 4,800 images on 2,048 photos, whose difference leaves start-up and validation out.
+    CPU time, unlike wall time, barely moves when other work shares the machine."""
+    settings = {"v1 recipe": V1 + ["--batch-size", "64", "--low-res-first", "off"],
+                "default": [], "default, fp32": ["--precision", "fp32"],
+                "default without low resolution first": ["--low-res-first", "off"]}
     rows = []
     for name, args in settings.items():
-        out = runs / "speed" / "".join(c if c.isalnum() else "_" for c in name)
-        cmd = [sys.executable, "-m", "featinv", "train", "-f", "hog", "--data",
-               str(data / "train"), "--limit", "2048", "--budget", "6400", "--out", str(out),
-               "--overwrite", *args]
-        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
-        seconds = sum(r["images_seen_epoch"] / r["images_per_second"] for r in _epochs(records))
-        rows.append({"setting": name, "args": args, "images_per_s": 6400 / seconds,
-                     "load_average": os.getloadavg()[0]})
-        print(f"{name:34s} {rows[-1]['images_per_s']:7.1f} img/s", flush=True)
+        cpu = []
+        for budget in (1600, 4800):
+            out = runs / "speed" / f"{''.join(c if c.isalnum() else '_' for c in name)}_{budget}"
+            cmd = [sys.executable, "-m", "featinv", "train", "-f", "hog", "--data",
+                   str(data / "train"), "--limit", "2048", "--budget", str(budget), "--out",
+                   str(out), "--overwrite", "--save-minutes", "1000", *args]
+            if threads:
+                cmd += ["--threads", str(threads)]
+            before = _children_cpu()
+            subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                           cwd=runs)
+            cpu.append(_children_cpu() - before)
+        per_image = (cpu[1] - cpu[0]) / 3200
+        rows.append({"setting": name, "args": args, "cpu_ms_per_image": 1000 * per_image,
+                     "threads": threads, "load_average": os.getloadavg()[0]})
+        print(f"{name:40s} {1000 * per_image:6.2f} CPU ms/image", flush=True)
     return rows
 
 
@@ -261,8 +267,11 @@ def table(rows: list[dict], speeds: list[dict]) -> str:
         lines.append(f"| {r['name']} | {r['group']} | {r['budget']:,} | {r['seed']} | "
                      f"{r['val_normalized_error']:.4f} | {delta} |")
     if speeds:
-        lines += ["", "| setting | images/s (training loop) |", "|---|---:|"]
-        lines += [f"| {s['setting']} | {s['images_per_s']:.0f} |" for s in speeds]
+        v1 = next((s["cpu_ms_per_image"] for s in speeds if s["setting"] == "v1 recipe"), None)
+        lines += ["", "| setting | CPU ms per training image | × the v1 recipe |",
+                  "|---|---:|---:|"]
+        lines += [f"| {s['setting']} | {s['cpu_ms_per_image']:.2f} | "
+                  + (f"{s['cpu_ms_per_image'] / v1:.2f}" if v1 else "") + " |" for s in speeds]
     return "\n".join(lines)
 
 
@@ -304,7 +313,9 @@ def main() -> None:
     if args.arms:
         wanted = {n.strip() for n in args.arms.split(",")}
         todo = [a for a in todo if a["name"] in wanted]
-    speeds = speed(args.runs, args.data) if args.speed else []
+    speeds = speed(args.runs, args.data, args.threads) if args.speed else []
+    if args.speed and not args.arms:
+        todo = []  # only the speed table
     rows = []
     for a in todo:
         if (args.runs / "STOP").exists():  # touch RUNS/STOP to end the sweep between arms
