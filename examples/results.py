@@ -21,7 +21,8 @@ import torch  # noqa: E402
 from featinv.datasets.folders import scan_folder  # noqa: E402
 from featinv.analysis.evaluate import evaluate  # noqa: E402
 from featinv.io.images import load_square  # noqa: E402
-from featinv.inversion.load import extractor_for, load_decoder, reconstruct  # noqa: E402
+from featinv.inversion.load import extractor_for, load_decoder  # noqa: E402
+from featinv.inversion.pipeline import reconstruct  # noqa: E402
 from featinv.analysis.metrics import normalized_error, psnr, ssim  # noqa: E402
 from featinv.inversion.shipped import shipped  # noqa: E402
 

@@ -27,7 +27,7 @@ _LAZY = {"get_feature": "representation.registry", "get_spec": "representation.r
          "list_features": "representation.registry", "Extractor": "representation.spec",
          "FeatureSpec": "representation.spec", "Param": "representation.spec",
          "build_decoder": "decoders.networks", "evaluate": "analysis.evaluate",
-         "invert": "inversion.load", "load_decoder": "inversion.load",
+         "invert": "inversion.pipeline", "load_decoder": "inversion.load",
          "TrainConfig": "training.loop", "train": "training.loop"}
 
 __all__ = ["CellGrid", "CheckpointError", "ComputedGrid", "DataError", "FeatinvError",

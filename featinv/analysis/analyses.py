@@ -18,7 +18,7 @@ import torch
 from ..decoders.networks import Decoder
 from ..errors import FeatinvError
 from ..limits import check_number
-from ..inversion.load import decode, encode
+from ..inversion.pipeline import decode, encode
 from .metrics import normalized_error
 from .perturb import perturbations
 from ..progress import Progress

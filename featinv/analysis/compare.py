@@ -93,7 +93,7 @@ def compare_folders(originals: str | Path, reconstructions: str | Path,
     Pairs whose files cannot be read are reported through ``on_error`` and left out (listed
     under ``"failed"``); reconstructions without an original are listed under ``"unmatched"``.
     """
-    from ..inversion.load import pick_device
+    from ..inversion.device import pick_device
 
     check_side(image_size, "--image-size")
     check_count(limit, "--limit")

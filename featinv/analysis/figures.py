@@ -21,7 +21,8 @@ from ..choices import SAMPLERS
 from ..decoders.networks import Decoder
 from ..errors import FeatinvError
 from ..io.images import make_grid
-from ..inversion.load import decode, encode, extractor_for, load_decoder, pick_device, reconstruct
+from ..inversion.device import pick_device
+from ..inversion.pipeline import Inverter, decode, encode, reconstruct
 from ..representation.spec import Extractor
 from .analyses import TOPK_VARIANTS, FeatureSampler, interpolate, perturbation_errors, \
     topk_variants, unit_features
@@ -34,9 +35,8 @@ Source = str | Path
 def load_pair(source: Source, device: str | torch.device | None = None
               ) -> tuple[Extractor, Decoder]:
     """The decoder of ``source`` and the representation it inverts, both on ``device``."""
-    dev = pick_device(device)
-    decoder = load_decoder(source, device=dev)
-    return extractor_for(decoder).to(dev), decoder
+    inverter = Inverter.load(source, device=pick_device(device))
+    return inverter.extractor, inverter.decoder
 
 
 def perturbation_study(decoders: Sequence[Source], data: Source | torch.Tensor,

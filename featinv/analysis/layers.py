@@ -18,7 +18,8 @@ import numpy as np
 import torch
 
 from ..errors import FeatinvError, printable
-from ..inversion.load import pick_device, reconstruct
+from ..inversion.device import pick_device
+from ..inversion.pipeline import reconstruct
 from ..io.images import load_square, pil_to_tensor
 from ..representation.hookspecs import DEFAULT_DECODER
 from ..representation.plugins import get_state, shipped_decoders

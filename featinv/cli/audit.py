@@ -115,7 +115,7 @@ def audit_cmd(features, checkpoints, decoder_name, data, train_data, epochs, tra
     from ..datasets.folders import scan_folder
     from ..analysis.plots import reidentification_chart
     from ..analysis.report_html import write_report
-    from ..inversion.load import pick_device
+    from ..inversion.device import pick_device
     from ..inversion.methods import make_methods
     from ..io.files import write_output
 

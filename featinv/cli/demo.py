@@ -12,7 +12,10 @@ import torch
 
 from ..errors import FeatinvError
 from ..io.images import EXAMPLES, example_image, make_grid, pil_to_tensor, save_png
-from ..inversion.load import extractor_for, load_decoder, pick_device, prepare, reconstruct, shipped_decoder_path
+from ..inversion.device import pick_device
+from ..inversion.load import shipped_decoder_path
+from ..inversion.pipeline import Inverter
+from ..inversion.sizing import prepare
 from ..training.loop import DECODER_FILE, TrainConfig, train
 
 
@@ -40,13 +43,12 @@ def run_demo(feature: str, out: Path, train_data: str | None, epochs: int, limit
     else:
         raise FeatinvError(f"No shipped decoder for '{feature}' yet: pass --train-data DIR (a "
                            "folder of photos) to train a small one first.")
-    decoder = load_decoder(checkpoint, device=dev, feature=feature)
-    extractor = extractor_for(decoder)
-    size = decoder.config["image_size"]
+    inverter = Inverter.load(checkpoint, feature=feature, device=dev)
+    size = inverter.image_size
     originals, recons, written = [], [], []
     for name, image in example_images().items():
         x = prepare(image, size)
-        y = reconstruct(extractor, decoder, x[None])[0].cpu()
+        y = inverter.reconstruct(x[None])[0].cpu()
         written.append(save_png(make_grid([torch.stack([x, y])]), out / f"{name}.{feature}.png"))
         originals.append(_center_square(x))
         recons.append(_center_square(y))

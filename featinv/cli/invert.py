@@ -77,7 +77,7 @@ def _optimize_progress(cfg, name: str):
 def extract_cmd(images, feature, params, out, size, crop, max_side, overwrite, device) -> int:
     """Compute the features of IMAGES (files or folders) and save them with their layout."""
     from ..representation.extract import extract_files, save_features
-    from ..inversion.load import pick_device
+    from ..inversion.device import pick_device
     from ..io.outputs import check_targets, plan_inputs
     from ..representation.registry import get_feature
 
@@ -137,7 +137,7 @@ def invert_cmd(images, feature, checkpoint, decoder_name, out, size, max_side, s
     (skimage:astronaut, skimage:coffee, ...).
     """
     from ..inversion.batch import invert_files
-    from ..inversion.load import pick_device
+    from ..inversion.device import pick_device
     from ..inversion.methods import make_methods
 
     features = [name for item in feature for name in item.split(",") if name]

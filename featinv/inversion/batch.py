@@ -17,7 +17,7 @@ from ..errors import FeatinvError, ImageError, printable
 from ..io.images import check_side, make_grid, save_png
 from ..io.outputs import check_targets, output_paths, plan_inputs, unique_labels
 from ..limits import DEFAULT_MAX_SIDE
-from .load import prepare
+from .sizing import prepare
 from .methods import Method
 
 

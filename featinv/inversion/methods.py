@@ -14,13 +14,11 @@ import torch
 
 from ..choices import METHODS
 from ..errors import FeatinvError
-from ..representation.extract import check_finite
-from .load import (decode, encode, extractor_for, fit_sides, load_decoder, pad_images,
-                        pick_device)
+from .device import as_device
 from .optimize import OptimizeConfig, check_differentiable, invert_by_optimization
 from .sources import ZOO, checkpoint_ref, describe_ref, has_scheme, shipped_ref, split_variant
-from ..precision import autocast, check_precision
 from ..representation.registry import get_feature
+from .pipeline import Inverter
 
 DEFAULT_OPTIMIZE_SIZE = 128
 # the user's mistakes in choosing a method, raised here once (the CLI prints them as they are)
@@ -47,6 +45,7 @@ class Method:
     extractor: torch.nn.Module | None = None  # the representation it inverts, on ``device``
     any_size: bool = False  # works at the image's own size (decoders of grid layouts)
     warm_up: Callable[[torch.Tensor], Any] | None = None
+    inverter: Inverter | None = None  # the pipeline behind a decoder method
 
     def warm(self, x: torch.Tensor) -> None:
         """Pay the one-off costs at ``x``'s shape, untimed (see ``warm_up``)."""
@@ -75,37 +74,24 @@ def decoder_method(source: str | Path, feature: str | None = None,
     ``weights``: compute the features with these network weights instead of those the decoder
     was trained against (a ``WeightsMismatch`` warning when they differ).
     """
-    dev = pick_device(device)
-    check_precision(precision, dev)
     if feature is not None and str(source).startswith(ZOO):  # -f hog.realistic
         feature, decoder_name = split_variant(feature, decoder_name)
         source = shipped_ref(feature)
-    decoder = load_decoder(source, device=dev, feature=feature, decoder=decoder_name)
-    extractor = extractor_for(decoder, weights).to(dev)
-    if precision != "fp32":
-        decoder.to(memory_format=torch.channels_last)
-
-    def run(x: torch.Tensor) -> torch.Tensor:
-        height, width = x.shape[-2:]
-        sides = fit_sides(extractor, decoder, height, width)  # padded, then cropped back
-        feats = encode(extractor, decoder, pad_images(x.to(dev), sides))  # fp32 features
-        check_finite(extractor, feats, f"a batch of {len(x)} image(s)")  # a plugin's NaN
-        with autocast(dev, precision):
-            return decode(decoder, feats, sides)[..., :height, :width].float()
-
-    return Method("decoder", decoder.meta["feature"]["name"], decoder.config["image_size"],
-                  run, dev, {"checkpoint": describe_ref(decoder_name if has_scheme(decoder_name)
-                                                        else source),
-                             "decoder": None if has_scheme(decoder_name) else decoder_name,
-                             "optimize": None, "precision": precision}, extractor,
-                  any_size=decoder.layout.kind == "grid")
+    inverter = Inverter.load(source, feature=feature, decoder=decoder_name, device=device,
+                             precision=precision, weights=weights)
+    named = has_scheme(decoder_name)  # -d hf-hub:...: the decoder is that reference
+    return Method("decoder", inverter.feature, inverter.image_size, inverter.reconstruct,
+                  inverter.device, {"checkpoint": describe_ref(decoder_name if named else source),
+                                    "decoder": None if named else decoder_name,
+                                    "optimize": None, "precision": precision},
+                  inverter.extractor, any_size=inverter.any_size, inverter=inverter)
 
 
 def optimize_method(feature: str, params: dict[str, Any] | None = None,
                     cfg: OptimizeConfig | None = None, device: str | torch.device | None = None,
                     progress: Callable[[int, float], None] | None = None) -> Method:
     """The optimisation baseline for ``feature`` (refused for non-differentiable ones)."""
-    dev = pick_device(device)
+    dev = as_device(device)
     extractor = get_feature(feature, **(params or {})).to(dev)
     check_differentiable(extractor)
     cfg = cfg or OptimizeConfig()
@@ -189,7 +175,7 @@ def make_methods(method: str = "decoder", features: Sequence[str] = (),
     if checkpoints and features and len(features) != len(checkpoints):
         raise FeatinvError(f"{len(features)} --feature names for {len(checkpoints)} "
                            "--checkpoint files: give one name per checkpoint, or none.")
-    dev = pick_device(device)
+    dev = as_device(device)  # chosen once for all of them
     sources = [_source(c, None) for c in checkpoints] or [_source(None, f) for f in features]
     return [decoder_method(src, features[i] if features else None, dev, precision, decoder_name,
                            weights) for i, src in enumerate(sources)]

@@ -27,7 +27,9 @@ from ..io.files import atomic_write
 from ..io.hub import CARD_FILE, CONFIG_FILE, MODEL_FILE, PICTURE_FILE, SHARED_FILES
 from ..io.images import EXAMPLES, IMAGE_EXTENSIONS, example_image, make_grid, pil_to_tensor, \
     save_png
-from .load import extractor_for, load_decoder, prepare, reconstruct
+from .load import load_decoder
+from .pipeline import Inverter
+from .sizing import prepare
 from .shipped import describe, pack
 from .sources import LOCAL, source_file
 
@@ -159,12 +161,12 @@ def card(meta: dict[str, Any], info: dict[str, Any], name: str, license: str) ->
 def _picture(decoder) -> torch.Tensor:
     """Photos bundled with scikit-image (top row) over their reconstructions (bottom row),
     centre squares at the decoder's training size."""
-    extractor = extractor_for(decoder)
-    size = int(decoder.config["image_size"])
+    inverter = Inverter(decoder)
+    size = inverter.image_size
     originals, recons = [], []
     for example in EXAMPLES:
         x = prepare(pil_to_tensor(example_image(example)), size)
-        y = reconstruct(extractor, decoder, x[None])[0].cpu()
+        y = inverter.reconstruct(x[None])[0].cpu()
         originals.append(_centre(x, size))
         recons.append(_centre(y, size))
     return make_grid([torch.stack(originals), torch.stack(recons)])

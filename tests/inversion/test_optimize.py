@@ -130,10 +130,12 @@ def test_evaluate_time_excludes_a_slow_first_batch(image_folder, monkeypatch, me
     the untimed warm-up."""
     import featinv.inversion.methods
     from featinv.analysis.evaluate import evaluate
+    from featinv.inversion.pipeline import Inverter
 
+    owner = Inverter if method == "decoder" else featinv.inversion.methods
     target = "decode" if method == "decoder" else "invert_by_optimization"
-    slow, calls = _slow_first_call(getattr(featinv.inversion.methods, target), monkeypatch)
-    monkeypatch.setattr(featinv.inversion.methods, target, slow)
+    slow, calls = _slow_first_call(getattr(owner, target), monkeypatch)
+    monkeypatch.setattr(owner, target, slow)
     result = evaluate(image_folder, feature="hog", method=method, limit=8, image_size=32,
                       optimize=OptimizeConfig(steps=3), comparator="none")
     assert len(calls) == 2 and calls[0] == calls[1] and result["n_images"] == 8
