@@ -9,14 +9,12 @@ from pathlib import Path
 
 import click
 
-from .options import POSITIVE, SIDE, Finite, device_option
+from .options import POSITIVE, SIDE, Finite, device_option, overwrite_option
 from ..choices import PERTURBATIONS, SAMPLERS
 from ..errors import printable
 
 MAX_PICTURES = 256  # images one strip or grid of analyze may hold
 PICTURES = click.IntRange(1, MAX_PICTURES)
-overwrite_option = click.option("--overwrite", is_flag=True, help="Replace output files that "
-                                "exist already (inputs are never replaced).")
 
 
 def _load(source: str, device: str):

@@ -1,12 +1,14 @@
-"""Pieces every command of the CLI shares: JSON output and the representation's parameters."""
+"""What the commands of the CLI print the same way: one-line errors, JSON, the optimisation
+baseline's progress. (The shared options are in ``featinv.cli.options``; ``parse_params``,
+``params_with_weights`` and ``feature_params`` still import from here.)"""
 from __future__ import annotations
 
-import functools
 import json
 
 import click
 
 from ..errors import printable
+from .options import feature_params, parse_params, params_with_weights  # noqa: F401
 
 
 def echo_error(message, path=None) -> None:
@@ -21,34 +23,8 @@ def echo_json(data) -> None:
     click.echo(json.dumps(data, indent=2))
 
 
-def parse_params(items: tuple[str, ...]) -> dict[str, str]:
-    """``NAME=VALUE`` strings -> a dict; anything else is a usage error."""
-    params = {}
-    for item in items:
-        if "=" not in item:
-            raise click.BadParameter(f"expected NAME=VALUE, got {item!r}", param_hint="--param")
-        key, value = item.split("=", 1)
-        params[key.strip()] = value.strip()
-    return params
+def optimize_progress(cfg, name: str):
+    """The optimisation baseline's progress: a bar on a terminal, a line now and then in logs."""
+    from ..progress import StepProgress
 
-
-def params_with_weights(items, weights: str | None) -> dict[str, str]:
-    """``parse_params(items)``, with ``weights`` (when given) as the ``weights`` parameter."""
-    params = parse_params(items)
-    if weights is not None:
-        params["weights"] = weights
-    return params
-
-
-def feature_params(command):
-    """``--param NAME=VALUE`` (repeatable) and ``--weights``, handed on as one ``params`` dict."""
-
-    @functools.wraps(command)
-    def wrapper(*args, params=(), weights=None, **kwargs):
-        return command(*args, params=params_with_weights(params, weights), **kwargs)
-
-    wrapper = click.option("--weights", metavar="PATH|imagenet|random",
-                           help="Network weights of a CNN representation: a .safetensors/.npz "
-                           "file, imagenet (download/cache) or random; same as -p weights=...")(wrapper)
-    return click.option("--param", "-p", "params", multiple=True, metavar="NAME=VALUE",
-                        help="Representation parameter (repeatable), e.g. -p cell_size=8.")(wrapper)
+    return StepProgress(cfg.steps, f"optimising {name}")

@@ -1,51 +1,12 @@
-"""``featinv compare`` and the realism options it shares with ``evaluate`` (no torch at import)."""
+"""``featinv compare``, and ``echo_metrics`` (the metrics as ``evaluate`` prints them too); no
+torch at import."""
 from __future__ import annotations
-
-import functools
 
 import click
 
-from .common import echo_error as _echo_error, echo_json, params_with_weights
-from .options import POSITIVE, SIDE, device_option
+from .common import echo_error as _echo_error, echo_json
+from .options import POSITIVE, SIDE, device_option, realism_options
 from ..errors import printable
-
-
-def realism_options(comparator_default: str, weights_default: str | None):
-    """``--comparator``, ``--comparator-param``/``--comparator-weights`` and
-    ``--perceptual-weights``, handed on as ``comparator``, ``comparator_params`` (a dict) and
-    ``perceptual_weights``."""
-
-    def decorate(command):
-        @functools.wraps(command)
-        def wrapper(*args, comparator_params=(), comparator_weights=None, **kwargs):
-            return command(*args, comparator_params=params_with_weights(comparator_params,
-                                                                        comparator_weights),
-                           **kwargs)
-
-        options = [
-            click.option("--comparator", default=comparator_default, show_default=True,
-                         metavar="NAME|auto|none",
-                         help="Representation whose feature-space error is reported "
-                         "(||Φ(y)-Φ(x)||²/||Φ(x)||², mean over images); auto: the inverted "
-                         "one when it is differentiable."),
-            click.option("--comparator-param", "comparator_params", multiple=True,
-                         metavar="NAME=VALUE", help="Parameter of the comparator (repeatable), "
-                         "e.g. weights=PATH for squeezenet.fire5."),
-            click.option("--comparator-weights", metavar="PATH|imagenet|random",
-                         help="Weights of a CNN comparator (as train's option); same as "
-                         "--comparator-param weights=..."),
-            click.option("--perceptual-weights", default=weights_default,
-                         show_default=weights_default is not None, metavar="PATH|auto|none",
-                         help="SqueezeNet 1.0 weights (.npz/.safetensors): adds the perceptual "
-                         "distance (LPIPS-style, unlearned weights) and the top-1 class "
-                         "agreement; auto: $FEATINV_PERCEPTUAL_WEIGHTS, else the copy "
-                         "shipped with featinv (deepcompression)."),
-        ]
-        for option in reversed(options):
-            wrapper = option(wrapper)
-        return wrapper
-
-    return decorate
 
 
 def echo_metrics(result: dict) -> None:

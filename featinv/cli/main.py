@@ -16,9 +16,13 @@ from .analyze import analyze
 from .audit import audit_cmd
 from .common import echo_error as _echo_error, echo_json as _echo_json, parse_params as _parse_params
 from .compare import compare_cmd
-from .invert import evaluate_cmd, extract_cmd, invert_cmd, pack_cmd, show_features_cmd
+from .evaluate import evaluate_cmd
+from .extract import extract_cmd
+from .invert import invert_cmd
 from .options import POSITIVE, SIDE, device_option
+from .pack import pack_cmd
 from .share import push_cmd
+from .show_features import show_features_cmd
 from .train import train_cmd
 from ..errors import FeatinvError, Interrupted, printable
 

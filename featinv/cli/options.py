@@ -1,9 +1,14 @@
-"""Options shared by the command groups of the CLI."""
+"""Every option (and option type) that more than one command of the CLI takes, with the parsing
+of ``NAME=VALUE`` parameters they share (no torch at import)."""
+from __future__ import annotations
+
+import functools
 import math
 
 import click
 
-from ..limits import MAX_SIDE
+from ..choices import METHODS, PRECISIONS
+from ..limits import DEFAULT_MAX_SIDE, MAX_SIDE
 
 device_option = click.option("--device", default="auto", show_default=True,
                              help="cpu, cuda, cuda:1, ... or auto (CUDA when available).")
@@ -48,3 +53,115 @@ decoder_option = click.option(
     "--decoder", "decoder_name", metavar="VARIANT",
     help="Which of the decoders shipped for --feature to use ('featinv zoo' lists them), e.g. "
          "realistic; default: the one named default.")
+max_side_option = click.option(
+    "--max-side", type=SIDE, default=DEFAULT_MAX_SIDE, show_default=True,
+    help="Shrink images whose longer side (after --size) exceeds this many px: the work stays "
+    "bounded for big photos.")
+overwrite_option = click.option("--overwrite", is_flag=True, help="Replace output files that "
+                                "exist already (inputs are never replaced).")
+
+
+def parse_params(items: tuple[str, ...]) -> dict[str, str]:
+    """``NAME=VALUE`` strings -> a dict; anything else is a usage error."""
+    params = {}
+    for item in items:
+        if "=" not in item:
+            raise click.BadParameter(f"expected NAME=VALUE, got {item!r}", param_hint="--param")
+        key, value = item.split("=", 1)
+        params[key.strip()] = value.strip()
+    return params
+
+
+def params_with_weights(items, weights: str | None) -> dict[str, str]:
+    """``parse_params(items)``, with ``weights`` (when given) as the ``weights`` parameter."""
+    params = parse_params(items)
+    if weights is not None:
+        params["weights"] = weights
+    return params
+
+
+def feature_params(command):
+    """``--param NAME=VALUE`` (repeatable) and ``--weights``, handed on as one ``params`` dict."""
+
+    @functools.wraps(command)
+    def wrapper(*args, params=(), weights=None, **kwargs):
+        return command(*args, params=params_with_weights(params, weights), **kwargs)
+
+    wrapper = click.option("--weights", metavar="PATH|imagenet|random",
+                           help="Network weights of a CNN representation: a .safetensors/.npz "
+                           "file, imagenet (download/cache) or random; same as -p weights=...")(wrapper)
+    return click.option("--param", "-p", "params", multiple=True, metavar="NAME=VALUE",
+                        help="Representation parameter (repeatable), e.g. -p cell_size=8.")(wrapper)
+
+
+def method_options(command):
+    """``--method decoder|optimize`` and the optimisation baseline's settings, handed on as
+    ``method`` and ``optimize`` (an ``OptimizeConfig``)."""
+    from ..inversion.optimize import OptimizeConfig
+
+    defaults = OptimizeConfig()
+
+    @functools.wraps(command)
+    def wrapper(*args, steps, step_size, lambda_tv, lambda_alpha, **kwargs):
+        cfg = OptimizeConfig(steps=steps, lr=step_size, lambda_tv=lambda_tv,
+                             lambda_alpha=lambda_alpha)
+        return command(*args, optimize=cfg, **kwargs)
+
+    options = [
+        click.option("--method", type=click.Choice(METHODS), default="decoder",
+                     show_default=True, help="decoder: a trained decoder, one forward pass; "
+                     "optimize: the optimisation baseline (Mahendran & Vedaldi), no training, "
+                     "differentiable representations only."),
+        click.option("--steps", type=POSITIVE, default=defaults.steps, show_default=True,
+                     help="optimize: gradient steps."),
+        click.option("--step-size", type=float, default=defaults.lr, show_default=True,
+                     help="optimize: step size (per pixel)."),
+        click.option("--lambda-tv", type=float, default=defaults.lambda_tv, show_default=True,
+                     help="optimize: weight of the total-variation prior."),
+        click.option("--lambda-alpha", type=float, default=defaults.lambda_alpha,
+                     show_default=True, help="optimize: weight of the alpha-norm prior."),
+        click.option("--precision", type=click.Choice(PRECISIONS), default="fp32",
+                     show_default=True, help="decoder: run it in mixed precision (bf16: 2-3x "
+                     "faster on CPUs with AVX-512 BF16; fp16: CUDA only)."),
+    ]
+    for option in reversed(options):
+        wrapper = option(wrapper)
+    return wrapper
+
+
+def realism_options(comparator_default: str, weights_default: str | None):
+    """``--comparator``, ``--comparator-param``/``--comparator-weights`` and
+    ``--perceptual-weights``, handed on as ``comparator``, ``comparator_params`` (a dict) and
+    ``perceptual_weights``."""
+
+    def decorate(command):
+        @functools.wraps(command)
+        def wrapper(*args, comparator_params=(), comparator_weights=None, **kwargs):
+            return command(*args, comparator_params=params_with_weights(comparator_params,
+                                                                        comparator_weights),
+                           **kwargs)
+
+        options = [
+            click.option("--comparator", default=comparator_default, show_default=True,
+                         metavar="NAME|auto|none",
+                         help="Representation whose feature-space error is reported "
+                         "(||Φ(y)-Φ(x)||²/||Φ(x)||², mean over images); auto: the inverted "
+                         "one when it is differentiable."),
+            click.option("--comparator-param", "comparator_params", multiple=True,
+                         metavar="NAME=VALUE", help="Parameter of the comparator (repeatable), "
+                         "e.g. weights=PATH for squeezenet.fire5."),
+            click.option("--comparator-weights", metavar="PATH|imagenet|random",
+                         help="Weights of a CNN comparator (as train's option); same as "
+                         "--comparator-param weights=..."),
+            click.option("--perceptual-weights", default=weights_default,
+                         show_default=weights_default is not None, metavar="PATH|auto|none",
+                         help="SqueezeNet 1.0 weights (.npz/.safetensors): adds the perceptual "
+                         "distance (LPIPS-style, unlearned weights) and the top-1 class "
+                         "agreement; auto: $FEATINV_PERCEPTUAL_WEIGHTS, else the copy "
+                         "shipped with featinv (deepcompression)."),
+        ]
+        for option in reversed(options):
+            wrapper = option(wrapper)
+        return wrapper
+
+    return decorate

@@ -1,5 +1,5 @@
 """``featinv push``: upload a trained decoder to the Hugging Face Hub (``pack`` is in
-``featinv.cli.invert``; the group is in ``featinv.cli.main``)."""
+``featinv.cli.pack``; the group is in ``featinv.cli.main``)."""
 from __future__ import annotations
 
 import click
