@@ -162,7 +162,7 @@ def _live(sizes: set[int], key: str | None) -> dict:
 def _in_process_plugins() -> bool:
     """Plugins already loaded or registered in this process: the cache may not reflect them."""
     plugins = sys.modules.get("featinv.representation.plugins")
-    return plugins is not None and (plugins._state is not None or bool(plugins._extra))
+    return plugins is not None and plugins.loaded_in_process()
 
 
 def snapshot(image_size: int) -> dict:

@@ -286,6 +286,12 @@ def reset() -> None:
         _state = None
 
 
+def loaded_in_process() -> bool:
+    """True once this process has loaded the plugins or registered one with ``register_plugin``
+    (what it lists may then differ from a fresh process's)."""
+    return _state is not None or bool(_extra)
+
+
 def plugin_infos() -> list[PluginInfo]:
     """Every plugin, with what it registered and its problems (shipped decoders included)."""
     shipped_decoders()  # a failing featinv_shipped_decoders is a problem of its plugin too
