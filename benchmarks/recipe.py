@@ -106,6 +106,7 @@ def arms() -> list[dict]:
         arm("width 0.25, batch 16, 64 px first half", "combined",
             with_opt(b, "--width", "0.25") + ["--batch-size", "16", "--low-res-first", "64:0.5"]),
         arm("lr 1e-3", "peak learning rate", with_opt(b, "--lr", "1e-3")),
+        arm("lr 8e-3", "peak learning rate", with_opt(b, "--lr", "8e-3")),
         arm("l1 loss", "pixel loss", b + ["--pixel-distance", "l1"]),
         arm("group norm", "normalisation", b, patch="group_norm"),
         arm("fp32", "precision", b + ["--precision", "fp32"]),
@@ -115,7 +116,6 @@ def arms() -> list[dict]:
         # measured when the sweep has time for them
         arm("width 0.25 + 64 px first half", "combined", w25_low),
         arm("crop 0.35", "crop scale", with_opt(b, "--crop-scale", "0.35")),
-        arm("lr 8e-3", "peak learning rate", with_opt(b, "--lr", "8e-3")),
         arm("batch 128", "batch size", b + ["--batch-size", "128"]),
         arm("depth 1 block", "depth", b, patch="depth1"),
         arm("width 0.0625", "width", with_opt(b, "--width", "0.0625")),
