@@ -6,18 +6,19 @@ import torch
 from .errors import FeatinvError
 
 # the dtype of each name in featinv.choices.PRECISIONS (None: full precision, no autocast)
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+PRECISION_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+PRECISIONS = PRECISION_DTYPES  # deprecated alias: featinv.choices.PRECISIONS is the tuple of names
 
 
 def autocast(device: torch.device, precision: str):
     """The mixed-precision context for a decoder's forward pass (a no-op for fp32)."""
-    dtype = PRECISIONS[precision]
+    dtype = PRECISION_DTYPES[precision]
     return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
 
 
 def check_precision(precision: str, device: torch.device) -> None:
     """Refuse a precision the device cannot run."""
-    if precision not in PRECISIONS:
+    if precision not in PRECISION_DTYPES:
         raise FeatinvError(f"Unknown --precision '{precision}' (fp32, bf16, fp16).")
     if precision == "fp16" and device.type != "cuda":
         raise FeatinvError("--precision fp16 needs a CUDA device; use bf16 on the CPU.")

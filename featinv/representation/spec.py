@@ -21,7 +21,9 @@ from .layout import CellGrid, ComputedGrid, FixedVector, Layout, LayoutRule
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)*$")
 INPUTS = ("gray", "rgb")
-DECODER_FAMILIES = ("auto", *FAMILY_LAYOUTS)  # what FeatureSpec.decoder accepts
+DECODER_CHOICES = ("auto", *FAMILY_LAYOUTS)  # what FeatureSpec.decoder accepts
+# deprecated alias: featinv.choices.DECODER_FAMILIES is the family -> layout kind table
+DECODER_FAMILIES = DECODER_CHOICES
 
 # ITU-R BT.601 luma, as VLFeat/MATLAB's rgb2gray and the paper use
 GRAY_WEIGHTS = (0.299, 0.587, 0.114)
@@ -165,8 +167,8 @@ class FeatureSpec:
         if any(f is not None and not callable(f) for f in (self.visualize, self.backends,
                                                      self.members)):
             problems.append("visualize, backends and members must be callables or None")
-        if self.decoder not in DECODER_FAMILIES:
-            problems.append(f"decoder must be one of {DECODER_FAMILIES}, got {self.decoder!r}")
+        if self.decoder not in DECODER_CHOICES:
+            problems.append(f"decoder must be one of {DECODER_CHOICES}, got {self.decoder!r}")
         if not all(isinstance(p, Param) for p in self.params):
             problems.append("params must be Param objects")
         if problems:
