@@ -18,6 +18,12 @@ def pick_device(device: str | torch.device | None = None) -> torch.device:
     except (RuntimeError, TypeError, ValueError):
         raise FeatinvError(f"--device {printable(device)}: not a device name; use cpu, cuda, "
                            "cuda:N or auto.") from None
+    return check_device(dev, device)
+
+
+def check_device(dev: torch.device, device: str | torch.device | None = None) -> torch.device:
+    """``dev`` when this machine has it, else one line naming ``device`` (what was asked)."""
+    device = dev if device is None else device
     if dev.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if count == 0:
@@ -34,5 +40,6 @@ def pick_device(device: str | torch.device | None = None) -> torch.device:
 
 
 def as_device(device: str | torch.device | None) -> torch.device:
-    """``device`` when it is already a ``torch.device`` (chosen upstream), else ``pick_device``."""
-    return device if isinstance(device, torch.device) else pick_device(device)
+    """``device`` when it is already a ``torch.device`` (chosen upstream; still checked to exist
+    here, as ``pick_device`` checks), else ``pick_device(device)``."""
+    return check_device(device) if isinstance(device, torch.device) else pick_device(device)

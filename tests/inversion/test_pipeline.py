@@ -93,3 +93,15 @@ def test_old_import_paths_still_work():
     assert featinv.invert is pipeline.invert
     with pytest.raises(AttributeError):
         load_module.no_such_name
+
+
+def test_a_device_object_is_still_checked(photo):
+    """A ``torch.device`` given to the pipeline is kept as chosen, but one this machine lacks is
+    refused with the same line as ``--device`` (not a PyTorch traceback later)."""
+    from featinv.errors import FeatinvError
+
+    missing = torch.device("cuda", torch.cuda.device_count() + 3)
+    with pytest.raises(FeatinvError, match=r"--device cuda:\d+: this machine has"):
+        featinv.invert([photo], feature="lbp", device=missing)
+    with pytest.raises(FeatinvError, match=r"--device cuda:\d+: this machine has"):
+        make_method("decoder", feature="lbp", device=missing)
