@@ -108,6 +108,7 @@ def arms() -> list[dict]:
         arm("lr 1e-3", "peak learning rate", with_opt(b, "--lr", "1e-3")),
         arm("lr 8e-3", "peak learning rate", with_opt(b, "--lr", "8e-3")),
         arm("l1 loss", "pixel loss", b + ["--pixel-distance", "l1"]),
+        arm("default, lr 8e-3", "defaults", ["--lr", "8e-3"]),  # the defaults, a higher peak
         arm("group norm", "normalisation", b, patch="group_norm"),
         arm("fp32", "precision", b + ["--precision", "fp32"]),
         arm("depth 4 blocks", "depth", b, patch="depth4"),
