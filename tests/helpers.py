@@ -159,3 +159,51 @@ def vl_hog(image: np.ndarray, cell_size: int, num_orientations: int = 9, matlab:
 def vl_lbp(image: np.ndarray, cell_size: int = 16, matlab: bool = True) -> np.ndarray:
     """VLFeat's LBP of an (H, W) image as an (Hc, Wc, 58) array, the reference files' axis order."""
     return vlfeat.lbp(image, cell_size, matlab=matlab).transpose(1, 2, 0)
+
+
+# -- peak memory of commands, measured in a child process ----------------------------------------
+
+# Source of ``peak()`` and ``run(args)`` for a child Python process: the child's own high-water
+# mark in KiB (VmHWM is reset by exec; ru_maxrss would include the parent pytest's memory at the
+# fork) and one CLI command run in-process, returning ``(exit code, stderr)``.
+CHILD_MEASURE = '''
+import contextlib, io, json, resource
+from featinv.cli.main import main
+def peak():
+    try:
+        with open("/proc/self/status") as status:
+            return next(int(l.split()[1]) for l in status if l.startswith("VmHWM:"))
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+def run(args):
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            main(args)
+        except SystemExit as exc:
+            return exc.code, err.getvalue()
+'''
+
+
+def run_measured(cases, preamble: str = "", timeout: float = 900, env=None):
+    """Run each ``(warm_up_args, args)`` of ``cases`` in one child process (``preamble``: code
+    run first, e.g. imports to count before measuring); returns ``(exit code, stderr, KiB the
+    peak grew by during args)`` per case."""
+    import json
+    import os
+    import subprocess
+
+    pairs = [(list(map(str, w)), list(map(str, a))) for w, a in cases]
+    script = CHILD_MEASURE + preamble + f"""
+results = []
+for warm, args in {pairs!r}:
+    run(warm)
+    before = peak()
+    code, err = run(args)
+    results.append((code, err, peak() - before))
+print(json.dumps(results))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **(env or {})})
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.splitlines()[-1])

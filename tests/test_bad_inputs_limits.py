@@ -6,7 +6,6 @@ import importlib
 import json
 import subprocess
 import sys
-import textwrap
 
 import numpy as np
 import pytest
@@ -20,6 +19,7 @@ from featinv.decoders.networks import build_decoder
 
 from conftest import write_images
 from conftest import run_cli as run
+from helpers import CHILD_MEASURE
 
 MB = 1024  # ru_maxrss is in KiB on Linux
 
@@ -56,27 +56,12 @@ def test_tiny_inputs_stay_under_1_gb_and_fail_in_one_line(traps):
         ["invert", "-c", str(traps / "wide.safetensors"), str(traps / "img000.png"),
          "-o", str(traps / "out3")],
     ]
-    script = textwrap.dedent(f"""
-        import contextlib, io, json, resource
-        from featinv.cli.main import main
-        def peak():  # this program's own high-water mark: ru_maxrss would include the
-            # parent's memory at fork (a long pytest process), VmHWM is reset by exec
-            try:
-                with open("/proc/self/status") as status:
-                    return next(int(l.split()[1]) for l in status if l.startswith("VmHWM:"))
-            except (OSError, StopIteration):
-                return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        results = []
-        for args in {cases!r}:
-            err = io.StringIO()
-            with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-                try:
-                    main(args)
-                except SystemExit as exc:
-                    results.append((exc.code, err.getvalue()))
-        print(json.dumps({{"results": results,
-                          "peak": peak()}}))
-    """)
+    script = CHILD_MEASURE + f"""
+results = []
+for args in {cases!r}:
+    results.append(run(args))
+print(json.dumps({{"results": results, "peak": peak()}}))
+"""
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           timeout=600)
     assert done.returncode == 0, done.stderr

@@ -8,10 +8,6 @@ process.
 """
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-import textwrap
 import zipfile
 from pathlib import Path
 
@@ -26,6 +22,7 @@ from featinv.io.archives import npz_entries, read_npz
 from featinv.representation.extract import load_features
 
 from conftest import write_images
+from helpers import run_measured
 
 MB = 2**20
 BOMB_BYTES = 512 * MB
@@ -164,37 +161,13 @@ def test_bombs_in_every_weights_option_stay_small(bombs, tmp_path):
          "--loss", "pixel,feature", "--comparator", "squeezenet.fire2", "--comparator-weights",
          bomb, "--image-size", "32", "--epochs", "1", "--workers", "0", "--device", "cpu"],
     ]
-    script = textwrap.dedent(f"""
-        import contextlib, io, json, resource
-        from featinv.cli.main import main
-        import featinv.features.squeezenet, featinv.analysis.perceptual  # imports counted first
-        import torchvision.models
-        def peak():  # this program's own high-water mark: ru_maxrss would include the
-            # parent's memory at fork (a long pytest process), VmHWM is reset by exec
-            try:
-                with open("/proc/self/status") as status:
-                    return next(int(l.split()[1]) for l in status if l.startswith("VmHWM:"))
-            except (OSError, StopIteration):
-                return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        def run(args):
-            err = io.StringIO()
-            with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-                try:
-                    main(args)
-                except SystemExit as exc:
-                    return exc.code, err.getvalue()
-        results = []
-        for args in {cases!r}:
-            run([a.replace("BOMB", {str(tmp_path / "small.npz")!r}) for a in args])  # warm-up
-            before = peak()
-            code, err = run([a.replace("BOMB", {str(bombs / "bomb.npz")!r}) for a in args])
-            results.append((code, err, peak() - before))
-        print(json.dumps(results))
-    """)
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          timeout=600)
-    assert done.returncode == 0, done.stderr
-    for args, (code, err, grown) in zip(cases, json.loads(done.stdout.splitlines()[-1])):
+    small, bomb = str(tmp_path / "small.npz"), str(bombs / "bomb.npz")
+    measured = run_measured(
+        [([a.replace("BOMB", small) for a in args], [a.replace("BOMB", bomb) for a in args])
+         for args in cases], timeout=600,
+        preamble="import featinv.features.squeezenet, featinv.analysis.perceptual\n"
+                 "import torchvision.models\n")  # imports counted before measuring
+    for args, (code, err, grown) in zip(cases, measured):
         errors = [line for line in err.splitlines() if line.startswith("Error:")]
         assert code == 1 and len(errors) == 1 and "Traceback" not in err, (args[0], err)
         assert "do not fit" in errors[0] or "budget" in errors[0], (args[0], errors)

@@ -4,12 +4,7 @@ reported and skipped while the rest is done. Peak memory is measured in a child 
 attack after a warm-up run of the same command on a normal image."""
 from __future__ import annotations
 
-import json
-import os
 import struct
-import subprocess
-import sys
-import textwrap
 import zlib
 from pathlib import Path
 
@@ -19,9 +14,10 @@ from PIL import Image
 
 import featinv
 from featinv.errors import DataError, ImageError
-from featinv.io.images import load_fitted, probe_image
+from featinv.io.images import probe_image
 
 from conftest import write_images
+from helpers import run_measured as measured
 
 MB = 1024  # ru_maxrss is in KiB
 
@@ -69,37 +65,9 @@ def traps(tmp_path_factory):
 
 
 def run_measured(cases: list[tuple[list, list]]) -> list[tuple[int, str, int]]:
-    """Run each ``(warm_up_args, args)`` in one child process: ``(exit code, stderr, KiB the
-    peak grew by during args)``."""
-    script = textwrap.dedent(f"""
-        import contextlib, io, json, resource
-        from featinv.cli.main import main
-        def peak():  # this program's own high-water mark: ru_maxrss would include the
-            # parent's memory at fork (a long pytest process), VmHWM is reset by exec
-            try:
-                with open("/proc/self/status") as status:
-                    return next(int(l.split()[1]) for l in status if l.startswith("VmHWM:"))
-            except (OSError, StopIteration):
-                return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        def run(args):
-            err = io.StringIO()
-            with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-                try:
-                    main(args)
-                except SystemExit as exc:
-                    return exc.code, err.getvalue()
-        results = []
-        for warm, args in {[(list(map(str, w)), list(map(str, a))) for w, a in cases]!r}:
-            run(warm)
-            before = peak()
-            code, err = run(args)
-            results.append((code, err, peak() - before))
-        print(json.dumps(results))
-    """)
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          timeout=900, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout.splitlines()[-1])
+    """Each ``(warm_up_args, args)`` in one child process (one thread):
+    ``(exit code, stderr, KiB the peak grew by during args)``."""
+    return measured(cases, env={"OMP_NUM_THREADS": "1"})
 
 
 def errors(err: str) -> list[str]:
