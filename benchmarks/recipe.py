@@ -197,8 +197,8 @@ def run_arm(a: dict, runs: Path, data: Path, threads: int | None = None) -> dict
     row = {**a, "folder": out.name, "images_seen": final["images_seen"],
            "val_normalized_error": final["val_normalized_error"],
            "val_psnr": final["val_psnr"], "val_ssim": final["val_ssim"],
-           "train_s": sum(final_r["images_seen_epoch"] / final_r["images_per_second"]
-                          for final_r in _epochs(records)),
+           "train_s": sum(r["images_seen_epoch"] / r["images_per_second"]
+                          for r in _epochs(records)),
            "wall_s": time.perf_counter() - t0,
            # CPU seconds of the run and its loader processes (start-up and validation
            # included): unlike wall time, barely changed by other work on the machine
