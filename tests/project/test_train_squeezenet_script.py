@@ -22,7 +22,7 @@ def test_the_script_trains_packs_and_skips_what_is_done(tmp_path):
     write_images(tmp_path / "data" / "val", 4, size=(72, 64), seed=5)
     env = {**os.environ, "LAYERS": "fire9 pool10", "BUDGET": "8", "SIZE": "64",
            "DATA": str(tmp_path / "data"), "RUNS": str(tmp_path / "runs"),
-           "ZOO": str(tmp_path / "zoo"),
+           "ZOO": str(tmp_path / "zoo"), "WIDTHS": "fire9=0.0625",
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     (tmp_path / "zoo").mkdir()
     subprocess.run(["bash", str(SCRIPT)], check=True, env=env, cwd=ROOT, capture_output=True)
@@ -36,6 +36,10 @@ def test_the_script_trains_packs_and_skips_what_is_done(tmp_path):
 
     meta = checkpoint.read_meta(tmp_path / "zoo" / "squeezenet.fire9.safetensors")
     assert meta["packed"]["recipe"].startswith("featinv train -f squeezenet.fire9")
+    assert meta["packed"]["recipe"].endswith("--width 0.0625")
+    assert meta["decoder"]["width"] == 0.0625  # WIDTHS reached the training
+    pool10 = checkpoint.read_meta(tmp_path / "zoo" / "squeezenet.pool10.safetensors")
+    assert pool10["decoder"]["width"] == 0.25  # the default for layers WIDTHS does not name
     assert str(tmp_path) not in str(meta)  # no path of the training machine
     out = subprocess.run([sys.executable, "-m", "featinv", "invert", "-c",
                           str(tmp_path / "zoo" / "squeezenet.pool10.safetensors"),
