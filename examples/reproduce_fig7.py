@@ -11,6 +11,12 @@ then measures the normalized error on val photos under each perturbation of sect
 ``images/fig7_reconstructions.png`` (one photo reconstructed from every layer). The defaults fit
 a 2-core CPU (96 px, 4,000 photos, 3 epochs per layer: about 2 hours); the paper used AlexNet at
 227 px and 1.2 M photos.
+
+With ``--shipped`` nothing is trained: the decoders that ship with featinv (``featinv zoo``,
+128 px, trained by ``examples/train_squeezenet_decoders.sh``) are measured, and
+``--autoencoders FILE,...`` adds decoders trained with ``--finetune-encoder``:
+
+    python examples/reproduce_fig7.py --shipped --val-limit 500 --out docs
 """
 from __future__ import annotations
 
@@ -42,6 +48,13 @@ def train_layer(layer: str, args, finetune: bool) -> Path:
     return out / "decoder.safetensors"
 
 
+def shipped_size(name: str) -> int:
+    """The training image side of the shipped decoder for ``name``."""
+    from featinv.inversion.load import load_decoder
+
+    return int(load_decoder(name).config["image_size"])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="../shared/data")
@@ -55,17 +68,28 @@ def main() -> None:
     parser.add_argument("--autoencoder", action="store_true",
                         help="also train each layer with the encoder fine-tuned")
     parser.add_argument("--precision", default="bf16", choices=("fp32", "bf16"))
+    parser.add_argument("--shipped", action="store_true",
+                        help="measure the shipped decoders (at their own 128 px) instead of training")
+    parser.add_argument("--autoencoders", default="",
+                        help="with --shipped: decoder files trained with --finetune-encoder")
     args = parser.parse_args()
     layers = args.layers.split(",")
 
+    if args.shipped:
+        decoders = [f"squeezenet.{layer}" for layer in layers]  # names of shipped decoders
+        autoencoders = [a for a in args.autoencoders.split(",") if a]
+        args.image_size = shipped_size(decoders[0])
+        args.limit = args.epochs = None
+    else:
+        decoders = [train_layer(layer, args, finetune=False) for layer in layers]
+        autoencoders = [train_layer(layer, args, finetune=True) for layer in layers
+                        if args.autoencoder]
     x = load_square_images(Path(args.data) / "val", args.image_size, args.val_limit)[0]
-    decoders = [train_layer(layer, args, finetune=False) for layer in layers]
-    autoencoders = [train_layer(layer, args, finetune=True) for layer in layers
-                    if args.autoencoder]
     study = perturbation_study(decoders, x, autoencoders=autoencoders, on_layer=lambda row: print(
         row["layer"].split(".")[-1], json.dumps({k: round(v, 4) for k, v in row["errors"].items()}),
         flush=True))
     result = {"network": "SqueezeNet 1.0 (Deep Compression Caffe weights)",
+              "decoders": "shipped" if args.shipped else "trained here",
               "image_size": args.image_size, "train_photos": args.limit,
               "epochs_per_layer": args.epochs, "n_images": len(x), "layers": study["layers"],
               "autoencoder": study["autoencoder"]}

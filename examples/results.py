@@ -75,12 +75,17 @@ def curves(entries: list[dict], path: Path) -> None:
 
     fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.4))
     for e in entries:
-        history = checkpoint.read_meta(e["file"])["packed"]["history"]
-        epochs = [h["epoch"] for h in history]
-        a.plot(epochs, [h["train_loss"] for h in history], label=e["feature"].upper())
-        b.plot(epochs, [h["val_normalized_error"] for h in history], label=e["feature"].upper())
-    a.set(xlabel="epoch", ylabel="training loss (MSE, last batch)", yscale="log")
-    b.set(xlabel="epoch", ylabel="val normalized error")
+        meta = checkpoint.read_meta(e["file"])
+        batch = meta["training"]["batch_size"]
+        history = meta["packed"]["history"]
+        # older runs logged steps only; images seen = steps x batch
+        seen = [h.get("images_seen", h["step"] * batch) / 1000 for h in history]
+        scored = [(s, h["val_normalized_error"]) for s, h in zip(seen, history)
+                  if "val_normalized_error" in h]
+        a.plot(seen, [h["train_loss"] for h in history], label=e["feature"].upper())
+        b.plot(*zip(*scored), marker=".", label=e["feature"].upper())
+    a.set(xlabel="training images seen (thousands)", ylabel="training loss (MSE)", yscale="log")
+    b.set(xlabel="training images seen (thousands)", ylabel="val normalized error")
     for ax in (a, b):
         ax.grid(alpha=0.3)
         ax.legend()
@@ -129,7 +134,7 @@ def main() -> None:
     args = ap.parse_args()
     out = Path(args.out)
     (out / "images").mkdir(parents=True, exist_ok=True)
-    entries = [e for e in shipped() if e["feature"] in FEATURES]
+    entries = [e for e in shipped() if e["feature"] in FEATURES and e["decoder"] == "default"]
     size = entries[0]["image_size"]
     x = load_val(args.val, size)
     results = {"val": args.val, "n_images": len(x), "image_size": size,
