@@ -1,8 +1,8 @@
 """The smaller things of issue 24 (defect 7): an output named as another format is refused even
 with --overwrite, compare names every reconstruction it cannot use (a link to /dev/zero, a 1 x 1
 picture), and a missing timm weight is reported offline before timm is imported. (--out inside
---data and the lock naming process 1 are in test_refusals_overwrite/_recovery; --decoder '' and
--f hog.realistic in test_decoder_names.)"""
+--data and the lock naming process 1 are in tests/training/test_refusals_overwrite/_recovery,
+--decoder '' and -f hog.realistic in tests/inversion/test_decoder_names.)"""
 from __future__ import annotations
 
 import os
@@ -12,7 +12,7 @@ import sys
 import pytest
 from PIL import Image
 
-from conftest import error_lines, run_cli, write_images
+from helpers import error_lines, run_cli, write_images
 
 
 @pytest.mark.parametrize("args, suffix", [
@@ -53,6 +53,7 @@ def test_compare_names_what_it_cannot_use(tmp_path, capsys):
     assert json.loads(out)["n_images"] == 2 and code == 1
 
 
+@pytest.mark.slow
 def test_a_missing_timm_weight_is_reported_before_timm_is_imported(tmp_path):
     """Offline and nothing cached: the one-line error comes without importing timm (whose
     import alone takes seconds)."""

@@ -16,7 +16,7 @@ import pytest
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from conftest import saved_step, write_images
+from helpers import saved_step, write_images
 from featinv.errors import CheckpointError, FeatinvError
 from featinv.training.loop import STATE_FILE, TrainConfig, train
 from featinv.training.run_folder import LOCK_FILE
@@ -44,6 +44,7 @@ def data(tmp_path):
 
 # -- killed before the first checkpoint -------------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.parametrize("left", [["metrics.jsonl"], ["metrics.jsonl", "val_epoch001.png"],
                                   ["val_epoch001.png", "val_epoch002.png"]])
 @pytest.mark.parametrize("resume", [True, False])
@@ -62,6 +63,7 @@ def test_what_a_run_killed_before_its_first_checkpoint_left_is_replaced(data, tm
     assert len(records) == 1 and json.loads(records[0])["step"] == 2  # its own record only
 
 
+@pytest.mark.slow
 def test_a_real_sigkill_after_the_first_epoch(data, tmp_path):
     """Killed once metrics.jsonl has a record but no checkpoint exists (no --val, checkpoints
     every 100 minutes): --resume starts over (a plain rerun too, tested above)."""
@@ -94,6 +96,7 @@ main(sys.argv[1:])
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("limit", [20_000, 200_000])
 def test_a_save_that_cannot_be_written_is_the_checkpoint_message(data, tmp_path, limit):
     """A real write failure inside safetensors' writer (a file-size limit stands in for a full
@@ -116,6 +119,7 @@ def test_a_save_that_cannot_be_written_is_the_checkpoint_message(data, tmp_path,
     assert not list(out.glob(".*.tmp"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("message", [
     "Error while serializing: I/O error: No space left on device (os error 28)",
     "Error while serializing: I/O error: Disk quota exceeded (os error 122)",
@@ -138,6 +142,7 @@ def test_safetensors_write_errors_are_the_checkpoint_message(data, tmp_path, mon
     assert not list(out.glob(".*.tmp")) and not (out / "decoder.safetensors").exists()
 
 
+@pytest.mark.slow
 def test_a_replacing_run_whose_first_save_fails_puts_the_old_run_back(data, tmp_path,
                                                                       monkeypatch):
     """--overwrite, then the disk fills while the decoder is written and the state is not: the
@@ -174,6 +179,7 @@ def rewrite_state(path: Path, **changes) -> None:
     save_file(tensors, str(path), metadata={"featinv": json.dumps(meta)})
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("change", [
     dict(step=-1), dict(step=10**30), dict(step=1e30), dict(step="3"), dict(step=None),
     dict(step=True), dict(step=2**62), dict(history="x"), dict(history=[1, 2]),
@@ -189,6 +195,7 @@ def test_a_crafted_training_state_is_refused_in_one_line(data, tmp_path, change)
 
 # -- lock files ---------------------------------------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.parametrize("lock", ["pid1", "garbage", "negative", "huge", "fifo", "dev_zero",
                                   "dev_urandom", "not_featinv"])
 def test_a_lock_that_names_no_featinv_run_is_taken_over(data, tmp_path, lock):
@@ -226,6 +233,7 @@ def test_a_lock_that_names_no_featinv_run_is_taken_over(data, tmp_path, lock):
     assert saved_step(out) == 2 and not path.exists() and not path.is_symlink()
 
 
+@pytest.mark.slow
 def test_a_live_featinv_run_still_holds_its_folder(data, tmp_path):
     """...while a lock naming a live featinv train (the real case) is still respected."""
     out = tmp_path / "run"

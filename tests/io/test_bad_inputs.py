@@ -31,7 +31,7 @@ from PIL import Image
 import featinv
 from featinv.errors import ImageError
 from featinv.io.images import load_image, probe_image
-from conftest import run_cli as run, error_lines as _error_lines
+from helpers import run_cli as run, error_lines as _error_lines
 
 INVALID = {"empty.jpg": "empty file (0 bytes)", "text.jpg": "not an image file",
            "truncated.jpg": "cannot decode image", "truncated.png": "cannot decode image",
@@ -163,6 +163,7 @@ def test_evaluate_lists_failed_files_and_scores_the_rest(folder, capsys):
     assert all(np.isfinite(result[k]) for k in ("normalized_error", "psnr", "ssim"))
 
 
+@pytest.mark.slow
 def test_train_skips_bad_files_and_trains_on_the_rest(folder, tmp_path, capsys):
     code, out, err = run(capsys, "train", "-f", "hog", "--data", folder, "--out", tmp_path,
                          "--image-size", 32, "--epochs", 1, "--batch-size", 4, "--workers", 0)

@@ -16,8 +16,7 @@ import featinv
 from featinv.errors import DataError, ImageError
 from featinv.io.images import probe_image
 
-from conftest import write_images
-from helpers import run_measured as measured
+from helpers import run_measured as measured, write_images
 
 MB = 1024  # ru_maxrss is in KiB
 
@@ -74,6 +73,7 @@ def errors(err: str) -> list[str]:
     return [line for line in err.splitlines() if line.startswith("Error:")]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["tall.png", "wide.png", "thin.png"])
 def test_a_header_claiming_a_strip_is_refused_everywhere_from_the_header(traps, tmp_path, name):
     """The 69-byte PNG claiming 1 x 80,000,000 px (and its variants) in every command that
@@ -117,6 +117,7 @@ def test_a_header_claiming_a_strip_is_refused_everywhere_from_the_header(traps, 
     assert (tmp_path / "o6" / "decoder.safetensors").exists()  # trained on the rest
 
 
+@pytest.mark.slow
 def test_big_images_are_decoded_small(traps, tmp_path):
     """A 9000 x 9000 PNG (a few hundred KB) inverted at the default --max-side: the 8-bit
     decode at most (3.3 GB before); a 8192 x 8192 JPEG is decoded at 1/8 scale; show-features
@@ -139,6 +140,7 @@ def test_big_images_are_decoded_small(traps, tmp_path):
     assert max(Image.open(next((tmp_path / "o1").iterdir())).size) == 1024
 
 
+@pytest.mark.slow
 def test_a_file_far_longer_than_its_picture_is_refused_unread(traps, tmp_path):
     """A JPEG with 4 GB appended: refused from its header and size, not read whole."""
     tail = traps / "photos" / "tail.jpg"

@@ -21,8 +21,7 @@ from featinv.errors import FeatinvError
 from featinv.io.archives import npz_entries, read_npz
 from featinv.representation.extract import load_features
 
-from conftest import write_images
-from helpers import run_measured
+from helpers import run_measured, write_images
 
 MB = 2**20
 BOMB_BYTES = 512 * MB
@@ -70,6 +69,7 @@ def forged(path: Path, claimed_shape, data: bytes = b"\0" * 64) -> Path:
 
 # -- the archive reader -------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_headers_are_read_without_the_data(bombs):
     entries = npz_entries(bombs / "bomb.npz")
     assert entries["features.0.weight"].nbytes == BOMB_BYTES  # known, nothing decompressed
@@ -98,6 +98,7 @@ def test_objects_names_and_compression_np_savez_does_not_write(tmp_path):
         read_npz(tmp_path / "t.npz")
 
 
+@pytest.mark.slow
 def test_the_memory_budget_bounds_any_archive(bombs, monkeypatch):
     monkeypatch.setenv("FEATINV_MEMORY_BUDGET", "0.1")  # 100 MB
     with pytest.raises(FeatinvError, match="over featinv's memory budget"):
@@ -141,6 +142,7 @@ def test_weights_that_are_no_regular_file_are_refused(tmp_path, special):
         featinv.get_feature("squeezenet.fire2", weights=str(path))
 
 
+@pytest.mark.slow
 def test_bombs_in_every_weights_option_stay_small(bombs, tmp_path):
     """Each option that reads a weights file, with the 512 MB bomb: refused in one line, and the
     process grows by less than 100 MB (np.load would decompress all of it)."""

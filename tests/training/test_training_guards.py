@@ -16,8 +16,7 @@ from featinv.io import checkpoint
 from featinv.errors import DataError, FeatinvError
 from featinv.training.loop import STATE_FILE, TrainConfig, train
 
-from conftest import write_images
-from conftest import saved_step
+from helpers import saved_step, write_images
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
@@ -28,6 +27,7 @@ def cli_args(data, out, *extra):
             "--workers", "0", "--device", "cpu", "--save-every", "1", *extra]
 
 
+@pytest.mark.slow
 def test_sigkilled_run_resumes_to_the_same_weights(tmp_path):
     """SIGKILL at an arbitrary moment (mid-step or mid-save), resume: identical weights."""
     write_images(tmp_path / "data", 64)
@@ -62,6 +62,7 @@ def small_config(data, out, **kw):
     return TrainConfig(**{**base, **kw})
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     write_images(tmp_path / "data", 16)
     train(small_config(tmp_path / "data", tmp_path / "run"), log=lambda m: None)
@@ -78,6 +79,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     assert all(torch.isfinite(p).all() for p in decoder.state_dict().values())
 
 
+@pytest.mark.slow
 def test_full_disk_while_saving_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     write_images(tmp_path / "data", 16)
     train(small_config(tmp_path / "data", tmp_path / "run"), log=lambda m: None)
@@ -117,6 +119,7 @@ def test_empty_or_unreadable_data_folder_fails_before_any_work(tmp_path):
         train(small_config(tmp_path / "missing", tmp_path / "run"), log=lambda m: None)
 
 
+@pytest.mark.slow
 def test_bad_training_files_are_reported_and_skipped(tmp_path, capsys):
     paths = write_images(tmp_path / "data", 16)
     (tmp_path / "data" / "notes.jpg").write_text("hello")

@@ -17,9 +17,7 @@ import featinv
 from featinv.io.checkpoint import META_KEY, decoder_metadata, save_decoder
 from featinv.decoders.networks import build_decoder
 
-from conftest import write_images
-from conftest import run_cli as run
-from helpers import CHILD_MEASURE
+from helpers import CHILD_MEASURE, run_cli as run, write_images
 
 MB = 1024  # ru_maxrss is in KiB on Linux
 
@@ -42,6 +40,7 @@ def traps(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow
 def test_tiny_inputs_stay_under_1_gb_and_fail_in_one_line(traps):
     """Each case in one child process, whose peak resident memory is measured."""
     assert (traps / "strip.png").stat().st_size < 200

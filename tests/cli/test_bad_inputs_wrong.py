@@ -20,8 +20,7 @@ from featinv.decoders.networks import build_decoder
 from featinv.io.images import find_images, load_image
 from featinv.representation.plugins import register_plugin, unregister_plugin
 
-from conftest import write_images
-from conftest import run_cli as run, error_lines as _errors
+from helpers import error_lines as _errors, run_cli as run, write_images
 
 
 # -- 6: NaN features ---------------------------------------------------------------------------
@@ -118,6 +117,7 @@ def test_counts_and_steps_below_one_are_refused(tmp_path, capsys):
         OptimizeConfig(steps=0)
 
 
+@pytest.mark.slow
 def test_tensors_outside_0_1_are_refused_by_the_api():
     with pytest.raises(featinv.ShapeError, match="divide by 255"):
         featinv.invert([torch.rand(3, 32, 32) * 255], feature="hog")

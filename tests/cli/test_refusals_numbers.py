@@ -16,12 +16,11 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 import featinv
-from conftest import error_lines, run_cli, write_images
+from helpers import REPO, error_lines, run_cli, write_images
 from featinv.errors import CheckpointError, FeatinvError, ImageError
 from featinv.io.images import load_image
 from featinv.training.config import TrainConfig, check_config, parse_losses
 
-REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / "featinv" / "zoo" / "hog.safetensors"
 
 
@@ -152,6 +151,7 @@ def test_negative_integer_images_are_refused(tmp_path):
         load_image(tmp_path / "n.tif")
 
 
+@pytest.mark.slow
 def test_a_training_state_with_nan_is_refused(tmp_path):
     from featinv.training.loop import STATE_FILE, train
 

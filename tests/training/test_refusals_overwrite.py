@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import error_lines, run_cli, write_images
+from helpers import error_lines, run_cli, write_images
 from featinv.errors import FeatinvError
 from featinv.training.loop import STATE_FILE, Run, TrainConfig, train
 from featinv.training.distributed import world_from_env
@@ -62,6 +62,7 @@ def cli_args(root, run, *extra):
             "--precision", "fp32", "--limit", "8", "--overwrite", *extra]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("typo", [
     ("--data", "nosuch"),                       # a missing --data
     ("-p", "cell_size=0"),                      # a parameter the representation refuses
@@ -123,6 +124,7 @@ def test_a_run_killed_after_moving_the_old_one_aside_gives_it_back(trained):
     assert digest(run) == before
 
 
+@pytest.mark.slow
 def test_a_killed_process_is_seen_by_the_next_run(trained, tmp_path):
     """The same, with a real SIGKILL of a command-line run as soon as it has moved the old
     run aside (its data is slow to load, so the kill lands before the first checkpoint)."""
@@ -150,6 +152,7 @@ def test_a_killed_process_is_seen_by_the_next_run(trained, tmp_path):
     assert digest(copy) == before
 
 
+@pytest.mark.slow
 def test_fine_tuning_a_run_in_place(trained, tmp_path):
     """--init-from RUN --out RUN --overwrite reads RUN's weights before anything moves; the old
     run is deleted only once the new one has its checkpoint."""

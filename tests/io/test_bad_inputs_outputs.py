@@ -11,8 +11,7 @@ from featinv.inversion.load import ZOO_DIR
 from featinv.inversion.shipped import pack
 from featinv.io.outputs import check_targets, plan_inputs, unique_labels
 
-from conftest import write_images
-from conftest import run_cli as run, error_lines as _errors
+from helpers import error_lines as _errors, run_cli as run, write_images
 
 
 @pytest.fixture
@@ -53,6 +52,7 @@ def test_plan_inputs_numbers_what_still_clashes_and_keeps_each_file_once(clash, 
     assert unique_labels(["hog", "hog", "lbp", "hog"]) == ["hog", "hog-2", "lbp", "hog-3"]
 
 
+@pytest.mark.slow
 def test_two_checkpoints_of_one_representation_do_not_share_an_output(tmp_path, capsys):
     ckpt = ZOO_DIR / "hog.safetensors"
     code, out, err = run(capsys, "invert", "-c", ckpt, "-c", ckpt, "skimage:coffee",
@@ -96,6 +96,7 @@ def test_outputs_inside_the_input_folder_never_replace_images_there(tmp_path, ca
     assert {p: p.read_bytes() for p in folder.glob("*.png")} == before
 
 
+@pytest.mark.slow
 def test_existing_outputs_need_overwrite(tmp_path, capsys):
     photo = write_images(tmp_path / "in", 1)[0]
     cases = {

@@ -16,11 +16,10 @@ import pytest
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from conftest import write_images
+from helpers import REPO, write_images
 from featinv.errors import FeatinvError
 from featinv.representation.layout import CellGrid
 
-REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / "featinv" / "zoo" / "hog.safetensors"
 
 
@@ -42,6 +41,7 @@ def with_params(path: Path, **params) -> Path:
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cell", [1e12, 2**62, 4097, -8])
 def test_a_checkpoint_with_an_absurd_cell_is_refused_at_once(tmp_path, cell):
     evil = with_params(tmp_path / "evil.safetensors", cell_size=cell)
@@ -52,6 +52,7 @@ def test_a_checkpoint_with_an_absurd_cell_is_refused_at_once(tmp_path, cell):
         assert "cell_size" in done.stderr and seconds < 30
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args", [
     ["describe", "hog", "-p", "cell_size=1000000000"],
     ["describe", "lbp", "-p", "cell_size=99999999999"],
@@ -114,6 +115,7 @@ def special(path: Path, kind: str) -> Path:
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["fifo", "zero", "urandom"])
 def test_a_cache_file_that_never_ends_is_ignored_and_replaced(tmp_path, kind):
     cache = tmp_path / "cache"
@@ -127,6 +129,7 @@ def test_a_cache_file_that_never_ends_is_ignored_and_replaced(tmp_path, kind):
         assert (cache / name).is_file() and not (cache / name).is_symlink(), name
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["fifo", "zero"])
 def test_images_that_are_no_regular_files_are_reported(tmp_path, kind):
     write_images(tmp_path / "data", 6, size=(40, 40))
@@ -142,6 +145,7 @@ def test_images_that_are_no_regular_files_are_reported(tmp_path, kind):
     assert "skipping" in done.stderr and "z_special.png" in done.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("which, kind", [("json", "fifo"), ("bin", "zero")])
 def test_a_feature_cache_file_that_never_ends_is_one_line(tmp_path, which, kind):
     write_images(tmp_path / "data", 4, size=(40, 40))
