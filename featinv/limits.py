@@ -11,6 +11,10 @@ DEFAULT_MAX_SIDE = 1024
 # an image may be enlarged to at most this many pixels (a 1 x 12000 px strip resized to a
 # shorter side of 64 px would take 5 GB); shrinking is always allowed
 MAX_RESIZED_PIXELS = MAX_SIDE * MAX_SIDE
+# the largest .safetensors header (tensor names, shapes, metadata JSON) featinv parses: its own
+# files need about 20 KB, a CNN's weights some 100 KB; safetensors itself takes up to 100 MB,
+# and parsing that much costs about twice as much memory
+MAX_SAFETENSORS_HEADER = 8 * 2**20
 
 
 MEMORY_ENV = "FEATINV_MEMORY_BUDGET"  # GB; default: half of this machine's memory

@@ -107,6 +107,9 @@ def _header_meta(path: Path) -> dict[str, Any]:
     """The featinv metadata in a safetensors header (no tensor read, no PyTorch)."""
     from safetensors import SafetensorError, safe_open
 
+    from ..io.archives import check_safetensors_header
+
+    check_safetensors_header(path, ValueError)
     try:
         with safe_open(str(path), framework="np") as f:
             meta = json.loads((f.metadata() or {})["featinv"])

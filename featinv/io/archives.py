@@ -10,6 +10,8 @@ is refused too (the zip module stops at the declared size and checks the CRC).
 from __future__ import annotations
 
 import math
+import os
+import stat
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,8 +20,8 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from ..errors import FeatinvError, printable
-from ..limits import memory_budget
-from .files import check_regular
+from ..limits import MAX_SAFETENSORS_HEADER, memory_budget
+from .files import check_regular, file_kind
 
 MAX_MEMBERS = 100_000
 NPY_HEADER_LIMIT = 10_000  # numpy's own default bound on an .npy header
@@ -163,6 +165,30 @@ _SAFETENSORS_ITEMSIZE = {"F64": 8, "I64": 8, "U64": 8, "F32": 4, "I32": 4, "U32"
 _BY_ITEMSIZE = {8: np.dtype("f8"), 4: np.dtype("f4"), 2: np.dtype("f2"), 1: np.dtype("u1")}
 
 
+def check_safetensors_header(path: str | Path, error: type[Exception] = ArchiveError) -> None:
+    """Refuse (``error``) a ``.safetensors`` file whose header, by the length its first 8 bytes
+    declare, is longer than ``MAX_SAFETENSORS_HEADER``, or that is no regular file: before
+    safetensors parses it. A length the file cannot hold (a file too short, a pickle) is left to
+    safetensors, which refuses it unread."""
+    def refuse(why: str) -> Exception:
+        return _refuse(path, why) if error is ArchiveError else error(f"{printable(path)}: {why}")
+
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise refuse(f"{file_kind(st.st_mode)}, not a regular file; featinv reads only "
+                         "regular files.")
+        head = os.read(fd, 8)
+    finally:
+        os.close(fd)
+    size = int.from_bytes(head, "little") if len(head) == 8 else 0
+    if MAX_SAFETENSORS_HEADER < size <= st.st_size - 8:
+        raise refuse(f"its header declares {size / 1e6:.0f} MB of tensor names and metadata, over "
+                     f"the {MAX_SAFETENSORS_HEADER // 2**20} MiB featinv reads (its own files "
+                     "need about 20 KB); the file is damaged or forged.")
+
+
 def safetensors_entries(path: str | Path) -> dict[str, Entry]:
     """Name -> ``Entry`` of each tensor of a ``.safetensors`` file, from its header (safetensors
     itself checks that the header's offsets lie inside the file); the entry's dtype stands for
@@ -170,6 +196,7 @@ def safetensors_entries(path: str | Path) -> dict[str, Entry]:
     from safetensors import SafetensorError, safe_open
 
     check_regular(path, "weights file")
+    check_safetensors_header(path)
     try:
         with safe_open(str(path), framework="pt") as f:
             out = {}

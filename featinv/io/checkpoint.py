@@ -59,6 +59,7 @@ def read_meta(path: str | Path, expected_format: str = FORMAT) -> dict[str, Any]
     from safetensors import safe_open
 
     from ..errors import printable
+    from .archives import check_safetensors_header
 
     if Path(path).is_dir():
         raise CheckpointError(f"'{printable(path)}' is a folder, not a checkpoint; pass the "
@@ -67,6 +68,7 @@ def read_meta(path: str | Path, expected_format: str = FORMAT) -> dict[str, Any]
     if not os.access(path, os.R_OK):
         raise CheckpointError(f"{printable(path)}: cannot read file (Permission denied); fix its "
                               "permissions.")
+    check_safetensors_header(path, CheckpointError)  # a 90 MB header costs 200 MB to parse
     try:
         with safe_open(str(path), framework="pt") as f:
             header = f.metadata() or {}

@@ -15,6 +15,8 @@ from featinv.io.checkpoint import META_KEY
 from featinv.cli.main import main
 from featinv.decoders.networks import build_decoder
 from featinv.inversion.load import decoder_metadata, save_decoder
+from featinv.inversion.zoo import _header_meta
+from featinv.limits import MAX_SAFETENSORS_HEADER
 
 
 @pytest.fixture(scope="module")
@@ -132,4 +134,49 @@ def test_metadata_nested_too_deeply_is_refused(good, tmp_path):
     deep = text[:-1] + ', "deep": ' + "[" * 100_000 + "]" * 100_000 + "}"
     save_file(load_file(str(good)), str(path), metadata={META_KEY: deep})
     with pytest.raises(CheckpointError, match="nested too deeply"):
+        featinv.load_decoder(path)
+
+
+def header_claiming(tmp_path, size: int, name: str = "claim.safetensors"):
+    """A file whose first 8 bytes declare a safetensors header of ``size`` bytes and which is
+    that long, but sparse: a few bytes on disk, the rest a hole."""
+    path = tmp_path / name
+    with open(path, "wb") as f:
+        f.write(size.to_bytes(8, "little") + b'{"__metadata__":{"featinv":"')
+        f.truncate(8 + size + 16)
+    return path
+
+
+@pytest.mark.parametrize("claim", [MAX_SAFETENSORS_HEADER + 1, 90_000_000])
+def test_a_header_over_the_cap_is_refused_before_it_is_parsed(tmp_path, capsys, claim):
+    path = header_claiming(tmp_path, claim)
+    with pytest.raises(CheckpointError, match="its header declares .* MB .* over the 8 MiB"):
+        featinv.load_decoder(path)
+    with pytest.raises(SystemExit) as info:
+        main(["invert", "-c", str(path), "skimage:astronaut", "-o", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert info.value.code == 1 and "Traceback" not in err
+    assert [line for line in err.splitlines() if line.strip()] == [
+        line for line in err.splitlines() if "header declares" in line]
+    weights = header_claiming(tmp_path, claim, "weights.safetensors")  # a CNN's weights
+    with pytest.raises(featinv.FeatinvError, match="header declares"):
+        featinv.get_feature("squeezenet.fire2", weights=str(weights))
+    with pytest.raises(ValueError, match="header declares"):  # a decoder in the Hub's cache
+        _header_meta(path)
+
+
+def test_a_real_header_over_the_cap_is_refused_and_one_under_it_loads(good, tmp_path):
+    """9 MB of metadata (safetensors itself parses up to 100 MB) is refused; 1 MB loads."""
+    big = rewrite(good, tmp_path, edit_meta=lambda m: m.update(note="x" * 9_000_000))
+    with pytest.raises(CheckpointError, match="header declares 9 MB"):
+        featinv.load_decoder(big)
+    fine = rewrite(good, tmp_path, edit_meta=lambda m: m.update(note="x" * 1_000_000))
+    assert featinv.load_decoder(fine).meta["feature"]["name"] == "hog"
+
+
+@pytest.mark.parametrize("claim", [90_000_000, 2**63])
+def test_a_header_longer_than_its_file_is_one_line(tmp_path, claim):
+    path = tmp_path / "short.safetensors"
+    path.write_bytes(claim.to_bytes(8, "little") + b'{"__metadata__":{}}')
+    with pytest.raises(CheckpointError, match="not a safetensors file|looks like a pickled"):
         featinv.load_decoder(path)
