@@ -59,6 +59,27 @@ def memory_bytes() -> int | None:
         return None
 
 
+def memory_available() -> int | None:
+    """Bytes this machine can still give a process now: the kernel's ``MemAvailable``, or what
+    this process's cgroup (a container's memory limit) has left, whichever is less; None where
+    neither says (outside Linux)."""
+    found = []
+    try:
+        with open("/proc/meminfo") as meminfo:
+            found += [int(line.split()[1]) * 1024 for line in meminfo
+                      if line.startswith("MemAvailable:")]
+        with open("/proc/self/cgroup") as cgroup:  # cgroup v2: one line "0::/PATH"
+            folder = "/sys/fs/cgroup" + next(line[3:].strip() for line in cgroup
+                                             if line.startswith("0::"))
+        with open(f"{folder}/memory.max") as limit, open(f"{folder}/memory.current") as used:
+            text = limit.read().strip()
+            if text != "max":
+                found.append(max(0, int(text) - int(used.read())))
+    except (OSError, ValueError, IndexError, StopIteration):
+        pass
+    return min(found) if found else None
+
+
 def check_number(name: str, value, low: float, high: float, low_open: bool = False) -> float:
     """``value`` as a float if it is a finite number in ``[low, high]`` (``(low, high]`` with
     ``low_open``), else a ``FeatinvError`` naming ``name`` (NaN and infinities included: they

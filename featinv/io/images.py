@@ -19,10 +19,11 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import DataError, FeatinvError, ImageError, ShapeError, printable
-from ..limits import MAX_RESIZED_PIXELS, memory_budget
+from ..limits import MAX_RESIZED_PIXELS
 from .files import file_kind, write_output
 from .sizes import (MAX_ASPECT, MAX_ENLARGE, MIN_WORK_SIDE, check_side,  # noqa: F401 (public here)
-                    check_square, decode_bytes, fitted_size, max_file_bytes, shorter_side_size)
+                    check_decode_budget, check_decode_room, check_square, decode_bytes,
+                    fitted_size, max_file_bytes, shorter_side_size)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm",
                     ".pgm")
@@ -144,12 +145,7 @@ def _opened(path: Path, data: bytes | None = None, file_bytes: int | None = None
                     raise ImageError(f"{printable(path)}: {img.width}x{img.height} px is too large "
                                      f"(limit {MAX_PIXELS // 1_000_000} megapixels); "
                                      "downscale it first.")
-                need = decode_bytes(img.width, img.height)
-                if need > memory_budget():
-                    raise ImageError(f"{printable(path)}: {img.width}x{img.height} px take about "
-                                     f"{need / 2**30:.1f} GiB to decode, over featinv's memory "
-                                     f"budget of {memory_budget() / 2**30:.1f} GiB; downscale "
-                                     "it first.")
+                check_decode_budget(img.width, img.height, printable(path))
                 size = len(data) if data is not None else file_bytes
                 if size is not None and size > max_file_bytes(img.width, img.height):
                     raise ImageError(f"{printable(path)}: {size} bytes for a {img.width}x"
@@ -230,6 +226,7 @@ def open_fitted(path: str | Path, fit: Callable[[int, int], tuple[int, int]] | N
             if img.format == "JPEG" and width * height > DRAFT_PIXELS:
                 scale = max(want[0] / width, want[1] / height)
                 img.draft("RGB", (math.ceil(img.width * scale), math.ceil(img.height * scale)))
+        check_decode_room(img.width, img.height, printable(path), img.format)
         try:
             img.load()
             ImageOps.exif_transpose(img, in_place=True)  # no copy of a big image

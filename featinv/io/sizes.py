@@ -4,6 +4,7 @@ it to files."""
 from __future__ import annotations
 
 from ..errors import FeatinvError, ImageError, printable
+from .. import limits
 from ..limits import MAX_RESIZED_PIXELS, MAX_SIDE
 
 
@@ -18,6 +19,37 @@ def decode_bytes(width: int, height: int) -> int:
     pixel, a second copy while converting its mode, and the 8-byte floats of a 16/32-bit
     image's rescaling."""
     return 16 * width * height
+
+
+def check_decode_budget(width: int, height: int, name: str = "image") -> None:
+    """Refuse (``ImageError``) an image whose full decoding (``decode_bytes``) would pass the
+    memory budget, from its header."""
+    need, budget = decode_bytes(width, height), limits.memory_budget()
+    if need > budget:
+        raise ImageError(f"{name}: {width}x{height} px take about {need / 2**30:.1f} GiB to "
+                         f"decode, over featinv's memory budget of {budget / 2**30:.1f} GiB; "
+                         "downscale it first.")
+
+
+SMALL_DECODE = 64 * 2**20  # bytes of decoding not worth a look at the free memory
+
+
+def check_decode_room(width: int, height: int, name: str = "image",
+                      image_format: str | None = None) -> None:
+    """Refuse (``ImageError``) decoding ``width x height`` px, the size Pillow is about to decode
+    at, when ``decode_bytes`` is more than the memory free now (``limits.memory_available``).
+    Pillow decodes a JPEG at a reduced scale (``open_fitted``), but a PNG or any other format
+    only in full: one just under Pillow's 89-megapixel guard takes about 1.4 GB, however small
+    the size it is wanted at."""
+    need = decode_bytes(width, height)
+    free = limits.memory_available() if need > SMALL_DECODE else None
+    if free is not None and need > free:
+        kind = image_format or "file of this format"
+        how = "" if image_format == "JPEG" else \
+            f" (featinv decodes a {kind} in full, only a JPEG at a reduced scale)"
+        raise ImageError(f"{name}: decoding {width}x{height} px takes about {need / 1e9:.1f} GB, "
+                         f"more than the {free / 1e9:.1f} GB of memory free now{how}; downscale "
+                         "it first.")
 
 
 def check_side(size: int, what: str = "--size") -> int:

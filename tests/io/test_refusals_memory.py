@@ -16,7 +16,7 @@ import featinv
 from featinv.errors import DataError, ImageError
 from featinv.io.images import probe_image
 
-from helpers import run_measured as measured, write_images
+from helpers import run_cli, run_measured as measured, write_images
 
 MB = 1024  # ru_maxrss is in KiB
 
@@ -154,6 +154,33 @@ def test_a_file_far_longer_than_its_picture_is_refused_unread(traps, tmp_path):
     ((code, err, grown),) = run_measured(cases)
     assert code == 0 and "skipping" in err and "tail.jpg" in err, err
     assert grown < 64 * MB, f"grew by {grown // MB} MB"
+
+
+def test_a_png_is_decoded_in_full_only_when_the_free_memory_holds_it(traps, tmp_path, capsys,
+                                                                     monkeypatch):
+    """Pillow decodes a JPEG at a reduced scale, a PNG only in full: one just under Pillow's
+    89-megapixel guard takes about 1.4 GB however small --max-side wants it. With 1 GB free, such
+    a PNG (a header of 69 bytes) is refused in one line before decoding and the rest of the batch
+    is done, while an 8192 x 8192 JPEG (1.1 GB in full) is still decoded at 1/8 scale."""
+    from featinv.io.images import load_fitted
+
+    claim = tmp_path / "claim.png"
+    claim.write_bytes(png_header(9440, 9440))  # 89.1 megapixels, 1.43 GB to decode
+    monkeypatch.setattr(featinv.limits, "memory_available", lambda: 10**9)
+    assert probe_image(claim) == (9440, 9440)  # the header alone is read as before
+    for png in (claim, traps / "big.png"):
+        with pytest.raises(ImageError, match=r"decoding 9\d\d0x9\d\d0 px takes about 1\.\d GB, "
+                           r"more than the 1\.0 GB of memory free now \(featinv decodes a PNG in "
+                           r"full, only a JPEG at a reduced scale\); downscale it first"):
+            load_fitted(png, max_side=1024)
+    assert load_fitted(traps / "big.jpg", max_side=1024).shape == (3, 1024, 1024)
+    with pytest.raises(ImageError, match="decoding 8192x8192 px takes about 1.1 GB"):
+        load_fitted(traps / "big.jpg")  # wanted in full: no reduced decode helps
+    good = traps / "photos" / "img000.png"
+    code, _, err = run_cli(capsys, "invert", "-f", "hog", claim, good, "-o", tmp_path / "out")
+    assert code == 1 and "Traceback" not in err
+    assert len(errors(err)) == 1 and "claim.png" in errors(err)[0] and "free now" in err, err
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["img000.hog.png"]
 
 
 def test_enlarging_a_tiny_square_is_refused():
