@@ -27,7 +27,8 @@ def _train_missing(names: list[str], checkpoints: list[str], train_data: str | N
     if checkpoints or not names:
         return checkpoints
     from ..inversion.load import shipped_decoder_path
-    from ..training.loop import DECODER_FILE, TrainConfig, train
+    from ..io.checkpoint import DECODER_FILE
+    from ..training.loop import TrainConfig, train
 
     from ..representation.registry import get_spec
 

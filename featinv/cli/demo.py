@@ -16,7 +16,8 @@ from ..inversion.device import pick_device
 from ..inversion.load import shipped_decoder_path
 from ..inversion.pipeline import Inverter
 from ..inversion.sizing import prepare
-from ..training.loop import DECODER_FILE, TrainConfig, train
+from ..io.checkpoint import DECODER_FILE
+from ..training.loop import TrainConfig, train
 
 
 def example_images() -> dict[str, torch.Tensor]:

@@ -23,6 +23,7 @@ import torch
 
 from ..errors import FeatinvError, printable
 from ..io import hub
+from ..io.checkpoint import STATE_FILE
 from ..io.files import atomic_write
 from ..io.hub import CARD_FILE, CONFIG_FILE, MODEL_FILE, PICTURE_FILE, SHARED_FILES
 from ..io.images import EXAMPLES, IMAGE_EXTENSIONS, example_image, make_grid, pil_to_tensor, \
@@ -61,7 +62,7 @@ def pack_folder(source: str | Path, out: str | Path, recipe: str | None = None,
     src = source_file(source)
     from ..io.outputs import check_targets
 
-    check_targets([out / f for f in SHARED_FILES], [src, src.parent / "train_state.safetensors"],
+    check_targets([out / f for f in SHARED_FILES], [src, src.parent / STATE_FILE],
                   overwrite)
     model = pack(src, out / MODEL_FILE, recipe=recipe, half=half, notes=notes,
                  overwrite=overwrite, max_bytes=None)

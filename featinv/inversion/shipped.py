@@ -38,7 +38,7 @@ def pack(source: str | Path, out: str | Path, recipe: str | None = None,
     from .sources import source_file
 
     source = source_file(source)  # a run's or a packed folder: the decoder in it
-    state = source.parent / "train_state.safetensors"
+    state = source.parent / checkpoint.STATE_FILE
     check_targets([out], [source, state], overwrite)
     decoder = load_decoder(source)  # checks that the checkpoint is complete and consistent
     tensors, meta = checkpoint.load(source)

@@ -26,7 +26,9 @@ from ..io.hub import MODEL_FILE
 
 HUB, LOCAL, ZOO = hub.PREFIX, "local-dir:", "zoo:"
 SCHEMES = (HUB, LOCAL, ZOO)
-RUN_FILE = "decoder.safetensors"  # the decoder of a training run's folder
+# the decoder of a training run's folder: io.checkpoint.DECODER_FILE, spelled out because
+# this module loads without PyTorch (and checkpoint imports it)
+RUN_FILE = "decoder.safetensors"
 Ref = str | os.PathLike
 
 

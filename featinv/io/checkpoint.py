@@ -7,9 +7,12 @@ Two kinds of file, both ``.safetensors`` whose header's ``featinv`` entry holds 
   layout, image size, decoder config, and sections such as ``training``, ``metrics``,
   ``progress`` (see ``decoder_metadata``). This is what ``invert`` loads.
 - a **training state** (``format: featinv-train-state``): everything ``--resume`` needs. Tensors
-  are prefixed by what they belong to (``decoder.``, ``encoder.``, and ``opt.<param>.<key>`` for
-  Adam's state, see ``STATE_PREFIXES``); metadata: step, history, the run's config and the
-  optimizer's param groups.
+  are prefixed by what they belong to (``STATE_PREFIXES``: ``decoder.``, ``encoder.``, ``ema.``,
+  ``discriminator.``, and ``opt.<param>.<key>`` / ``disc_opt.<param>.<key>`` for the Adams'
+  state); metadata: step, history, the run's config and the optimizers' param groups.
+
+A training run's folder holds ``DECODER_FILE``, ``STATE_FILE`` and ``METRICS_FILE`` (one JSON
+record per epoch).
 
 Writes are atomic: a temporary file in the same folder, then a rename, so an interrupted save
 leaves the previous file intact.
@@ -32,10 +35,18 @@ FORMAT = "featinv-decoder"
 STATE_FORMAT = "featinv-train-state"
 FORMAT_VERSION = 1
 META_KEY = "featinv"
-ENCODER_PREFIX = "encoder."
-# Training-state tensor prefixes: modules by name, then each optimizer's state.
-STATE_PREFIXES = {"decoder": "decoder.", "encoder": "encoder."}
-OPTIMIZER_PREFIX = "opt."
+# the files of a training run's folder (``featinv train --out``), in the order RunFolder wants
+DECODER_FILE = "decoder.safetensors"
+STATE_FILE = "train_state.safetensors"
+METRICS_FILE = "metrics.jsonl"
+RUN_FILES = (DECODER_FILE, STATE_FILE, METRICS_FILE)
+ENCODER_PREFIX = "encoder."  # a fine-tuned encoder's tensors in a decoder file
+# Training-state tensor prefixes (every state ever written uses them): each module's weights,
+# then each optimizer's state. The decoder's optimizer keeps its param groups in the metadata's
+# ``param_groups``, the others' are under ``optimizer_groups`` by prefix.
+STATE_PREFIXES = {"decoder": "decoder.", "encoder": ENCODER_PREFIX, "ema": "ema.",
+                  "discriminator": "discriminator.", "opt": "opt.", "disc_opt": "disc_opt."}
+OPTIMIZER_PREFIX = STATE_PREFIXES["opt"]
 
 
 def atomic_save(tensors: dict[str, torch.Tensor], path: str | Path, meta: dict[str, Any]) -> Path:
@@ -236,14 +247,22 @@ def load_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor],
                 param_state[key] = torch.empty_like(param, dtype=value.dtype).copy_(value)
 
 
+def module_prefix(name: str) -> str:
+    """The tensor prefix of module ``name`` in a training state (``STATE_PREFIXES``; a name it
+    does not list is stored under ``<name>.``)."""
+    return STATE_PREFIXES.get(name, f"{name}.")
+
+
 def save_train_state(path: str | Path, modules: dict[str, torch.nn.Module],
                      optimizers: dict[str, torch.optim.Optimizer], meta: dict[str, Any]) -> Path:
-    """Write a training state: each module's weights under ``<name>.``, each optimizer's state
-    under its prefix (``opt.`` for the decoder's), ``meta`` (step, history, config) as JSON."""
+    """Write a training state: each module's weights under its prefix (``module_prefix``), each
+    optimizer's state under its prefix (``OPTIMIZER_PREFIX`` for the decoder's), ``meta`` (step,
+    history, config) as JSON."""
     tensors: dict[str, torch.Tensor] = {}
     groups = {}
     for name, module in modules.items():
-        tensors.update({f"{name}.{k}": v for k, v in module.state_dict().items()})
+        prefix = module_prefix(name)
+        tensors.update({f"{prefix}{k}": v for k, v in module.state_dict().items()})
     for prefix, opt in optimizers.items():
         opt_tensors, groups[prefix] = optimizer_tensors(opt, prefix)
         tensors.update(opt_tensors)
@@ -265,7 +284,7 @@ def load_train_state(path: str | Path, modules: dict[str, torch.nn.Module],
                               f"{bad[0]}); training never saves such a state. Start a new run "
                               "(--overwrite).")
     for name, module in modules.items():
-        prefix = f"{name}."
+        prefix = module_prefix(name)
         weights = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
         try:
             module.load_state_dict(weights)

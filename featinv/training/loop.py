@@ -36,6 +36,7 @@ from ..decoders.networks import build_decoder
 from ..errors import CheckpointError, FeatinvError, Interrupted, PluginError, printable
 from ..inversion.load import pick_device
 from ..io import checkpoint
+from ..io.checkpoint import DECODER_FILE, METRICS_FILE, STATE_FILE, STATE_PREFIXES
 from ..io.images import make_grid
 from ..precision import check_precision
 from ..progress import Progress
@@ -51,9 +52,6 @@ from .pacing import LossMeter, SaveClock, StopRequest, ValidationPacer
 from .run_folder import RunFolder
 from .step import TrainStep, _trainable_encoder, make_optimizer, optimizer_step, validate  # noqa: F401
 
-DECODER_FILE = "decoder.safetensors"
-STATE_FILE = "train_state.safetensors"
-METRICS_FILE = "metrics.jsonl"
 DEFAULT_IMAGE_SIZE = 128
 
 
@@ -85,9 +83,8 @@ class Run:
         check_precision(cfg.precision, self.device)
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
-        self.folder = RunFolder(Path(cfg.out), (DECODER_FILE, STATE_FILE, METRICS_FILE),
-                                active=world.is_main, log=self.log)
-        self.folder.claim(resume=resume, overwrite=cfg.overwrite, state_file=STATE_FILE,
+        self.folder = RunFolder(Path(cfg.out), active=world.is_main, log=self.log)
+        self.folder.claim(resume=resume, overwrite=cfg.overwrite,
                           inputs={"--data": cfg.data, "--val": cfg.val})  # deletes nothing
         self.stop = StopRequest()
         self.stop.install()
@@ -216,7 +213,7 @@ class Run:
         modules = self._modules()
         if self.cfg.ema:  # a state saved without an average starts one from its weights
             self.ema = WeightAverage(self.decoder, self.cfg.ema)
-            if checkpoint.holds_prefix(path, "ema."):
+            if checkpoint.holds_prefix(path, STATE_PREFIXES["ema"]):
                 modules["ema"] = self.ema
         meta = checkpoint.load_train_state(path, modules, self._optimizers())
         if self.ema is not None and "ema" not in modules:
@@ -387,9 +384,9 @@ class Run:
         return modules
 
     def _optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        optimizers = {checkpoint.OPTIMIZER_PREFIX: self.opt}
+        optimizers = {STATE_PREFIXES["opt"]: self.opt}
         if getattr(self, "disc_opt", None) is not None:
-            optimizers["disc_opt."] = self.disc_opt
+            optimizers[STATE_PREFIXES["disc_opt"]] = self.disc_opt
         return optimizers
 
     def __enter__(self) -> "Run":

@@ -28,6 +28,7 @@ import socket
 from pathlib import Path
 from typing import Callable
 
+from ..io.checkpoint import DECODER_FILE, RUN_FILES, STATE_FILE
 from ..io.files import atomic_write, read_limited
 from ..errors import FeatinvError, printable
 
@@ -88,16 +89,15 @@ class RunFolder:
     """The output folder of a run. ``active=False`` (processes other than rank 0) makes every
     method a no-op, so only one process writes."""
 
-    def __init__(self, path: Path, run_files: tuple[str, ...], active: bool = True,
-                 log: Callable[[str], None] = print):
-        self.path, self.run_files, self.active = Path(path), run_files, active
+    def __init__(self, path: Path, active: bool = True, log: Callable[[str], None] = print):
+        self.path, self.active = Path(path), active
         self.log = log
         self._locked = False
         self._replace: list[str] = []  # the previous run's files, replaced once checks pass
         self._moved: list[str] = []  # ... moved into REPLACED, until the first checkpoint
 
     # -- taking the folder --------------------------------------------------------------------
-    def claim(self, resume: bool, overwrite: bool, state_file: str,
+    def claim(self, resume: bool, overwrite: bool,
               inputs: dict[str, str | None] | None = None) -> None:
         """Take the folder (see the module's description). ``inputs``: option -> folder of
         images the run reads (``--data``, ``--val``), which must not hold the run folder: its
@@ -120,7 +120,7 @@ class RunFolder:
         self._lock()
         try:
             self._restore_replaced()
-            self._check_contents(resume, overwrite, state_file)
+            self._check_contents(resume, overwrite)
         except BaseException:
             self.release()
             raise
@@ -171,19 +171,19 @@ class RunFolder:
 
     def _previous(self) -> list[str]:
         """The files of a run in the folder: its run files, then its previews."""
-        names = [name for name in self.run_files if (self.path / name).exists()]
+        names = [name for name in RUN_FILES if (self.path / name).exists()]
         return names + sorted(p.name for p in self.path.iterdir() if _PREVIEWS.fullmatch(p.name))
 
-    def _check_contents(self, resume: bool, overwrite: bool, state_file: str) -> None:
+    def _check_contents(self, resume: bool, overwrite: bool) -> None:
         """Refuse to replace a run unasked; note which files the new run will replace."""
         previous = self._previous()
-        checkpointed = [name for name in previous if name in (self.run_files[0], state_file)]
+        checkpointed = [name for name in previous if name in (DECODER_FILE, STATE_FILE)]
         if resume and not overwrite:
-            if (self.path / state_file).exists():
+            if (self.path / STATE_FILE).exists():
                 return
-            if (self.path / self.run_files[0]).exists():
-                raise FeatinvError(f"{printable(self.path)} holds {self.run_files[0]} but no "
-                                   f"{state_file} to resume from; --resume would replace it. "
+            if (self.path / DECODER_FILE).exists():
+                raise FeatinvError(f"{printable(self.path)} holds {DECODER_FILE} but no "
+                                   f"{STATE_FILE} to resume from; --resume would replace it. "
                                    "Train into another --out, or pass --overwrite to start over.")
         if checkpointed and not overwrite:
             raise FeatinvError(f"{printable(self.path)} already holds a run ({previous[0]}); "
@@ -214,7 +214,7 @@ class RunFolder:
                                f"({exc.strerror or exc}); nothing was changed. Choose another "
                                "--out.") from None
         self._replace = []
-        if self.run_files[0] in self._moved:
+        if DECODER_FILE in self._moved:
             self.log(f"the previous run in {printable(self.path)} is moved to "
                      f"{printable(backup)} and deleted when this run writes its first "
                      "checkpoint (it is put back if this run stops before).")
@@ -237,7 +237,7 @@ class RunFolder:
         backup = self.path / REPLACED
         if not backup.is_dir():
             return
-        if (self.path / self.run_files[0]).exists():
+        if (self.path / DECODER_FILE).exists():
             shutil.rmtree(backup, ignore_errors=True)
             return
         self._moved = [p.name for p in backup.iterdir()]
@@ -247,11 +247,11 @@ class RunFolder:
 
     def _moved_a_run(self) -> bool:
         """Whether what was moved aside holds a checkpoint (else: leftovers of a killed run)."""
-        return any(name in self._moved for name in self.run_files[:2])
+        return any(name in self._moved for name in (DECODER_FILE, STATE_FILE))
 
     def _drop_replaced(self) -> None:
         """This run wrote its first checkpoint: the run it replaces is deleted."""
-        if self._moved and (self.path / self.run_files[0]).exists():
+        if self._moved and (self.path / DECODER_FILE).exists():
             if self._moved_a_run():
                 self.log(f"deleted the previous run in {printable(self.path)}: this run has "
                          "written its first checkpoint.")
@@ -271,7 +271,7 @@ class RunFolder:
     # -- writing ------------------------------------------------------------------------------
     def kept_message(self) -> str:
         """What is left of the run after a failure, for error messages."""
-        if self.active and any((self.path / n).exists() for n in self.run_files[:2]):
+        if self.active and any((self.path / n).exists() for n in (DECODER_FILE, STATE_FILE)):
             return f"the last checkpoint in {printable(self.path)} is kept."
         if self._moved:
             return ("no checkpoint had been written yet; the previous run in "
