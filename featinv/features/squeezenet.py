@@ -36,6 +36,10 @@ from .cnn import (CONVENTIONS, WEIGHTS_DIR, LayerNet, Preprocess, Window, check_
                   load_weights, torch_hub_file, window_layout)
 
 IMAGE_SIZE = 227
+# bytes a layer's forward pass takes per input pixel beyond the image, for any layer (conv1's
+# 7x7 convolution is the peak: its unfolded input and 96 channels at half the side); measured
+# 228-237 B/px from 512 to 1024 px and 203 at 2048 px (0.85 GB), one thread; 20 % added
+MEMORY_PER_PIXEL = 285
 # weights shipped in the package: name -> (file, input convention); the first is the default
 SHIPPED_WEIGHTS = {"deepcompression": (WEIGHTS_DIR / "squeezenet1_0_deepcompression_caffe.npz",
                                        "caffe")}
@@ -117,7 +121,7 @@ def _spec(layer: str) -> FeatureSpec:
                 Param("convention", "auto", "input convention: auto (caffe for deepcompression "
                       "and *caffe* files), torchvision or caffe",
                       choices=("auto", "torchvision", "caffe"))),
-        image_size=IMAGE_SIZE)
+        image_size=IMAGE_SIZE, memory=MEMORY_PER_PIXEL)
 
 
 @hookimpl

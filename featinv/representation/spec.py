@@ -18,6 +18,8 @@ from torch import nn
 from ..choices import DECODER_FAMILIES as FAMILY_LAYOUTS
 from ..errors import FeatinvError, PluginError, ShapeError
 from .layout import CellGrid, ComputedGrid, FixedVector, Layout, LayoutRule
+from .memory import check as check_memory
+from .memory import check_declaration as check_memory_declaration
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)*$")
 INPUTS = ("gray", "rgb")
@@ -127,6 +129,9 @@ class FeatureSpec:
             (e.g. whether a C library is installed).
         members: ``members() -> [name, ...]`` for a representation that stands for a family
             (``torchvision.<model>``: its nodes); ``featinv describe`` lists them.
+        memory: what the forward pass allocates beyond its input, for featinv to refuse an
+            image too large for the memory free before running (``featinv.representation.memory``):
+            bytes per input pixel, or ``memory(height, width, **params) -> bytes`` for one image.
 
     A built module may also define ``forward_with_report(x) -> (features, report)``, where
     ``report`` maps names to one value per image (e.g. keypoints detected); ``featinv extract``
@@ -146,6 +151,7 @@ class FeatureSpec:
     visualize: Callable[..., Any] | None = None
     backends: Callable[[], Mapping[str, str]] | None = None
     members: Callable[[], list[str]] | None = None
+    memory: float | Callable[..., float] | None = None
 
     def __post_init__(self) -> None:
         problems = []
@@ -167,6 +173,8 @@ class FeatureSpec:
         if any(f is not None and not callable(f) for f in (self.visualize, self.backends,
                                                      self.members)):
             problems.append("visualize, backends and members must be callables or None")
+        if check_memory_declaration(self.memory):
+            problems.append(check_memory_declaration(self.memory))
         if self.decoder not in DECODER_CHOICES:
             problems.append(f"decoder must be one of {DECODER_CHOICES}, got {self.decoder!r}")
         if not all(isinstance(p, Param) for p in self.params):
@@ -296,6 +304,9 @@ class Extractor(nn.Module):
         if self.check_finite_input and not bool(torch.isfinite(images).all()):
             raise ShapeError(f"{self.name}: the images contain NaN or infinite values; features "
                              "of such pixels are undefined (check how the images were made)")
+        if images.device.type == "cpu":  # refused before it runs out of memory halfway
+            check_memory(self.name, self.spec.memory, self.params, *images.shape[:1],
+                         *images.shape[2:])
         images = images.float()  # plugins may rely on float32 input
         x = rgb_to_gray(images) if self.spec.input == "gray" else images
         report: dict[str, list] = {}
