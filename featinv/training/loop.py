@@ -47,7 +47,7 @@ from .config import (TrainConfig, check_config, check_resumable, config_json,  #
 from .data import load_data, report_to
 from .ema import WeightAverage
 from .distributed import World, barrier, join, leave, world_from_env
-from .losses import Objective, build_objective
+from .losses import build_comparator, build_discriminator, build_objective
 from .pacing import LossMeter, SaveClock, StopRequest, ValidationPacer
 from .run_folder import RunFolder
 from .step import TrainStep, _trainable_encoder, make_optimizer, optimizer_step, validate  # noqa: F401
@@ -120,7 +120,11 @@ class Run:
         self.trained = list(decoder.parameters()) + (list(self.encoder.parameters())
                                                      if self.encoder else [])
         self.opt = make_optimizer(self.trained, cfg, self.device)
-        self.objective = self._objective()
+        # the losses' own networks, in this order (both may draw random numbers)
+        comparator = build_comparator(cfg, self.device)
+        self.discriminator, self.disc_opt = build_discriminator(cfg, self.layout, self.device,
+                                                                self.world.distributed)
+        self.objective = build_objective(cfg, comparator, self.discriminator, self.disc_opt)
         self.scaler = (torch.amp.GradScaler(self.device.type) if cfg.precision == "fp16"
                        else None)
         self.steps_per_epoch = self.data.sampler.batches_per_epoch()
@@ -153,13 +157,6 @@ class Run:
         self.model = torch.compile(model) if cfg.compile else model
         self.folder.replace_previous()  # everything is checked: the old run may move aside
         self._log_start()
-
-    def _objective(self) -> Objective | None:
-        """The losses of ``--loss`` (None for the paper's plain pixel loss)."""
-        objective = build_objective(self.cfg, self.layout, self.device, self.world.distributed)
-        self.discriminator = objective.discriminator if objective else None
-        self.disc_opt = objective.disc_opt if objective else None
-        return objective
 
     def _init_from(self, path: str) -> None:
         """Start from a trained decoder's weights (``--init-from``: file, folder, NAME[.VARIANT])."""

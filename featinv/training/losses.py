@@ -121,40 +121,52 @@ class Objective:
         return loss.detach()
 
 
-def build_objective(cfg, layout, device: torch.device, distributed: bool = False
-                    ) -> Objective | None:
+def build_objective(cfg, comparator=None, discriminator: nn.Module | None = None,
+                    disc_opt: torch.optim.Optimizer | None = None) -> Objective | None:
     """The objective of a run's ``--loss`` (``cfg`` a ``TrainConfig``; None for the paper's
-    plain pixel loss): its comparator, and a discriminator with its Adam (wrapped for
-    DistributedDataParallel when ``distributed``)."""
+    plain pixel loss), over the parts a run builds first: the ``comparator`` of the feature loss
+    (``build_comparator``) and the discriminator with its Adam (``build_discriminator``)."""
     from .config import parse_losses
 
     weights = parse_losses(cfg.loss)
     if weights == {"pixel": 1.0}:
         return None
-    comparator = build_comparator(cfg, device) if "feature" in weights else None
-    discriminator = disc_opt = None
-    if "adversarial" in weights:
-        if cfg.disc_conditional and layout.kind != "grid":
-            raise FeatinvError("--disc-conditional needs a representation with a grid "
-                               f"layout; '{cfg.feature}' gives a vector.")
-        extra = layout.shape[0] if cfg.disc_conditional else 0
-        discriminator = Discriminator(3 + extra, cfg.disc_width).to(device)
-        disc_opt = torch.optim.Adam(discriminator.parameters(), lr=cfg.disc_lr,
-                                    betas=(0.5, 0.999))
-        if distributed:
-            from torch.nn.parallel import DistributedDataParallel
-
-            discriminator = DistributedDataParallel(
-                discriminator, device_ids=[device.index] if device.type == "cuda" else None)
     return Objective(weights, comparator, discriminator, disc_opt, cfg.disc_conditional,
                      cfg.precision, cfg.pixel_distance)
 
 
+def build_discriminator(cfg, layout, device: torch.device, distributed: bool = False
+                        ) -> tuple[nn.Module | None, torch.optim.Optimizer | None]:
+    """The discriminator of the adversarial loss and its Adam, ``(None, None)`` without that
+    loss; wrapped for DistributedDataParallel when ``distributed``. Its weights are drawn from
+    the global random generator."""
+    from .config import parse_losses
+
+    if "adversarial" not in parse_losses(cfg.loss):
+        return None, None
+    if cfg.disc_conditional and layout.kind != "grid":
+        raise FeatinvError("--disc-conditional needs a representation with a grid "
+                           f"layout; '{cfg.feature}' gives a vector.")
+    extra = layout.shape[0] if cfg.disc_conditional else 0
+    discriminator = Discriminator(3 + extra, cfg.disc_width).to(device)
+    disc_opt = torch.optim.Adam(discriminator.parameters(), lr=cfg.disc_lr, betas=(0.5, 0.999))
+    if distributed:
+        from torch.nn.parallel import DistributedDataParallel
+
+        discriminator = DistributedDataParallel(
+            discriminator, device_ids=[device.index] if device.type == "cuda" else None)
+    return discriminator, disc_opt
+
+
 def build_comparator(cfg, device: torch.device):
     """The frozen representation the feature loss compares in: ``--comparator`` (with
-    ``--comparator-weights``), else the inverted representation with its parameters."""
+    ``--comparator-weights``), else the inverted representation with its parameters; None
+    without a feature loss."""
     from ..representation.registry import get_feature
+    from .config import parse_losses
 
+    if "feature" not in parse_losses(cfg.loss):
+        return None
     if cfg.comparator is None or cfg.comparator == cfg.feature:
         comparator = get_feature(cfg.feature, **cfg.params)
     else:
