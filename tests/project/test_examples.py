@@ -114,3 +114,43 @@ def test_fig7_script_trains_layers_and_charts_perturbations(shared_dir, tmp_path
     assert len(result["layers"][0]["errors"]) == 6
     for picture in ("fig7_squeezenet", "fig7_reconstructions"):
         assert (tmp_path / "images" / f"{picture}.png").stat().st_size > 1000
+
+
+def test_learning_curves_reads_runs_and_files_and_fits_the_final_slope(tmp_path):
+    """examples/learning_curves.py: a run folder's metrics.jsonl and a shipped file's history
+    (steps x batch), one PNG, and the slope of the last images in error per 100k images."""
+    import json
+    import subprocess
+    import sys
+
+    run = tmp_path / "run"
+    run.mkdir()
+    rows = [{"epoch": e, "step": e * 10, "images_seen": e * 50_000, "train_loss": 0.1}
+            | ({"val_normalized_error": 0.5 - 0.01 * e} if e % 2 == 0 else {})
+            for e in range(1, 9)]  # validated every other epoch: 0.48 ... 0.42
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    # a packed decoder from before images_seen was logged: steps only, batch 64
+    from safetensors.torch import load_file
+
+    from featinv.io import checkpoint
+
+    shipped = REPO / "featinv" / "zoo" / "hog.safetensors"
+    meta = checkpoint.read_meta(shipped)
+    meta["training"]["batch_size"] = 64
+    meta["packed"]["history"] = [{"epoch": 1, "step": 244, "val_normalized_error": 0.44},
+                                 {"epoch": 2, "step": 488, "train_loss": 0.1},
+                                 {"epoch": 3, "step": 732, "val_normalized_error": 0.41}]
+    old = tmp_path / "old.safetensors"
+    checkpoint.atomic_save(load_file(shipped), old, meta)
+    out = subprocess.run([sys.executable, str(REPO / "examples" / "learning_curves.py"),
+                          f"mine={run}", f"v1={old}",
+                          "-o", str(tmp_path / "c.png"), "--json", str(tmp_path / "c.json"),
+                          "--tail", "100000"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    summary = json.loads((tmp_path / "c.json").read_text())
+    mine = summary["mine"]
+    assert mine["last_images_seen"] == 400_000 and mine["last_error"] == pytest.approx(0.42)
+    # the last 100k images hold the points at 300k and 400k: -0.01 per 50k = -0.02 per 100k
+    assert mine["slope_per_100k_images"] == pytest.approx(-0.02)
+    assert summary["v1"]["points"] == [[244 * 64, 0.44], [732 * 64, 0.41]]
+    assert (tmp_path / "c.png").stat().st_size > 5000
