@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ..datasets.folders import (EpochBatches, FolderImages, MemoryImages, TrainImages, ValImages,
-                   decoded_bytes, scan_folder, store_side)
+from ..datasets.folders import (Crop, EpochBatches, FolderImages, MemoryImages, TrainImages,
+                               ValImages, augment, decoded_bytes, scan_folder, store_side)
 from .distributed import World
 from ..errors import DataError
 from ..progress import Progress
@@ -28,6 +28,26 @@ class Data:
     sizes: list[tuple[int, int]] | None  # (width, height) per stored image, memory source only
     val: ValImages | None
     where: str  # how the training images are held, for the log
+
+    def centres(self, n: int, size: int, device: torch.device) -> torch.Tensor:
+        """The first ``n`` training images (file order), as training holds them, cut to their
+        centred largest square and resized like a training crop: ``(n, 3, size, size)`` in
+        [0, 1] on ``device``. A file that no longer decodes is reported and replaced."""
+        if isinstance(self.source, MemoryImages):
+            images = self.source.images[:n]
+        else:  # decoded here on the CPU, whatever the loader processes do
+            files, raw = self.source.images, self.source.images.raw_jpeg
+            files.raw_jpeg = False
+            try:
+                images = [files[i][1] for i in range(n)]
+            finally:
+                files.raw_jpeg = raw
+        crops = []
+        for image in images:
+            height, width = image.shape[1:]
+            side = min(height, width)
+            crops.append(Crop((width - side) // 2, (height - side) // 2, side, False))
+        return augment(images, crops, size, device)
 
 
 def memory_budget(cfg: TrainConfig, device: torch.device, world: World) -> int:

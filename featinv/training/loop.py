@@ -31,7 +31,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from ..datasets.feature_cache import FeatureCache
-from ..datasets.folders import ValImages, augment, crop_plan, scan_folder
+from ..datasets.folders import augment, crop_plan
 from ..decoders.networks import build_decoder
 from ..errors import CheckpointError, FeatinvError, Interrupted, PluginError, printable
 from ..inversion.load import pick_device
@@ -139,10 +139,9 @@ class Run:
         self.warmup = warmup_steps(cfg, self.steps_per_epoch)
         self.step, self.history = 0, []
         self.ema: WeightAverage | None = None
-        if resume and (self.folder.path / STATE_FILE).exists():
+        resuming = resume and (self.folder.path / STATE_FILE).exists()
+        if resuming:
             self._resume()
-            self.log(f"resuming at step {self.step}/{self.total} from "
-                     f"{printable(self.folder.path / STATE_FILE)}")
         elif cfg.init_from:
             self._init_from(cfg.init_from)
         else:
@@ -156,6 +155,11 @@ class Run:
                                             if self.device.type == "cuda" else None)
         self.model = torch.compile(model) if cfg.compile else model
         self.folder.replace_previous()  # everything is checked: the old run may move aside
+        if resuming:  # its metrics.jsonl: records after the checkpoint belong to lost steps
+            self.folder.write_text(METRICS_FILE, "".join(json.dumps(r) + "\n"
+                                                         for r in self.history))
+            self.log(f"resuming at step {self.step}/{self.total} from "
+                     f"{printable(self.folder.path / STATE_FILE)}")
         self._log_start()
 
     def _init_from(self, path: str) -> None:
@@ -185,14 +189,11 @@ class Run:
         self.log(settings_line(cfg, self.device.type, self.warmup, self.data.where))
 
     def _init_feature_stats(self) -> None:
-        """Feature statistics from one batch of training images (the first ones, uncropped
-        centres); also the one check that the plugin's features are finite."""
+        """Feature statistics from one batch of the training images already loaded (the first
+        ones, uncropped centres); also the one check that the plugin's features are finite."""
         n = min(self.data.n_train, max(self.cfg.batch_size, 64))
-        centres = ValImages(scan_folder(self.cfg.data, n), self.cfg.image_size,
-                            on_error=lambda _message: None)
         with torch.no_grad():
-            x = centres.images.to(self.device).float().div_(255.0)
-            feats = self.extractor(x)
+            feats = self.extractor(self.data.centres(n, self.cfg.image_size, self.device))
             if not bool(torch.isfinite(feats).all()):
                 spec = self.extractor.spec
                 raise PluginError(f"{spec.name} (plugin {spec.plugin}) returned NaN or "
@@ -216,9 +217,6 @@ class Run:
         if self.ema is not None and "ema" not in modules:
             self.ema = WeightAverage(self.decoder, self.cfg.ema)
         self.step, self.history = int(meta["step"]), list(meta.get("history", []))
-        if self.world.is_main:  # records after the checkpoint belong to lost steps
-            self.folder.write_text(METRICS_FILE, "".join(json.dumps(r) + "\n"
-                                                         for r in self.history))
 
     # -- the loop -----------------------------------------------------------------------------
     def fit(self) -> dict[str, Any]:
