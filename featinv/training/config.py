@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
-from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..choices import (CACHE_DTYPES, DATA_STORES, LOSSES, PIXEL_DISTANCES, PRECISIONS, PRESETS,
@@ -20,9 +18,8 @@ MAX_IMAGE_SIZE = 4096  # as featinv.limits.MAX_SIDE (kept here: this module impo
 # the default recipe (docs/recipe.md measures it against the alternatives)
 DEFAULT_BUDGET = 120_000  # and, in TrainConfig: residual x0.25, batch 32, onecycle to 5e-3
 DEFAULT_TRAIN_PRESET = "residual"
+DEFAULT_IMAGE_SIZE = 128  # the training side of a representation that names none
 MAX_BUDGET = 10**12
-
-
 
 
 def option(default, help: str, **cli):
@@ -35,9 +32,11 @@ def option(default, help: str, **cli):
     return field(default=default, metadata={"help": help, **cli})
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainConfig:
-    """Everything a training run depends on; stored in the checkpoint."""
+    """Everything a training run depends on; stored in the checkpoint. Frozen: a run resolves
+    its defaults into a new one (``featinv.training.resolve``), and variants are made with
+    ``dataclasses.replace``."""
 
     feature: str = field(metadata={"help": "Representation to invert.", "short": "-f"})
     data: str = field(metadata={"help": "Folder of training images.", "path": True})
@@ -135,35 +134,37 @@ class TrainConfig:
 
 # -- configuration ----------------------------------------------------------------------------
 
-def check_config(cfg: TrainConfig) -> None:
-    """Refuse settings that cannot train, before any work starts."""
-    def whole(name: str, value, low: int = 1, high: int | None = None) -> None:
-        if isinstance(value, bool) or not isinstance(value, int) or value < low or \
-                (high is not None and value > high):
-            bound = f"from {low} to {high}" if high else f"at least {low}"
-            raise FeatinvError(f"--{name} must be a whole number {bound}, got {value!r}.")
+def _whole(name: str, value, low: int = 1, high: int | None = None) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low or \
+            (high is not None and value > high):
+        bound = f"from {low} to {high}" if high else f"at least {low}"
+        raise FeatinvError(f"--{name} must be a whole number {bound}, got {value!r}.")
 
+
+def check_config(cfg: TrainConfig) -> None:
+    """Refuse settings that cannot train, before any work starts (once per run: what a run
+    fills in later is checked where it is, see ``featinv.training.resolve``)."""
     if cfg.epochs is not None and cfg.budget is not None:
         raise FeatinvError("Give --epochs or --budget, not both.")
     if cfg.epochs is not None:
-        whole("epochs", cfg.epochs, 1, 10**6)
+        _whole("epochs", cfg.epochs, 1, 10**6)
     if cfg.budget is not None:
-        whole("budget", cfg.budget, 1, MAX_BUDGET)
-    whole("batch-size", cfg.batch_size, 1, 65536)
+        _whole("budget", cfg.budget, 1, MAX_BUDGET)
+    _whole("batch-size", cfg.batch_size, 1, 65536)
     if cfg.image_size is not None:
-        whole("image-size", cfg.image_size, 8, MAX_IMAGE_SIZE)
+        check_image_size(cfg.image_size)
     for name in ("limit", "val-limit"):
         value = getattr(cfg, name.replace("-", "_"))
         if value is not None:
-            whole(name, value)
+            _whole(name, value)
     for name in ("workers", "save-every", "val-every"):
-        whole(name, getattr(cfg, name.replace("-", "_")), 0)
-    whole("log-every", cfg.log_every)
+        _whole(name, getattr(cfg, name.replace("-", "_")), 0)
+    _whole("log-every", cfg.log_every)
     if cfg.warmup is not None:
-        whole("warmup", cfg.warmup, 0)
+        _whole("warmup", cfg.warmup, 0)
     if cfg.threads is not None:
-        whole("threads", cfg.threads)
-    whole("seed", cfg.seed, 0, 2**63 - 1)
+        _whole("threads", cfg.threads)
+    _whole("seed", cfg.seed, 0, 2**63 - 1)
     low, high = cfg.crop_scale
     if not MIN_CROP_SCALE <= low <= high <= 1:  # (NaN fails too)
         raise FeatinvError(f"--crop-scale must lie in [{MIN_CROP_SCALE}, 1], got {low}.")
@@ -209,6 +210,11 @@ def check_config(cfg: TrainConfig) -> None:
         raise FeatinvError(f"--cache-variants must be at least 1, got {cfg.cache_variants}.")
 
 
+def check_image_size(size) -> None:
+    """The training side is a whole number of pixels from 8 to ``MAX_IMAGE_SIZE``."""
+    _whole("image-size", size, 8, MAX_IMAGE_SIZE)
+
+
 # below these, float32 weights stop changing, layers lose every channel, crops are enlarged 100x
 MIN_LR, MIN_WIDTH, MIN_CROP_SCALE = 1e-10, 1 / 256, 0.01
 LOSS_WEIGHT_RANGE = (1e-30, 1e30)  # beyond it a loss weight is 0 or inf in float32
@@ -235,9 +241,10 @@ def low_res_plan(cfg: TrainConfig, layout_kind: str | None = None) -> tuple[int,
     if text == "off":
         return None
     if text == "auto":
-        if layout_kind == "vector" or cfg.feature_cache or (cfg.image_size or 128) < 64:
+        size = cfg.image_size or DEFAULT_IMAGE_SIZE
+        if layout_kind == "vector" or cfg.feature_cache or size < 64:
             return None
-        return (cfg.image_size or 128) // 2, 0.5
+        return size // 2, 0.5
     size, sep, frac = text.partition(":")
     try:
         plan = int(size), float(frac) if sep else 0.5
@@ -335,35 +342,6 @@ def parse_losses(text: str) -> dict[str, float]:
     if not weights:
         raise FeatinvError("--loss names no loss; use e.g. --loss pixel.")
     return weights
-
-
-def _cpu_has_bf16() -> bool:
-    """Whether this CPU computes bfloat16 natively (AVX-512 BF16 or AMX); elsewhere bf16 is
-    emulated and measured 8-20x slower than fp32 (AVX2 only)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return " avx512_bf16" in flags or " amx_bf16" in flags
-
-
-def resolve_defaults(cfg: TrainConfig, device, world) -> TrainConfig:
-    """Fill in ``auto`` settings for this machine (a ``torch.device`` and the ``World`` of
-    ``featinv.training.distributed``): precision, channels_last, threads."""
-    import torch  # only when a run starts: this module imports nothing heavy
-
-    precision = cfg.precision
-    if precision == "auto":
-        if device.type == "cuda":
-            precision = "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-        else:
-            precision = "bf16" if _cpu_has_bf16() else "fp32"
-    threads = cfg.threads
-    if threads is None and device.type == "cpu":
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-        threads = max(1, (cores or 1) // world.local_size)
-    return replace(cfg, precision=precision, threads=threads,
-                   channels_last=True if cfg.channels_last is None else cfg.channels_last)
 
 
 def config_json(cfg: TrainConfig) -> dict[str, Any]:

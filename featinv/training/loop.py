@@ -6,8 +6,9 @@ The decoder minimises the squared Euclidean distance between images and their re
 inside the step from the (grayscale, if the representation says so) image; the target is always
 the colour image.
 
-Where the pieces live (all in ``featinv.training``): the configuration in ``config``, the images
-in ``data``, one step in ``step``, the losses in ``losses``, the run folder in ``run_folder``;
+Where the pieces live (all in ``featinv.training``): the configuration in ``config`` (checked
+once) and ``resolve`` (its defaults filled in, into a new frozen config), the images in
+``data``, one step in ``step``, the losses in ``losses``, the run folder in ``run_folder``;
 this module is the run itself (``Run``: set up, ``fit``, ``save``).
 
 The loop does not wait for the device: the loss is read every ``log_every`` steps. Validation
@@ -22,7 +23,6 @@ import json
 import math
 import signal
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -41,18 +41,17 @@ from ..io.images import make_grid
 from ..precision import check_precision
 from ..progress import Progress
 from ..representation.registry import get_feature
-from .config import (TrainConfig, check_config, check_resumable, config_json,  # noqa: F401
-                     effective_lr, low_res_plan, lr_at, resolve_defaults, settings_line,
-                     total_steps, warmup_steps)
+from .config import (DEFAULT_IMAGE_SIZE, TrainConfig, check_config,  # noqa: F401
+                     check_resumable, config_json, effective_lr, low_res_plan, lr_at,
+                     settings_line, total_steps, warmup_steps)
 from .data import load_data, report_to
 from .ema import WeightAverage
 from .distributed import World, barrier, join, leave, world_from_env
 from .losses import build_comparator, build_discriminator, build_objective
 from .pacing import LossMeter, SaveClock, StopRequest, ValidationPacer
+from .resolve import resolve_defaults, resolve_representation
 from .run_folder import RunFolder
 from .step import TrainStep, _trainable_encoder, make_optimizer, optimizer_step, validate  # noqa: F401
-
-DEFAULT_IMAGE_SIZE = 128
 
 
 def train(cfg: TrainConfig, resume: bool = False, log=print) -> dict[str, Any]:
@@ -62,7 +61,6 @@ def train(cfg: TrainConfig, resume: bool = False, log=print) -> dict[str, Any]:
     Under torchrun every process runs this; rank 0 logs, validates and writes checkpoints.
     SIGINT/SIGTERM save the run and raise ``Interrupted``.
     """
-    check_config(cfg)
     world = world_from_env()
     try:
         with Run(cfg, resume, log if world.is_main else (lambda _msg: None), world) as run:
@@ -77,9 +75,10 @@ class Run:
     and the signal handlers while it lives."""
 
     def __init__(self, cfg: TrainConfig, resume: bool, log, world: World):
+        check_config(cfg)  # the user's settings, once; what the run fills in is checked there
         self.log, self.world = log, world
         self.device = join(world, pick_device(cfg.device))
-        cfg = resolve_defaults(replace(cfg, params=dict(cfg.params)), self.device, world)
+        cfg = resolve_defaults(cfg, self.device, world)
         check_precision(cfg.precision, self.device)
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
@@ -98,9 +97,7 @@ class Run:
         # representation
         extractor = get_feature(cfg.feature, **cfg.params).to(self.device)
         extractor.check_finite_input = False  # images come from uint8: finite, and no sync
-        cfg.params = extractor.params
-        cfg.image_size = cfg.image_size or extractor.spec.image_size or DEFAULT_IMAGE_SIZE
-        check_config(cfg)
+        self.cfg = cfg = resolve_representation(cfg, extractor.params, extractor.spec.image_size)
         self.extractor, self.layout = extractor, extractor.layout(cfg.image_size, cfg.image_size)
         self.encoder = _trainable_encoder(extractor) if cfg.finetune_encoder else None
         self.cache = None
@@ -113,8 +110,6 @@ class Run:
         torch.manual_seed(cfg.seed)
         decoder = build_decoder(extractor.spec, self.layout, cfg.image_size, cfg.preset,
                                 cfg.width).to(self.device)
-        cfg.width = decoder.config.get("width", cfg.width)
-        self.cfg = cfg
         self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
         self.decoder = decoder.to(memory_format=self.memory_format)
         self.trained = list(decoder.parameters()) + (list(self.encoder.parameters())
