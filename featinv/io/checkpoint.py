@@ -28,8 +28,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from ..errors import CheckpointError
-from .files import atomic_write  # noqa: F401 (public here too)
+from ..errors import CheckpointError, printable
+from .files import atomic_write, file_kind  # noqa: F401 (atomic_write: public here too)
 
 FORMAT = "featinv-decoder"
 STATE_FORMAT = "featinv-train-state"
@@ -101,6 +101,9 @@ def load(path: str | Path, expected_format: str = FORMAT) -> tuple[dict[str, tor
 
 def _existing(path: str | Path) -> Path:
     path = Path(path)
+    if not path.is_file() and path.exists():  # a FIFO would block, /dev/zero never end
+        raise CheckpointError(f"{printable(path)}: {file_kind(path.stat().st_mode)}, not a "
+                              "checkpoint file; featinv reads only regular files.")
     if not path.is_file():
         raise CheckpointError(f"Checkpoint '{path}' not found. Train one with 'featinv train' "
                               "or pass the path of a .safetensors file.")

@@ -159,3 +159,21 @@ def test_a_feature_cache_file_that_never_ends_is_one_line(tmp_path, which, kind)
     done, _ = featinv_cli(*args, "--out", tmp_path / "r2", timeout=300)
     assert done.returncode == 1 and "Feature cache" in done.stderr, done.stderr
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("kind, words", [("fifo", "named pipe"), ("zero", "character device")])
+def test_a_checkpoint_that_is_no_regular_file_is_named_as_such(tmp_path, capsys, kind, words):
+    """-c, pack, and a run's training state that are a FIFO or a link to /dev/zero: refused
+    unread, saying what they are (it said "not found" of a file that is there)."""
+    from helpers import error_lines, run_cli
+    from featinv.errors import CheckpointError
+    from featinv.io.checkpoint import STATE_FORMAT, read_meta
+
+    bad = special(tmp_path / "d.safetensors", kind)
+    for args in (["invert", "-c", bad, "skimage:coffee", "-o", tmp_path / "o"],
+                 ["pack", bad, "-o", tmp_path / "p.safetensors"]):
+        code, _, err = run_cli(capsys, *args)
+        [line] = error_lines(err)
+        assert code == 1 and words in line and "not found" not in line, err
+    with pytest.raises(CheckpointError, match=words):
+        read_meta(special(tmp_path / "run" / "train_state.safetensors", kind), STATE_FORMAT)
