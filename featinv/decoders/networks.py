@@ -377,8 +377,10 @@ def rebuild_decoder(spec, config: dict[str, Any]) -> Decoder:
     from ..errors import CheckpointError
 
     layout = layout_from_json(config["layout"])
-    decoder = build_decoder(spec, layout, int(config["image_size"]), config["preset"],
-                            float(config["width"]))
+    width = float(config["width"])
+    if not (math.isfinite(width) and 0 < width <= 8):  # --width's range, whatever a file says
+        raise ValueError(f"width {width!r}")
+    decoder = build_decoder(spec, layout, int(config["image_size"]), config["preset"], width)
     wanted = config.get("builder", GENERIC_BUILDER)
     if decoder.config["builder"] != wanted:
         raise CheckpointError(f"This decoder was built by plugin '{wanted}', but plugin "

@@ -6,6 +6,7 @@ of stalling the suite."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -177,3 +178,22 @@ def test_a_checkpoint_that_is_no_regular_file_is_named_as_such(tmp_path, capsys,
         assert code == 1 and words in line and "not found" not in line, err
     with pytest.raises(CheckpointError, match=words):
         read_meta(special(tmp_path / "run" / "train_state.safetensors", kind), STATE_FORMAT)
+
+
+@pytest.mark.parametrize("width", [math.nan, math.inf, 1e9, -1.0, 0.0])
+def test_a_checkpoint_with_an_absurd_decoder_width_is_the_files_fault(tmp_path, capsys, width):
+    """A width no --width allows, in a checkpoint's metadata: refused as the file's invalid
+    description, not as a failure of the decoders plugin (it said "Plugin 'featinv.decoders'
+    failed in featinv_build_decoder: ValueError: cannot convert float NaN to integer")."""
+    from helpers import error_lines, run_cli
+
+    with safe_open(str(SHIPPED), "pt") as f:
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+        meta = json.loads(f.metadata()["featinv"])
+    meta["decoder"]["width"] = width
+    evil = tmp_path / "evil.safetensors"
+    save_file(tensors, str(evil), metadata={"featinv": json.dumps(meta)})
+    code, _, err = run_cli(capsys, "invert", "-c", evil, "skimage:coffee", "-o", tmp_path / "o")
+    [line] = error_lines(err)
+    assert code == 1 and "decoder description is invalid" in line and "width" in line, err
+    assert "Plugin" not in line
