@@ -23,7 +23,7 @@ import torch
 
 from ..errors import FeatinvError, printable
 from ..io import hub
-from ..io.checkpoint import STATE_FILE
+from ..io.checkpoint import DECODER_FILE, STATE_FILE
 from ..io.files import atomic_write
 from ..io.hub import CARD_FILE, CONFIG_FILE, MODEL_FILE, PICTURE_FILE, SHARED_FILES
 from ..io.images import EXAMPLES, IMAGE_EXTENSIONS, example_image, make_grid, pil_to_tensor, \
@@ -61,6 +61,10 @@ def pack_folder(source: str | Path, out: str | Path, recipe: str | None = None,
     out = Path(out)
     src = source_file(source)
     from ..io.outputs import check_targets
+
+    if (out / DECODER_FILE).exists():  # -c OUT would then have two decoders to choose from
+        raise FeatinvError(f"-o {printable(out)} holds a training run ({DECODER_FILE}); give "
+                           "the packed folder a folder of its own.")
 
     check_targets([out / f for f in SHARED_FILES], [src, src.parent / STATE_FILE],
                   overwrite)

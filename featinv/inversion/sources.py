@@ -126,7 +126,10 @@ def _no_variant(text: str, decoder: str | None) -> None:
 
 def _in_folder(folder: Path, label: str) -> Path:
     """The decoder in a packed folder (``model.safetensors``) or in a training run's
-    (``decoder.safetensors``)."""
+    (``decoder.safetensors``); a folder holding both is refused, as neither is clearly meant."""
+    if (folder / MODEL_FILE).is_file() and (folder / RUN_FILE).is_file():
+        raise CheckpointError(f"'{printable(label)}' holds both {MODEL_FILE} (a packed decoder) "
+                              f"and {RUN_FILE} (a training run); give the file you mean.")
     for name in (MODEL_FILE, RUN_FILE):
         if (folder / name).is_file():
             return folder / name

@@ -30,6 +30,7 @@ from typing import Callable
 
 from ..io.checkpoint import DECODER_FILE, RUN_FILES, STATE_FILE
 from ..io.files import atomic_write, read_limited
+from ..io.hub import MODEL_FILE
 from ..errors import FeatinvError, printable
 
 LOCK_FILE = ".featinv-train.lock"
@@ -112,6 +113,9 @@ class RunFolder:
         if self.path.exists() and not self.path.is_dir():
             raise FeatinvError(f"--out {printable(self.path)} is a file, not a folder; choose a "
                                "folder for the run.")
+        if (self.path / MODEL_FILE).exists():  # -c OUT would then have two decoders
+            raise FeatinvError(f"--out {printable(self.path)} holds a packed decoder "
+                               f"({MODEL_FILE}); choose another folder for the run.")
         try:
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:

@@ -199,3 +199,36 @@ def test_out_inside_the_data_is_refused(tmp_path, where):
     with pytest.raises(FeatinvError, match=f"inside --{where}"):
         train(config(tmp_path / "data", tmp_path / where, val=str(tmp_path / "val")),
               log=quiet)
+
+
+def test_a_packed_decoder_and_a_run_never_share_a_folder(tmp_path, capsys):
+    """``pack RUN -o RUN`` put model.safetensors beside the run's decoder, and ``-c RUN`` then
+    silently loaded that copy (stale once the run is resumed), while ``pack RUN -o
+    RUN/decoder.safetensors --overwrite`` could replace the trained decoder; ``train --out`` a
+    packed folder did the same the other way round. Neither is made, and a folder holding both
+    is refused by every reader rather than read as one of them."""
+    from featinv.inversion.load import ZOO_DIR
+
+    shipped = (ZOO_DIR / "hog.safetensors").read_bytes()
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "decoder.safetensors").write_bytes(shipped)
+    code, _, err = run_cli(capsys, "pack", run, "-o", run, "--overwrite")
+    [line] = error_lines(err)
+    assert code == 1 and "holds a training run" in line
+    assert sorted(p.name for p in run.iterdir()) == ["decoder.safetensors"]
+    packed = tmp_path / "packed"
+    packed.mkdir()
+    (packed / "model.safetensors").write_bytes(shipped)
+    write_images(tmp_path / "data", 4)
+    code, _, err = run_cli(capsys, "train", "-f", "hog", "--data", tmp_path / "data", "--out",
+                           packed, "--image-size", "16", "--epochs", "1", "--device", "cpu")
+    [line] = error_lines(err)
+    assert code == 1 and "holds a packed decoder" in line
+    assert sorted(p.name for p in packed.iterdir()) == ["model.safetensors"]
+    (packed / "decoder.safetensors").write_bytes(shipped)  # made by hand, or by an old featinv
+    for args in (["invert", "-c", packed, "skimage:coffee", "-o", tmp_path / "o"],
+                 ["pack", packed, "-o", tmp_path / "p.safetensors"]):
+        code, _, err = run_cli(capsys, *args)
+        [line] = error_lines(err)
+        assert code == 1 and "holds both model.safetensors" in line, err
