@@ -1,33 +1,58 @@
 """``featinv demo``: invert example images that ship with scikit-image.
 
 Uses the representation's shipped decoder when there is one; otherwise trains a small decoder
-first (a few minutes on a CPU) on a folder of photos the user points to.
+first (a few minutes on a CPU) on a folder of photos the user points to. PyTorch is imported
+only when the command runs.
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-import torch
+import click
 
-from ..errors import FeatinvError
-from ..io.images import EXAMPLES, example_image, make_grid, pil_to_tensor, save_png
-from ..inversion.device import pick_device
-from ..inversion.load import shipped_decoder_path
-from ..inversion.pipeline import Inverter
-from ..inversion.sizing import prepare
-from ..io.checkpoint import DECODER_FILE
-from ..training.loop import TrainConfig, train
+from .options import POSITIVE, device_option
+from ..errors import FeatinvError, printable
+
+if TYPE_CHECKING:
+    import torch
+
+
+@click.command("demo")
+@click.option("--train-data", type=click.Path(), help="Folder of photos to train a small "
+              "decoder on when no shipped decoder exists.")
+@click.option("--out", "-o", default="demo", show_default=True, type=click.Path())
+@click.option("--feature", "-f", default="hog", show_default=True)
+@click.option("--epochs", type=POSITIVE, default=3, show_default=True)
+@click.option("--limit", type=POSITIVE, default=3000, show_default=True, help="Training images used.")
+@device_option
+def demo_cmd(train_data, out, feature, epochs, limit, device) -> None:
+    """Invert bundled example images (training a small decoder first if none is shipped)."""
+    for path in run_demo(feature, Path(out), train_data, epochs, limit, device,
+                         log=lambda m: click.echo(printable(m), err=True)):
+        click.echo(printable(path))
 
 
 def example_images() -> dict[str, torch.Tensor]:
     """A few photos bundled with scikit-image, as ``(3, H, W)`` tensors in [0, 1]."""
+    from ..io.images import EXAMPLES, example_image, pil_to_tensor
+
     return {name: pil_to_tensor(example_image(name)) for name in EXAMPLES}
 
 
 def run_demo(feature: str, out: Path, train_data: str | None, epochs: int, limit: int,
              device: str, log: Callable[[str], None] = print) -> list[Path]:
     """Invert the example images with a ``feature`` decoder; returns the PNGs written."""
+    import torch
+
+    from ..inversion.device import pick_device
+    from ..inversion.load import shipped_decoder_path
+    from ..inversion.pipeline import Inverter
+    from ..inversion.sizing import prepare
+    from ..io.checkpoint import DECODER_FILE
+    from ..io.images import make_grid, save_png
+    from ..training.loop import TrainConfig, train
+
     dev = pick_device(device)
     trained = out / f"model-{feature}" / DECODER_FILE
     shipped = shipped_decoder_path(feature)

@@ -1,4 +1,5 @@
-"""The ``featinv`` command line: a thin layer over the Python API.
+"""The ``featinv`` command line: a thin layer over the Python API. This module holds the group
+and ``main()``; each command lives in its own module of ``featinv.cli``.
 
 Errors a user can fix are one line on stderr and exit code 1 (2 for usage errors); ``--debug``
 shows the traceback instead.
@@ -8,22 +9,25 @@ from __future__ import annotations
 import os
 import sys
 import warnings
-from pathlib import Path
 
 import click
 
 from .analyze import analyze
 from .audit import audit_cmd
-from .common import echo_error as _echo_error, echo_json as _echo_json, parse_params as _parse_params
+from .common import echo_error as _echo_error
 from .compare import compare_cmd
+from .demo import demo_cmd
+from .describe import describe_cmd
 from .evaluate import evaluate_cmd
 from .extract import extract_cmd
 from .invert import invert_cmd
-from .options import POSITIVE, SIDE, device_option
+from .list_features import list_features_cmd
 from .pack import pack_cmd
+from .plugins import plugins_cmd
 from .share import push_cmd
 from .show_features import show_features_cmd
 from .train import train_cmd
+from .zoo import zoo_cmd
 from ..errors import FeatinvError, Interrupted, printable
 
 
@@ -34,161 +38,11 @@ def cli(debug: bool) -> None:
     """Reconstruct images from feature representations with trained decoders."""
 
 
-@cli.command("list-features")
-@click.argument("pattern", default="*")
-@click.option("--image-size", type=SIDE, default=128, show_default=True,
-              help="Show each layout for a square image of this size.")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def list_features_cmd(pattern: str, image_size: int, as_json: bool) -> None:
-    """List the registered representations (optionally matching a glob PATTERN), with the
-    decoders shipped for each."""
-    from ..representation.listing import rows as listing_rows, shipped_names, zoo
-
-    rows, problems = listing_rows(pattern, image_size)
-    shipped = shipped_names(zoo(_shipped))  # the zoo's cache: no plugin loaded when warm
-    for r in rows:
-        r["shipped_decoders"] = shipped.get(r["name"], [])
-    if as_json:
-        _echo_json(rows)
-        return
-    if not rows:
-        click.echo("No representations registered." if pattern == "*" else
-                   f"No representation matches '{pattern}'.")
-        return
-    header = ("name", "plugin", "input", f"layout@{image_size}", "diff.", "shipped",
-              "description")
-    table = [header] + [(r["name"], r["plugin"], r["input"],
-                         _layout_text(r["layout"]) if r["layout"] else "too small",
-                         "yes" if r["differentiable"] else "no",
-                         ",".join(r["shipped_decoders"]) or "-", r["description"]) for r in rows]
-    widths = [max(len(row[i]) for row in table) for i in range(len(header) - 1)]
-    for row in table:
-        click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths)) + "  " + row[-1])
-    for p in problems:
-        click.echo(printable(f"Warning: plugin '{p['name']}' {p['error']}"), err=True)
-
-
-def _layout_text(layout: dict) -> str:
-    if layout["kind"] == "vector":
-        return str(layout["channels"])
-    return f"{layout['channels']}x{layout['height']}x{layout['width']}"
-
-
-@cli.command("plugins")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def plugins_cmd(as_json: bool) -> None:
-    """List loaded plugins, their representations, and any that failed."""
-    from ..representation.plugins import plugin_infos
-
-    infos = plugin_infos()
-    if as_json:
-        _echo_json([p.to_json() for p in infos])
-        return
-    for p in infos:
-        status = (f"ERROR: {p.error}" if p.error else ", ".join(p.features)
-                  or f"(no representations; hooks: {', '.join(p.hooks) or 'none'})")
-        click.echo(printable(f"{p.name}  [{p.source}]  {status}"))
-
-
-@cli.command("describe")
-@click.argument("name")
-@click.option("--image-size", type=SIDE, default=128, show_default=True)
-@click.option("--param", "-p", "params", multiple=True, metavar="NAME=VALUE",
-              help="Show the layout for this parameter value (repeatable), e.g. -p cell_size=4.")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def describe_cmd(name: str, image_size: int, params: tuple[str, ...], as_json: bool) -> None:
-    """Parameters, layout formula, input, differentiability and backends of representation NAME."""
-    from ..representation.listing import describe
-
-    info = describe(name, image_size, _parse_params(params))
-    if as_json:
-        _echo_json(info)
-        return
-    click.echo(f"{info['name']}: {info['description']}")
-    click.echo(f"  plugin:         {info['plugin']}")
-    click.echo(f"  input:          {info['input']} image")
-    click.echo(f"  differentiable: {'yes' if info['differentiable'] else 'no'}")
-    click.echo(f"  layout:         {info['layout_formula']}  (H x W image)")
-    click.echo(f"  {'at ' + str(image_size) + ' px:':<16}{_layout_text(info['layout'])}")
-    click.echo(f"  smallest image: {info['min_size']} px")
-    click.echo(f"  decoder family: {info['decoder']}")
-    click.echo("  parameters:" + ("" if info["params"] else " none"))
-    for p in info["params"]:
-        choices = f" (one of {p['choices']})" if p["choices"] else ""
-        value = info["values"][p["name"]]
-        default = f" (default {p['default']!r})" if value != p["default"] else ""
-        click.echo(f"    {p['name']} = {value!r}{default}  {p['help']}{choices}")
-    if info["backends"]:
-        click.echo("  backends (-p backend=NAME):")
-        for backend, status in info["backends"].items():
-            click.echo(f"    {backend}: {status}")
-    if info.get("members"):
-        click.echo(f"  members ({len(info['members'])}):")
-        for member in info["members"]:
-            click.echo(f"    {member}")
-
-
-@cli.command("demo")
-@click.option("--train-data", type=click.Path(), help="Folder of photos to train a small "
-              "decoder on when no shipped decoder exists.")
-@click.option("--out", "-o", default="demo", show_default=True, type=click.Path())
-@click.option("--feature", "-f", default="hog", show_default=True)
-@click.option("--epochs", type=POSITIVE, default=3, show_default=True)
-@click.option("--limit", type=POSITIVE, default=3000, show_default=True, help="Training images used.")
-@device_option
-def demo_cmd(train_data, out, feature, epochs, limit, device) -> None:
-    """Invert bundled example images (training a small decoder first if none is shipped)."""
-    from .demo import run_demo
-
-    for path in run_demo(feature, Path(out), train_data, epochs, limit, device,
-                         log=lambda m: click.echo(printable(m), err=True)):
-        click.echo(printable(path))
-
-
-@cli.command("zoo")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def zoo_cmd(as_json: bool) -> None:
-    """List the decoders shipped with featinv and its plugins (used when no --checkpoint is
-    given; pick one with --feature NAME and, for one other than the default, --decoder), then
-    those cached from the Hugging Face Hub (load them with -c hf-hub:ORG/NAME)."""
-    from ..inversion.zoo import hub_cached
-    from ..representation.listing import zoo
-
-    entries = zoo(_shipped) + hub_cached()  # the Hub's cache is read each time (no download)
-    if as_json:
-        _echo_json(entries)
-        return
-    if not entries:
-        click.echo("No decoders are shipped with this installation.")
-        return
-    header = ("feature", "MB", "decoder", "network", "params", "size", "val error", "PSNR",
-              "SSIM", "plugin", "description")
-    rows = [header]
-    for e in entries:
-        if "error" in e:
-            _echo_error(e["error"])
-            continue
-        rows.append((e["feature"], f"{e['megabytes']:.1f}", e.get("decoder") or "default",
-                     f"{e['preset']} x{e['width']:g}",
-                     f"{(e['parameters'] or 0) / 1e6:.2f} M", f"{e['image_size']} px",
-                     _fmt(e["val_normalized_error"], ".3f"), _fmt(e["val_psnr"], ".2f"),
-                     _fmt(e["val_ssim"], ".3f"), e.get("plugin") or "-",
-                     e.get("description") or ""))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    for r in rows:
-        click.echo(printable("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()))
-
-
-def _shipped() -> list[dict]:
-    from ..inversion.shipped import shipped
-
-    return shipped()
-
-
-def _fmt(value, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
-
-
+cli.add_command(list_features_cmd)
+cli.add_command(plugins_cmd)
+cli.add_command(describe_cmd)
+cli.add_command(demo_cmd)
+cli.add_command(zoo_cmd)
 cli.add_command(extract_cmd)
 cli.add_command(invert_cmd)
 cli.add_command(evaluate_cmd)

@@ -9,8 +9,9 @@ import pytest
 
 from featinv.inversion import zoo as builtin_zoo
 from featinv.inversion.load import ZOO_DIR
-from featinv.representation import listing, plugins
-from featinv.representation.listing import shipped_names
+from featinv.cli import listing
+from featinv.representation import plugins
+from featinv.cli.listing import shipped_names
 
 from helpers import Shipper, run_cli, tiny_layer_decoders
 

@@ -12,7 +12,8 @@ from featinv.inversion import zoo as builtin_zoo
 from featinv.inversion.load import ZOO_DIR, load_decoder
 from featinv.inversion.shipped import shipped
 from featinv.io.checkpoint import decoder_metadata, save_decoder
-from featinv.representation import listing, plugins
+from featinv.cli import listing
+from featinv.representation import plugins
 from featinv.representation.plugins import plugin_problems
 
 from helpers import error_lines, run_cli, write_images

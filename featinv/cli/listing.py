@@ -1,5 +1,6 @@
 """What ``featinv list-features``, ``describe`` and ``zoo`` show, cached so that they load no
-plugin (and no PyTorch) while nothing they depend on has changed.
+plugin (and no PyTorch) while nothing they depend on has changed. Those commands are its only
+users; it sits beside them.
 
 The cache is two JSON files, ``listing.json`` and ``zoo.json`` (which also records the size and
 time of every decoder file it lists and of their folders), in ``$FEATINV_CACHE_DIR`` (else
@@ -140,8 +141,8 @@ def _layout_entry(spec, size: int) -> dict:
 
 def _live(sizes: set[int], key: str | None) -> dict:
     """The listing computed from the loaded plugins, as it is cached."""
-    from .plugins import plugin_problems
-    from .registry import get_spec, list_features
+    from ..representation.plugins import plugin_problems
+    from ..representation.registry import get_spec, list_features
 
     features, layouts = {}, {str(s): {} for s in sizes}
     for name in list_features():
@@ -209,7 +210,7 @@ def describe(name: str, image_size: int, params: dict[str, Any] | None = None) -
             if "error" in entry:
                 raise FeatinvError(entry["error"])
             return {**data["features"][key], "layout": entry["layout"]}
-    from .registry import get_spec  # a name resolved on demand, or other parameters
+    from ..representation.registry import get_spec  # resolved on demand, or other params
 
     return get_spec(name).to_json(image_size, params=params)
 
@@ -240,10 +241,11 @@ def _valid_zoo(data: dict) -> bool:
         and isinstance(e.get("decoder"), str) for e in entries)
 
 
-def zoo(compute: Callable[[], list[dict]]) -> list[dict]:
+def zoo(compute: Callable[[], list[dict]] | None = None) -> list[dict]:
     """``featinv zoo``'s entries: the shipped decoders' metadata, as ``compute`` lists them
-    (``featinv.inversion.shipped.shipped``, handed in: that layer sits above this one), cached
-    under the fingerprint and the stamps of the listed files and their folders."""
+    (default ``featinv.inversion.shipped.shipped``), cached under the fingerprint and the stamps
+    of the listed files and their folders."""
+    compute = compute or _shipped
     path = cache_path("zoo.json")
     if path is None or _in_process_plugins():
         return compute()
@@ -254,3 +256,16 @@ def zoo(compute: Callable[[], list[dict]]) -> list[dict]:
         data = {"format": FORMAT, "key": key, "entries": entries, "stamps": _zoo_stamps(entries)}
         _write(path, data)
     return data["entries"]
+
+
+def _shipped() -> list[dict]:
+    from ..inversion.shipped import shipped
+
+    return shipped()
+
+
+def layout_text(layout: dict) -> str:
+    """A layout's JSON as the listings print it: ``C`` or ``CxHxW``."""
+    if layout["kind"] == "vector":
+        return str(layout["channels"])
+    return f"{layout['channels']}x{layout['height']}x{layout['width']}"

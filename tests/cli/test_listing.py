@@ -9,7 +9,7 @@ import pytest
 import featinv
 from featinv.errors import FeatinvError, UnknownFeatureError
 from featinv.inversion.shipped import shipped
-from featinv.representation import listing
+from featinv.cli import listing
 
 NO_TORCH = ("import sys; {code}; "
             "bad = [m for m in ('torch', 'timm', 'torchvision') if m in sys.modules]; "
@@ -40,7 +40,7 @@ def test_help_does_not_import_torch(tmp_path):
 def test_cached_listing_loads_no_plugin(tmp_path, monkeypatch):
     monkeypatch.setenv("FEATINV_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(listing, "_in_process_plugins", lambda: False)
-    warm = ("from featinv.representation import listing; r, _ = listing.rows('h*', 96); "
+    warm = ("from featinv.cli import listing; r, _ = listing.rows('h*', 96); "
             "d = listing.describe('alexnet.conv5', 96); z = listing.zoo(lambda: []); "
             "print([x['name'] for x in r], d['layout'], d['min_size'], len(z))")
     for _ in range(3):  # a file of featinv edited meanwhile (by someone else) is a new key
