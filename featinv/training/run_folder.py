@@ -182,9 +182,9 @@ class RunFolder:
         """Refuse to replace a run unasked; note which files the new run will replace."""
         previous = self._previous()
         checkpointed = [name for name in previous if name in (DECODER_FILE, STATE_FILE)]
+        if resume and (self.path / STATE_FILE).exists():
+            return  # continued, not replaced (with --overwrite too: it only starts over)
         if resume and not overwrite:
-            if (self.path / STATE_FILE).exists():
-                return
             if (self.path / DECODER_FILE).exists():
                 raise FeatinvError(f"{printable(self.path)} holds {DECODER_FILE} but no "
                                    f"{STATE_FILE} to resume from; --resume would replace it. "

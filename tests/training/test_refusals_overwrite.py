@@ -9,6 +9,7 @@ back if the new run stops, fails or is killed before that checkpoint. Fine-tunin
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -232,3 +233,22 @@ def test_a_packed_decoder_and_a_run_never_share_a_folder(tmp_path, capsys):
         code, _, err = run_cli(capsys, *args)
         [line] = error_lines(err)
         assert code == 1 and "holds both model.safetensors" in line, err
+
+
+@pytest.mark.slow
+def test_resume_with_overwrite_continues_the_run_without_replacing_it(trained, tmp_path):
+    """--resume --overwrite where a training state is: the run is continued, as with --resume
+    alone; it said the previous run was moved aside and deleted while it resumed it."""
+    root, run, _ = trained
+    copy = tmp_path / "run"
+    copy.mkdir()
+    for p in run.iterdir():
+        (copy / p.name).write_bytes(p.read_bytes())
+    messages = []
+    train(config(root / "data", copy, epochs=2, overwrite=True), resume=True,
+          log=messages.append)
+    text = "\n".join(messages)
+    assert "resuming at step 2" in text and "moved to" not in text and "deleted" not in text
+    assert not (copy / REPLACED).exists()
+    records = (copy / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(r)["epoch"] for r in records] == [1, 2]  # the first epoch's kept
