@@ -65,7 +65,7 @@ def measure(feature: str, device_name: str, batch: int, repeats: int, size: int 
     from featinv.inversion.optimize import OptimizeConfig, invert_by_optimization
     from featinv.representation.registry import get_feature
     from featinv.precision import autocast
-    from featinv.training.loop import DEFAULT_IMAGE_SIZE, TrainStep, optimizer_step
+    from featinv.training.loop import DEFAULT_IMAGE_SIZE, EncoderDecoder, optimizer_step
 
     device = torch.device(device_name)
     sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
@@ -109,7 +109,7 @@ def measure(feature: str, device_name: str, batch: int, repeats: int, size: int 
                                   ("bf16_cl", "bf16", torch.channels_last)):
         decoder.to(memory_format=fmt)
         opt = torch.optim.Adam(decoder.parameters(), lr=1e-4)
-        model = TrainStep(extractor, decoder, None, precision, fmt)  # what featinv train runs
+        model = EncoderDecoder(extractor, decoder, None, precision, fmt)  # what featinv train runs
         step = functools.partial(optimizer_step, model, opt, x)
 
         row[f"train_images_per_s_{label}"] = batch / _timed(step, repeats, sync)

@@ -15,7 +15,7 @@ import torch
 
 from featinv.decoders.networks import build_decoder
 from featinv.representation.registry import get_feature
-from featinv.training.loop import TrainStep, optimizer_step
+from featinv.training.loop import EncoderDecoder, optimizer_step
 
 
 def step_ms(feature: str, preset: str, width, precision: str, channels_last: bool,
@@ -31,7 +31,7 @@ def step_ms(feature: str, preset: str, width, precision: str, channels_last: boo
     if feats.dim() == 4:
         feats = feats.contiguous(memory_format=fmt)
     opt = torch.optim.Adam(decoder.parameters())
-    model = TrainStep(extractor, decoder, None, precision, fmt)
+    model = EncoderDecoder(extractor, decoder, None, precision, fmt)
 
     def step():
         optimizer_step(model, opt, x, feats)

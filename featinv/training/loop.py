@@ -51,7 +51,8 @@ from .losses import build_comparator, build_discriminator, build_objective
 from .pacing import LossMeter, SaveClock, StopRequest, ValidationPacer
 from .resolve import resolve_defaults, resolve_representation
 from .run_folder import RunFolder
-from .step import TrainStep, _trainable_encoder, make_optimizer, optimizer_step, validate  # noqa: F401
+from .step import (EncoderDecoder, TrainStep, _trainable_encoder, make_optimizer,  # noqa: F401
+                   optimizer_step, validate)
 
 
 def train(cfg: TrainConfig, resume: bool = False, log=print) -> dict[str, Any]:
@@ -112,9 +113,9 @@ class Run:
                                 cfg.width).to(self.device)
         self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
         self.decoder = decoder.to(memory_format=self.memory_format)
-        self.trained = list(decoder.parameters()) + (list(self.encoder.parameters())
-                                                     if self.encoder else [])
-        self.opt = make_optimizer(self.trained, cfg, self.device)
+        self.trained_params = list(decoder.parameters()) + (list(self.encoder.parameters())
+                                                            if self.encoder else [])
+        self.opt = make_optimizer(self.trained_params, cfg, self.device)
         # the losses' own networks, in this order (both may draw random numbers)
         comparator = build_comparator(cfg, self.device)
         self.discriminator, self.disc_opt = build_discriminator(cfg, self.layout, self.device,
@@ -143,8 +144,8 @@ class Run:
             self._init_feature_stats()
         if cfg.ema and self.ema is None:
             self.ema = WeightAverage(self.decoder, cfg.ema)
-        model: nn.Module = TrainStep(extractor, decoder, self.encoder, cfg.precision,
-                                     self.memory_format)
+        model: nn.Module = EncoderDecoder(extractor, decoder, self.encoder, cfg.precision,
+                                          self.memory_format)
         if self.world.distributed:
             model = DistributedDataParallel(model, device_ids=[self.device.index]
                                             if self.device.type == "cuda" else None)
@@ -161,15 +162,15 @@ class Run:
         """Start from a trained decoder's weights (``--init-from``: file, folder, NAME[.VARIANT])."""
         from ..inversion.load import load_decoder
 
-        trained = load_decoder(path, device=self.device, feature=self.cfg.feature,
+        start = load_decoder(path, device=self.device, feature=self.cfg.feature,
                                params=self.cfg.params)
-        if trained.config != self.decoder.config or trained.layout != self.decoder.layout:
-            raise CheckpointError(f"--init-from {path}: that decoder ({trained.config.get('family')}"
-                                  f", width {trained.config.get('width')}, "
-                                  f"{trained.config.get('image_size')} px) differs from the one "
+        if start.config != self.decoder.config or start.layout != self.decoder.layout:
+            raise CheckpointError(f"--init-from {path}: that decoder ({start.config.get('family')}"
+                                  f", width {start.config.get('width')}, "
+                                  f"{start.config.get('image_size')} px) differs from the one "
                                   "this run builds; use the same --preset, --width and "
                                   "--image-size.")
-        self.decoder.load_state_dict(trained.state_dict())
+        self.decoder.load_state_dict(start.state_dict())
         self.log(f"starting from the weights of {printable(path)}")
 
     def _log_start(self) -> None:
@@ -343,7 +344,7 @@ class Run:
         if not self.world.is_main:
             return
         if not all(bool(torch.isfinite(p).all()) for p in
-                   self.trained + list(self.averaged.parameters())):
+                   self.trained_params + list(self.averaged.parameters())):
             raise FeatinvError(f"The weights became NaN or infinite by step {self.step}; "
                                + self.folder.kept_message() + " Try a lower --lr.")
         cfg_json = config_json(self.cfg)

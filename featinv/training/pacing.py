@@ -73,21 +73,21 @@ class ValidationPacer:
     def __init__(self, every: int, n_val: int):
         self.every, self.n_val = every, n_val
         self.val_seconds: float | None = None
-        self.trained = 0.0  # seconds of training since the last validation
+        self.trained_seconds = 0.0  # of training since the last validation
 
     def due(self, epoch: int, last: bool, seconds: float, images_per_second: float) -> bool:
-        self.trained += seconds
+        self.trained_seconds += seconds
         if last:
             return True
         if self.every:
             return (epoch + 1) % self.every == 0
         if self.val_seconds is None:  # not measured yet: a forward pass costs about 1/3 step
-            return epoch == 0 or self.trained >= self._ratio() * self.n_val / (
+            return epoch == 0 or self.trained_seconds >= self._ratio() * self.n_val / (
                 3 * images_per_second)
-        return self.trained >= self._ratio() * self.val_seconds
+        return self.trained_seconds >= self._ratio() * self.val_seconds
 
     def validated(self, seconds: float) -> None:
-        self.val_seconds, self.trained = seconds, 0.0
+        self.val_seconds, self.trained_seconds = seconds, 0.0
 
     @staticmethod
     def _ratio() -> float:

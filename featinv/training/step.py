@@ -15,8 +15,9 @@ from ..precision import autocast
 from .config import TrainConfig, effective_lr
 
 
-class TrainStep(nn.Module):
-    """Images (and, if cached, their features) -> reconstructions, as one module.
+class EncoderDecoder(nn.Module):
+    """The representation followed by the decoder: images (and, if cached, their features) ->
+    reconstructions, as one module; ``optimizer_step`` takes the step.
 
     One module so that DistributedDataParallel averages the gradients of everything that trains:
     the decoder and, with ``finetune_encoder``, the representation (``encoder``).
@@ -41,12 +42,15 @@ class TrainStep(nn.Module):
             return self.decoder(feats, size=x.shape[-2:]), feats
 
 
+TrainStep = EncoderDecoder  # deprecated alias: it never stepped
+
+
 def optimizer_step(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor,
                    feats: torch.Tensor | None = None,
                    scaler: torch.amp.GradScaler | None = None,
                    objective: Objective | None = None,
                    pixel_distance: str = "l2") -> dict[str, torch.Tensor]:
-    """One step on images ``x`` ``(B, 3, H, W)``; ``model`` is a ``TrainStep``. The loss is
+    """One step on images ``x`` ``(B, 3, H, W)``; ``model`` is an ``EncoderDecoder``. The loss is
     ``objective``'s (default: the paper's eq. 1, the mean squared error, or the mean absolute
     error with ``pixel_distance="l1"``); with an adversarial
     term the discriminator then takes its own step. Returns ``{"loss": weighted total, each

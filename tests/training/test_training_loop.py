@@ -312,14 +312,14 @@ def test_the_training_step_compiles_as_one_graph(name):
 
     from featinv.decoders.networks import build_decoder
     from featinv.representation.registry import get_feature
-    from featinv.training.loop import TrainStep
+    from featinv.training.loop import EncoderDecoder
 
     extractor = get_feature(name)
     extractor.check_finite_input = False
     x = torch.rand(2, 3, 32, 32)
     decoder = build_decoder(extractor.spec, extractor.layout(32, 32), 32, "residual", None)
     decoder.set_feature_stats(extractor(x))
-    step = TrainStep(extractor, decoder, None, "fp32", torch.channels_last)
+    step = EncoderDecoder(extractor, decoder, None, "fp32", torch.channels_last)
     dynamo.reset()
     explained = dynamo.explain(step)(x)
     assert (explained.graph_count, explained.graph_break_count) == (1, 0), \

@@ -179,13 +179,13 @@ def test_low_resolution_first_trains_smaller_crops_then_the_full_size(tmp_path, 
 def test_l1_trains_on_the_mean_absolute_error():
     from featinv.decoders.networks import build_decoder
     from featinv.representation.registry import get_feature
-    from featinv.training.step import TrainStep, optimizer_step
+    from featinv.training.step import EncoderDecoder, optimizer_step
 
     torch.manual_seed(0)
     x = torch.rand(2, 3, 32, 32)
     hog = get_feature("hog")
     decoder = build_decoder(hog.spec, hog.layout(32, 32), 32, "residual")
-    model = TrainStep(hog, decoder, None, "fp32", torch.contiguous_format)
+    model = EncoderDecoder(hog, decoder, None, "fp32", torch.contiguous_format)
     decoder.eval()  # batch norm on running statistics: the same output in both passes
     with torch.no_grad():
         expected = (decoder(hog(x), size=(32, 32)) - x).abs().mean()
