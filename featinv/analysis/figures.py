@@ -126,13 +126,15 @@ def topk_strip(extractor: Extractor, decoder: Decoder, image: torch.Tensor, k: i
 @torch.no_grad()
 def sampled_images(extractor: Extractor, decoder: Decoder, data: Source | torch.Tensor,
                    limit: int | None = None, method: str = "histogram", count: int = 8,
-                   contrast: float = 2.0, seed: int = 0, batch_size: int = 32) -> torch.Tensor:
+                   contrast: float = 2.0, seed: int = 0, batch_size: int = 32,
+                   on_error: Callable[[str], None] | None = None) -> torch.Tensor:
     """``count`` images decoded from random features that imitate those of the photos below
-    ``data`` (``method``: one of ``featinv.choices.SAMPLERS``; Figure 11), in one row."""
+    ``data`` (``method``: one of ``featinv.choices.SAMPLERS``; Figure 11), in one row;
+    unreadable photos go to ``on_error``."""
     if method not in SAMPLERS:
         raise FeatinvError(f"Unknown sampler '{method}'; choose one of {', '.join(SAMPLERS)}.")
     x = data if isinstance(data, torch.Tensor) else \
-        load_square_images(data, decoder.config["image_size"], limit)[0]
+        load_square_images(data, decoder.config["image_size"], limit, on_error)[0]
     feats = torch.cat([encode(extractor, decoder, x[i:i + batch_size]).cpu()
                        for i in range(0, len(x), batch_size)])
     draw = getattr(FeatureSampler(feats), method)

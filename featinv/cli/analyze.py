@@ -147,7 +147,8 @@ def sample_cmd(decoder, data, limit, method, count, contrast, seed, out, overwri
 
     _check_outputs([out], [decoder], overwrite, data, suffix=".png")
     extractor, dec = _load(decoder, device)
-    picture = sampled_images(extractor, dec, data, limit, method, count, contrast, seed)
+    picture = sampled_images(extractor, dec, data, limit, method, count, contrast, seed,
+                             on_error=lambda m: click.echo(f"Error: {printable(m)}", err=True))
     _echo_path(save_png(picture, Path(out)))
 
 

@@ -247,3 +247,15 @@ def test_an_image_out_of_memory_is_reported_and_the_batch_goes_on(traps, tmp_pat
                           make_methods("decoder", ["hog"]), tmp_path,
                           on_error=lambda exc, path: failed.append(str(exc)))
     assert len(report.written) == 3 and len(failed) == 1 and "not enough memory" in failed[0]
+
+
+@pytest.mark.slow
+def test_analyze_sample_names_the_photos_it_skips(tmp_path, capsys):
+    """analyze sample --data skipped a photo it could not read without a word (perturb and
+    evaluate name theirs)."""
+    write_images(tmp_path / "data", 3, size=(48, 40))
+    (tmp_path / "data" / "strip.png").write_bytes(png_header(1, 80_000_000))
+    code, _, err = run_cli(capsys, "analyze", "sample", "hog", "--data", tmp_path / "data",
+                           "--n", "1", "-o", tmp_path / "s.png")
+    assert code == 0 and (tmp_path / "s.png").exists(), err
+    assert [line for line in errors(err) if "strip.png" in line], err
