@@ -59,7 +59,7 @@ def scan_folder(root: str | Path, limit: int | None = None,
         raise DataError(f"Data folder '{root}' holds no images (.jpg, .png, ...).")
     if on_error is None:
         return files[:limit] if limit else files
-    good, bad = [], 0
+    good, bad, first = [], 0, ""
     for path in files:
         if limit and len(good) == limit:
             break
@@ -72,9 +72,11 @@ def scan_folder(root: str | Path, limit: int | None = None,
                 sizes[path] = size
         except ImageError as exc:
             bad += 1
+            first = first or str(exc)
             on_error(str(exc))
-    if not good:
-        raise DataError(f"Data folder '{root}' holds no readable images ({bad} files failed).")
+    if not good:  # the reason too: the caller may not show on_error's messages after this
+        raise DataError(f"Data folder '{root}' holds no readable images ({bad} files failed; "
+                        f"the first: {first})")
     return good
 
 

@@ -259,3 +259,13 @@ def test_analyze_sample_names_the_photos_it_skips(tmp_path, capsys):
                            "--n", "1", "-o", tmp_path / "s.png")
     assert code == 0 and (tmp_path / "s.png").exists(), err
     assert [line for line in errors(err) if "strip.png" in line], err
+
+
+def test_a_data_folder_with_no_image_of_use_says_why(tmp_path):
+    """train --image-size 4096 on small photos said only "holds no readable images (3 files
+    failed)": the reasons went to messages shown after the scan, which the refusal cut off."""
+    from featinv.datasets.folders import scan_folder
+
+    write_images(tmp_path / "data", 3, size=(48, 40))
+    with pytest.raises(DataError, match=r"3 files failed; the first: .*img000\.png.*enlarged"):
+        scan_folder(tmp_path / "data", None, on_error=lambda _m: None, image_size=4096)
