@@ -33,6 +33,7 @@ if TYPE_CHECKING:  # PyTorch is imported by the functions that run, so that the 
 # ImageNet mean colour; the prior's centre
 MEAN_RGB = (0.485, 0.456, 0.406)
 PIXEL_RANGE = 80.0 / 255.0
+MIN_STEP = 1e-10  # the smallest --step-size (as training's smallest --lr)
 
 
 @dataclass
@@ -65,6 +66,9 @@ class OptimizeConfig:
             if not math.isfinite(value) or value < low or (positive and value == low):
                 raise bad(option, value, "must be a finite number above 0" if positive else
                           "must be a finite number, 0 or more")
+        if self.lr < MIN_STEP:  # 1e-320 is 0 in float32: the random start would come back
+            raise bad("--step-size", self.lr, f"too small to change a float32 image; use "
+                      f"{MIN_STEP:g} or more")
         if not 0 <= self.momentum < 1:
             raise bad("momentum", self.momentum, "must lie in [0, 1)")
 

@@ -168,3 +168,15 @@ def test_a_training_state_with_nan_is_refused(tmp_path):
     save_file(tensors, str(path), metadata=meta)
     with pytest.raises(CheckpointError, match="NaN or infinite"):
         train(TrainConfig(**{**cfg, "epochs": 2}), resume=True, log=lambda m: None)
+
+
+@pytest.mark.parametrize("step", ["1e-320", "1e-40", "1e-12"])
+def test_a_step_size_that_vanishes_in_float32_is_refused(tmp_path, capsys, step):
+    """--method optimize --step-size 1e-320 returned the random start (a flat grey picture)
+    with exit 0, as --lr 1e-320 trained nothing."""
+    code, _, err = run_cli(capsys, "invert", "-f", "hog", "skimage:coffee", "--method",
+                           "optimize", "--steps", "2", "--step-size", step, "-o",
+                           tmp_path / "x.png")
+    [line] = error_lines(err)
+    assert code == 1 and "--step-size" in line and "too small" in line, err
+    assert not (tmp_path / "x.png").exists()
