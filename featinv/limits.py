@@ -21,12 +21,21 @@ MEMORY_ENV = "FEATINV_MEMORY_BUDGET"  # GB; default: half of this machine's memo
 
 
 def _budget_env() -> float | None:
+    """``$FEATINV_MEMORY_BUDGET`` in GB, None when unset; a value that is no such number is
+    refused (ignoring it would leave the user's limit silently unapplied)."""
     value = os.environ.get(MEMORY_ENV, "").strip()
-    try:
-        gb = float(value) if value else None
-    except ValueError:
+    if not value:
         return None
-    return gb if gb is not None and 0 < gb < 1e6 else None
+    try:
+        gb = float(value)
+    except ValueError:
+        gb = math.nan
+    if not 0 < gb < 1e6:  # NaN too
+        from .errors import FeatinvError, printable
+
+        raise FeatinvError(f"${MEMORY_ENV}={printable(value)!r}: give a number of GB above 0 "
+                           "and below 1e6 (e.g. 4), or unset it.")
+    return gb
 
 
 def memory_budget(total: int | None = None) -> int:

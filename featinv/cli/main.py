@@ -36,6 +36,9 @@ from ..errors import FeatinvError, Interrupted, printable
 @click.version_option(package_name="featinv")
 def cli(debug: bool) -> None:
     """Reconstruct images from feature representations with trained decoders."""
+    from ..limits import memory_budget
+
+    memory_budget()  # a malformed $FEATINV_MEMORY_BUDGET: one refusal, not one per image
 
 
 cli.add_command(list_features_cmd)

@@ -269,3 +269,22 @@ def test_a_data_folder_with_no_image_of_use_says_why(tmp_path):
     write_images(tmp_path / "data", 3, size=(48, 40))
     with pytest.raises(DataError, match=r"3 files failed; the first: .*img000\.png.*enlarged"):
         scan_folder(tmp_path / "data", None, on_error=lambda _m: None, image_size=4096)
+
+
+@pytest.mark.parametrize("value", ["4G", "nan", "inf", "-1", "0", "1e9"])
+def test_a_memory_budget_that_is_no_number_of_gb_is_refused(tmp_path, capsys, monkeypatch,
+                                                             value):
+    """$FEATINV_MEMORY_BUDGET=4G (or nan, 0, ...) was ignored without a word: the user's limit
+    was silently not applied. One line, before any work, for every command."""
+    from featinv import limits
+
+    monkeypatch.setenv("FEATINV_MEMORY_BUDGET", value)
+    with pytest.raises(featinv.FeatinvError, match="FEATINV_MEMORY_BUDGET"):
+        limits.memory_budget()
+    write_images(tmp_path / "data", 2)
+    code, _, err = run_cli(capsys, "invert", "-f", "hog", *sorted((tmp_path / "data").iterdir()),
+                           "-o", tmp_path / "out")
+    assert code == 1 and len(errors(err)) == 1 and "FEATINV_MEMORY_BUDGET" in err, err
+    assert not (tmp_path / "out").exists()
+    monkeypatch.setenv("FEATINV_MEMORY_BUDGET", "2.5")
+    assert limits.memory_budget() == 2.5e9
