@@ -15,7 +15,7 @@ from __future__ import annotations
 from torch import nn
 
 import featinv
-from featinv.features.cnn import CONVENTIONS, LayerNet, Preprocess, layer_layout, load_weights
+from featinv.features.cnn import CONVENTIONS, LayerNet, Preprocess, layer_rule, load_weights
 
 LAYERS = {"block1": 2, "block2": 4}  # layer name -> number of modules of the network it keeps
 
@@ -36,8 +36,8 @@ def spec(layer: str) -> featinv.FeatureSpec:
         name=f"tinynet.{layer}", description=f"TinyNet {layer} (an example network)",
         input="rgb", differentiable=True,
         build=lambda weights="random": build(layer, weights),
-        layout=lambda weights="random": layer_layout(lambda: tiny_net()[:LAYERS[layer]],
-                                                      f"TinyNet {layer} output", {}),
+        rule=lambda weights="random": layer_rule(lambda: tiny_net()[:LAYERS[layer]],
+                                                  f"TinyNet {layer} output", {}),
         params=(featinv.Param("weights", "random", ".safetensors/.npz path, or 'random'"),),
         image_size=128)
 

@@ -22,7 +22,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 DEFAULT_PRESET = "compact"
 # the decoder families of the generic builder, each with the layout kind it takes: the one list
-# (``FeatureSpec.decoder`` accepts these or "auto"; featinv.decoders.networks builds them)
+# (``FeatureSpec.decoder_family`` accepts these or "auto"; featinv.decoders.networks builds them)
 DECODER_FAMILIES: dict[str, str] = {"two_stream": "grid", "contract_expand": "grid",
                                     "conv_upconv": "grid", "fc_upconv": "vector"}
 PRECISIONS = ("fp32", "bf16", "fp16")  # the decoder's compute dtype under autocast

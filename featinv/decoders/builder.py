@@ -16,5 +16,5 @@ def featinv_build_decoder(spec, layout, image_size, preset, width):
     """Any layout gets a decoder from one of the four families (or the residual U-Net)."""
     from .networks import build_body, choose_family  # PyTorch: only when a decoder is built
 
-    family = choose_family(spec.decoder, layout)
+    family = choose_family(spec.decoder_family, layout)
     return build_body(family, layout, image_size, width, PRESETS[preset]["style"])

@@ -279,7 +279,7 @@ def family_name(spec, layout: Layout, preset: str) -> str:
     """The network the generic builder makes for ``layout`` under ``preset``."""
     if PRESETS[preset]["style"] == "residual" and isinstance(layout, GridLayout):
         return "residual_unet"
-    return choose_family(spec.decoder, layout)
+    return choose_family(spec.decoder_family, layout)
 
 
 def width_fn(width: float):

@@ -25,7 +25,7 @@ from torch import nn
 from ..representation.hookspecs import hookimpl
 from ..representation.spec import FeatureSpec, Param
 from .cnn import (CONVENTIONS, LayerNet, Preprocess, Window, check_download, load_weights,
-                  torch_hub_file, window_layout)
+                  torch_hub_file, window_rule)
 
 IMAGE_SIZE = 227
 # layer -> (number of modules of `features`, of `classifier`); classifier > 0 adds avgpool+flatten
@@ -64,9 +64,9 @@ def build(layer: str, weights: str = "imagenet") -> LayerNet:
 
 
 @lru_cache(maxsize=None)
-def layout(layer: str):
+def layout_rule(layer: str):
     n_features, n_classifier = LAYERS[layer]
-    return window_layout(CHANNELS[layer], tuple(w for i, w in WINDOWS.items() if i < n_features),
+    return window_rule(CHANNELS[layer], tuple(w for i, w in WINDOWS.items() if i < n_features),
                          f"AlexNet {layer} output for an H x W image (227 x 227 in the paper)",
                          vector=n_classifier > 0)
 
@@ -79,7 +79,7 @@ def _spec(layer: str) -> FeatureSpec:
                     "processing step (paper Table 1)",
         input="rgb", differentiable=True,
         build=lambda weights="imagenet": build(layer, weights),
-        layout=lambda weights="imagenet": layout(layer),
+        rule=lambda weights="imagenet": layout_rule(layer),
         params=(Param("weights", "imagenet", "'imagenet' (torchvision download/cache), a "
                       ".safetensors/.npz path, or 'random'"),),
         image_size=IMAGE_SIZE)

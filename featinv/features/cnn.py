@@ -9,8 +9,9 @@ timm layers are written with the same helpers.
 A CNN representation is "the output of layer L of network N": the network cut after L's last
 processing step, behind the preprocessing its weights expect:
 ``LayerNet(Preprocess(convention), body)`` maps ``(B, 3, H, W)`` RGB in [0, 1] to float32
-``(B, C, h, w)`` (or ``(B, C)``), and ``layer_layout`` (a shape-only pass on the meta device) or
-``window_layout`` (the conv/pool arithmetic) declares ``C x h x w`` for every ``H x W``.
+``(B, C, h, w)`` (or ``(B, C)``), and ``layer_rule`` (a shape-only pass on the meta device) or
+``window_rule`` (the conv/pool arithmetic) gives its layout rule: ``C x h x w`` for every
+``H x W``. (``layer_layout`` and ``window_layout`` are their deprecated names.)
 
 Weights (the ``weights`` parameter every CNN representation takes):
 
@@ -41,12 +42,15 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..deprecation import module_aliases
 from ..errors import FeatinvError
 from ..representation.layout import ComputedGrid, GridLayout, Layout, VectorLayout
 
 __all__ = ["Convention", "CONVENTIONS", "Preprocess", "LayerNet", "load_weights",
            "fetch_pretrained", "check_download", "torch_hub_file", "read_weight_file",
-           "layer_layout", "Window", "window_layout"]
+           "layer_rule", "Window", "window_rule"]
+__getattr__ = module_aliases(__name__, {"layer_layout": "layer_rule",
+                                        "window_layout": "window_rule"})
 PROBE_SECONDS = 3.0
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"  # weights shipped in the package
 
@@ -275,8 +279,8 @@ def _run_on_meta(net: nn.Module, height: int, width: int) -> Layout:
     return GridLayout(*shape) if len(shape) == 3 else VectorLayout(math.prod(shape))
 
 
-def layer_layout(build_meta: Callable[[], nn.Module], formula: str,
-                 cache: dict[tuple[int, int], Layout] | None = None) -> ComputedGrid:
+def layer_rule(build_meta: Callable[[], nn.Module], formula: str,
+               cache: dict[tuple[int, int], Layout] | None = None) -> ComputedGrid:
     """The layout rule of a network layer, from a shape-only (meta device) forward pass.
 
     ``build_meta()`` builds the cut network (no weights needed) mapping ``(1, 3, H, W)`` to
@@ -345,8 +349,8 @@ def _side(n: int, windows: tuple[Window, ...]) -> int:
     return n
 
 
-def window_layout(channels: int, windows: tuple[Window, ...], formula: str,
-                  vector: bool = False) -> ComputedGrid:
+def window_rule(channels: int, windows: tuple[Window, ...], formula: str,
+                vector: bool = False) -> ComputedGrid:
     """The layout rule of a layer from its network's conv/pool arithmetic, without building it.
 
     ``windows``: every step that changes the side, in order; ``vector=True`` for a layer

@@ -338,7 +338,7 @@ def _backends() -> dict[str, str]:
     return {"torch": "built in (batched, CPU or CUDA, differentiable)", "vlfeat": vlfeat.status()}
 
 
-def hog_layout(cell_size: int = 8, num_orientations: int = 9, backend: str = "torch") -> CellGrid:
+def hog_rule(cell_size: int = 8, num_orientations: int = 9, backend: str = "torch") -> CellGrid:
     """``3*O + 4`` channels (31 for O = 9) on cells of ``floor((n + cell//2) / cell)``."""
     return CellGrid(3 * num_orientations + 4, cell_size, rounding="half_up")
 
@@ -369,10 +369,10 @@ def hog_memory(height: int, width: int, cell_size: int = 8, **_) -> float:
 def featinv_register_features(register):
     register(FeatureSpec(
         name="hog", description="VLFeat UoCTTI HOG (Felzenszwalb et al.), 31 channels per 8-px cell",
-        input="gray", differentiable=True, build=HOG, layout=hog_layout,
+        input="gray", differentiable=True, build=HOG, rule=hog_rule,
         params=(Param("cell_size", 8, "cell side in pixels", low=1, high=4096),
                 Param("num_orientations", 9, "undirected orientation bins (directed: twice as many)",
                       low=1, high=180),
                 Param("backend", "torch", "implementation: torch, or VLFeat's C library",
                       choices=("torch", "vlfeat"))),
-        decoder="two_stream", backends=_backends, visualize=hog_picture, memory=hog_memory))
+        decoder_family="two_stream", backends=_backends, visualize=hog_picture, memory=hog_memory))

@@ -265,7 +265,7 @@ def _backends() -> dict[str, str]:
     return {"torch": "built in (batched, CPU or CUDA)", "vlfeat": vlfeat.status()}
 
 
-def lbp_layout(cell_size: int = 16, backend: str = "torch") -> CellGrid:
+def lbp_rule(cell_size: int = 16, backend: str = "torch") -> CellGrid:
     """58 channels on cells of ``floor(n / cell)``."""
     return CellGrid(NUM_BINS, cell_size, rounding="floor")
 
@@ -306,8 +306,8 @@ def lbp_memory(height: int, width: int, cell_size: int = 16, **_) -> float:
 def featinv_register_features(register):
     register(FeatureSpec(
         name="lbp", description="VLFeat uniform LBP (58 bins) per 16-px cell; not differentiable",
-        input="gray", differentiable=False, build=LBP, layout=lbp_layout,
+        input="gray", differentiable=False, build=LBP, rule=lbp_rule,
         params=(Param("cell_size", 16, "cell side in pixels", low=1, high=4096),
                 Param("backend", "torch", "implementation: torch, or VLFeat's C library",
                       choices=("torch", "vlfeat"))),
-        decoder="two_stream", backends=_backends, visualize=lbp_picture, memory=lbp_memory))
+        decoder_family="two_stream", backends=_backends, visualize=lbp_picture, memory=lbp_memory))

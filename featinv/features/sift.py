@@ -191,7 +191,7 @@ class SparseSIFT(nn.Module):
         return f"cell_size={self.cell_size}, seed={self.seed}, backend={self.backend!r}"
 
 
-def sift_layout(cell_size: int = 4, seed: int = 0, backend: str = "opencv") -> CellGrid:
+def sift_rule(cell_size: int = 4, seed: int = 0, backend: str = "opencv") -> CellGrid:
     """133 channels on cells of ``ceil(n / cell)``; mostly empty (sparse)."""
     return CellGrid(CHANNELS, cell_size, rounding="ceil", sparse=True, min_size=MIN_SIZE)
 
@@ -234,11 +234,11 @@ def featinv_register_features(register):
     register(FeatureSpec(
         name="sift", description="Sparse SIFT: a keypoint's descriptor, offset, angle and scale "
         "per 4-px cell (zeros elsewhere); not differentiable",
-        input="gray", differentiable=False, build=SparseSIFT, layout=sift_layout,
+        input="gray", differentiable=False, build=SparseSIFT, rule=sift_rule,
         params=(Param("cell_size", 4, "grid cell side in pixels", low=1, high=4096),
                 Param("seed", 0, "seed of the random choice when keypoints share a cell",
                       low=0, high=2**32 - 1),
                 Param("backend", "opencv", "keypoint detector: OpenCV, or VLFeat's C library",
                       choices=BACKENDS)),
-        decoder="contract_expand", backends=_backends, visualize=sift_picture,
+        decoder_family="contract_expand", backends=_backends, visualize=sift_picture,
         memory=sift_memory))

@@ -33,7 +33,7 @@ from ..errors import FeatinvError
 from ..representation.hookspecs import hookimpl
 from ..representation.spec import FeatureSpec, Param
 from .cnn import (CONVENTIONS, WEIGHTS_DIR, LayerNet, Preprocess, Window, check_download,
-                  load_weights, torch_hub_file, window_layout)
+                  load_weights, torch_hub_file, window_rule)
 
 IMAGE_SIZE = 227
 # bytes a layer's forward pass takes per input pixel beyond the image, for any layer (conv1's
@@ -100,9 +100,9 @@ def build(layer: str, weights: str = DEFAULT_WEIGHTS, convention: str = "auto") 
 
 
 @lru_cache(maxsize=None)
-def layout(layer: str):
+def layout_rule(layer: str):
     n_features, n_classifier = LAYERS[layer]
-    return window_layout(CHANNELS[layer], tuple(w for i, w in WINDOWS.items() if i < n_features),
+    return window_rule(CHANNELS[layer], tuple(w for i, w in WINDOWS.items() if i < n_features),
                          f"SqueezeNet 1.0 {layer} output for an H x W image (227 x 227 in Caffe)",
                          vector=n_classifier == 4)
 
@@ -114,7 +114,7 @@ def _spec(layer: str) -> FeatureSpec:
         input="rgb", differentiable=True,
         build=lambda weights=DEFAULT_WEIGHTS, convention="auto": build(layer, weights,
                                                                        convention),
-        layout=lambda weights=DEFAULT_WEIGHTS, convention="auto": layout(layer),
+        rule=lambda weights=DEFAULT_WEIGHTS, convention="auto": layout_rule(layer),
         params=(Param("weights", DEFAULT_WEIGHTS, "'deepcompression' (ImageNet-trained, shipped "
                       "with featinv, BSD 2-clause), 'imagenet' (torchvision download/cache), a "
                       ".safetensors/.npz path, or 'random'"),

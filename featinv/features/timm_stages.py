@@ -24,7 +24,7 @@ from ..errors import FeatinvError
 from ..representation.hookspecs import hookimpl
 from ..representation.spec import FeatureSpec, Param
 from .cnn import (Convention, LayerNet, Preprocess, Window, check_download, fetch_pretrained,
-                  layer_layout, load_weights, torch_hub_file, window_layout)
+                  layer_rule, load_weights, torch_hub_file, window_rule)
 
 _HALVE = Window(3, 2, 1)  # a 3x3 (or 1x1, 5x5 'same') stride-2 step: ceil(n / 2)
 # model -> (pretrained input side, ((channels, windows added by the stage), ...)); the listed ones
@@ -133,15 +133,15 @@ def build(model: str, stage: int | str, weights: str = "imagenet") -> LayerNet:
 
 
 @lru_cache(maxsize=None)
-def layout(model: str, stage: int | str):
+def layout_rule(model: str, stage: int | str):
     formula = f"timm {model} feature_info[{stage}] output for an H x W image"
     if stage in HEADS:
         formula = f"timm {model} {stage} vector (any image size)"
     elif model in KNOWN:
         stages = KNOWN[model][1]
         windows = tuple(w for _, added in stages[:stage + 1] for w in added)
-        return window_layout(stages[stage][0], windows, formula)
-    return layer_layout(lambda: _create(model, stage), formula, {})
+        return window_rule(stages[stage][0], windows, formula)
+    return layer_rule(lambda: _create(model, stage), formula, {})
 
 
 def _input_size(model: str) -> int:
@@ -160,7 +160,7 @@ def make_spec(model: str, stage: int) -> FeatureSpec:
                     "timm.<model>.stage<i> works",
         input="rgb", differentiable=True,
         build=lambda weights="imagenet": build(model, stage, weights),
-        layout=lambda weights="imagenet": layout(model, stage),
+        rule=lambda weights="imagenet": layout_rule(model, stage),
         params=(Param("weights", "imagenet", "'imagenet' (timm download/cache), a "
                       ".safetensors/.npz path, or 'random'"),),
         image_size=_input_size(model))
@@ -173,7 +173,7 @@ def make_head_spec(model: str, head: str) -> FeatureSpec:
         description=f"timm {model}, {what}; any timm.<model>.pooled or .logits works",
         input="rgb", differentiable=True,
         build=lambda weights="imagenet": build(model, head, weights),
-        layout=lambda weights="imagenet": layout(model, head),
+        rule=lambda weights="imagenet": layout_rule(model, head),
         params=(Param("weights", "imagenet", "'imagenet' (timm download/cache), a "
                       ".safetensors/.npz path, or 'random'"),),
         image_size=_input_size(model))

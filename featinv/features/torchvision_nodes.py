@@ -37,8 +37,8 @@ from torch import nn
 from ..errors import FeatinvError
 from ..representation.hookspecs import hookimpl
 from ..representation.spec import FeatureSpec, Param
-from .cnn import (CONVENTIONS, LayerNet, Preprocess, Window, check_download, layer_layout,
-                  load_weights, torch_hub_file, window_layout)
+from .cnn import (CONVENTIONS, LayerNet, Preprocess, Window, check_download, layer_rule,
+                  load_weights, torch_hub_file, window_rule)
 
 _NAME = re.compile(r"^torchvision\.(?P<model>[a-z0-9_]+)(?:\.(?P<node>[a-z0-9_.]+))?$")
 _HALVE = Window(3, 2, 1)
@@ -181,12 +181,12 @@ def build(model: str, node: str, weights: str = "imagenet", pretrained: bool = T
 
 
 @lru_cache(maxsize=None)
-def layout(model: str, node: str):
+def layout_rule(model: str, node: str):
     formula = f"torchvision {model} node '{node}' output for an H x W image"
     key = node.lower()
     if model == LISTED_MODEL and key in LISTED:
         channels, windows = LISTED[key]
-        return window_layout(channels, windows or (), formula, vector=windows is None)
+        return window_rule(channels, windows or (), formula, vector=windows is None)
 
     def meta_body() -> nn.Module:
         net = _network(model)
@@ -194,7 +194,7 @@ def layout(model: str, node: str):
 
     if _fixed_size(_meta_network(model)) is not None:
         formula += f" (resized to {image_size(model)} px first)"
-    return layer_layout(meta_body, formula, {})
+    return layer_rule(meta_body, formula, {})
 
 
 @lru_cache(maxsize=None)
@@ -213,7 +213,7 @@ def make_spec(model: str, node: str, whole: bool = False) -> FeatureSpec:
         description=f"torchvision {model}, {what}; any torchvision.<model>.<node> works",
         input="rgb", differentiable=True,
         build=lambda weights="imagenet", pretrained=True: build(model, node, weights, pretrained),
-        layout=lambda weights="imagenet", pretrained=True: layout(model, node),
+        rule=lambda weights="imagenet", pretrained=True: layout_rule(model, node),
         params=(Param("weights", "imagenet", "'imagenet' (torchvision download/cache), a "
                       ".safetensors/.npz path, or 'random'"),
                 Param("pretrained", True, "false: random weights (as weights=random)")),

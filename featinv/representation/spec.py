@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from ..choices import DECODER_FAMILIES as FAMILY_LAYOUTS
+from ..deprecation import module_aliases, renamed_fields
 from ..errors import FeatinvError, PluginError, ShapeError
 from .layout import CellGrid, ComputedGrid, FixedVector, Layout, LayoutRule
 from .memory import check as check_memory
@@ -23,9 +24,10 @@ from .memory import check_declaration as check_memory_declaration
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)*$")
 INPUTS = ("gray", "rgb")
-DECODER_CHOICES = ("auto", *FAMILY_LAYOUTS)  # what FeatureSpec.decoder accepts
-# deprecated alias: featinv.choices.DECODER_FAMILIES is the family -> layout kind table
-DECODER_FAMILIES = DECODER_CHOICES
+FAMILY_CHOICES = ("auto", *FAMILY_LAYOUTS)  # what FeatureSpec.decoder_family accepts
+# deprecated spellings (featinv.choices.DECODER_FAMILIES is the family -> layout kind table)
+__getattr__ = module_aliases(__name__, {"DECODER_CHOICES": "FAMILY_CHOICES",
+                                        "DECODER_FAMILIES": "FAMILY_CHOICES"})
 
 # ITU-R BT.601 luma, as VLFeat/MATLAB's rgb2gray and the paper use
 GRAY_WEIGHTS = (0.299, 0.587, 0.114)
@@ -107,14 +109,17 @@ class Param:
         return out
 
 
+@renamed_fields({"layout": "rule", "decoder": "decoder_family"})
 @dataclass(frozen=True)
 class FeatureSpec:
     """Everything featinv needs to know about one representation.
 
     ``build(**params)`` returns an ``nn.Module`` mapping ``(B, 1 or 3, H, W)`` (1 channel when
-    ``input == "gray"``) to ``(B, *layout.shape)``. ``layout(**params)`` returns the layout rule
-    for those parameters. ``decoder`` names the decoder family that suits the layout
-    (``"auto"``: chosen from the layout). ``plugin`` is filled in by the registry.
+    ``input == "gray"``) to ``(B, *layout.shape)``. ``rule(**params)`` returns the layout rule
+    for those parameters (what gives the layout at each image size). ``decoder_family`` names
+    the decoder family that suits the layout (``"auto"``: chosen from the layout). ``plugin`` is
+    filled in by the registry. ``layout=`` and ``decoder=`` are deprecated spellings of ``rule=``
+    and ``decoder_family=``.
 
     Optional:
         image_size: the square input size the representation is meant for (e.g. 227 for
@@ -143,9 +148,9 @@ class FeatureSpec:
     input: str
     differentiable: bool
     build: Callable[..., nn.Module]
-    layout: Callable[..., LayoutRule]
+    rule: Callable[..., LayoutRule]
     params: tuple[Param, ...] = ()
-    decoder: str = "auto"
+    decoder_family: str = "auto"
     plugin: str = ""
     image_size: int | None = None
     visualize: Callable[..., Any] | None = None
@@ -165,8 +170,8 @@ class FeatureSpec:
             problems.append(f"input must be one of {INPUTS}, got {self.input!r}")
         if not isinstance(self.differentiable, bool):
             problems.append("differentiable must be True or False")
-        if not callable(self.build) or not callable(self.layout):
-            problems.append("build and layout must be callables")
+        if not callable(self.build) or not callable(self.rule):
+            problems.append("build and rule must be callables")
         if self.image_size is not None and (not isinstance(self.image_size, int)
                                             or self.image_size < 1):
             problems.append("image_size must be a positive int or None")
@@ -175,8 +180,9 @@ class FeatureSpec:
             problems.append("visualize, backends and members must be callables or None")
         if check_memory_declaration(self.memory):
             problems.append(check_memory_declaration(self.memory))
-        if self.decoder not in DECODER_CHOICES:
-            problems.append(f"decoder must be one of {DECODER_CHOICES}, got {self.decoder!r}")
+        if self.decoder_family not in FAMILY_CHOICES:
+            problems.append(f"decoder_family must be one of {FAMILY_CHOICES}, got "
+                            f"{self.decoder_family!r}")
         if not all(isinstance(p, Param) for p in self.params):
             problems.append("params must be Param objects")
         if problems:
@@ -209,9 +215,10 @@ class FeatureSpec:
                          if k not in defaults or v != defaults[k])
 
     def layout_rule(self, **params: Any) -> LayoutRule:
+        """``rule`` for ``params`` over the defaults, checked: a bad value is a one-line error."""
         resolved = self.resolve_params(params)
         try:
-            rule = self.layout(**resolved)
+            rule = self.rule(**resolved)
         except FeatinvError:
             raise
         except (ValueError, TypeError, ArithmeticError) as exc:  # e.g. cell_size=0
@@ -222,7 +229,7 @@ class FeatureSpec:
             raise FeatinvError(f"Representation '{self.name}' does not accept {given} ({exc}); "
                                f"'featinv describe {self.name}' lists its parameters.") from exc
         if not isinstance(rule, (CellGrid, FixedVector, ComputedGrid)):
-            raise TypeError(f"{self.name}: layout() returned {type(rule).__name__}, "
+            raise TypeError(f"{self.name}: rule() returned {type(rule).__name__}, "
                             "expected CellGrid, FixedVector or ComputedGrid")
         return rule
 
@@ -236,7 +243,7 @@ class FeatureSpec:
                "input": self.input, "differentiable": self.differentiable,
                "params": [p.to_json() for p in self.params],
                "values": self.resolve_params(params or {}), "layout_formula": rule.describe(),
-               "decoder": self.decoder,
+               "decoder": self.decoder_family,  # the key describe --json has always had
                "image_size": self.image_size,
                "backends": dict(self.backends()) if self.backends else None,
                "members": list(self.members()) if self.members else None}

@@ -86,7 +86,7 @@ class BlockDCT(nn.Module):
         return blocks.reshape(n, 1, h * self.block, w * self.block)
 
 
-def dct_layout(block: int, coefficients: int) -> CellGrid:
+def dct_rule(block: int, coefficients: int) -> CellGrid:
     """One channel per kept coefficient, one cell per whole block."""
     check_params(block, coefficients)
     return CellGrid(coefficients, block, rounding="floor")
@@ -100,11 +100,11 @@ def featinv_register_features(register):
         input="gray",
         differentiable=True,
         build=BlockDCT,
-        layout=dct_layout,
+        rule=dct_rule,
         params=(
             Param("block", 8, "block side in pixels", low=1, high=256),
             Param("coefficients", 15, "DCT coefficients kept per block, in zig-zag order "
                                       "(1 to block*block)", low=1, high=256 * 256),
         ),
-        decoder="two_stream",
+        decoder_family="two_stream",
     ))

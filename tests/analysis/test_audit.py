@@ -105,7 +105,7 @@ def test_audit_trains_a_vector_decoder_first(capsys, tmp_path, image_folder, ext
             register(featinv.FeatureSpec(
                 name="colourstats", description="mean and std of each colour", input="rgb",
                 differentiable=True, build=lambda: _Stats(),
-                layout=lambda: featinv.FixedVector(6)))
+                rule=lambda: featinv.FixedVector(6)))
 
     extra_plugins("stats-plugin", Plugin())
     result, page, _ = _audit(capsys, tmp_path, "-f", "colourstats", "--data", image_folder,

@@ -114,7 +114,7 @@ def test_lbp_picture_shows_a_textured_cell_brighter_than_a_flat_one():
 
 def _spec(name: str, layout, visualize=None) -> FeatureSpec:
     return FeatureSpec(name=name, description="test", input="gray", differentiable=True,
-                       build=lambda: nn.Identity(), layout=lambda: layout, visualize=visualize)
+                       build=lambda: nn.Identity(), rule=lambda: layout, visualize=visualize)
 
 
 class _Mean(nn.Module):

@@ -36,7 +36,7 @@ class _NaNPlugin:
     @featinv.hookimpl
     def featinv_register_features(self, register):
         register(FeatureSpec(name="nanny", description="pools, with a NaN", input="gray",
-                             differentiable=True, build=_NaNPool, layout=lambda: CellGrid(1, 4)))
+                             differentiable=True, build=_NaNPool, rule=lambda: CellGrid(1, 4)))
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ import torch
 
 from featinv.errors import ShapeError
 from featinv.features import alexnet, squeezenet, timm_stages
-from featinv.features.cnn import Window, layer_layout
+from featinv.features.cnn import Window, layer_rule
 
 SIDES = (1, 2, 3, 4, 5, 8, 15, 16, 17, 31, 32, 33, 47, 63, 64, 65, 100, 128, 224, 227)
 
@@ -12,7 +12,7 @@ SIDES = (1, 2, 3, 4, 5, 8, 15, 16, 17, 31, 32, 33, 47, 63, 64, 65, 100, 128, 224
 def _same_rule(declared, build_meta):
     """Every side the declared rule accepts gives the network's layout; it accepts exactly the
     sides the network accepts."""
-    real = layer_layout(build_meta, "meta pass", {})
+    real = layer_rule(build_meta, "meta pass", {})
     assert declared.smallest_side == real.smallest_side
     for side in SIDES:
         if side < declared.smallest_side:
@@ -26,14 +26,14 @@ def _same_rule(declared, build_meta):
 def test_alexnet_layouts_match_torchvision(layer):
     from torchvision.models import alexnet as build
 
-    _same_rule(alexnet.layout(layer), lambda: alexnet._cut(build(weights=None), layer))
+    _same_rule(alexnet.layout_rule(layer), lambda: alexnet._cut(build(weights=None), layer))
 
 
 @pytest.mark.parametrize("layer", list(squeezenet.LAYERS))
 def test_squeezenet_layouts_match_torchvision(layer):
     from torchvision.models import squeezenet1_0 as build
 
-    _same_rule(squeezenet.layout(layer), lambda: squeezenet._cut(build(weights=None), layer))
+    _same_rule(squeezenet.layout_rule(layer), lambda: squeezenet._cut(build(weights=None), layer))
 
 
 @pytest.mark.slow
@@ -42,7 +42,7 @@ def test_squeezenet_layouts_match_torchvision(layer):
 def test_listed_timm_layouts_match_timm(model, stage):
     import timm
 
-    _same_rule(timm_stages.layout(model, stage), lambda: timm_stages._create(model, stage))
+    _same_rule(timm_stages.layout_rule(model, stage), lambda: timm_stages._create(model, stage))
     assert timm_stages.KNOWN[model][0] == timm.get_pretrained_cfg(model).input_size[-1]
 
 

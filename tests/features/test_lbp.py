@@ -131,7 +131,7 @@ def test_registers_as_plugin():
     featinv_register_features(specs.append)
     (spec,) = specs
     assert spec.name == "lbp" and spec.input == "gray" and not spec.differentiable
-    assert spec.decoder == "two_stream"
+    assert spec.decoder_family == "two_stream"
     params = spec.resolve_params({})
     assert params == {"cell_size": 16, "backend": "torch"}
     ext = Extractor(spec, params, spec.build(**params))

@@ -7,7 +7,7 @@ import featinv
 from featinv.decoders.networks import build_decoder
 from featinv.errors import UnknownFeatureError
 from featinv.features import torchvision_nodes as tvn
-from featinv.features.cnn import layer_layout
+from featinv.features.cnn import layer_rule
 
 from helpers import error_lines, run_cli
 
@@ -25,14 +25,14 @@ def no_download(monkeypatch):
 @pytest.mark.slow
 @pytest.mark.parametrize("node", list(tvn.LISTED))
 def test_listed_resnet18_layouts_match_the_traced_graph(node, no_download):
-    declared = tvn.layout(tvn.LISTED_MODEL, node)
+    declared = tvn.layout_rule(tvn.LISTED_MODEL, node)
 
     def meta_body():
         net = tvn._network("resnet18")
         return tvn.NodeOutput(tvn._extractor(net, node), node, tvn.node_kind("resnet18", node),
                               None)
 
-    real = layer_layout(meta_body, "meta pass", {})
+    real = layer_rule(meta_body, "meta pass", {})
     assert declared.smallest_side == real.smallest_side
     for side in (1, 7, 31, 32, 33, 64, 100, 224):
         assert declared(side, side + 5) == real(side, side + 5), side
@@ -88,7 +88,7 @@ def test_vector_embeddings_get_the_fully_connected_decoder(extra_plugins, no_dow
         def featinv_register_features(self, register):
             register(featinv.FeatureSpec(
                 name="meancolour", description="mean colour, a vector", input="rgb",
-                differentiable=True, build=lambda: _Mean(), layout=lambda: featinv.FixedVector(3)))
+                differentiable=True, build=lambda: _Mean(), rule=lambda: featinv.FixedVector(3)))
 
     extra_plugins("vec-plugin", Plugin())
     for name in ("timm.resnet18.pooled", "timm.resnet18.logits", "torchvision.resnet18.avgpool",

@@ -92,7 +92,7 @@ def test_numbers_without_declared_bounds_are_still_bounded(extra_plugins):
         def featinv_register_features(self, register):
             register(FeatureSpec(name="nobounds", description="test", input="gray",
                                  differentiable=False, build=lambda k=1, s=1.0: torch.nn.Identity(),
-                                 layout=lambda k=1, s=1.0: FixedVector(3),
+                                 rule=lambda k=1, s=1.0: FixedVector(3),
                                  params=(Param("k", 1), Param("s", 1.0))))
 
     extra_plugins("nobounds_plugin", Plugin())

@@ -151,7 +151,7 @@ def test_plugin_machinery_does_not_import_decoders():
 def test_decoder_families_are_one_table():
     from featinv.choices import DECODER_FAMILIES
     from featinv.decoders.networks import BODIES
-    from featinv.representation.spec import DECODER_FAMILIES as ACCEPTED
+    from featinv.representation.spec import FAMILY_CHOICES as ACCEPTED
 
     assert set(BODIES) == set(DECODER_FAMILIES)
     assert ACCEPTED == ("auto", *DECODER_FAMILIES)

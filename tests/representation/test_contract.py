@@ -51,7 +51,7 @@ def test_contract_catches_a_broken_representation():
 
     spec = featinv.FeatureSpec(name="liar", description="declares 2 channels, returns 1",
                                input="gray", differentiable=True, build=lambda: nn.AvgPool2d(4),
-                               layout=lambda: featinv.CellGrid(2, 4))
+                               rule=lambda: featinv.CellGrid(2, 4))
     ext = featinv.Extractor(spec, {}, nn.AvgPool2d(4))
     with pytest.raises(AssertionError, match="declared layout"):
         testing.check_layout(ext)
@@ -65,7 +65,7 @@ def test_contract_catches_an_image_size_below_the_smallest_side():
     def spec(image_size):
         return featinv.FeatureSpec(name="small", description="pools to 4 numbers", input="gray",
                                    differentiable=True, build=lambda: nn.AdaptiveAvgPool2d(2),
-                                   layout=lambda: featinv.FixedVector(4, min_size=16),
+                                   rule=lambda: featinv.FixedVector(4, min_size=16),
                                    image_size=image_size)
 
     def extractor(image_size):
@@ -92,7 +92,7 @@ def test_contract_reports_a_too_small_input_as_declared_vs_actual():
 
     spec = featinv.FeatureSpec(name="tiny", description="needs 5 px, declares 1",
                                input="gray", differentiable=True, build=NeedsFive,
-                               layout=lambda: featinv.FixedVector(4))
+                               rule=lambda: featinv.FixedVector(4))
     ext = featinv.Extractor(spec, {}, NeedsFive())
     with pytest.raises(RuntimeError):  # the raw torch error the suite translates
         ext.module(torch.zeros(1, 1, 1, 1))
@@ -105,6 +105,6 @@ def test_contract_reports_a_too_small_input_as_declared_vs_actual():
         assert "actually needs at least 5x5 px" in message and "min_size=5" in message
     fixed = featinv.FeatureSpec(name="tiny", description="declares what it needs",
                                 input="gray", differentiable=True, build=NeedsFive,
-                                layout=lambda: featinv.FixedVector(4, min_size=5))
+                                rule=lambda: featinv.FixedVector(4, min_size=5))
     for check in testing.CHECKS:  # declared right, the same module passes
         check(featinv.Extractor(fixed, {}, NeedsFive()))

@@ -113,7 +113,7 @@ def test_a_batch_reports_the_image_and_does_the_rest(little_free, tmp_path, caps
 def test_a_bad_declaration_is_refused(memory):
     with pytest.raises(ValueError, match="memory must be bytes per input pixel"):
         FeatureSpec(name="x", description="x", input="gray", differentiable=False,
-                    build=lambda: None, layout=lambda: None, memory=memory)
+                    build=lambda: None, rule=lambda: None, memory=memory)
 
 
 def test_a_number_is_bytes_per_pixel_and_none_is_not_checked():

@@ -12,10 +12,10 @@ from featinv import CellGrid, FeatureSpec, Param, ShapeError, UnknownFeatureErro
 from featinv.representation.plugins import plugin_infos, plugin_problems
 
 
-def make_spec(name, build=None, layout=None, **kw):
+def make_spec(name, build=None, rule=None, **kw):
     return FeatureSpec(name=name, description=f"test feature {name}", input="gray",
                        differentiable=True, build=build or (lambda: nn.AvgPool2d(4)),
-                       layout=layout or (lambda: CellGrid(1, 4)), **kw)
+                       rule=rule or (lambda: CellGrid(1, 4)), **kw)
 
 
 class Plugin:
@@ -79,7 +79,7 @@ def test_entry_point_plugin_is_discovered(tmp_path, monkeypatch, fresh_plugins):
             register(featinv.FeatureSpec(
                 name="pool4", description="4x4 average pooling", input="rgb",
                 differentiable=True, build=lambda: nn.AvgPool2d(4),
-                layout=lambda: featinv.CellGrid(3, 4)))
+                rule=lambda: featinv.CellGrid(3, 4)))
         """})
     assert featinv.get_spec("pool4").plugin == "goodplug"
     src = {p.name: p.source for p in plugin_infos()}["goodplug"]
@@ -117,7 +117,7 @@ def test_duplicate_names_fail_with_both_plugins_named(extra_plugins):
 
 
 def test_invalid_layout_is_reported(extra_plugins):
-    extra_plugins("badlayout", Plugin(make_spec("weird", layout=lambda: (3, 4, 4))))
+    extra_plugins("badlayout", Plugin(make_spec("weird", rule=lambda: (3, 4, 4))))
     assert "weird" not in featinv.list_features()
     assert "invalid layout" in {p.name: p.error for p in plugin_problems()}["badlayout"]
 
@@ -126,7 +126,7 @@ def test_invalid_spec_is_rejected_early():
     with pytest.raises(ValueError, match="input must be one of"):
         make_spec("x", input="hsv") if False else FeatureSpec(
             name="x", description="d", input="hsv", differentiable=True,
-            build=nn.Identity, layout=lambda: CellGrid(1, 1))
+            build=nn.Identity, rule=lambda: CellGrid(1, 1))
     with pytest.raises(ValueError, match="name"):
         make_spec("Bad Name")
 
@@ -140,7 +140,7 @@ def test_wrong_output_shape_is_reported_with_plugin_name(extra_plugins):
 
 def test_params_are_checked_and_coerced(extra_plugins):
     extra_plugins("withparams", Plugin(make_spec(
-        "pooled", build=lambda cell=4: nn.AvgPool2d(cell), layout=lambda cell=4: CellGrid(1, cell),
+        "pooled", build=lambda cell=4: nn.AvgPool2d(cell), rule=lambda cell=4: CellGrid(1, cell),
         params=(Param("cell", 4, "pool size"),))))
     ext = featinv.get_feature("pooled", cell="8")
     assert ext.params == {"cell": 8}

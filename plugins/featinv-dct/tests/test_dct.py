@@ -119,7 +119,7 @@ def test_differentiable(registered):
 
 def test_spec(registered):
     spec = featinv.get_spec("dct")
-    assert (spec.input, spec.differentiable, spec.decoder) == ("gray", True, "two_stream")
+    assert (spec.input, spec.differentiable, spec.decoder_family) == ("gray", True, "two_stream")
     assert spec.defaults == {"block": 8, "coefficients": 15}
     assert spec.layout_rule().describe() == "15 x floor(H/8) x floor(W/8)"
 
