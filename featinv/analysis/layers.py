@@ -21,7 +21,7 @@ from ..errors import FeatinvError, printable
 from ..inversion.device import pick_device
 from ..inversion.pipeline import reconstruct
 from ..io.images import load_square, pil_to_tensor
-from ..representation.hookspecs import DEFAULT_DECODER
+from ..representation.hookspecs import DEFAULT_VARIANT
 from ..representation.plugins import get_state, shipped_decoders
 from .figures import load_pair
 
@@ -44,7 +44,7 @@ def shipped_layers(network: str | None = None) -> tuple[str, list[str]]:
     that have a default shipped decoder, input to output. One-line ``FeatinvError`` when there
     are none, or several networks and no ``network``."""
     found = shipped_decoders()
-    layers = sorted({f for (f, d) in found.entries if d == DEFAULT_DECODER and network_of(f)})
+    layers = sorted({f for (f, d) in found.entries if d == DEFAULT_VARIANT and network_of(f)})
     networks = sorted({network_of(f) for f in layers})
     if network is None:
         if len(networks) > 1:
@@ -108,7 +108,7 @@ def layer_strip(image: str, network: str | None = None, size: int | None = None,
         y = reconstruct(extractor, decoder, x.to(dev)).cpu()
         pictures.append(y[0])
         labels.append(layer[len(network) + 1:])
-        rows.append({"layer": layer, "file": str(found[layer, DEFAULT_DECODER].file),
+        rows.append({"layer": layer, "file": str(found[layer, DEFAULT_VARIANT].file),
                      "weights": extractor.params.get("weights"),
                      "rmse": float((x - y).pow(2).mean().sqrt())})
     return labelled_row(pictures, labels), {"network": network, "image": str(image),

@@ -105,16 +105,16 @@ def describe(path: str | Path) -> dict[str, Any]:
 
 def shipped() -> list[dict[str, Any]]:
     """One ``describe`` entry per decoder the plugins ship (``featinv_shipped_decoders``; the
-    built-in zoo is the plugin ``featinv.zoo``), by feature and decoder name, each with its
-    ``decoder`` name, ``plugin`` and ``description``. A file that cannot be described, a
-    ``(feature, decoder)`` shipped twice and a plugin whose hook failed are entries with an
+    built-in zoo is the plugin ``featinv.zoo``), by feature and variant, each with its variant
+    (under the key ``decoder``), ``plugin`` and ``description``. A file that cannot be
+    described, a ``(feature, variant)`` shipped twice and a plugin whose hook failed are entries with an
     ``error`` (listed after the others)."""
     from ..representation.plugins import shipped_decoders
 
     found = shipped_decoders()
     out, bad = [], []
-    for (feature, decoder), entry in sorted(found.entries.items()):
-        info = {"decoder": decoder, "plugin": entry.plugin, "description": entry.description}
+    for (feature, variant), entry in sorted(found.entries.items()):
+        info = {"decoder": variant, "plugin": entry.plugin, "description": entry.description}
         try:
             described = describe(entry.file)
             if described["feature"] != feature:
@@ -125,8 +125,8 @@ def shipped() -> list[dict[str, Any]]:
             message = str(exc) if isinstance(exc, CheckpointError) else \
                 f"{printable(entry.file)}: not a featinv decoder ({type(exc).__name__}: {exc})"
             bad.append({"feature": feature, "file": str(entry.file), **info, "error": message})
-    for (feature, decoder), message in sorted(found.broken.items()):
-        bad.append({"feature": feature, "decoder": decoder, "plugin": None, "error": message})
+    for (feature, variant), message in sorted(found.broken.items()):
+        bad.append({"feature": feature, "decoder": variant, "plugin": None, "error": message})
     for plugin, message in found.problems.items():
         bad.append({"feature": "", "decoder": "", "plugin": plugin,
                     "error": f"plugin '{plugin}': {message}"})

@@ -66,7 +66,7 @@ def split_variant(name: str, decoder: str | None = None) -> tuple[str, str | Non
 
         for entry in shipped_decoders().entries.values():
             if entry.key == name.lower() and entry.key != entry.feature:
-                return entry.feature, entry.decoder
+                return entry.feature, entry.variant
     return name, decoder
 
 

@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..representation.hookspecs import DEFAULT_DECODER, ShippedDecoder, hookimpl
+from ..representation.hookspecs import DEFAULT_VARIANT, ShippedDecoder, hookimpl
 
 ZOO_DIR = Path(__file__).parent.parent / "zoo"
 
@@ -37,7 +37,7 @@ def zoo_entry(path: Path) -> ShippedDecoder:
             return ShippedDecoder(feature, path, stem[len(feature) + 1:], _losses(meta))
         except ValueError:  # not a decoder name: listed under the file name
             pass
-    return ShippedDecoder(stem, path, DEFAULT_DECODER)
+    return ShippedDecoder(stem, path, DEFAULT_VARIANT)
 
 
 @hookimpl

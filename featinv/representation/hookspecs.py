@@ -13,27 +13,32 @@ from pathlib import Path
 
 import pluggy
 
+from ..deprecation import module_aliases, renamed_fields
+
 hookspec = pluggy.HookspecMarker("featinv")
 hookimpl = pluggy.HookimplMarker("featinv")
 
-DEFAULT_DECODER = "default"
-_DECODER_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
+DEFAULT_VARIANT = "default"
+_VARIANT_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
+__getattr__ = module_aliases(__name__, {"DEFAULT_DECODER": "DEFAULT_VARIANT"})
 
 
+@renamed_fields({"decoder": "variant"})
 @dataclass(frozen=True)
 class ShippedDecoder:
     """One decoder a plugin ships (an entry of ``featinv_shipped_decoders``).
 
     ``feature``: the representation it inverts; ``file``: its ``.safetensors`` file (written by
-    ``featinv pack``); ``decoder``: its name among the decoders of ``feature`` (``"default"``
+    ``featinv pack``); ``variant``: its name among the decoders of ``feature`` (``"default"``
     is the one ``invert -f NAME`` uses without ``--decoder``; others such as ``"realistic"`` are
     chosen with ``--decoder``: lower-case letters, digits, ``_`` and ``-``); ``description``:
-    one line for ``featinv zoo``. ``plugin`` is filled in by featinv.
+    one line for ``featinv zoo``. ``plugin`` is filled in by featinv. ``decoder=`` is the
+    deprecated spelling of ``variant=``.
     """
 
     feature: str
     file: Path
-    decoder: str = DEFAULT_DECODER
+    variant: str = DEFAULT_VARIANT
     description: str = ""
     plugin: str | None = None
 
@@ -41,9 +46,9 @@ class ShippedDecoder:
         if not isinstance(self.feature, str) or not self.feature:
             raise ValueError(f"ShippedDecoder.feature must be a representation name, got "
                              f"{self.feature!r}")
-        if not isinstance(self.decoder, str) or not _DECODER_NAME.fullmatch(self.decoder):
-            raise ValueError(f"ShippedDecoder.decoder must be lower-case letters, digits, '_' "
-                             f"or '-', got {self.decoder!r}")
+        if not isinstance(self.variant, str) or not _VARIANT_NAME.fullmatch(self.variant):
+            raise ValueError(f"ShippedDecoder.variant must be lower-case letters, digits, '_' "
+                             f"or '-', got {self.variant!r}")
         if not isinstance(self.description, str) or "\n" in self.description:
             raise ValueError("ShippedDecoder.description must be one line of text")
         object.__setattr__(self, "feature", self.feature.lower())
@@ -53,7 +58,7 @@ class ShippedDecoder:
     def key(self) -> str:
         """``NAME`` for the default decoder, ``NAME.VARIANT`` for the others (as in
         ``--init-from`` and the file names of the built-in zoo)."""
-        return self.feature if self.decoder == DEFAULT_DECODER else f"{self.feature}.{self.decoder}"
+        return self.feature if self.variant == DEFAULT_VARIANT else f"{self.feature}.{self.variant}"
 
 
 @hookspec
@@ -89,7 +94,7 @@ def featinv_shipped_decoders():
 
     Every implementation is asked (not ``firstresult``); ``featinv zoo`` lists them all and
     ``invert -f NAME [--decoder VARIANT]`` finds them. The built-in zoo (``featinv/zoo``) is an
-    implementation like any other. The same ``(feature, decoder)`` shipped by two plugins is an
+    implementation like any other. The same ``(feature, variant)`` shipped by two plugins is an
     error naming both. Called once per session, when plugins are listed or a shipped decoder is
     looked up: keep it cheap (list files, read no more than their headers, download nothing).
     """

@@ -23,7 +23,7 @@ import pluggy
 
 from . import hookspecs
 from ..errors import CheckpointError, FeatinvError, PluginError
-from .hookspecs import DEFAULT_DECODER, ShippedDecoder
+from .hookspecs import DEFAULT_VARIANT, ShippedDecoder
 from .spec import FeatureSpec
 
 ENTRY_POINT_GROUP = "featinv"
@@ -82,7 +82,7 @@ class PluginState:
 
 @dataclass
 class ShippedDecoders:
-    """What ``featinv_shipped_decoders`` gave: the decoders by ``(feature, decoder)``, the pairs
+    """What ``featinv_shipped_decoders`` gave: the decoders by ``(feature, variant)``, the pairs
     shipped by more than one plugin (with the error to raise) and the plugins whose hook failed."""
 
     entries: dict[tuple[str, str], ShippedDecoder]
@@ -197,18 +197,18 @@ def _collect_shipped(pm, infos) -> ShippedDecoders:
             _note(info, out.problems[name])
             continue
         for entry in entries:
-            key = (entry.feature, entry.decoder)
+            key = (entry.feature, entry.variant)
             owners.setdefault(key, []).append(name)
             out.entries.setdefault(key, replace(entry, plugin=name))
-    for (feature, decoder), plugins in owners.items():
+    for (feature, variant), plugins in owners.items():
         if len(plugins) > 1:
-            out.entries.pop((feature, decoder), None)
-            out.broken[feature, decoder] = (
-                f"Decoder '{decoder}' of '{feature}' is shipped by more than one plugin: "
+            out.entries.pop((feature, variant), None)
+            out.broken[feature, variant] = (
+                f"Decoder '{variant}' of '{feature}' is shipped by more than one plugin: "
                 f"{', '.join(repr(p) for p in plugins)}. Uninstall one, or restrict plugins "
                 f"with {ENV_LOAD_PLUGINS}.")
             for p in dict.fromkeys(plugins):
-                _note(infos[p], f"ships decoder '{decoder}' of '{feature}', as does " + (
+                _note(infos[p], f"ships decoder '{variant}' of '{feature}', as does " + (
                     ", ".join(repr(o) for o in plugins if o != p) or "itself, twice"))
     return out
 
@@ -223,19 +223,20 @@ def shipped_decoders() -> ShippedDecoders:
 
 
 def shipped_decoder(feature: str, decoder: str | None = None) -> ShippedDecoder:
-    """The decoder named ``decoder`` (``"default"`` when None) shipped for ``feature``; a
-    one-line ``FeatinvError`` listing the decoders that exist for ``feature`` otherwise."""
-    found, decoder = shipped_decoders(), decoder or DEFAULT_DECODER
-    if (feature, decoder) in found.broken:
-        raise PluginError(found.broken[feature, decoder])
-    if (feature, decoder) in found.entries:
-        return found.entries[feature, decoder]
+    """The decoder of variant ``decoder`` (as ``--decoder`` names it; ``"default"`` when None)
+    shipped for ``feature``; a one-line ``FeatinvError`` listing the variants that exist for
+    ``feature`` otherwise."""
+    found, variant = shipped_decoders(), decoder or DEFAULT_VARIANT
+    if (feature, variant) in found.broken:
+        raise PluginError(found.broken[feature, variant])
+    if (feature, variant) in found.entries:
+        return found.entries[feature, variant]
     others = sorted(d for f, d in found.entries if f == feature)
     failed = "".join(f" (plugin '{p}' failed: {e})" for p, e in found.problems.items())
     if others:
-        raise CheckpointError(f"No decoder '{decoder}' is shipped for '{feature}'; its decoders "
+        raise CheckpointError(f"No decoder '{variant}' is shipped for '{feature}'; its decoders "
                               f"are: {', '.join(others)}.{failed}")
-    what = "No shipped decoder" if decoder == DEFAULT_DECODER else f"No decoder '{decoder}'"
+    what = "No shipped decoder" if variant == DEFAULT_VARIANT else f"No decoder '{variant}'"
     raise CheckpointError(f"{what} for '{feature}' yet. Train one with 'featinv train "
                           f"--feature {feature} ...' and pass --checkpoint.{failed}")
 

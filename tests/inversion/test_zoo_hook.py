@@ -139,7 +139,7 @@ def test_builtin_zoo_file_names(tiny_file, tmp_path, monkeypatch, fresh_plugins)
     monkeypatch.setattr(builtin_zoo, "ZOO_DIR", tmp_path)
     shutil.copy(ZOO_DIR / "sift.safetensors", tmp_path / "sift.safetensors")
     shutil.copy(tiny_file, tmp_path / "hog.realistic.safetensors")
-    found = {(e.feature, e.decoder): e.plugin for e in plugins.shipped_decoders().entries.values()}
+    found = {(e.feature, e.variant): e.plugin for e in plugins.shipped_decoders().entries.values()}
     assert found == {("sift", "default"): "featinv.zoo", ("hog", "realistic"): "featinv.zoo"}
     assert load_decoder("hog", decoder="realistic").config["preset"] == "compact"
     with pytest.raises(featinv.FeatinvError, match="'default' is shipped for 'hog'; its decoders are: realistic"):
