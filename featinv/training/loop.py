@@ -256,7 +256,8 @@ class Run:
             self.history.append(record)
             if self.world.is_main:
                 self.folder.append_text(METRICS_FILE, json.dumps(record) + "\n")
-            if self.step == self.total or "val_normalized_error" in record:
+            if self.step == self.total or "val_normalized_error" in record \
+                    or saves.due(self.step):  # an epoch's last step skipped it above
                 self.save(record)  # at the end, and with each validation's metrics
                 saves.reset()
             barrier(self.world)  # the others wait for rank 0's validation and checkpoint

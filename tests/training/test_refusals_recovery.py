@@ -250,3 +250,24 @@ def test_a_live_featinv_run_still_holds_its_folder(data, tmp_path):
     finally:
         first.kill()
         first.wait()
+
+
+# -- periodic checkpoints -----------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_save_every_also_saves_on_the_last_step_of_an_epoch(data, tmp_path, monkeypatch):
+    """A save due on an epoch's last step was skipped (the epoch's end saves only at the end of
+    the run or with validation): with one step per epoch, --save-every and --save-minutes never
+    saved, and a run killed at step 90 of 100 left nothing to resume."""
+    from featinv.training.loop import Run
+
+    steps, real = [], Run.save
+
+    def save(self, record):
+        steps.append(self.step)
+        return real(self, record)
+
+    monkeypatch.setattr(Run, "save", save)
+    train(config(data, tmp_path / "run", epochs=5, batch_size=8, save_every=2),
+          log=lambda m: None)  # 8 images: one step per epoch
+    assert steps == [2, 4, 5]
