@@ -42,7 +42,8 @@ def __getattr__(name: str) -> Any:
 
 
 def shipped_decoder_path(name: str, decoder: str | None = None) -> Path | None:
-    """The file of decoder ``decoder`` (default: ``"default"``) shipped for ``name``, if any."""
+    """The file of the decoder shipped for ``name`` as variant ``decoder`` (default:
+    ``"default"``), if any."""
     try:
         return shipped_decoder(name, decoder).file
     except FeatinvError:
@@ -63,11 +64,11 @@ def read_decoder(name_or_checkpoint: str | Path, feature: str | None = None,
     a ``.safetensors`` end), a shipped name, ``local-dir:PATH`` or
     ``hf-hub:ORG/NAME[@REVISION]``.
 
-    For a name, ``decoder`` picks one of the decoders shipped for it (``featinv zoo``; default
-    ``"default"``); ``"hog.realistic"`` names the same as ``"hog", decoder="realistic"``; a
-    ``decoder`` with a scheme (``hf-hub:...``) loads that decoder for the name. A bare name never
-    means a file of the current folder (write ``./hog``). ``decoder.meta`` holds the checkpoint's
-    metadata. With ``feature`` (and ``params``), a decoder trained for another representation
+    For a name, ``decoder`` (``--decoder``) picks the variant among the decoders shipped for it
+    (``featinv zoo``; default ``"default"``); ``"hog.realistic"`` names the same as
+    ``"hog", decoder="realistic"``; a ``decoder`` with a scheme (``hf-hub:...``) loads that
+    decoder for the name. A bare name never means a file of the current folder (write ``./hog``).
+    The returned decoder's ``meta`` holds the checkpoint's metadata. With ``feature`` (and ``params``), a decoder trained for another representation
     (or with other parameters) is refused, naming both.
     """
     from . import sources
@@ -114,21 +115,21 @@ def read_decoder(name_or_checkpoint: str | Path, feature: str | None = None,
                               f"but '{name}' now gives {current} at {size} px. The checkpoint "
                               "does not match this version of the representation.")
     with torch.device("meta"):  # the network described, without memory: check it first
-        decoder = _rebuild(path, spec, config)
-    _check_weights_fit(path, decoder, tensors)
+        net = _rebuild(path, spec, config)
+    _check_weights_fit(path, net, tensors)
     _check_finite(path, tensors)
-    decoder = _materialize(path, spec, config, decoder)
+    net = _materialize(path, spec, config, net)
     encoder_state = {k[len(ENCODER_PREFIX):]: tensors.pop(k) for k in list(tensors)
                      if k.startswith(ENCODER_PREFIX)}
     try:
-        decoder.load_state_dict(tensors, strict=True)
+        net.load_state_dict(tensors, strict=True)
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[0]
         raise CheckpointError(f"{path}: weights do not fit the decoder it describes ({first}). "
                               "The file was altered or written by an incompatible version.") from None
-    decoder.meta = meta
-    decoder.encoder_state = encoder_state or None
-    return decoder.eval()
+    net.meta = meta
+    net.encoder_state = encoder_state or None
+    return net.eval()
 
 
 def _materialize(path: Path, spec, config: dict[str, Any], described: Decoder) -> Decoder:
