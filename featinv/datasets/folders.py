@@ -164,22 +164,26 @@ class EpochBatches(Sampler[list[int]]):
     index of it. A step is therefore the same set of images whatever the number of processes,
     which lets a run resume mid-epoch (``set_epoch(epoch, start_batch)``) on another world size.
     When a last, short global batch does not split evenly it is padded with the epoch's first
-    indices, so that no process is left without images.
+    indices, so that no process is left without images. A last batch that would give a process
+    fewer than ``min_last`` images is left out (batch norm cannot train on one image; the next
+    epoch's permutation covers those images).
     """
 
-    def __init__(self, n: int, batch_size: int, seed: int, rank: int = 0, world: int = 1):
+    def __init__(self, n: int, batch_size: int, seed: int, rank: int = 0, world: int = 1,
+                 min_last: int = 1):
         if batch_size % world:
             raise DataError(f"--batch-size {batch_size} does not split over {world} processes; "
                             f"use a multiple of {world}.")
         self.n, self.batch_size, self.seed = n, batch_size, seed
-        self.rank, self.world = rank, world
+        self.rank, self.world, self.min_last = rank, world, min_last
         self.epoch, self.start = 0, 0
 
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
         self.epoch, self.start = epoch, start_batch
 
     def batches_per_epoch(self) -> int:
-        return -(-self.n // self.batch_size)
+        full, rest = divmod(self.n, self.batch_size)
+        return full + (1 if rest and -(-rest // self.world) >= self.min_last else 0)
 
     def __iter__(self):
         g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)

@@ -77,8 +77,13 @@ def load_data(cfg: TrainConfig, device: torch.device, world: World, log) -> Data
 
     max_short = store_side(cfg.image_size, cfg.crop_scale)
     images = TrainImages(train_files, max_short, with_names=bool(cfg.feature_cache))
-    sampler = EpochBatches(len(images), cfg.batch_size, cfg.seed, rank=world.rank,
-                           world=world.size)
+    batch = cfg.batch_size
+    if batch > len(images) >= world.size:  # a step cannot hold more images than there are
+        batch = len(images) // world.size * world.size
+        log(f"--batch-size {cfg.batch_size} is more than the {len(images)} training images: "
+            f"batches of {batch}")
+    sampler = EpochBatches(len(images), batch, cfg.seed, rank=world.rank, world=world.size,
+                           min_last=2)
     need = decoded_bytes(sizes.values(), max_short)
     budget = memory_budget(cfg, device, world)
     in_memory = cfg.data_store == "memory" or (cfg.data_store == "auto" and need <= budget)

@@ -19,6 +19,7 @@ checkpoint files are described in ``featinv.io.checkpoint``.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import signal
@@ -33,7 +34,8 @@ from torch.nn.parallel import DistributedDataParallel
 from ..datasets.feature_cache import FeatureCache
 from ..datasets.folders import augment, crop_plan
 from ..decoders.networks import build_decoder
-from ..errors import CheckpointError, FeatinvError, Interrupted, PluginError, printable
+from ..errors import (CheckpointError, DataError, FeatinvError, Interrupted, PluginError,
+                      printable)
 from ..inversion.load import pick_device
 from ..io import checkpoint
 from ..io.checkpoint import DECODER_FILE, METRICS_FILE, STATE_FILE, STATE_PREFIXES
@@ -107,10 +109,20 @@ class Run:
                                       cfg.cache_dtype, writer=self.world.rank)
         # data
         self.data = load_data(cfg, self.device, self.world, self.log)
+        if self.data.sampler.batch_size != cfg.batch_size:  # fewer images than one batch
+            self.cfg = cfg = dataclasses.replace(cfg, batch_size=self.data.sampler.batch_size)
         # model (seeded here: loading the data may have drawn random numbers)
         torch.manual_seed(cfg.seed)
         decoder = build_decoder(extractor.spec, self.layout, cfg.image_size, cfg.preset,
                                 cfg.width).to(self.device)
+        per_process = cfg.batch_size // self.world.size
+        if per_process < 2 and any(isinstance(m, nn.modules.batchnorm._BatchNorm)
+                                   for m in decoder.modules()):
+            raise DataError(f"This decoder has batch norm, which needs at least 2 images per "
+                            f"step{' and process' if self.world.distributed else ''}; this run "
+                            f"has {per_process} ({self.data.n_train} training image(s), "
+                            f"--batch-size {cfg.batch_size}). Use --batch-size 2 or more and "
+                            "at least 2 training images.")
         self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
         self.decoder = decoder.to(memory_format=self.memory_format)
         self.trained_params = list(decoder.parameters()) + (list(self.encoder.parameters())

@@ -131,3 +131,41 @@ def test_bad_training_files_are_reported_and_skipped(tmp_path, capsys):
     assert any("notes.jpg: not an image file" in m for m in messages)
     err = capsys.readouterr().err
     assert err.count(f"{paths[3]}: cannot decode image") == 1  # reported once, at its first use
+
+
+@pytest.mark.slow
+def test_a_batch_larger_than_the_data_is_cut_to_the_data(tmp_path):
+    """--batch-size 64 on 6 images trains with batches of 6: images seen, the learning rate and
+    the stored config say so (they claimed 64 images a step), and the run resumes."""
+    write_images(tmp_path / "data", 6)
+    logs = []
+    last = train(small_config(tmp_path / "data", tmp_path / "run", batch_size=64, epochs=2),
+                 log=logs.append)
+    assert any("--batch-size 64 is more than the 6 training images: batches of 6" in m
+               for m in logs)
+    assert last["images_seen"] == 2 * 6 and last["step"] == 2
+    meta = checkpoint.read_meta(tmp_path / "run" / "decoder.safetensors")
+    assert meta["training"]["batch_size"] == 6
+    again = train(small_config(tmp_path / "data", tmp_path / "run", batch_size=64, epochs=3),
+                  resume=True, log=lambda m: None)
+    assert again["step"] == 3
+
+
+def test_one_image_per_step_is_refused_before_training(tmp_path):
+    write_images(tmp_path / "data", 4)
+    with pytest.raises(DataError, match="batch norm, which needs at least 2 images per step; "
+                       r"this run has 1 \(4 training image\(s\), --batch-size 1\)"):
+        train(small_config(tmp_path / "data", tmp_path / "run", batch_size=1),
+              log=lambda m: None)
+    write_images(tmp_path / "one", 1)
+    with pytest.raises(DataError, match=r"has 1 \(1 training image\(s\), --batch-size 1\)"):
+        train(small_config(tmp_path / "one", tmp_path / "run"), log=lambda m: None)
+    assert not (tmp_path / "run" / "decoder.safetensors").exists()
+
+
+@pytest.mark.slow
+def test_a_last_batch_of_one_image_is_left_out(tmp_path):
+    """9 images at batch 8: a second step of 1 image would crash batch norm; it is left out."""
+    write_images(tmp_path / "data", 9)
+    last = train(small_config(tmp_path / "data", tmp_path / "run"), log=lambda m: None)
+    assert last["step"] == 1
