@@ -118,3 +118,16 @@ def check_validation(val: ValImages, folder: str) -> None:
 def report_to(world: World):
     """Where progress goes: stderr for the main process, nowhere for the others."""
     return sys.stderr if world.is_main else io.StringIO()
+
+
+def check_batch_norm(decoder: torch.nn.Module, batch_size: int, world: World, n_train: int) -> None:
+    """Refuse steps of one image per process for a decoder with batch norm, which cannot
+    normalise a single image (``DataError``)."""
+    per_process = batch_size // world.size
+    if per_process < 2 and any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+                               for m in decoder.modules()):
+        raise DataError(f"This decoder has batch norm, which needs at least 2 images per step"
+                        f"{' and process' if world.distributed else ''}; this run has "
+                        f"{per_process} ({n_train} training image(s), --batch-size "
+                        f"{batch_size}). Use --batch-size 2 or more and at least 2 training "
+                        "images.")

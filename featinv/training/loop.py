@@ -34,8 +34,7 @@ from torch.nn.parallel import DistributedDataParallel
 from ..datasets.feature_cache import FeatureCache
 from ..datasets.folders import augment, crop_plan
 from ..decoders.networks import build_decoder
-from ..errors import (CheckpointError, DataError, FeatinvError, Interrupted, PluginError,
-                      printable)
+from ..errors import CheckpointError, FeatinvError, Interrupted, PluginError, printable
 from ..inversion.load import pick_device
 from ..io import checkpoint
 from ..io.checkpoint import DECODER_FILE, METRICS_FILE, STATE_FILE, STATE_PREFIXES
@@ -46,7 +45,7 @@ from ..representation.registry import get_feature
 from .config import (DEFAULT_IMAGE_SIZE, TrainConfig, check_config,  # noqa: F401
                      check_resumable, config_json, effective_lr, low_res_plan, lr_at,
                      settings_line, total_steps, warmup_steps)
-from .data import load_data, report_to
+from .data import check_batch_norm, load_data, report_to
 from .ema import WeightAverage
 from .distributed import World, barrier, join, leave, world_from_env
 from .losses import build_comparator, build_discriminator, build_objective
@@ -115,14 +114,7 @@ class Run:
         torch.manual_seed(cfg.seed)
         decoder = build_decoder(extractor.spec, self.layout, cfg.image_size, cfg.preset,
                                 cfg.width).to(self.device)
-        per_process = cfg.batch_size // self.world.size
-        if per_process < 2 and any(isinstance(m, nn.modules.batchnorm._BatchNorm)
-                                   for m in decoder.modules()):
-            raise DataError(f"This decoder has batch norm, which needs at least 2 images per "
-                            f"step{' and process' if self.world.distributed else ''}; this run "
-                            f"has {per_process} ({self.data.n_train} training image(s), "
-                            f"--batch-size {cfg.batch_size}). Use --batch-size 2 or more and "
-                            "at least 2 training images.")
+        check_batch_norm(decoder, cfg.batch_size, self.world, self.data.n_train)
         self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
         self.decoder = decoder.to(memory_format=self.memory_format)
         self.trained_params = list(decoder.parameters()) + (list(self.encoder.parameters())
