@@ -116,6 +116,21 @@ def test_fig7_script_trains_layers_and_charts_perturbations(shared_dir, tmp_path
         assert (tmp_path / "images" / f"{picture}.png").stat().st_size > 1000
 
 
+@pytest.mark.slow
+def test_fig7_script_measures_the_shipped_decoders(shared_dir, tmp_path):
+    """--shipped trains nothing: it measures the decoders in featinv/zoo at their own size."""
+    import json
+    _run_script("reproduce_fig7.py", "--shipped", "--data", shared_dir / "data", "--out",
+                tmp_path, "--layers", "conv1,fire3", "--val-limit", 3)
+    result = json.loads((tmp_path / "fig7.json").read_text())
+    assert result["decoders"] == "shipped" and result["image_size"] == 128
+    assert [row["layer"] for row in result["layers"]] == ["squeezenet.conv1",
+                                                          "squeezenet.fire3"]
+    assert result["n_images"] == 3 and len(result["layers"][1]["errors"]) == 6
+    assert not (tmp_path / "runs").exists()
+    assert (tmp_path / "images" / "fig7_reconstructions.png").stat().st_size > 1000
+
+
 def test_learning_curves_reads_runs_and_files_and_fits_the_final_slope(tmp_path):
     """examples/learning_curves.py: a run folder's metrics.jsonl and a shipped file's history
     (steps x batch), one PNG, and the slope of the last images in error per 100k images."""
