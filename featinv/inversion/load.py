@@ -81,7 +81,7 @@ def read_decoder(name_or_checkpoint: str | Path, feature: str | None = None,
     path = sources.decoder_file(name_or_checkpoint, decoder)
     label = sources.describe_ref(name_or_checkpoint) if sources.has_scheme(name_or_checkpoint) \
         else path
-    wanted, tensors, meta = params, *checkpoint.load(path)
+    wanted, meta = params, checkpoint.read_meta(path)
     try:
         name = meta["feature"]["name"]
         params = dict(meta["feature"]["params"])
@@ -116,7 +116,8 @@ def read_decoder(name_or_checkpoint: str | Path, feature: str | None = None,
                               "does not match this version of the representation.")
     with torch.device("meta"):  # the network described, without memory: check it first
         net = _rebuild(path, spec, config)
-    _check_weights_fit(path, net, tensors)
+    tensors, _ = checkpoint.load(path, check=lambda entries: _check_weights_fit(path, net, entries,
+                                                                               meta))
     _check_finite(path, tensors)
     net = _materialize(path, spec, config, net)
     encoder_state = {k[len(ENCODER_PREFIX):]: tensors.pop(k) for k in list(tensors)
@@ -186,23 +187,33 @@ def _rebuild(path: Path, spec, config: dict[str, Any]) -> Decoder:
                               "version.") from None
 
 
-def _check_weights_fit(path: Path, described: torch.nn.Module,
-                       tensors: dict[str, torch.Tensor]) -> None:
-    """Refuse a checkpoint whose weights do not match the network its metadata describes
-    (``described`` lives on the meta device), before that network takes any memory: metadata
-    claiming a wider decoder would otherwise allocate gigabytes for a small file."""
+def _check_weights_fit(path: Path, described: torch.nn.Module, entries: dict[str, Any],
+                       meta: dict[str, Any]) -> None:
+    """Refuse a checkpoint whose tensors (``entries``: name -> shape and dtype, from its header)
+    are not those of the network its metadata describes (``described`` lives on the meta
+    device), before any tensor is read or that network takes memory: metadata claiming a wider
+    decoder would otherwise allocate gigabytes for a small file, and a tensor the decoder does
+    not have (a sparse 4 GB one) gigabytes of address space. ``encoder.`` tensors belong to a
+    decoder trained with ``--finetune-encoder``; a file whose training says otherwise has none."""
     wanted = {k: tuple(v.shape) for k, v in described.state_dict().items()}
-    have = {k: tuple(v.shape) for k, v in tensors.items() if not k.startswith(ENCODER_PREFIX)}
+    have = {k: tuple(e.shape) for k, e in entries.items() if not k.startswith(ENCODER_PREFIX)}
+    training = meta.get("training")
+    encoder = [k for k in entries if k.startswith(ENCODER_PREFIX)]
+    if encoder and isinstance(training, dict) and not training.get("finetune_encoder"):
+        raise CheckpointError(f"{printable(path)}: holds tensors the decoder does not have "
+                              f"(unexpected {printable(encoder[0])}: an encoder's, but the "
+                              "decoder was trained without --finetune-encoder). The file was "
+                              "altered or written by an incompatible version.")
     if wanted == have:
         return
     missing, unexpected = sorted(set(wanted) - set(have)), sorted(set(have) - set(wanted))
     shapes = [k for k in sorted(set(wanted) & set(have)) if wanted[k] != have[k]]
     first = (f"size mismatch for {shapes[0]}: the file has {list(have[shapes[0]])}, the "
              f"description needs {list(wanted[shapes[0]])}" if shapes else
-             f"missing {missing[0]}" if missing else f"unexpected {unexpected[0]}")
+             f"missing {missing[0]}" if missing else f"unexpected {printable(unexpected[0])}")
     parameters = sum(math.prod(s) for s in wanted.values())
-    raise CheckpointError(f"{path}: weights do not fit the decoder it describes ({first}; "
-                          f"{parameters:,} parameters described, "
+    raise CheckpointError(f"{printable(path)}: weights do not fit the decoder it describes "
+                          f"({first}; {parameters:,} parameters described, "
                           f"{sum(math.prod(s) for s in have.values()):,} stored). The file was "
                           "altered or written by an incompatible version.")
 

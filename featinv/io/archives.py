@@ -9,6 +9,7 @@ is refused too (the zip module stops at the declared size and checks the CRC).
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 import stat
@@ -189,21 +190,65 @@ def check_safetensors_header(path: str | Path, error: type[Exception] = ArchiveE
                      "need about 20 KB); the file is damaged or forged.")
 
 
-def safetensors_entries(path: str | Path) -> dict[str, Entry]:
-    """Name -> ``Entry`` of each tensor of a ``.safetensors`` file, from its header (safetensors
-    itself checks that the header's offsets lie inside the file); the entry's dtype stands for
-    the stored one by its size (NumPy has no bfloat16)."""
-    from safetensors import SafetensorError, safe_open
+class SizeMismatch(ValueError):
+    """A ``.safetensors`` file longer or shorter than its header says (truncated or padded)."""
 
-    check_regular(path, "weights file")
+
+def read_safetensors_header(path: str | Path) -> tuple[dict[str, Entry], dict[str, str]]:
+    """Name -> ``Entry`` of each tensor and the ``__metadata__`` strings of a ``.safetensors``
+    file, parsed from its header by hand (``ValueError`` when it is no such file). safetensors'
+    own reader maps the whole file into memory first, so a file padded with a huge tensor
+    (sparse on disk) fails as 'out of memory' under an address-space limit before anyone looks
+    at its names. Checked as safetensors checks: known dtypes, whole shapes, and offsets that
+    tile the data exactly, which fills the rest of the file. The entry's dtype stands for the
+    stored one by its size (NumPy has no bfloat16)."""
     check_safetensors_header(path)
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        head = f.read(8)
+        length = int.from_bytes(head, "little") if len(head) == 8 else -1
+        if not 2 <= length <= min(size - 8, MAX_SAFETENSORS_HEADER):
+            raise ValueError(f"header length {length} does not fit a file of {size} bytes")
+        try:
+            header = json.loads(f.read(length).decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+            raise ValueError(f"header is no JSON: {printable(exc)[:100]}") from None
+    if not isinstance(header, dict):
+        raise ValueError("header is no JSON object")
+    meta = header.pop("__metadata__", None) or {}
+    if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
+        raise ValueError("__metadata__ is no map of strings")
+    entries, spans = {}, []
+    for name, info in header.items():
+        try:
+            itemsize = _SAFETENSORS_ITEMSIZE[info["dtype"]]
+            shape, (begin, end) = tuple(info["shape"]), info["data_offsets"]
+        except (KeyError, TypeError, ValueError):
+            raise ValueError(f"tensor {printable(name)[:60]!r} has no valid dtype, shape and "
+                             "data_offsets") from None
+        numbers = (*shape, begin, end)
+        if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in numbers) \
+                or end - begin != math.prod(shape) * itemsize:
+            raise ValueError(f"tensor {printable(name)[:60]!r}: shape {shape} does not fit its "
+                             f"offsets {[begin, end]}")
+        entries[name] = Entry(shape, _BY_ITEMSIZE[itemsize])
+        spans.append((begin, end))
+    position = 0
+    for begin, end in sorted(spans):
+        if begin != position:
+            raise ValueError("tensor data overlaps or leaves gaps")
+        position = end
+    if position != size - 8 - length:
+        raise SizeMismatch(f"its tensors take {position} bytes, the file holds "
+                           f"{size - 8 - length} after its header")
+    return entries, meta
+
+
+def safetensors_entries(path: str | Path) -> dict[str, Entry]:
+    """Name -> ``Entry`` of each tensor of a ``.safetensors`` file, from its header
+    (``read_safetensors_header``; nothing mapped or read beyond it)."""
+    check_regular(path, "weights file")
     try:
-        with safe_open(str(path), framework="pt") as f:
-            out = {}
-            for key in f.keys():
-                piece = f.get_slice(key)
-                size = _SAFETENSORS_ITEMSIZE.get(str(piece.get_dtype()).upper(), 8)
-                out[key] = Entry(tuple(piece.get_shape()), _BY_ITEMSIZE[size])
-            return out
-    except (SafetensorError, OSError, ValueError) as exc:
+        return read_safetensors_header(path)[0]
+    except (OSError, ValueError) as exc:
         raise _refuse(path, f"not a readable safetensors file ({printable(exc)[:200]}).") from None

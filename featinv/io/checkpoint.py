@@ -22,13 +22,15 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ..errors import CheckpointError, printable
+from ..limits import budget_words, memory_budget
+from .archives import Entry
 from .files import atomic_write, file_kind  # noqa: F401 (atomic_write: public here too)
 
 FORMAT = "featinv-decoder"
@@ -59,18 +61,19 @@ def atomic_save(tensors: dict[str, torch.Tensor], path: str | Path, meta: dict[s
 def holds_prefix(path: str | Path, prefix: str) -> bool:
     """Whether the safetensors file ``path`` holds a tensor whose name starts with ``prefix``
     (read from its header, no tensor loaded)."""
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as f:
-        return any(name.startswith(prefix) for name in f.keys())
+    return any(name.startswith(prefix) for name in read_header(path, None)[1])
 
 
 def read_meta(path: str | Path, expected_format: str = FORMAT) -> dict[str, Any]:
     """The JSON metadata of a featinv file, checked for format; tensors are not read."""
-    from safetensors import safe_open
+    return read_header(path, expected_format)[0]
 
-    from ..errors import printable
-    from .archives import check_safetensors_header
+
+def read_header(path: str | Path, expected_format: str | None = FORMAT
+                ) -> tuple[dict[str, Any], dict[str, Entry]]:
+    """The JSON metadata (checked for format unless ``expected_format`` is None) and each
+    tensor's shape and dtype (name -> ``Entry``) of a featinv file, from its header alone."""
+    from .archives import SizeMismatch, check_safetensors_header, read_safetensors_header
 
     if Path(path).is_dir():
         raise CheckpointError(f"'{printable(path)}' is a folder, not a checkpoint; pass the "
@@ -81,18 +84,36 @@ def read_meta(path: str | Path, expected_format: str = FORMAT) -> dict[str, Any]
                               "permissions.")
     check_safetensors_header(path, CheckpointError)  # a 90 MB header costs 200 MB to parse
     try:
-        with safe_open(str(path), framework="pt") as f:
-            header = f.metadata() or {}
-    except (SafetensorError, OSError, ValueError) as exc:
+        entries, header = read_safetensors_header(path)
+    except SizeMismatch as exc:
+        raise CheckpointError(f"{printable(path)}: weights are unreadable ({exc}); the file may "
+                              "be truncated. Re-download or re-train it.") from None
+    except (OSError, ValueError) as exc:
         raise CheckpointError(_not_safetensors(path, exc)) from None
-    return _parse_meta(path, header, expected_format)
+    meta = {} if expected_format is None else _parse_meta(path, header, expected_format)
+    return meta, entries
 
 
-def load(path: str | Path, expected_format: str = FORMAT) -> tuple[dict[str, torch.Tensor], dict]:
-    """Tensors and metadata of a featinv file; refuses anything that is not one."""
-    meta = read_meta(path, expected_format)
+def load(path: str | Path, expected_format: str = FORMAT,
+         check: Callable[[dict[str, Entry]], None] | None = None
+         ) -> tuple[dict[str, torch.Tensor], dict]:
+    """Tensors and metadata of a featinv file; refuses anything that is not one. ``check`` sees
+    the tensors' names, shapes and dtypes (from the header) first and raises to refuse them;
+    nothing is read before it and the memory budget have passed."""
+    meta, entries = read_header(path, expected_format)
+    if check is not None:
+        check(entries)
+    total = sum(e.nbytes for e in entries.values())
+    if total > memory_budget():
+        raise CheckpointError(f"{printable(path)}: its tensors take {total / 1e9:.1f} GB once "
+                              f"read, over featinv's memory budget ({budget_words()}); no "
+                              "featinv file needs that much. The file is damaged or forged.")
     try:
         tensors = load_file(str(path))
+    except MemoryError:  # an address-space limit (ulimit -v) below what the budget allows
+        raise CheckpointError(f"{printable(path)}: its tensors take {total / 1e9:.1f} GB, more "
+                              "than this process may allocate (ulimit -v or a container's "
+                              "limit); raise the limit or use a smaller file.") from None
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise CheckpointError(f"{path}: weights are unreadable ({exc}); the file may be "
                               "truncated. Re-download or re-train it.") from None
@@ -275,11 +296,43 @@ def save_train_state(path: str | Path, modules: dict[str, torch.nn.Module],
     return atomic_save(tensors, path, full)
 
 
+def _check_state_entries(path, entries: dict[str, Entry], modules: dict[str, torch.nn.Module],
+                         optimizers: dict[str, torch.optim.Optimizer]) -> None:
+    """Refuse a training state holding tensors this run has not (from its header, before any
+    is read): a module's must be in its state dict with that shape, an optimizer's
+    ``<prefix><param>.<key>`` shaped like that parameter or a scalar; any other must carry a
+    prefix training writes (a part this run does not resume, e.g. ``ema.`` without --ema)."""
+    module_shapes = {f"{module_prefix(n)}{k}": tuple(v.shape)
+                     for n, m in modules.items() for k, v in m.state_dict().items()}
+    module_prefixes = tuple(module_prefix(n) for n in modules)
+    params = {prefix: [p for group in opt.param_groups for p in group["params"]]
+              for prefix, opt in optimizers.items()}
+    for name, entry in entries.items():
+        shape = tuple(entry.shape)
+        opt = next((p for p in params if name.startswith(p)), None)
+        if name in module_shapes:
+            ok = shape == module_shapes[name]
+        elif name.startswith(module_prefixes):
+            ok = False
+        elif opt is not None:
+            pid = name[len(opt):].split(".", 1)[0]
+            ok = pid.isdigit() and int(pid) < len(params[opt]) and \
+                shape in (tuple(params[opt][int(pid)].shape), ())
+        else:
+            ok = name.startswith(tuple(STATE_PREFIXES.values()))
+        if not ok:
+            raise CheckpointError(f"{printable(path)}: holds a tensor this run does not have "
+                                  f"({printable(name)[:80]} of shape {list(shape)[:6]}); the "
+                                  "training state was altered. Start a new run (--overwrite).")
+
+
 def load_train_state(path: str | Path, modules: dict[str, torch.nn.Module],
                      optimizers: dict[str, torch.optim.Optimizer]) -> dict[str, Any]:
     """Load what ``save_train_state`` wrote into ``modules`` and ``optimizers``; returns the
     metadata. Mismatching weights are a ``CheckpointError``."""
-    tensors, meta = load(path, STATE_FORMAT)
+    tensors, meta = load(path, STATE_FORMAT,
+                         check=lambda entries: _check_state_entries(path, entries, modules,
+                                                                    optimizers))
     bad = [k for k, v in tensors.items() if v.is_floating_point()
            and not bool(torch.isfinite(v).all())]
     if bad:

@@ -175,3 +175,116 @@ def test_bombs_in_every_weights_option_stay_small(bombs, tmp_path):
         assert "do not fit" in errors[0] or "budget" in errors[0], (args[0], errors)
         assert grown < 100 * 1024, f"{args[0]} grew by {grown // 1024} MB"
     assert not (tmp_path / "run" / "decoder.safetensors").exists()
+
+
+# -- checkpoints padded with tensors their decoder does not have (attack round 3, defect 12) ----
+
+GB = 2**30
+SHIPPED_HOG = Path(featinv.__file__).parent / "zoo" / "hog.safetensors"
+
+
+def padded(src: Path, out: Path, name: str = "zzz", nbytes: int = 4 * GB) -> Path:
+    """``src`` (a .safetensors file) with one more float32 tensor ``name`` of ``nbytes``, as a
+    sparse file: a few MB on disk, ``nbytes`` more to map or read."""
+    import json
+    import struct
+
+    raw = src.read_bytes()
+    length = struct.unpack("<Q", raw[:8])[0]
+    header, data = json.loads(raw[8:8 + length]), raw[8 + length:]
+    header[name] = {"dtype": "F32", "shape": [nbytes // 4],
+                    "data_offsets": [len(data), len(data) + nbytes]}
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    with open(out, "wb") as f:
+        f.write(struct.pack("<Q", len(text)) + text + data)
+        f.truncate(8 + len(text) + len(data) + nbytes)
+    return out
+
+
+def test_a_padded_decoder_is_refused_from_its_header_under_an_address_space_limit(tmp_path):
+    """safetensors maps the whole file before its names can be checked: with ``ulimit -v`` that
+    failed as 'out of memory ... use a smaller --size', advice for images. The header names the
+    tensor the decoder does not have, in one line, before anything is mapped."""
+    import resource
+    import subprocess
+    import sys
+
+    bad = padded(SHIPPED_HOG, tmp_path / "pad.safetensors")
+    assert bad.stat().st_blocks * 512 < 64 * MB  # sparse: nothing written to disk
+    write_images(tmp_path / "img", 1, size=(40, 40))
+    image = next((tmp_path / "img").iterdir())
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_AS, (6 * 10**9, 6 * 10**9))
+
+    for args in (["invert", "-c", bad, "-o", tmp_path / "o.png", image],
+                 ["pack", bad, "-o", tmp_path / "p.safetensors"]):
+        done = subprocess.run([sys.executable, "-m", "featinv.cli.main", *map(str, args)],
+                              capture_output=True, text=True, timeout=120, preexec_fn=limit)
+        lines = [line for line in done.stderr.splitlines() if line.startswith("Error:")]
+        assert done.returncode == 1 and len(lines) == 1 and "Traceback" not in done.stderr, \
+            done.stderr
+        assert str(bad) in lines[0] and "unexpected zzz" in lines[0], lines
+        assert "out of memory" not in lines[0]
+    assert not (tmp_path / "o.png").exists() and not (tmp_path / "p.safetensors").exists()
+
+
+def test_tensors_a_decoder_does_not_have_are_refused_before_reading(tmp_path):
+    from featinv.errors import CheckpointError
+    from featinv.inversion.load import read_decoder
+
+    # an encoder's tensor in a decoder trained without --finetune-encoder
+    with pytest.raises(CheckpointError, match="encoder.zzz: an encoder's, but the decoder was "
+                                              "trained without --finetune-encoder"):
+        read_decoder(padded(SHIPPED_HOG, tmp_path / "e.safetensors", "encoder.zzz"))
+    # a small extra tensor too: the names are checked, not only the size
+    with pytest.raises(CheckpointError, match="unexpected x;"):
+        read_decoder(padded(SHIPPED_HOG, tmp_path / "x.safetensors", "x", 8))
+
+
+def test_every_checkpoint_is_bounded_by_the_memory_budget(tmp_path, monkeypatch):
+    from featinv.errors import CheckpointError
+    from featinv.io import checkpoint
+
+    monkeypatch.setenv("FEATINV_MEMORY_BUDGET", "0.001")  # 1 MB; the HOG decoder takes 7 MB
+    with pytest.raises(CheckpointError, match="over featinv's memory budget"):
+        checkpoint.load(SHIPPED_HOG)
+
+
+def test_a_training_state_with_tensors_its_run_has_not_is_refused(tmp_path):
+    from featinv.errors import CheckpointError
+    from featinv.io import checkpoint
+
+    net = torch.nn.Linear(3, 2)
+    opt = torch.optim.Adam(net.parameters())
+    net(torch.ones(1, 3)).sum().backward()
+    opt.step()
+    good = checkpoint.save_train_state(tmp_path / "s.safetensors", {"decoder": net},
+                                       {"opt.": opt}, {"step": 1, "config": {}})
+    checkpoint.load_train_state(good, {"decoder": net}, {"opt.": opt})  # loads as it is
+    for name, match in [("zzz", "zzz of shape"), ("decoder.zzz", "decoder.zzz"),
+                        ("opt.7.exp_avg", "opt.7.exp_avg"), ("opt.1.zzz", "opt.1.zzz")]:
+        bad = padded(good, tmp_path / f"{name}.safetensors", name, 4 * GB)
+        with pytest.raises(CheckpointError, match=f"holds a tensor this run does not have "
+                                                  f"\\({match}"):
+            checkpoint.load_train_state(bad, {"decoder": net}, {"opt.": opt})
+    # a part this run does not resume (an average, without --ema) is left alone
+    checkpoint.load_train_state(padded(good, tmp_path / "ema.safetensors", "ema.weight", 24),
+                                {"decoder": net}, {"opt.": opt})
+
+
+def test_a_safetensors_header_is_parsed_without_mapping_the_file(tmp_path):
+    from featinv.errors import CheckpointError
+    from featinv.io import checkpoint
+    from featinv.io.archives import safetensors_entries
+
+    entries = safetensors_entries(padded(SHIPPED_HOG, tmp_path / "p.safetensors"))
+    assert entries["zzz"].nbytes == 4 * GB
+    raw = SHIPPED_HOG.read_bytes()
+    (tmp_path / "t.safetensors").write_bytes(raw[:-100])
+    with pytest.raises(CheckpointError, match="weights are unreadable .* may be truncated"):
+        checkpoint.read_meta(tmp_path / "t.safetensors")
+    (tmp_path / "g.safetensors").write_bytes(raw[:8] + b"[" + raw[9:])
+    with pytest.raises(CheckpointError, match="not a safetensors file"):
+        checkpoint.read_meta(tmp_path / "g.safetensors")
