@@ -235,6 +235,34 @@ def test_a_packed_decoder_and_a_run_never_share_a_folder(tmp_path, capsys):
         assert code == 1 and "holds both model.safetensors" in line, err
 
 
+def test_a_packed_file_is_never_written_into_a_run_folder(tmp_path, capsys):
+    """Round 4: ``pack RUN -o OTHER_RUN/model.safetensors`` (a file, not a folder) still put a
+    packed decoder beside another run's, and ``-o OTHER_RUN/decoder.safetensors --overwrite``
+    replaced that run's trained decoder with exit 0; ``-o RUN/x.safetensors`` did the same in
+    the source's own folder. Each is refused and every run keeps its files."""
+    from featinv.inversion.load import ZOO_DIR
+
+    shipped = (ZOO_DIR / "hog.safetensors").read_bytes()
+    runs = {}
+    for name, files in (("run", ["decoder.safetensors"]), ("other", ["decoder.safetensors"]),
+                        ("state_only", ["train_state.safetensors"])):
+        (tmp_path / name).mkdir()
+        for f in files:
+            (tmp_path / name / f).write_bytes(shipped)
+        runs[name] = sorted(p.name for p in (tmp_path / name).iterdir())
+    run = tmp_path / "run"
+    for out in ("other/model.safetensors", "other/decoder.safetensors", "run/x.safetensors",
+                "state_only/model.safetensors"):
+        code, _, err = run_cli(capsys, "pack", run, "-o", tmp_path / out, "--overwrite")
+        [line] = error_lines(err)
+        assert code == 1 and "is in a training run's folder" in line, (out, err)
+    for name, files in runs.items():
+        assert sorted(p.name for p in (tmp_path / name).iterdir()) == files
+    assert (tmp_path / "other" / "decoder.safetensors").read_bytes() == shipped
+    code, _, _ = run_cli(capsys, "pack", run, "-o", tmp_path / "packed.safetensors")
+    assert code == 0 and (tmp_path / "packed.safetensors").is_file()
+
+
 @pytest.mark.slow
 def test_resume_with_overwrite_continues_the_run_without_replacing_it(trained, tmp_path):
     """--resume --overwrite where a training state is: the run is continued, as with --resume
