@@ -127,11 +127,14 @@ def _no_variant(text: str, decoder: str | None) -> None:
 def _in_folder(folder: Path, label: str) -> Path:
     """The decoder in a packed folder (``model.safetensors``) or in a training run's
     (``decoder.safetensors``); a folder holding both is refused, as neither is clearly meant."""
-    if (folder / MODEL_FILE).is_file() and (folder / RUN_FILE).is_file():
+    def there(name: str) -> bool:  # a FIFO or device too: the reader then says what it is
+        return (folder / name).exists() or (folder / name).is_symlink()
+
+    if there(MODEL_FILE) and there(RUN_FILE):
         raise CheckpointError(f"'{printable(label)}' holds both {MODEL_FILE} (a packed decoder) "
                               f"and {RUN_FILE} (a training run); give the file you mean.")
     for name in (MODEL_FILE, RUN_FILE):
-        if (folder / name).is_file():
+        if there(name):
             return folder / name
     raise CheckpointError(f"'{printable(label)}' is a folder, not a checkpoint: it holds no "
                           f"{MODEL_FILE} (a packed decoder) or {RUN_FILE} (a training run).")

@@ -174,15 +174,18 @@ def check_safetensors_header(path: str | Path, error: type[Exception] = ArchiveE
     def refuse(why: str) -> Exception:
         return _refuse(path, why) if error is ArchiveError else error(f"{printable(path)}: {why}")
 
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
     try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise refuse(f"{file_kind(st.st_mode)}, not a regular file; featinv reads only "
-                         "regular files.")
-        head = os.read(fd, 8)
-    finally:
-        os.close(fd)
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise refuse(f"{file_kind(st.st_mode)}, not a regular file; featinv reads only "
+                             "regular files.")
+            head = os.read(fd, 8)
+        finally:
+            os.close(fd)
+    except OSError as exc:  # e.g. /proc/self/mem: a 'regular' file no one can read from 0
+        raise refuse(f"cannot read it ({printable(exc.strerror or exc)}).") from None
     size = int.from_bytes(head, "little") if len(head) == 8 else 0
     if MAX_SAFETENSORS_HEADER < size <= st.st_size - 8:
         raise refuse(f"its header declares {size / 1e6:.0f} MB of tensor names and metadata, over "
@@ -206,7 +209,9 @@ def read_safetensors_header(path: str | Path) -> tuple[dict[str, Entry], dict[st
     with open(path, "rb") as f:
         size = os.fstat(f.fileno()).st_size
         head = f.read(8)
-        length = int.from_bytes(head, "little") if len(head) == 8 else -1
+        if len(head) < 8:
+            raise ValueError(f"{size} bytes, too short for a header")
+        length = int.from_bytes(head, "little")
         if not 2 <= length <= min(size - 8, MAX_SAFETENSORS_HEADER):
             raise ValueError(f"header length {length} does not fit a file of {size} bytes")
         try:

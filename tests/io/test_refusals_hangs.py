@@ -180,6 +180,32 @@ def test_a_checkpoint_that_is_no_regular_file_is_named_as_such(tmp_path, capsys,
         read_meta(special(tmp_path / "run" / "train_state.safetensors", kind), STATE_FORMAT)
 
 
+@pytest.mark.parametrize("kind, words", [("fifo", "named pipe"), ("zero", "character device")])
+def test_a_run_folder_whose_decoder_is_no_regular_file_names_it(tmp_path, capsys, kind, words):
+    """Round 4: ``-c RUN`` where RUN/decoder.safetensors is a FIFO or a device said the folder
+    'holds no model.safetensors or decoder.safetensors', of a folder that holds one."""
+    from helpers import error_lines, run_cli
+
+    special(tmp_path / "run" / "decoder.safetensors", kind)
+    code, _, err = run_cli(capsys, "invert", "-c", tmp_path / "run", "skimage:coffee", "-o",
+                           tmp_path / "o")
+    [line] = error_lines(err)
+    assert code == 1 and words in line and "holds no" not in line, err
+
+
+@pytest.mark.skipif(not Path("/proc/self/mem").exists(), reason="Linux /proc")
+def test_a_checkpoint_that_cannot_be_read_is_one_line(tmp_path, capsys):
+    """Round 4: a link to /proc/self/mem (a regular file whose reads fail) gave 'OSError:
+    [Errno 5] Input/output error (run featinv --debug ...)'."""
+    from helpers import error_lines, run_cli
+
+    (tmp_path / "m.safetensors").symlink_to("/proc/self/mem")
+    code, _, err = run_cli(capsys, "invert", "-c", tmp_path / "m.safetensors", "skimage:coffee",
+                           "-o", tmp_path / "o")
+    [line] = error_lines(err)
+    assert code == 1 and "m.safetensors: cannot read it" in line and "OSError" not in line, err
+
+
 @pytest.mark.parametrize("width", [math.nan, math.inf, 1e9, -1.0, 0.0])
 def test_a_checkpoint_with_an_absurd_decoder_width_is_the_files_fault(tmp_path, capsys, width):
     """A width no --width allows, in a checkpoint's metadata: refused as the file's invalid
