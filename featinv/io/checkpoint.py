@@ -29,7 +29,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ..errors import CheckpointError, printable
-from ..limits import budget_words, memory_budget
+from ..limits import MEMORY_ENV, budget_words, memory_budget
 from .archives import Entry
 from .files import atomic_write, file_kind  # noqa: F401 (atomic_write: public here too)
 
@@ -105,9 +105,10 @@ def load(path: str | Path, expected_format: str = FORMAT,
         check(entries)
     total = sum(e.nbytes for e in entries.values())
     if total > memory_budget():
-        raise CheckpointError(f"{printable(path)}: its tensors take {total / 1e9:.1f} GB once "
-                              f"read, over featinv's memory budget ({budget_words()}); no "
-                              "featinv file needs that much. The file is damaged or forged.")
+        raise CheckpointError(f"{printable(path)}: its tensors take {total / 1e6:,.0f} MB once "
+                              f"read, over featinv's memory budget ({budget_words()}); raise "
+                              f"${MEMORY_ENV} if the file is right (a featinv decoder needs "
+                              "some MB, no GB).")
     try:
         tensors = load_file(str(path))
     except MemoryError:  # an address-space limit (ulimit -v) below what the budget allows

@@ -271,11 +271,12 @@ def test_a_data_folder_with_no_image_of_use_says_why(tmp_path):
         scan_folder(tmp_path / "data", None, on_error=lambda _m: None, image_size=4096)
 
 
-@pytest.mark.parametrize("value", ["4G", "nan", "inf", "-1", "0", "1e9"])
+@pytest.mark.parametrize("value", ["4G", "nan", "inf", "-1", "0", "1e9", "1e-300", "0.0009"])
 def test_a_memory_budget_that_is_no_number_of_gb_is_refused(tmp_path, capsys, monkeypatch,
                                                              value):
     """$FEATINV_MEMORY_BUDGET=4G (or nan, 0, ...) was ignored without a word: the user's limit
-    was silently not applied. One line, before any work, for every command."""
+    was silently not applied. One line, before any work, for every command. Round 4: 1e-300 (a
+    budget of 0 bytes) was taken, and every file was then refused as too large."""
     from featinv import limits
 
     monkeypatch.setenv("FEATINV_MEMORY_BUDGET", value)
