@@ -39,12 +39,12 @@ def pack(source: str | Path, out: str | Path, recipe: str | None = None,
 
     source = source_file(source)  # a run's or a packed folder: the decoder in it
     state = source.parent / checkpoint.STATE_FILE
+    check_targets([out], [source, state], overwrite)
     held = [n for n in (checkpoint.DECODER_FILE, checkpoint.STATE_FILE)
             if (Path(out).parent / n).exists()]
     if held:  # -c on that folder would then have two decoders; --overwrite would replace its own
         raise CheckpointError(f"-o {printable(out)} is in a training run's folder ({held[0]}); a "
                               "packed decoder and a run never share a folder: write it elsewhere.")
-    check_targets([out], [source, state], overwrite)
     decoder = load_decoder(source)  # checks that the checkpoint is complete and consistent
     tensors, meta = checkpoint.load(source)
     if half:
