@@ -102,6 +102,9 @@ def output_paths(inputs: Sequence[Input], labels: Sequence[str], out: str | Path
             Path(out) / f"{item.stem}.{label}.png" for item in inputs for label in labels}
 
 
+NAME_MAX = 255  # bytes in one file or folder name (Linux, macOS, Windows' NTFS in UTF-16 units)
+
+
 def check_targets(targets: Sequence[str | Path], inputs: Iterable[str | Path] = (),
                   overwrite: bool = False, suffix: str | None = None) -> None:
     """Refuse, with one line, outputs that would replace an input (even with ``overwrite``), a
@@ -109,6 +112,12 @@ def check_targets(targets: Sequence[str | Path], inputs: Iterable[str | Path] = 
     ``suffix`` (the format written, e.g. ``.npz``), outputs named as another format (``-o
     photo.jpg --overwrite`` would put an archive where a JPEG was)."""
     targets = [Path(t) for t in targets]
+    for target in targets:  # the OS would refuse it with a bare OSError (ENAMETOOLONG)
+        long = next((p for p in target.parts if len(os.fsencode(p)) > NAME_MAX), None)
+        if long is not None:
+            raise FeatinvError(f"-o {printable(target)[:60]}...: its name "
+                               f"{printable(long)[:30]}... has {len(os.fsencode(long))} bytes; a "
+                               f"file or folder name may have at most {NAME_MAX}.")
     originals = {}
     for path in inputs:
         if not _is_example(path) and os.path.lexists(path):

@@ -71,3 +71,17 @@ def test_a_missing_timm_weight_is_reported_before_timm_is_imported(tmp_path):
                           env=env, timeout=300)
     assert done.stdout.split() == ["False", "1"], (done.stdout, done.stderr)
     assert "not cached" in done.stderr
+
+
+@pytest.mark.parametrize("command", [["invert", "-f", "hog"], ["extract", "-f", "hog"],
+                                     ["show-features", "-f", "hog"]])
+def test_an_output_name_too_long_for_the_file_system_is_one_line(tmp_path, capsys, command):
+    """Round 4: ``-o`` with a 300-byte name gave 'OSError: [Errno 36] File name too long' (the
+    generic wrapper, pointing at --debug); it is refused by name before any work."""
+    write_images(tmp_path / "img", 1)
+    image = next((tmp_path / "img").iterdir())
+    out = tmp_path / ("a" * 300 + ".png")
+    code, _, err = run_cli(capsys, *command, image, "-o", out)
+    [line] = error_lines(err)
+    assert code == 1 and "has 304 bytes; a file or folder name may have at most 255" in line, err
+    assert "OSError" not in err
