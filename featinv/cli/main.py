@@ -6,6 +6,7 @@ shows the traceback instead.
 """
 from __future__ import annotations
 
+import errno
 import os
 import sys
 import warnings
@@ -104,6 +105,12 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:  # a bug or an environment problem: still one line by default
         if debug:
             raise
+        if isinstance(exc, OSError) and exc.errno == errno.ENAMETOOLONG:  # a path of the user's
+            from ..errors import printable
+
+            _echo_error(f"{printable(exc.filename)[:60]}...: a file or folder name in this path "
+                        "is longer than the file system allows (255 bytes); shorten it.")
+            sys.exit(1)
         _echo_error(f"{type(exc).__name__}: {exc} (run 'featinv --debug ...' for the "
                     "traceback)")
         sys.exit(1)

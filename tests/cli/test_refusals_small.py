@@ -85,3 +85,18 @@ def test_an_output_name_too_long_for_the_file_system_is_one_line(tmp_path, capsy
     [line] = error_lines(err)
     assert code == 1 and "has 304 bytes; a file or folder name may have at most 255" in line, err
     assert "OSError" not in err
+
+
+def test_a_path_name_too_long_for_the_file_system_is_one_line(tmp_path, capsys):
+    """Round 4: --out, --data and -c with a 300-byte name gave 'OSError: [Errno 36] File name
+    too long ... (run featinv --debug ...)'."""
+    write_images(tmp_path / "img", 2)
+    long = tmp_path / ("b" * 300)
+    for args in (["train", "-f", "hog", "--data", tmp_path / "img", "--out", long, "--epochs",
+                  "1", "--image-size", "16", "--device", "cpu"],
+                 ["train", "-f", "hog", "--data", long, "--out", tmp_path / "r", "--epochs", "1"],
+                 ["invert", "-c", f"{long}.safetensors", "skimage:coffee", "-o", tmp_path / "o"]):
+        code, _, err = run_cli(capsys, *args)
+        [line] = error_lines(err)
+        assert code == 1 and "longer than the file system allows (255 bytes)" in line, err
+        assert "OSError" not in line
