@@ -24,9 +24,10 @@ def _listed(capsys, pattern):
 
 def test_list_features_marks_representations_with_shipped_decoders(capsys, extra_plugins,
                                                                    tmp_path):
-    extra_plugins("layerzoo", Shipper(tiny_layer_decoders(tmp_path, ("fire5",), size=32)))
+    # a layer featinv ships no decoder for, from a plugin
+    extra_plugins("layerzoo", Shipper(tiny_layer_decoders(tmp_path, ("fire4",), size=32)))
     found = _listed(capsys, "squeezenet.fire*")
-    assert found["squeezenet.fire5"] == ["default"] and found["squeezenet.fire4"] == []
+    assert found["squeezenet.fire4"] == ["default"] and found["squeezenet.fire2"] == []
     code, out, _ = run_cli(capsys, "list-features", "hog")
     header, row = out.splitlines()[:2]
     assert header.split()[:6] == ["name", "plugin", "input", "layout@128", "diff.", "shipped"]
@@ -73,8 +74,10 @@ def test_zoo_gives_each_decoder_its_validation_error(capsys):
 
 
 def test_zoo_names_the_weights_each_decoder_was_trained_against(capsys, extra_plugins, tmp_path):
-    extra_plugins("layerzoo", Shipper(tiny_layer_decoders(tmp_path, ("conv1",), size=32)))
+    # a layer featinv does not ship a decoder for, from a plugin, beside the shipped ones
+    extra_plugins("layerzoo", Shipper(tiny_layer_decoders(tmp_path, ("fire4",), size=32)))
     code, out, _ = run_cli(capsys, "zoo", "--json")
     weights = {e["feature"]: e["weights"] for e in json.loads(out) if "error" not in e}
-    assert code == 0 and weights["squeezenet.conv1"] == "deepcompression"
+    assert code == 0 and weights["squeezenet.fire4"] == "deepcompression"
+    assert weights["squeezenet.conv1"] == "deepcompression"  # shipped with featinv
     assert weights["hog"] is None
