@@ -63,12 +63,16 @@ def describe_meta(meta: dict[str, Any], path: Path) -> dict[str, Any]:
     packed = meta.get("packed") or {}
     history = packed.get("history") or []
     metrics = meta.get("metrics") or (history[-1] if history else {})
+    last = history[-1] if history else {}
+    seen = last.get("images_seen")  # older runs logged steps only
+    if seen is None and isinstance(last.get("step"), int) and training.get("batch_size"):
+        seen = last["step"] * training["batch_size"]
     return {"feature": meta["feature"]["name"], "file": str(path),
             "megabytes": round(path.stat().st_size / 1e6, 2),
             "preset": meta["decoder"].get("preset"), "width": meta["decoder"].get("width"),
             "parameters": packed.get("parameters"), "image_size": meta.get("image_size"),
             "train_data": training.get("data"), "train_images": training.get("limit"),
-            "epochs": training.get("epochs"),
+            "epochs": training.get("epochs"), "images_seen": seen,
             "val_normalized_error": metrics.get("val_normalized_error"),
             "val_psnr": metrics.get("val_psnr"), "val_ssim": metrics.get("val_ssim"),
             "val_images": metrics.get("val_n_images"), "recipe": packed.get("recipe"),

@@ -81,3 +81,19 @@ def test_zoo_names_the_weights_each_decoder_was_trained_against(capsys, extra_pl
     assert code == 0 and weights["squeezenet.fire4"] == "deepcompression"
     assert weights["squeezenet.conv1"] == "deepcompression"  # shipped with featinv
     assert weights["hog"] is None
+
+
+def test_zoo_says_how_many_training_images_each_decoder_saw(tmp_path):
+    """From the history's images_seen, or steps x batch for runs that logged steps only."""
+    from featinv.inversion.zoo import describe_meta
+
+    path = tmp_path / "d.safetensors"
+    path.write_bytes(b"x")
+    base = {"feature": {"name": "hog"}, "decoder": {"preset": "residual", "width": 0.25}}
+    new = {**base, "training": {"batch_size": 32},
+           "packed": {"history": [{"step": 10, "images_seen": 320}, {"step": 15625,
+                                                                     "images_seen": 500000}]}}
+    old = {**base, "training": {"batch_size": 64}, "packed": {"history": [{"step": 3660}]}}
+    assert describe_meta(new, path)["images_seen"] == 500000
+    assert describe_meta(old, path)["images_seen"] == 3660 * 64
+    assert describe_meta({**base, "training": {}}, path)["images_seen"] is None
