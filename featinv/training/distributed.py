@@ -48,6 +48,16 @@ def world_from_env() -> World:
     except ValueError as exc:
         raise FeatinvError(f"RANK/WORLD_SIZE/LOCAL_RANK must be integers ({exc}); start "
                            "distributed runs with torchrun.") from None
+    if size < 1 or not 0 <= rank < size or local < 0 or local_size < 1:
+        raise FeatinvError(f"RANK={rank}, WORLD_SIZE={size}, LOCAL_RANK={local} describe no process "
+                           "of a job (0 <= RANK < WORLD_SIZE); torchrun sets them: unset them to "
+                           "train in one process, or start distributed runs with torchrun.")
+    missing = [v for v in ("MASTER_ADDR", "MASTER_PORT") if not os.environ.get(v)]
+    if size > 1 and missing and not tdist.is_initialized():
+        raise FeatinvError(f"WORLD_SIZE={size} asks for a job of {size} processes, but "
+                           f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} not "
+                           "set; unset WORLD_SIZE and RANK to train in one process, or start "
+                           "distributed runs with torchrun.")
     return World(rank, size, local, local_size)
 
 

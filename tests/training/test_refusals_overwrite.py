@@ -280,3 +280,23 @@ def test_resume_with_overwrite_continues_the_run_without_replacing_it(trained, t
     assert not (copy / REPLACED).exists()
     records = (copy / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(r)["epoch"] for r in records] == [1, 2]  # the first epoch's kept
+
+
+@pytest.mark.parametrize("env", [{"WORLD_SIZE": "1", "RANK": "3"}, {"WORLD_SIZE": "0"},
+                                 {"RANK": "-1"}, {"WORLD_SIZE": "2", "RANK": "1"},
+                                 {"WORLD_SIZE": "2", "RANK": "0", "MASTER_PORT": "29500"}])
+def test_torchrun_variables_set_by_mistake_are_refused_before_the_run(tmp_path, monkeypatch,
+                                                                      env):
+    """RANK/WORLD_SIZE left over in a plain shell: RANK 3 of 1 trained and exited 0 without
+    writing anything (only rank 0 writes), WORLD_SIZE=0 was a ZeroDivisionError, and WORLD_SIZE=2
+    without torchrun's MASTER_ADDR was torch's rendezvous ValueError. One line, before any work."""
+    for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR",
+                 "MASTER_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    write_images(tmp_path / "data", 4, size=(24, 20))
+    with pytest.raises(FeatinvError, match="torchrun") as err:
+        train(config(tmp_path / "data", tmp_path / "run"), log=quiet)
+    assert "\n" not in str(err.value)
+    assert not (tmp_path / "run").exists()
