@@ -51,8 +51,13 @@ def run_demo(feature: str, out: Path, train_data: str | None, epochs: int, limit
     from ..inversion.sizing import prepare
     from ..io.checkpoint import DECODER_FILE
     from ..io.images import make_grid, save_png
+    from ..io.outputs import check_targets
+    from ..io.images import EXAMPLES
     from ..training.loop import TrainConfig, train
 
+    # demo rewrites its own pictures; an -o that is a file or holds folders of those names is not
+    check_targets([out / f"{name}.{feature}.png" for name in (*EXAMPLES, "examples")],
+                  overwrite=True)
     dev = pick_device(device)
     trained = out / f"model-{feature}" / DECODER_FILE
     shipped = shipped_decoder_path(feature)

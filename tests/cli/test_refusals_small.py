@@ -100,3 +100,22 @@ def test_a_path_name_too_long_for_the_file_system_is_one_line(tmp_path, capsys):
         [line] = error_lines(err)
         assert code == 1 and "longer than the file system allows (255 bytes)" in line, err
         assert "OSError" not in line
+
+
+@pytest.mark.parametrize("layout", ["file", "folder"])
+def test_demo_refuses_an_out_that_is_a_file_before_any_work(tmp_path, capsys, monkeypatch,
+                                                           layout):
+    """``demo -o FILE`` inverted the examples, then said 'Cannot write FILE/astronaut.hog.png
+    (File exists); check that its folder is writable', of a file."""
+    import featinv.inversion.pipeline as pipeline
+
+    out = tmp_path / "out"
+    if layout == "file":
+        out.write_text("keep")
+    else:
+        (out / "astronaut.hog.png").mkdir(parents=True)
+    monkeypatch.setattr(pipeline.Inverter, "load", lambda *a, **k: pytest.fail("did work"))
+    code, _, err = run_cli(capsys, "demo", "-o", out, "--device", "cpu")
+    assert code == 1 and len(error_lines(err)) == 1, err
+    assert ("is a file, not a folder" if layout == "file" else "is a folder") in err
+    assert layout == "folder" or out.read_text() == "keep"
