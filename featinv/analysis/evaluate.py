@@ -29,7 +29,8 @@ def load_square_images(data: str | Path, size: int, limit: int | None = None,
     """
     check_count(limit, "--limit")
     check_side(size, "--image-size")
-    files = scan_folder(data, None)[:limit] if limit else scan_folder(data, None)
+    found = scan_folder(data, None)
+    files = found[:limit] if limit else found
     need = metrics_bytes(len(files), size)  # the images, their reconstructions, the metrics
     memory = memory_bytes()
     if need > memory_budget(memory):
@@ -47,7 +48,9 @@ def load_square_images(data: str | Path, size: int, limit: int | None = None,
             if on_error:
                 on_error(str(exc))
     if n < 2:
-        raise DataError(f"Need at least 2 readable images in '{printable(data)}', found {n}.")
+        cut = f" among the first {limit} (--limit {limit})" if len(found) > len(files) else ""
+        raise DataError(f"Need at least 2 readable images in '{printable(data)}', found {n}"
+                        f"{cut}.")
     x = x[:n]
     if not bool((x != x[:1]).any()):  # the normalized error divides by their mean distance
         raise DataError(f"All {len(x)} images in '{printable(data)}' are identical (at {size} "

@@ -119,3 +119,17 @@ def test_demo_refuses_an_out_that_is_a_file_before_any_work(tmp_path, capsys, mo
     assert code == 1 and len(error_lines(err)) == 1, err
     assert ("is a file, not a folder" if layout == "file" else "is a folder") in err
     assert layout == "folder" or out.read_text() == "keep"
+
+
+def test_too_few_images_after_limit_names_the_limit(tmp_path):
+    """``evaluate``/``analyze sample``/``perturb --limit 1`` on a folder of 4 photos said 'Need at
+    least 2 readable images in DATA, found 1', of a folder holding 4."""
+    from featinv.analysis.evaluate import load_square_images
+    from featinv.errors import FeatinvError
+
+    write_images(tmp_path / "data", 4)
+    with pytest.raises(FeatinvError, match=r"found 1 among the first 1 \(--limit 1\)"):
+        load_square_images(tmp_path / "data", 16, limit=1)
+    write_images(tmp_path / "one", 1)
+    with pytest.raises(FeatinvError, match=r"found 1\.$"):  # nothing cut: as before
+        load_square_images(tmp_path / "one", 16, limit=5)
