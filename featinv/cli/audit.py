@@ -128,7 +128,7 @@ def audit_cmd(features, checkpoints, decoder_name, data, train_data, epochs, tra
     methods = make_methods("decoder", names, checkpoints, dev,
                            decoder_name=None if checkpoints else decoder_name)
     probe = make_probe(perceptual_weights, dev)
-    space = independent_space(reid_feature, parse_params(reid_params), probe, dev, batch_size)
+    space = independent_space(reid_feature, parse_params(reid_params, "--reid-param"), probe, dev, batch_size)
     report = audit(methods, data, limit, image_size, batch_size, probe, space, bootstrap, seed,
                    show, on_error=lambda m: echo_error(m),
                    log=lambda m: click.echo(printable(m), err=True))

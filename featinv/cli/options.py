@@ -61,21 +61,28 @@ overwrite_option = click.option("--overwrite", is_flag=True, help="Replace outpu
                                 "exist already (inputs are never replaced).")
 
 
-def parse_params(items: tuple[str, ...]) -> dict[str, str]:
-    """``NAME=VALUE`` strings -> a dict; anything else is a usage error."""
+def parse_params(items: tuple[str, ...], hint: str = "--param") -> dict[str, str]:
+    """``NAME=VALUE`` strings -> a dict; anything else, or one name with two values, is a usage
+    error (the last value would win unseen)."""
     params = {}
     for item in items:
         if "=" not in item:
-            raise click.BadParameter(f"expected NAME=VALUE, got {item!r}", param_hint="--param")
-        key, value = item.split("=", 1)
-        params[key.strip()] = value.strip()
+            raise click.BadParameter(f"expected NAME=VALUE, got {item!r}", param_hint=hint)
+        key, value = (part.strip() for part in item.split("=", 1))
+        if params.get(key, value) != value:
+            raise click.BadParameter(f"{key} is given twice ({params[key]!r} and {value!r}); "
+                                     "give it once", param_hint=hint)
+        params[key] = value
     return params
 
 
-def params_with_weights(items, weights: str | None) -> dict[str, str]:
+def params_with_weights(items, weights: str | None, hint: str = "--param") -> dict[str, str]:
     """``parse_params(items)``, with ``weights`` (when given) as the ``weights`` parameter."""
-    params = parse_params(items)
+    params = parse_params(items, hint)
     if weights is not None:
+        if params.get("weights", weights) != weights:
+            raise click.BadParameter(f"weights={params['weights']!r} and the weights option "
+                                     f"{weights!r} disagree; give one", param_hint=hint)
         params["weights"] = weights
     return params
 
@@ -137,8 +144,8 @@ def realism_options(comparator_default: str, weights_default: str | None):
     def decorate(command):
         @functools.wraps(command)
         def wrapper(*args, comparator_params=(), comparator_weights=None, **kwargs):
-            return command(*args, comparator_params=params_with_weights(comparator_params,
-                                                                        comparator_weights),
+            return command(*args, comparator_params=params_with_weights(
+                comparator_params, comparator_weights, "--comparator-param"),
                            **kwargs)
 
         options = [

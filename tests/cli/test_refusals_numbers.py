@@ -180,3 +180,31 @@ def test_a_step_size_that_vanishes_in_float32_is_refused(tmp_path, capsys, step)
     [line] = error_lines(err)
     assert code == 1 and "--step-size" in line and "too small" in line, err
     assert not (tmp_path / "x.png").exists()
+
+
+@pytest.mark.parametrize("args, option", [
+    (["extract", "-f", "hog", "-p", "cell_size=8", "-p", "cell_size=4", "IMG", "-o", "OUT"],
+     "--param"),
+    (["extract", "-f", "squeezenet.fire5", "-p", "weights=random", "--weights", "imagenet",
+      "IMG", "-o", "OUT"], "--param"),
+    (["compare", "DATA", "DATA", "--comparator", "hog", "--comparator-param", "cell_size=4",
+      "--comparator-param", "cell_size=8"], "--comparator-param"),
+    (["train", "-f", "hog", "--data", "DATA", "-o", "OUT", "-p", "cell_size=8",
+      "-p", "cell_size= 2"], "--param"),
+])
+def test_a_parameter_given_twice_with_two_values_is_refused(tmp_path, capsys, args, option):
+    """``-p cell_size=8 -p cell_size=4`` silently kept the last value (as ``--loss pixel,pixel=2``
+    did); ``-p weights=X --weights Y`` kept Y."""
+    (img,) = write_images(tmp_path / "data", 1)
+    args = [img if a == "IMG" else tmp_path / "data" if a == "DATA" else tmp_path / "out" if
+            a == "OUT" else a for a in args]
+    code, _, err = run_cli(capsys, *args)
+    assert code == 2 and ("twice" in err or "disagree" in err), err
+    assert option in err and not (tmp_path / "out").exists()
+
+
+def test_a_parameter_repeated_with_the_same_value_is_taken():
+    from featinv.cli.options import params_with_weights
+
+    assert params_with_weights(("cell_size=8", " cell_size = 8"), None) == {"cell_size": "8"}
+    assert params_with_weights(("weights=random",), "random") == {"weights": "random"}
