@@ -102,6 +102,7 @@ def compare_folders(originals: str | Path, reconstructions: str | Path,
     judge = resolve_comparator(comparator, comparator_params, None, dev)
     probe = probe_for(perceptual_weights, dev)
     pairs, unmatched = pair_files(originals, reconstructions, suffix)
+    cut = f" among the first {limit} (--limit {limit})" if limit and len(pairs) > limit else ""
     pairs = pairs[:limit] if limit else pairs
     need = metrics_bytes(len(pairs), image_size)  # both images of each pair, the metrics
     memory = memory_bytes()
@@ -122,7 +123,7 @@ def compare_folders(originals: str | Path, reconstructions: str | Path,
             continue
         n += 1
     if n < 2:
-        raise DataError(f"Need at least 2 readable pairs of images, found {n}.")
+        raise DataError(f"Need at least 2 readable pairs of images, found {n}{cut}.")
     x, y = x[:n], y[:n]
     return {"originals": str(originals), "reconstructions": str(reconstructions),
             "image_size": image_size, **quality(x, y),

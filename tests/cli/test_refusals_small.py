@@ -133,3 +133,15 @@ def test_too_few_images_after_limit_names_the_limit(tmp_path):
     write_images(tmp_path / "one", 1)
     with pytest.raises(FeatinvError, match=r"found 1\.$"):  # nothing cut: as before
         load_square_images(tmp_path / "one", 16, limit=5)
+
+
+def test_compare_with_too_few_pairs_after_limit_names_the_limit(tmp_path, capsys):
+    """``compare --limit 1`` on 3 pairs said 'Need at least 2 readable pairs, found 1'."""
+    write_images(tmp_path / "data", 3)
+    (tmp_path / "rec").mkdir()
+    for path in sorted((tmp_path / "data").iterdir()):
+        (tmp_path / "rec" / f"{path.stem}.hog.png").write_bytes(path.read_bytes())
+    code, _, err = run_cli(capsys, "compare", tmp_path / "data", tmp_path / "rec", "--limit", "1",
+                           "--perceptual-weights", "none", "--device", "cpu")
+    assert code == 1 and len(error_lines(err)) == 1, err
+    assert "found 1 among the first 1 (--limit 1)" in err
