@@ -65,8 +65,13 @@ def perturbation_study(decoders: Sequence[Source], data: Source | torch.Tensor,
             images[size] = load_square_images(data, size, limit, on_error)[0]
         return images[size]
 
-    def measure(source: Source, which: Sequence[str] | None) -> tuple[str, dict[str, float]]:
+    def measure(source: Source, which: Sequence[str] | None,
+                autoencoder: bool = False) -> tuple[str, dict[str, float]]:
         extractor, decoder = load_pair(source, device)
+        if autoencoder and not (decoder.meta.get("training") or {}).get("finetune_encoder"):
+            raise FeatinvError(f"{source}: this decoder was not trained with "
+                               "--finetune-encoder, so it is no autoencoder; pass it as a "
+                               "decoder, not as an autoencoder (-a).")
         x = images_at(decoder.config["image_size"])
         return decoder.meta["feature"]["name"], perturbation_errors(extractor, decoder, x,
                                                                     which, seed)
@@ -78,7 +83,7 @@ def perturbation_study(decoders: Sequence[Source], data: Source | torch.Tensor,
         if on_layer is not None:
             on_layer(rows[-1])
     for source in autoencoders:
-        layer, errors = measure(source, ["none"])
+        layer, errors = measure(source, ["none"], autoencoder=True)
         auto.append({"layer": layer, "decoder": str(source), "error": errors["none"]})
     if isinstance(data, torch.Tensor):
         n_images, where = len(data), None

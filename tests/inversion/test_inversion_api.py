@@ -116,15 +116,29 @@ def photos(val_subset):
 
 
 @pytest.mark.slow
-def test_perturbation_study_gives_figure_7s_table(photos, val_subset):
+def test_perturbation_study_gives_figure_7s_table(photos, val_subset, tmp_path):
+    from safetensors.torch import load_file
+
+    from featinv.inversion.load import ZOO_DIR
+    from featinv.io import checkpoint
+
+    # the shipped HOG decoder's weights, labelled as trained with --finetune-encoder (HOG has no
+    # parameters to fine-tune, so the "autoencoder" is the same network)
+    meta = checkpoint.read_meta(ZOO_DIR / "hog.safetensors")
+    meta["training"]["finetune_encoder"] = True
+    auto = tmp_path / "hog_autoencoder.safetensors"
+    checkpoint.atomic_save(load_file(ZOO_DIR / "hog.safetensors"), auto, meta)
     rows = []
     result = perturbation_study(["hog"], photos, names=["none", "binarize"],
-                                autoencoders=["hog"], device="cpu", on_layer=rows.append)
+                                autoencoders=[auto], device="cpu", on_layer=rows.append)
     assert result["n_images"] == 4 and result["data"] is None and result["seed"] == 0
     assert result["layers"] == rows and rows[0]["layer"] == "hog"
     assert list(rows[0]["errors"]) == ["none", "binarize"]
-    assert result["autoencoder"] == [{"layer": "hog", "decoder": "hog",
+    assert result["autoencoder"] == [{"layer": "hog", "decoder": str(auto),
                                       "error": pytest.approx(rows[0]["errors"]["none"])}]
+    with pytest.raises(FeatinvError, match="hog: this decoder was not trained with "
+                       "--finetune-encoder, so it is no autoencoder"):
+        perturbation_study(["hog"], photos, names=["none"], autoencoders=["hog"], device="cpu")
     from_folder = perturbation_study(["hog"], val_subset, limit=4, device="cpu")
     assert from_folder["data"] == str(val_subset) and from_folder["n_images"] == 4
     assert list(from_folder["layers"][0]["errors"]) == list(PERTURBATIONS)
