@@ -78,9 +78,11 @@ def encoder_for(decoder, weights: str | None = None, label: str | None = None) -
         if weights is not None:
             raise FeatinvError(f"{label} was trained with a fine-tuned encoder, whose weights "
                                "it carries; other weights cannot replace them.")
-        if "weights" in params:
-            params["weights"] = "random"  # overwritten just below
-        extractor = get_feature(name, **params)
+        try:  # built as trained (weights-dependent settings such as Caffe's preprocessing)
+            extractor = _build(name, params, None, label)
+        except FeatinvError:  # those weights are not here: any weights, overwritten just below
+            extractor = get_feature(name, **{**params, **({"weights": "random"}
+                                                          if "weights" in params else {})})
         try:
             extractor.module.load_state_dict(state, strict=True)
         except RuntimeError as exc:
