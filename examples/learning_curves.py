@@ -33,8 +33,9 @@ def history(source: str) -> list[tuple[float, float]]:
 
         meta = checkpoint.read_meta(path)
         rows, batch = meta["packed"]["history"], meta["training"]["batch_size"]
-    # runs before the recipe benchmark logged steps only: images seen = steps x batch
-    return [(r.get("images_seen", r["step"] * (batch or 0)), r["val_normalized_error"])
+    from featinv.inversion.zoo import images_seen
+
+    return [(images_seen(r, batch), r["val_normalized_error"])
             for r in rows if "val_normalized_error" in r]
 
 

@@ -25,6 +25,7 @@ from featinv.inversion.load import extractor_for, load_decoder  # noqa: E402
 from featinv.inversion.pipeline import reconstruct  # noqa: E402
 from featinv.analysis.metrics import normalized_error, psnr, ssim  # noqa: E402
 from featinv.inversion.shipped import shipped  # noqa: E402
+from featinv.inversion.zoo import images_seen  # noqa: E402
 
 FEATURES = ("hog", "sift", "lbp")
 SHOWN = (3, 17, 42, 77, 120, 205)  # val photos in the figures (indices in sorted order)
@@ -78,8 +79,7 @@ def curves(entries: list[dict], path: Path) -> None:
         meta = checkpoint.read_meta(e["file"])
         batch = meta["training"]["batch_size"]
         history = meta["packed"]["history"]
-        # older runs logged steps only; images seen = steps x batch
-        seen = [h.get("images_seen", h["step"] * batch) / 1000 for h in history]
+        seen = [images_seen(h, batch) / 1000 for h in history]
         scored = [(s, h["val_normalized_error"]) for s, h in zip(seen, history)
                   if "val_normalized_error" in h]
         a.plot(seen, [h["train_loss"] for h in history], label=e["feature"].upper())

@@ -55,6 +55,15 @@ def _losses(meta: dict) -> str:
     return f"losses {training['loss']}" + (f" (comparator {comparator})" if comparator else "")
 
 
+def images_seen(record: dict[str, Any], batch_size: int | None) -> int | None:
+    """Training images seen at a history ``record``: its ``images_seen``, or ``step x
+    batch_size`` for runs that logged steps only; None when neither is known."""
+    seen = record.get("images_seen")
+    if seen is None and isinstance(record.get("step"), int) and batch_size:
+        seen = record["step"] * batch_size
+    return seen
+
+
 def describe_meta(meta: dict[str, Any], path: Path) -> dict[str, Any]:
     """Name, size, decoder, validation metrics and network weights (``weights``: the
     representation's ``weights`` parameter; None without one) of the decoder file ``path`` whose
@@ -63,10 +72,7 @@ def describe_meta(meta: dict[str, Any], path: Path) -> dict[str, Any]:
     packed = meta.get("packed") or {}
     history = packed.get("history") or []
     metrics = meta.get("metrics") or (history[-1] if history else {})
-    last = history[-1] if history else {}
-    seen = last.get("images_seen")  # older runs logged steps only
-    if seen is None and isinstance(last.get("step"), int) and training.get("batch_size"):
-        seen = last["step"] * training["batch_size"]
+    seen = images_seen(history[-1], training.get("batch_size")) if history else None
     return {"feature": meta["feature"]["name"], "file": str(path),
             "megabytes": round(path.stat().st_size / 1e6, 2),
             "preset": meta["decoder"].get("preset"), "width": meta["decoder"].get("width"),

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -159,9 +160,7 @@ def test_fine_tuning_a_run_in_place(trained, tmp_path):
     run is deleted only once the new one has its checkpoint."""
     root, run, _ = trained
     copy = tmp_path / "run"
-    copy.mkdir()
-    for p in run.iterdir():
-        (copy / p.name).write_bytes(p.read_bytes())
+    shutil.copytree(run, copy)
     messages = []
     train(config(root / "data", copy, overwrite=True, init_from=str(copy), lr=1e-4),
           log=messages.append)
@@ -269,9 +268,7 @@ def test_resume_with_overwrite_continues_the_run_without_replacing_it(trained, t
     alone; it said the previous run was moved aside and deleted while it resumed it."""
     root, run, _ = trained
     copy = tmp_path / "run"
-    copy.mkdir()
-    for p in run.iterdir():
-        (copy / p.name).write_bytes(p.read_bytes())
+    shutil.copytree(run, copy)
     messages = []
     train(config(root / "data", copy, epochs=2, overwrite=True), resume=True,
           log=messages.append)
