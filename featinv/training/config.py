@@ -92,7 +92,7 @@ class TrainConfig:
     save_minutes: float = option(10.0, "Checkpoint at least every M minutes (and at the end, "
                                  "and on Ctrl-C / SIGTERM).")
     log_every: int = option(20, "Read the loss (a device sync) every N steps.")
-    preview: int = option(8, "Validation images shown in each validation PNG.")
+    preview: int = option(8, "Validation images shown in each validation PNG (0: none).")
     finetune_encoder: bool = option(False, "Train the representation's parameters too (an "
                                     "autoencoder, paper section 5.2); saved with the decoder.",
                                     flag=True)
@@ -157,7 +157,7 @@ def check_config(cfg: TrainConfig) -> None:
         value = getattr(cfg, name.replace("-", "_"))
         if value is not None:
             _whole(name, value)
-    for name in ("workers", "save-every", "val-every"):
+    for name in ("workers", "save-every", "val-every", "preview"):
         _whole(name, getattr(cfg, name.replace("-", "_")), 0)
     _whole("log-every", cfg.log_every)
     if cfg.warmup is not None:
@@ -194,11 +194,13 @@ def check_config(cfg: TrainConfig) -> None:
         raise FeatinvError(f"--pixel-distance must be one of {', '.join(PIXEL_DISTANCES)}, got "
                            f"{cfg.pixel_distance!r}.")
     low_res_plan(cfg)
-    for name in ("disc_width", "disc_lr"):
-        value = getattr(cfg, name)
-        if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-            raise FeatinvError(f"--{name.replace('_', '-')} must be a positive number, "
-                               f"got {value!r}.")
+    if not (isinstance(cfg.disc_lr, (int, float)) and math.isfinite(cfg.disc_lr)
+            and cfg.disc_lr > 0):
+        raise FeatinvError(f"--disc-lr must be a positive number, got {cfg.disc_lr!r}.")
+    if not (isinstance(cfg.disc_width, (int, float)) and math.isfinite(cfg.disc_width)
+            and MIN_WIDTH <= cfg.disc_width <= 8):  # as --width: 1e9 asked for terabytes
+        raise FeatinvError(f"--disc-width must be a number from {MIN_WIDTH} to 8, got "
+                           f"{cfg.disc_width!r}.")
     for option, value in (("lr", cfg.lr), ("disc-lr", cfg.disc_lr)):
         if value < MIN_LR:
             raise FeatinvError(f"--{option} {value!r} is too small to change float32 weights; "

@@ -137,6 +137,10 @@ class Run:
             except (FeatinvError, ValueError):
                 self.low_res = None
         self.warmup = warmup_steps(cfg, self.steps_per_epoch)
+        if self.warmup > self.total and cfg.warmup is not None:  # the peak would never come
+            raise FeatinvError(f"--warmup {cfg.warmup} is longer than the run ({self.total} "
+                               f"steps): the learning rate would never reach --lr. Use at "
+                               f"most {self.total}, or a larger --budget.")
         self.step, self.history = 0, []
         self.ema: WeightAverage | None = None
         resuming = resume and (self.folder.path / STATE_FILE).exists()
@@ -330,8 +334,9 @@ class Run:
     def _validation(self, epoch: int) -> dict[str, Any]:
         metrics, x, y = validate(self.extractor, self.averaged, self.data.val,
                                  self.cfg.batch_size, self.device, self.cache)
-        self.folder.save_png(make_grid([x[: self.cfg.preview], y[: self.cfg.preview]]),
-                             f"val_epoch{epoch + 1:03d}.png")
+        if self.cfg.preview:  # 0: no preview pictures
+            self.folder.save_png(make_grid([x[: self.cfg.preview], y[: self.cfg.preview]]),
+                                 f"val_epoch{epoch + 1:03d}.png")
         self.log(f"epoch {epoch + 1}: val normalized error {metrics['normalized_error']:.4f}, "
                  f"PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.3f}")
         return {f"val_{k}": v for k, v in metrics.items()}

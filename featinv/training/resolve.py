@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..choices import PRESETS
+from ..errors import FeatinvError
 from .config import DEFAULT_IMAGE_SIZE, TrainConfig, check_image_size, low_res_plan
 
 
@@ -27,7 +28,8 @@ def _cpu_has_bf16() -> bool:
 
 def resolve_defaults(cfg: TrainConfig, device, world) -> TrainConfig:
     """Fill in ``auto`` settings for this machine (a ``torch.device`` and the ``World`` of
-    ``featinv.training.distributed``): precision, channels_last, threads."""
+    ``featinv.training.distributed``): precision, channels_last, threads; ``--workers`` is cut
+    to the usable cores and ``--threads`` beyond them is refused."""
     import torch  # only when a run starts: this module imports nothing heavy
 
     precision = cfg.precision
@@ -36,12 +38,24 @@ def resolve_defaults(cfg: TrainConfig, device, world) -> TrainConfig:
             precision = "bf16" if torch.cuda.is_bf16_supported() else "fp32"
         else:
             precision = "bf16" if _cpu_has_bf16() else "fp32"
+    cores = usable_cores()
     threads = cfg.threads
+    if threads is not None and threads > cores:  # torch.set_num_threads(10**6) crashes
+        raise FeatinvError(f"--threads {threads} is more than the {cores} CPU core(s) this "
+                           f"process may use; use at most {cores} (or leave --threads out).")
     if threads is None and device.type == "cpu":
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-        threads = max(1, (cores or 1) // world.local_size)
-    return replace(cfg, precision=precision, threads=threads,
+        threads = max(1, cores // world.local_size)
+    return replace(cfg, precision=precision, threads=threads, workers=min(cfg.workers, cores),
                    channels_last=True if cfg.channels_last is None else cfg.channels_last)
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity: ``taskset`` and cgroups' cpusets
+    count, which ``os.cpu_count`` ignores); loader processes beyond them only compete, and
+    PyTorch warns about them."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
 
 
 def resolve_representation(cfg: TrainConfig, params: dict[str, Any],

@@ -82,10 +82,38 @@ def config(**kw) -> TrainConfig:
     (dict(comparator="nosuch"), "--comparator is for the feature loss"),
     (dict(comparator_weights="w.npz"), "--comparator-weights is for the feature loss"),
     (dict(disc_conditional=True), "--disc-conditional is for the adversarial loss"),
+    (dict(disc_width=1e9), "--disc-width"), (dict(disc_width=1e-300), "--disc-width"),
+    (dict(disc_width=math.nan), "--disc-width"), (dict(preview=-1), "--preview"),
 ])
 def test_training_numbers_that_cannot_train_are_refused_up_front(change, match):
     with pytest.raises(FeatinvError, match=match):
         check_config(config(**change))
+
+
+def test_threads_and_workers_follow_the_cores_this_process_may_use(monkeypatch):
+    """Round 6: --threads 1000000 crashed torch (segfault or 'can't start new thread'), and the
+    default 2 loader processes under taskset with one CPU made PyTorch warn about them."""
+    from featinv.training.distributed import World
+    from featinv.training.resolve import resolve_defaults
+
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0})
+    cpu, world = torch.device("cpu"), World()
+    with pytest.raises(FeatinvError, match="--threads 1000000 is more than the 1 CPU core"):
+        resolve_defaults(config(threads=10**6), cpu, world)
+    resolved = resolve_defaults(config(workers=100000), cpu, world)
+    assert resolved.workers == 1 and resolved.threads == 1
+    assert resolve_defaults(config(workers=0), cpu, world).workers == 0
+
+
+def test_a_warmup_longer_than_the_run_is_refused(tmp_path, capsys):
+    """Round 6: --warmup 10**21 trained at a learning rate of 5e-24 and exited 0."""
+    write_images(tmp_path / "data", 8)
+    args = ["train", "-f", "hog", "--data", tmp_path / "data", "--image-size", "32",
+            "--batch-size", "4", "--budget", "16", "--workers", "0", "--device", "cpu"]
+    code, _, err = run_cli(capsys, *args, "-o", tmp_path / "run", "--warmup", str(10**21))
+    assert code == 1 and "--warmup 1000000000000000000000 is longer than the run (4 steps)" \
+        in err and len(error_lines(err)) == 1, err
+    assert not (tmp_path / "run" / "decoder.safetensors").exists()
 
 
 def test_sensible_small_values_still_pass():

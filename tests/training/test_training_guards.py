@@ -169,3 +169,21 @@ def test_a_last_batch_of_one_image_is_left_out(tmp_path):
     write_images(tmp_path / "data", 9)
     last = train(small_config(tmp_path / "data", tmp_path / "run"), log=lambda m: None)
     assert last["step"] == 1
+
+
+@pytest.mark.slow
+def test_loader_processes_beyond_the_usable_cores_are_not_started(tmp_path, monkeypatch):
+    """Under taskset with one CPU, the default --workers 2 made PyTorch warn 'This DataLoader
+    will create 2 worker processes ... suggested max number of worker ... is 1' (round 6): the
+    loader processes are cut to the cores this process may use."""
+    import warnings
+
+    write_images(tmp_path / "data", 8)
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0})
+    logs = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        train(small_config(tmp_path / "data", tmp_path / "run", workers=2, batch_size=4,
+                           data_store="files"), log=logs.append)
+    assert not [w for w in caught if "worker" in str(w.message)], [str(w.message) for w in caught]
+    assert any("read by 1 loader processes" in line for line in logs), logs
