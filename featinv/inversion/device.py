@@ -36,6 +36,9 @@ def check_device(dev: torch.device, device: str | torch.device | None = None) ->
     elif dev.type == "mps" and not torch.backends.mps.is_available():
         raise FeatinvError(f"--device {device}: Apple's MPS is not available here; use --device "
                            "cpu or auto.")
+    elif dev.type not in ("cpu", "cuda", "mps"):  # meta, xpu, hpu, ...: nothing runs there
+        raise FeatinvError(f"--device {printable(device)}: featinv runs on cpu, cuda, cuda:N "
+                           "or mps; use one of them or auto.")
     return dev
 
 

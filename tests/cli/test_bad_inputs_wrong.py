@@ -143,13 +143,17 @@ def test_skimage_names_load_only_bundled_pictures(tmp_path, capsys, monkeypatch)
 
 def test_device_errors_say_what_to_use(tmp_path, capsys):
     cases = [("gpu", "not a device name")]
+    # devices torch names but featinv cannot run on: meta, xpu, hpu were a RuntimeError, an
+    # AssertionError, a ModuleNotFoundError through the generic wrapper (round 6)
+    cases += [(name, "featinv runs on cpu, cuda, cuda:N or mps") for name in ("meta", "xpu",
+                                                                             "hpu")]
     if not torch.cuda.is_available():
         cases.append(("cuda", "no CUDA GPU"))
     for device, message in cases:
         code, _, err = run(capsys, "invert", "-f", "hog", "skimage:coffee", "--device", device,
                            "-o", tmp_path)
         assert code == 1 and len(_errors(err)) == 1 and message in err
-        assert "RuntimeError" not in err
+        assert "RuntimeError" not in err and "ModuleNotFoundError" not in err
 
 
 @pytest.mark.parametrize("feature", ["hog", "sift"])
