@@ -15,6 +15,10 @@ MAX_RESIZED_PIXELS = MAX_SIDE * MAX_SIDE
 # files need about 20 KB, a CNN's weights some 100 KB; safetensors itself takes up to 100 MB,
 # and parsing that much costs about twice as much memory
 MAX_SAFETENSORS_HEADER = 8 * 2**20
+# analysis settings beyond which the result is no longer what was asked: a --contrast below
+# MIN_CONTRAST decodes zero features (1e-320 passed as "above 0"), and --bootstrap 10**11 asked
+# for terabytes after the whole audit had run (1e5 samples already give stable intervals)
+MIN_CONTRAST, MAX_BOOTSTRAP = 0.01, 100_000
 
 
 MEMORY_ENV = "FEATINV_MEMORY_BUDGET"  # GB; default: half of this machine's memory

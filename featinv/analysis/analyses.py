@@ -17,7 +17,7 @@ import torch
 
 from ..decoders.networks import Decoder
 from ..errors import FeatinvError
-from ..limits import check_number
+from ..limits import MIN_CONTRAST, check_number
 from ..inversion.pipeline import decode, encode
 from .metrics import normalized_error
 from .perturb import perturbations
@@ -109,7 +109,7 @@ class FeatureSampler:
 
     def histogram(self, n: int, contrast: float = 2.0, seed: int = 0) -> torch.Tensor:
         """``(n, ...)`` samples from the per-dimension histograms."""
-        contrast = check_number("--contrast", contrast, 0, 100, low_open=True)
+        contrast = check_number("--contrast", contrast, MIN_CONTRAST, 100)
         gen = torch.Generator().manual_seed(seed)
         k = int(round(self.n_nonzero))
         out = torch.zeros(n, self.counts.shape[0], dtype=torch.float64)
@@ -126,7 +126,7 @@ class FeatureSampler:
 
     def gaussian(self, n: int, contrast: float = 2.0, seed: int = 0) -> torch.Tensor:
         """``(n, ...)`` samples from the single (truncated) Gaussian."""
-        contrast = check_number("--contrast", contrast, 0, 100, low_open=True)
+        contrast = check_number("--contrast", contrast, MIN_CONTRAST, 100)
         gen = torch.Generator().manual_seed(seed)
         z = self.mu + self.sigma * torch.randn(n, self.counts.shape[0], generator=gen,
                                                dtype=torch.float64)

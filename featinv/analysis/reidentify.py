@@ -16,7 +16,8 @@ from typing import Any, Sequence
 
 import torch
 
-from ..errors import DataError
+from ..errors import DataError, FeatinvError
+from ..limits import MAX_BOOTSTRAP
 
 TOP_K = (1, 5)
 
@@ -57,11 +58,18 @@ def top_k_rate(r: torch.Tensor, k: int) -> float:
 
 def bootstrap_interval(r: torch.Tensor, k: int, samples: int = 1000, seed: int = 0,
                        level: float = 0.95) -> tuple[float, float]:
-    """Percentile bootstrap interval of the top-``k`` rate, resampling the reconstructions."""
+    """Percentile bootstrap interval of the top-``k`` rate, resampling the reconstructions
+    (``samples`` from 1 to ``MAX_BOOTSTRAP``, drawn in chunks: memory stays bounded)."""
+    if isinstance(samples, bool) or not isinstance(samples, int) or \
+            not 1 <= samples <= MAX_BOOTSTRAP:
+        raise FeatinvError(f"--bootstrap {samples!r}: give a whole number of samples from 1 to "
+                           f"{MAX_BOOTSTRAP}.")
     hits = (r <= k).double()
     gen = torch.Generator().manual_seed(seed)
-    idx = torch.randint(len(hits), (samples, len(hits)), generator=gen)
-    rates = hits[idx].mean(1)
+    chunk = max(1, 2**22 // max(1, len(hits)))  # the same draws as one call, 32 MB at a time
+    rates = torch.cat([hits[torch.randint(len(hits), (min(chunk, samples - done), len(hits)),
+                                          generator=gen)].mean(1)
+                       for done in range(0, samples, chunk)])
     lo, hi = torch.quantile(rates, torch.tensor([(1 - level) / 2, (1 + level) / 2],
                                                 dtype=torch.float64)).tolist()
     return lo, hi

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import click
 
-from .options import POSITIVE, SIDE, Finite, device_option, overwrite_option
+from .options import POSITIVE, SEED, SIDE, Finite, device_option, overwrite_option
 from ..choices import PERTURBATIONS, SAMPLERS
 from ..errors import printable
+from ..limits import MIN_CONTRAST
 
 MAX_PICTURES = 256  # images one strip or grid of analyze may hold
 PICTURES = click.IntRange(1, MAX_PICTURES)
@@ -59,7 +60,7 @@ def analyze() -> None:
 @click.option("--autoencoder", "-a", multiple=True, type=click.Path(),
               help="Decoders trained with --finetune-encoder (one per layer, in order); their "
                    "errors are drawn as one more curve, as in the paper's Figure 7.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--out", "-o", default="perturb", show_default=True, type=click.Path(),
               help="Output folder: perturb.json and perturb.png.")
 @overwrite_option
@@ -133,9 +134,9 @@ def interpolate_cmd(decoder, image_a, image_b, steps, out, overwrite, device) ->
 @click.option("--method", type=click.Choice(SAMPLERS), default="histogram",
               show_default=True, help="Per-dimension histograms, or one truncated Gaussian.")
 @click.option("--n", "count", type=PICTURES, default=8, show_default=True, help="Samples drawn.")
-@click.option("--contrast", type=Finite(0, 100, min_open=True), default=2.0, show_default=True,
+@click.option("--contrast", type=Finite(MIN_CONTRAST, 100), default=2.0, show_default=True,
               help="Factor the samples are multiplied by (the paper's alpha).")
-@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--out", "-o", default="samples.png", show_default=True, type=click.Path())
 @overwrite_option
 @device_option

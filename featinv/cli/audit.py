@@ -8,8 +8,9 @@ from pathlib import Path
 import click
 
 from .common import echo_error, echo_json, feature_params, parse_params
-from .options import POSITIVE, SIDE, decoder_option, device_option
+from .options import POSITIVE, SEED, SIDE, decoder_option, device_option
 from ..errors import FeatinvError, printable
+from ..limits import MAX_BOOTSTRAP
 
 REPORT, RESULT = "audit.html", "audit.json"
 
@@ -87,9 +88,10 @@ def _train_missing(names: list[str], checkpoints: list[str], train_data: str | N
               metavar="PATH|auto|none", help="SqueezeNet 1.0 weights for the perceptual "
               "distance, class agreement and the auto re-identification space; auto: as for "
               "evaluate (the copy shipped with featinv), left out when none is found.")
-@click.option("--bootstrap", type=POSITIVE, default=1000, show_default=True,
+@click.option("--bootstrap", type=click.IntRange(1, MAX_BOOTSTRAP), default=1000,
+              show_default=True,
               help="Bootstrap samples of the top-k intervals.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the bootstrap.")
 @click.option("--show", type=click.IntRange(0, 200), default=12, show_default=True,
               help="Photo/reconstruction pairs per representation in the report.")
 @click.option("--out", "-o", default="audit", show_default=True, type=click.Path(),

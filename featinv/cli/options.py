@@ -13,9 +13,11 @@ from ..limits import DEFAULT_MAX_SIDE, MAX_SIDE
 device_option = click.option("--device", default="auto", show_default=True,
                              help="cpu, cuda, cuda:1, ... or auto (CUDA when available).")
 
-# option types: an image side (1 to MAX_SIDE px) and a count of at least one
+# option types: an image side (1 to MAX_SIDE px), a count of at least one, a random seed (what
+# torch and numpy both take; 10**23 was 'ValueError: Overflow when unpacking long long')
 SIDE = click.IntRange(1, MAX_SIDE)
 POSITIVE = click.IntRange(min=1)
+SEED = click.IntRange(0, 2**32 - 1)
 
 
 class Finite(click.FloatRange):

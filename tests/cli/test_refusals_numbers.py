@@ -137,6 +137,7 @@ def test_a_misspelled_comparator_is_refused_on_the_command_line(tmp_path, capsys
     ["sample", "hog", "--data", "DATA", "--contrast", "0"],
     ["sample", "hog", "--data", "DATA", "--contrast", "-2"],
     ["sample", "hog", "--data", "DATA", "--seed", "-1"],
+    ["sample", "hog", "--data", "DATA", "--contrast", "1e-320"],  # round 6: "above 0"
 ])
 def test_analysis_settings_that_give_black_pictures_are_refused(tmp_path, capsys, args):
     write_images(tmp_path / "data", 4)
@@ -154,11 +155,42 @@ def test_the_python_api_refuses_them_too():
         with pytest.raises(FeatinvError, match="--value"):
             unit_features(decoder, 3, value)
     sampler = FeatureSampler(torch.rand(16, 31, 4, 4))
-    for contrast in (math.nan, math.inf, 0.0, -1.0):
+    for contrast in (math.nan, math.inf, 0.0, -1.0, 1e-320):
         with pytest.raises(FeatinvError, match="--contrast"):
             sampler.histogram(2, contrast)
         with pytest.raises(FeatinvError, match="--contrast"):
             sampler.gaussian(2, contrast)
+
+
+@pytest.mark.parametrize("args", [
+    ["audit", "-f", "hog", "--data", "DATA", "--bootstrap", str(10**11)],
+    ["audit", "-f", "hog", "--data", "DATA", "--seed", str(10**23)],
+    ["analyze", "perturb", "hog", "--data", "DATA", "--seed", str(10**23)],
+    ["analyze", "perturb", "hog", "--data", "DATA", "--seed", "-1"],
+])
+def test_seeds_and_bootstrap_samples_beyond_their_range_are_refused(tmp_path, capsys, args):
+    """Round 6: --bootstrap 10**11 asked for 3.2 TB after the whole audit had run, and a seed of
+    10**23 was 'ValueError: Overflow when unpacking long long'; both now fail before any work."""
+    write_images(tmp_path / "data", 4)
+    args = [str(tmp_path / "data") if a == "DATA" else a for a in args]
+    code, _, err = run_cli(capsys, *args, "-o", tmp_path / "out")
+    assert code == 2 and "is not in the range" in err and "Traceback" not in err, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_bootstrap_is_bounded_and_drawn_in_chunks_from_the_python_api_too():
+    from featinv.analysis.reidentify import bootstrap_interval
+
+    ranks = torch.randint(1, 20, (5000,), generator=torch.Generator().manual_seed(1))
+    with pytest.raises(FeatinvError, match="--bootstrap"):
+        bootstrap_interval(ranks, 1, samples=10**11)
+    # 1000 samples of a 5000-photo gallery come in two chunks, the draws of one call
+    gen = torch.Generator().manual_seed(0)
+    rates = (ranks <= 1).double()[torch.randint(5000, (1000, 5000), generator=gen)].mean(1)
+    one_call = torch.quantile(rates, torch.tensor([0.025, 0.975], dtype=torch.float64)).tolist()
+    assert list(bootstrap_interval(ranks, 1, samples=1000)) == one_call
+    lo, hi = bootstrap_interval(ranks[:50], 1, samples=100_000)
+    assert 0 <= lo < hi <= 1
 
 
 @pytest.mark.parametrize("top", [255, 65535, 2**31 - 1])
