@@ -34,6 +34,7 @@ if TYPE_CHECKING:  # PyTorch is imported by the functions that run, so that the 
 MEAN_RGB = (0.485, 0.456, 0.406)
 PIXEL_RANGE = 80.0 / 255.0
 MIN_STEP = 1e-10  # the smallest --step-size (as training's smallest --lr)
+MAX_WEIGHT = 1e30  # the largest step size or prior weight (as training's loss weights)
 
 
 @dataclass
@@ -66,6 +67,8 @@ class OptimizeConfig:
             if not math.isfinite(value) or value < low or (positive and value == low):
                 raise bad(option, value, "must be a finite number above 0" if positive else
                           "must be a finite number, 0 or more")
+            if value > MAX_WEIGHT:  # --step-size 1e300 overflowed float32 (a RuntimeError)
+                raise bad(option, value, f"must be at most {MAX_WEIGHT:g}")
         if self.lr < MIN_STEP:  # 1e-320 is 0 in float32: the random start would come back
             raise bad("--step-size", self.lr, f"too small to change a float32 image; use "
                       f"{MIN_STEP:g} or more")
@@ -141,7 +144,8 @@ def optimize_inversion(extractor: Extractor, target: torch.Tensor, size: tuple[i
                          + cfg.lambda_tv * total_variation(u, cfg.beta))
             if not torch.isfinite(objective).all():
                 raise FeatinvError(f"the optimisation diverged at step {step + 1}; lower the "
-                                   f"step size (lr={cfg.lr}) or lambda_tv ({cfg.lambda_tv}).")
+                                   f"step size (--step-size {cfg.lr:g}) or --lambda-tv "
+                                   f"({cfg.lambda_tv:g}).")
             opt.zero_grad(set_to_none=True)
             # images are independent (each sees its own gradient); scaled by the pixel count so
             # that the step size means the same at every image size

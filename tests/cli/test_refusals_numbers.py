@@ -242,6 +242,29 @@ def test_a_step_size_that_vanishes_in_float32_is_refused(tmp_path, capsys, step)
     assert not (tmp_path / "x.png").exists()
 
 
+@pytest.mark.parametrize("command", ["invert", "evaluate"])
+@pytest.mark.parametrize("option", ["--step-size", "--lambda-tv", "--lambda-alpha"])
+def test_optimisation_weights_beyond_float32_are_refused(tmp_path, capsys, command, option):
+    """Round 6: --step-size 1e300 was 'RuntimeError: value cannot be converted to type float
+    without overflow' through the generic wrapper (evaluate), or a per-image failure."""
+    write_images(tmp_path / "data", 4)
+    where = (["skimage:coffee", "-o", tmp_path / "x.png"] if command == "invert"
+             else ["--data", tmp_path / "data"])
+    code, _, err = run_cli(capsys, command, "-f", "hog", "--method", "optimize", "--steps", "2",
+                           option, "1e300", *where)
+    [line] = error_lines(err)
+    assert code == 1 and f"{option} 1e+300: must be at most 1e+30" in line, err
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_divergence_names_the_options_to_change():
+    from featinv.inversion.optimize import OptimizeConfig, invert_by_optimization
+
+    with pytest.raises(FeatinvError, match="--step-size 1e\\+20.*--lambda-tv"):
+        invert_by_optimization(featinv.get_feature("hog"), torch.rand(1, 3, 32, 32),
+                               OptimizeConfig(steps=3, lr=1e20))
+
+
 @pytest.mark.parametrize("args, option", [
     (["extract", "-f", "hog", "-p", "cell_size=8", "-p", "cell_size=4", "IMG", "-o", "OUT"],
      "--param"),
