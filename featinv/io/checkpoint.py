@@ -255,15 +255,35 @@ def optimizer_tensors(opt: torch.optim.Optimizer, prefix: str = OPTIMIZER_PREFIX
     return tensors, sd["param_groups"]
 
 
+# optimizer group entries that are no setting of the run: the parameters, the learning rate
+# (set by the schedule at each step) and how the update is computed (fused or foreach kernels
+# differ between CPU and GPU: a run may resume on the other)
+_OPTIMIZER_RUNTIME = frozenset({"params", "lr", "initial_lr", "foreach", "fused", "capturable",
+                                "differentiable"})
+
+
 def load_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], groups: list,
                    prefix: str = OPTIMIZER_PREFIX) -> None:
-    """Inverse of ``optimizer_tensors``."""
+    """Inverse of ``optimizer_tensors``. The stored settings (Adam's betas, eps, weight decay)
+    must be the ones ``opt`` was built with, which the run's configuration fixes: a state whose
+    betas are [5, 5] was not written by featinv (a ``ValueError``; its learning rate is not
+    compared, the schedule sets it at every step)."""
     state: dict[int, dict[str, torch.Tensor]] = {}
     for name, value in tensors.items():
         if name.startswith(prefix):
             pid, key = name[len(prefix):].split(".", 1)
             state.setdefault(int(pid), {})[key] = value
+    built = [{k: v for k, v in group.items() if k not in _OPTIMIZER_RUNTIME}
+             for group in opt.param_groups]
     opt.load_state_dict({"state": state, "param_groups": groups})
+    for group, want in zip(opt.param_groups, built):
+        for key, value in want.items():
+            stored = group.get(key, value)
+            same = (list(stored) == list(value) if isinstance(value, (list, tuple))
+                    and isinstance(stored, (list, tuple)) else stored == value)
+            if not same:
+                raise ValueError(f"its {key} {stored!r} is not this run's {value!r}; it was not "
+                                 "written by featinv as it is")
     # Saved tensors come back contiguous; fused and foreach kernels expect each state tensor laid
     # out like its parameter (channels_last decoders), so give them the parameter's strides.
     for param, param_state in opt.state.items():

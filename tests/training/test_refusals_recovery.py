@@ -193,6 +193,25 @@ def test_a_crafted_training_state_is_refused_in_one_line(data, tmp_path, change)
         train(config(data, out, epochs=3), resume=True, log=lambda m: None)
 
 
+@pytest.mark.slow
+def test_crafted_optimizer_settings_are_refused_and_true_ones_resume(data, tmp_path):
+    """Round 6: a training state whose Adam settings were rewritten (betas [5, 5], eps -1, weight
+    decay 1e300) resumed: exit 0 with eps -1, or NaN after two steps blamed on --lr."""
+    out = tmp_path / "run"
+    train(config(data, out), log=lambda m: None)
+    with safe_open(str(out / STATE_FILE), framework="pt") as f:
+        groups = json.loads(f.metadata()["featinv"])["param_groups"]
+    for key, value in (("betas", [5, 5]), ("eps", -1.0), ("weight_decay", 1e300),
+                       ("amsgrad", True)):
+        rewrite_state(out / STATE_FILE, param_groups=[{**groups[0], key: value}])
+        with pytest.raises(CheckpointError, match=f"its {key} .* is not this run's"):
+            train(config(data, out, epochs=3), resume=True, log=lambda m: None)
+    # the learning rate is the schedule's, and the kernels may differ (a GPU run on a CPU)
+    rewrite_state(out / STATE_FILE, param_groups=[{**groups[0], "lr": 123.0, "fused": None,
+                                                   "foreach": True}])
+    train(config(data, out, epochs=3), resume=True, log=lambda m: None)
+
+
 # -- lock files ---------------------------------------------------------------------------------
 
 @pytest.mark.slow
