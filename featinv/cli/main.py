@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
 import sys
+import threading
 import warnings
 
 import click
@@ -68,10 +70,30 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
         sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
 
 
+class _Terminated(BaseException):
+    """SIGTERM, raised where the command is, as Ctrl-C raises ``KeyboardInterrupt``: an output
+    being written is removed (``io.files.atomic_write``) instead of left behind as a temporary
+    file, and per-image ``except Exception`` handlers do not swallow it. ``train`` replaces the
+    handler while a run lives (it saves the run first)."""
+
+
+def _terminate_here(main_pid: int):
+    def handler(signum, _frame) -> None:
+        if os.getpid() != main_pid:  # a forked loader process: end as SIGTERM ends it
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        raise _Terminated()
+    return handler
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: one-line errors unless ``--debug``."""
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args or os.environ.get("FEATINV_DEBUG", "") not in ("", "0")
+    old_sigterm = None
+    if threading.current_thread() is threading.main_thread():
+        old_sigterm = signal.signal(signal.SIGTERM, _terminate_here(os.getpid()))
     try:
         with warnings.catch_warnings():
             warnings.showwarning = _show_warning
@@ -88,6 +110,9 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         click.echo("Interrupted.", err=True)
         sys.exit(130)
+    except _Terminated:
+        click.echo("Terminated (SIGTERM); the outputs written so far are kept.", err=True)
+        sys.exit(128 + signal.SIGTERM)
     except Interrupted as exc:
         click.echo(str(exc), err=True)
         sys.exit(exc.exit_code)
@@ -114,6 +139,9 @@ def main(argv: list[str] | None = None) -> None:
         _echo_error(f"{type(exc).__name__}: {exc} (run 'featinv --debug ...' for the "
                     "traceback)")
         sys.exit(1)
+    finally:
+        if old_sigterm is not None:
+            signal.signal(signal.SIGTERM, old_sigterm)
     sys.exit(code if isinstance(code, int) else 0)
 
 

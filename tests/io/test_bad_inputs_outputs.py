@@ -164,3 +164,30 @@ def test_a_failed_write_is_one_line_naming_the_file(tmp_path, capsys, monkeypatc
 
 def test_check_targets_allows_new_outputs(tmp_path):
     check_targets([tmp_path / "new" / "x.png"], [tmp_path / "x.png"])  # nothing raised
+
+
+def test_sigterm_while_writing_leaves_no_partial_file_and_keeps_finished_ones(
+        tmp_path, capsys, monkeypatch):
+    """Round 6: SIGTERM ended a command at once (train alone handled it), leaving the output
+    being written as a hidden '.NAME.XXXX.tmp' file. It now ends like Ctrl-C: the temporary file
+    is removed, the outputs finished before it are kept, no later image is started (per-image
+    error handlers do not swallow it), exit 143."""
+    import os
+    import signal
+
+    photos = write_images(tmp_path / "in", 3)
+    real_fsync, calls = os.fsync, []
+
+    def fsync_then_sigterm(fd):
+        calls.append(fd)
+        if len(calls) == 2:  # the second output, written but not yet in place
+            os.kill(os.getpid(), signal.SIGTERM)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync_then_sigterm)
+    before = signal.getsignal(signal.SIGTERM)
+    code, _, err = run(capsys, "invert", "-f", "hog", tmp_path / "in", "--size", 32, "-o",
+                       tmp_path / "o")
+    assert code == 143 and "Terminated (SIGTERM)" in err and "Traceback" not in err, err
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == [f"{photos[0].stem}.hog.png"]
+    assert len(calls) == 2 and signal.getsignal(signal.SIGTERM) == before  # handler restored
