@@ -22,7 +22,7 @@ from typing import Any
 import pluggy
 
 from . import hookspecs
-from ..errors import CheckpointError, FeatinvError, PluginError
+from ..errors import CheckpointError, FeatinvError, PluginError, printable
 from .hookspecs import DEFAULT_VARIANT, ShippedDecoder
 from .spec import FeatureSpec
 
@@ -112,7 +112,9 @@ def _load_plugins(pm: pluggy.PluginManager, infos: dict[str, PluginInfo]) -> Non
         _register_guarded(pm, infos, name, "builtin",
                           lambda m=module_name: importlib.import_module(m))
     allowed = _allowed_entry_points()
+    installed = []
     for ep in entry_points(group=ENTRY_POINT_GROUP):
+        installed.append(ep.name)
         if allowed is not None and ep.name not in allowed:
             continue
         dist = getattr(ep, "dist", None)
@@ -120,6 +122,23 @@ def _load_plugins(pm: pluggy.PluginManager, infos: dict[str, PluginInfo]) -> Non
         _register_guarded(pm, infos, ep.name, source, ep.load)
     for name, plugin in _extra:
         _register_guarded(pm, infos, name, "registered", lambda p=plugin: p)
+    for name in sorted((allowed or set()) - set(installed) - set(infos)):  # a typo: unsaid
+        infos[name] = PluginInfo(name, f"${ENV_LOAD_PLUGINS}", error=(
+            f"named in ${ENV_LOAD_PLUGINS}, but no installed plugin has that name (installed: "
+            f"{', '.join(sorted(installed)) or 'none'})"))
+
+
+def load_plugins_hint() -> str:
+    """What ``$FEATINV_LOAD_PLUGINS`` leaves out, for a message about an unknown name ("" when it
+    is unset): a representation of a plugin it does not name is unknown."""
+    raw = os.environ.get(ENV_LOAD_PLUGINS)
+    if raw is None:
+        return ""
+    missing = [p.name for p in get_state().plugins.values()
+               if p.source == f"${ENV_LOAD_PLUGINS}"]
+    return (f" ${ENV_LOAD_PLUGINS}={printable(raw)!r} limits the plugins that load"
+            + (f", and no installed plugin is named {', '.join(map(repr, missing))}"
+               if missing else "") + ".")
 
 
 def _register_guarded(pm, infos, name, source, load) -> None:

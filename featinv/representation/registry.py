@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from ..errors import FeatinvError, PluginError, UnknownFeatureError
-from .plugins import call_first, get_state
+from .plugins import call_first, get_state, load_plugins_hint
 from .spec import Extractor, FeatureSpec
 
 
@@ -33,7 +33,8 @@ def get_spec(name: str) -> FeatureSpec:
     close = difflib.get_close_matches(name.lower(), list(state.features), n=1, cutoff=0.5)
     hint = f" Did you mean '{close[0]}'?" if close else ""
     raise UnknownFeatureError(
-        f"Unknown feature '{name}'.{hint} Run 'featinv list-features' to see them all.")
+        f"Unknown feature '{name}'.{hint} Run 'featinv list-features' to see them all."
+        + load_plugins_hint())
 
 
 def get_feature(name: str, **params: Any) -> Extractor:

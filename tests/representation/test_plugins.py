@@ -99,6 +99,25 @@ def test_load_plugins_env_restricts_external_plugins(tmp_path, monkeypatch, fres
     assert "hog" in featinv.list_features()
 
 
+def test_a_name_in_load_plugins_that_no_plugin_has_is_said(tmp_path, monkeypatch, fresh_plugins):
+    """Round 6: FEATINV_LOAD_PLUGINS=dtc (for dct) loaded no plugin without a word, and
+    'describe dct' said only 'Unknown feature'."""
+    fake_distribution(tmp_path, monkeypatch, {"one": "mod_one"}, {"mod_one": "import featinv\n"})
+    monkeypatch.setenv("FEATINV_LOAD_PLUGINS", "one,noe")
+    problems = {p.name: p.error for p in plugin_problems()}
+    assert "no installed plugin has that name (installed: " in problems["noe"], problems
+    assert "one" in problems["noe"].split("installed: ")[1], problems
+    assert "one" not in problems
+    with pytest.raises(UnknownFeatureError, match="FEATINV_LOAD_PLUGINS='one,noe' limits the "
+                       "plugins that load, and no installed plugin is named 'noe'"):
+        featinv.get_spec("nosuch")
+    featinv.representation.plugins.reset()
+    monkeypatch.delenv("FEATINV_LOAD_PLUGINS")
+    with pytest.raises(UnknownFeatureError) as unset:
+        featinv.get_spec("nosuch")
+    assert "FEATINV_LOAD_PLUGINS" not in str(unset.value)
+
+
 def test_plugin_raising_in_hook_is_named(extra_plugins):
     extra_plugins("exploding", Plugin(error=RuntimeError("boom")))
     problems = {p.name: p.error for p in plugin_problems()}
