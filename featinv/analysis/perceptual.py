@@ -79,24 +79,28 @@ class Probe(nn.Module):
         return acts, self.head(h)
 
 
-def find_weights(weights: str | Path | None = "auto") -> Path:
+def find_weights(weights: str | Path | None = "auto", source: str = "--perceptual-weights "
+                 ) -> Path:
     """The SqueezeNet weight file: ``weights`` itself (a path, or the name of weights shipped
     with featinv), or for ``"auto"``/``None`` the file named by ``$FEATINV_PERCEPTUAL_WEIGHTS``,
     else the first of ``SEARCH_PATHS`` (the shipped copy) that exists.
-    A ``FeatinvError`` saying to pass ``--perceptual-weights PATH`` when there is none."""
+    A ``FeatinvError`` naming ``source`` (the option, or the variable it came from) and saying
+    what is wrong with the path: missing, or no regular file."""
     if weights is not None and str(weights) in SHIPPED_WEIGHTS:
         return find_weights(SHIPPED_WEIGHTS[str(weights)][0])
     if weights is not None and str(weights) != "auto":
         path = Path(weights)
         if not path.is_file():
-            raise FeatinvError(f"--perceptual-weights {printable(weights)}: no such file; pass "
-                               f"SqueezeNet 1.0 weights (.npz or .safetensors with torchvision's "
-                               f"squeezenet1_0 key names), or auto for those shipped with "
-                               "featinv.")
+            what = ("is not a regular file (a FIFO, a device or a folder)" if path.exists()
+                    else "no such file")  # /dev/zero was 'no such file'
+            other = "unset it" if source.startswith("$") else "auto"
+            raise FeatinvError(f"{source}{printable(weights)}: {what}; pass SqueezeNet 1.0 "
+                               f"weights (.npz or .safetensors with torchvision's squeezenet1_0 "
+                               f"key names), or {other} for those shipped with featinv.")
         return path
     env = os.environ.get(WEIGHTS_ENV)
-    if env:
-        return find_weights(env)
+    if env:  # a bad file there is the variable's, not the option's (which said auto)
+        return find_weights(env, f"${WEIGHTS_ENV}=")
     for path in SEARCH_PATHS:
         if path.is_file():
             return path

@@ -153,6 +153,25 @@ def test_weights_from_the_environment(no_weights, monkeypatch, tmp_path):
         find_weights()
 
 
+def test_a_weights_path_that_is_no_file_is_named_with_where_it_came_from(
+        no_weights, monkeypatch, tmp_path, capsys):
+    """Round 6: $FEATINV_PERCEPTUAL_WEIGHTS=/dev/zero was '--perceptual-weights /dev/zero: no such
+    file' (an option the user did not pass, and a file that exists)."""
+    write_images(tmp_path / "a", 2)
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    monkeypatch.setenv(perceptual.WEIGHTS_ENV, "/dev/zero")
+    code, _, err = run(capsys, "compare", tmp_path / "a", tmp_path / "b")
+    assert code == 1 and "Error: $FEATINV_PERCEPTUAL_WEIGHTS=/dev/zero: is not a regular file" \
+        in err and "--perceptual-weights /dev/zero" not in err, err
+    with pytest.raises(FeatinvError) as info:
+        find_weights("auto")
+    assert str(info.value).startswith("$FEATINV_PERCEPTUAL_WEIGHTS=/dev/zero: is not a regular "
+                                      "file") and "unset it" in str(info.value)
+    monkeypatch.delenv(perceptual.WEIGHTS_ENV)
+    with pytest.raises(FeatinvError, match="^--perceptual-weights .*: is not a regular file"):
+        find_weights(str(tmp_path))
+
+
 @pytest.mark.slow
 def test_squeezenet_probe_is_featinvs_network(weights, shared_dir):
     probe = squeezenet_probe(weights)
