@@ -7,6 +7,7 @@ shows the traceback instead.
 from __future__ import annotations
 
 import errno
+import io
 import os
 import signal
 import sys
@@ -71,10 +72,14 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 
 
 class _Terminated(BaseException):
-    """SIGTERM, raised where the command is, as Ctrl-C raises ``KeyboardInterrupt``: an output
-    being written is removed (``io.files.atomic_write``) instead of left behind as a temporary
-    file, and per-image ``except Exception`` handlers do not swallow it. ``train`` replaces the
-    handler while a run lives (it saves the run first)."""
+    """SIGTERM or SIGHUP, raised where the command is, as Ctrl-C raises ``KeyboardInterrupt``:
+    an output being written is removed (``io.files.atomic_write``) instead of left behind as a
+    temporary file, and per-image ``except Exception`` handlers do not swallow it. ``train``
+    replaces the handler while a run lives (it saves the run first)."""
+
+    def __init__(self, signum: int = signal.SIGTERM):
+        super().__init__(signum)
+        self.signum = signum
 
 
 def _terminate_here(main_pid: int):
@@ -83,17 +88,68 @@ def _terminate_here(main_pid: int):
             signal.signal(signum, signal.SIG_DFL)
             os.kill(os.getpid(), signum)
             return
-        raise _Terminated()
+        raise _Terminated(signum)
     return handler
+
+
+# SIGHUP (a closed terminal or SSH session) ends a command as SIGTERM does; ignored under nohup
+_END_SIGNALS = tuple(getattr(signal, n) for n in ("SIGTERM", "SIGHUP") if hasattr(signal, n))
+
+
+class _ClosedPipeSafe(io.RawIOBase):
+    """Standard output that a closed reader (``featinv invert ... | head -1``) cannot stop: once
+    the pipe is closed, what is printed goes nowhere and the command finishes its work (click
+    would end it with exit code 1 and no word, after the first line)."""
+
+    def __init__(self, fd: int):
+        super().__init__()
+        self.fd = fd
+
+    def writable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def write(self, data) -> int:
+        try:
+            return os.write(self.fd, data)
+        except BrokenPipeError:
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, self.fd)  # also for whatever writes to the descriptor itself
+            os.close(null)
+            return len(data)
+
+
+def _guard_stdout() -> None:
+    """Put ``_ClosedPipeSafe`` under ``sys.stdout`` when it is the process's own output to a
+    pipe or socket (not under test runners' captures)."""
+    import stat
+
+    out = sys.stdout
+    try:
+        if out is not sys.__stdout__ or not stat.S_ISFIFO(os.fstat(out.fileno()).st_mode) and \
+                not stat.S_ISSOCK(os.fstat(out.fileno()).st_mode):
+            return
+        out.flush()
+    except (AttributeError, OSError, ValueError):
+        return
+    raw = _ClosedPipeSafe(out.fileno())
+    sys.stdout = io.TextIOWrapper(io.BufferedWriter(raw), encoding=out.encoding,
+                                  errors=out.errors, line_buffering=True)
 
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: one-line errors unless ``--debug``."""
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args or os.environ.get("FEATINV_DEBUG", "") not in ("", "0")
-    old_sigterm = None
+    old_handlers = {}
     if threading.current_thread() is threading.main_thread():
-        old_sigterm = signal.signal(signal.SIGTERM, _terminate_here(os.getpid()))
+        for signum in _END_SIGNALS:
+            if signum != signal.SIGTERM and signal.getsignal(signum) == signal.SIG_IGN:
+                continue  # nohup
+            old_handlers[signum] = signal.signal(signum, _terminate_here(os.getpid()))
+    _guard_stdout()
     try:
         with warnings.catch_warnings():
             warnings.showwarning = _show_warning
@@ -110,9 +166,10 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         click.echo("Interrupted.", err=True)
         sys.exit(130)
-    except _Terminated:
-        click.echo("Terminated (SIGTERM); the outputs written so far are kept.", err=True)
-        sys.exit(128 + signal.SIGTERM)
+    except _Terminated as exc:
+        name = signal.Signals(exc.signum).name
+        click.echo(f"Terminated ({name}); the outputs written so far are kept.", err=True)
+        sys.exit(128 + exc.signum)
     except Interrupted as exc:
         click.echo(str(exc), err=True)
         sys.exit(exc.exit_code)
@@ -140,8 +197,8 @@ def main(argv: list[str] | None = None) -> None:
                     "traceback)")
         sys.exit(1)
     finally:
-        if old_sigterm is not None:
-            signal.signal(signal.SIGTERM, old_sigterm)
+        for signum, handler in old_handlers.items():
+            signal.signal(signum, handler)
     sys.exit(code if isinstance(code, int) else 0)
 
 

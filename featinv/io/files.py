@@ -5,6 +5,11 @@ place, so an interrupted or failing write leaves any previous file intact. Small
 reads back (caches, lock files, metadata) go through ``read_limited``, which refuses anything
 that is not a regular file (a FIFO would block forever, ``/dev/zero`` never ends) and anything
 longer than the caller expects.
+
+An output checked to be new (``claim_new``, which ``io.outputs.check_targets`` calls without
+``--overwrite``) is put in place only if it is still new when written: a file another program
+wrote there meanwhile (two commands given the same ``-o``) is kept, and this result goes beside
+it under a numbered name.
 """
 from __future__ import annotations
 
@@ -70,6 +75,39 @@ def read_limited(path: str | Path, limit: int, what: str = "file") -> bytes:
         os.close(fd)
 
 
+_CLAIMED: set[str] = set()  # outputs checked to be new, not yet written
+
+
+def claim_new(paths) -> None:
+    """Record that ``paths`` were checked to be new: ``atomic_write`` will not replace what
+    appears there before it writes them (the first write of each only)."""
+    _CLAIMED.update(os.path.abspath(p) for p in paths)
+
+
+def _place_new(tmp: str, path: Path) -> None:
+    """Rename ``tmp`` to ``path`` if nothing is there yet; otherwise keep it as ``path`` with
+    ``-2``, ``-3``, ... before the suffix and raise a ``FeatinvError`` saying where."""
+    for n in range(1, 1000):
+        target = path if n == 1 else path.with_name(f"{path.stem}-{n}{path.suffix}")
+        try:
+            os.link(tmp, target)  # fails where a file exists, unlike os.replace
+        except FileExistsError:
+            continue
+        except OSError:  # a file system without hard links: check, then rename
+            if os.path.lexists(target):
+                continue
+            os.replace(tmp, target)
+        else:
+            os.unlink(tmp)
+        if n == 1:
+            return
+        raise FeatinvError(f"{printable(path)} was created by another program while featinv "
+                           f"worked (two commands writing one -o?); it is kept, and this result "
+                           f"was written to {printable(target)} instead.")
+    raise FeatinvError(f"{printable(path)} was created by another program while featinv worked; "
+                       "it is kept. Choose another -o.")
+
+
 def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
     """Create ``path`` through ``write(temporary_path)``, then rename it into place.
 
@@ -87,7 +125,12 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
         os.chmod(tmp, 0o666 & ~umask)  # after writing: some writers (safetensors) recreate it
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        key = os.path.abspath(path)
+        if key in _CLAIMED:
+            _CLAIMED.discard(key)
+            _place_new(tmp, path)
+        else:
+            os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

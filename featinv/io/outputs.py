@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from ..errors import FeatinvError, printable
-from .files import write_output  # noqa: F401 (public here too)
+from .files import claim_new, write_output  # noqa: F401 (write_output: public here too)
 from .images import EXAMPLE_PREFIX, find_images
 
 
@@ -149,6 +149,8 @@ def check_targets(targets: Sequence[str | Path], inputs: Iterable[str | Path] = 
         more = f" (and {len(existing) - 1} more of the outputs)" if len(existing) > 1 else ""
         raise FeatinvError(f"{printable(existing[0])} exists already{more}; pass --overwrite to "
                            "replace it, or choose another -o.")
+    if not overwrite:  # and not replaced if another command writes one meanwhile
+        claim_new(targets)
 
 
 def with_data_images(folder: str | Path | None) -> list[Path]:

@@ -94,10 +94,15 @@ class ValidationPacer:
         return (1 - VAL_SHARE) / VAL_SHARE
 
 
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP")
+                     if hasattr(signal, name))  # no SIGHUP on Windows
+
+
 class StopRequest:
-    """SIGINT or SIGTERM asking a run to stop, while ``install``-ed (main thread only): the first
-    signal is remembered in ``signum`` (the run saves and exits at its next step), a second one
-    ends the process at once, without saving."""
+    """SIGINT, SIGTERM or SIGHUP (a closed terminal or SSH session) asking a run to stop, while
+    ``install``-ed (main thread only): the first signal is remembered in ``signum`` (the run
+    saves and exits at its next step), a second one ends the process at once, without saving.
+    A SIGHUP that is ignored (``nohup``) stays ignored."""
 
     def __init__(self):
         self.signum: int | None = None
@@ -105,7 +110,10 @@ class StopRequest:
 
     def install(self) -> None:
         if threading.current_thread() is threading.main_thread():
-            for signum in (signal.SIGINT, signal.SIGTERM):
+            for signum in STOP_SIGNALS:
+                if signum == getattr(signal, "SIGHUP", None) and \
+                        signal.getsignal(signum) == signal.SIG_IGN:
+                    continue  # under nohup
                 self._old[signum] = signal.signal(signum, self._on_signal)
 
     def uninstall(self) -> None:

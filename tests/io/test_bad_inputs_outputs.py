@@ -166,8 +166,9 @@ def test_check_targets_allows_new_outputs(tmp_path):
     check_targets([tmp_path / "new" / "x.png"], [tmp_path / "x.png"])  # nothing raised
 
 
+@pytest.mark.parametrize("name, code", [("SIGTERM", 143), ("SIGHUP", 129)])  # SIGHUP: round 7
 def test_sigterm_while_writing_leaves_no_partial_file_and_keeps_finished_ones(
-        tmp_path, capsys, monkeypatch):
+        tmp_path, capsys, monkeypatch, name, code):
     """Round 6: SIGTERM ended a command at once (train alone handled it), leaving the output
     being written as a hidden '.NAME.XXXX.tmp' file. It now ends like Ctrl-C: the temporary file
     is removed, the outputs finished before it are kept, no later image is started (per-image
@@ -181,13 +182,57 @@ def test_sigterm_while_writing_leaves_no_partial_file_and_keeps_finished_ones(
     def fsync_then_sigterm(fd):
         calls.append(fd)
         if len(calls) == 2:  # the second output, written but not yet in place
-            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), getattr(signal, name))
         real_fsync(fd)
 
     monkeypatch.setattr(os, "fsync", fsync_then_sigterm)
-    before = signal.getsignal(signal.SIGTERM)
-    code, _, err = run(capsys, "invert", "-f", "hog", tmp_path / "in", "--size", 32, "-o",
-                       tmp_path / "o")
-    assert code == 143 and "Terminated (SIGTERM)" in err and "Traceback" not in err, err
+    before = signal.getsignal(getattr(signal, name))
+    exit_code, _, err = run(capsys, "invert", "-f", "hog", tmp_path / "in", "--size", 32, "-o",
+                            tmp_path / "o")
+    assert exit_code == code and f"Terminated ({name})" in err and "Traceback" not in err, err
     assert sorted(p.name for p in (tmp_path / "o").iterdir()) == [f"{photos[0].stem}.hog.png"]
-    assert len(calls) == 2 and signal.getsignal(signal.SIGTERM) == before  # handler restored
+    assert len(calls) == 2 and signal.getsignal(getattr(signal, name)) == before  # restored
+
+
+def test_an_output_another_command_wrote_meanwhile_is_kept(tmp_path, capsys, monkeypatch):
+    """Round 7: two commands given the same -o both found it free, and the one finishing last
+    replaced the other's result (both exit 0). A file that appears while featinv works is now
+    kept, and this result is written beside it under a numbered name, with one line, exit 1."""
+    import os
+
+    photo = write_images(tmp_path / "in", 1)[0]
+    target, real_fsync = tmp_path / "out.png", os.fsync
+
+    def other_command_writes_first(fd):
+        if not target.exists():
+            target.write_bytes(b"the other command's result")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", other_command_writes_first)
+    code, _, err = run(capsys, "invert", "-f", "hog", photo, "--size", 32, "-o", target)
+    assert code == 1 and "created by another program" in err and "out-2.png" in err, err
+    assert target.read_bytes() == b"the other command's result"
+    assert Image.open(tmp_path / "out-2.png").format == "PNG"
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    # with --overwrite the user asked for the replacement
+    code, _, err = run(capsys, "invert", "-f", "hog", photo, "--size", 32, "-o", target,
+                       "--overwrite")
+    assert code == 0 and Image.open(target).format == "PNG", err
+
+
+@pytest.mark.slow
+def test_a_closed_stdout_pipe_does_not_stop_the_work(tmp_path):
+    """Round 7: 'featinv invert FOLDER -o OUT | head -1' stopped after the second picture, with
+    exit 1 and no word (click's answer to EPIPE); the rest of the batch was never written."""
+    import subprocess
+    import sys
+
+    write_images(tmp_path / "in", 6)
+    proc = subprocess.Popen([sys.executable, "-m", "featinv", "invert", "-f", "hog",
+                             str(tmp_path / "in"), "--size", "32", "-o", str(tmp_path / "o")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.readline()
+    proc.stdout.close()  # as head -1 does
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 0, err
+    assert len(list((tmp_path / "o").glob("*.hog.png"))) == 6 and "Error" not in err

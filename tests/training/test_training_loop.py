@@ -252,7 +252,8 @@ def wait_for_steps(proc, out, steps: int) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143),
+                                          (signal.SIGHUP, 129)])  # round 7: SIGHUP lost the run
 def test_a_signalled_run_saves_exits_and_resumes_to_the_same_weights(tmp_path, signum, code):
     write_images(tmp_path / "data", 64)
     straight, stopped = tmp_path / "straight", tmp_path / "stopped"
