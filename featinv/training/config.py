@@ -181,9 +181,9 @@ def check_config(cfg: TrainConfig) -> None:
         raise FeatinvError(f"Unknown --preset '{cfg.preset}' ({', '.join(PRESETS)}).")
     if cfg.data_store not in DATA_STORES:
         raise FeatinvError(f"--data-store must be auto, memory or files, got {cfg.data_store!r}.")
-    if cfg.memory_budget is not None and not 0 < cfg.memory_budget <= 1e6:
-        raise FeatinvError("--memory-budget must be a number of GB in (0, 1e6], got "
-                           f"{cfg.memory_budget!r}.")
+    if cfg.memory_budget is not None and not 1e-3 <= cfg.memory_budget <= 1e6:
+        raise FeatinvError("--memory-budget must be a number of GB from 0.001 to 1e6, got "
+                           f"{cfg.memory_budget!r}.")  # as $FEATINV_MEMORY_BUDGET
     check_loss_options(cfg)
     if not (isinstance(cfg.ema, (int, float)) and math.isfinite(cfg.ema) and 0 <= cfg.ema < 1):
         raise FeatinvError(f"--ema must be a decay in [0, 1) (0: off), got {cfg.ema!r}.")
@@ -205,6 +205,9 @@ def check_config(cfg: TrainConfig) -> None:
         if value < MIN_LR:
             raise FeatinvError(f"--{option} {value!r} is too small to change float32 weights; "
                                f"use {MIN_LR:g} or more, e.g. 1e-3.")
+        if value > MAX_LR:  # Adam cannot hold it in float32 (--disc-lr 1e39: RuntimeError)
+            raise FeatinvError(f"--{option} {value!r} is beyond float32; use at most "
+                               f"{MAX_LR:g}, e.g. 1e-3.")
     if cfg.feature_cache and cfg.finetune_encoder:
         raise FeatinvError("--feature-cache cannot be used with --finetune-encoder: the "
                            "features change as the encoder trains.")
@@ -219,6 +222,7 @@ def check_image_size(size) -> None:
 
 # below these, float32 weights stop changing, layers lose every channel, crops are enlarged 100x
 MIN_LR, MIN_WIDTH, MIN_CROP_SCALE = 1e-10, 1 / 256, 0.01
+MAX_LR = 1e30  # above it a learning rate (scaled by the batch) overflows float32
 LOSS_WEIGHT_RANGE = (1e-30, 1e30)  # beyond it a loss weight is 0 or inf in float32
 
 
@@ -368,6 +372,22 @@ def check_resumable(stored: dict[str, Any], cfg: TrainConfig, folder) -> None:
                                   f"{key}={stored.get(key)!r}, this run asks for "
                                   f"{now.get(key)!r}. Use the same setting, or train into "
                                   "another --out.")
+
+
+# settings a resumed run may change (it continues with the new ones, said in its log); those
+# that change what the weights mean are refused by check_resumable, the rest (--device,
+# --workers, --save-minutes, ...) change how it runs, not what it learns
+RESUME_NOTED = ("data", "limit", "weights", "lr", "warmup", "betas", "schedule", "ema",
+                "pixel_distance", "low_res_first", "crop_scale", "seed", "precision",
+                "comparator", "comparator_weights", "disc_width", "disc_lr")
+
+
+def resume_changes(stored: dict[str, Any], cfg: TrainConfig) -> list[str]:
+    """``["lr 0.001 -> 0.1", ...]``: the settings in ``RESUME_NOTED`` that a resumed run
+    changes (those the stored config records)."""
+    now = config_json(cfg)
+    return [f"{key} {stored[key]!r} -> {now.get(key)!r}" for key in RESUME_NOTED
+            if key in stored and stored[key] != now.get(key)]
 
 
 def settings_line(cfg: TrainConfig, device_type: str, warmup: int, where: str) -> str:

@@ -44,7 +44,7 @@ from ..progress import Progress
 from ..representation.registry import get_feature
 from .config import (DEFAULT_IMAGE_SIZE, TrainConfig, check_config,  # noqa: F401
                      check_resumable, config_json, effective_lr, low_res_plan, lr_at,
-                     settings_line, total_steps, warmup_steps)
+                     resume_changes, settings_line, total_steps, warmup_steps)
 from .data import check_batch_norm, load_data, report_to
 from .ema import WeightAverage
 from .distributed import World, barrier, join, leave, world_from_env
@@ -211,7 +211,13 @@ class Run:
         check_resumable(meta.get("config", {}), self.cfg, self.folder.path)
         if meta["step"] > self.total:  # (read_meta checked that it is a whole number >= 0)
             raise CheckpointError(f"{printable(path)}: the run is at step {meta['step']}, past the "
-                                  f"{self.total} steps this command trains; give it more --epochs.")
+                                  f"{self.total} steps this command trains; give it a larger "
+                                  "--budget or more --epochs.")
+        changed = resume_changes(meta.get("config", {}), self.cfg)
+        if changed and self.world.is_main:
+            self.log(printable("resuming with settings that differ from the run's: "
+                               + ", ".join(changed) + "; it continues with the new ones (repeat "
+                               "the original settings to continue it exactly)"))
         modules = self._modules()
         if self.cfg.ema:  # a state saved without an average starts one from its weights
             self.ema = WeightAverage(self.decoder, self.cfg.ema)
@@ -303,8 +309,11 @@ class Run:
 
     def _finite(self, losses: dict[str, float]) -> dict[str, float]:
         if not all(math.isfinite(v) for v in losses.values()):
+            disc = any(not math.isfinite(losses.get(k, 0.0)) for k in ("disc", "adversarial"))
             raise FeatinvError(f"Loss became {losses['loss']} at step {self.step} ({losses}); "
-                               + self.folder.kept_message() + " Try a lower --lr.")
+                               + self.folder.kept_message()
+                               + (" Try a lower --disc-lr or --lr." if disc else
+                                  " Try a lower --lr."))
         return losses
 
     @property

@@ -84,6 +84,10 @@ def config(**kw) -> TrainConfig:
     (dict(disc_conditional=True), "--disc-conditional is for the adversarial loss"),
     (dict(disc_width=1e9), "--disc-width"), (dict(disc_width=1e-300), "--disc-width"),
     (dict(disc_width=math.nan), "--disc-width"), (dict(preview=-1), "--preview"),
+    # round 7: --disc-lr 1e39 was 'RuntimeError: value cannot be converted to type float without
+    # overflow'; --memory-budget 1e-320 passed although $FEATINV_MEMORY_BUDGET refuses it
+    (dict(disc_lr=1e39), "--disc-lr .* beyond float32"), (dict(lr=1e300), "--lr .* beyond"),
+    (dict(memory_budget=1e-320), "--memory-budget"),
 ])
 def test_training_numbers_that_cannot_train_are_refused_up_front(change, match):
     with pytest.raises(FeatinvError, match=match):

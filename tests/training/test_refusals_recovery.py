@@ -212,6 +212,21 @@ def test_crafted_optimizer_settings_are_refused_and_true_ones_resume(data, tmp_p
     train(config(data, out, epochs=3), resume=True, log=lambda m: None)
 
 
+def test_a_resume_with_other_training_settings_says_which(data, tmp_path):
+    """Round 7: --resume with another --lr, --seed, --schedule, ... (none of which change what
+    the weights mean) continued without a word, mixing two runs' settings."""
+    out, lines = tmp_path / "run", []
+    train(config(data, out), log=lambda m: None)
+    train(config(data, out, epochs=2), resume=True, log=lines.append)
+    assert not [m for m in lines if "differ" in m]  # the same settings: nothing said
+    lines.clear()
+    train(config(data, out, epochs=3, lr=0.1, seed=5, schedule="constant"), resume=True,
+          log=lines.append)
+    said = [m for m in lines if "settings that differ" in m]
+    assert len(said) == 1 and "lr" in said[0] and "-> 0.1" in said[0]
+    assert "seed 0 -> 5" in said[0] and "schedule" in said[0] and "epochs" not in said[0]
+
+
 # -- lock files ---------------------------------------------------------------------------------
 
 @pytest.mark.slow
