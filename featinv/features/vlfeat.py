@@ -23,7 +23,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..errors import FeatinvError
+from ..errors import FeatinvError, printable
 
 __all__ = ["available", "library", "version", "status", "hog", "lbp", "sift", "per_image"]
 
@@ -92,15 +92,18 @@ def _declare(lib: ctypes.CDLL) -> None:
 
 @lru_cache(maxsize=1)
 def _load() -> tuple[ctypes.CDLL | None, str]:
-    tried = []
-    for name in filter(None, [os.environ.get("VLFEAT_LIB"), "libvl.so.1", "libvl.so",
-                              ctypes.util.find_library("vl")]):
+    tried, chosen = [], os.environ.get("VLFEAT_LIB")
+    # a $VLFEAT_LIB that cannot be loaded is reported, not passed over for the system's libvl
+    names = [chosen] if chosen else ["libvl.so.1", "libvl.so", ctypes.util.find_library("vl")]
+    for name in filter(None, names):
         try:
             lib = ctypes.CDLL(name)
             _declare(lib)
             return lib, ""
         except (OSError, AttributeError) as exc:
             tried.append(f"{name}: {exc}")
+    if chosen:
+        return None, f"$VLFEAT_LIB={chosen}: {tried[0].split(': ', 1)[-1] if tried else 'empty'}"
     return None, "; ".join(tried) or "no candidate library name"
 
 
@@ -113,6 +116,10 @@ def library() -> ctypes.CDLL:
     """The loaded ``libvl``; a ``FeatinvError`` saying how to install it when it is missing."""
     lib, why = _load()
     if lib is None:
+        if why.startswith("$VLFEAT_LIB="):
+            raise FeatinvError(printable(f"backend 'vlfeat': {why}; set VLFEAT_LIB to the path "
+                                         "of VLFeat's libvl.so, or unset it to use the one "
+                                         "installed."))
         raise FeatinvError("backend 'vlfeat' needs VLFeat's C library, which could not be loaded "
                            f"({why}): install it with 'apt-get install libvlfeat1' or set "
                            "VLFEAT_LIB to the path of libvl.so.")

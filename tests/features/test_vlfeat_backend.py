@@ -70,3 +70,19 @@ def test_describe_lists_backends(monkeypatch):
     assert "backends (-p backend=NAME):" in result.output
     expected = "VLFeat 0.9" if vlfeat.available() else "apt-get install libvlfeat1"
     assert expected in result.output
+
+
+@pytest.mark.parametrize("value", ["/dev/zero", "/nonexistent/libvl.so"])
+def test_a_vlfeat_lib_that_cannot_be_loaded_is_reported_not_passed_over(value, monkeypatch):
+    """Round 7: VLFEAT_LIB naming no library (a typo, /dev/zero) was passed over for the
+    system's libvl without a word; the backend ran on another library than the one asked for."""
+    monkeypatch.setenv("VLFEAT_LIB", value)
+    vlfeat._load.cache_clear()
+    try:
+        with pytest.raises(FeatinvError, match=r"\$VLFEAT_LIB=.*unset it") as info:
+            featinv.get_feature("hog", backend="vlfeat")
+        assert "\n" not in str(info.value) and value in str(info.value)
+        assert not vlfeat.available()
+    finally:
+        monkeypatch.delenv("VLFEAT_LIB")
+        vlfeat._load.cache_clear()
