@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ import torch
 from ..errors import FeatinvError, printable
 from ..io import hub
 from ..io.checkpoint import DECODER_FILE, STATE_FILE
-from ..io.files import atomic_write
+from ..io.files import atomic_write, move_into_place
 from ..io.hub import CARD_FILE, CONFIG_FILE, MODEL_FILE, PICTURE_FILE, SHARED_FILES
 from ..io.images import EXAMPLES, IMAGE_EXTENSIONS, example_image, make_grid, pil_to_tensor, \
     save_png
@@ -68,13 +69,24 @@ def pack_folder(source: str | Path, out: str | Path, recipe: str | None = None,
 
     check_targets([out / f for f in SHARED_FILES], [src, src.parent / STATE_FILE],
                   overwrite)
-    model = pack(src, out / MODEL_FILE, recipe=recipe, half=half, notes=notes,
-                 overwrite=overwrite, max_bytes=None)
-    info = describe(model)
-    decoder = load_decoder(model)
-    save_png(_picture(decoder), out / PICTURE_FILE)
-    _write_text(out / CONFIG_FILE, json.dumps(config(decoder.meta, info), indent=2) + "\n")
-    _write_text(out / CARD_FILE, card(decoder.meta, info, name or f"{LOCAL}{out}", license))
+    # the four files are made in a hidden folder inside OUT and moved in together once all are
+    # written: a failure or signal on the way (the picture takes a decoding) left a new model
+    # beside the old folder's card, config and picture
+    out.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=".featinv-pack.", dir=out))
+    try:
+        model = pack(src, stage / MODEL_FILE, recipe=recipe, half=half, notes=notes,
+                     max_bytes=None)
+        info = describe(model)
+        decoder = load_decoder(model)
+        save_png(_picture(decoder), stage / PICTURE_FILE)
+        _write_text(stage / CONFIG_FILE, json.dumps(config(decoder.meta, info), indent=2) + "\n")
+        _write_text(stage / CARD_FILE, card(decoder.meta, info, name or f"{LOCAL}{out}",
+                                            license))
+        for name_ in SHARED_FILES:
+            move_into_place(stage / name_, out / name_)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
     return out
 
 

@@ -108,6 +108,17 @@ def _place_new(tmp: str, path: Path) -> None:
                        "it is kept. Choose another -o.")
 
 
+def move_into_place(tmp: str | Path, path: str | Path) -> None:
+    """Rename the finished file ``tmp`` to ``path``: replacing what is there, unless ``path``
+    was claimed new (``claim_new``) and something appeared there meanwhile."""
+    key = os.path.abspath(path)
+    if key in _CLAIMED:
+        _CLAIMED.discard(key)
+        _place_new(str(tmp), Path(path))
+    else:
+        os.replace(tmp, path)
+
+
 def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
     """Create ``path`` through ``write(temporary_path)``, then rename it into place.
 
@@ -125,12 +136,7 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
         os.chmod(tmp, 0o666 & ~umask)  # after writing: some writers (safetensors) recreate it
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
-        key = os.path.abspath(path)
-        if key in _CLAIMED:
-            _CLAIMED.discard(key)
-            _place_new(tmp, path)
-        else:
-            os.replace(tmp, path)
+        move_into_place(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -338,3 +338,25 @@ def test_zoo_lists_cached_hub_decoders_without_pytorch(tmp_path):
     assert good["feature"] == "hog" and good["val_normalized_error"] == pytest.approx(
         describe(SHIPPED_HOG)["val_normalized_error"])
     assert "error" in hub_entries["hf-hub:my-lab/broken"]
+
+
+def test_a_pack_folder_stopped_on_the_way_keeps_the_old_folder_whole(tmp_path, monkeypatch):
+    """Round 7: 'pack SRC -o DIR --overwrite' replaced DIR/model.safetensors first, then drew the
+    picture; SIGTERM (or a failure) there left the new model beside the old card, config and
+    picture. The four files are now moved in together once all are written."""
+    import featinv.inversion.share as share
+
+    out = pack_folder(SHIPPED_HOG, tmp_path / "pk")
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(share, "save_png", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        pack_folder(SHIPPED_HOG, out, overwrite=True, half=False)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # no stage folder left
+    monkeypatch.undo()
+    pack_folder(SHIPPED_HOG, out, overwrite=True, half=False)
+    assert sorted(p.name for p in out.iterdir()) == sorted(before)
+    assert (out / "model.safetensors").read_bytes() != before["model.safetensors"]
