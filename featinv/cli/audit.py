@@ -136,10 +136,13 @@ def audit_cmd(features, checkpoints, decoder_name, data, train_data, epochs, tra
                    log=lambda m: click.echo(printable(m), err=True))
     result = report.result
     text = json.dumps(result, indent=2) + "\n"
-    click.echo(printable(write_output(folder / RESULT, lambda t: Path(t).write_text(text))))
+    # with --json, stdout is the JSON alone (the paths were printed before it: 'audit --json |
+    # jq' failed); the paths go to stderr
+    written = write_output(folder / RESULT, lambda t: Path(t).write_text(text))
+    click.echo(printable(written), err=as_json)
     html_path = write_report(folder / REPORT, result, report.pictures,
                              reidentification_chart(result))
-    click.echo(printable(html_path))
+    click.echo(printable(html_path), err=as_json)
     if as_json:
         echo_json(result)
     else:

@@ -142,3 +142,13 @@ def test_one_photo_is_refused(capsys, tmp_path):
 class _Stats(torch.nn.Module):
     def forward(self, x):
         return torch.cat([x.mean(dim=(2, 3)), x.std(dim=(2, 3))], 1)
+
+
+@pytest.mark.slow
+def test_audit_json_is_alone_on_stdout(capsys, tmp_path, image_folder):
+    """Round 7: 'audit --json' printed the two file paths before the JSON, so 'audit --json |
+    jq' failed; with --json the paths go to stderr."""
+    result, _, out = _audit(capsys, tmp_path, "-f", "hog", "--data", image_folder,
+                            "--image-size", 32, "--show", 0, "--json", "--reid-feature", "none",
+                            "--perceptual-weights", "none")
+    assert json.loads(out) == result
