@@ -235,10 +235,15 @@ def _zoo_stamps(entries: list[dict]) -> list:
 
 
 def _valid_zoo(data: dict) -> bool:
+    """Entries as ``describe_meta`` makes them (a damaged cache, with NaN or a string where a
+    number belongs, broke 'featinv zoo' with a TypeError and put NaN into 'zoo --json'); a
+    damaged one is rebuilt."""
+    from ..inversion.zoo import clean_entry
+
     entries = data.get("entries")
     return isinstance(entries, list) and isinstance(data.get("stamps"), list) and all(
         isinstance(e, dict) and isinstance(e.get("feature"), str)
-        and isinstance(e.get("decoder"), str) for e in entries)
+        and isinstance(e.get("decoder"), str) and clean_entry(e) == e for e in entries)
 
 
 def zoo(compute: Callable[[], list[dict]] | None = None) -> list[dict]:

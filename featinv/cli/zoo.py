@@ -31,9 +31,11 @@ def zoo_cmd(as_json: bool) -> None:
         if "error" in e:
             echo_error(e["error"])
             continue
-        rows.append((e["feature"], f"{e['megabytes']:.1f}", e.get("decoder") or "default",
-                     f"{e['preset']} x{e['width']:g}",
-                     f"{(e['parameters'] or 0) / 1e6:.2f} M", f"{e['image_size']} px",
+        width = "" if e.get("width") is None else f" x{e['width']:g}"
+        rows.append((e["feature"], _fmt(e.get("megabytes"), ".1f"),
+                     e.get("decoder") or "default", f"{e.get('preset') or '-'}{width}",
+                     f"{(e.get('parameters') or 0) / 1e6:.2f} M",
+                     "-" if e.get("image_size") is None else f"{e['image_size']} px",
                      _fmt(e["val_normalized_error"], ".3f"), _fmt(e["val_psnr"], ".2f"),
                      _fmt(e["val_ssim"], ".3f"), e.get("plugin") or "-",
                      e.get("description") or ""))

@@ -13,6 +13,7 @@ file's metadata (its header only); a damaged file is listed under its file name,
 from __future__ import annotations
 
 import json
+from math import inf
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +65,29 @@ def images_seen(record: dict[str, Any], batch_size: int | None) -> int | None:
     return seen
 
 
+# ``describe_meta``'s numbers and texts: a value of another type (NaN, a string where a number
+# belongs, from a damaged or foreign file) is shown as unknown (None), not passed on to break
+# the table or to put NaN into 'zoo --json'
+ZOO_NUMBERS = ("megabytes", "width", "parameters", "image_size", "train_images", "epochs",
+               "images_seen", "val_normalized_error", "val_psnr", "val_ssim", "val_images")
+ZOO_TEXTS = ("preset", "train_data", "recipe")
+
+
+def _number(value):
+    """``value`` if it is a finite int or float (not a bool), else None."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return value if ok and (isinstance(value, int) or value == value and abs(value) != inf) \
+        else None
+
+
+def clean_entry(entry: dict[str, Any]) -> dict[str, Any]:
+    """``entry`` with ``ZOO_NUMBERS`` that are no finite numbers and ``ZOO_TEXTS`` that are no
+    strings set to None."""
+    return {**entry, **{k: _number(entry.get(k)) for k in ZOO_NUMBERS if k in entry},
+            **{k: entry[k] if isinstance(entry.get(k), str) else None
+               for k in ZOO_TEXTS if k in entry}}
+
+
 def describe_meta(meta: dict[str, Any], path: Path) -> dict[str, Any]:
     """Name, size, decoder, validation metrics and network weights (``weights``: the
     representation's ``weights`` parameter; None without one) of the decoder file ``path`` whose
@@ -73,7 +97,7 @@ def describe_meta(meta: dict[str, Any], path: Path) -> dict[str, Any]:
     history = packed.get("history") or []
     metrics = meta.get("metrics") or (history[-1] if history else {})
     seen = images_seen(history[-1], training.get("batch_size")) if history else None
-    return {"feature": meta["feature"]["name"], "file": str(path),
+    return clean_entry({"feature": meta["feature"]["name"], "file": str(path),
             "megabytes": round(path.stat().st_size / 1e6, 2),
             "preset": meta["decoder"].get("preset"), "width": meta["decoder"].get("width"),
             "parameters": packed.get("parameters"), "image_size": meta.get("image_size"),
@@ -82,7 +106,7 @@ def describe_meta(meta: dict[str, Any], path: Path) -> dict[str, Any]:
             "val_normalized_error": metrics.get("val_normalized_error"),
             "val_psnr": metrics.get("val_psnr"), "val_ssim": metrics.get("val_ssim"),
             "val_images": metrics.get("val_n_images"), "recipe": packed.get("recipe"),
-            "weights": (meta["feature"].get("params") or {}).get("weights")}
+            "weights": (meta["feature"].get("params") or {}).get("weights")})
 
 
 def hub_cached() -> list[dict]:

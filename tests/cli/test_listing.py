@@ -130,3 +130,31 @@ def test_plugin_errors_that_are_featinv_errors_pass_unchanged(fresh_plugins):
             featinv.get_spec("fam.x")
     finally:
         unregister_plugin("fam")
+
+
+def test_a_damaged_zoo_cache_is_rebuilt_and_odd_metadata_shown_as_unknown(tmp_path, monkeypatch,
+                                                                           capsys):
+    """Round 7: a zoo.json whose entries held NaN, a string or null where numbers belong (a
+    damaged cache) broke 'featinv zoo' with 'TypeError: unsupported format string passed to
+    NoneType.__format__' and put NaN into 'zoo --json'. A damaged cache is rebuilt; odd numbers
+    in a decoder's own metadata are shown as unknown."""
+    from featinv.inversion.zoo import clean_entry
+    from helpers import run_cli
+
+    monkeypatch.setenv("FEATINV_CACHE_DIR", str(tmp_path))
+    good = listing.zoo(shipped)
+    data = json.loads((tmp_path / "zoo.json").read_text())
+    data["entries"][0].update(megabytes=float("nan"), width=None, parameters="lots",
+                              val_psnr=True, val_ssim=float("inf"))
+    (tmp_path / "zoo.json").write_text(json.dumps(data))
+    assert listing.zoo(shipped) == good
+    code, out, err = run_cli(capsys, "zoo", "--json")
+    assert code == 0 and json.loads(out, parse_constant=lambda c: 1 / 0), err
+    odd = clean_entry({"feature": "x", "megabytes": float("nan"), "width": "0.5", "epochs": True,
+                       "val_psnr": 17.5, "parameters": 10, "recipe": 3})
+    assert odd == {"feature": "x", "megabytes": None, "width": None, "epochs": None,
+                   "val_psnr": 17.5, "parameters": 10, "recipe": None}
+    entry = {**good[0], "width": None, "megabytes": None, "image_size": None, "preset": None}
+    monkeypatch.setattr(listing, "zoo", lambda: [entry])
+    code, out, err = run_cli(capsys, "zoo")
+    assert code == 0 and "Error" not in err and good[0]["feature"] in out, err
