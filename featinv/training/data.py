@@ -7,6 +7,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
@@ -60,7 +61,11 @@ def memory_budget(cfg: TrainConfig, device: torch.device, world: World) -> int:
     return int(ram * 0.25) // world.local_size
 
 
-def load_data(cfg: TrainConfig, device: torch.device, world: World, log) -> Data:
+def load_data(cfg: TrainConfig, device: torch.device, world: World, log,
+              stop: Callable[[], None] | None = None) -> Data:
+    """The training (and validation) images, in memory or read by loader processes. ``stop``
+    is called after each batch decoded into memory (it raises to end the decoding: Ctrl-C and
+    SIGTERM waited for minutes of decoding before)."""
     skipped: list[str] = []
     sizes: dict = {}
     train_files = scan_folder(cfg.data, cfg.limit, on_error=skipped.append, sizes=sizes,
@@ -98,7 +103,12 @@ def load_data(cfg: TrainConfig, device: torch.device, world: World, log) -> Data
         return Data(source, sampler, len(images), None, val, where)
     t0 = time.perf_counter()
     with Progress(len(images), "decoding training images", "img", report_to(world)) as bar:
-        source = MemoryImages(images, device, cfg.workers, progress=bar.update)
+        def progress(count: int) -> None:
+            bar.update(count)
+            if stop is not None:
+                stop()
+
+        source = MemoryImages(images, device, cfg.workers, progress=progress)
     sizes = [(img.shape[2], img.shape[1]) for img in source.images]
     where = (f"in {'GPU memory' if device.type == 'cuda' else 'memory (RAM)'} "
              f"({need / 2**20:.0f} MiB, decoded in {time.perf_counter() - t0:.0f} s)")

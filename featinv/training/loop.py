@@ -107,7 +107,7 @@ class Run:
             self.cache = FeatureCache(cfg.feature_cache, extractor, cfg.image_size,
                                       cfg.cache_dtype, writer=self.world.rank)
         # data
-        self.data = load_data(cfg, self.device, self.world, self.log)
+        self.data = load_data(cfg, self.device, self.world, self.log, stop=self._stopped_early)
         if self.data.sampler.batch_size != cfg.batch_size:  # fewer images than one batch
             self.cfg = cfg = dataclasses.replace(cfg, batch_size=self.data.sampler.batch_size)
         # model (seeded here: loading the data may have drawn random numbers)
@@ -228,15 +228,20 @@ class Run:
             self.ema = WeightAverage(self.decoder, self.cfg.ema)
         self.step, self.history = int(meta["step"]), list(meta.get("history", []))
 
+    def _stopped_early(self) -> None:
+        """Raise ``Interrupted`` if a signal asked to stop while setting up (nothing to save);
+        also checked while the training images are decoded, which can take minutes."""
+        if self.stop.signum is not None:
+            raise Interrupted(f"Interrupted by {signal.Signals(self.stop.signum).name} before "
+                              "training started; nothing was trained.", self.stop.signum)
+
     # -- the loop -----------------------------------------------------------------------------
     def fit(self) -> dict[str, Any]:
         cfg, data = self.cfg, self.data
         meter, saves = LossMeter(self.world), SaveClock(cfg.save_minutes, cfg.save_every)
         pacer = ValidationPacer(cfg.val_every, len(data.val) if data.val is not None else 0)
         self.decoder.train()  # a fine-tuned encoder stays in eval mode (see _trainable_encoder)
-        if self.stop.signum is not None:  # asked to stop while setting up: nothing to save
-            raise Interrupted(f"Interrupted by {signal.Signals(self.stop.signum).name} before "
-                              "training started; nothing was trained.", self.stop.signum)
+        self._stopped_early()
         while self.step < self.total:
             epoch, start = divmod(self.step, self.steps_per_epoch)
             end = min((epoch + 1) * self.steps_per_epoch, self.total)  # a budget may end early

@@ -110,6 +110,34 @@ def test_interrupted_before_training_puts_the_old_run_back(trained):
     assert digest(run) == before
 
 
+def test_a_signal_while_the_images_are_decoded_stops_at_once_and_puts_the_old_run_back(
+        trained, monkeypatch):
+    """Round 7: Ctrl-C or SIGTERM while the training images were decoded into memory waited
+    for the whole decoding (minutes for a large --data) before 'Interrupted ... before training
+    started'. The request is now checked after each decoded batch."""
+    import featinv.training.data as data_module
+    from featinv.errors import Interrupted
+
+    root, run, before = trained
+    batches, real = [], data_module.MemoryImages
+
+    def decoding(images, device, workers=0, progress=None):
+        def update(count):
+            batches.append(count)
+            if len(batches) == 1:
+                os.kill(os.getpid(), signal.SIGTERM)  # arrives during the decoding
+            progress(count)
+        return real(images, device, workers, progress=update)
+
+    monkeypatch.setattr(data_module, "MemoryImages", decoding)
+    before_handler = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(Interrupted, match="SIGTERM before training started") as info:
+        Run(config(root / "data", run, overwrite=True, data_store="memory", limit=None,
+                   batch_size=2), False, quiet, world_from_env())
+    assert info.value.exit_code == 143 and len(batches) == 1
+    assert digest(run) == before and signal.getsignal(signal.SIGTERM) == before_handler
+
+
 def test_a_run_killed_after_moving_the_old_one_aside_gives_it_back(trained):
     """SIGKILL between moving the old run aside and the first checkpoint: the next command
     puts it back before anything else (and, without --overwrite, refuses to replace it)."""
