@@ -14,13 +14,16 @@ changing any of them starts a fresh folder and never reads stale features. In th
 
 Entries are named by the digest of the image file's bytes and the crop (box and flip), so a
 renamed file still hits and an edited one misses. Each training process appends to its own
-files; a process killed mid-write leaves at most some unindexed bytes, cut off on the next open.
+files (the first writer number from its rank whose ``writer<r>.lock`` no live process holds, so
+that two runs sharing the folder never append to one file); a process killed mid-write leaves
+at most some unindexed bytes, cut off on the next open.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import stat
 from pathlib import Path
 from typing import Callable
 
@@ -72,9 +75,49 @@ class FeatureCache:
                     json.dumps(self.describes, indent=2, default=str)))
         except OSError as exc:
             raise FeatinvError(f"Cannot use feature cache folder {self.dir}: {exc}.") from None
+        self.writer = self._take_writer(writer)
         self._own: dict[str, int] = self._read_index(self.writer)
         self._cut_unindexed()
         self.refresh()
+
+    def _take_writer(self, first: int) -> int:
+        """The first writer number from ``first`` whose ``writer<r>.lock`` no live process
+        holds, locked for this cache's life. Two runs sharing a cache folder both appended to
+        writer0.bin, each indexing the other's records as its own (features of other crops)."""
+        try:
+            import fcntl
+        except ImportError:  # Windows: one run per cache folder at a time
+            return first
+        for w in range(first, first + 1000):
+            path = self.dir / f"writer{w}.lock"
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NONBLOCK, 0o666)
+            except OSError as exc:
+                raise FeatinvError(f"Cannot use feature cache folder {self.dir}: {exc}.") from None
+            try:
+                if not stat.S_ISREG(os.fstat(fd).st_mode):
+                    raise FeatinvError(f"Feature cache lock {path} is not a regular file; "
+                                       f"delete {self.dir} to rebuild the cache.")
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue
+            except BaseException:
+                os.close(fd)
+                raise
+            self._lock_fd = fd
+            return w
+        raise FeatinvError(f"Feature cache {self.dir} is being written by 1000 processes; "
+                           "give this run another --feature-cache.")
+
+    def close(self) -> None:
+        """Release this process's writer number (also when the cache is garbage-collected)."""
+        fd, self._lock_fd = getattr(self, "_lock_fd", None), None
+        if fd is not None:
+            os.close(fd)
+
+    def __del__(self) -> None:
+        self.close()
 
     # -- files ------------------------------------------------------------------------------
     def _bin(self, writer: int) -> Path:

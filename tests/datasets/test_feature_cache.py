@@ -158,3 +158,24 @@ def test_cache_refuses_encoder_finetuning(tmp_path):
                       feature_cache=str(tmp_path / "cache"))
     with pytest.raises(FeatinvError, match="feature-cache"):
         train(cfg, log=lambda m: None)
+
+
+def test_two_runs_sharing_a_cache_folder_keep_their_own_records(tmp_path, lbp):
+    """Round 7: two training runs given one --feature-cache both appended to writer0.bin, each
+    counting records from its own view; the index written last pointed names at the other
+    run's records (features of other crops), read later without a word. A run now takes the
+    first writer number no live process holds (writer<r>.lock)."""
+    xa, xb = images(2, seed=1), images(2, seed=2)
+    a = FeatureCache(tmp_path, lbp, 32, dtype="float32")
+    b = FeatureCache(tmp_path, lbp, 32, dtype="float32")  # another run, at the same time
+    assert (a.writer, b.writer) == (0, 1)
+    a.features(["a1", "a2"], xa, lbp)
+    b.features(["b1", "b2"], xb, lbp)
+    a.flush(), b.flush()
+    later = FeatureCache(tmp_path, lbp, 32, dtype="float32")
+    assert later.writer == 2
+    got = later.features(["a1", "a2", "b1", "b2"], torch.zeros(4, 3, 32, 32), lbp)
+    assert later.hits == 4
+    torch.testing.assert_close(got, lbp(torch.cat([xa, xb])), rtol=0, atol=0)
+    a.close(), b.close(), later.close()
+    assert FeatureCache(tmp_path, lbp, 32, dtype="float32").writer == 0  # released
