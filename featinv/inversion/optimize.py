@@ -35,6 +35,7 @@ MEAN_RGB = (0.485, 0.456, 0.406)
 PIXEL_RANGE = 80.0 / 255.0
 MIN_STEP = 1e-10  # the smallest --step-size (as training's smallest --lr)
 MAX_WEIGHT = 1e30  # the largest step size or prior weight (as training's loss weights)
+MAX_STEPS = 1_000_000  # gradient steps (as train's --epochs): hours of work already
 
 
 @dataclass
@@ -60,6 +61,8 @@ class OptimizeConfig:
         for option, value in (("--steps", self.steps), ("stages", self.stages)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise bad(option, value, "give a whole number of at least 1")
+        if self.steps > MAX_STEPS:  # 10**11 ran for years without a word
+            raise bad("--steps", self.steps, f"give a whole number from 1 to {MAX_STEPS:,}")
         for option, value, low, positive in (
                 ("--step-size", self.lr, 0.0, True), ("--lambda-tv", self.lambda_tv, 0.0, False),
                 ("--lambda-alpha", self.lambda_alpha, 0.0, False),

@@ -261,6 +261,19 @@ def test_optimisation_weights_beyond_float32_are_refused(tmp_path, capsys, comma
     assert not (tmp_path / "x.png").exists()
 
 
+@pytest.mark.parametrize("command", ["invert", "evaluate"])
+def test_optimisation_steps_beyond_a_million_are_refused(tmp_path, capsys, command):
+    """Round 7: --steps 100000000000 was accepted and ran for years (killed by timeout)."""
+    write_images(tmp_path / "data", 4)
+    where = (["skimage:coffee", "-o", tmp_path / "x.png"] if command == "invert"
+             else ["--data", tmp_path / "data"])
+    code, _, err = run_cli(capsys, command, "-f", "hog", "--method", "optimize", "--steps",
+                           "100000000000", *where)
+    [line] = error_lines(err)
+    assert code == 1 and "--steps 100000000000: give a whole number from 1 to 1,000,000" in line
+    assert not (tmp_path / "x.png").exists()
+
+
 def test_divergence_names_the_options_to_change():
     from featinv.inversion.optimize import OptimizeConfig, invert_by_optimization
 
