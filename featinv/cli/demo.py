@@ -53,8 +53,12 @@ def run_demo(feature: str, out: Path, train_data: str | None, epochs: int, limit
     from ..io.images import make_grid, save_png
     from ..io.outputs import check_targets
     from ..io.images import EXAMPLES
+    from ..representation.registry import get_spec
     from ..training.loop import TrainConfig, train
 
+    # an unknown name was 'No shipped decoder for NAME yet: pass --train-data', and 'HOG' missed
+    # the shipped 'hog' decoder
+    feature = get_spec(feature).name
     # demo rewrites its own pictures; an -o that is a file or holds folders of those names is not
     check_targets([out / f"{name}.{feature}.png" for name in (*EXAMPLES, "examples")],
                   overwrite=True)

@@ -121,6 +121,17 @@ def test_demo_refuses_an_out_that_is_a_file_before_any_work(tmp_path, capsys, mo
     assert layout == "folder" or out.read_text() == "keep"
 
 
+def test_demo_of_an_unknown_name_says_so_and_any_case_finds_the_shipped_decoder(tmp_path,
+                                                                              capsys):
+    """Round 7: 'demo -f nosuch' said 'No shipped decoder for nosuch yet: pass --train-data
+    DIR', and 'demo -f HOG' the same, although hog ships a decoder."""
+    code, _, err = run_cli(capsys, "demo", "-f", "nosuch", "-o", tmp_path / "a")
+    [line] = error_lines(err)
+    assert code == 1 and "Unknown feature 'nosuch'" in line and "--train-data" not in line
+    code, _, err = run_cli(capsys, "demo", "-f", "HOG", "-o", tmp_path / "b", "--device", "cpu")
+    assert code == 0 and (tmp_path / "b" / "examples.hog.png").exists(), err
+
+
 def test_too_few_images_after_limit_names_the_limit(tmp_path):
     """``evaluate``/``analyze sample``/``perturb --limit 1`` on a folder of 4 photos said 'Need at
     least 2 readable images in DATA, found 1', of a folder holding 4."""
