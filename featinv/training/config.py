@@ -11,7 +11,7 @@ from typing import Any
 
 from ..choices import (CACHE_DTYPES, DATA_STORES, LOSSES, PIXEL_DISTANCES, PRECISIONS, PRESETS,
                       SCHEDULES)
-from ..errors import CheckpointError, FeatinvError
+from ..errors import CheckpointError, FeatinvError, printable
 
 REFERENCE_BATCH = 64  # --lr is the learning rate at this batch size (the paper's)
 MAX_IMAGE_SIZE = 4096  # as featinv.limits.MAX_SIDE (kept here: this module imports nothing heavy)
@@ -374,20 +374,22 @@ def check_resumable(stored: dict[str, Any], cfg: TrainConfig, folder) -> None:
                                   "another --out.")
 
 
-# settings a resumed run may change (it continues with the new ones, said in its log); those
-# that change what the weights mean are refused by check_resumable, the rest (--device,
-# --workers, --save-minutes, ...) change how it runs, not what it learns
+# settings --resume may change (its log names them); those that change what the weights mean
+# are refused by check_resumable
 RESUME_NOTED = ("data", "limit", "weights", "lr", "warmup", "betas", "schedule", "ema",
                 "pixel_distance", "low_res_first", "crop_scale", "seed", "precision",
                 "comparator", "comparator_weights", "disc_width", "disc_lr")
 
 
-def resume_changes(stored: dict[str, Any], cfg: TrainConfig) -> list[str]:
-    """``["lr 0.001 -> 0.1", ...]``: the settings in ``RESUME_NOTED`` that a resumed run
-    changes (those the stored config records)."""
+def resume_note(stored: dict[str, Any], cfg: TrainConfig, log) -> None:
+    """Tell ``log`` (None: nobody) which ``RESUME_NOTED`` settings a resumed run changes."""
     now = config_json(cfg)
-    return [f"{key} {stored[key]!r} -> {now.get(key)!r}" for key in RESUME_NOTED
-            if key in stored and stored[key] != now.get(key)]
+    changed = [f"{key} {stored[key]!r} -> {now.get(key)!r}" for key in RESUME_NOTED
+               if key in stored and stored[key] != now.get(key)]
+    if changed and log is not None:
+        log(printable("resuming with settings that differ from the run's: " + ", ".join(changed)
+                      + "; it continues with the new ones (repeat the original settings to "
+                      "continue it exactly)"))
 
 
 def settings_line(cfg: TrainConfig, device_type: str, warmup: int, where: str) -> str:

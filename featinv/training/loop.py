@@ -44,7 +44,7 @@ from ..progress import Progress
 from ..representation.registry import get_feature
 from .config import (DEFAULT_IMAGE_SIZE, TrainConfig, check_config,  # noqa: F401
                      check_resumable, config_json, effective_lr, low_res_plan, lr_at,
-                     resume_changes, settings_line, total_steps, warmup_steps)
+                     resume_note, settings_line, total_steps, warmup_steps)
 from .data import check_batch_norm, load_data, report_to
 from .ema import WeightAverage
 from .distributed import World, barrier, join, leave, world_from_env
@@ -107,7 +107,7 @@ class Run:
             self.cache = FeatureCache(cfg.feature_cache, extractor, cfg.image_size,
                                       cfg.cache_dtype, writer=self.world.rank)
         # data
-        self.data = load_data(cfg, self.device, self.world, self.log, stop=self._stopped_early)
+        self.data = load_data(cfg, self.device, self.world, self.log, stop=self.stop.early)
         if self.data.sampler.batch_size != cfg.batch_size:  # fewer images than one batch
             self.cfg = cfg = dataclasses.replace(cfg, batch_size=self.data.sampler.batch_size)
         # model (seeded here: loading the data may have drawn random numbers)
@@ -210,14 +210,10 @@ class Run:
         meta = checkpoint.read_meta(path, checkpoint.STATE_FORMAT)
         check_resumable(meta.get("config", {}), self.cfg, self.folder.path)
         if meta["step"] > self.total:  # (read_meta checked that it is a whole number >= 0)
-            raise CheckpointError(f"{printable(path)}: the run is at step {meta['step']}, past the "
-                                  f"{self.total} steps this command trains; give it a larger "
-                                  "--budget or more --epochs.")
-        changed = resume_changes(meta.get("config", {}), self.cfg)
-        if changed and self.world.is_main:
-            self.log(printable("resuming with settings that differ from the run's: "
-                               + ", ".join(changed) + "; it continues with the new ones (repeat "
-                               "the original settings to continue it exactly)"))
+            raise CheckpointError(f"{printable(path)}: the run is at step {meta['step']}, past "
+                                  f"the {self.total} steps this command trains; raise --budget "
+                                  "or --epochs.")
+        resume_note(meta.get("config", {}), self.cfg, self.log if self.world.is_main else None)
         modules = self._modules()
         if self.cfg.ema:  # a state saved without an average starts one from its weights
             self.ema = WeightAverage(self.decoder, self.cfg.ema)
@@ -228,20 +224,13 @@ class Run:
             self.ema = WeightAverage(self.decoder, self.cfg.ema)
         self.step, self.history = int(meta["step"]), list(meta.get("history", []))
 
-    def _stopped_early(self) -> None:
-        """Raise ``Interrupted`` if a signal asked to stop while setting up (nothing to save);
-        also checked while the training images are decoded, which can take minutes."""
-        if self.stop.signum is not None:
-            raise Interrupted(f"Interrupted by {signal.Signals(self.stop.signum).name} before "
-                              "training started; nothing was trained.", self.stop.signum)
-
     # -- the loop -----------------------------------------------------------------------------
     def fit(self) -> dict[str, Any]:
         cfg, data = self.cfg, self.data
         meter, saves = LossMeter(self.world), SaveClock(cfg.save_minutes, cfg.save_every)
         pacer = ValidationPacer(cfg.val_every, len(data.val) if data.val is not None else 0)
         self.decoder.train()  # a fine-tuned encoder stays in eval mode (see _trainable_encoder)
-        self._stopped_early()
+        self.stop.early()
         while self.step < self.total:
             epoch, start = divmod(self.step, self.steps_per_epoch)
             end = min((epoch + 1) * self.steps_per_epoch, self.total)  # a budget may end early
@@ -314,11 +303,10 @@ class Run:
 
     def _finite(self, losses: dict[str, float]) -> dict[str, float]:
         if not all(math.isfinite(v) for v in losses.values()):
-            disc = any(not math.isfinite(losses.get(k, 0.0)) for k in ("disc", "adversarial"))
+            what = "--disc-lr or --lr" if any(not math.isfinite(losses.get(k, 0.0))
+                                              for k in ("disc", "adversarial")) else "--lr"
             raise FeatinvError(f"Loss became {losses['loss']} at step {self.step} ({losses}); "
-                               + self.folder.kept_message()
-                               + (" Try a lower --disc-lr or --lr." if disc else
-                                  " Try a lower --lr."))
+                               + self.folder.kept_message() + f" Try a lower {what}.")
         return losses
 
     @property

@@ -9,6 +9,7 @@ import time
 
 import torch
 
+from ..errors import Interrupted
 from .distributed import World, mean_over_ranks
 
 VAL_SHARE = 0.05  # automatic validation takes at most this share of the run's time
@@ -120,6 +121,13 @@ class StopRequest:
         for signum, handler in self._old.items():
             signal.signal(signum, handler)
         self._old = {}
+
+    def early(self) -> None:
+        """Raise ``Interrupted`` if a signal asked to stop before training started (nothing to
+        save); also called while the training images are decoded, which can take minutes."""
+        if self.signum is not None:
+            raise Interrupted(f"Interrupted by {signal.Signals(self.signum).name} before "
+                              "training started; nothing was trained.", self.signum)
 
     def _on_signal(self, signum, _frame) -> None:
         if self.signum is not None:
