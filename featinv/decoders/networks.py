@@ -33,8 +33,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..choices import DECODER_FAMILIES, DEFAULT_PRESET, PRESETS  # noqa: F401 (public here too)
+from ..representation.hookcall import call_first
 from ..representation.layout import GridLayout, Layout, VectorLayout, layout_from_json, upsampling_factor
-from ..representation.plugins import GENERIC_BUILDER, call_first
+from ..representation.plugins import GENERIC_BUILDER
 
 NEG_SLOPE = 0.2
 

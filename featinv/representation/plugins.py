@@ -5,13 +5,11 @@ is loaded and called on its own, so one that fails to import, raises in its hook
 something invalid is recorded (``plugin_problems()``, ``featinv plugins``) and the others keep
 working. ``FEATINV_LOAD_PLUGINS`` (comma-separated entry-point names, empty for none) restricts
 which third-party plugins load; built-ins (the representations of ``featinv.features`` and the
-generic decoder builder) always load. ``call_first`` calls a ``firstresult`` hook through pluggy
-and says which plugin answered, or names the one that failed.
+generic decoder builder) always load. ``hookcall.call_first`` calls a ``firstresult`` hook and
+says which plugin answered, or names the one that failed.
 """
 from __future__ import annotations
 
-import contextvars
-import functools
 import importlib
 import os
 import threading
@@ -22,7 +20,7 @@ from typing import Any
 import pluggy
 
 from . import hookspecs
-from ..errors import CheckpointError, FeatinvError, PluginError, printable
+from ..errors import CheckpointError, PluginError, printable
 from .hookspecs import DEFAULT_VARIANT, ShippedDecoder
 from .spec import FeatureSpec
 
@@ -102,8 +100,14 @@ def _allowed_entry_points() -> set[str] | None:
     return {name.strip() for name in raw.split(",") if name.strip()}
 
 
-def _describe_exception(exc: BaseException) -> str:
+def describe_exception(exc: BaseException) -> str:
+    """An exception in one line: its type and the first line of its message."""
     return f"{type(exc).__name__}: {exc}".strip().splitlines()[0]
+
+
+def _note(info: PluginInfo, error: str) -> None:
+    """Add ``error`` to what is wrong with the plugin of ``info``."""
+    info.error = error if not info.error else f"{info.error}; {error}"
 
 
 def _load_plugins(pm: pluggy.PluginManager, infos: dict[str, PluginInfo]) -> None:
@@ -143,7 +147,7 @@ def load_plugins_hint() -> str:
 
 def _register_guarded(pm, infos, name, source, load) -> None:
     if name in infos:
-        infos[name].error = (infos[name].error or "") + f"; a second plugin named {name!r} was ignored"
+        _note(infos[name], f"a second plugin named {name!r} was ignored")
         return
     info = infos[name] = PluginInfo(name, source)
     try:
@@ -151,7 +155,7 @@ def _register_guarded(pm, infos, name, source, load) -> None:
         pm.register(plugin, name=name)
         info.hooks = sorted(caller.name for caller in pm.get_hookcallers(plugin) or ())
     except Exception as exc:  # a broken plugin must not break the others
-        info.error = f"failed to load: {_describe_exception(exc)}"
+        info.error = f"failed to load: {describe_exception(exc)}"
 
 
 def _collect_features(pm, infos) -> tuple[dict[str, FeatureSpec], dict[str, str]]:
@@ -170,7 +174,7 @@ def _collect_features(pm, infos) -> tuple[dict[str, FeatureSpec], dict[str, str]
                 spec.layout_rule()  # the declared layout must be valid data
             except Exception as exc:
                 raise PluginError(f"{spec.name!r} declares an invalid layout: "
-                                  f"{_describe_exception(exc)}") from exc
+                                  f"{describe_exception(exc)}") from exc
             owners.setdefault(spec.name, []).append(_plugin)
             features.setdefault(spec.name, spec)
             infos[_plugin].features.append(spec.name)
@@ -179,8 +183,7 @@ def _collect_features(pm, infos) -> tuple[dict[str, FeatureSpec], dict[str, str]
         try:
             impl.function(*[kwargs[a] for a in impl.argnames])
         except Exception as exc:
-            msg = f"error in featinv_register_features: {_describe_exception(exc)}"
-            info.error = msg if not info.error else f"{info.error}; {msg}"
+            _note(info, f"error in featinv_register_features: {describe_exception(exc)}")
     for name, plugins in owners.items():
         if len(plugins) > 1:
             features.pop(name, None)
@@ -188,14 +191,9 @@ def _collect_features(pm, infos) -> tuple[dict[str, FeatureSpec], dict[str, str]
                             f"{', '.join(repr(p) for p in plugins)}. Uninstall one, or restrict "
                             f"plugins with {ENV_LOAD_PLUGINS}.")
             for p in plugins:
-                err = f"registers '{name}', as does " + ", ".join(
-                    repr(o) for o in plugins if o != p)
-                infos[p].error = err if not infos[p].error else f"{infos[p].error}; {err}"
+                _note(infos[p], f"registers '{name}', as does " + ", ".join(
+                    repr(o) for o in plugins if o != p))
     return features, broken
-
-
-def _note(info: PluginInfo, error: str) -> None:
-    info.error = error if not info.error else f"{info.error}; {error}"
 
 
 def _collect_shipped(pm, infos) -> ShippedDecoders:
@@ -212,7 +210,7 @@ def _collect_shipped(pm, infos) -> ShippedDecoders:
             if bad:
                 raise PluginError(f"returned a {type(bad[0]).__name__}, not a ShippedDecoder")
         except Exception as exc:
-            out.problems[name] = f"error in featinv_shipped_decoders: {_describe_exception(exc)}"
+            out.problems[name] = f"error in featinv_shipped_decoders: {describe_exception(exc)}"
             _note(info, out.problems[name])
             continue
         for entry in entries:
@@ -321,81 +319,3 @@ def plugin_infos() -> list[PluginInfo]:
 def plugin_problems() -> list[PluginInfo]:
     """Plugins that failed to load or misbehaved, each with its error message."""
     return [p for p in plugin_infos() if p.error]
-
-
-class _Call:
-    """What one ``call_first`` learnt: the plugin whose answer pluggy returned, and the plugin
-    an exception came from."""
-
-    def __init__(self) -> None:
-        self.answered: str | None = None
-        self.error: BaseException | None = None
-        self.failed: str | None = None
-
-
-_current_call: contextvars.ContextVar[_Call | None] = contextvars.ContextVar(
-    "featinv_hook_call", default=None)
-
-
-def _blame(exc: BaseException, plugin_name: str) -> None:
-    """Name the first implementation an exception came out of (a wrapper re-raising it keeps
-    that name; one raising another exception is named instead)."""
-    call = _current_call.get()
-    if call is not None and call.error is not exc:
-        call.error, call.failed = exc, plugin_name
-
-
-def _traced(impl) -> Any:
-    """``impl.function`` wrapped to record, during a ``call_first``, whether it answered or which
-    exception came out of it. Wrapper implementations (``wrapper=True``, ``hookwrapper=True``)
-    stay generators that pluggy drives as usual."""
-    function, name = impl.function, impl.plugin_name
-    if impl.wrapper or impl.hookwrapper:
-        @functools.wraps(function)
-        def traced(*args):
-            try:
-                return (yield from function(*args))
-            except BaseException as exc:
-                _blame(exc, name)
-                raise
-    else:
-        @functools.wraps(function)
-        def traced(*args):
-            try:
-                result = function(*args)
-            except BaseException as exc:
-                _blame(exc, name)
-                raise
-            call = _current_call.get()
-            if call is not None and result is not None:
-                call.answered = name
-            return result
-    traced.__featinv_traced__ = True
-    return traced
-
-
-def call_first(hook_name: str, required: bool = True, **kwargs: Any) -> tuple[str | None, Any]:
-    """Call a ``firstresult`` hook through pluggy; return its answer and the name of the plugin
-    that gave it. A ``FeatinvError`` (a clear error the plugin means the user to see) passes
-    unchanged; any other exception becomes a ``PluginError`` naming the plugin it came from. When
-    no implementation answers: a ``PluginError``, or ``(None, None)`` if not ``required``."""
-    hook = getattr(get_plugin_manager().hook, hook_name)
-    for impl in hook.get_hookimpls():  # also those registered on the manager directly
-        if not getattr(impl.function, "__featinv_traced__", False):
-            impl.function = _traced(impl)
-    call = _Call()
-    token = _current_call.set(call)
-    try:
-        result = hook(**kwargs)
-    except FeatinvError:
-        raise
-    except Exception as exc:
-        raise PluginError(f"Plugin '{call.failed or '?'}' failed in {hook_name}: "
-                          f"{_describe_exception(exc)}") from exc
-    finally:
-        _current_call.reset(token)
-    if result is not None:
-        return call.answered, result
-    if not required:
-        return None, None
-    raise PluginError(f"No plugin answered {hook_name}.")

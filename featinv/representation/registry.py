@@ -8,7 +8,8 @@ from typing import Any
 import torch
 
 from ..errors import FeatinvError, PluginError, UnknownFeatureError
-from .plugins import call_first, get_state, load_plugins_hint
+from .hookcall import call_first
+from .plugins import get_state, load_plugins_hint
 from .spec import Extractor, FeatureSpec
 
 

@@ -135,6 +135,16 @@ def test_duplicate_names_fail_with_both_plugins_named(extra_plugins):
     assert "twin" not in featinv.list_features()
 
 
+def test_a_second_plugin_of_the_same_name_is_noted_in_one_clean_message(extra_plugins):
+    """A plugin registered under a name already taken was noted as '; a second plugin ...'
+    (a stray separator) when the first had no error of its own."""
+    extra_plugins("featinv.features.hog", Plugin(make_spec("impostor")))
+    problems = {p.name: p.error for p in plugin_problems()}
+    assert problems["featinv.features.hog"] == (
+        "a second plugin named 'featinv.features.hog' was ignored")
+    assert "impostor" not in featinv.list_features() and "hog" in featinv.list_features()
+
+
 def test_invalid_layout_is_reported(extra_plugins):
     extra_plugins("badlayout", Plugin(make_spec("weird", rule=lambda: (3, 4, 4))))
     assert "weird" not in featinv.list_features()
@@ -309,7 +319,7 @@ class _Failing:
 
 
 def test_plugin_failing_in_a_firstresult_hook_is_named(extra_plugins):
-    from featinv.representation.plugins import call_first
+    from featinv.representation.hookcall import call_first
 
     wrapper = _WrapperPlugin()
     extra_plugins("wrapping", wrapper)  # the error passes through a wrapper, still blamed right
@@ -327,7 +337,7 @@ def test_plugin_failing_in_a_firstresult_hook_is_named(extra_plugins):
 
 
 def test_featinv_error_from_a_plugin_passes_unchanged(extra_plugins):
-    from featinv.representation.plugins import call_first
+    from featinv.representation.hookcall import call_first
 
     extra_plugins("strict", _Failing(featinv.FeatinvError("no such family member")))
     with pytest.raises(featinv.FeatinvError, match="^no such family member$"):
@@ -335,7 +345,7 @@ def test_featinv_error_from_a_plugin_passes_unchanged(extra_plugins):
 
 
 def test_call_first_names_the_answering_plugin(extra_plugins):
-    from featinv.representation.plugins import call_first
+    from featinv.representation.hookcall import call_first
 
     class Resolver:
         @featinv.hookimpl
