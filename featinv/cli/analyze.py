@@ -69,6 +69,7 @@ def perturb_cmd(decoders, data, limit, names, autoencoder, seed, out, overwrite,
     """Reconstruction error per DECODER (one per layer) under each feature perturbation."""
     from ..analysis.figures import perturbation_study
     from ..analysis.plots import perturbation_chart
+    from ..io.files import written_together
 
     folder = Path(out)
     _check_outputs([folder / "perturb.json", folder / "perturb.png"], [*decoders, *autoencoder],
@@ -81,8 +82,12 @@ def perturb_cmd(decoders, data, limit, names, autoencoder, seed, out, overwrite,
     result = perturbation_study(decoders, data, limit, names, seed, autoencoder, device,
                                 on_error=lambda m: click.echo(f"Error: {printable(m)}", err=True),
                                 on_layer=echo_row)
-    _echo_path(_write_json(result, folder / "perturb.json"))
-    _echo_path(perturbation_chart(result, folder / "perturb.png"))
+    # moved in together: a signal between the two writes paired a new JSON with the old chart
+    with written_together(folder) as stage:
+        _write_json(result, stage / "perturb.json")
+        perturbation_chart(result, stage / "perturb.png")
+    for name in ("perturb.json", "perturb.png"):
+        _echo_path(folder / name)
 
 
 @analyze.command("layers")

@@ -120,7 +120,7 @@ def audit_cmd(features, checkpoints, decoder_name, data, train_data, epochs, tra
     from ..analysis.report_html import write_report
     from ..inversion.device import pick_device
     from ..inversion.methods import make_methods
-    from ..io.files import write_output
+    from ..io.files import write_output, written_together
 
     files = scan_folder(data, None)  # fewer than 2 photos: refused before any work
     check_gallery(len(files[:limit] if limit else files))
@@ -136,13 +136,16 @@ def audit_cmd(features, checkpoints, decoder_name, data, train_data, epochs, tra
                    log=lambda m: click.echo(printable(m), err=True))
     result = report.result
     text = json.dumps(result, indent=2) + "\n"
-    # with --json, stdout is the JSON alone (the paths were printed before it: 'audit --json |
-    # jq' failed); the paths go to stderr
-    written = write_output(folder / RESULT, lambda t: Path(t).write_text(text))
-    click.echo(printable(written), err=as_json)
-    html_path = write_report(folder / REPORT, result, report.pictures,
-                             reidentification_chart(result))
-    click.echo(printable(html_path), err=as_json)
+    chart = reidentification_chart(result)
+    # both files are moved in together: a signal between the two writes paired the new JSON
+    # with the old report. With --json, stdout is the JSON alone (the paths were printed
+    # before it: 'audit --json | jq' failed); the paths go to stderr
+    with written_together(folder) as stage:
+        write_output(stage / RESULT, lambda t: Path(t).write_text(text))
+        write_report(stage / REPORT, result, report.pictures, chart)
+    html_path = folder / REPORT
+    for written in (folder / RESULT, html_path):
+        click.echo(printable(written), err=as_json)
     if as_json:
         echo_json(result)
     else:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ import torch
 from ..errors import FeatinvError, printable
 from ..io import hub
 from ..io.checkpoint import DECODER_FILE, STATE_FILE
-from ..io.files import atomic_write, move_into_place
+from ..io.files import atomic_write, written_together
 from ..io.hub import CARD_FILE, CONFIG_FILE, MODEL_FILE, PICTURE_FILE, SHARED_FILES
 from ..io.images import EXAMPLES, IMAGE_EXTENSIONS, example_image, make_grid, pil_to_tensor, \
     save_png
@@ -69,12 +68,9 @@ def pack_folder(source: str | Path, out: str | Path, recipe: str | None = None,
 
     check_targets([out / f for f in SHARED_FILES], [src, src.parent / STATE_FILE],
                   overwrite)
-    # the four files are made in a hidden folder inside OUT and moved in together once all are
-    # written: a failure or signal on the way (the picture takes a decoding) left a new model
-    # beside the old folder's card, config and picture
-    out.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=".featinv-pack.", dir=out))
-    try:
+    # the four files are moved in together once all are written: a failure or signal on the
+    # way (the picture takes a decoding) left a new model beside the old card, config, picture
+    with written_together(out) as stage:
         model = pack(src, stage / MODEL_FILE, recipe=recipe, half=half, notes=notes,
                      max_bytes=None)
         info = describe(model)
@@ -83,10 +79,6 @@ def pack_folder(source: str | Path, out: str | Path, recipe: str | None = None,
         _write_text(stage / CONFIG_FILE, json.dumps(config(decoder.meta, info), indent=2) + "\n")
         _write_text(stage / CARD_FILE, card(decoder.meta, info, name or f"{LOCAL}{out}",
                                             license))
-        for name_ in SHARED_FILES:
-            move_into_place(stage / name_, out / name_)
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
     return out
 
 

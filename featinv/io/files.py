@@ -10,14 +10,21 @@ An output checked to be new (``claim_new``, which ``io.outputs.check_targets`` c
 ``--overwrite``) is put in place only if it is still new when written: a file another program
 wrote there meanwhile (two commands given the same ``-o``) is kept, and this result goes beside
 it under a numbered name.
+
+Outputs that belong together (a JSON and its report or chart, a packed model and its card) are
+written in a hidden folder inside their destination and moved in together (``written_together``):
+an interruption leaves the previous set whole instead of a new file beside old ones.
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import signal
 import stat
 import tempfile
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from ..errors import FeatinvError, printable
 
@@ -151,3 +158,43 @@ def write_output(path: str | Path, write: Callable[[str], None]) -> Path:
     except OSError as exc:
         raise FeatinvError(f"Cannot write {printable(path)} ({exc.strerror or exc}); check that "
                            "its folder is writable and has free space.") from None
+
+
+# signals deferred while a set of finished files is renamed into place
+_HELD_SIGNALS = {getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n)}
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """Defer SIGINT, SIGTERM and SIGHUP (delivered at the end of the block) where the system
+    allows it."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, _HELD_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+@contextlib.contextmanager
+def written_together(folder: str | Path) -> Iterator[Path]:
+    """A hidden folder inside ``folder`` to write a set of outputs in; when the block ends
+    without an exception, every file written there is moved into ``folder`` (``move_into_place``)
+    with SIGINT/SIGTERM/SIGHUP deferred until all are in. A failure or signal before that leaves
+    ``folder`` as it was. The hidden folder is removed on any exit."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        stage = Path(tempfile.mkdtemp(prefix=".featinv-stage.", dir=folder))
+    except OSError as exc:
+        raise FeatinvError(f"Cannot write in {printable(folder)} ({exc.strerror or exc}); check "
+                           "that it is a writable folder with free space.") from None
+    try:
+        yield stage
+        with _signals_held():
+            for done in sorted(stage.iterdir()):
+                move_into_place(done, folder / done.name)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)

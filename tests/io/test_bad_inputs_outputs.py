@@ -236,3 +236,108 @@ def test_a_closed_stdout_pipe_does_not_stop_the_work(tmp_path):
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 0, err
     assert len(list((tmp_path / "o").glob("*.hog.png"))) == 6 and "Error" not in err
+
+
+def test_files_written_together_are_all_moved_in_before_a_signal_is_handled(tmp_path,
+                                                                           monkeypatch):
+    """io.files.written_together: nothing of the set replaces the old files when the block is
+    stopped; once it ends, SIGTERM waits until every file is in (it was handled between two
+    renames: a new JSON beside the old picture)."""
+    import os
+    import signal
+
+    import featinv.io.files as files
+
+    class Stop(BaseException):
+        pass
+
+    def stop(*_):
+        raise Stop
+
+    for name in ("a.json", "b.png"):
+        (tmp_path / name).write_text("old")
+    with pytest.raises(Stop), files.written_together(tmp_path) as stage:
+        (stage / "a.json").write_text("new")
+        raise Stop
+    assert sorted((p.name, p.read_text()) for p in tmp_path.iterdir()) == [
+        ("a.json", "old"), ("b.png", "old")]  # and no hidden folder left
+
+    real_move = files.move_into_place
+
+    def move_then_sigterm(tmp, path):
+        real_move(tmp, path)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(files, "move_into_place", move_then_sigterm)
+    before = signal.signal(signal.SIGTERM, stop)
+    try:
+        with pytest.raises(Stop), files.written_together(tmp_path) as stage:
+            for name in ("a.json", "b.png"):
+                (stage / name).write_text("new")
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    assert sorted((p.name, p.read_text()) for p in tmp_path.iterdir()) == [
+        ("a.json", "new"), ("b.png", "new")]
+
+
+def _sigterm(*_args, **_kwargs):
+    import os
+    import signal
+
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def test_sigterm_between_the_two_files_of_perturb_keeps_the_old_pair(tmp_path, capsys,
+                                                                     monkeypatch):
+    """'analyze perturb --overwrite' wrote perturb.json, then drew perturb.png: SIGTERM while
+    drawing left the new JSON beside the old chart. The two are now moved in together."""
+    import json
+
+    import featinv.analysis.figures as figures
+    import featinv.analysis.plots as plots
+
+    photos, out = write_images(tmp_path / "in", 2)[0].parent, tmp_path / "p"
+    result = {"layers": [{"layer": "hog", "errors": {"none": 0.5}}], "autoencoder": []}
+    monkeypatch.setattr(figures, "perturbation_study", lambda *a, **k: result)
+    args = ("analyze", "perturb", "hog", "--data", photos, "-o", out, "--overwrite")
+    code, _, err = run(capsys, *args)
+    assert code == 0 and json.loads((out / "perturb.json").read_text()) == result, err
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    result = {"layers": [{"layer": "hog", "errors": {"none": 0.9}}], "autoencoder": []}
+    monkeypatch.setattr(plots, "perturbation_chart", _sigterm)
+    code, _, err = run(capsys, *args)
+    assert code == 143 and "Terminated" in err, err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_sigterm_between_the_two_files_of_audit_keeps_the_old_pair(tmp_path, capsys,
+                                                                   monkeypatch):
+    """'audit --overwrite' wrote audit.json, then audit.html: SIGTERM between the two left the
+    new JSON beside the old report. The two are now moved in together."""
+    import json
+    from types import SimpleNamespace
+
+    import featinv.analysis.audit as audit
+    import featinv.analysis.plots as plots
+    import featinv.analysis.report_html as report_html
+
+    photos, out = write_images(tmp_path / "in", 2)[0].parent, tmp_path / "a"
+    out.mkdir()
+    for name in ("audit.json", "audit.html"):
+        (out / name).write_text("old")
+    monkeypatch.setattr(audit, "audit", lambda *a, **k: SimpleNamespace(
+        result={"new": True}, pictures={}))
+    monkeypatch.setattr(plots, "reidentification_chart", lambda result: b"")
+    monkeypatch.setattr(report_html, "write_report", _sigterm)
+    args = ("audit", "-f", "hog", "--data", photos, "-o", out, "--overwrite", "--json",
+            "--reid-feature", "none", "--perceptual-weights", "none")
+    code, _, err = run(capsys, *args)
+    assert code == 143 and "Terminated" in err, err
+    assert sorted((p.name, p.read_text()) for p in out.iterdir()) == [
+        ("audit.html", "old"), ("audit.json", "old")]
+    monkeypatch.setattr(report_html, "write_report",
+                        lambda path, *a: path.write_text("new report"))
+    code, stdout, err = run(capsys, *args)
+    assert code == 0 and json.loads(stdout) == {"new": True}, err
+    assert json.loads((out / "audit.json").read_text()) == {"new": True}
+    assert (out / "audit.html").read_text() == "new report" and len(list(out.iterdir())) == 2
