@@ -93,6 +93,14 @@ def memory_available() -> int | None:
     return min(found) if found else None
 
 
+def format_bound(number: float) -> str:
+    """A range's end for messages: an integer in full (4294967295, not ``:g``'s 4.29497e+09),
+    any other number as ``:g`` writes it."""
+    if isinstance(number, int) and not isinstance(number, bool):
+        return str(number)
+    return f"{number:g}"
+
+
 def check_number(name: str, value, low: float, high: float, low_open: bool = False) -> float:
     """``value`` as a float if it is a finite number in ``[low, high]`` (``(low, high]`` with
     ``low_open``), else a ``FeatinvError`` naming ``name`` (NaN and infinities included: they
@@ -107,6 +115,6 @@ def check_number(name: str, value, low: float, high: float, low_open: bool = Fal
         and number <= high
     if isinstance(value, bool) or not inside:
         raise FeatinvError(f"{name} {value!r}: give a finite number "
-                           f"{'above' if low_open else 'from'} {low:g} "
-                           f"{'and at most' if low_open else 'to'} {high:g}.")
+                           f"{'above' if low_open else 'from'} {format_bound(low)} "
+                           f"{'and at most' if low_open else 'to'} {format_bound(high)}.")
     return number

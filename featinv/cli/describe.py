@@ -6,6 +6,7 @@ import click
 from .common import echo_json
 from .listing import layout_text
 from .options import SIDE, parse_params
+from ..limits import format_bound
 
 
 @click.command("describe")
@@ -33,6 +34,8 @@ def describe_cmd(name: str, image_size: int, params: tuple[str, ...], as_json: b
     click.echo("  parameters:" + ("" if info["params"] else " none"))
     for p in info["params"]:
         choices = f" (one of {p['choices']})" if p["choices"] else ""
+        if p.get("range"):
+            choices += " (from {} to {})".format(*map(format_bound, p["range"]))
         value = info["values"][p["name"]]
         default = f" (default {p['default']!r})" if value != p["default"] else ""
         click.echo(f"    {p['name']} = {value!r}{default}  {p['help']}{choices}")

@@ -18,6 +18,7 @@ from torch import nn
 from ..choices import DECODER_FAMILIES as FAMILY_LAYOUTS
 from ..deprecation import module_aliases, renamed_fields
 from ..errors import FeatinvError, PluginError, ShapeError
+from ..limits import format_bound
 from .layout import CellGrid, ComputedGrid, FixedVector, Layout, LayoutRule
 from .memory import check as check_memory
 from .memory import check_declaration as check_memory_declaration
@@ -92,8 +93,8 @@ class Param:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             low, high = self.bounds()
             if not low <= value <= high:
-                raise ParamRangeError(f"{self.name}={value!r:.40} (it must be from {low:g} to "
-                                      f"{high:g})")
+                raise ParamRangeError(f"{self.name}={value!r:.40} (it must be from "
+                                      f"{format_bound(low)} to {format_bound(high)})")
         return value
 
     def bounds(self) -> tuple[float, float]:

@@ -74,6 +74,22 @@ def test_stale_or_corrupt_cache_is_recomputed(tmp_path, monkeypatch):
     assert listing.fingerprint() != key
 
 
+def test_parameter_ranges_print_whole_numbers_in_full(capsys):
+    """sift's seed range was written '4.29497e+09' (``:g``) in the message for a refused value;
+    whole-number bounds are now written in full, also where describe and check_number show them."""
+    from featinv.limits import check_number, format_bound
+    from helpers import run_cli as run
+
+    assert format_bound(2**32 - 1) == "4294967295" and format_bound(0.01) == "0.01"
+    assert format_bound(1e12) == "1e+12"
+    code, out, _ = run(capsys, "describe", "sift")
+    assert code == 0 and "(from 0 to 4294967295)" in out and "e+09" not in out
+    code, _, err = run(capsys, "describe", "sift", "-p", "seed=-1")
+    assert code == 1 and "(it must be from 0 to 4294967295)" in err, err
+    with pytest.raises(FeatinvError, match="from 1 to 4294967296"):
+        check_number("--n", 0, 1, 2**32)
+
+
 def test_describe_with_params_and_any_case(capsys):
     from helpers import run_cli as run
 
