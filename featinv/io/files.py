@@ -23,6 +23,7 @@ import shutil
 import signal
 import stat
 import tempfile
+import threading
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -166,16 +167,24 @@ _HELD_SIGNALS = {getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if 
 
 @contextlib.contextmanager
 def _signals_held() -> Iterator[None]:
-    """Defer SIGINT, SIGTERM and SIGHUP (delivered at the end of the block) where the system
-    allows it."""
-    if not hasattr(signal, "pthread_sigmask"):
+    """Defer SIGINT, SIGTERM and SIGHUP to the end of the block: each is noted and raised again
+    once the block is done. Python-level handlers rather than a signal mask, because a mask holds
+    only the calling thread, and any other thread (torch's, a progress bar's) would take the
+    signal and let Python run the handler at once. Outside the main thread, nothing is held."""
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, _HELD_SIGNALS)
+    caught: list[int] = []
+    previous = {s: signal.getsignal(s) for s in _HELD_SIGNALS}
+    for s in previous:
+        signal.signal(s, lambda signum, _frame: caught.append(signum))
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        for s in caught:
+            signal.raise_signal(s)
 
 
 @contextlib.contextmanager

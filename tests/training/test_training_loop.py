@@ -74,13 +74,15 @@ def test_training_from_memory_and_from_files_gives_the_same_decoder(tmp_path):
 
 
 @pytest.mark.slow
-def test_data_store_auto_follows_the_memory_budget(tmp_path):
+def test_data_store_auto_follows_the_memory_budget(tmp_path, monkeypatch):
     write_images(tmp_path / "data", 8)
     logs = []
     train(config(tmp_path / "data", tmp_path / "a"), log=logs.append)
     assert any("in memory (RAM)" in m for m in logs)
     logs.clear()
-    train(config(tmp_path / "data", tmp_path / "b", memory_budget=1e-6), log=logs.append)
+    # a budget of 100 bytes: below what --memory-budget accepts, far below these images' size
+    monkeypatch.setattr("featinv.training.data.memory_budget", lambda *_: 100)
+    train(config(tmp_path / "data", tmp_path / "b"), log=logs.append)
     assert any("over the" in m and "budget" in m for m in logs)
 
 
