@@ -128,8 +128,10 @@ def _guard_stdout() -> None:
 
     out = sys.stdout
     try:
-        if out is not sys.__stdout__ or not stat.S_ISFIFO(os.fstat(out.fileno()).st_mode) and \
-                not stat.S_ISSOCK(os.fstat(out.fileno()).st_mode):
+        if out is not sys.__stdout__:
+            return
+        mode = os.fstat(out.fileno()).st_mode
+        if not (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)):
             return
         out.flush()
     except (AttributeError, OSError, ValueError):
