@@ -19,6 +19,12 @@ PRESETS: dict[str, dict[str, Any]] = {
                  "help": "residual U-Net over the feature grid with batch norm and "
                          "resize-convolutions; the shipped decoders use it (v1 at x0.125 "
                          "and x0.25); the default of featinv train"},
+    "residual_fine": {"width": 0.3125, "style": "residual",
+                      "body": {"blocks": 6, "top": 512, "up": 3.0},
+                      "help": "the residual U-Net with its capacity moved to fine scales: 6 "
+                              "residual blocks at the grid, an up-sampling path 3x wider, the "
+                              "coarse levels capped at 512 x width channels (closer to the "
+                              "paper's widths near the image; about 3x the compute)"},
 }
 DEFAULT_PRESET = "compact"
 # the decoder families of the generic builder, each with the layout kind it takes: the one list

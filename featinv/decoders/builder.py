@@ -17,4 +17,5 @@ def featinv_build_decoder(spec, layout, image_size, preset, width):
     from .networks import build_body, choose_family  # PyTorch: only when a decoder is built
 
     family = choose_family(spec.decoder_family, layout)
-    return build_body(family, layout, image_size, width, PRESETS[preset]["style"])
+    return build_body(family, layout, image_size, width, PRESETS[preset]["style"],
+                      **PRESETS[preset].get("body", {}))

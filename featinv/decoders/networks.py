@@ -211,10 +211,12 @@ class ResidualUNet(nn.Module):
     level added to the way up by a skip) -> ``blocks`` residual blocks at grid resolution ->
     ``n = log2(factor)`` up-sampling stages halving the channels, the last a pixel shuffle to RGB.
     Compute is spent where it is cheap: wide at the coarse levels, thin near the image.
+    ``top``: the coarse levels' widest channel count (before ``w``); ``up``: the up-sampling
+    path's channels as a multiple of the grid's (1: ``c/2, c/4, ...``, at least 16).
     """
 
     def __init__(self, channels: int, grid: int, factor: int, w, blocks: int = 2,
-                 sparse: bool = False):
+                 sparse: bool = False, top: int = 1024, up: float = 1.0):
         super().__init__()
         c = w(256)
         self.factor = factor  # output pixels per input cell
@@ -224,7 +226,7 @@ class ResidualUNet(nn.Module):
         else:
             self.stem = conv(channels, c, 3)
         levels = max(1, min(3, int(math.log2(max(grid, 2))) - 1))
-        widths = [c] + [min(c * 2 ** (i + 1), w(1024)) for i in range(levels)]
+        widths = [c] + [min(c * 2 ** (i + 1), w(top)) for i in range(levels)]
         self.down = nn.ModuleList(
             nn.Sequential(conv(widths[i], widths[i + 1], 3, stride=2), ResBlock(widths[i + 1]))
             for i in range(levels))
@@ -236,7 +238,7 @@ class ResidualUNet(nn.Module):
         n_up = _log2(factor)
         expand, cin = [], c
         for i in range(max(n_up - 1, 0)):
-            cout = max(c // 2 ** (i + 1), 16)
+            cout = max(int(c * up) // 2 ** (i + 1), 16)
             expand.append(ResizeConv(cin, cout))
             cin = cout
         if n_up == 0:
@@ -288,10 +290,11 @@ def width_fn(width: float):
 
 
 def build_body(family: str, layout: Layout, image_size: int, width: float,
-               style: str = "paper") -> nn.Module:
+               style: str = "paper", **shape) -> nn.Module:
     """The bare network of one family for ``layout`` and a square output of ``image_size``.
 
-    ``style="residual"``: grid layouts get a ``ResidualUNet`` whatever the family.
+    ``style="residual"``: grid layouts get a ``ResidualUNet`` whatever the family, with the
+    preset's ``shape`` (``blocks``, ``top``, ``up``; see there).
     """
     w = width_fn(width)
     if DECODER_FAMILIES[family] == "vector":
@@ -300,7 +303,7 @@ def build_body(family: str, layout: Layout, image_size: int, width: float,
     grid = min(layout.height, layout.width)
     factor = upsampling_factor(layout, image_size)
     if style == "residual":
-        return ResidualUNet(layout.channels, grid, factor, w, sparse=layout.sparse)
+        return ResidualUNet(layout.channels, grid, factor, w, sparse=layout.sparse, **shape)
     return BODIES[family](layout.channels, grid, factor, w)
 
 

@@ -160,7 +160,7 @@ def test_vector_layouts_keep_their_training_size(vector_checkpoint, tmp_path, ca
 
 # --- decoders at grid sizes other than the training one ------------------------------------
 
-@pytest.mark.parametrize("preset", ["residual", "compact"])
+@pytest.mark.parametrize("preset", ["residual", "residual_fine", "compact"])
 @pytest.mark.parametrize("layout", [GridLayout(31, 16, 16), GridLayout(133, 32, 32, sparse=True),
                                     GridLayout(58, 8, 8)])
 @pytest.mark.parametrize("grid", [(5, 7), (9, 13), (17, 4)])

@@ -192,3 +192,24 @@ def test_l1_trains_on_the_mean_absolute_error():
     opt = torch.optim.SGD(decoder.parameters(), lr=0.0)
     loss = optimizer_step(model, opt, x, pixel_distance="l1")["loss"]
     assert torch.allclose(loss, expected, atol=1e-6)
+
+
+def test_the_residual_fine_preset_moves_capacity_to_fine_scales():
+    """``residual_fine``: more blocks at the grid, a wider up-sampling path, capped coarse levels;
+    a checkpoint's config rebuilds the same network."""
+    import featinv
+    from featinv.decoders.networks import build_decoder, rebuild_decoder
+    from featinv.representation.layout import GridLayout
+
+    spec, layout = featinv.get_spec("lbp"), GridLayout(58, 8, 8)
+    base = build_decoder(spec, layout, 128, preset="residual", width=0.25).body
+    fine = build_decoder(spec, layout, 128, preset="residual_fine", width=0.25)
+    body = fine.body
+    assert len(body.local) - 2 == 6 and len(base.local) - 2 == 2  # blocks (+ norm, act)
+    up_fine = [m.conv[0].out_channels for m in body.expand if hasattr(m, "conv")]
+    up_base = [m.conv[0].out_channels for m in base.expand if hasattr(m, "conv")]
+    assert up_fine == [96, 48, 24] and up_base == [32, 16, 16]  # 3x the grid's 64 channels
+    assert max(s[0][0].out_channels for s in body.down) == 128  # 512 x 0.25
+    rebuilt = rebuild_decoder(spec, fine.config)
+    assert {k: v.shape for k, v in rebuilt.state_dict().items()} == \
+        {k: v.shape for k, v in fine.state_dict().items()}
