@@ -213,3 +213,23 @@ def test_the_residual_fine_preset_moves_capacity_to_fine_scales():
     rebuilt = rebuild_decoder(spec, fine.config)
     assert {k: v.shape for k, v in rebuilt.state_dict().items()} == \
         {k: v.shape for k, v in fine.state_dict().items()}
+
+
+def test_validation_waits_until_batch_norm_has_left_the_low_resolution_phase(tmp_path,
+                                                                             monkeypatch):
+    write_images(tmp_path / "data", 16)
+    monkeypatch.setattr(loop, "BN_SETTLE", 2)
+    lines = []
+    out = tmp_path / "run"
+    train(config(tmp_path / "data", out, budget=80, low_res_first="16:0.4", val_every=1,
+                 val=str(tmp_path / "data")), log=lines.append)
+    records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    validated = [r["step"] for r in records if "val_normalized_error" in r]
+    assert [r["step"] for r in records] == [2, 4, 6, 8, 10]
+    assert validated == [6, 8, 10]  # 16 px until step 4, then 2 steps for batch norm
+    assert any("validation at 32 px waits" in line for line in lines)
+    no_low_res = tmp_path / "plain"
+    train(config(tmp_path / "data", no_low_res, budget=80, low_res_first="off", val_every=1,
+                 val=str(tmp_path / "data")), log=quiet)
+    records = [json.loads(x) for x in (no_low_res / "metrics.jsonl").read_text().splitlines()]
+    assert all("val_normalized_error" in r for r in records)
