@@ -56,3 +56,32 @@ class Interrupted(FeatinvError):
     def __init__(self, message: str, signal_number: int):
         super().__init__(message)
         self.exit_code = 128 + signal_number
+
+
+def command_options() -> frozenset[str] | None:
+    """The option names (``-c``, ``--checkpoint``, ...) of the ``featinv`` command running now,
+    or None outside the command line (the Python API). Messages shared by several commands use
+    it to advise only options the command at hand has (``--init-from`` was told to use ``-c``,
+    which ``train`` does not take)."""
+    import sys
+
+    click = sys.modules.get("click")  # never imported here: the CLI has imported it already
+    ctx = click.get_current_context(silent=True) if click is not None else None
+    if ctx is None:
+        return None
+    return frozenset(opt for param in ctx.command.params
+                     for opt in (*getattr(param, "opts", ()), *getattr(param, "secondary_opts", ()))
+                     if opt.startswith("-"))
+
+
+def param_advice(name: str, value: str) -> str:
+    """How to give the representation parameter ``name`` the ``value`` in the command running
+    now: ``-p NAME=VALUE`` (also outside the command line, as the documentation spells it),
+    ``--NAME VALUE`` where the command has that option instead (``invert --weights``), else
+    ``NAME=VALUE`` (a command with neither, e.g. a comparator's ``--comparator-param``)."""
+    options = command_options()
+    if options is None or "-p" in options:
+        return f"-p {name}={value}"
+    if f"--{name}" in options:
+        return f"--{name} {value}"
+    return f"{name}={value}"

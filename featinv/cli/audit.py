@@ -31,12 +31,19 @@ def _train_missing(names: list[str], checkpoints: list[str], train_data: str | N
     from ..io.checkpoint import DECODER_FILE
     from ..training.loop import TrainConfig, train
 
+    from ..inversion.sources import split_variant
+    from ..representation.hookspecs import DEFAULT_VARIANT
+    from ..representation.plugins import shipped_decoder, shipped_decoders
     from ..representation.registry import get_spec
 
     out = []
     for name in names:
-        get_spec(name)  # an unknown name: the error with a suggestion
-        shipped = shipped_decoder_path(name, decoder_name)
+        feature, variant = split_variant(name, decoder_name)  # hog.realistic, hog.default
+        get_spec(feature)  # an unknown name: the error with a suggestion
+        shipped = shipped_decoder_path(feature, variant)
+        if shipped is None and variant not in (None, DEFAULT_VARIANT) and \
+                any(f == get_spec(feature).name for f, _ in shipped_decoders().entries):
+            shipped_decoder(get_spec(feature).name, variant)  # no such variant: it lists them
         trained = folder / "decoders" / name / DECODER_FILE
         if shipped is not None:
             out.append(str(shipped))

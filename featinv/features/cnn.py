@@ -43,7 +43,7 @@ import torch
 from torch import nn
 
 from ..deprecation import module_aliases
-from ..errors import FeatinvError
+from ..errors import FeatinvError, param_advice
 from ..representation.layout import ComputedGrid, GridLayout, Layout, VectorLayout
 
 __all__ = ["Convention", "CONVENTIONS", "Preprocess", "LayerNet", "load_weights",
@@ -185,12 +185,13 @@ def load_weights(net: nn.Module, weights: str, pretrained: Callable[[], dict[str
         if not Path(shipped[weights]).is_file():
             raise FeatinvError(f"the weights '{weights}' of {what} should come with featinv at "
                                f"{shipped[weights]}, which is missing: reinstall featinv, or "
-                               "pass a file with -p weights=PATH.")
+                               f"pass a file with {param_advice('weights', 'PATH')}.")
         state = read_weight_file(shipped[weights], net.state_dict(), what)
     elif weights == "imagenet":
         if pretrained is None:
             raise FeatinvError(f"{what} has no pretrained ImageNet weights; pass "
-                               "-p weights=PATH or -p weights=random.")
+                               f"{param_advice('weights', 'PATH')} or "
+                               f"{param_advice('weights', 'random')}.")
         state = fetch_pretrained(pretrained, what, tuple(shipped))
     else:
         state = read_weight_file(weights, net.state_dict(), what)
@@ -220,12 +221,13 @@ def fetch_pretrained(fetch: Callable[[], Any], what: str, shipped: tuple[str, ..
         return fetch()
     except Exception as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        offline = "".join(f"use -p weights={name} (shipped with featinv), " for name in shipped)
+        offline = "".join(f"use {param_advice('weights', name)} (shipped with featinv), "
+                          for name in shipped)
         raise FeatinvError(
             f"the ImageNet weights of {what} are not cached and could not be downloaded "
             f"({reason[:200]}). Connect to the internet once to cache them, {offline}pass a "
-            "local file with -p weights=PATH (.safetensors or .npz), or use -p weights=random "
-            "for random weights.") from None
+            f"local file with {param_advice('weights', 'PATH')} (.safetensors or .npz), or use "
+            f"{param_advice('weights', 'random')} for random weights.") from None
 
 
 def unreachable(url: str, timeout: float = PROBE_SECONDS) -> str | None:

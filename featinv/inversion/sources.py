@@ -20,7 +20,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..errors import CheckpointError, FeatinvError, UnknownFeatureError, printable
+from ..errors import (CheckpointError, FeatinvError, UnknownFeatureError, command_options,
+                      printable)
 from ..io import hub
 from ..io.hub import MODEL_FILE
 
@@ -67,7 +68,36 @@ def split_variant(name: str, decoder: str | None = None) -> tuple[str, str | Non
         for entry in shipped_decoders().entries.values():
             if entry.key == name.lower() and entry.key != entry.feature:
                 return entry.feature, entry.variant
+        dotted = variant_spelling(name)
+        if dotted is not None:
+            return dotted
+    elif isinstance(name, str) and not has_scheme(decoder) and variant_spelling(name):
+        raise FeatinvError(f"{printable(name)} names a decoder variant already; drop "
+                           f"--decoder {printable(decoder)}, or give the representation's "
+                           "name alone.")
     return name, decoder
+
+
+def variant_spelling(name: str) -> tuple[str, str] | None:
+    """``("hog", "default")`` for ``"hog.default"`` (or ``("hog", "nosuch")`` for
+    ``"hog.nosuch"``): ``NAME.VARIANT`` where NAME is a representation and the whole name is
+    not, so that a variant that is not shipped is reported as such (with the variants that are),
+    not as an unknown representation. None for anything else (names hold dots themselves:
+    ``squeezenet.fire5`` is a representation)."""
+    from ..representation.registry import get_spec
+
+    feature, dot, variant = str(name).rpartition(".")
+    if not dot or not feature or not variant.strip():
+        return None
+    try:
+        get_spec(name)
+        return None  # a representation's own name
+    except UnknownFeatureError:
+        pass
+    try:
+        return get_spec(feature).name, variant.strip().lower()
+    except UnknownFeatureError:
+        return None
 
 
 def feature_of(name: Ref, decoder: str) -> str:
@@ -147,17 +177,22 @@ def _path(path: Path, decoder: str | None) -> Path:
     if path.is_dir():
         return _in_folder(path, str(path))
     if not path.exists() and not looks_like_path(str(path)) and _is_shipped(str(path)):
-        raise CheckpointError(f"Checkpoint '{printable(path)}' not found: -c (like pack and "
-                              f"push) takes a path. For the decoder shipped as "
-                              f"'{printable(path)}' write {ZOO}{printable(path)} (or -f "
-                              f"{printable(path)}).")
+        options = command_options()  # -c (invert, evaluate, audit), SOURCE (pack, push)
+        who = "a checkpoint" if options is None else "-c" if "-c" in options else "SOURCE"
+        also = f" (or -f {printable(path)})" if options is None or "-f" in options else ""
+        raise CheckpointError(f"Checkpoint '{printable(path)}' not found: {who} takes a path. "
+                              f"For the decoder shipped as '{printable(path)}' write "
+                              f"{ZOO}{printable(path)}{also}.")
     return path
 
 
 def _is_shipped(name: str) -> bool:
     from ..representation.plugins import shipped_decoders
 
-    return name.lower() in {e.key for e in shipped_decoders().entries.values()}
+    entries = shipped_decoders().entries
+    dotted = variant_spelling(name)  # hog.default, as the other spellings of a shipped decoder
+    return name.lower() in {e.key for e in entries.values()} or \
+        (dotted is not None and dotted in entries)
 
 
 def _shipped(name: str, decoder: str | None, hint: bool = True) -> Path:
@@ -170,12 +205,17 @@ def _shipped(name: str, decoder: str | None, hint: bool = True) -> Path:
         by_key = {e.key: e for e in shipped_decoders().entries.values()}
         if name.lower() in by_key:
             return by_key[name.lower()].file
+        dotted = variant_spelling(name)  # hog.default; hog.nosuch lists hog's variants
+        if dotted is not None:
+            return shipped_decoder(*dotted).file
     try:
         feature = get_spec(name).name  # unknown names fail here, with a suggestion
     except UnknownFeatureError as exc:
         if hint and name and os.path.lexists(name):
+            options = command_options()
+            also = " (or pass it with -c)" if options is not None and "-c" in options else ""
             raise UnknownFeatureError(f"{exc} A name means a shipped decoder; for the file or "
-                                      f"folder '{printable(name)}' here, write ./{printable(name)} "
-                                      "(or pass it with -c).") from None
+                                      f"folder '{printable(name)}' here, write ./{printable(name)}"
+                                      f"{also}.") from None
         raise
     return shipped_decoder(feature, decoder).file

@@ -255,7 +255,20 @@ def shipped_decoder(feature: str, decoder: str | None = None) -> ShippedDecoder:
                               f"are: {', '.join(others)}.{failed}")
     what = "No shipped decoder" if variant == DEFAULT_VARIANT else f"No decoder '{variant}'"
     raise CheckpointError(f"{what} for '{feature}' yet. Train one with 'featinv train "
-                          f"--feature {feature} ...' and pass --checkpoint.{failed}")
+                          f"--feature {feature} ...' and pass {_trained_advice()}.{failed}")
+
+
+def _trained_advice() -> str:
+    """How the command running now takes a trained decoder (``train`` has ``--init-from``, not
+    ``--checkpoint``; ``pack`` a SOURCE)."""
+    from ..errors import command_options
+
+    options = command_options()
+    if options is None or "--checkpoint" in options:
+        return "it with --checkpoint"
+    if "--init-from" in options:
+        return "it with --init-from"
+    return "the decoder.safetensors it writes"
 
 
 def _with_plugin(spec: FeatureSpec, plugin: str) -> FeatureSpec:
