@@ -73,8 +73,15 @@ def train_cmd(resume: bool, **options) -> None:
     from ..training.loop import train
     from ..training.config import TrainConfig
 
+    from ..training.config import check_config, check_given_options
+
+    ctx = click.get_current_context()
+    given = {name for name in options  # typed by the user (or set in the environment)
+             if ctx.get_parameter_source(name) not in (click.core.ParameterSource.DEFAULT, None)}
     options["crop_scale"] = (options["crop_scale"], 1.0)
     cfg = TrainConfig(**options)
+    check_config(cfg)  # what the values are, first
+    check_given_options(cfg, given)  # then an option given at its default value with no effect
     metrics = train(cfg, resume=resume, log=lambda m: click.echo(m, err=True))
     if world_from_env().is_main:  # under torchrun, one process reports
         click.echo(f"wrote {Path(cfg.out) / 'decoder.safetensors'}")

@@ -84,8 +84,9 @@ class Param:
             # refuse lossy conversions such as int(15.7), and NaN or infinite numbers
             if kind is int and not isinstance(value, str) and converted != value:
                 raise bad
-            if kind is float and not math.isfinite(converted):
-                raise bad
+            if kind is float and not math.isfinite(converted):  # inf, nan, 1e400
+                raise FeatinvError(f"Parameter '{self.name}' expects float (a finite number), "
+                                   f"got {value!r}.")
             value = converted
         if self.choices is not None and value not in self.choices:
             raise FeatinvError(f"Parameter '{self.name}' must be one of {list(self.choices)}, "

@@ -141,6 +141,28 @@ def _whole(name: str, value, low: int = 1, high: int | None = None) -> None:
         raise FeatinvError(f"--{name} must be a whole number {bound}, got {value!r}.")
 
 
+def _is_number(value) -> bool:
+    """A finite int or float (not a bool)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and \
+        math.isfinite(value)
+
+
+def _number(name: str, value, low: float, high: float | None = None, open_low: bool = False,
+            unit: str = "") -> None:
+    """Refuse an option ``--name`` that is not a finite number in ``[low, high]`` (``(low,
+    ...`` with ``open_low``; ``open_low`` and ``low`` 0 read 'positive'). inf, nan and 1e400
+    (inf once read) are named as not finite, not as out of range."""
+    if open_low and low == 0 and high is None:
+        need = f"a finite positive number{unit}"
+    elif high is None:
+        need = f"a finite number{unit} {'above' if open_low else 'of at least'} {low:g}"
+    else:
+        need = f"a finite number{unit} from {low:g} to {high:g}"
+    if not _is_number(value) or value < low or (open_low and value == low) or \
+            (high is not None and value > high):
+        raise FeatinvError(f"--{name} must be {need}, got {value!r}.")
+
+
 def check_config(cfg: TrainConfig) -> None:
     """Refuse settings that cannot train, before any work starts (once per run: what a run
     fills in later is checked where it is, see ``featinv.training.resolve``)."""
@@ -166,27 +188,30 @@ def check_config(cfg: TrainConfig) -> None:
         _whole("threads", cfg.threads)
     _whole("seed", cfg.seed, 0, 2**63 - 1)
     low, high = cfg.crop_scale
-    if not MIN_CROP_SCALE <= low <= high <= 1:  # (NaN fails too)
-        raise FeatinvError(f"--crop-scale must lie in [{MIN_CROP_SCALE}, 1], got {low}.")
-    for name in ("lr", "save_minutes"):
-        value = getattr(cfg, name)
-        if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-            raise FeatinvError(f"--{name.replace('_', '-')} must be a positive number, "
-                               f"got {value!r}.")
-    if cfg.width is not None and not (math.isfinite(cfg.width) and MIN_WIDTH <= cfg.width <= 8):
-        raise FeatinvError(f"--width must be a number from {MIN_WIDTH} to 8, got {cfg.width!r}.")
+    _number("crop-scale", low, MIN_CROP_SCALE, 1)
+    if not (_is_number(high) and low <= high <= 1):  # the upper end: from the API only
+        raise FeatinvError(f"--crop-scale: the range {cfg.crop_scale!r} must be two finite "
+                           f"numbers with {MIN_CROP_SCALE} <= low <= high <= 1.")
+    for name in ("lr", "save-minutes"):
+        _number(name, getattr(cfg, name.replace("-", "_")), 0, open_low=True)
+    if cfg.width is not None:
+        _number("width", cfg.width, MIN_WIDTH, 8)
+    betas = cfg.betas
+    if not (isinstance(betas, (tuple, list)) and len(betas) == 2
+            and all(_is_number(b) and 0 <= b < 1 for b in betas)):
+        raise FeatinvError(f"betas must be two finite numbers in [0, 1) (Adam's decays), got "
+                           f"{betas!r}.")
     if cfg.schedule not in SCHEDULES:
         raise FeatinvError(f"Unknown --schedule '{cfg.schedule}' ({', '.join(SCHEDULES)}).")
     if cfg.preset not in PRESETS:
         raise FeatinvError(f"Unknown --preset '{cfg.preset}' ({', '.join(PRESETS)}).")
     if cfg.data_store not in DATA_STORES:
         raise FeatinvError(f"--data-store must be auto, memory or files, got {cfg.data_store!r}.")
-    if cfg.memory_budget is not None and not 1e-3 <= cfg.memory_budget <= 1e6:
-        raise FeatinvError("--memory-budget must be a number of GB from 0.001 to 1e6, got "
-                           f"{cfg.memory_budget!r}.")  # as $FEATINV_MEMORY_BUDGET
+    if cfg.memory_budget is not None:  # as $FEATINV_MEMORY_BUDGET
+        _number("memory-budget", cfg.memory_budget, 1e-3, 1e6, unit=" of GB")
     check_loss_options(cfg)
-    if not (isinstance(cfg.ema, (int, float)) and math.isfinite(cfg.ema) and 0 <= cfg.ema < 1):
-        raise FeatinvError(f"--ema must be a decay in [0, 1) (0: off), got {cfg.ema!r}.")
+    if not (_is_number(cfg.ema) and 0 <= cfg.ema < 1):
+        raise FeatinvError(f"--ema must be a finite decay in [0, 1) (0: off), got {cfg.ema!r}.")
     if cfg.ema and cfg.finetune_encoder:
         raise FeatinvError("--ema cannot be used with --finetune-encoder yet: the averaged "
                            "decoder would be saved with the live encoder.")
@@ -194,13 +219,8 @@ def check_config(cfg: TrainConfig) -> None:
         raise FeatinvError(f"--pixel-distance must be one of {', '.join(PIXEL_DISTANCES)}, got "
                            f"{cfg.pixel_distance!r}.")
     low_res_plan(cfg)
-    if not (isinstance(cfg.disc_lr, (int, float)) and math.isfinite(cfg.disc_lr)
-            and cfg.disc_lr > 0):
-        raise FeatinvError(f"--disc-lr must be a positive number, got {cfg.disc_lr!r}.")
-    if not (isinstance(cfg.disc_width, (int, float)) and math.isfinite(cfg.disc_width)
-            and MIN_WIDTH <= cfg.disc_width <= 8):  # as --width: 1e9 asked for terabytes
-        raise FeatinvError(f"--disc-width must be a number from {MIN_WIDTH} to 8, got "
-                           f"{cfg.disc_width!r}.")
+    _number("disc-lr", cfg.disc_lr, 0, open_low=True)
+    _number("disc-width", cfg.disc_width, MIN_WIDTH, 8)  # as --width: 1e9 asked for terabytes
     for option, value in (("lr", cfg.lr), ("disc-lr", cfg.disc_lr)):
         if value < MIN_LR:
             raise FeatinvError(f"--{option} {value!r} is too small to change float32 weights; "
@@ -211,8 +231,13 @@ def check_config(cfg: TrainConfig) -> None:
     if cfg.feature_cache and cfg.finetune_encoder:
         raise FeatinvError("--feature-cache cannot be used with --finetune-encoder: the "
                            "features change as the encoder trains.")
-    if cfg.cache_variants < 1:
-        raise FeatinvError(f"--cache-variants must be at least 1, got {cfg.cache_variants}.")
+    if isinstance(cfg.cache_variants, bool) or not isinstance(cfg.cache_variants, int) or \
+            not 1 <= cfg.cache_variants <= MAX_CACHE_VARIANTS:
+        raise FeatinvError(f"--cache-variants must be a whole number from 1 to "
+                           f"{MAX_CACHE_VARIANTS}, got {cfg.cache_variants!r}: each variant "
+                           "caches the features of every image once more on disk, and a run "
+                           "uses one per epoch.")
+    check_given_options(cfg, given_fields(cfg))  # last: a nonsense value is named as such
 
 
 def check_image_size(size) -> None:
@@ -224,19 +249,66 @@ def check_image_size(size) -> None:
 MIN_LR, MIN_WIDTH, MIN_CROP_SCALE = 1e-10, 1 / 256, 0.01
 MAX_LR = 1e30  # above it a learning rate (scaled by the batch) overflows float32
 LOSS_WEIGHT_RANGE = (1e-30, 1e30)  # beyond it a loss weight is 0 or inf in float32
+MAX_CACHE_VARIANTS = 1000  # random crops per image in a feature cache (one used per epoch)
+# the part of a run --low-res-first trains at low resolution: below, a few steps that cannot
+# help (1e-320 was accepted: no step at all); above, too few steps are left at full size
+LOW_RES_FRACTIONS = (0.01, 0.99)
 
 
 def check_loss_options(cfg: TrainConfig) -> None:
-    """``--loss`` parses, and a loss term's options come only with it (``--comparator nosuch``
-    with a pixel loss was ignored without a word)."""
-    terms = parse_losses(cfg.loss)
-    for option, value, term in (("--comparator", cfg.comparator, "feature"),
-                                ("--comparator-weights", cfg.comparator_weights, "feature"),
-                                ("--disc-conditional", cfg.disc_conditional, "adversarial")):
-        if value and term not in terms:
-            raise FeatinvError(f"{option} is for the {term} loss, which --loss {cfg.loss!r} "
-                               f"does not include; add it (e.g. --loss pixel,{term}) or drop "
-                               f"{option}.")
+    """``--loss`` parses, and an option that acts only with another comes only with it
+    (``--comparator nosuch`` with a pixel loss was ignored without a word); see
+    ``check_given_options``."""
+    parse_losses(cfg.loss)
+    for name in ("comparator", "comparator_weights", "disc_conditional"):
+        check_given_options(cfg, {name} & given_fields(cfg))
+
+
+# options that act only with another: field -> (what it is for, how to add that, whether it
+# acts in ``cfg``). Given without it, one is refused instead of ignored (issue 24, D19)
+def _loss_term(term: str):
+    return (f"the {term} loss", f"add it (e.g. --loss {{loss}},{term})",
+            lambda cfg: term in parse_losses(cfg.loss))
+
+
+_VAL = ("validation", "add --val DIR", lambda cfg: cfg.val is not None)
+_CACHE = ("the feature cache", "add --feature-cache DIR", lambda cfg: bool(cfg.feature_cache))
+DEPENDENT_OPTIONS = {
+    "comparator": _loss_term("feature"), "comparator_weights": _loss_term("feature"),
+    "disc_conditional": _loss_term("adversarial"), "disc_width": _loss_term("adversarial"),
+    "disc_lr": _loss_term("adversarial"), "pixel_distance": _loss_term("pixel"),
+    "val_limit": _VAL, "val_every": _VAL, "preview": _VAL,
+    "cache_variants": _CACHE, "cache_dtype": _CACHE,
+    "memory_budget": ("--data-store auto (it decides whether the images fit in memory)",
+                      "use --data-store auto", lambda cfg: cfg.data_store == "auto"),
+}
+
+
+def given_fields(cfg: TrainConfig) -> set[str]:
+    """The fields of ``cfg`` that differ from their defaults (what the Python API can tell was
+    given; the command line passes what the user typed to ``check_given_options``)."""
+    from dataclasses import MISSING, fields
+
+    out = set()
+    for f in fields(cfg):
+        default = f.default if f.default is not MISSING else (
+            f.default_factory() if f.default_factory is not MISSING else MISSING)
+        if default is MISSING or getattr(cfg, f.name) != default:
+            out.add(f.name)
+    return out
+
+
+def check_given_options(cfg: TrainConfig, given) -> None:
+    """Refuse each option in ``given`` (field names) that has no effect in ``cfg``: one line
+    naming what it is for and how to add that (a default never counts as given)."""
+    for name, (purpose, add, acts) in DEPENDENT_OPTIONS.items():
+        if name in given and not acts(cfg):
+            option = "--" + name.replace("_", "-")
+            extra = f", which --loss {cfg.loss!r} does not include" if "loss" in purpose else (
+                f", not --data-store {cfg.data_store}" if name == "memory_budget" else "")
+            add = add.format(loss=",".join(parse_losses(cfg.loss)))
+            raise FeatinvError(f"{option} is for {purpose}{extra}; {add} or drop {option} "
+                               "(it would be ignored).")
 
 
 def low_res_plan(cfg: TrainConfig, layout_kind: str | None = None) -> tuple[int, float] | None:
@@ -260,6 +332,11 @@ def low_res_plan(cfg: TrainConfig, layout_kind: str | None = None) -> tuple[int,
                             and 0 < plan[1] < 1):
         raise FeatinvError(f"--low-res-first must be SIZE:FRACTION with SIZE from 8 and FRACTION "
                            f"in (0, 1), e.g. 64:0.5; got {text!r}.")
+    low, high = LOW_RES_FRACTIONS
+    if not low <= plan[1] <= high:
+        raise FeatinvError(f"--low-res-first {text}: FRACTION must be from {low} to {high}: a "
+                           "smaller part of the run is too short to help, a larger one leaves "
+                           "too few steps at full size; e.g. 64:0.5, or off.")
     if cfg.image_size is not None and plan[0] >= cfg.image_size:
         raise FeatinvError(f"--low-res-first {text}: {plan[0]} px is not below the training "
                            f"size {cfg.image_size} px.")
@@ -340,7 +417,8 @@ def parse_losses(text: str) -> dict[str, float]:
         except ValueError:
             raise FeatinvError(f"--loss {name}={value}: the weight must be a number.") from None
         if not (math.isfinite(weight) and weight > 0):
-            raise FeatinvError(f"--loss {name}={value}: the weight must be positive.")
+            raise FeatinvError(f"--loss {name}={value}: the weight must be a finite positive "
+                               "number.")
         if not LOSS_WEIGHT_RANGE[0] <= weight <= LOSS_WEIGHT_RANGE[1]:
             raise FeatinvError(f"--loss {name}={value}: the weight must lie between 1e-30 and "
                                "1e+30 (beyond, it vanishes or overflows in float32).")
