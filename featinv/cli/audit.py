@@ -20,48 +20,164 @@ def _names(features: tuple[str, ...]) -> list[str]:
     return [name.strip() for item in features for name in item.split(",") if name.strip()]
 
 
+def _normal(spec, params: dict) -> dict:
+    """``params`` over ``spec``'s defaults, as JSON values (a stored decoder's are JSON)."""
+    return json.loads(json.dumps(spec.resolve_params(params), default=str))
+
+
+def _same_path(a, b) -> bool:
+    return a == b or (a is not None and b is not None
+                      and Path(str(a)).resolve() == Path(str(b)).resolve())
+
+
+def _differences(path: Path, spec, want: dict, training: bool) -> list[str]:
+    """What the decoder in ``path`` was trained for that differs from ``want`` (its ``params``;
+    with ``training``, also whether that run was finished and, when ``want["data"]`` names the
+    training photos, the photos, side, epochs, photos used and preset of the run this audit
+    would make), as ``what there, not what asked``."""
+    from ..io.checkpoint import read_meta
+
+    meta = read_meta(path)
+    feature, run = meta.get("feature") or {}, meta.get("training") or {}
+    out = []
+    try:
+        have = _normal(spec, dict(feature.get("params") or {}))
+    except FeatinvError:
+        have = dict(feature.get("params") or {})
+    for key in sorted(set(have) | set(want["params"])):
+        if have.get(key) != want["params"].get(key):
+            out.append(f"{key}={have.get(key)!r}, not {want['params'].get(key)!r}")
+    if str(feature.get("name", spec.name)) != spec.name:
+        out.insert(0, f"feature '{feature.get('name')}', not '{spec.name}'")
+    if not training:
+        return out
+    progress = meta.get("progress") or {}
+    step, total = progress.get("step"), progress.get("total_steps")
+    if isinstance(step, int) and isinstance(total, int) and step < total:
+        out.append(f"its training stopped at step {step} of {total}")
+    if want["data"] is None:  # no --train-data: the training options ask for nothing
+        return out
+    if not _same_path(run.get("data"), want["data"]):
+        out.append(f"--train-data {run.get('data')}, not {want['data']}")
+    for key, option, asked in (("image_size", "--image-size", want["image_size"]),
+                               ("epochs", "--epochs", want["epochs"]),
+                               ("limit", "--train-limit", want["limit"]),
+                               ("preset", "preset", want["preset"])):
+        there = meta.get("image_size") if key == "image_size" else run.get(key)
+        if there != asked:
+            out.append(f"{option} {there}, not {asked}")
+    return out
+
+
 def _train_missing(names: list[str], checkpoints: list[str], train_data: str | None,
                    folder: Path, epochs: int, limit: int, image_size: int | None, device: str,
-                   decoder_name: str | None, params: dict) -> list[str]:
+                   decoder_name: str | None, params: dict, overwrite: bool = False) -> list[str]:
     """Checkpoints for ``names``: given ones, else the shipped decoder, else one trained on
-    ``train_data`` into ``folder/decoders/NAME`` (reused when it is there already)."""
+    ``train_data`` into ``folder/decoders/NAME`` (reused when it is there already).
+
+    A decoder is used only for what this audit asks: a shipped one or a ``-c`` file only when
+    the ``-p`` given match its parameters; one trained earlier only when it was trained, to the
+    end, for these parameters and (with ``--train-data``) as this audit would train it (photos,
+    side, epochs, photos used, preset).
+    Else a new one is trained in its place with ``--overwrite`` (and ``--train-data``), or the
+    audit is refused saying what differs: reporting an old decoder's numbers for a new request
+    would be a wrong result."""
+    from ..inversion.sources import split_variant
+    from ..representation.registry import get_spec
+
     if checkpoints or not names:
+        if params:  # -c FILE -p ...: the file must be a decoder for those parameters
+            for i, path in enumerate(checkpoints):
+                meta_feature = _checkpoint_feature(path, names[i] if i < len(names) else None)
+                if meta_feature is None:
+                    continue
+                spec = get_spec(meta_feature)
+                differ = _differences(Path(path), spec, {"params": _normal(spec, params)},
+                                      training=False)
+                if differ:
+                    raise FeatinvError(f"{printable(path)}: a decoder trained with "
+                                       f"{'; '.join(differ)} (-p); pass a decoder trained with "
+                                       "those parameters, or leave -p out.")
         return checkpoints
     from ..inversion.load import shipped_decoder_path
     from ..io.checkpoint import DECODER_FILE
+    from ..training.config import DEFAULT_IMAGE_SIZE, DEFAULT_TRAIN_PRESET
     from ..training.loop import TrainConfig, train
 
-    from ..inversion.sources import split_variant
     from ..representation.hookspecs import DEFAULT_VARIANT
     from ..representation.plugins import shipped_decoder, shipped_decoders
-    from ..representation.registry import get_spec
 
     out = []
     for name in names:
         feature, variant = split_variant(name, decoder_name)  # hog.realistic, hog.default
-        get_spec(feature)  # an unknown name: the error with a suggestion
+        spec = get_spec(feature)  # an unknown name: the error with a suggestion
+        want = {"params": _normal(spec, params), "data": train_data, "epochs": epochs,
+                "limit": limit, "preset": DEFAULT_TRAIN_PRESET,
+                "image_size": image_size or spec.image_size or DEFAULT_IMAGE_SIZE}
         shipped = shipped_decoder_path(feature, variant)
         if shipped is None and variant not in (None, DEFAULT_VARIANT) and \
-                any(f == get_spec(feature).name for f, _ in shipped_decoders().entries):
-            shipped_decoder(get_spec(feature).name, variant)  # no such variant: it lists them
+                any(f == spec.name for f, _ in shipped_decoders().entries):
+            shipped_decoder(spec.name, variant)  # no such variant: it lists them
+        if shipped is not None and params:
+            differ = _differences(Path(shipped), spec, want, training=False)
+            if differ and not train_data:
+                raise FeatinvError(f"The decoder shipped for '{printable(name)}' was trained with "
+                                   f"{'; '.join(differ)} (-p): pass --train-data DIR to train "
+                                   "one with these parameters, or -c FILE (a decoder trained "
+                                   "with them).")
+            if differ:
+                click.echo(f"the decoder shipped for '{printable(name)}' was trained with "
+                           f"{'; '.join(differ)} (-p)", err=True)
+                shipped = None
         trained = folder / "decoders" / name / DECODER_FILE
+        replace = False
         if shipped is not None:
             out.append(str(shipped))
-        elif trained.is_file():
-            click.echo(f"using the decoder trained earlier: {printable(trained)}", err=True)
-            out.append(str(trained))
-        elif train_data:
-            click.echo(f"no shipped decoder for '{printable(name)}': training one on "
-                       f"{printable(train_data)} first", err=True)
-            train(TrainConfig(feature=name, data=train_data, out=str(trained.parent),
-                              epochs=epochs, limit=limit, val=None, device=device,
-                              image_size=image_size, workers=0, params=params),
-                  log=lambda m: click.echo(printable(m), err=True))
-            out.append(str(trained))
-        else:
+            continue
+        if trained.is_file():
+            differ = _differences(trained, spec, want, training=True)
+            if not differ:
+                click.echo(f"using the decoder trained earlier: {printable(trained)}", err=True)
+                out.append(str(trained))
+                continue
+            if not (overwrite and train_data):
+                todo = ("pass --overwrite to train a new one in its place" if train_data else
+                        "pass --train-data DIR and --overwrite to train a new one in its place")
+                raise FeatinvError(f"{printable(trained)}: the decoder trained there earlier is "
+                                   f"not the one this audit asks for ({'; '.join(differ)}); "
+                                   f"{todo}, or choose another -o.")
+            click.echo(f"the decoder trained earlier in {printable(trained.parent)} is not the "
+                       f"one asked for ({'; '.join(differ)}): training a new one in its place",
+                       err=True)
+            replace = True
+        if not train_data:
             raise FeatinvError(f"No shipped decoder for '{name}': pass -c FILE (a decoder "
                                "trained for it) or --train-data DIR to train one first.")
+        if not replace:
+            click.echo(f"no shipped decoder for '{printable(name)}'"
+                       f"{' with these parameters' if params else ''}: training one on "
+                       f"{printable(train_data)} first", err=True)
+        train(TrainConfig(feature=name, data=train_data, out=str(trained.parent),
+                          epochs=epochs, limit=limit, val=None, device=device,
+                          image_size=image_size, workers=0, params=params,
+                          overwrite=overwrite or replace),
+              log=lambda m: click.echo(printable(m), err=True))
+        out.append(str(trained))
     return out
+
+
+def _checkpoint_feature(path: str, name: str | None) -> str | None:
+    """The representation a ``-c`` decoder file was trained for (None for a reference that is
+    no file here: its own loading checks it)."""
+    from ..inversion.sources import split_variant
+    from ..io.checkpoint import read_meta
+
+    if not Path(path).is_file():
+        return None
+    feature = (read_meta(path).get("feature") or {}).get("name")
+    if isinstance(feature, str):
+        return feature
+    return split_variant(name)[0] if name else None
 
 
 @click.command("audit")
@@ -103,7 +219,9 @@ def _train_missing(names: list[str], checkpoints: list[str], train_data: str | N
               help="Photo/reconstruction pairs per representation in the report.")
 @click.option("--out", "-o", default="audit", show_default=True, type=click.Path(),
               help=f"Output folder: {RESULT} and {REPORT}.")
-@click.option("--overwrite", is_flag=True, help="Replace an earlier audit's files in --out.")
+@click.option("--overwrite", is_flag=True, help="Replace an earlier audit's files in --out, and "
+              "with --train-data a decoder trained there earlier for another request "
+              "(parameters, side, epochs, photos).")
 @click.option("--json", "as_json", is_flag=True, help="Also print the JSON report.")
 @click.option("--open", "open_report", is_flag=True, help="Open the HTML report in a browser.")
 @device_option
@@ -133,7 +251,7 @@ def audit_cmd(features, checkpoints, decoder_name, data, train_data, epochs, tra
     check_gallery(len(files[:limit] if limit else files))
     dev = pick_device(device)
     checkpoints = _train_missing(names, checkpoints, train_data, folder, epochs, train_limit,
-                                 image_size, str(dev), decoder_name, params)
+                                 image_size, str(dev), decoder_name, params, overwrite)
     methods = make_methods("decoder", names, checkpoints, dev,
                            decoder_name=None if checkpoints else decoder_name)
     probe = make_probe(perceptual_weights, dev)

@@ -124,6 +124,12 @@ def test_audit_trains_a_vector_decoder_first(capsys, tmp_path, image_folder, ext
     (["-f", "hgo"], "Did you mean 'hog'"),
     (["-f", "torchvision.resnet18.avgpool"], "No shipped decoder for 'torchvision.resnet18"),
     (["-f", "hog", "--reid-feature", "torchvision.resnet18.nosuch"], "has no node 'nosuch'"),
+    # issue 24 D15: -p was ignored for a shipped decoder or a -c file of other parameters
+    (["-f", "lbp", "-p", "cell_size=8"],
+     "The decoder shipped for 'lbp' was trained with cell_size=16, not 8 (-p): pass "
+     "--train-data DIR"),
+    (["-f", "hog", "-c", "featinv/zoo/hog.safetensors", "-p", "cell_size=4"],
+     "hog.safetensors: a decoder trained with cell_size=8, not 4 (-p)"),
 ])
 def test_bad_input_is_one_clear_line(capsys, tmp_path, image_folder, args, wanted):
     code, out, err = run_cli(capsys, "audit", *args, "--data", image_folder, "--image-size", 32,
@@ -152,3 +158,49 @@ def test_audit_json_is_alone_on_stdout(capsys, tmp_path, image_folder):
                             "--image-size", 32, "--show", 0, "--json", "--reid-feature", "none",
                             "--perceptual-weights", "none")
     assert json.loads(out) == result
+
+
+def test_a_decoder_trained_earlier_is_reused_only_for_the_same_request(capsys, tmp_path,
+                                                                        image_folder):
+    """Issue 24 D15: 'audit --overwrite' with other -p reused OUT/decoders/NAME, trained for the
+    old parameters, and reported its numbers. A decoder trained earlier is reused only when it
+    was trained as this audit asks; else --overwrite trains a new one in its place, and without
+    it the audit is refused saying what differs."""
+    from featinv.io.checkpoint import read_meta
+
+    out = tmp_path / "audit"
+    trained = out / "decoders" / "dct" / "decoder.safetensors"
+    train = ("--train-data", image_folder, "--epochs", 1, "--train-limit", 4)
+    base = ("audit", "-f", "dct", "--data", image_folder, "--limit", 4, "--image-size", 16,
+            "--bootstrap", 10, "--reid-feature", "none", "--perceptual-weights", "none",
+            "-o", out)
+
+    def params():
+        return read_meta(trained)["feature"]["params"]
+
+    code, _, err = run_cli(capsys, *base, *train)
+    assert code == 0 and params()["coefficients"] == 15, err
+    first = trained.read_bytes()
+    code, _, err = run_cli(capsys, *base, *train, "--overwrite")  # the same request: reused
+    assert code == 0 and "using the decoder trained earlier" in err and \
+        trained.read_bytes() == first
+    code, _, err = run_cli(capsys, *base, "-p", "coefficients=3", "--overwrite")
+    assert code == 1 and error_lines(err) == [
+        f"Error: {trained}: the decoder trained there earlier is not the one this audit asks "
+        "for (coefficients=15, not 3); pass --train-data DIR and --overwrite to train a new one "
+        "in its place, or choose another -o."]
+    code, _, err = run_cli(capsys, *base, *train, "-p", "coefficients=3", "--overwrite")
+    assert code == 0 and "is not the one asked for (coefficients=15, not 3): training a new " \
+        "one in its place" in err and "using the decoder trained earlier" not in err
+    assert params()["coefficients"] == 3
+    result = json.loads((out / "audit.json").read_text())
+    assert result["representations"][0]["checkpoint"] == str(trained)
+    for name in ("audit.json", "audit.html"):
+        (out / name).unlink()
+    for option, value, said in (("--epochs", 2, "--epochs 1, not 2"),
+                                ("--image-size", 24, "--image-size 16, not 24")):
+        args = [*base, *train, "-p", "coefficients=3", option, value]
+        code, _, err = run_cli(capsys, *args)
+        assert code == 1 and len(error_lines(err)) == 1 and f"({said}); pass --overwrite to " \
+            "train a new one in its place, or choose another -o." in err, err
+    assert params()["coefficients"] == 3 and not (out / "audit.json").exists()
