@@ -102,6 +102,23 @@ def test_unsigned_32_bit_pixels_above_two_to_the_31_are_not_negative(tmp_path):
     assert float(x[0, 0]) == 1.0 and abs(float(x[1, 1]) - 0.75) < 1 / 255
 
 
+def test_a_12_bit_tiff_is_read_on_the_12_bit_scale(tmp_path):
+    """Pillow gives it as I;16 holding 0-4095; the TIFF's BitsPerSample says 12."""
+    values = [0, 4095, 2048, 100]
+    packed = int("".join(f"{v:012b}" for v in values), 2).to_bytes(6, "big")
+    tags = [(256, 4), (257, 1), (258, 12), (259, 1), (262, 1), (273, 0), (277, 1), (278, 1),
+            (279, len(packed))]
+    start = 8 + 2 + 12 * len(tags) + 4
+    ifd = b"".join(struct.pack("<HHII", tag, 4, 1, start if tag == 273 else value)
+                   for tag, value in tags)
+    path = tmp_path / "t12.tif"
+    path.write_bytes(b"II*\0" + struct.pack("<IH", 8, len(tags)) + ifd + b"\0" * 4 + packed)
+    with Image.open(path) as img:
+        assert img.mode == "I;16" and pixel_type(img) == ("u", 12)
+    x = _gray(path)[0]
+    assert x.tolist() == pytest.approx([0, 1, 128 / 255, 6 / 255], abs=1e-6)
+
+
 @pytest.mark.parametrize("dtype", [np.int8, np.int16, np.int32])
 def test_signed_pictures_with_negatives_are_refused_naming_the_type(tmp_path, dtype):
     """A signed 8-bit TIFF was read as garbage (-1 became 255, white) with exit code 0."""
