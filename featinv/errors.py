@@ -29,6 +29,11 @@ class CheckpointError(FeatinvError):
     """A checkpoint is missing, corrupt, foreign, or does not match the representation."""
 
 
+class DecoderOutputError(CheckpointError):
+    """A decoder produced NaN or infinite values: every picture it makes would be blank, so the
+    command stops (not one error per image)."""
+
+
 class ImageError(FeatinvError):
     """An image file cannot be read or is unusable."""
 

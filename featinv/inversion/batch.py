@@ -13,7 +13,7 @@ from typing import Callable, Iterable, Sequence
 
 import torch
 
-from ..errors import FeatinvError, ImageError, printable
+from ..errors import DecoderOutputError, FeatinvError, ImageError, printable
 from ..io.images import check_side, make_grid, save_png
 from ..io.outputs import check_targets, output_paths, plan_inputs, unique_labels
 from ..limits import DEFAULT_MAX_SIDE
@@ -71,6 +71,8 @@ def invert_files(images: Iterable[str | Path], methods: Sequence[Method], out: s
             except MemoryError:  # the rest of the batch is still inverted
                 raise ImageError(f"{printable(item.path)}: not enough memory to invert it; use "
                                  "a smaller --size or --max-side.") from None
+        except DecoderOutputError:
+            raise  # the decoder, not this image: one line, and no picture of it anywhere
         except (ImageError, FeatinvError) as exc:
             report.failed.append((item.path, exc))
             if on_error is not None:

@@ -119,6 +119,7 @@ def read_decoder(name_or_checkpoint: str | Path, feature: str | None = None,
     tensors, _ = checkpoint.load(path, check=lambda entries: _check_weights_fit(path, net, entries,
                                                                                meta))
     _check_finite(path, tensors)
+    _check_magnitudes(path, tensors, {name for name, _ in net.named_parameters()})
     net = _materialize(path, spec, config, net)
     encoder_state = {k[len(ENCODER_PREFIX):]: tensors.pop(k) for k in list(tensors)
                      if k.startswith(ENCODER_PREFIX)}
@@ -153,6 +154,30 @@ def _check_finite(path, tensors: dict[str, torch.Tensor]) -> None:
         raise CheckpointError(f"{printable(path)}: {len(bad)} weight tensor(s) hold NaN or "
                               f"infinite values (e.g. {printable(bad[0])}); the decoder would "
                               "reconstruct nothing. Use an intact copy, or train it again.")
+
+
+MAX_PARAMETER = 1e6  # trained decoders' weights and biases stay within about 10
+
+
+def _check_magnitudes(path, tensors: dict[str, torch.Tensor], parameters: set[str]) -> None:
+    """Refuse weights no training makes: a parameter beyond ``MAX_PARAMETER`` in magnitude (a
+    weight of 1e38 overflowed to a black picture with exit code 0), or a batch-norm variance
+    below 0 (its square root is NaN)."""
+    for name, value in tensors.items():
+        if not value.is_floating_point() or value.numel() == 0:
+            continue
+        if name in parameters:
+            top = float(value.detach().abs().max())
+            if top > MAX_PARAMETER:
+                raise CheckpointError(
+                    f"{printable(path)}: weight tensor {printable(name)} holds values up to "
+                    f"{top:.3g}, far beyond what training makes (at most {MAX_PARAMETER:g}): the "
+                    "checkpoint is corrupt or was trained with a diverging learning rate. Use an "
+                    "intact copy, or train it again.")
+        elif name.endswith("running_var") and bool((value < 0).any()):
+            raise CheckpointError(f"{printable(path)}: {printable(name)} holds negative "
+                                  "variances, which batch normalisation cannot have: the "
+                                  "checkpoint is corrupt. Use an intact copy, or train it again.")
 
 
 def _check_params(label, spec, stored: dict[str, Any], wanted: dict[str, Any]) -> None:

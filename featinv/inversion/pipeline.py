@@ -14,7 +14,7 @@ from typing import Iterable, Sequence
 import torch
 
 from ..decoders.networks import Decoder
-from ..errors import FeatinvError
+from ..errors import DecoderOutputError, FeatinvError
 from ..io.images import check_side
 from ..limits import DEFAULT_MAX_SIDE
 from ..precision import autocast, check_precision
@@ -96,8 +96,8 @@ class Inverter:
         ``size`` (as the paper does) when given, else at the training size."""
         size = tuple(size or (self.image_size,) * 2)
         with autocast(self.device, self.precision):
-            out = self.decoder(features.to(self.device), size=size).clamp(0, 1)
-        return out.float()
+            out = self.decoder(features.to(self.device), size=size)
+        return check_output(out, self.precision).clamp(0, 1).float()
 
     def reconstruct(self, images: torch.Tensor) -> torch.Tensor:
         """``(B, 3, H, W)`` -> reconstructions ``(B, 3, H, W)`` on the device. Sides the cells
@@ -129,7 +129,22 @@ def decode(decoder: Decoder, features: torch.Tensor, size: tuple[int, int] | Non
     device = next(decoder.parameters()).device
     size = tuple(size or (decoder.config["image_size"],) * 2)
     with torch.no_grad():
-        return decoder(features.to(device), size=size).clamp(0, 1)
+        return check_output(decoder(features.to(device), size=size)).clamp(0, 1)
+
+
+NON_FINITE = ("the decoder produced non-finite values: the checkpoint is corrupt or was trained "
+              "with a diverging learning rate")
+
+
+def check_output(out: torch.Tensor, precision: str = "fp32") -> torch.Tensor:
+    """``out``, a decoder's raw output, if it is finite; else a ``DecoderOutputError`` (clamped
+    to [0, 1], NaN stayed NaN and infinities became flat black or white pictures, written with
+    exit code 0)."""
+    if not bool(torch.isfinite(out).all()):
+        hint = ("; or its activations overflow in fp16: try --precision fp32 (or bf16)"
+                if precision == "fp16" else "; use an intact copy, or train it again")
+        raise DecoderOutputError(NON_FINITE + hint + ".")
+    return out
 
 
 def reconstruct(extractor: Extractor, decoder: Decoder, images: torch.Tensor) -> torch.Tensor:

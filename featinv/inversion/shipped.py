@@ -10,9 +10,12 @@ package ships it; pass ``max_bytes=None`` to share a larger one).
 from __future__ import annotations
 
 import json
+import math
 import re
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from ..io import checkpoint
 from ..errors import CheckpointError, printable
@@ -47,12 +50,22 @@ def pack(source: str | Path, out: str | Path, recipe: str | None = None,
                               "packed decoder and a run never share a folder: write it elsewhere.")
     decoder = load_decoder(source)  # checks that the checkpoint is complete and consistent
     tensors, meta = checkpoint.load(source)
+    kept: list[str] = []
     if half:
-        tensors = {k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}
+        tensors, kept = to_half(tensors)
+        check_same_output(decoder, tensors, source)
     before = meta.get("packed") if isinstance(meta.get("packed"), dict) else {}  # re-packed
-    history = checkpoint.read_meta(state, checkpoint.STATE_FORMAT).get("history", []) \
-        if state.is_file() else before.get("history") or []
+    if state.is_file():  # its history, checked as --resume checks it: strict JSON numbers
+        from ..training.resume_checks import check_history
+
+        state_meta = checkpoint.read_meta(state, checkpoint.STATE_FORMAT)
+        history = check_history(state_meta.get("history", []), state_meta["step"], state,
+                                advice="Pack a copy of the decoder file in a folder of its "
+                                "own, without the training state.")
+    else:
+        history = before.get("history") or []
     meta["packed"] = {"dtype": "float16" if half else "float32",
+                      **({"float32_tensors": kept} if kept else {}),
                       "recipe": recipe or before.get("recipe"),
                       "notes": notes or before.get("notes"), "history": history,
                       "parameters": sum(p.numel() for p in decoder.parameters())}
@@ -62,10 +75,65 @@ def pack(source: str | Path, out: str | Path, recipe: str | None = None,
     if max_bytes is not None:
         _check_size(tensors, meta, max_bytes, half)
     try:
-        return checkpoint.atomic_save(tensors, out, meta)
+        written = checkpoint.atomic_save(tensors, out, meta)
     except OSError as exc:
         raise CheckpointError(f"Cannot write {printable(out)} ({exc.strerror or exc}); check "
                               "that its folder is writable and has free space.") from None
+    try:  # what was written loads (it is the file that ships)
+        load_decoder(written)
+    except CheckpointError as exc:
+        written.unlink(missing_ok=True)
+        raise CheckpointError(f"{printable(out)}: the packed file does not load ({exc}); it "
+                              "was removed. Pack with --float32.") from None
+    return written
+
+
+FP16_MAX = float(torch.finfo(torch.float16).max)  # 65504: beyond it float16 holds inf
+# the largest difference packing may make to a decoder's pictures in [0, 1]: float16 weights
+# move them by about 1e-3 (a 0-255 level is 4e-3)
+PACK_TOLERANCE = 0.02
+
+
+def to_half(tensors: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """``tensors`` with each floating-point tensor in float16, except those beyond its range
+    (a weight above 65504, a batch-norm variance of 1e5: inf in float16, an unloadable file),
+    which stay float32; returns them and the names kept."""
+    out, kept = {}, []
+    for name, value in tensors.items():
+        if value.is_floating_point() and value.dtype != torch.float16:
+            if value.numel() and float(value.detach().abs().max()) > FP16_MAX:
+                kept.append(name)
+                out[name] = value.float()
+                continue
+            value = value.half()
+        out[name] = value
+    return out, sorted(kept)
+
+
+def check_same_output(decoder, tensors: dict[str, torch.Tensor], source) -> None:
+    """Refuse packing when the float16 weights change ``decoder``'s pictures by more than
+    ``PACK_TOLERANCE`` (features drawn around its feature statistics, fixed seed)."""
+    import copy
+
+    from ..io.checkpoint import ENCODER_PREFIX
+
+    packed = copy.deepcopy(decoder).float()
+    state = {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()
+             if not k.startswith(ENCODER_PREFIX)}
+    packed.load_state_dict(state, strict=True)
+    generator = torch.Generator().manual_seed(0)
+    shape = (2, *decoder.layout.shape)
+    view = (1, -1) + (1,) * (len(shape) - 2)
+    noise = torch.randn(shape, generator=generator)
+    features = decoder.feature_mean.view(view) + decoder.feature_std.view(view) * noise
+    with torch.no_grad():
+        a = decoder.float()(features).clamp(0, 1)
+        b = packed(features).clamp(0, 1)
+    gap = float((a - b).abs().max()) if bool(torch.isfinite(b).all()) else math.inf
+    if not gap <= PACK_TOLERANCE:
+        raise CheckpointError(f"{printable(source)}: in float16 its weights would change the "
+                              f"decoder's pictures by up to {gap:.3g} (more than "
+                              f"{PACK_TOLERANCE}); pack it with --float32 (half=False).")
 
 
 # the TrainConfig fields that name files or folders of the machine that trained

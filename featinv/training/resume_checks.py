@@ -1,0 +1,141 @@
+"""What a resumed training state must hold beyond well-formed tensors (issue 24, D7 and D8), and
+metrics records that are always valid JSON.
+
+``check_history``: the epoch records in a state's metadata are what training writes: objects
+of numbers (a NaN, a string or a negative epoch was resumed, then written to ``metrics.jsonl``
+as invalid JSON or echoed as the run's result). ``check_optimizer_state``: Adam's moments and
+step count are what Adam can have produced (a negative ``exp_avg_sq`` or step resumed, then
+failed at every step with "Loss became nan", blaming the learning rate).
+``finite_record``/``metrics_line``: a record's non-finite numbers (the PSNR of a perfect
+reconstruction is infinite) become ``null``, so that ``metrics.jsonl``, the state's history and
+the printed result are strict JSON.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import CheckpointError, printable
+
+MAX_COUNT = 2**50  # steps, epochs, images seen: far beyond any run (io.checkpoint.MAX_STEP 2**40)
+COUNTERS = ("epoch", "step", "images_seen")  # whole numbers from 0
+# the moments of Adam that are averages of squares (never negative)
+SQUARES = ("exp_avg_sq", "max_exp_avg_sq")
+
+
+RESUME_ADVICE = "Start a new run (--overwrite), or restore the state from a backup."
+
+
+def _refuse_state(path, what: str, advice: str = RESUME_ADVICE) -> CheckpointError:
+    return CheckpointError(f"{printable(path)}: {what}; training never writes such a state, so "
+                           f"it was altered or damaged. {advice}")
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def finite_record(record: dict[str, Any]) -> dict[str, Any]:
+    """``record`` with each NaN or infinite number replaced by None (JSON ``null``)."""
+    return {k: None if isinstance(v, float) and not math.isfinite(v) else v
+            for k, v in record.items()}
+
+
+def metrics_line(record: dict[str, Any]) -> str:
+    """One line of ``metrics.jsonl``: strict JSON (``allow_nan=False``) of ``finite_record``."""
+    return json.dumps(finite_record(record), allow_nan=False) + "\n"
+
+
+def check_history(history, step: int, path: str | Path, advice: str = RESUME_ADVICE
+                  ) -> list[dict[str, Any]]:
+    """The epoch records of a training state at ``step``, checked: a list of objects with text
+    keys; ``epoch``, ``step`` and ``images_seen`` whole numbers from 0 (an epoch and a step at
+    most the state's step, steps never decreasing); every other value a finite number or null
+    (a PSNR stored as Infinity by earlier versions, for identical images, is read as null);
+    ``lr`` and losses not negative. A ``CheckpointError`` in one line names the first fault
+    (and ends with ``advice``)."""
+    def refuse(what: str) -> CheckpointError:
+        return _refuse_state(path, what, advice)
+
+    if not isinstance(history, list):
+        raise refuse(f"its history is {type(history).__name__}, not a list of records")
+    if len(history) > step + 1:  # one record per epoch, and an epoch takes a step at least
+        raise refuse(f"its history holds {len(history)} records for {step} steps")
+    out, last = [], 0
+    for i, record in enumerate(history):
+        where = f"history record {i + 1}"
+        if not isinstance(record, dict):
+            raise refuse(f"{where} is {type(record).__name__}, not an object")
+        clean = {}
+        for key, value in record.items():
+            name = f"{where}: {printable(key)[:40]}"
+            if not isinstance(key, str) or not key:
+                raise refuse(f"{where} has a key that is no name")
+            if key.endswith("psnr") and value == math.inf:
+                value = None  # written by earlier versions for a perfect reconstruction
+            if value is None:
+                if key in COUNTERS:
+                    raise refuse(f"{name} is missing (null)")
+                clean[key] = None
+                continue
+            if not _number(value):
+                raise refuse(f"{name} is {printable(repr(value))[:40]}, not a number")
+            if not math.isfinite(value):
+                raise refuse(f"{name} is {value}, not a finite number")
+            if key in COUNTERS:
+                high = step if key in ("epoch", "step") else MAX_COUNT
+                if not (isinstance(value, int) and 0 <= value <= high):
+                    raise refuse(f"{name} is {value!r}, not a whole number from 0 to "
+                                        f"{high}")
+            elif (key == "lr" or key.endswith("loss") or key.startswith("train_")) and value < 0:
+                raise refuse(f"{name} is {value!r}, below 0")
+            clean[key] = value
+        if isinstance(clean.get("step"), int):
+            if clean["step"] < last:
+                raise refuse(f"{where}: step {clean['step']} comes after step {last}")
+            last = clean["step"]
+        out.append(clean)
+    return out
+
+
+def check_optimizer_state(opt: torch.optim.Optimizer, name: str, step: int,
+                          path: str | Path) -> None:
+    """Refuse an optimizer state Adam cannot have produced in ``step`` training steps: a state
+    tensor not shaped like its parameter, NaN or infinite values, a negative average of squares
+    (``exp_avg_sq``; its square root is NaN), or a step count that is no whole number from 1 to
+    ``step`` (Adam divides by ``1 - beta ** count``: 0 divides by zero, a negative count or one
+    beyond the run's steps gives no update Adam would make)."""
+    def refuse(what: str) -> CheckpointError:
+        return _refuse_state(path, what)
+
+    for group in opt.param_groups:
+        for param in group["params"]:
+            state = opt.state.get(param)
+            if not state:
+                continue
+            for key, value in state.items():
+                what = f"its {name} state '{key}'"
+                tensor = value if isinstance(value, torch.Tensor) else torch.as_tensor(value)
+                if key == "step":
+                    count = tensor.double()
+                    if count.numel() != 1 or not bool(torch.isfinite(count).all()):
+                        raise refuse(f"{what} is not one finite number")
+                    count = float(count)
+                    if count != int(count) or not 1 <= count <= max(step, 1):
+                        raise refuse(f"{what} is {count:g}, not a whole number from 1 to the "
+                                     f"run's {step} steps")
+                    continue
+                if not tensor.is_floating_point():
+                    raise refuse(f"{what} holds {tensor.dtype}, not floating point numbers")
+                if tuple(tensor.shape) != tuple(param.shape):
+                    raise refuse(f"{what} has shape {list(tensor.shape)[:6]}, not its "
+                                 f"parameter's {list(param.shape)[:6]}")
+                if not bool(torch.isfinite(tensor).all()):
+                    raise refuse(f"{what} holds NaN or infinite values")
+                if key in SQUARES and bool((tensor < 0).any()):
+                    raise refuse(f"{what} holds negative values ({float(tensor.min()):.3g}), "
+                                 "which an average of squares cannot")
