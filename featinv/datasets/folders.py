@@ -20,7 +20,6 @@ from __future__ import annotations
 import math
 import os
 import random
-import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,10 +28,11 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
+from torch.utils.data import DataLoader, Dataset, Sampler
 
-from ..errors import DataError, FeatinvError, ImageError, printable
+from ..errors import DataError, ImageError, printable
 from .feature_cache import content_digest
+from .loader import LOADER_TIMEOUT, collate, ignore_sigint, loader_batches
 from ..io.images import (check_square, find_images, fitted_image, open_fitted, probe_image,
                          read_image_bytes, resize_shorter_side, shorter_side_size)
 
@@ -144,103 +144,6 @@ class TrainImages(Dataset):
         raise DataError("None of the training images can be read any more.")
 
 
-# -- loader processes ---------------------------------------------------------------------------
-
-LOADER_TIMEOUT = 600  # s without a batch from the loader processes: one hangs (a safety net)
-
-
-@dataclass(frozen=True)
-class LoaderFailure:
-    """What a loader process sends in place of a batch it cannot hand over."""
-
-    reason: str
-
-
-def _os_reason(exc: BaseException) -> str:
-    """``File too large`` of torch's 'unable to write to file </torch_...>: File too large
-    (27)', else the message's first line."""
-    text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-    found = re.search(r":\s*([^:<>]+?)\s*\(\d+\)\s*$", text)
-    return found.group(1) if found else text
-
-
-def _as_lists(items):
-    """Collate ``TrainImages`` items into (indices, images, names) lists (sizes differ).
-
-    In a loader process the pixels are moved into shared memory here, where a failure (a full
-    or size-limited ``/dev/shm``: 'File too large', 'No space left on device'; too many open
-    files) can be sent as a ``LoaderFailure``: left to the queue's sending thread, it printed a
-    traceback there and the batch never came, so training waited for ever."""
-    indices, images, names = zip(*items)
-    if get_worker_info() is not None:
-        try:
-            for image in images:
-                if isinstance(image, torch.Tensor):
-                    image.share_memory_()
-        except (RuntimeError, OSError) as exc:
-            return LoaderFailure(f"cannot write shared memory ({_os_reason(exc)})")
-    return list(indices), list(images), list(names)
-
-
-def _failed(reason: str) -> DataError:
-    return DataError(f"A data-loader worker failed: {reason}; try --workers 0 (the training "
-                     "process then reads the images itself).")
-
-
-def _worker_error(exc: BaseException) -> BaseException:
-    """The one-line error for an exception a ``DataLoader`` of loader processes raised: a
-    featinv error raised in a process keeps its class and message (torch prefixes it with the
-    process's traceback); a process killed, gone or silent past ``timeout`` is a
-    ``DataError`` saying so."""
-    text = str(exc)
-    if "Original Traceback" in text:  # raised in the process and sent over: its last line
-        last = [line for line in text.strip().splitlines() if line.strip()][-1]
-        message = last.split(": ", 1)[1] if ": " in last else last
-        if isinstance(exc, FeatinvError):
-            return type(exc)(message)
-        return _failed(printable(message))
-    if "timed out" in text:
-        return _failed(f"no batch came for {LOADER_TIMEOUT} s")
-    return _failed(printable(text.strip().splitlines()[0] if text.strip() else
-                             type(exc).__name__).rstrip(". "))
-
-
-def loader_batches(loader: DataLoader) -> Iterator:
-    """The batches of ``loader``; with loader processes, a failure in one of them (an error, a
-    ``LoaderFailure``, a process killed or silent for ``LOADER_TIMEOUT`` s) ends the iteration
-    with one line that says what failed (``DataError``), the processes shut down."""
-    if not loader.num_workers:
-        yield from loader
-        return
-    batches = iter(loader)
-    while True:
-        try:
-            batch = next(batches)
-        except StopIteration:
-            return
-        except Exception as exc:  # noqa: BLE001 (sorted out here)
-            if not isinstance(exc, (FeatinvError, RuntimeError, OSError)) \
-                    and "Original Traceback" not in str(exc):
-                raise  # not the loader's: the main process's own code failed
-            error = _worker_error(exc)
-        else:
-            if not isinstance(batch, LoaderFailure):
-                yield batch
-                continue
-            error = _failed(batch.reason)
-        shutdown = getattr(batches, "_shutdown_workers", None)
-        if shutdown is not None:
-            shutdown()  # now, not at exit: the others may be blocked handing over batches
-        raise error from None
-
-
-def _ignore_sigint(_worker: int) -> None:
-    """Loader processes leave Ctrl-C to the training process, which saves and exits cleanly."""
-    import signal
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
 class EpochBatches(Sampler[list[int]]):
     """Index batches for one process: a seeded permutation per epoch, cut into global batches.
 
@@ -288,8 +191,8 @@ class MemoryImages:
 
     def __init__(self, images: TrainImages, device: torch.device, workers: int = 0,
                  progress: Callable[[int], None] | None = None):
-        loader = DataLoader(images, batch_size=64, num_workers=workers, collate_fn=_as_lists,
-                            worker_init_fn=_ignore_sigint if workers else None,
+        loader = DataLoader(images, batch_size=64, num_workers=workers, collate_fn=collate,
+                            worker_init_fn=ignore_sigint if workers else None,
                             timeout=LOADER_TIMEOUT if workers else 0)
         self.images: list[torch.Tensor] = []
         self.names: list[str] = []
@@ -318,10 +221,10 @@ class FolderImages:
         self.images, self.decode_on = images, decode_on
         images.raw_jpeg = decode_on is not None
         self.loader = DataLoader(images, batch_sampler=sampler, num_workers=workers,
-                                 collate_fn=_as_lists, pin_memory=pin_memory,
+                                 collate_fn=collate, pin_memory=pin_memory,
                                  persistent_workers=workers > 0,
                                  prefetch_factor=4 if workers else None,
-                                 worker_init_fn=_ignore_sigint if workers else None,
+                                 worker_init_fn=ignore_sigint if workers else None,
                                  timeout=LOADER_TIMEOUT if workers else 0)
 
     def batches(self, sampler: EpochBatches) -> Iterator[tuple[list[int], list, list[str]]]:

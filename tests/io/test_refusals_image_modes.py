@@ -19,8 +19,9 @@ import torch
 from PIL import Image
 
 from featinv.errors import ImageError
-from featinv.io import images
+from featinv.io.decode_output import stderr_held
 from featinv.io.images import load_image, pixel_type
+from featinv.io.pixels import to_rgb
 from helpers import error_lines, run_cli
 
 tifffile = pytest.importorskip("tifffile")
@@ -156,12 +157,12 @@ def test_tiffs_of_pixel_types_pillow_lacks_are_refused_saying_so(tmp_path, arr):
 @pytest.mark.parametrize("mode", sorted(Image.MODES))
 def test_every_pillow_mode_becomes_rgb(mode):
     img = Image.new(mode, (3, 2))
-    assert images._to_rgb(img).mode == "RGB"
+    assert to_rgb(img).mode == "RGB"
 
 
 def test_premultiplied_alpha_becomes_white_where_transparent():
     img = Image.new("La", (2, 2), (0, 0))
-    assert images._to_rgb(img).getpixel((0, 0)) == (255, 255, 255)
+    assert to_rgb(img).getpixel((0, 0)) == (255, 255, 255)
 
 
 # -- D14: what decoding libraries print -----------------------------------------------------------
@@ -202,11 +203,11 @@ def test_libtiff_output_is_held_and_only_featinvs_lines_are_seen(tmp_path, capfd
 
 def test_writes_to_file_descriptor_2_while_decoding_are_held(capfd):
     said: list[str] = []
-    with images._stderr_held(said):
+    with stderr_held(said):
         os.write(2, b"TIFFReadDirectory: Warning, Unknown field with tag 65000 (0xfde8)\n")
     os.write(2, b"after\n")
     assert capfd.readouterr().err == "after\n"
     assert said == ["TIFFReadDirectory: Warning, Unknown field with tag 65000 (0xfde8)"]
-    with images._stderr_held(said, active=False):
+    with stderr_held(said, active=False):
         os.write(2, b"shown\n")
     assert capfd.readouterr().err == "shown\n"

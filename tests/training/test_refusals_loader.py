@@ -14,7 +14,7 @@ import time
 import pytest
 import torch
 
-from featinv.datasets import folders
+from featinv.datasets import folders, loader
 from featinv.errors import DataError
 from helpers import error_lines, run_cli, write_images
 
@@ -85,15 +85,15 @@ def test_a_killed_worker_ends_the_run_in_one_line(tmp_path, capfd, monkeypatch, 
 
 
 def test_the_reason_is_what_the_system_said():
-    assert folders._os_reason(RuntimeError(TOO_LARGE)) == "File too large"
-    assert folders._os_reason(OSError("Too many open files")) == "Too many open files"
+    assert loader._os_reason(RuntimeError(TOO_LARGE)) == "File too large"
+    assert loader._os_reason(OSError("Too many open files")) == "Too many open files"
     wrapped = RuntimeError("Caught OSError in DataLoader worker process 0.\nOriginal Traceback "
                            "(most recent call last):\n  File \"x\", line 1\nOSError: [Errno 28] "
                            "No space left on device\n")
-    assert str(folders._worker_error(wrapped)) == (
+    assert str(loader._worker_error(wrapped)) == (
         "A data-loader worker failed: [Errno 28] No space left on device; try --workers 0 (the "
         "training process then reads the images itself).")
-    late = folders._worker_error(RuntimeError("DataLoader timed out after 600 seconds"))
+    late = loader._worker_error(RuntimeError("DataLoader timed out after 600 seconds"))
     assert "no batch came for 600 s" in str(late)
 
 
