@@ -30,6 +30,7 @@ SCHEMES = (HUB, LOCAL, ZOO)
 # the decoder of a training run's folder: io.checkpoint.DECODER_FILE, spelled out because
 # this module loads without PyTorch (and checkpoint imports it)
 RUN_FILE = "decoder.safetensors"
+RUN_STATE, RUN_REPLACED = "train_state.safetensors", ".featinv-replaced"  # the same, likewise
 Ref = str | os.PathLike
 
 
@@ -166,6 +167,15 @@ def _in_folder(folder: Path, label: str) -> Path:
     for name in (MODEL_FILE, RUN_FILE):
         if there(name):
             return folder / name
+    if (folder / RUN_REPLACED / RUN_FILE).is_file():  # a killed --overwrite run's backup
+        raise CheckpointError(f"'{printable(label)}' holds no {RUN_FILE}, but a previous run "
+                              f"sits in {printable(folder / RUN_REPLACED)} (a run replacing it "
+                              "was killed); the next 'featinv train' on this folder puts it "
+                              f"back, or move its files back into '{printable(label)}' by hand.")
+    if there(RUN_STATE):  # a run killed between writing its first checkpoint's two files
+        raise CheckpointError(f"'{printable(label)}' holds {RUN_STATE} but no {RUN_FILE} (a run "
+                              "killed while it saved); 'featinv train --resume' continues it and "
+                              f"writes {RUN_FILE} at its next checkpoint.")
     raise CheckpointError(f"'{printable(label)}' is a folder, not a checkpoint: it holds no "
                           f"{MODEL_FILE} (a packed decoder) or {RUN_FILE} (a training run).")
 

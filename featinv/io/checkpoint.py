@@ -12,7 +12,9 @@ Two kinds of file, both ``.safetensors`` whose header's ``featinv`` entry holds 
   state); metadata: step, history, the run's config and the optimizers' param groups.
 
 A training run's folder holds ``DECODER_FILE``, ``STATE_FILE`` and ``METRICS_FILE`` (one JSON
-record per epoch).
+record per epoch). The decoder and the state of one checkpoint carry the same id
+(``CHECKPOINT_KEY``: the decoder's under ``progress``, the state's at the top), so that a pair
+from two checkpoints (a run killed between the two renames) is recognised.
 
 Writes are atomic: a temporary file in the same folder, then a rename, so an interrupted save
 leaves the previous file intact.
@@ -42,6 +44,8 @@ DECODER_FILE = "decoder.safetensors"
 STATE_FILE = "train_state.safetensors"
 METRICS_FILE = "metrics.jsonl"
 RUN_FILES = (DECODER_FILE, STATE_FILE, METRICS_FILE)
+REPLACED_DIR = ".featinv-replaced"  # a replaced run, until its replacement has a checkpoint
+CHECKPOINT_KEY = "checkpoint"  # the id a checkpoint's decoder (under progress) and state share
 ENCODER_PREFIX = "encoder."  # a fine-tuned encoder's tensors in a decoder file
 # Training-state tensor prefixes (every state ever written uses them): each module's weights,
 # then each optimizer's state. The decoder's optimizer keeps its param groups in the metadata's

@@ -127,6 +127,12 @@ def move_into_place(tmp: str | Path, path: str | Path) -> None:
         os.replace(tmp, path)
 
 
+# the hidden names of featinv's unfinished writes: a process killed while writing leaves them,
+# and the next run in that folder (training.run_folder) recognises them as its own to remove
+TEMP_PREFIX = ".featinv-tmp."  # atomic_write's temporary files (``.featinv-tmp.NAME.XXXX.tmp``)
+STAGE_PREFIX = ".featinv-stage."  # the folders written_together (and checkpoints) stage in
+
+
 def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
     """Create ``path`` through ``write(temporary_path)``, then rename it into place.
 
@@ -135,7 +141,8 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{path.name}.", suffix=".tmp",
+                               dir=path.parent)
     os.close(fd)
     umask = os.umask(0)
     os.umask(umask)
@@ -187,6 +194,9 @@ def _signals_held() -> Iterator[None]:
             signal.raise_signal(s)
 
 
+signals_held = _signals_held  # public: a run's checkpoint renames its two files under it
+
+
 @contextlib.contextmanager
 def written_together(folder: str | Path) -> Iterator[Path]:
     """A hidden folder inside ``folder`` to write a set of outputs in; when the block ends
@@ -196,7 +206,7 @@ def written_together(folder: str | Path) -> Iterator[Path]:
     folder = Path(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        stage = Path(tempfile.mkdtemp(prefix=".featinv-stage.", dir=folder))
+        stage = Path(tempfile.mkdtemp(prefix=STAGE_PREFIX, dir=folder))
     except OSError as exc:
         raise FeatinvError(f"Cannot write in {printable(folder)} ({exc.strerror or exc}); check "
                            "that it is a writable folder with free space.") from None

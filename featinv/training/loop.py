@@ -14,15 +14,14 @@ this module is the run itself (``Run``: set up, ``fit``, ``save``).
 The loop does not wait for the device: the loss is read every ``log_every`` steps. Validation
 runs every ``val_every`` epochs (by default as often as keeps it under 5 % of the training time),
 and the run is checkpointed every ``save_minutes`` (and ``save_every`` steps if set), at the end,
-and when SIGINT or SIGTERM asks it to stop (``--resume`` continues exactly where it stopped). The
-checkpoint files are described in ``featinv.io.checkpoint``.
+and when SIGINT or SIGTERM asks it to stop (``--resume`` continues exactly where it stopped; a run
+that replaces another and has no checkpoint yet saves nothing, the other is put back); see
+``saving``. The checkpoint files are described in ``featinv.io.checkpoint``.
 """
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
-import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -34,14 +33,15 @@ from torch.nn.parallel import DistributedDataParallel
 from ..datasets.feature_cache import FeatureCache
 from ..datasets.folders import augment, crop_plan
 from ..decoders.networks import build_decoder
-from ..errors import CheckpointError, FeatinvError, Interrupted, PluginError, printable
+from ..errors import CheckpointError, FeatinvError, PluginError, printable
 from ..inversion.load import pick_device
 from ..io import checkpoint
-from ..io.checkpoint import DECODER_FILE, METRICS_FILE, STATE_FILE, STATE_PREFIXES
+from ..io.checkpoint import DECODER_FILE, METRICS_FILE, STATE_FILE, STATE_PREFIXES  # noqa: F401
 from ..io.images import make_grid
 from ..precision import check_precision
 from ..progress import Progress
 from ..representation.registry import get_feature
+from .resume_checks import check_history, check_optimizer_state, finite_record, metrics_line
 from .config import (DEFAULT_IMAGE_SIZE, TrainConfig, check_config,  # noqa: F401
                      check_resumable, config_json, effective_lr, low_res_plan, lr_at,
                      resume_note, settings_line, total_steps, warmup_steps)
@@ -52,6 +52,7 @@ from .losses import build_comparator, build_discriminator, build_objective
 from .pacing import LossMeter, SaveClock, StopRequest, ValidationPacer
 from .resolve import resolve_defaults, resolve_representation
 from .run_folder import RunFolder
+from .saving import Saving
 from .step import (EncoderDecoder, TrainStep, _trainable_encoder, make_optimizer,  # noqa: F401
                    optimizer_step, validate)
 
@@ -63,7 +64,7 @@ def train(cfg: TrainConfig, resume: bool = False, log=print) -> dict[str, Any]:
     epoch's record when there is no validation folder).
 
     Under torchrun every process runs this; rank 0 logs, validates and writes checkpoints.
-    SIGINT/SIGTERM save the run and raise ``Interrupted``.
+    SIGINT/SIGTERM save the run (see ``saving``) and raise ``Interrupted``.
     """
     world = world_from_env()
     try:
@@ -73,7 +74,7 @@ def train(cfg: TrainConfig, resume: bool = False, log=print) -> dict[str, Any]:
         leave(world)
 
 
-class Run:
+class Run(Saving):
     """One training run: set up in ``__init__`` (configuration, data, model), trained by
     ``fit`` (the loop), saved by ``save``. A context manager: it holds the run folder's lock
     and the signal handlers while it lives."""
@@ -89,7 +90,7 @@ class Run:
         self.folder = RunFolder(Path(cfg.out), active=world.is_main, log=self.log)
         self.folder.claim(resume=resume, overwrite=cfg.overwrite,
                           inputs={"--data": cfg.data, "--val": cfg.val})  # deletes nothing
-        self.stop = StopRequest()
+        self.stop = StopRequest(self.folder.killed_message)
         self.stop.install()
         try:
             self._setup(cfg, resume)
@@ -162,8 +163,7 @@ class Run:
         self.model = torch.compile(model) if cfg.compile else model
         self.folder.replace_previous()  # everything is checked: the old run may move aside
         if resuming:  # its metrics.jsonl: records after the checkpoint belong to lost steps
-            self.folder.write_text(METRICS_FILE, "".join(json.dumps(r) + "\n"
-                                                         for r in self.history))
+            self.folder.write_text(METRICS_FILE, "".join(metrics_line(r) for r in self.history))
             self.log(f"resuming at step {self.step}/{self.total} from "
                      f"{printable(self.folder.path / STATE_FILE)}")
         self._log_start()
@@ -225,10 +225,13 @@ class Run:
             self.ema = WeightAverage(self.decoder, self.cfg.ema)
             if checkpoint.holds_prefix(path, STATE_PREFIXES["ema"]):
                 modules["ema"] = self.ema
+        history = check_history(meta.get("history", []), meta["step"], path)  # before loading
         meta = checkpoint.load_train_state(path, modules, self._optimizers())
+        for prefix, opt in self._optimizers().items():  # Adam's moments and step count
+            check_optimizer_state(opt, prefix.rstrip("."), int(meta["step"]), path)
         if self.ema is not None and "ema" not in modules:
             self.ema = WeightAverage(self.decoder, self.cfg.ema)
-        self.step, self.history = int(meta["step"]), list(meta.get("history", []))
+        self.step, self.history = int(meta["step"]), history
 
     # -- the loop -----------------------------------------------------------------------------
     def fit(self) -> dict[str, Any]:
@@ -253,8 +256,7 @@ class Run:
                         bar.update(steps, **{k: f"{v:.4f}" for k, v in
                                              self._finite(meter.read()).items()})
                     if self.stop.agreed(self.world, self.device, meter.pending == 0):
-                        self.save(None)
-                        raise self._interrupted()
+                        raise self._stop_now()  # saved, unless it replaces another run
                     if not last and saves.due(self.step):  # the final save follows validation
                         self.save(None)
                         saves.reset()
@@ -267,9 +269,10 @@ class Run:
                 t_val = time.perf_counter()
                 record.update(self._validation(epoch))
                 pacer.validated(time.perf_counter() - t_val)
+            record = finite_record(record)  # an infinite PSNR is null: strict JSON everywhere
             self.history.append(record)
             if self.world.is_main:
-                self.folder.append_text(METRICS_FILE, json.dumps(record) + "\n")
+                self.folder.append_text(METRICS_FILE, metrics_line(record))
             if self.step == self.total or "val_normalized_error" in record \
                     or saves.due(self.step):  # an epoch's last step skipped it above
                 self.save(record)  # at the end, and with each validation's metrics
@@ -285,6 +288,7 @@ class Run:
         for group in self.opt.param_groups:
             group["lr"] = lr_at(self.cfg, self.step, self.total, self.warmup)
         x, feats = self._batch(indices, images, names, draw)
+        self._keep_batch(x, feats)
         terms = optimizer_step(self.model, self.opt, x, feats, self.scaler, self.objective,
                                self.cfg.pixel_distance)
         if self.ema is not None:
@@ -357,55 +361,6 @@ class Run:
         self.log(f"epoch {epoch + 1}: val normalized error {metrics['normalized_error']:.4f}, "
                  f"PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.3f}")
         return {f"val_{k}": v for k, v in metrics.items()}
-
-    # -- stopping and saving ------------------------------------------------------------------
-    def _interrupted(self) -> Interrupted:
-        signum = self.stop.signum or signal.SIGINT
-        name = signal.Signals(signum).name
-        return Interrupted(f"Interrupted by {name} at step {self.step}/{self.total}; saved "
-                           f"{printable(self.folder.path)}. Continue with the same command and "
-                           "--resume.", signum)
-
-    def save(self, metrics: dict | None) -> None:
-        """Write both checkpoint files (rank 0), refusing to replace good ones with NaNs."""
-        if not self.world.is_main:
-            return
-        if not all(bool(torch.isfinite(p).all()) for p in
-                   self.trained_params + list(self.averaged.parameters())):
-            raise FeatinvError(f"The weights became NaN or infinite by step {self.step}; "
-                               + self.folder.kept_message() + " Try a lower --lr.")
-        cfg_json = config_json(self.cfg)
-        validated = [r for r in self.history if "val_normalized_error" in r]
-        meta = checkpoint.decoder_metadata(
-            self.extractor, self.decoder, training=cfg_json,
-            metrics=metrics if metrics and "val_normalized_error" in metrics
-            else (validated[-1] if validated else metrics or None),
-            progress={"step": self.step, "total_steps": self.total,
-                      "world_size": self.world.size})
-        state = {"step": self.step, "history": self.history, "config": cfg_json}
-        self.folder.write(
-            lambda: (checkpoint.save_decoder(self.averaged, self.folder.path / DECODER_FILE, meta,
-                                             self.encoder),
-                     checkpoint.save_train_state(self.folder.path / STATE_FILE, self._modules(),
-                                                 self._optimizers(), state)),
-            f"at step {self.step}")
-
-    def _modules(self) -> dict[str, nn.Module]:
-        """What the training state holds weights of, by tensor prefix."""
-        modules = {"decoder": self.decoder}
-        if self.encoder is not None:
-            modules["encoder"] = self.encoder
-        if getattr(self, "ema", None) is not None:
-            modules["ema"] = self.ema
-        if getattr(self, "discriminator", None) is not None:
-            modules["discriminator"] = getattr(self.discriminator, "module", self.discriminator)
-        return modules
-
-    def _optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        optimizers = {STATE_PREFIXES["opt"]: self.opt}
-        if getattr(self, "disc_opt", None) is not None:
-            optimizers[STATE_PREFIXES["disc_opt"]] = self.disc_opt
-        return optimizers
 
     def __enter__(self) -> "Run":
         return self

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 import time
+from typing import Callable
 
 import torch
 
@@ -102,12 +104,14 @@ STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SI
 class StopRequest:
     """SIGINT, SIGTERM or SIGHUP (a closed terminal or SSH session) asking a run to stop, while
     ``install``-ed (main thread only): the first signal is remembered in ``signum`` (the run
-    saves and exits at its next step), a second one ends the process at once, without saving.
-    A SIGHUP that is ignored (``nohup``) stays ignored."""
+    saves and exits at its next step), a second one ends the process at once, without saving,
+    after one line on stderr saying what is kept (``kept()``, e.g. the run folder's
+    ``killed_message``). A SIGHUP that is ignored (``nohup``) stays ignored."""
 
-    def __init__(self):
+    def __init__(self, kept: Callable[[], str] | None = None):
         self.signum: int | None = None
         self._old: dict = {}
+        self._kept = kept
 
     def install(self) -> None:
         if threading.current_thread() is threading.main_thread():
@@ -131,6 +135,16 @@ class StopRequest:
 
     def _on_signal(self, signum, _frame) -> None:
         if self.signum is not None:
+            try:
+                words = self._kept() if self._kept is not None else ""
+            except Exception:  # noqa: BLE001 (the process ends anyway)
+                words = ""
+            try:
+                sys.stderr.write(f"Stopped at once by a second {signal.Signals(signum).name}, "
+                                 f"without saving{'; ' + words if words else '.'}\n")
+                sys.stderr.flush()
+            except (OSError, ValueError):  # a closed terminal
+                pass
             signal.signal(signum, signal.SIG_DFL)
             os.kill(os.getpid(), signum)
         self.signum = signum

@@ -1,22 +1,33 @@
-"""A training run's folder: one run at a time, never replaced unasked, nothing lost to a typo.
+"""A training run's folder: one run at a time, never replaced unasked, nothing lost to a typo
+or a kill.
 
 ``RunFolder.claim`` takes the folder for this process: a second ``featinv train`` on the same
-folder is refused while the first lives (a lock file naming its process and its start time; a
-stale lock from a killed run, or one naming a process that is no ``featinv train``, is taken
-over), a folder holding another run is refused unless ``overwrite``, and ``resume`` in a folder
-with a decoder but no training state is refused instead of replacing that decoder. What a run
-stopped before its first checkpoint left (metrics, previews) is no run: it is replaced, with a
-message, by a plain rerun or by ``--resume``.
+folder is refused while the first lives (the lock file of ``run_lock``; a stale one, or one
+copied from another folder, is taken over), a folder holding another run is refused unless
+``overwrite``, and ``resume`` in a folder with a decoder but no training state is refused
+instead of replacing that decoder. What a run stopped before its first checkpoint left
+(metrics, previews) is no run: it is replaced, with a message, by a plain rerun or by
+``--resume``. The claim also removes what featinv's own unfinished writes left there (temporary
+files and staging folders of a killed process: the lock says no other process writes there).
+
+A **checkpoint** is a decoder and a training state written together (``save_checkpoint``):
+both are written in full in a staging folder inside OUT, then the state and, last, the decoder
+are renamed into place with SIGINT/SIGTERM/SIGHUP held. Both carry one checkpoint id, so a pair
+from two checkpoints (only a SIGKILL or a power cut between the two renames makes one) is
+recognised: the state is then the newer, and ``--resume`` continues from it. A failed write
+(a full disk) leaves the previous checkpoint, or none, never one file of a new one.
 
 ``claim`` deletes nothing. The files of the run being replaced stay where they are until the
 new run has checked everything it can (data, representation, losses, ``--init-from``, which may
-be this very folder); then ``replace_previous`` moves them into ``OUT/.featinv-replaced/``, and
-the first checkpoint the new run writes deletes them. A run that fails or is interrupted before
-its first checkpoint puts them back (``release``); one that was killed leaves them there, and the
-next ``claim`` puts them back.
+be this very folder); then ``replace_previous`` moves them into ``OUT/.featinv-replaced/`` (with a
+list of what it moves), and they are deleted once the new run has written a complete, usable
+checkpoint. A run that fails or is interrupted before then puts them back (``release``; an
+interrupted run that replaces another saves nothing of its own); one that was killed leaves them
+there, and the next ``claim`` puts them back unless the folder holds a complete checkpoint: a
+lone decoder or state (a kill during the first checkpoint) is discarded for the old run.
 
 Writes go through ``write``, which turns a full disk or a permission problem into one line that
-says the previous checkpoint is intact.
+says what is kept.
 """
 from __future__ import annotations
 
@@ -24,28 +35,21 @@ import json
 import os
 import re
 import shutil
-import socket
 from pathlib import Path
 from typing import Callable
 
-from ..io.checkpoint import DECODER_FILE, RUN_FILES, STATE_FILE
-from ..io.files import atomic_write, read_limited
+from ..io.checkpoint import DECODER_FILE, REPLACED_DIR, RUN_FILES, STATE_FILE
+from ..io.files import atomic_write
 from ..io.hub import MODEL_FILE
 from ..errors import FeatinvError, printable
+from . import run_checkpoint
+from .run_lock import LOCK_FILE, take_lock
 
-LOCK_FILE = ".featinv-train.lock"
-REPLACED = ".featinv-replaced"  # the replaced run's files, until the new run's first checkpoint
+__all__ = ["LOCK_FILE", "REPLACED", "RunFolder", "write_failure"]
+
+REPLACED = REPLACED_DIR  # the replaced run's files, until the new run's first checkpoint
+MOVING = ".featinv-moving.json"  # in REPLACED: the names replace_previous moves there
 _PREVIEWS = re.compile(r"val_epoch\d+\.png")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process: alive
-        return True
-    return True
 
 
 def _inside(path: Path, folder: Path) -> bool:
@@ -57,33 +61,23 @@ def _inside(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
 
 
-def _started(pid: int) -> str | None:
-    """When process ``pid`` started (clock ticks since boot, Linux), None where unknown: with
-    the pid it names one process, even after the pid is reused."""
+def _loops(link: Path) -> bool:
     try:
-        text = read_limited(f"/proc/{pid}/stat", 1 << 16, "process status").decode()
-        return text.rsplit(")", 1)[1].split()[19]
-    except (OSError, FeatinvError, IndexError, UnicodeDecodeError):
-        return None
-
-
-def _is_training(owner: dict) -> bool:
-    """Whether the process a lock names is still the ``featinv train`` that wrote it: alive,
-    not process 1 or this one, started when the lock says (a pid reused after a crash or a
-    reboot is another process), or, for a lock without a start time, running featinv."""
-    pid = int(owner["pid"])
-    if pid <= 1 or pid == os.getpid() or not _alive(pid):
-        return False
-    started = _started(pid)
-    if owner.get("started") is not None and started is not None:
-        return str(owner["started"]) == started
-    try:
-        command = read_limited(f"/proc/{pid}/cmdline", 1 << 20, "process command line")
+        os.stat(link)
     except FileNotFoundError:
         return False
-    except (OSError, FeatinvError):
-        return True  # cannot tell (another OS): keep the lock
-    return b"featinv" in command
+    except OSError:  # ELOOP
+        return True
+    return False
+
+
+def _broken_link(path: Path) -> Path | None:
+    """The first of ``path`` and its parents that is a symbolic link to nothing (its target
+    missing, or a loop of links), else None."""
+    for p in (path, *path.parents):
+        if p.is_symlink() and not p.exists():
+            return p
+    return None
 
 
 class RunFolder:
@@ -110,6 +104,13 @@ class RunFolder:
                 raise FeatinvError(f"--out {printable(self.path)} is inside {option} "
                                    f"{printable(folder)}: the run's preview images would be read "
                                    f"as {option[2:]} images. Choose an --out outside it.")
+        link = _broken_link(self.path)
+        if link is not None:
+            what = "in a loop of links" if _loops(link) else "whose target is missing"
+            raise FeatinvError(f"--out {printable(self.path)}: "
+                               + ("it is" if link == self.path else f"{printable(link)} is")
+                               + f" a link {what} ({printable(os.readlink(link))}); choose "
+                               "another --out or fix the link.")
         if self.path.exists() and not self.path.is_dir():
             raise FeatinvError(f"--out {printable(self.path)} is a file, not a folder; choose a "
                                "folder for the run.")
@@ -121,57 +122,21 @@ class RunFolder:
         except OSError as exc:
             raise FeatinvError(f"Cannot create the run folder {printable(self.path)} "
                                f"({exc.strerror or exc}); choose another --out.") from None
-        self._lock()
+        take_lock(self.path)
+        self._locked = True
         try:
+            self._remove_temporaries()
             self._restore_replaced()
             self._check_contents(resume, overwrite)
         except BaseException:
             self.release()
             raise
 
-    def _lock(self) -> None:
-        lock = self.path / LOCK_FILE
-        me = {"pid": os.getpid(), "host": socket.gethostname(), "started": _started(os.getpid())}
-        for _ in range(2):
-            try:
-                fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                other = self._lock_owner(lock)
-                if other and other.get("host") == me["host"] and _is_training(other):
-                    raise FeatinvError(f"Another featinv train (process {other['pid']}) is using "
-                                       f"{printable(self.path)}; wait for it to finish, stop it, "
-                                       "or choose another --out.") from None
-                if other and other.get("host") != me["host"]:
-                    raise FeatinvError(f"{printable(self.path)} is locked by a run on host "
-                                       f"{printable(other.get('host'))} (process {other.get('pid')});"
-                                       f" if that run is over, delete {printable(lock)}.") from None
-                try:  # stale: its process is gone (or it is no lock featinv wrote)
-                    lock.unlink(missing_ok=True)
-                except OSError:
-                    break
-                continue
-            except OSError as exc:
-                raise FeatinvError(f"Cannot write in the run folder {printable(self.path)} "
-                                   f"({exc.strerror or exc}); choose another --out.") from None
-            with os.fdopen(fd, "w") as f:
-                json.dump(me, f)
-            self._locked = True
-            return
-        raise FeatinvError(f"Cannot lock {printable(self.path)}; delete {printable(lock)} if no "
-                           "run is using it.")
-
-    @staticmethod
-    def _lock_owner(lock: Path) -> dict | None:
-        """Who holds ``lock``; None for anything that is not a lock featinv wrote (a FIFO or a
-        link to a device there is refused unread, and then replaced as a stale lock)."""
-        try:
-            owner = json.loads(read_limited(lock, 4096, "lock file"))
-        except (OSError, ValueError, FeatinvError):
-            return None
-        pid = owner.get("pid") if isinstance(owner, dict) else None
-        if isinstance(pid, bool) or not isinstance(pid, int) or not 0 < pid < 2**31:
-            return None
-        return owner
+    def _remove_temporaries(self) -> None:
+        count = run_checkpoint.remove_temporaries(self.path)
+        if count:
+            self.log(f"removed {count} unfinished temporary file(s) that a killed run left in "
+                     f"{printable(self.path)}.")
 
     def _previous(self) -> list[str]:
         """The files of a run in the folder: its run files, then its previews."""
@@ -183,6 +148,7 @@ class RunFolder:
         previous = self._previous()
         checkpointed = [name for name in previous if name in (DECODER_FILE, STATE_FILE)]
         if resume and (self.path / STATE_FILE).exists():
+            run_checkpoint.check_pair_for_resume(self.path, self.log)
             return  # continued, not replaced (with --overwrite too: it only starts over)
         if resume and not overwrite:
             if (self.path / DECODER_FILE).exists():
@@ -199,6 +165,20 @@ class RunFolder:
                      + (", ..." if len(previous) > 3 else "") + "); starting over.")
         self._replace = previous
 
+    # -- checkpoints --------------------------------------------------------------------------
+    def complete(self) -> bool:
+        """Whether the folder holds a complete checkpoint (``run_checkpoint.complete``)."""
+        return run_checkpoint.complete(self.path)
+
+    def save_checkpoint(self, write_state: Callable[[Path], object],
+                        write_decoder: Callable[[Path], object], when: str) -> None:
+        """Write a checkpoint (``run_checkpoint.commit``); the run this one replaces is
+        deleted once it is in place."""
+        if self.active:
+            self.write(lambda: run_checkpoint.commit(self.path, write_state, write_decoder), when)
+            self._drop_replaced()
+
+    # -- the run this one replaces ------------------------------------------------------------
     def replace_previous(self) -> None:
         """Move the files of the run this one replaces into ``OUT/.featinv-replaced`` (call it
         once everything that can be checked has been): they are deleted when this run writes its
@@ -209,6 +189,7 @@ class RunFolder:
         try:
             shutil.rmtree(backup, ignore_errors=True)
             backup.mkdir()
+            (backup / MOVING).write_text(json.dumps(self._replace))
             for name in self._replace:
                 os.replace(self.path / name, backup / name)
                 self._moved.append(name)
@@ -218,16 +199,23 @@ class RunFolder:
                                f"({exc.strerror or exc}); nothing was changed. Choose another "
                                "--out.") from None
         self._replace = []
-        if DECODER_FILE in self._moved:
+        if self.replacing:
             self.log(f"the previous run in {printable(self.path)} is moved to "
                      f"{printable(backup)} and deleted when this run writes its first "
                      "checkpoint (it is put back if this run stops before).")
 
-    def _put_back(self, own_files: bool = True) -> None:
-        """Undo ``replace_previous``: this run's own files (``own_files``: it wrote some) go,
-        the previous run's come back."""
+    @property
+    def replacing(self) -> bool:
+        """Whether this run moved another run's checkpoint aside and has written none of its
+        own yet (else: nothing, or only leftovers of a killed run, was moved)."""
+        return any(name in self._moved for name in (DECODER_FILE, STATE_FILE))
+
+    def _put_back(self, own_files: bool | list[str] = True) -> None:
+        """Undo ``replace_previous``: this run's own files (``own_files``: True for every run
+        file in the folder, or their names) go, the previous run's come back."""
         backup = self.path / REPLACED
-        for name in self._previous() if own_files else []:
+        own = self._previous() if own_files is True else own_files or []
+        for name in own:
             (self.path / name).unlink(missing_ok=True)
         for name in list(self._moved):
             if (backup / name).exists():
@@ -236,35 +224,48 @@ class RunFolder:
         shutil.rmtree(backup, ignore_errors=True)
 
     def _restore_replaced(self) -> None:
-        """A run killed while it replaced another (``replace_previous`` done, no checkpoint
-        written): put the other run back. With a checkpoint written, the backup is stale."""
+        """A run killed while it replaced another (its backup is still there): put the other
+        run back, discarding what the killed run wrote (a lone decoder or state of a checkpoint
+        it was killed in), unless the folder holds a complete checkpoint (the backup is then
+        stale) or the kill came while the run was being moved aside (nothing of the new run
+        exists yet: only the move is undone)."""
         backup = self.path / REPLACED
-        if not backup.is_dir():
+        if not backup.is_dir() or backup.is_symlink():
             return
-        if (self.path / DECODER_FILE).exists():
+        moved = sorted(p.name for p in backup.iterdir() if p.name != MOVING)
+        try:
+            planned = json.loads((backup / MOVING).read_text())
+            planned = [str(n) for n in planned] if isinstance(planned, list) else None
+        except (OSError, ValueError):
+            planned = None  # an older featinv's backup, or a kill before the list was written
+        if planned is not None and set(planned) - set(moved):
+            own: list[str] = []  # killed while moving it aside (or back): finish moving back
+        elif self.complete():
             shutil.rmtree(backup, ignore_errors=True)
             return
-        self._moved = [p.name for p in backup.iterdir()]
-        self._put_back()
+        else:  # without the list, only files the backup also has are surely the new run's
+            own = [n for n in self._previous() if planned is not None or n in moved]
+        discarded = [n for n in own if n in (DECODER_FILE, STATE_FILE)]
+        self._moved = moved
+        self._put_back(own_files=own)
         self.log(f"put back the run in {printable(self.path)} that a run killed before its "
-                 f"first checkpoint had moved to {printable(backup)}.")
-
-    def _moved_a_run(self) -> bool:
-        """Whether what was moved aside holds a checkpoint (else: leftovers of a killed run)."""
-        return any(name in self._moved for name in (DECODER_FILE, STATE_FILE))
+                 f"first complete checkpoint had moved to {printable(backup)}"
+                 + (f" (the killed run's unfinished {' and '.join(discarded)} discarded)"
+                    if discarded else "") + ".")
 
     def _drop_replaced(self) -> None:
         """This run wrote its first checkpoint: the run it replaces is deleted."""
-        if self._moved and (self.path / DECODER_FILE).exists():
-            if self._moved_a_run():
+        if self._moved and self.complete():
+            replaced, self._moved = self.replacing, []
+            if replaced:
                 self.log(f"deleted the previous run in {printable(self.path)}: this run has "
                          "written its first checkpoint.")
+            (self.path / REPLACED / MOVING).unlink(missing_ok=True)  # first: see _restore_
             shutil.rmtree(self.path / REPLACED, ignore_errors=True)
-            self._moved = []
 
     def release(self) -> None:
         if self._moved:
-            if self._moved_a_run():
+            if self.replacing:
                 self.log(f"this run wrote no checkpoint: the previous run in "
                          f"{printable(self.path)} is put back.")
             self._put_back()
@@ -277,9 +278,22 @@ class RunFolder:
         """What is left of the run after a failure, for error messages."""
         if self.active and any((self.path / n).exists() for n in (DECODER_FILE, STATE_FILE)):
             return f"the last checkpoint in {printable(self.path)} is kept."
-        if self._moved:
+        if self.replacing:
             return ("no checkpoint had been written yet; the previous run in "
                     f"{printable(self.path)} is put back.")
+        return "no checkpoint had been written yet."
+
+    def killed_message(self) -> str:
+        """What is left if the process ends now, without cleaning up (a second Ctrl-C)."""
+        if not self.active:
+            return ""
+        if self.replacing:
+            return (f"the previous run in {printable(self.path)} waits in "
+                    f"{printable(self.path / REPLACED)}; the next featinv train on "
+                    f"{printable(self.path)} puts it back.")
+        if any((self.path / n).exists() for n in (DECODER_FILE, STATE_FILE)):
+            return (f"the last checkpoint in {printable(self.path)} is kept; --resume "
+                    "continues from it.")
         return "no checkpoint had been written yet."
 
     def write(self, save: Callable[[], object], when: str) -> None:
@@ -287,7 +301,7 @@ class RunFolder:
         permission; from the OS or from safetensors' writer) into one line."""
         if not self.active:
             return
-        kept = self.kept_message()  # before: a failed save may have written one of two files
+        kept = self.kept_message()
         try:
             save()
         except Exception as exc:
@@ -299,9 +313,8 @@ class RunFolder:
                                + ("the previous checkpoint there is intact. Free some space "
                                   "and continue with --resume." if "kept" in kept else
                                   "the run it replaces is put back there. Free some space and "
-                                  "run the command again." if self._moved else
+                                  "run the command again." if self.replacing else
                                   "Free some space and start again.")) from None
-        self._drop_replaced()
 
     def write_text(self, name: str, text: str) -> None:
         if self.active:
