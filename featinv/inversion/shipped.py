@@ -56,7 +56,7 @@ def pack(source: str | Path, out: str | Path, recipe: str | None = None,
         check_same_output(decoder, tensors, source)
     before = meta.get("packed") if isinstance(meta.get("packed"), dict) else {}  # re-packed
     if state.is_file():  # its history, checked as --resume checks it: strict JSON numbers
-        from ..training.resume_checks import check_history
+        from ..io.state_checks import check_history
 
         state_meta = checkpoint.read_meta(state, checkpoint.STATE_FORMAT)
         history = check_history(state_meta.get("history", []), state_meta["step"], state,

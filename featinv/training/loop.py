@@ -41,7 +41,7 @@ from ..io.images import make_grid
 from ..precision import check_precision
 from ..progress import Progress
 from ..representation.registry import get_feature
-from .resume_checks import check_history, check_optimizer_state, finite_record, metrics_line
+from ..io.state_checks import check_history, check_optimizer_state, finite_record, metrics_line
 from .config import (DEFAULT_IMAGE_SIZE, TrainConfig, check_config,  # noqa: F401
                      check_resumable, config_json, effective_lr, low_res_plan, lr_at,
                      resume_note, settings_line, total_steps, warmup_steps)

@@ -1,0 +1,188 @@
+"""A training state that training cannot have written is refused on --resume, in one line,
+before the run changes (issue 24, D7 and D8); metrics.jsonl is always strict JSON.
+
+D7: a history holding NaN, strings or a negative epoch was resumed, and a bare NaN made
+metrics.jsonl invalid JSON. D8: a negative ``exp_avg_sq`` or a negative or absurd Adam step was
+resumed and then failed at every step with "Loss became nan"."""
+from __future__ import annotations
+
+import json
+import math
+import shutil
+
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from featinv.errors import CheckpointError
+from featinv.io.checkpoint import META_KEY, METRICS_FILE, STATE_FILE
+from featinv.io.state_checks import check_history, finite_record, metrics_line
+
+from helpers import error_lines, run_cli, write_images
+
+STEPS = 6  # the base run: 24 images in batches of 4
+
+
+def train_args(data, out, budget, *extra):
+    return ["train", "-f", "hog", "--data", data, "-o", out, "--image-size", 32, "--budget",
+            budget, "--batch-size", 4, "--device", "cpu", "--workers", 0, "--precision", "fp32",
+            *extra]
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    from helpers import run_cli as _  # noqa: F401 (capsys is function-scoped: run main here)
+    from featinv.cli.main import main
+
+    root = tmp_path_factory.mktemp("state")
+    write_images(root / "data", 6, size=(40, 40))
+    with pytest.raises(SystemExit) as done:
+        main([str(a) for a in train_args(root / "data", root / "run", 4 * STEPS)])
+    assert done.value.code == 0
+    return root
+
+
+@pytest.fixture
+def run(base, tmp_path):
+    shutil.copytree(base / "run", tmp_path / "run")
+    return tmp_path / "run"
+
+
+def tamper(run, edit_meta=None, edit_tensors=None) -> None:
+    path = run / STATE_FILE
+    with safe_open(str(path), "pt") as f:
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+        raw = f.metadata()
+    meta = json.loads(raw[META_KEY])
+    if edit_meta:
+        edit_meta(meta)
+    if edit_tensors:
+        edit_tensors(tensors)
+    save_file(tensors, str(path), metadata={**raw, META_KEY: json.dumps(meta)})
+
+
+def resume(capsys, base, run):
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    code, _, err = run_cli(capsys, *train_args(base / "data", run, 4 * STEPS + 8, "--resume"))
+    return code, err, before
+
+
+def assert_refused(capsys, base, run, *words):
+    code, err, before = resume(capsys, base, run)
+    [line] = error_lines(err)
+    assert code == 1 and "Traceback" not in err, err
+    assert all(w in line for w in words), line
+    after = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    assert after == before  # nothing written, nothing moved aside
+    return line
+
+
+def record(meta, **change):
+    meta["history"][0].update(change)
+
+
+# -- D7: the history ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("change, words", [
+    (dict(train_loss=math.nan), ["train_loss", "not a finite number"]),
+    (dict(val_psnr=-math.inf), ["val_psnr", "not a finite number"]),
+    (dict(lr="fast"), ["lr", "not a number"]),
+    (dict(epoch=-3), ["epoch", "not a whole number"]),
+    (dict(epoch=1.5), ["epoch", "not a whole number"]),
+    (dict(epoch=10**9), ["epoch", "not a whole number"]),
+    (dict(images_seen=-1), ["images_seen", "not a whole number"]),
+    (dict(step=True), ["step", "not a number"]),
+    (dict(train_loss=-0.5), ["train_loss", "below 0"]),
+    (dict(val_ssim=[1, 2]), ["val_ssim", "not a number"]),
+    (dict(epoch=None), ["epoch", "missing"]),
+])
+def test_a_history_record_training_cannot_write_is_refused(capsys, base, run, change, words):
+    tamper(run, lambda m: record(m, **change))
+    line = assert_refused(capsys, base, run, STATE_FILE, *words)
+    assert "--overwrite" in line
+
+
+@pytest.mark.parametrize("history, words", [
+    ("none", ["history"]), ([1, 2], ["history"]),
+    ([{"epoch": 1, "step": 4}, {"epoch": 2, "step": 2}], ["comes after step"]),
+    ([{"epoch": 1, "step": 1}] * 50, ["records for"]),
+])
+def test_a_history_that_is_no_list_of_records_is_refused(capsys, base, run, history, words):
+    def edit(meta):
+        meta["history"] = history
+    tamper(run, edit)
+    assert_refused(capsys, base, run, *words)
+
+
+def test_check_history_reads_a_legacy_infinite_psnr_as_null():
+    """A perfect reconstruction's PSNR is infinite; earlier versions stored it as Infinity."""
+    history = check_history([{"epoch": 1, "step": 2, "val_psnr": math.inf}], 2, "s")
+    assert history == [{"epoch": 1, "step": 2, "val_psnr": None}]
+    with pytest.raises(CheckpointError):
+        check_history([{"epoch": 1, "step": 2, "val_psnr": math.nan}], 2, "s")
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
+def test_metrics_lines_are_strict_json(value):
+    line = metrics_line({"epoch": 1, "val_psnr": value, "train_loss": 0.5})
+    assert json.loads(line, parse_constant=lambda c: pytest.fail(c)) == {
+        "epoch": 1, "val_psnr": None, "train_loss": 0.5}
+    assert finite_record({"a": value, "b": 2})["a"] is None
+
+
+def test_an_intact_state_resumes_and_every_metrics_line_is_strict_json(capsys, base, run):
+    code, err, _ = resume(capsys, base, run)
+    assert code == 0, err
+    lines = (run / METRICS_FILE).read_text().splitlines()
+    assert len(lines) == 4  # 3 epochs, then one more (2 steps of 4 images)
+    for line in lines:
+        json.loads(line, parse_constant=lambda c: pytest.fail(f"{c} in {line}"))
+
+
+def test_an_infinite_psnr_resumed_from_an_earlier_version_is_written_as_null(capsys, base, run):
+    tamper(run, lambda m: record(m, val_psnr=math.inf))
+    code, err, _ = resume(capsys, base, run)
+    assert code == 0, err
+    first = json.loads((run / METRICS_FILE).read_text().splitlines()[0],
+                       parse_constant=lambda c: pytest.fail(c))
+    assert first["val_psnr"] is None
+
+
+# -- D8: the optimizer state --------------------------------------------------------------------
+
+def _set(key, fill):
+    def edit(tensors):
+        tensors[key] = fill(tensors[key].clone())
+    return edit
+
+
+@pytest.mark.parametrize("edit, words", [
+    (_set("opt.0.exp_avg_sq", lambda t: t.fill_(-1e-3)), ["exp_avg_sq", "negative values"]),
+    (_set("opt.3.exp_avg_sq", lambda t: t.view(-1).index_fill_(0, torch.tensor([0]), -5.0)
+          .view(t.shape)), ["exp_avg_sq", "negative"]),
+    (_set("opt.0.step", lambda t: t.fill_(-4)), ["'step'", "not a whole number from 1"]),
+    (_set("opt.0.step", lambda t: t.fill_(1e30)), ["'step'", "not a whole number from 1"]),
+    (_set("opt.0.step", lambda t: t.fill_(0)), ["'step'", "not a whole number from 1"]),
+    (_set("opt.0.step", lambda t: t.fill_(2.5)), ["'step'", "not a whole number"]),
+    (_set("opt.0.step", lambda t: t.fill_(STEPS + 1)), ["'step'", f"{STEPS} steps"]),
+    (_set("opt.1.exp_avg", lambda t: t.reshape(-1)[:1].reshape(())), ["exp_avg", "shape"]),
+])
+def test_an_optimizer_state_adam_cannot_have_made_is_refused(capsys, base, run, edit, words):
+    tamper(run, edit_tensors=edit)
+    assert_refused(capsys, base, run, STATE_FILE, *words)
+
+
+def test_an_intact_optimizer_state_passes_the_checks(run):
+    from featinv.io.state_checks import check_optimizer_state
+
+    with safe_open(str(run / STATE_FILE), "pt") as f:
+        shape = f.get_tensor("opt.0.exp_avg").shape
+    param = torch.nn.Parameter(torch.zeros(shape))
+    opt = torch.optim.Adam([param])
+    param.grad = torch.ones(shape)
+    opt.step()
+    check_optimizer_state(opt, "opt", 1, "s")
+    opt.state[param]["exp_avg_sq"][...] = -1
+    with pytest.raises(CheckpointError, match="negative"):
+        check_optimizer_state(opt, "opt", 1, "s")
