@@ -4,7 +4,8 @@
         -o docs/images/hog_v1_v2_curves.png --json docs/hog_curves.json
 
 Each argument is ``LABEL=SOURCE``: a decoder file (its packed history) or a run folder (its
-``metrics.jsonl``). Prints, for each curve, the last validation error and the slope over the last
+``metrics.jsonl``); ``LABEL=SOURCE@IMAGES`` for a run that continued another (``--init-from``)
+after IMAGES images, so that its curve starts where the other ended. Prints, for each curve, the last validation error and the slope over the last
 ``--tail`` images seen (error change per 100,000 images), which says whether training more would
 still pay.
 """
@@ -56,12 +57,17 @@ def main() -> None:
     ap.add_argument("--tail", type=float, default=100_000,
                     help="images over which the final slope is fitted")
     ap.add_argument("--title", default="")
+    ap.add_argument("--drop-above", type=float,
+                    help="leave out validations above this error (those of runs that validated "
+                         "during --low-res-first, before featinv waited for it)")
     args = ap.parse_args()
     fig, ax = plt.subplots(figsize=(6.4, 3.8))
     summary = {}
     for item in args.curves:
         label, _, source = item.partition("=")
-        points = history(source)
+        source, _, offset = source.partition("@")
+        points = [(x + float(offset or 0), y) for x, y in history(source)
+                  if args.drop_above is None or y <= args.drop_above]
         if not points:
             raise SystemExit(f"{source}: no validation in its history")
         ax.plot([x / 1000 for x, _ in points], [y for _, y in points], marker=".", label=label)
