@@ -71,6 +71,18 @@ def figure3(x: torch.Tensor, recons: dict[str, torch.Tensor], path: Path) -> Non
     plt.close(fig)
 
 
+def low_res_end(training: dict) -> float:
+    """Images seen when a ``--low-res-first`` run's validations start to mean something (see
+    featinv.training.loop.Run._settled; runs trained before it validated during that phase)."""
+    from featinv.training.loop import BN_SETTLE
+
+    plan, budget = str(training.get("low_res_first") or "off"), training.get("budget")
+    if plan == "off" or not budget:
+        return 0.0
+    fraction = 0.5 if plan == "auto" else float(plan.partition(":")[2])
+    return fraction * budget + BN_SETTLE * training["batch_size"]
+
+
 def curves(entries: list[dict], path: Path) -> None:
     from featinv.io import checkpoint
 
@@ -80,8 +92,9 @@ def curves(entries: list[dict], path: Path) -> None:
         batch = meta["training"]["batch_size"]
         history = meta["packed"]["history"]
         seen = [images_seen(h, batch) / 1000 for h in history]
+        settled = low_res_end(meta["training"]) / 1000
         scored = [(s, h["val_normalized_error"]) for s, h in zip(seen, history)
-                  if "val_normalized_error" in h]
+                  if "val_normalized_error" in h and s >= settled]
         a.plot(seen, [h["train_loss"] for h in history], label=e["feature"].upper())
         b.plot(*zip(*scored), marker=".", label=e["feature"].upper())
     a.set(xlabel="training images seen (thousands)", ylabel="training loss (MSE)", yscale="log")
