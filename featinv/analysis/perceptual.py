@@ -230,7 +230,8 @@ def resolve_comparator(name: str | None, params: dict[str, Any] | None = None,
     with ``params`` (any registered one: measuring needs no gradients)."""
     if name is None or name in ("auto", "none"):
         if params:
-            raise FeatinvError("--comparator-param needs --comparator NAME.")
+            raise FeatinvError("--comparator-param and --comparator-weights need --comparator "
+                               "NAME.")
         if name == "auto" and default is not None and default.spec.differentiable:
             return default
         return None

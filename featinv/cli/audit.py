@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from .common import echo_error, echo_json, feature_params, parse_params
-from .options import POSITIVE, SEED, SIDE, decoder_option, device_option
+from .options import POSITIVE, SEED, SIDE, decoder_option, device_option, refuse_idle
 from ..errors import FeatinvError, printable
 from ..limits import MAX_BOOTSTRAP
 
@@ -232,6 +232,9 @@ def audit_cmd(features, checkpoints, decoder_name, data, train_data, epochs, tra
     perceptual distance and whether the originals can be re-identified."""
     from ..io.outputs import check_targets, with_data_images
 
+    if not train_data:
+        refuse_idle({"epochs": "--epochs", "train_limit": "--train-limit"},
+                    "training missing decoders with --train-data PHOTOS")
     names, checkpoints = _names(features), list(checkpoints)
     if not names and not checkpoints:
         raise FeatinvError("Pass -f NAME[,NAME...] (shipped decoders) or -c FILE.")

@@ -103,6 +103,21 @@ def feature_params(command):
                         help="Representation parameter (repeatable), e.g. -p cell_size=8.")(wrapper)
 
 
+def refuse_idle(options: dict[str, str], needs: str) -> None:
+    """Refuse the options of ``options`` (parameter name -> flag) that the user typed although
+    they have no effect in this command (what they need: ``needs``); defaults never count."""
+    from ..errors import FeatinvError
+
+    ctx = click.get_current_context(silent=True)
+    if ctx is None:
+        return
+    given = [flag for name, flag in options.items()
+             if ctx.get_parameter_source(name) not in (click.core.ParameterSource.DEFAULT, None)]
+    if given:
+        raise FeatinvError(f"{', '.join(given)} {'is' if len(given) == 1 else 'are'} for "
+                           f"{needs}; add it or drop {given[0]} (it would be ignored).")
+
+
 def method_options(command):
     """``--method decoder|optimize`` and the optimisation baseline's settings, handed on as
     ``method`` and ``optimize`` (an ``OptimizeConfig``)."""
@@ -112,6 +127,9 @@ def method_options(command):
 
     @functools.wraps(command)
     def wrapper(*args, steps, step_size, lambda_tv, lambda_alpha, **kwargs):
+        if kwargs.get("method") != "optimize":
+            refuse_idle({"steps": "--steps", "step_size": "--step-size", "lambda_tv":
+                         "--lambda-tv", "lambda_alpha": "--lambda-alpha"}, "--method optimize")
         cfg = OptimizeConfig(steps=steps, lr=step_size, lambda_tv=lambda_tv,
                              lambda_alpha=lambda_alpha)
         return command(*args, optimize=cfg, **kwargs)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from .options import overwrite_option
+from .options import overwrite_option, refuse_idle
 from ..errors import printable
 
 
@@ -26,6 +26,8 @@ def pack_cmd(source, out, recipe, full, unlimited, license_, overwrite) -> None:
     from ..inversion.share import is_folder_target, pack_folder
     from ..inversion.shipped import MAX_SHIPPED_BYTES, pack
 
+    if not is_folder_target(out):
+        refuse_idle({"license_": "--license"}, "a folder output (-o FOLDER, with a model card)")
     if is_folder_target(out):
         folder = pack_folder(source, out, recipe=recipe, half=not full, overwrite=overwrite,
                              license=license_)

@@ -31,6 +31,11 @@ def get_spec(name: str) -> FeatureSpec:
         resolved = _resolve(key)
         if resolved is not None:
             return resolved
+    base = name.lower().rpartition(".")[0]
+    if base in state.features:  # hog.default, squeezenet.fire5.realistic: a decoder's name
+        raise UnknownFeatureError(
+            f"'{name}' is no representation; if it names a shipped decoder of '{base}' ('featinv "
+            f"zoo'), this option takes the representation: use '{base}'.")
     close = difflib.get_close_matches(name.lower(), list(state.features), n=1, cutoff=0.5)
     hint = f" Did you mean '{close[0]}'?" if close else ""
     raise UnknownFeatureError(

@@ -165,3 +165,61 @@ def test_defaults_never_count_as_given(tmp_path, capsys, images):
                            "--image-size", 32, "--budget", 2, "--device", "cpu", "--workers", 0,
                            "--batch-size", 2)
     assert code == 0, err
+
+
+# round 9: the same class in the other commands (invert, evaluate, audit, pack), and a
+# decoder's name where a representation is expected
+@pytest.mark.parametrize("extra", [["--steps", "5"], ["--step-size", "0.1"],
+                                   ["--lambda-tv", "1"], ["--lambda-alpha", "1e-5"]])
+def test_optimisation_options_without_method_optimize_are_refused(tmp_path, capsys, images,
+                                                                  extra):
+    code, _, err = run_cli(capsys, "invert", "-f", "hog", images / "img000.png", "-o",
+                           tmp_path / "o.png", *extra)
+    [line] = error_lines(err)
+    assert code == 1 and extra[0] in line and "--method optimize" in line
+    assert not (tmp_path / "o.png").exists()
+    code, _, err = run_cli(capsys, "evaluate", "-f", "hog", "--data", images, *extra)
+    assert code == 1 and "--method optimize" in error_lines(err)[0]
+
+
+def test_invert_at_the_defaults_still_runs(tmp_path, capsys, images):
+    code, _, err = run_cli(capsys, "invert", "-f", "hog", images / "img000.png", "-o",
+                           tmp_path / "o.png")
+    assert code == 0, err
+    assert (tmp_path / "o.png").exists()
+
+
+@pytest.mark.parametrize("extra", [["--epochs", "3"], ["--train-limit", "3"]])
+def test_audit_training_options_without_train_data_are_refused(tmp_path, capsys, images, extra):
+    code, _, err = run_cli(capsys, "audit", "-f", "hog", "--data", images, "-o", tmp_path / "a",
+                           *extra)
+    [line] = error_lines(err)
+    assert code == 1 and extra[0] in line and "--train-data" in line
+    assert not (tmp_path / "a").exists()
+
+
+def test_pack_license_with_a_file_output_is_refused(tmp_path, capsys):
+    code, _, err = run_cli(capsys, "pack", "hog", "-o", tmp_path / "p.safetensors",
+                           "--license", "mit")
+    [line] = error_lines(err)
+    assert code == 1 and "--license" in line and "folder" in line
+    assert not (tmp_path / "p.safetensors").exists()
+
+
+def test_comparator_weights_without_a_comparator_name_the_option_given(capsys, images):
+    code, _, err = run_cli(capsys, "evaluate", "-f", "hog", "--data", images,
+                           "--comparator-weights", "random")
+    [line] = error_lines(err)
+    assert code == 1 and "--comparator-weights" in line
+
+
+@pytest.mark.parametrize("command", [["describe", "hog.default"],
+                                     ["describe", "HOG.realistic"],
+                                     ["train", "-f", "hog.default", "-o", "x"]])
+def test_a_decoders_name_where_a_representation_is_expected_says_which_to_use(tmp_path, capsys,
+                                                                             images, command):
+    if command[0] == "train":
+        command = [*command[:-1], tmp_path / "run", "--data", images]
+    code, _, err = run_cli(capsys, *command)
+    [line] = error_lines(err)
+    assert code == 1 and "no representation" in line and "use 'hog'" in line
