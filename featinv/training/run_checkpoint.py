@@ -64,6 +64,11 @@ def check_pair_for_resume(folder: Path, log: Callable[[str], None]) -> None:
     d_step, s_step, same = steps(decoder, state)
     if same:
         return
+    if d_step == s_step:  # one step, two ids: no kill leaves that, the files are of two runs
+        raise FeatinvError(f"{printable(folder)}: {DECODER_FILE} and {STATE_FILE} are both from "
+                           f"step {s_step} but of two different checkpoints (their checkpoint "
+                           "ids differ): they come from two runs. Put back the pair that "
+                           "belongs together, or start over with --overwrite.")
     if isinstance(d_step, int) and isinstance(s_step, int) and d_step > s_step:
         raise FeatinvError(f"{printable(folder)}: {DECODER_FILE} is from step {d_step}, "
                            f"{STATE_FILE} from step {s_step} (two checkpoints); --resume would "

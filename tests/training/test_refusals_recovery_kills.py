@@ -383,6 +383,23 @@ def test_a_decoder_and_a_state_of_two_checkpoints_are_recognised(trained, tmp_pa
                                                      ).read_bytes()
 
 
+def test_a_decoder_and_a_state_of_one_step_but_two_runs_are_refused(trained, tmp_path):
+    """Round 9: two runs' files at the same step (different checkpoint ids) were taken for a
+    kill's leftovers ("from an earlier checkpoint (step 2) than ... (step 2)"); no kill leaves
+    them, so --resume refuses and says what to do."""
+    other = tmp_path / "other"
+    train(config(trained / "data", other, val=str(trained / "val"), seed=7), log=quiet)
+    out = tmp_path / "run"
+    out.mkdir()
+    shutil.copy(other / DECODER_FILE, out / DECODER_FILE)
+    shutil.copy(trained / "run" / STATE_FILE, out / STATE_FILE)
+    before = (out / DECODER_FILE).read_bytes(), (out / STATE_FILE).read_bytes()
+    cfg = config(trained / "data", out, val=str(trained / "val"), epochs=3)
+    with pytest.raises(FeatinvError, match="both from step 2 but of two different checkpoints"):
+        train(cfg, resume=True, log=quiet)
+    assert ((out / DECODER_FILE).read_bytes(), (out / STATE_FILE).read_bytes()) == before
+
+
 # -- D3: stopped or diverged before the first real checkpoint -------------------------------------
 
 def signal_at(monkeypatch, step: int, signum: int) -> None:
