@@ -82,17 +82,24 @@ def read_decoder(name_or_checkpoint: str | Path, feature: str | None = None,
     label = sources.describe_ref(name_or_checkpoint) if sources.has_scheme(name_or_checkpoint) \
         else path
     wanted, meta = params, checkpoint.read_meta(path)
-    try:
-        name = meta["feature"]["name"]
-        params = dict(meta["feature"]["params"])
+    field = "feature"
+    try:  # each field checked in turn, so that the message can name the one at fault
+        feature_meta = _typed(meta, "feature", dict)
+        field = "feature.name"
+        name = _typed(feature_meta, "name", str)
+        field = "feature.params"
+        params = dict(_typed(feature_meta, "params", dict))
+        field = "layout"
         stored_layout = layout_from_json(meta["layout"])
-        config = dict(meta["decoder"])
-        size = int(meta["image_size"])
+        field = "decoder"
+        config = dict(_typed(meta, "decoder", dict))
+        field = "image_size"
+        size = _typed(meta, "image_size", int)
         if not 1 <= size <= MAX_SIDE:
-            raise ValueError(f"image_size {size}")
-    except (KeyError, TypeError, ValueError, OverflowError) as exc:
-        raise CheckpointError(f"{path}: incomplete featinv metadata (missing or invalid "
-                              f"{exc}).") from None
+            raise ValueError(size)
+    except (KeyError, TypeError, ValueError, OverflowError, AttributeError):
+        raise CheckpointError(f"{path}: incomplete featinv metadata ('{field}' is missing or "
+                              "not what featinv writes); use an intact copy.") from None
     if feature is not None and feature.lower() != name:  # names are lower case
         raise CheckpointError(f"{label} is a decoder for '{name}', not '{feature}'. Pass a "
                               f"checkpoint trained with --feature {feature}.")
@@ -254,3 +261,11 @@ def extractor_for(decoder: Decoder, weights: str | None = None) -> Extractor:
     from .encoder_weights import encoder_for
 
     return encoder_for(decoder, weights)
+
+
+def _typed(meta: dict, key: str, kind: type):
+    """``meta[key]``, which must be a ``kind`` (a bool is no int); TypeError otherwise."""
+    value = meta[key]
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise TypeError(key)
+    return value

@@ -74,6 +74,17 @@ CASES = {
                                     "invalid format_version"),
     "a decoder 32x wider claimed": (dict(edit_meta=lambda m: m["decoder"].update(width=8.0)),
                                     "weights do not fit"),
+    # round 9: a field of the wrong type is named, not told in Python's words
+    "image size as text": (dict(edit_meta=lambda m: m.update(image_size="32")),
+                           "'image_size' is missing or not what featinv writes"),
+    "image size as a flag": (dict(edit_meta=lambda m: m.update(image_size=True)),
+                             "'image_size' is missing or not what featinv writes"),
+    "feature as a list": (dict(edit_meta=lambda m: m.update(feature=["hog"])),
+                          "'feature' is missing or not what featinv writes"),
+    "decoder null": (dict(edit_meta=lambda m: m.update(decoder=None)),
+                     "'decoder' is missing or not what featinv writes"),
+    "feature name a number": (dict(edit_meta=lambda m: m["feature"].update(name=123)),
+                              "'feature.name' is missing or not what featinv writes"),
     "absurd image size": (dict(edit_meta=lambda m: m.update(image_size=10**9)),
                           "incomplete featinv metadata"),
 }
