@@ -242,6 +242,9 @@ class RunFolder:
             own: list[str] = []  # killed while moving it aside (or back): finish moving back
         elif self.complete():
             shutil.rmtree(backup, ignore_errors=True)
+            self.log(f"deleted the previous run in {printable(self.path)} (it waited in "
+                     f"{printable(backup)}): the run that replaced it had written a complete "
+                     "checkpoint before it was stopped.")
             return
         else:  # without the list, only files the backup also has are surely the new run's
             own = [n for n in self._previous() if planned is not None or n in moved]
@@ -287,6 +290,11 @@ class RunFolder:
         """What is left if the process ends now, without cleaning up (a second Ctrl-C)."""
         if not self.active:
             return ""
+        if self.replacing and self.complete():  # stopped between the checkpoint and the cleanup
+            return (f"this run's checkpoint in {printable(self.path)} is complete and replaces "
+                    f"the previous run, which waits in {printable(self.path / REPLACED)} until "
+                    f"the next featinv train on {printable(self.path)} deletes it; move it "
+                    "elsewhere now to keep it.")
         if self.replacing:
             return (f"the previous run in {printable(self.path)} waits in "
                     f"{printable(self.path / REPLACED)}; the next featinv train on "

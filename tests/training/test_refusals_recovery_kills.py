@@ -211,9 +211,30 @@ def test_a_complete_first_checkpoint_makes_the_backup_stale(trained, old_run):
     train(config(trained / "data", killed, seed=5), log=quiet)
     shutil.copytree(run, killed / REPLACED)  # as a kill leaves it
     new = digest(killed)
+    lines = []
     with pytest.raises(FeatinvError, match="already holds a run"):
-        train(config(trained / "data", killed), log=quiet)
+        train(config(trained / "data", killed), log=lines.append)
     assert not (killed / REPLACED).exists() and digest(killed) == new
+    # round 9: said as what it is, not as a temporary file
+    assert any("deleted the previous run" in line for line in lines), lines
+
+
+def test_a_second_signal_after_a_complete_checkpoint_says_the_new_run_replaced_the_old(
+        trained, old_run):
+    """Round 9: a second Ctrl-C between a replacing run's complete first checkpoint and the
+    deletion of the old run said the old run would be put back; it says what will happen."""
+    from featinv.training.run_folder import RunFolder
+
+    run, _ = old_run
+    folder = run.parent / "stopped"
+    train(config(trained / "data", folder, seed=5), log=quiet)
+    shutil.copytree(run, folder / REPLACED)
+    stopped = RunFolder(folder, log=quiet)
+    stopped._moved = [DECODER_FILE, STATE_FILE]  # as replace_previous leaves it
+    message = stopped.killed_message()
+    assert "is complete and replaces the previous run" in message and "move it" in message
+    (folder / STATE_FILE).unlink()  # no complete checkpoint: the old run is put back
+    assert "puts it back" in stopped.killed_message()
 
 
 SECOND_SIGNAL = """
