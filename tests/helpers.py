@@ -65,6 +65,16 @@ def quiet(_message) -> None:
     """A ``log`` callback that prints nothing."""
 
 
+def digest(folder: Path) -> dict[str, str]:
+    """Name -> content hash of every file in a run folder (the lock excluded)."""
+    import hashlib
+
+    from featinv.training.run_folder import LOCK_FILE
+
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())
+            if p.is_file() and p.name != LOCK_FILE}
+
+
 def _train_config(data, out, defaults: dict, **kw):
     from featinv.training.config import TrainConfig
 

@@ -103,16 +103,21 @@ def feature_params(command):
                         help="Representation parameter (repeatable), e.g. -p cell_size=8.")(wrapper)
 
 
+def typed(names) -> set[str]:
+    """The parameters of ``names`` the user gave (command line or environment), not defaults."""
+    ctx = click.get_current_context(silent=True)
+    if ctx is None:
+        return set()
+    return {name for name in names
+            if ctx.get_parameter_source(name) not in (click.core.ParameterSource.DEFAULT, None)}
+
+
 def refuse_idle(options: dict[str, str], needs: str) -> None:
     """Refuse the options of ``options`` (parameter name -> flag) that the user typed although
     they have no effect in this command (what they need: ``needs``); defaults never count."""
     from ..errors import FeatinvError
 
-    ctx = click.get_current_context(silent=True)
-    if ctx is None:
-        return
-    given = [flag for name, flag in options.items()
-             if ctx.get_parameter_source(name) not in (click.core.ParameterSource.DEFAULT, None)]
+    given = [flag for name, flag in options.items() if name in typed(options)]
     if given:
         raise FeatinvError(f"{', '.join(given)} {'is' if len(given) == 1 else 'are'} for "
                            f"{needs}; add it or drop {given[0]} (it would be ignored).")

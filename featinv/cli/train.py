@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from .common import echo_json, feature_params
+from .options import typed
 
 
 def _option(f: dataclasses.Field, hints: dict) -> typing.Callable | None:
@@ -75,9 +76,7 @@ def train_cmd(resume: bool, **options) -> None:
 
     from ..training.config import check_config, check_given_options
 
-    ctx = click.get_current_context()
-    given = {name for name in options  # typed by the user (or set in the environment)
-             if ctx.get_parameter_source(name) not in (click.core.ParameterSource.DEFAULT, None)}
+    given = typed(options)  # typed by the user (or set in the environment)
     options["crop_scale"] = (options["crop_scale"], 1.0)
     cfg = TrainConfig(**options)
     check_config(cfg)  # what the values are, first

@@ -8,7 +8,6 @@ back if the new run stops, fails or is killed before that checkpoint. Fine-tunin
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -16,12 +15,11 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
 
-from helpers import error_lines, run_cli, write_images
+from helpers import digest, error_lines, quiet, run_cli, write_images
 from featinv.errors import FeatinvError
 from featinv.training.loop import STATE_FILE, Run, TrainConfig, train
 from featinv.training.distributed import world_from_env
@@ -34,16 +32,6 @@ def config(data, out, **kw) -> TrainConfig:
     base = dict(feature="hog", data=str(data), out=str(out), image_size=16, epochs=1,
                 batch_size=4, workers=0, device="cpu", precision="fp32", limit=8)
     return TrainConfig(**{**base, **kw})
-
-
-def quiet(_message):
-    pass
-
-
-def digest(folder: Path) -> dict[str, str]:
-    """Name -> content hash of every file in a run folder (the lock excluded)."""
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())
-            if p.is_file() and p.name != LOCK_FILE}
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ next run that takes the folder. The messages around these cases say what is kept
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import os
 import shutil
@@ -24,7 +23,7 @@ import pytest
 from safetensors import SafetensorError
 
 import featinv.io.checkpoint as ckpt
-from helpers import error_lines, run_cli, saved_step, write_images
+from helpers import digest, error_lines, quiet, run_cli, saved_step, write_images
 from featinv.errors import FeatinvError, Interrupted
 from featinv.io.checkpoint import CHECKPOINT_KEY, DECODER_FILE, STATE_FILE
 from featinv.training.loop import Run, TrainConfig, train
@@ -43,16 +42,6 @@ def cli_args(data, out, *extra) -> list[str]:
     return ["train", "-f", "hog", "--data", str(data), "--out", str(out), "--image-size", "16",
             "--batch-size", "4", "--workers", "0", "--device", "cpu", "--precision", "fp32",
             "--threads", "1", "--limit", "8", *extra]
-
-
-def quiet(_message):
-    pass
-
-
-def digest(folder: Path) -> dict[str, str]:
-    """Name -> content hash of every file in a run folder (the lock excluded)."""
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())
-            if p.is_file() and p.name != LOCK_FILE}
 
 
 def ids(folder: Path) -> tuple[str, str]:
