@@ -128,7 +128,7 @@ def test_comparator_choice():
     assert resolve_comparator("auto", None, lbp) is None  # not differentiable
     assert resolve_comparator("none", None, hog) is None
     assert resolve_comparator("hog", {"cell_size": "4"}).params["cell_size"] == 4
-    with pytest.raises(FeatinvError, match="--comparator-param needs --comparator NAME"):
+    with pytest.raises(FeatinvError, match="--comparator-param and --comparator-weights need --comparator NAME"):
         resolve_comparator("auto", {"cell_size": "4"}, hog)
 
 
