@@ -112,14 +112,20 @@ def saved_step(out) -> int:
 
 def tiny_layer_decoders(folder, layers, network="squeezenet", size=48, **params):
     """Untrained compact decoders (width 0.125) of ``network.<layer>`` for each of ``layers`` at
-    ``size`` px, saved in ``folder``; returns ``ShippedDecoder`` entries for them."""
+    ``size`` px, with feature statistics of random pictures (as training sets them: their
+    pictures stay near [0, 1]), saved in ``folder``; returns ``ShippedDecoder`` entries."""
+    import torch
+
     from featinv.decoders.networks import build_decoder
     from featinv.io.checkpoint import decoder_metadata, save_decoder
 
     entries = []
+    pictures = torch.rand(4, 3, size, size, generator=torch.Generator().manual_seed(0))
     for layer in layers:
         ext = featinv.get_feature(f"{network}.{layer}", **params)
         decoder = build_decoder(ext.spec, ext.layout(size, size), size, "compact", 0.125)
+        with torch.no_grad():
+            decoder.set_feature_stats(ext(pictures))
         path = save_decoder(decoder, folder / f"{ext.name}.safetensors",
                             decoder_metadata(ext, decoder))
         entries.append(featinv.ShippedDecoder(ext.name, path, description="tiny test decoder"))

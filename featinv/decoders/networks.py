@@ -337,10 +337,15 @@ class Decoder(nn.Module):
 
     @torch.no_grad()
     def set_feature_stats(self, features: torch.Tensor) -> None:
-        """Per-channel mean and std of a batch of features ``(N, *layout.shape)``."""
+        """Per-channel mean and std of a batch of features ``(N, *layout.shape)``. A channel
+        (nearly) constant over the batch, such as a ReLU unit no image of it excites, gets a
+        std of 1% of the channels' mean std: with 1e-6 a photo that does excite it gave the
+        decoder inputs a million times too large, and saturated pictures."""
         dims = [0] + list(range(2, features.ndim))
+        std = features.std(dims)
+        floor = max(1e-6, 0.01 * float(std.mean())) if std.numel() else 1e-6
         self.feature_mean.copy_(features.mean(dims))
-        self.feature_std.copy_(features.std(dims).clamp_min(1e-6))
+        self.feature_std.copy_(std.clamp_min(floor))
 
     def forward(self, features: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
         shape = (-1,) + (1,) * (features.ndim - 2)

@@ -19,6 +19,7 @@ import torch
 
 from ..io import checkpoint
 from ..io.checkpoint import ENCODER_PREFIX, decoder_metadata, save_decoder  # noqa: F401 (public here too)
+from ..io.weight_checks import MAX_PARAMETER, check_finite, check_magnitudes  # noqa: F401
 from ..decoders.networks import Decoder, rebuild_decoder
 from ..errors import CheckpointError, FeatinvError, UnknownFeatureError, printable
 from ..limits import MAX_SIDE
@@ -27,6 +28,7 @@ from ..representation.registry import get_feature, get_spec
 from ..representation.plugins import shipped_decoder
 from ..representation.spec import Extractor
 from .device import pick_device
+from .meta_checks import check_info
 from .sizing import default_size, fit_sides, pad_images, prepare, work_size  # noqa: F401
 from .zoo import ZOO_DIR  # noqa: F401 (public here too)
 
@@ -108,7 +110,7 @@ def read_decoder(name_or_checkpoint: str | Path, feature: str | None = None,
     except UnknownFeatureError:
         plugin = (meta["feature"].get("plugin") if isinstance(meta["feature"], dict) else None)
         raise CheckpointError(f"{path}: a decoder for '{name}', which no installed plugin "
-                              f"provides (it was made with plugin '{plugin or 'unknown'}'); "
+                              f"provides (it was made with plugin '{printable(str(plugin or 'unknown'))[:80]}'); "
                               "install or enable that plugin ('featinv plugins' lists the "
                               "loaded ones).") from None
     if wanted is not None:
@@ -123,10 +125,11 @@ def read_decoder(name_or_checkpoint: str | Path, feature: str | None = None,
                               "does not match this version of the representation.")
     with torch.device("meta"):  # the network described, without memory: check it first
         net = _rebuild(path, spec, config)
+    meta = check_info(path, meta, spec, net.config.get("family"))
     tensors, _ = checkpoint.load(path, check=lambda entries: _check_weights_fit(path, net, entries,
                                                                                meta))
-    _check_finite(path, tensors)
-    _check_magnitudes(path, tensors, {name for name, _ in net.named_parameters()})
+    check_finite(path, tensors)
+    check_magnitudes(path, tensors, {name for name, _ in net.named_parameters()})
     net = _materialize(path, spec, config, net)
     encoder_state = {k[len(ENCODER_PREFIX):]: tensors.pop(k) for k in list(tensors)
                      if k.startswith(ENCODER_PREFIX)}
@@ -149,42 +152,6 @@ def _materialize(path: Path, spec, config: dict[str, Any], described: Decoder) -
     if all(name in stored for name, _ in described.named_buffers()):
         return described.to_empty(device="cpu")
     return _rebuild(path, spec, config)
-
-
-def _check_finite(path, tensors: dict[str, torch.Tensor]) -> None:
-    """Refuse weights holding NaN or infinite values: such a decoder reconstructs a black or
-    blank picture for every input (training never saves them; an edited or damaged file
-    can hold them)."""
-    bad = [k for k, v in tensors.items() if v.is_floating_point()
-           and not bool(torch.isfinite(v).all())]
-    if bad:
-        raise CheckpointError(f"{printable(path)}: {len(bad)} weight tensor(s) hold NaN or "
-                              f"infinite values (e.g. {printable(bad[0])}); the decoder would "
-                              "reconstruct nothing. Use an intact copy, or train it again.")
-
-
-MAX_PARAMETER = 1e6  # trained decoders' weights and biases stay within about 10
-
-
-def _check_magnitudes(path, tensors: dict[str, torch.Tensor], parameters: set[str]) -> None:
-    """Refuse weights no training makes: a parameter beyond ``MAX_PARAMETER`` in magnitude (a
-    weight of 1e38 overflowed to a black picture with exit code 0), or a batch-norm variance
-    below 0 (its square root is NaN)."""
-    for name, value in tensors.items():
-        if not value.is_floating_point() or value.numel() == 0:
-            continue
-        if name in parameters:
-            top = float(value.detach().abs().max())
-            if top > MAX_PARAMETER:
-                raise CheckpointError(
-                    f"{printable(path)}: weight tensor {printable(name)} holds values up to "
-                    f"{top:.3g}, far beyond what training makes (at most {MAX_PARAMETER:g}): the "
-                    "checkpoint is corrupt or was trained with a diverging learning rate. Use an "
-                    "intact copy, or train it again.")
-        elif name.endswith("running_var") and bool((value < 0).any()):
-            raise CheckpointError(f"{printable(path)}: {printable(name)} holds negative "
-                                  "variances, which batch normalisation cannot have: the "
-                                  "checkpoint is corrupt. Use an intact copy, or train it again.")
 
 
 def _check_params(label, spec, stored: dict[str, Any], wanted: dict[str, Any]) -> None:

@@ -90,22 +90,26 @@ class Inverter:
         return features
 
     @torch.no_grad()
-    def decode(self, features: torch.Tensor, size: tuple[int, int] | None = None
-               ) -> torch.Tensor:
+    def decode(self, features: torch.Tensor, size: tuple[int, int] | None = None,
+               in_range: bool = False) -> torch.Tensor:
         """Images ``(B, 3, H, W)`` in [0, 1] (fp32) from features, resized bilinearly to
-        ``size`` (as the paper does) when given, else at the training size."""
+        ``size`` (as the paper does) when given, else at the training size. ``in_range``: also
+        refuse an output far outside [0, 1] (``check_output``), as ``reconstruct`` does; edited
+        features (perturbed, interpolated, top-k) may take a decoder there."""
         size = tuple(size or (self.image_size,) * 2)
         with autocast(self.device, self.precision):
             out = self.decoder(features.to(self.device), size=size)
-        return check_output(out, self.precision).clamp(0, 1).float()
+        return check_output(out, self.precision, in_range).clamp(0, 1).float()
 
     def reconstruct(self, images: torch.Tensor) -> torch.Tensor:
         """``(B, 3, H, W)`` -> reconstructions ``(B, 3, H, W)`` on the device. Sides the cells
-        do not divide are padded first and cropped back after (``sizing.fit_sides``)."""
+        do not divide are padded first and cropped back after (``sizing.fit_sides``). A
+        decoder whose output for the images' features lies far outside [0, 1] is refused
+        (``check_output``): it is corrupt, and its pictures would be saturated noise."""
         height, width = images.shape[-2:]
         sides = fit_sides(self.extractor, self.decoder, height, width)
         features = self.encode(pad_images(images.to(self.device), sides))
-        return self.decode(features, sides)[..., :height, :width]
+        return self.decode(features, sides, in_range=True)[..., :height, :width]
 
     __call__ = reconstruct
 
@@ -129,21 +133,39 @@ def decode(decoder: Decoder, features: torch.Tensor, size: tuple[int, int] | Non
     device = next(decoder.parameters()).device
     size = tuple(size or (decoder.config["image_size"],) * 2)
     with torch.no_grad():
-        return check_output(decoder(features.to(device), size=size)).clamp(0, 1)
+        return check_output(decoder(features.to(device), size=size), in_range=False).clamp(0, 1)
 
 
 NON_FINITE = ("the decoder produced non-finite values: the checkpoint is corrupt or was trained "
               "with a diverging learning rate")
+# A trained decoder's raw output stays near [0, 1]: the shipped ones give -0.09 to 1.12 on photos,
+# black and white pictures and noise features, untrained ones 0.3 to 0.7. Forged weights within
+# the load checks' bounds (a last-layer weight of 1e5, a batch-norm variance of 0 where the
+# activations vary, a running mean of 9e5) put 8 to 100% of the values beyond [-1, 2]: clamped,
+# that was saturated noise written with exit code 0.
+FAR_RANGE, FAR_SHARE = (-1.0, 2.0), 0.01
 
 
-def check_output(out: torch.Tensor, precision: str = "fp32") -> torch.Tensor:
-    """``out``, a decoder's raw output, if it is finite; else a ``DecoderOutputError`` (clamped
-    to [0, 1], NaN stayed NaN and infinities became flat black or white pictures, written with
-    exit code 0)."""
+def check_output(out: torch.Tensor, precision: str = "fp32", in_range: bool = True
+                 ) -> torch.Tensor:
+    """``out``, a decoder's raw output, if it is finite and (with ``in_range``, but for at most
+    ``FAR_SHARE`` of its values) within ``FAR_RANGE``; else a ``DecoderOutputError``. Checked
+    before clamping to [0, 1]: NaN stays NaN there, and infinities or values far out of range
+    become flat or saturated pictures."""
+    hint = ("; or its activations overflow in fp16: try --precision fp32 (or bf16)"
+            if precision == "fp16" else "; use an intact copy, or train it again")
     if not bool(torch.isfinite(out).all()):
-        hint = ("; or its activations overflow in fp16: try --precision fp32 (or bf16)"
-                if precision == "fp16" else "; use an intact copy, or train it again")
         raise DecoderOutputError(NON_FINITE + hint + ".")
+    if not in_range:
+        return out
+    low, high = FAR_RANGE
+    far = float(((out < low) | (out > high)).float().mean()) if out.numel() else 0.0
+    if far > FAR_SHARE:
+        raise DecoderOutputError(
+            f"the decoder's output lies far outside the image range [0, 1] ({far:.0%} of its "
+            f"values beyond [{low:g}, {high:g}], up to {float(out.abs().max()):.3g}; trained "
+            "decoders stay within it): the checkpoint is corrupt or was trained with a "
+            f"diverging learning rate{hint}.")
     return out
 
 

@@ -9,6 +9,7 @@ package ships it; pass ``max_bytes=None`` to share a larger one).
 """
 from __future__ import annotations
 
+import copy
 import json
 import math
 import re
@@ -49,7 +50,9 @@ def pack(source: str | Path, out: str | Path, recipe: str | None = None,
         raise CheckpointError(f"-o {printable(out)} is in a training run's folder ({held[0]}); a "
                               "packed decoder and a run never share a folder: write it elsewhere.")
     decoder = load_decoder(source)  # checks that the checkpoint is complete and consistent
-    tensors, meta = checkpoint.load(source)
+    check_pictures(decoder, source)
+    tensors, _ = checkpoint.load(source)
+    meta = copy.deepcopy(decoder.meta)  # its metadata as checked on load: strict JSON
     kept: list[str] = []
     if half:
         tensors, kept = to_half(tensors)
@@ -110,22 +113,40 @@ def to_half(tensors: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], 
     return out, sorted(kept)
 
 
+def probe_features(decoder) -> torch.Tensor:
+    """Two feature arrays drawn around ``decoder``'s feature statistics (fixed seed): what
+    packing runs the decoder on, having no images."""
+    generator = torch.Generator().manual_seed(0)
+    shape = (2, *decoder.layout.shape)
+    view = (1, -1) + (1,) * (len(shape) - 2)
+    noise = torch.randn(shape, generator=generator)
+    return decoder.feature_mean.view(view) + decoder.feature_std.view(view) * noise
+
+
+def check_pictures(decoder, source) -> None:
+    """Refuse to pack a decoder whose pictures of ``probe_features`` are not finite or lie far
+    outside [0, 1] (``pipeline.check_output``): invert would refuse it, so nobody may ship it."""
+    from ..errors import DecoderOutputError
+    from .pipeline import check_output
+
+    with torch.no_grad():
+        out = decoder.float()(probe_features(decoder))
+    try:
+        check_output(out)
+    except DecoderOutputError as exc:
+        raise CheckpointError(f"{printable(source)}: not packed: {exc}") from None
+
+
 def check_same_output(decoder, tensors: dict[str, torch.Tensor], source) -> None:
     """Refuse packing when the float16 weights change ``decoder``'s pictures by more than
-    ``PACK_TOLERANCE`` (features drawn around its feature statistics, fixed seed)."""
-    import copy
-
+    ``PACK_TOLERANCE`` (on ``probe_features``)."""
     from ..io.checkpoint import ENCODER_PREFIX
 
     packed = copy.deepcopy(decoder).float()
     state = {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()
              if not k.startswith(ENCODER_PREFIX)}
     packed.load_state_dict(state, strict=True)
-    generator = torch.Generator().manual_seed(0)
-    shape = (2, *decoder.layout.shape)
-    view = (1, -1) + (1,) * (len(shape) - 2)
-    noise = torch.randn(shape, generator=generator)
-    features = decoder.feature_mean.view(view) + decoder.feature_std.view(view) * noise
+    features = probe_features(decoder)
     with torch.no_grad():
         a = decoder.float()(features).clamp(0, 1)
         b = packed(features).clamp(0, 1)

@@ -34,6 +34,7 @@ from ..errors import CheckpointError, printable
 from ..limits import MEMORY_ENV, budget_words, memory_budget
 from .archives import Entry
 from .files import atomic_write, file_kind  # noqa: F401 (atomic_write: public here too)
+from .weight_checks import check_magnitudes
 
 FORMAT = "featinv-decoder"
 STATE_FORMAT = "featinv-train-state"
@@ -367,6 +368,10 @@ def load_train_state(path: str | Path, modules: dict[str, torch.nn.Module],
     for name, module in modules.items():
         prefix = module_prefix(name)
         weights = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+        check_magnitudes(path, {prefix + k: v for k, v in weights.items()},
+                         {prefix + k for k, _ in module.named_parameters()},
+                         advice="Start a new run (--overwrite), or restore the state from a "
+                         "backup.")
         try:
             module.load_state_dict(weights)
         except RuntimeError as exc:

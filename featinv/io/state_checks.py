@@ -30,8 +30,9 @@ SQUARES = ("exp_avg_sq", "max_exp_avg_sq")
 RESUME_ADVICE = "Start a new run (--overwrite), or restore the state from a backup."
 
 
-def _refuse_state(path, what: str, advice: str = RESUME_ADVICE) -> CheckpointError:
-    return CheckpointError(f"{printable(path)}: {what}; training never writes such a state, so "
+def _refuse_state(path, what: str, advice: str = RESUME_ADVICE, thing: str = "state"
+                  ) -> CheckpointError:
+    return CheckpointError(f"{printable(path)}: {what}; training never writes such a {thing}, so "
                            f"it was altered or damaged. {advice}")
 
 
@@ -50,16 +51,17 @@ def metrics_line(record: dict[str, Any]) -> str:
     return json.dumps(finite_record(record), allow_nan=False) + "\n"
 
 
-def check_history(history, step: int, path: str | Path, advice: str = RESUME_ADVICE
-                  ) -> list[dict[str, Any]]:
+def check_history(history, step: int, path: str | Path, advice: str = RESUME_ADVICE,
+                  thing: str = "state", label: str = "history record {}") -> list[dict[str, Any]]:
     """The epoch records of a training state at ``step``, checked: a list of objects with text
     keys; ``epoch``, ``step`` and ``images_seen`` whole numbers from 0 (an epoch and a step at
     most the state's step, steps never decreasing); every other value a finite number or null
     (a PSNR stored as Infinity by earlier versions, for identical images, is read as null);
     ``lr`` and losses not negative. A ``CheckpointError`` in one line names the first fault
-    (and ends with ``advice``)."""
+    (and ends with ``advice``; ``thing`` is the kind of file, ``label`` what record ``{}``
+    is called there)."""
     def refuse(what: str) -> CheckpointError:
-        return _refuse_state(path, what, advice)
+        return _refuse_state(path, what, advice, thing)
 
     if not isinstance(history, list):
         raise refuse(f"its history is {type(history).__name__}, not a list of records")
@@ -67,7 +69,7 @@ def check_history(history, step: int, path: str | Path, advice: str = RESUME_ADV
         raise refuse(f"its history holds {len(history)} records for {step} steps")
     out, last = [], 0
     for i, record in enumerate(history):
-        where = f"history record {i + 1}"
+        where = label.format(i + 1)
         if not isinstance(record, dict):
             raise refuse(f"{where} is {type(record).__name__}, not an object")
         clean = {}
@@ -139,3 +141,38 @@ def check_optimizer_state(opt: torch.optim.Optimizer, name: str, step: int,
                 if key in SQUARES and bool((tensor < 0).any()):
                     raise refuse(f"{what} holds negative values ({float(tensor.min()):.3g}), "
                                  "which an average of squares cannot")
+            _check_moment_ratio(state, group.get("betas"), name, refuse)
+
+
+def moment_bound(betas) -> float | None:
+    """The largest ``|exp_avg| / sqrt(exp_avg_sq)`` Adam can reach with decays ``betas``
+    (None when unbounded or unknown). Both moments start at 0 and sum the same gradients:
+    ``m = sum (1-b1) b1^i g_i``, ``v = sum (1-b2) b2^i g_i^2``; by Cauchy-Schwarz
+    ``|m| <= (1-b1) / sqrt((1-b2) (1 - b1^2/b2)) * sqrt(v)`` when ``b1^2 < b2`` (7.3 for the
+    default 0.9, 0.999)."""
+    try:
+        b1, b2 = (float(b) for b in betas)
+    except (TypeError, ValueError):
+        return None
+    if not (0 <= b1 < 1 and 0 < b2 < 1 and b1 * b1 < b2):
+        return None
+    return (1 - b1) / math.sqrt((1 - b2) * (1 - b1 * b1 / b2))
+
+
+def _check_moment_ratio(state: dict, betas, name: str, refuse) -> None:
+    """Refuse an ``exp_avg`` larger than its ``exp_avg_sq`` allows (``moment_bound``): an
+    average of gradients of 1e38 beside ordinary squares was resumed, and the first step sent
+    the weights to infinity ("Loss became nan", blaming the learning rate)."""
+    bound = moment_bound(betas)
+    m, v = state.get("exp_avg"), state.get("exp_avg_sq")
+    if bound is None or not isinstance(m, torch.Tensor) or not isinstance(v, torch.Tensor) \
+            or m.shape != v.shape:
+        return
+    allowed = bound * 1.01 * v.double().clamp(min=0).sqrt() + 1e-12  # rounding's slack
+    excess = m.double().abs() - allowed
+    if bool((excess > 0).any()):
+        i = int(excess.flatten().argmax())
+        raise refuse(f"its {name} state 'exp_avg' holds {float(m.flatten()[i]):.3g} beside an "
+                     f"average of squares of {float(v.flatten()[i]):.3g}, more than Adam can "
+                     f"make (at most {bound:.3g} times its square root)")
+

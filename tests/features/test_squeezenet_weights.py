@@ -54,6 +54,9 @@ def _tiny(tmp_path, weights="deepcompression", layer="conv1", name="dec.safetens
     """An untrained, tiny decoder of ``squeezenet.<layer>`` trained-as-if on ``weights``."""
     ext = featinv.get_feature(f"squeezenet.{layer}", weights=weights)
     decoder = build_decoder(ext.spec, ext.layout(48, 48), 48, "compact", 0.125)
+    with torch.no_grad():  # as training sets them: its pictures stay near [0, 1]
+        decoder.set_feature_stats(ext(torch.rand(4, 3, 48, 48,
+                                                 generator=torch.Generator().manual_seed(0))))
     return save_decoder(decoder, tmp_path / name, decoder_metadata(ext, decoder)), ext
 
 

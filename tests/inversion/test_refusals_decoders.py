@@ -112,27 +112,46 @@ def test_sane_large_values_still_load(tmp_path):
 
 # -- D21: pack --------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("changes", [
-    {"body.down.0.1.body.0.running_var": 1e5},
-    {"body.stem.0.weight": 7e4},
-    {"body.down.0.1.body.0.running_var": 1e5, "body.stem.0.weight": -7e4},
-    {"feature_std": 1e6},
-])
-def test_pack_keeps_float32_for_tensors_beyond_float16(tmp_path, capsys, images, changes):
+def rescaled_channel(tensors):
+    """Channel 0 of a convolution followed by batch norm, scaled by 1e6 with the norm's
+    statistics: the same pictures, from weights beyond float16 (up to about 1e5)."""
+    conv, norm = "body.local.0.body.2", "body.local.0.body.3"
+    tensors[f"{conv}.weight"][0] *= 1e6
+    tensors[f"{conv}.bias"][0] *= 1e6
+    tensors[f"{norm}.running_mean"][0] *= 1e6
+    tensors[f"{norm}.running_var"][0] *= 1e12
+
+
+RESCALED = ["body.local.0.body.2.weight", "body.local.0.body.3.running_mean"]  # (beyond 65504)
+
+
+def values(changes: dict[str, float]):
     def edit(tensors):
         for key, value in changes.items():
             tensors[key].view(-1)[0] = value
+    return edit
+
+
+@pytest.mark.parametrize("edit, kept", [
+    (values({"body.down.0.1.body.0.running_var": 1e5}), ["body.down.0.1.body.0.running_var"]),
+    (rescaled_channel, RESCALED),
+    (values({"feature_std": 1e6}), ["feature_std"]),
+])
+def test_pack_keeps_float32_for_tensors_beyond_float16(tmp_path, capsys, images, edit, kept):
     source = fp32_copy(tmp_path / "run.safetensors", edit)
     packed = tmp_path / "packed.safetensors"
     code, _, err = run_cli(capsys, "pack", source, "-o", packed)
     assert code == 0, err
     meta = read_meta(packed)
     assert meta["packed"]["dtype"] == "float16"
-    assert meta["packed"]["float32_tensors"] == sorted(changes)
+    with safe_open(str(source), "pt") as f:
+        beyond = sorted(k for k in f.keys() if f.get_tensor(k).is_floating_point()
+                        and float(f.get_tensor(k).abs().max()) > 65504)
+    assert meta["packed"]["float32_tensors"] == beyond and set(kept) <= set(beyond)
     with safe_open(str(packed), "pt") as f:
         for key in f.keys():
             dtype = f.get_tensor(key).dtype
-            if key in changes:
+            if key in beyond:
                 assert dtype == torch.float32
             elif f.get_tensor(key).is_floating_point():
                 assert dtype == torch.float16
@@ -170,3 +189,46 @@ def test_pack_refuses_float16_that_changes_the_pictures(tmp_path, capsys, monkey
     code, _, err = run_cli(capsys, "pack", source, "-o", tmp_path / "p.safetensors", "--float32",
                            "--no-size-limit")
     assert code == 0, err
+
+
+# -- round 9, finding 6: forged decoders within the load checks' bounds ------------------------
+
+FAR = "lies far outside the image range [0, 1]"
+
+
+def whole(key: str, value: float):
+    def edit(tensors):
+        tensors[key].fill_(value)
+    return edit
+
+
+@pytest.mark.parametrize("edit", [
+    first("body.expand.2.0.weight", 1e5),            # one last-layer weight: 8% of the values
+    whole("body.local.2.running_var", 0.0),           # no variance where the activations vary
+    whole("body.merge.2.body.3.running_var", 1e-30),  # a denormal one
+    whole("body.middle.body.3.running_mean", 9e5),
+], ids=["last-weight-1e5", "var-0", "var-1e-30", "mean-9e5"])
+def test_a_decoder_that_makes_saturated_noise_is_refused(tmp_path, capsys, images, edit):
+    """Such decoders load (each value is within what training could make), but their pictures
+    are clamped noise: invert and evaluate refuse in one line and write nothing, pack ships
+    nothing."""
+    bad = fp32_copy(tmp_path / "bad.safetensors", edit)
+    for args in (["invert", "-c", bad, images, "-o", tmp_path / "out"],
+                 ["evaluate", "-c", bad, "--data", images],
+                 ["pack", bad, "-o", tmp_path / "packed.safetensors"],
+                 ["pack", bad, "-o", tmp_path / "packed.safetensors", "--float32"]):
+        code, out, err = run_cli(capsys, *args)
+        [line] = error_lines(err)
+        assert code == 1 and FAR in line, (args[0], err)
+        assert "Traceback" not in err
+    assert not (tmp_path / "out").exists() and not (tmp_path / "packed.safetensors").exists()
+
+
+def test_the_shipped_decoders_stay_in_range():
+    """The bound holds for what ships, on photos-like noise and on flat black or white."""
+    x = torch.cat([torch.rand(1, 3, 64, 64), torch.zeros(1, 3, 64, 64), torch.ones(1, 3, 64, 64)])
+    for name in ("hog", "lbp", "sift"):
+        inverter = Inverter.load(name)
+        with torch.no_grad():
+            raw = inverter.decoder(inverter.encode(x), size=(64, 64))
+        assert float(raw.min()) > -1 and float(raw.max()) < 2, name

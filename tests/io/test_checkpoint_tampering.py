@@ -88,11 +88,42 @@ CASES = {
     "absurd image size": (dict(edit_meta=lambda m: m.update(image_size=10**9)),
                           "incomplete featinv metadata"),
 }
+# round 9: the fields a decoder is not built from, which pack copies into what it ships (one
+# row of docs/troubleshooting.md explains them all: "featinv never writes that")
+INFO_CASES = {
+    "input a number": (dict(edit_meta=lambda m: m["feature"].update(input=123)),
+                       "'feature.input' is 123, not 'gray'"),
+    "input of another representation": (dict(edit_meta=lambda m: m["feature"].update(
+        input="rgb")), "'feature.input' is 'rgb'"),
+    "plugin no name": (dict(edit_meta=lambda m: m["feature"].update(plugin="os.system('x')")),
+                       "'feature.plugin'"),
+    "plugin a list": (dict(edit_meta=lambda m: m["feature"].update(plugin=["a"])),
+                      "'feature.plugin'"),
+    "unknown family": (dict(edit_meta=lambda m: m["decoder"].update(family="transformer")),
+                       "'decoder.family' is 'transformer', not 'two_stream'"),
+    "negative progress": (dict(edit_meta=lambda m: m.update(progress={"step": -5})),
+                          "'progress.step' is -5, not a whole number"),
+    "progress as text": (dict(edit_meta=lambda m: m.update(progress="half")),
+                         "'progress' is 'half', not an object"),
+    "NaN training loss": (dict(edit_meta=lambda m: m.update(metrics={"train_loss": float("nan")})),
+                          "'metrics': train_loss is nan, not a finite number"),
+    "negative validation step": (dict(edit_meta=lambda m: m.update(metrics={"step": -1})),
+                                 "'metrics': step is -1"),
+    "NaN in packed history": (dict(edit_meta=lambda m: m.update(packed={"history": [
+        {"epoch": 0, "step": 1, "val_normalized_error": float("nan")}]})),
+        "'packed.history' record 1: val_normalized_error is nan"),
+    "packed recipe a number": (dict(edit_meta=lambda m: m.update(packed={"recipe": 5})),
+                               "'packed.recipe' is 5, not text"),
+    "infinity elsewhere": (dict(edit_meta=lambda m: m["decoder"].update(
+        note=float("inf"))), "'decoder.note' is inf, not a finite number"),
+    "training as text": (dict(edit_meta=lambda m: m.update(training="fast")),
+                         "'training' is 'fast', not an object"),
+}
 
 
-@pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.parametrize("case", sorted(CASES | INFO_CASES))
 def test_altered_checkpoint_is_refused(good, tmp_path, case, capsys):
-    edits, message = CASES[case]
+    edits, message = (CASES | INFO_CASES)[case]
     path = rewrite(good, tmp_path, **edits)
     with pytest.raises(featinv.FeatinvError, match=message):
         featinv.load_decoder(path)
@@ -102,6 +133,21 @@ def test_altered_checkpoint_is_refused(good, tmp_path, case, capsys):
     err = capsys.readouterr().err
     assert info.value.code == 1 and "Traceback" not in err
     assert len([line for line in err.splitlines() if line.startswith("Error:")]) == 1
+
+
+def test_pack_copies_strict_json(good, tmp_path, capsys):
+    """An infinite PSNR (identical images, written by earlier versions) is read as null: the
+    packed header is strict JSON, and the decoder's own metadata passes the checks."""
+    path = rewrite(good, tmp_path, edit_meta=lambda m: m.update(
+        metrics={"epoch": 1, "step": 2, "val_psnr": float("inf"), "val_normalized_error": 0.0},
+        progress={"step": 2, "total_steps": 4, "world_size": 1}))
+    assert featinv.load_decoder(path).meta["metrics"]["val_psnr"] is None
+    with pytest.raises(SystemExit) as info:
+        main(["pack", str(path), "-o", str(tmp_path / "packed.safetensors"), "--float32"])
+    assert info.value.code == 0, capsys.readouterr().err
+    with safe_open(str(tmp_path / "packed.safetensors"), "pt") as f:
+        meta = json.loads(f.metadata()[META_KEY], parse_constant=lambda c: pytest.fail(c))
+    assert meta["metrics"]["val_psnr"] is None and "progress" not in meta
 
 
 @pytest.mark.parametrize("cut", [0.05, 0.5, 0.99])

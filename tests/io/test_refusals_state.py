@@ -186,3 +186,64 @@ def test_an_intact_optimizer_state_passes_the_checks(run):
     opt.state[param]["exp_avg_sq"][...] = -1
     with pytest.raises(CheckpointError, match="negative"):
         check_optimizer_state(opt, "opt", 1, "s")
+
+
+# -- round 9, finding 5: the state's weights and Adam's moments, checked like a decoder's --------
+
+def _first(predicate, fill):
+    """Edit the first state tensor (by name) whose name passes ``predicate``."""
+    def edit(tensors):
+        key = next(k for k in sorted(tensors) if predicate(k))
+        tensors[key] = fill(tensors[key].clone())
+    return edit
+
+
+def _conv_weight(prefix):
+    return lambda k: k.startswith(prefix) and k.endswith(".weight") and "running" not in k
+
+
+@pytest.mark.parametrize("edit, words", [
+    (_first(_conv_weight("decoder."), lambda t: t.fill_(1e30)),
+     ["decoder.", "holds values up to 1e+30", "far beyond what training makes"]),
+    (_first(lambda k: k.startswith("decoder.") and k.endswith("running_var"),
+            lambda t: t.fill_(-1.0)), ["running_var", "negative variances"]),
+    (_set("opt.1.exp_avg", lambda t: t.fill_(1e38)),
+     ["'exp_avg' holds 1e+38", "more than Adam can make"]),
+    (_set("opt.0.exp_avg", lambda t: t.view(-1).index_fill_(0, torch.tensor([0]), 50.0)
+          .view(t.shape)), ["'exp_avg' holds 50", "more than Adam can make"]),
+], ids=["decoder-weight", "running-var", "exp-avg-1e38", "exp-avg-one-value"])
+def test_a_state_whose_weights_training_cannot_make_is_refused(capsys, base, run, edit, words):
+    """Resumed, these failed a step later with 'Loss became nan ... Try a lower --lr'."""
+    tamper(run, edit_tensors=edit)
+    assert_refused(capsys, base, run, STATE_FILE, *words)
+
+
+def test_the_weight_average_in_a_state_is_checked_too(capsys, base, tmp_path):
+    run = tmp_path / "run"
+    code, _, err = run_cli(capsys, *train_args(base / "data", run, 4 * STEPS, "--ema", 0.9))
+    assert code == 0, err
+    tamper(run, edit_tensors=_first(_conv_weight("ema."), lambda t: t.fill_(-1e9)))
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    code, _, err = run_cli(capsys, *train_args(base / "data", run, 4 * STEPS + 8, "--ema", 0.9,
+                                               "--resume"))
+    [line] = error_lines(err)
+    assert code == 1 and "ema." in line and "holds values up to 1e+09" in line, err
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+
+
+def test_the_moment_bound_holds_for_adam_itself():
+    """Adam's own moments stay within moment_bound after any gradients, spiky ones included."""
+    from featinv.io.state_checks import check_optimizer_state, moment_bound
+
+    assert moment_bound((0.9, 0.999)) == pytest.approx(7.27, abs=0.01)
+    assert moment_bound((0.99, 0.9)) is None  # b1^2 >= b2: unbounded, not checked
+    generator = torch.Generator().manual_seed(0)
+    for betas in ((0.9, 0.999), (0.5, 0.999)):
+        param = torch.nn.Parameter(torch.zeros(1000))
+        opt = torch.optim.Adam([param], betas=betas)
+        for step in range(1, 300):
+            scale = 1e4 if step == 1 else 10.0 ** float(torch.randint(-8, 3, (), generator=generator))
+            param.grad = scale * torch.randn(1000, generator=generator).sign() \
+                if step % 7 else torch.zeros(1000)
+            opt.step()
+            check_optimizer_state(opt, "opt", step, "s")

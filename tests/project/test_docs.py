@@ -109,6 +109,9 @@ def test_troubleshooting_page_lists_the_robustness_messages():
         "is a folder, not a checkpoint", "which no installed plugin provides",
         "nested too deeply", "divide by 255", "over half of this machine's",
         "must be a finite number above 0", "cannot be read"}
+    reasons |= {  # issue 24, round 9
+        "featinv never writes that", "lies far outside the image range [0, 1]",
+        "more than Adam can make"}
     missing = sorted(r for r in reasons if r not in page)
     assert not missing, f"docs/troubleshooting.md does not explain: {missing}"
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -30,3 +31,21 @@ def test_a_skipped_file_does_not_change_the_statistics(tmp_path):
     (mean_a, std_a), (mean_b, std_b) = feature_stats(tmp_path / "a"), feature_stats(tmp_path / "b")
     assert torch.equal(mean_a, mean_b) and torch.equal(std_a, std_b)
     assert float(std_a.min()) > 1e-6  # statistics of real images, not the untouched defaults
+
+
+def test_a_channel_constant_over_the_batch_gets_a_floor_not_1e_6():
+    """A ReLU channel no image of the batch excites: its std is 1% of the channels' mean std,
+    so a photo that does excite it gives inputs of tens, not millions (saturated pictures)."""
+    from featinv.decoders.networks import Decoder
+    from featinv.representation.layout import GridLayout
+
+    layout = GridLayout(channels=3, height=4, width=4)
+    decoder = Decoder(torch.nn.Identity(), layout, {"image_size": 16})
+    feats = torch.rand(8, 3, 4, 4) * torch.tensor([2.0, 4.0, 0.0]).view(1, 3, 1, 1)
+    decoder.set_feature_stats(feats)
+    std = decoder.feature_std
+    assert float(std[2]) == pytest.approx(0.01 * float(feats.std([0, 2, 3]).mean()))
+    assert torch.equal(std[:2], feats.std([0, 2, 3])[:2])
+    excited = torch.zeros(1, 3, 4, 4)
+    excited[:, 2] = 1.0
+    assert float(decoder(excited).abs().max()) < 200

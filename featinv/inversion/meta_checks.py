@@ -1,0 +1,104 @@
+"""The metadata a decoder file carries beside what it is built from (issue 24, round 9): each
+field is what featinv writes, or the file is refused in one line naming the field.
+
+``inversion.load`` checks the fields a decoder is built from (feature, layout, decoder,
+image_size); these are the others, which ``invert`` shows, ``zoo`` lists and ``pack`` copies
+into every file it ships: a representation's input and plugin, the decoder family, the
+training progress, the validation metrics and a packed file's history. A NaN there became a
+bare ``NaN`` in a shipped file's JSON header; a family no builder knows, or ``progress.step``
+of -5, was copied as it was.
+"""
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+from ..errors import CheckpointError, printable
+from ..io.state_checks import MAX_COUNT, check_history
+
+ADVICE = "Use an intact copy, or train it again."
+PLUGIN_NAME = re.compile(r"[A-Za-z0-9_.:\-]{1,200}\Z")  # a Python distribution or module name
+SHA256 = re.compile(r"[0-9a-f]{64}\Z")
+PACKED_DTYPES = ("float16", "float32")
+
+
+def check_info(path: str | Path, meta: dict[str, Any], spec, family: str | None) -> dict[str, Any]:
+    """``meta`` with its informative fields checked against representation ``spec`` and the
+    ``family`` of the network its description builds now; a metrics record's or packed
+    history's infinite PSNR (earlier versions, identical images) becomes null, and no other
+    number may be NaN or infinite, so that what ``pack`` copies is strict JSON. Absent fields pass (files of earlier versions)."""
+    def refuse(field: str, value: Any, wanted: str) -> CheckpointError:
+        return CheckpointError(f"{printable(path)}: its metadata '{field}' is "
+                               f"{printable(repr(value))[:60]}, not {wanted}; featinv never "
+                               f"writes that, so the file was altered or damaged. {ADVICE}")
+
+    feature = meta["feature"]
+    if "input" in feature and feature["input"] != spec.input:
+        raise refuse("feature.input", feature["input"], f"'{spec.input}' (the images "
+                     f"'{spec.name}' takes)")
+    plugin = feature.get("plugin")
+    if plugin is not None and not (isinstance(plugin, str) and PLUGIN_NAME.match(plugin)):
+        raise refuse("feature.plugin", plugin, "a plugin's name")
+    digest = feature.get("weights_sha256")
+    if digest is not None and not (isinstance(digest, str) and SHA256.match(digest)):
+        raise refuse("feature.weights_sha256", digest, "a SHA-256 in hexadecimal")
+    if "family" in meta["decoder"] and meta["decoder"]["family"] != family:
+        raise refuse("decoder.family", meta["decoder"]["family"],
+                     f"{family!r} (the network its settings build)")
+    progress = meta.get("progress")
+    if progress is not None:
+        if not isinstance(progress, dict):
+            raise refuse("progress", progress, "an object")
+        for key in ("step", "total_steps", "world_size"):
+            value = progress.get(key, 0)
+            if isinstance(value, bool) or not isinstance(value, int) \
+                    or not 0 <= value <= MAX_COUNT:
+                raise refuse(f"progress.{key}", value, "a whole number from 0")
+    out = dict(meta)
+    if meta.get("metrics") is not None:
+        [out["metrics"]] = check_history([meta["metrics"]], MAX_COUNT, path, ADVICE,
+                                         "decoder file", "its metadata 'metrics'")
+    packed = meta.get("packed")
+    if packed is not None:
+        if not isinstance(packed, dict):
+            raise refuse("packed", packed, "an object")
+        out["packed"] = _check_packed(path, packed, refuse)
+    if meta.get("training") is not None and not isinstance(meta["training"], dict):
+        raise refuse("training", meta["training"], "an object")
+    _check_finite_numbers(out, refuse)  # metrics and history cleaned: no Infinity left
+    return out
+
+
+def _check_packed(path, packed: dict[str, Any], refuse) -> dict[str, Any]:
+    """What ``pack`` wrote: the dtype, the tensors kept in float32, the recipe and notes (text),
+    the number of parameters and the training history (records as a state's)."""
+    if packed.get("dtype", "float16") not in PACKED_DTYPES:
+        raise refuse("packed.dtype", packed["dtype"], "float16 or float32")
+    kept = packed.get("float32_tensors", [])
+    if not (isinstance(kept, list) and all(isinstance(k, str) for k in kept)):
+        raise refuse("packed.float32_tensors", kept, "a list of tensor names")
+    for key in ("recipe", "notes"):
+        if packed.get(key) is not None and not isinstance(packed[key], str):
+            raise refuse(f"packed.{key}", packed[key], "text")
+    count = packed.get("parameters", 0)
+    if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= MAX_COUNT:
+        raise refuse("packed.parameters", count, "a whole number from 0")
+    history = packed.get("history") or []
+    return {**packed, "history": check_history(history, MAX_COUNT, path, ADVICE, "decoder file",
+                                               "its metadata 'packed.history' record {}")}
+
+
+def _check_finite_numbers(meta: dict[str, Any], refuse) -> None:
+    """Refuse a NaN or infinite number anywhere in ``meta`` (walked without recursion: the JSON
+    may nest deeply)."""
+    stack: list[tuple[str, Any]] = [("", meta)]
+    while stack:
+        field, value = stack.pop()
+        if isinstance(value, float) and not math.isfinite(value):
+            raise refuse(field, value, "a finite number")
+        if isinstance(value, dict):
+            stack += [(f"{field}.{k}" if field else str(k), v) for k, v in value.items()]
+        elif isinstance(value, list):
+            stack += [(f"{field}[{i}]", v) for i, v in enumerate(value)]

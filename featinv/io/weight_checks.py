@@ -1,0 +1,50 @@
+"""Weights no training makes, refused wherever a network's tensors are read: a decoder file
+(``inversion.load``) and a training state resumed (``io.checkpoint.load_train_state``).
+
+A weight of 1e38 overflowed to a black picture written with exit code 0; resumed from a
+training state, the same weight (or a negative batch-norm variance) failed a step later with
+"Loss became nan", blaming the learning rate.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ..errors import CheckpointError, printable
+
+MAX_PARAMETER = 1e6  # trained decoders' weights and biases stay within about 10
+DECODER_ADVICE = "Use an intact copy, or train it again."
+
+
+def check_finite(path: str | Path, tensors: dict[str, torch.Tensor],
+                 advice: str = DECODER_ADVICE) -> None:
+    """Refuse tensors holding NaN or infinite values: such a decoder reconstructs a black or
+    blank picture for every input (training never saves them; an edited or damaged file can
+    hold them)."""
+    bad = [k for k, v in tensors.items() if v.is_floating_point()
+           and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise CheckpointError(f"{printable(path)}: {len(bad)} weight tensor(s) hold NaN or "
+                              f"infinite values (e.g. {printable(bad[0])}); the decoder would "
+                              f"reconstruct nothing. {advice}")
+
+
+def check_magnitudes(path: str | Path, tensors: dict[str, torch.Tensor], parameters: set[str],
+                     advice: str = DECODER_ADVICE) -> None:
+    """Refuse a parameter (a name in ``parameters``) beyond ``MAX_PARAMETER`` in magnitude, or
+    a batch-norm variance (a ``running_var`` tensor) below 0 (its square root is NaN)."""
+    for name, value in tensors.items():
+        if not value.is_floating_point() or value.numel() == 0:
+            continue
+        if name in parameters:
+            top = float(value.detach().abs().max())
+            if top > MAX_PARAMETER:
+                raise CheckpointError(
+                    f"{printable(path)}: weight tensor {printable(name)} holds values up to "
+                    f"{top:.3g}, far beyond what training makes (at most {MAX_PARAMETER:g}): the "
+                    f"file is corrupt or was trained with a diverging learning rate. {advice}")
+        elif name.endswith("running_var") and bool((value < 0).any()):
+            raise CheckpointError(f"{printable(path)}: {printable(name)} holds negative "
+                                  "variances, which batch normalisation cannot have: the file "
+                                  f"is corrupt. {advice}")
