@@ -139,6 +139,10 @@ def read_decoder(name_or_checkpoint: str | Path, feature: str | None = None,
         first = str(exc).strip().splitlines()[0]
         raise CheckpointError(f"{path}: weights do not fit the decoder it describes ({first}). "
                               "The file was altered or written by an incompatible version.") from None
+    if meta.get("encoder") and not encoder_state:
+        raise CheckpointError(f"{path}: its metadata says the encoder was fine-tuned, but it "
+                              "holds no encoder weights; the file was altered or damaged. Use "
+                              "an intact copy.")
     net.meta = meta
     net.encoder_state = encoder_state or None
     return net.eval()

@@ -21,7 +21,10 @@ from ..io.state_checks import MAX_COUNT, check_history
 ADVICE = "Use an intact copy, or train it again."
 PLUGIN_NAME = re.compile(r"[A-Za-z0-9_.:\-]{1,200}\Z")  # a Python distribution or module name
 SHA256 = re.compile(r"[0-9a-f]{64}\Z")
+VERSION = re.compile(r"[0-9][0-9A-Za-z.+!_-]{0,39}\Z")  # PEP 440, local labels included
 PACKED_DTYPES = ("float16", "float32")
+# the settings of the recipe a decoder file shows that are plain numbers (others take several forms)
+TRAINING_NUMBERS = ("lr", "width", "batch_size", "image_size", "epochs", "budget")
 
 
 def check_info(path: str | Path, meta: dict[str, Any], spec, family: str | None) -> dict[str, Any]:
@@ -47,6 +50,15 @@ def check_info(path: str | Path, meta: dict[str, Any], spec, family: str | None)
     if "family" in meta["decoder"] and meta["decoder"]["family"] != family:
         raise refuse("decoder.family", meta["decoder"]["family"],
                      f"{family!r} (the network its settings build)")
+    version = meta.get("featinv_version")
+    if version is not None and not (isinstance(version, str) and VERSION.match(version)):
+        raise refuse("featinv_version", version, "a version number")
+    if "layout" in meta["decoder"] and meta["decoder"]["layout"] != meta["layout"]:
+        raise refuse("decoder.layout", meta["decoder"]["layout"], f"{meta['layout']!r} (the "
+                     "file's layout)")
+    encoder = meta.get("encoder")
+    if encoder is not None and encoder != {"finetuned": True}:
+        raise refuse("encoder", encoder, "{'finetuned': True}")
     progress = meta.get("progress")
     if progress is not None:
         if not isinstance(progress, dict):
@@ -56,6 +68,22 @@ def check_info(path: str | Path, meta: dict[str, Any], spec, family: str | None)
             if isinstance(value, bool) or not isinstance(value, int) \
                     or not 0 <= value <= MAX_COUNT:
                 raise refuse(f"progress.{key}", value, "a whole number from 0")
+        if progress.get("total_steps", MAX_COUNT) < progress.get("step", 0):
+            raise refuse("progress.total_steps", progress["total_steps"],
+                         f"at least progress.step ({progress['step']})")
+        ident = progress.get("checkpoint")
+        if ident is not None and not (isinstance(ident, str) and len(ident) <= 64):
+            raise refuse("progress.checkpoint", ident, "a checkpoint id")
+    training = meta.get("training")
+    for key in TRAINING_NUMBERS if isinstance(training, dict) else ():
+        value = training.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                  or value < 0):
+            raise refuse(f"training.{key}", value, "a number from 0")
+    if isinstance(training, dict) and training.get("feature") is not None \
+            and str(training["feature"]).lower() != feature["name"]:
+        raise refuse("training.feature", training["feature"], f"'{feature['name']}' (the "
+                     "representation it decodes)")
     out = dict(meta)
     if meta.get("metrics") is not None:
         [out["metrics"]] = check_history([meta["metrics"]], MAX_COUNT, path, ADVICE,

@@ -144,29 +144,41 @@ NON_FINITE = ("the decoder produced non-finite values: the checkpoint is corrupt
 # activations vary, a running mean of 9e5) put 8 to 100% of the values beyond [-1, 2]: clamped,
 # that was saturated noise written with exit code 0.
 FAR_RANGE, FAR_SHARE = (-1.0, 2.0), 0.01
+NAN_FAULT = "NaN or infinite values"
+
+
+def output_fault(out: torch.Tensor, in_range: bool = True) -> str | None:
+    """What makes ``out``, a decoder's raw output, no picture: ``NAN_FAULT``, or
+    (with ``in_range``) more than ``FAR_SHARE`` of its values beyond ``FAR_RANGE``; None if
+    it is one."""
+    if not bool(torch.isfinite(out).all()):
+        return NAN_FAULT
+    if not in_range or not out.numel():
+        return None
+    low, high = FAR_RANGE
+    far = float(((out < low) | (out > high)).float().mean())
+    if far > FAR_SHARE:
+        return (f"{far:.0%} of the values beyond [{low:g}, {high:g}], up to "
+                f"{float(out.abs().max()):.3g}")
+    return None
 
 
 def check_output(out: torch.Tensor, precision: str = "fp32", in_range: bool = True
                  ) -> torch.Tensor:
-    """``out``, a decoder's raw output, if it is finite and (with ``in_range``, but for at most
-    ``FAR_SHARE`` of its values) within ``FAR_RANGE``; else a ``DecoderOutputError``. Checked
-    before clamping to [0, 1]: NaN stays NaN there, and infinities or values far out of range
-    become flat or saturated pictures."""
+    """``out``, a decoder's raw output, if ``output_fault`` finds nothing wrong with it; else a
+    ``DecoderOutputError``. Checked before clamping to [0, 1]: NaN stays NaN there, and
+    infinities or values far out of range become flat or saturated pictures."""
+    fault = output_fault(out, in_range)
+    if fault is None:
+        return out
     hint = ("; or its activations overflow in fp16: try --precision fp32 (or bf16)"
             if precision == "fp16" else "; use an intact copy, or train it again")
-    if not bool(torch.isfinite(out).all()):
+    if fault == NAN_FAULT:
         raise DecoderOutputError(NON_FINITE + hint + ".")
-    if not in_range:
-        return out
-    low, high = FAR_RANGE
-    far = float(((out < low) | (out > high)).float().mean()) if out.numel() else 0.0
-    if far > FAR_SHARE:
-        raise DecoderOutputError(
-            f"the decoder's output lies far outside the image range [0, 1] ({far:.0%} of its "
-            f"values beyond [{low:g}, {high:g}], up to {float(out.abs().max()):.3g}; trained "
-            "decoders stay within it): the checkpoint is corrupt or was trained with a "
-            f"diverging learning rate{hint}.")
-    return out
+    raise DecoderOutputError(
+        f"the decoder's output lies far outside the image range [0, 1] ({fault}; trained "
+        "decoders stay within it): the checkpoint is corrupt or was trained with a "
+        f"diverging learning rate{hint}.")
 
 
 def reconstruct(extractor: Extractor, decoder: Decoder, images: torch.Tensor) -> torch.Tensor:

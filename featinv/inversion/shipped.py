@@ -125,7 +125,8 @@ def probe_features(decoder) -> torch.Tensor:
 
 def check_pictures(decoder, source) -> None:
     """Refuse to pack a decoder whose pictures of ``probe_features`` are not finite or lie far
-    outside [0, 1] (``pipeline.check_output``): invert would refuse it, so nobody may ship it."""
+    outside [0, 1] (``pipeline.check_output``: invert would refuse it, so nobody may ship it),
+    or are one and the same picture (it ignores its input)."""
     from ..errors import DecoderOutputError
     from .pipeline import check_output
 
@@ -135,6 +136,12 @@ def check_pictures(decoder, source) -> None:
         check_output(out)
     except DecoderOutputError as exc:
         raise CheckpointError(f"{printable(source)}: not packed: {exc}") from None
+    # zeroed weights give one flat picture; an untrained paper-style net still differs by 1e-3
+    if float((out[0] - out[1]).abs().max()) < 1e-6:
+        raise CheckpointError(f"{printable(source)}: not packed: its pictures do not depend on "
+                              "the features (two different feature arrays give the same "
+                              "picture); its weights were zeroed or damaged. Use an intact "
+                              "copy, or train it again.")
 
 
 def check_same_output(decoder, tensors: dict[str, torch.Tensor], source) -> None:

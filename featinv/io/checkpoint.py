@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any, Callable
 
@@ -59,8 +60,16 @@ OPTIMIZER_PREFIX = STATE_PREFIXES["opt"]
 def atomic_save(tensors: dict[str, torch.Tensor], path: str | Path, meta: dict[str, Any]) -> Path:
     """Write ``tensors`` and JSON ``meta`` to ``path`` atomically."""
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-    return atomic_write(path, lambda tmp: save_file(tensors, tmp,
-                                                    metadata={META_KEY: json.dumps(meta)}))
+
+    def write(tmp):
+        try:
+            save_file(tensors, tmp, metadata={META_KEY: json.dumps(meta)})
+        except SafetensorError as exc:  # a full disk or file-size limit, as an OSError
+            found = re.search(r"I/O error: (.*?) \(os error (\d+)\)", str(exc))
+            if not found:
+                raise
+            raise OSError(int(found.group(2)), found.group(1)) from None
+    return atomic_write(path, write)
 
 
 def holds_prefix(path: str | Path, prefix: str) -> bool:
@@ -157,6 +166,9 @@ def _parse_meta(path: Path, header: dict[str, str], expected_format: str) -> dic
     except RecursionError:  # JSON nested thousands of levels deep
         raise CheckpointError(f"{path}: corrupt featinv metadata (nested too deeply); use an "
                               "intact copy.") from None
+    if _depth(meta) > MAX_META_DEPTH:  # copying or printing it would recurse that deep
+        raise CheckpointError(f"{path}: corrupt featinv metadata (nested too deeply: more than "
+                              f"{MAX_META_DEPTH} levels); use an intact copy.")
     if not isinstance(meta, dict) or meta.get("format") != expected_format:
         got = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
         raise CheckpointError(f"{path}: expected a {expected_format} file, found {got!r}.")
@@ -170,6 +182,20 @@ def _parse_meta(path: Path, header: dict[str, str], expected_format: str) -> dic
     if expected_format == STATE_FORMAT:
         _check_state_meta(path, meta)
     return meta
+
+
+MAX_META_DEPTH = 32  # featinv writes 5 levels; Python's copy and json recurse per level
+
+
+def _depth(value: Any) -> int:
+    """How deeply ``value`` (parsed JSON) nests lists and objects, counted without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, (dict, list)):
+            deepest = max(deepest, level)
+            stack += [(v, level + 1) for v in (item.values() if isinstance(item, dict) else item)]
+    return deepest
 
 
 MAX_STEP = 2**40  # far beyond any run (a step a microsecond for 12 days)
@@ -280,10 +306,14 @@ def load_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor],
             state.setdefault(int(pid), {})[key] = value
     built = [{k: v for k, v in group.items() if k not in _OPTIMIZER_RUNTIME}
              for group in opt.param_groups]
-    opt.load_state_dict({"state": state, "param_groups": groups})
+    _check_groups(groups, opt, built)
+    try:
+        opt.load_state_dict({"state": state, "param_groups": groups})
+    except (TypeError, AttributeError, IndexError) as exc:
+        raise ValueError(f"its state cannot be loaded ({type(exc).__name__}: {exc})") from None
     for group, want in zip(opt.param_groups, built):
         for key, value in want.items():
-            stored = group.get(key, value)
+            stored = group[key]
             same = (list(stored) == list(value) if isinstance(value, (list, tuple))
                     and isinstance(stored, (list, tuple)) else stored == value)
             if not same:
@@ -295,6 +325,28 @@ def load_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor],
         for key, value in param_state.items():
             if isinstance(value, torch.Tensor) and value.shape == param.shape:
                 param_state[key] = torch.empty_like(param, dtype=value.dtype).copy_(value)
+
+
+def _check_groups(groups, opt: torch.optim.Optimizer, built: list[dict[str, Any]]) -> None:
+    """Stored param groups shaped as ``opt``'s: as many, each an object holding every setting
+    ``opt`` has (a missing ``betas`` was taken for the run's own, then failed as a KeyError)
+    and ``params``, a list of distinct parameter numbers as long as the run's group."""
+    if not isinstance(groups, list) or len(groups) != len(opt.param_groups):
+        raise ValueError(f"its param_groups are not {len(opt.param_groups)} group(s)")
+    seen: set[int] = set()
+    for stored, group, want in zip(groups, opt.param_groups, built):
+        if not isinstance(stored, dict):
+            raise ValueError("a param group is no object")
+        missing = [k for k in want if k != "params" and k not in stored]
+        if missing:
+            raise ValueError(f"a param group lacks '{missing[0]}'")
+        ids = stored.get("params")
+        if not (isinstance(ids, list) and len(ids) == len(group["params"])
+                and all(isinstance(i, int) and not isinstance(i, bool) for i in ids)
+                and len(set(ids)) == len(ids) and not seen & set(ids)):
+            raise ValueError("its param group 'params' is not a list of distinct parameter "
+                             f"numbers for the run's {len(group['params'])} parameters")
+        seen |= set(ids)
 
 
 def module_prefix(name: str) -> str:

@@ -204,6 +204,7 @@ def written_together(folder: str | Path) -> Iterator[Path]:
     with SIGINT/SIGTERM/SIGHUP deferred until all are in. A failure or signal before that leaves
     ``folder`` as it was. The hidden folder is removed on any exit."""
     folder = Path(folder)
+    created = not folder.exists()  # removed again, empty, if nothing lands in it
     try:
         folder.mkdir(parents=True, exist_ok=True)
         stage = Path(tempfile.mkdtemp(prefix=STAGE_PREFIX, dir=folder))
@@ -215,5 +216,11 @@ def written_together(folder: str | Path) -> Iterator[Path]:
         with _signals_held():
             for done in sorted(stage.iterdir()):
                 move_into_place(done, folder / done.name)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        if created:
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only if empty
+        raise
     finally:
         shutil.rmtree(stage, ignore_errors=True)

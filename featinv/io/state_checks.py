@@ -93,8 +93,11 @@ def check_history(history, step: int, path: str | Path, advice: str = RESUME_ADV
                 if not (isinstance(value, int) and 0 <= value <= high):
                     raise refuse(f"{name} is {value!r}, not a whole number from 0 to "
                                         f"{high}")
-            elif (key == "lr" or key.endswith("loss") or key.startswith("train_")) and value < 0:
+            elif (key == "lr" or key.endswith(("loss", "error")) or key.startswith("train_")) \
+                    and value < 0:
                 raise refuse(f"{name} is {value!r}, below 0")
+            elif key.endswith("ssim") and not -1 <= value <= 1:
+                raise refuse(f"{name} is {value!r}, not from -1 to 1")
             clean[key] = value
         if isinstance(clean.get("step"), int):
             if clean["step"] < last:

@@ -7,6 +7,7 @@ training state, the same weight (or a negative batch-norm variance) failed a ste
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import torch
@@ -14,6 +15,9 @@ import torch
 from ..errors import CheckpointError, printable
 
 MAX_PARAMETER = 1e6  # trained decoders' weights and biases stay within about 10
+# the feature statistics a decoder normalises its input with (``Decoder.set_feature_stats``
+# floors a std at 1e-6; 5e-7 leaves room for float16 rounding in packed files)
+FEATURE_MEAN, FEATURE_STD, MIN_FEATURE_STD = "feature_mean", "feature_std", 5e-7
 DECODER_ADVICE = "Use an intact copy, or train it again."
 
 
@@ -48,3 +52,22 @@ def check_magnitudes(path: str | Path, tensors: dict[str, torch.Tensor], paramet
             raise CheckpointError(f"{printable(path)}: {printable(name)} holds negative "
                                   "variances, which batch normalisation cannot have: the file "
                                   f"is corrupt. {advice}")
+        elif name.endswith(FEATURE_STD) and not bool(((value >= MIN_FEATURE_STD)
+                                                      & (value <= MAX_PARAMETER)).all()):
+            raise CheckpointError(
+                f"{printable(path)}: {printable(name)} holds {_outlier(value, 1.0):.3g}, "
+                f"which training never sets (a feature's std is from {MIN_FEATURE_STD:g} to "
+                f"{MAX_PARAMETER:g}): the file is corrupt. {advice}")
+        elif name.endswith(FEATURE_MEAN) and float(value.abs().max()) > MAX_PARAMETER:
+            raise CheckpointError(
+                f"{printable(path)}: {printable(name)} holds {_outlier(value, 0.0):.3g}, far "
+                f"beyond what training makes (at most {MAX_PARAMETER:g}): the file is corrupt. "
+                f"{advice}")
+
+
+def _outlier(value: torch.Tensor, centre: float) -> float:
+    """The value of ``value`` farthest from ``centre`` on a log scale (for messages)."""
+    flat = value.detach().double().flatten()
+    score = (flat.abs().clamp_min(1e-300).log() - math.log(max(abs(centre), 1e-300))).abs() \
+        if centre else flat.abs()
+    return float(flat[int(score.argmax())])

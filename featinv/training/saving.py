@@ -45,11 +45,20 @@ class Saving:
         return Interrupted(f"{where}; saved {printable(self.folder.path)}. Continue with the same"
                            " command and --resume.", signum)
 
-    def _reconstructs(self) -> bool:
-        """Whether the weights to be saved reconstruct the last batch with a finite error
-        (inference mode: batch statistics as stored; nothing of the training state changes)."""
+    def _unusable(self) -> str | None:
+        """Why the weights to be saved are no decoder ``invert`` would use, or None: a parameter
+        or buffer (batch-norm statistics, feature statistics) NaN or infinite, or the last
+        batch's reconstruction (inference mode: statistics as stored; nothing of the training
+        state changes) failing ``check_output`` (NaN, or far outside [0, 1]: a diverging
+        ``--lr 1`` saved such a decoder with exit code 0, deleting the run it replaced)."""
+        from ..inversion.pipeline import output_fault
+
+        tensors = self.trained_params + list(self.averaged.parameters()) \
+            + [b for b in self.averaged.buffers() if b.is_floating_point()]
+        if not all(bool(torch.isfinite(t).all()) for t in tensors):
+            return "its weights became NaN or infinite"
         if self._last is None:
-            return True
+            return None
         x, feats = self._last
         for decoder in {id(d): d for d in (self.decoder, self.averaged)}.values():
             was = decoder.training
@@ -58,25 +67,21 @@ class Saving:
                 with torch.no_grad():
                     y, _ = EncoderDecoder(self.extractor, decoder, self.encoder, "fp32",
                                           self.memory_format)(x, feats)
-                    error = (y.float() - x.float()).abs().mean()
             finally:
                 decoder.train(was)
-            if not bool(torch.isfinite(error)):
-                return False
-        return True
+            fault = output_fault(y.float())
+            if fault:
+                return f"they reconstruct the training images with {fault}"
+        return None
 
     def save(self, metrics: dict | None) -> None:
         """Write a checkpoint (rank 0): both files, together, refusing weights that are not
-        usable (NaN, infinite, or reconstructing NaN or infinite images)."""
+        usable (``_unusable``)."""
         if not self.world.is_main:
             return
-        if not all(bool(torch.isfinite(p).all()) for p in
-                   self.trained_params + list(self.averaged.parameters())):
-            raise FeatinvError(f"The weights became NaN or infinite by step {self.step}; "
-                               + self.folder.kept_message() + " Try a lower --lr.")
-        if not self._reconstructs():
-            raise FeatinvError(f"The weights at step {self.step} reconstruct images as NaN or "
-                               "infinite values; they are not saved, and "
+        problem = self._unusable()
+        if problem:
+            raise FeatinvError(f"The weights at step {self.step} are not saved: {problem}; "
                                + self.folder.kept_message() + " Try a lower --lr.")
         cfg_json = config_json(self.cfg)
         validated = [r for r in self.history if "val_normalized_error" in r]

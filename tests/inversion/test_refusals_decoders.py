@@ -232,3 +232,42 @@ def test_the_shipped_decoders_stay_in_range():
         with torch.no_grad():
             raw = inverter.decoder(inverter.encode(x), size=(64, 64))
         assert float(raw.min()) > -1 and float(raw.max()) < 2, name
+
+
+def test_pack_refuses_a_decoder_that_ignores_its_features(tmp_path, capsys):
+    """Round 10: every weight zeroed gives one flat grey picture for any input; pack shipped it."""
+    def zero(tensors):
+        for name, tensor in tensors.items():
+            if tensor.is_floating_point() and not name.startswith("feature_"):
+                tensor.zero_()
+    bad = fp32_copy(tmp_path / "zero.safetensors", zero)
+    code, _, err = run_cli(capsys, "pack", bad, "-o", tmp_path / "p.safetensors", "--float32")
+    [line] = error_lines(err)
+    assert code == 1 and "do not depend on the features" in line
+    assert not (tmp_path / "p.safetensors").exists()
+
+
+PACK_LIMITED = """
+import resource, signal, sys
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write over the limit fails with EFBIG
+resource.setrlimit(resource.RLIMIT_FSIZE, (500_000, 500_000))
+from featinv.cli.main import main
+main(sys.argv[1:])
+"""
+
+
+@pytest.mark.parametrize("target", ["p.safetensors", "folder"])
+def test_pack_on_a_full_disk_is_the_write_message(tmp_path, target):
+    """Round 10: safetensors' 'I/O error: File too large' came out as 'SafetensorError: ...',
+    and the folder form left an empty folder."""
+    import subprocess
+    import sys
+
+    out = tmp_path / target
+    done = subprocess.run([sys.executable, "-c", PACK_LIMITED, "pack", str(SHIPPED), "-o",
+                           str(out), "--float32", "--no-size-limit"],
+                          capture_output=True, text=True, timeout=300)
+    [line] = error_lines(done.stderr)
+    assert done.returncode == 1 and "Cannot write" in line and "File too large" in line, \
+        done.stderr
+    assert "Traceback" not in done.stderr and not out.exists()

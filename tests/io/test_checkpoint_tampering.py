@@ -118,7 +118,39 @@ INFO_CASES = {
         note=float("inf"))), "'decoder.note' is inf, not a finite number"),
     "training as text": (dict(edit_meta=lambda m: m.update(training="fast")),
                          "'training' is 'fast', not an object"),
+    # round 10
+    "version a number": (dict(edit_meta=lambda m: m.update(featinv_version=7)),
+                         "'featinv_version' is 7, not a version number"),
+    "version with control characters": (dict(edit_meta=lambda m: m.update(
+        featinv_version="0.1\x1b[2J")), "'featinv_version'"),
+    "decoder layout of another": (dict(edit_meta=lambda m: m["decoder"].update(
+        layout={"kind": "grid", "channels": 31, "height": 9, "width": 9, "sparse": False})),
+        "'decoder.layout'"),
+    "encoder claimed without weights": (dict(edit_meta=lambda m: m.update(
+        encoder={"finetuned": True})), "holds no encoder weights"),
+    "encoder as text": (dict(edit_meta=lambda m: m.update(encoder="yes")), "'encoder' is 'yes'"),
+    "total below the step": (dict(edit_meta=lambda m: m.update(progress={
+        "step": 9, "total_steps": 3})), "'progress.total_steps' is 3, not at least"),
+    "checkpoint id a number": (dict(edit_meta=lambda m: m.update(progress={
+        "step": 1, "checkpoint": 5})), "'progress.checkpoint' is 5"),
+    "negative error": (dict(edit_meta=lambda m: m.update(metrics={
+        "val_normalized_error": -5.0})), "val_normalized_error is -5.0, below 0"),
+    "ssim beyond 1": (dict(edit_meta=lambda m: m.update(metrics={"val_ssim": 3.0})),
+                      "val_ssim is 3.0, not from -1 to 1"),
+    "trained on another feature": (dict(edit_meta=lambda m: m.update(training={
+        "feature": "sift"})), "'training.feature' is 'sift', not 'hog'"),
+    "learning rate as text": (dict(edit_meta=lambda m: m.update(training={"lr": "fast"})),
+                              "'training.lr' is 'fast', not a number from 0"),
+    "nested 100 levels": (dict(edit_meta=lambda m: m.update(training={"params": _nested(100)})),
+                          "nested too deeply"),
 }
+
+
+def _nested(levels: int):
+    value: list = []
+    for _ in range(levels - 1):
+        value = [value]
+    return value
 
 
 @pytest.mark.parametrize("case", sorted(CASES | INFO_CASES))

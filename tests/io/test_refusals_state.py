@@ -207,15 +207,42 @@ def _conv_weight(prefix):
      ["decoder.", "holds values up to 1e+30", "far beyond what training makes"]),
     (_first(lambda k: k.startswith("decoder.") and k.endswith("running_var"),
             lambda t: t.fill_(-1.0)), ["running_var", "negative variances"]),
+    (_set("decoder.feature_std", lambda t: t.fill_(1e-30)), ["feature_std", "holds 1e-30"]),
+    (_set("decoder.feature_std", lambda t: t.fill_(0.0)), ["feature_std", "holds 0"]),
+    (_set("decoder.feature_std", lambda t: t.fill_(-2.0)), ["feature_std", "holds -2"]),
+    (_set("decoder.feature_mean", lambda t: t.fill_(1e30)), ["feature_mean", "holds 1e+30"]),
     (_set("opt.1.exp_avg", lambda t: t.fill_(1e38)),
      ["'exp_avg' holds 1e+38", "more than Adam can make"]),
     (_set("opt.0.exp_avg", lambda t: t.view(-1).index_fill_(0, torch.tensor([0]), 50.0)
           .view(t.shape)), ["'exp_avg' holds 50", "more than Adam can make"]),
-], ids=["decoder-weight", "running-var", "exp-avg-1e38", "exp-avg-one-value"])
+], ids=["decoder-weight", "running-var", "std-1e-30", "std-0", "std-negative", "mean-1e30", "exp-avg-1e38", "exp-avg-one-value"])
 def test_a_state_whose_weights_training_cannot_make_is_refused(capsys, base, run, edit, words):
     """Resumed, these failed a step later with 'Loss became nan ... Try a lower --lr'."""
     tamper(run, edit_tensors=edit)
     assert_refused(capsys, base, run, STATE_FILE, *words)
+
+
+def _group(edit):
+    def change(meta):
+        edit(meta["param_groups"][0])
+    return change
+
+
+@pytest.mark.parametrize("edit, words", [
+    (_group(lambda g: g.pop("betas")), "lacks 'betas'"),
+    (_group(lambda g: g.pop("eps")), "lacks 'eps'"),
+    (_group(lambda g: g.update(params=[0] * len(g["params"]))), "distinct parameter numbers"),
+    (_group(lambda g: g.update(params=None)), "distinct parameter numbers"),
+    (_group(lambda g: g.update(params=g["params"][:-1])), "distinct parameter numbers"),
+    (lambda meta: meta.update(param_groups=[{}, {}]), "not 1 group(s)"),
+    (lambda meta: meta.update(param_groups=["x"]), "no object"),
+], ids=["no-betas", "no-eps", "params-repeated", "params-null", "params-short", "two-groups",
+        "group-text"])
+def test_param_groups_training_cannot_write_are_one_line(capsys, base, run, edit, words):
+    """Round 10: a missing betas was taken for the run's own (then 'KeyError: betas'); params
+    of [0, 0, ...] or null gave Python's AttributeError or TypeError."""
+    tamper(run, edit_meta=edit)
+    assert_refused(capsys, base, run, STATE_FILE, "optimizer state does not fit", words)
 
 
 def test_the_weight_average_in_a_state_is_checked_too(capsys, base, tmp_path):

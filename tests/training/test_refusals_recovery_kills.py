@@ -475,6 +475,22 @@ def test_weights_that_reconstruct_nothing_are_never_saved(trained, old_run, lr, 
     assert not (out / REPLACED).exists()
 
 
+@pytest.mark.parametrize("replacing", [True, False])
+def test_weights_that_reconstruct_saturated_noise_are_never_saved(trained, old_run, replacing):
+    """Round 10: --lr 1 gave finite weights whose pictures are far outside [0, 1] (up to 1e4);
+    train saved them with exit code 0, deleting the run they replaced, and invert, evaluate and
+    pack then refused the decoder. train now refuses them as invert would."""
+    run, before = old_run
+    out = run if replacing else run.parent / "fresh"
+    with pytest.raises(FeatinvError, match=r"not saved: they reconstruct the training images "
+                       r"with \d+% of the values beyond \[-1, 2\].*Try a lower --lr") as info:
+        train(config(trained / "data", out, epochs=2, overwrite=replacing, lr=1.0), log=quiet)
+    if replacing:
+        assert "put back" in str(info.value) and digest(run) == before
+    else:
+        assert not (out / DECODER_FILE).exists() and not (out / STATE_FILE).exists()
+
+
 # -- D9: what killed saves leave --------------------------------------------------------------------
 
 def test_featinvs_own_temporaries_are_removed_when_the_folder_is_claimed(trained, tmp_path):
