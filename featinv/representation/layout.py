@@ -213,8 +213,8 @@ def check_image_size(height: int, width: int, min_side: int, what: str = "") -> 
     """Raise ``ShapeError`` (a ``ValueError``) unless both sides are at least ``min_side`` px."""
     if height < min_side or width < min_side:
         raise ShapeError(
-            f"image of {width}x{height} px is too small: this representation needs at least "
-            f"{min_side}x{min_side} px" + (f" (layout {what})" if what else ""))
+            f"image of {height}x{width} px (height x width) is too small: this representation "
+            f"needs at least {min_side}x{min_side} px" + (f" (layout {what})" if what else ""))
 
 
 def upsampling_factor(layout: GridLayout, image_size: int) -> int:

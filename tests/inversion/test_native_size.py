@@ -107,12 +107,13 @@ def test_too_small_images_are_still_refused(tmp_path, capsys):
 
 
 def test_the_advice_for_a_thin_image_works(tmp_path, capsys):
-    """Round 10: a 1x600 px image was 'too small ... e.g. 4' (its sides printed as 600x1), and
+    """Round 10: a 1x600 px image was 'too small ... e.g. 4' (its sides printed as 600x1 without
+    saying which is which), and
     --size 4 then failed again: its longer side, 2400 px, is capped to 1024 px, which leaves 1 px.
     The advice names the --max-side it needs, and following it works."""
     src = photo(tmp_path / "thin.png", 1, 600)
     code, _, err = run(capsys, "invert", "-f", "hog", src, "-o", tmp_path / "a.png")
-    assert code == 1 and "image of 1x600 px is too small" in err
+    assert code == 1 and "image of 600x1 px (height x width) is too small" in err
     assert "e.g. 4, with --max-side 2400 or more" in err
     code, _, err = run(capsys, "invert", "-f", "hog", src, "--size", "4", "--max-side", "2400",
                        "-o", tmp_path / "b.png")
