@@ -35,6 +35,7 @@ from ..errors import CheckpointError, printable
 from ..limits import MEMORY_ENV, budget_words, memory_budget
 from .archives import Entry
 from .files import atomic_write, file_kind  # noqa: F401 (atomic_write: public here too)
+from .state_checks import check_param_groups, check_state_meta
 from .weight_checks import check_magnitudes
 
 FORMAT = "featinv-decoder"
@@ -180,7 +181,7 @@ def _parse_meta(path: Path, header: dict[str, str], expected_format: str) -> dic
         raise CheckpointError(f"{path}: written by a newer featinv (format "
                               f"{meta['format_version']}); upgrade featinv.")
     if expected_format == STATE_FORMAT:
-        _check_state_meta(path, meta)
+        check_state_meta(path, meta)
     return meta
 
 
@@ -196,31 +197,6 @@ def _depth(value: Any) -> int:
             deepest = max(deepest, level)
             stack += [(v, level + 1) for v in (item.values() if isinstance(item, dict) else item)]
     return deepest
-
-
-MAX_STEP = 2**40  # far beyond any run (a step a microsecond for 12 days)
-
-
-def _check_state_meta(path: Path, meta: dict[str, Any]) -> None:
-    """A training state's step, history and config are what featinv writes: a whole step from 0
-    to ``MAX_STEP``, a list of epoch records at or before it, a config object."""
-    step, history = meta.get("step"), meta.get("history", [])
-    problem = None
-    if isinstance(step, bool) or not isinstance(step, int) or not 0 <= step <= MAX_STEP:
-        problem = f"step {step!r:.40}"
-    elif not isinstance(history, list) or not all(isinstance(r, dict) for r in history):
-        problem = "history"
-    elif any(not isinstance(r.get("step", 0), int) or not 0 <= r.get("step", 0) <= step
-             for r in history):
-        problem = "history (records after the step)"
-    elif not isinstance(meta.get("config", {}), dict):
-        problem = "config"
-    elif not isinstance(meta.get("param_groups", []), list):
-        problem = "param_groups"
-    if problem:
-        raise CheckpointError(f"{path}: incomplete featinv metadata (missing or invalid "
-                              f"{problem}); this training state was not written by featinv as "
-                              "it is. Start a new run (--overwrite).")
 
 
 # -- decoders ---------------------------------------------------------------------------------
@@ -306,7 +282,7 @@ def load_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor],
             state.setdefault(int(pid), {})[key] = value
     built = [{k: v for k, v in group.items() if k not in _OPTIMIZER_RUNTIME}
              for group in opt.param_groups]
-    _check_groups(groups, opt, built)
+    check_param_groups(groups, opt, built)
     try:
         opt.load_state_dict({"state": state, "param_groups": groups})
     except (TypeError, AttributeError, IndexError) as exc:
@@ -325,28 +301,6 @@ def load_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor],
         for key, value in param_state.items():
             if isinstance(value, torch.Tensor) and value.shape == param.shape:
                 param_state[key] = torch.empty_like(param, dtype=value.dtype).copy_(value)
-
-
-def _check_groups(groups, opt: torch.optim.Optimizer, built: list[dict[str, Any]]) -> None:
-    """Stored param groups shaped as ``opt``'s: as many, each an object holding every setting
-    ``opt`` has (a missing ``betas`` was taken for the run's own, then failed as a KeyError)
-    and ``params``, a list of distinct parameter numbers as long as the run's group."""
-    if not isinstance(groups, list) or len(groups) != len(opt.param_groups):
-        raise ValueError(f"its param_groups are not {len(opt.param_groups)} group(s)")
-    seen: set[int] = set()
-    for stored, group, want in zip(groups, opt.param_groups, built):
-        if not isinstance(stored, dict):
-            raise ValueError("a param group is no object")
-        missing = [k for k in want if k != "params" and k not in stored]
-        if missing:
-            raise ValueError(f"a param group lacks '{missing[0]}'")
-        ids = stored.get("params")
-        if not (isinstance(ids, list) and len(ids) == len(group["params"])
-                and all(isinstance(i, int) and not isinstance(i, bool) for i in ids)
-                and len(set(ids)) == len(ids) and not seen & set(ids)):
-            raise ValueError("its param group 'params' is not a list of distinct parameter "
-                             f"numbers for the run's {len(group['params'])} parameters")
-        seen |= set(ids)
 
 
 def module_prefix(name: str) -> str:

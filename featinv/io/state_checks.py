@@ -21,7 +21,7 @@ import torch
 
 from ..errors import CheckpointError, printable
 
-MAX_COUNT = 2**50  # steps, epochs, images seen: far beyond any run (io.checkpoint.MAX_STEP 2**40)
+MAX_COUNT = 2**50  # steps, epochs, images seen: far beyond any run (MAX_STEP, below, 2**40)
 COUNTERS = ("epoch", "step", "images_seen")  # whole numbers from 0
 # the moments of Adam that are averages of squares (never negative)
 SQUARES = ("exp_avg_sq", "max_exp_avg_sq")
@@ -179,3 +179,51 @@ def _check_moment_ratio(state: dict, betas, name: str, refuse) -> None:
                      f"average of squares of {float(v.flatten()[i]):.3g}, more than Adam can "
                      f"make (at most {bound:.3g} times its square root)")
 
+
+# -- the metadata and optimizer groups of a state, read by io.checkpoint ---------------------------
+
+MAX_STEP = 2**40  # far beyond any run (a step a microsecond for 12 days)
+
+
+def check_state_meta(path: Path, meta: dict[str, Any]) -> None:
+    """A training state's step, history and config are what featinv writes: a whole step from 0
+    to ``MAX_STEP``, a list of epoch records at or before it, a config object."""
+    step, history = meta.get("step"), meta.get("history", [])
+    problem = None
+    if isinstance(step, bool) or not isinstance(step, int) or not 0 <= step <= MAX_STEP:
+        problem = f"step {step!r:.40}"
+    elif not isinstance(history, list) or not all(isinstance(r, dict) for r in history):
+        problem = "history"
+    elif any(not isinstance(r.get("step", 0), int) or not 0 <= r.get("step", 0) <= step
+             for r in history):
+        problem = "history (records after the step)"
+    elif not isinstance(meta.get("config", {}), dict):
+        problem = "config"
+    elif not isinstance(meta.get("param_groups", []), list):
+        problem = "param_groups"
+    if problem:
+        raise CheckpointError(f"{path}: incomplete featinv metadata (missing or invalid "
+                              f"{problem}); this training state was not written by featinv as "
+                              "it is. Start a new run (--overwrite).")
+
+
+def check_param_groups(groups, opt: torch.optim.Optimizer, built: list[dict[str, Any]]) -> None:
+    """Stored param groups shaped as ``opt``'s: as many, each an object holding every setting
+    ``opt`` has (a missing ``betas`` was taken for the run's own, then failed as a KeyError)
+    and ``params``, a list of distinct parameter numbers as long as the run's group."""
+    if not isinstance(groups, list) or len(groups) != len(opt.param_groups):
+        raise ValueError(f"its param_groups are not {len(opt.param_groups)} group(s)")
+    seen: set[int] = set()
+    for stored, group, want in zip(groups, opt.param_groups, built):
+        if not isinstance(stored, dict):
+            raise ValueError("a param group is no object")
+        missing = [k for k in want if k != "params" and k not in stored]
+        if missing:
+            raise ValueError(f"a param group lacks '{missing[0]}'")
+        ids = stored.get("params")
+        if not (isinstance(ids, list) and len(ids) == len(group["params"])
+                and all(isinstance(i, int) and not isinstance(i, bool) for i in ids)
+                and len(set(ids)) == len(ids) and not seen & set(ids)):
+            raise ValueError("its param group 'params' is not a list of distinct parameter "
+                             f"numbers for the run's {len(group['params'])} parameters")
+        seen |= set(ids)
