@@ -31,7 +31,8 @@ def check_info(path: str | Path, meta: dict[str, Any], spec, family: str | None)
     """``meta`` with its informative fields checked against representation ``spec`` and the
     ``family`` of the network its description builds now; a metrics record's or packed
     history's infinite PSNR (earlier versions, identical images) becomes null, and no other
-    number may be NaN or infinite, so that what ``pack`` copies is strict JSON. Absent fields pass (files of earlier versions)."""
+    number may be NaN or infinite, so that what ``pack`` copies is strict JSON. Absent fields
+    pass (files of earlier versions)."""
     def refuse(field: str, value: Any, wanted: str) -> CheckpointError:
         return CheckpointError(f"{printable(path)}: its metadata '{field}' is "
                                f"{printable(repr(value))[:60]}, not {wanted}; featinv never "
@@ -75,12 +76,15 @@ def check_info(path: str | Path, meta: dict[str, Any], spec, family: str | None)
         if ident is not None and not (isinstance(ident, str) and len(ident) <= 64):
             raise refuse("progress.checkpoint", ident, "a checkpoint id")
     training = meta.get("training")
-    for key in TRAINING_NUMBERS if isinstance(training, dict) else ():
+    training = {} if training is None else training
+    if not isinstance(training, dict):
+        raise refuse("training", training, "an object")
+    for key in TRAINING_NUMBERS:
         value = training.get(key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
                                   or value < 0):
             raise refuse(f"training.{key}", value, "a number from 0")
-    if isinstance(training, dict) and training.get("feature") is not None \
+    if training.get("feature") is not None \
             and str(training["feature"]).lower() != feature["name"]:
         raise refuse("training.feature", training["feature"], f"'{feature['name']}' (the "
                      "representation it decodes)")
@@ -93,8 +97,6 @@ def check_info(path: str | Path, meta: dict[str, Any], spec, family: str | None)
         if not isinstance(packed, dict):
             raise refuse("packed", packed, "an object")
         out["packed"] = _check_packed(path, packed, refuse)
-    if meta.get("training") is not None and not isinstance(meta["training"], dict):
-        raise refuse("training", meta["training"], "an object")
     _check_finite_numbers(out, refuse)  # metrics and history cleaned: no Infinity left
     return out
 

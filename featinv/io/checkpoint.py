@@ -66,10 +66,11 @@ def atomic_save(tensors: dict[str, torch.Tensor], path: str | Path, meta: dict[s
         try:
             save_file(tensors, tmp, metadata={META_KEY: json.dumps(meta)})
         except SafetensorError as exc:  # a full disk or file-size limit, as an OSError
-            found = re.search(r"I/O error: (.*?) \(os error (\d+)\)", str(exc))
-            if not found:
+            if "I/O error" not in str(exc):
                 raise
-            raise OSError(int(found.group(2)), found.group(1)) from None
+            found = re.search(r"(?:os error|code:) (\d+)", str(exc))
+            raise (OSError(int(found.group(1)), os.strerror(int(found.group(1)))) if found
+                   else OSError(printable(str(exc))[:200])) from None
     return atomic_write(path, write)
 
 

@@ -344,13 +344,8 @@ class RunFolder:
 
 
 def write_failure(exc: BaseException) -> str | None:
-    """Why a write failed, in words, for an ``OSError`` or the ``SafetensorError`` safetensors
-    raises for one (``Error while serializing: I/O error: ... (os error 28)``); None for any
-    other exception."""
+    """Why a write failed, in words, for an ``OSError`` (``io.checkpoint.atomic_save`` raises
+    one for safetensors' ``I/O error``); None for any other exception."""
     if isinstance(exc, OSError):
         return exc.strerror or str(exc)
-    text = str(exc)
-    if type(exc).__name__ == "SafetensorError" and "I/O error" in text:
-        found = re.search(r"(?:os error|code:) (\d+)", text)
-        return os.strerror(int(found.group(1))) if found else printable(text)[:200]
     return None

@@ -56,7 +56,7 @@ class Saving:
         tensors = self.trained_params + list(self.averaged.parameters()) \
             + [b for b in self.averaged.buffers() if b.is_floating_point()]
         if not all(bool(torch.isfinite(t).all()) for t in tensors):
-            return "its weights became NaN or infinite"
+            return "they became NaN or infinite"
         if self._last is None:
             return None
         x, feats = self._last
