@@ -57,7 +57,26 @@ class Inverter:
         dev = as_device(device)
         check_precision(precision, dev)  # before anything loads
         net = read_decoder(source, feature=feature, decoder=decoder)
-        return cls(net, device=dev, precision=precision, weights=weights)
+        inverter = cls(net, device=dev, precision=precision, weights=weights)
+        inverter.check_statistics(source)
+        return inverter
+
+    def check_statistics(self, label) -> None:
+        """Refuse a decoder whose stored feature statistics cannot be its representation's
+        (``probes.statistics_fault`` on the fixed test pictures): forged ones within the load
+        checks' bounds made it refuse every photo, or draw one flat picture for all."""
+        from ..errors import CheckpointError, printable
+        from .probes import probe_images, statistics_fault
+
+        side = self.image_size if self.decoder.layout.kind == "vector" \
+            else max(min(self.image_size, 64), self.extractor.rule.smallest_side)
+        sides = fit_sides(self.extractor, self.decoder, side, side)
+        features = self.encode(probe_images(*sides)).float()
+        fault = statistics_fault(features.cpu(), self.decoder.feature_mean.cpu(),
+                                 self.decoder.feature_std.cpu())
+        if fault:
+            raise CheckpointError(f"{printable(str(label))}: {fault}. The file was altered or "
+                                  "damaged: use an intact copy, or train it again.")
 
     @property
     def feature(self) -> str:

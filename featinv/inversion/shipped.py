@@ -20,7 +20,7 @@ import torch
 
 from ..io import checkpoint
 from ..errors import CheckpointError, printable
-from .load import load_decoder
+from .load import extractor_for, load_decoder
 
 MAX_SHIPPED_BYTES = 8 * 1024 * 1024  # the largest decoder file the package ships
 
@@ -126,7 +126,8 @@ def probe_features(decoder) -> torch.Tensor:
 def check_pictures(decoder, source) -> None:
     """Refuse to pack a decoder whose pictures of ``probe_features`` are not finite or lie far
     outside [0, 1] (``pipeline.check_output``: invert would refuse it, so nobody may ship it),
-    or are one and the same picture (it ignores its input)."""
+    or are one and the same picture (it ignores its input); then check it on the fixed test
+    pictures of ``probes`` (``check_on_probes``), which forged statistics cannot steer."""
     from ..errors import DecoderOutputError
     from .pipeline import check_output
 
@@ -142,6 +143,38 @@ def check_pictures(decoder, source) -> None:
                               "the features (two different feature arrays give the same "
                               "picture); its weights were zeroed or damaged. Use an intact "
                               "copy, or train it again.")
+    fault = probe_fault(decoder)
+    if fault:
+        raise CheckpointError(f"{printable(source)}: not packed: {fault}. Use an intact copy, "
+                              "or train it again (with a lower --lr).")
+
+
+def probe_fault(decoder, extractor=None) -> str | None:
+    """``probes.check_decoder`` of ``decoder`` (with its representation, or ``extractor``) at
+    its training size: why ``invert`` would refuse it or draw flat pictures, or None. When the
+    representation cannot be built here (network weights not available offline) a warning
+    says that the check was left out."""
+    import warnings
+
+    from ..errors import FeatinvError
+    from .pipeline import Inverter
+    from .probes import check_decoder, larger_sides
+    from .sizing import fit_sides
+
+    if extractor is None:
+        try:
+            extractor = extractor_for(decoder)
+        except FeatinvError as exc:
+            warnings.warn(f"the decoder's pictures of test images are not checked: its "
+                          f"representation is not available here ({exc})", stacklevel=2)
+            return None
+    side = int(decoder.config["image_size"])
+    inverter = Inverter(decoder.float(), extractor, device=torch.device("cpu"))
+    larger = larger_sides(side, side) if decoder.layout.kind == "grid" else []
+    return check_decoder(inverter.encode, lambda f, sides: decoder(f, size=sides),
+                         decoder.feature_mean, decoder.feature_std,
+                         fit_sides(extractor, decoder, side, side),
+                         [fit_sides(extractor, decoder, *s) for s in larger])
 
 
 def check_same_output(decoder, tensors: dict[str, torch.Tensor], source) -> None:
