@@ -54,6 +54,19 @@ def printable(text: object) -> str:
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
+def quoted(text: object) -> str:
+    """``text`` in single quotes, escaped once (``printable``): ``repr`` of an escaped text
+    would escape its backslashes again, ``'\\x1b[31m'`` beside the ``'\x1b[31m'`` of a
+    ``repr`` escaped by the error line itself."""
+    return f"'{printable(text)}'"
+
+
+def pixel_size(width: int, height: int) -> str:
+    """An image size as every message gives it, width first and labelled:
+    ``2000x1 px (width x height)``."""
+    return f"{width}x{height} px (width x height)"
+
+
 class Interrupted(FeatinvError):
     """A run stopped on SIGINT/SIGTERM after saving what it had; ``exit_code`` is 128 + the
     signal number (130 for Ctrl-C, 143 for SIGTERM), as shells report a signalled process."""

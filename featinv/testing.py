@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from .decoders.networks import build_decoder
-from .errors import FeatinvError, PluginError
+from .errors import FeatinvError, PluginError, pixel_size
 from .representation.registry import get_feature
 from .representation.spec import Extractor, rgb_to_gray
 
@@ -89,8 +89,10 @@ def _size_failure(ext: Extractor, h: int, w: int, exc: BaseException) -> Asserti
         return AssertionError(
             f"{ext.name}: input too small: its layout declares a smallest side of {declared} px "
             f"(layout {ext.rule.describe()}), but it actually needs at least {actual}x{actual} "
-            f"px (it fails at {h}x{w} px with {error}); declare min_size={actual} in the layout")
-    return AssertionError(f"{ext.name}: fails on a batch of {h}x{w} px images, a size its "
+            f"px (it fails at {pixel_size(w, h)} with {error}); declare min_size={actual} in "
+            "the layout")
+    return AssertionError(f"{ext.name}: fails on a batch of images of {pixel_size(w, h)}, a "
+                          "size its "
                           f"layout declares usable (smallest side {declared} px): {error}")
 
 
@@ -115,7 +117,7 @@ def check_layout(ext: Extractor) -> None:
         out = _features(ext, x, raw=True)
         want = (2, *layout.shape)
         assert tuple(out.shape) == want, (
-            f"{ext.name}: declared layout {layout} at {h}x{w} px means output {want}, "
+            f"{ext.name}: declared layout {layout} at {pixel_size(w, h)} means output {want}, "
             f"got {tuple(out.shape)}")
 
 

@@ -213,12 +213,17 @@ def audit(methods: Sequence[Method], data: str | Path, limit: int | None = None,
 
 def make_probe(weights: str | None, device: str | torch.device | None) -> Probe | None:
     """The SqueezeNet probe for ``weights`` (a file or ``"auto"``), or None for ``"none"`` or
-    when ``"auto"`` finds no weight file (the perceptual metrics are then left out)."""
+    when ``"auto"`` finds no weight file (the perceptual metrics are then left out). A file that
+    ``$FEATINV_PERCEPTUAL_WEIGHTS`` names is refused as one passed with the option."""
+    import os
+
+    from .perceptual import WEIGHTS_ENV
+
     if weights is None or weights == "none":
         return None
     try:
         return squeezenet_probe(weights, device=device)
     except FeatinvError:
-        if weights == "auto":
+        if weights == "auto" and not os.environ.get(WEIGHTS_ENV):
             return None
         raise

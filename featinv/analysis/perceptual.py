@@ -125,12 +125,59 @@ def squeezenet_probe(weights: str | Path | None = "auto", layers: Sequence[str] 
         raise FeatinvError(f"perceptual layers {list(layers)}: choose among "
                            f"{[k for k, v in LAYERS.items() if not v[1]]}.")
     order = sorted(layers, key=lambda name: LAYERS[name][0])
-    net = full_network(str(path))
+    net = full_network(str(path))  # checks the file's shapes before reading a tensor
+    _check_dtypes(path)
     preprocess = Preprocess(CONVENTIONS[convention_for(str(path), "auto")])
     probe = Probe(preprocess, net.features, [LAYERS[name][0] for name in order],
                   nn.Sequential(net.classifier, nn.Flatten(1)), order)
     probe.weights = str(path)
-    return probe.to(device or "cpu")
+    probe = probe.to(device or "cpu")
+    check_activations(probe, *probe(_test_pictures().to(probe.device)))  # before any work
+    return probe
+
+
+def _check_dtypes(path: Path) -> None:
+    """Refuse a weight file holding integers (loading would cast them, 0.37 to 0, silently)."""
+    from ..features.cnn import read_weight_file
+
+    if path == SHIPPED_FILE:
+        return
+    cast = [(k, v.dtype) for k, v in read_weight_file(path).items() if not v.is_floating_point()]
+    if cast:
+        raise FeatinvError(f"the perceptual weights {printable(path)} hold {cast[0][1]} values "
+                           f"(e.g. {cast[0][0]}) where SqueezeNet has float weights: a cast to "
+                           f"integers, which rounds them to nothing. {WEIGHTS_ADVICE}")
+
+
+def _test_pictures() -> torch.Tensor:
+    """Two fixed pictures (a colour ramp, and noise) on which a SqueezeNet with weights worth
+    the name gives finite activations that vary."""
+    ramp = torch.linspace(0, 1, 64)
+    first = torch.stack([ramp.expand(64, 64), ramp[:, None].expand(64, 64),
+                         1 - ramp.expand(64, 64)])
+    noise = torch.rand(3, 64, 64, generator=torch.Generator().manual_seed(0))
+    return torch.stack([first, noise])
+
+
+WEIGHTS_ADVICE = ("Use SqueezeNet 1.0 ImageNet weights (--perceptual-weights auto, with "
+                  f"${WEIGHTS_ENV} unset, takes those shipped with featinv).")
+
+
+def check_activations(probe: Probe, acts: Sequence[torch.Tensor], logits: torch.Tensor) -> None:
+    """Refuse (``FeatinvError``) weights that give the probe NaN or infinite activations (values
+    such as 1e30: the distance would be NaN) or one value everywhere at a layer (all-zero weights:
+    every reconstruction would score as perfect)."""
+    weights = printable(getattr(probe, "weights", "?"))
+    for name, a in (*zip(probe.names, acts), ("classifier", logits)):
+        if not bool(torch.isfinite(a).all()):
+            raise FeatinvError(f"the perceptual weights {weights} give NaN or infinite SqueezeNet "
+                               f"activations ({name}): their values are absurd (such as 1e30), "
+                               f"so the perceptual metrics would be NaN. {WEIGHTS_ADVICE}")
+        if a.numel() and bool(a.amax() == a.amin()):
+            raise FeatinvError(f"the perceptual weights {weights} give one and the same "
+                               f"SqueezeNet activation everywhere ({name}): all-zero or damaged "
+                               "weights, with which every reconstruction would score as perfect. "
+                               f"{WEIGHTS_ADVICE}")
 
 
 def unit_normalize(a: torch.Tensor, eps: float = EPS) -> torch.Tensor:
@@ -183,6 +230,7 @@ def perceptual_scores(probe: Probe, x: torch.Tensor, y: torch.Tensor, batch_size
     for i in range(0, len(x), batch_size):
         xb, yb = x[i:i + batch_size].to(dev), y[i:i + batch_size].to(dev)
         acts, logits = probe(torch.cat([xb, yb]))  # one pass over both halves
+        check_activations(probe, acts, logits)
         n = len(xb)
         dists.append(torch.stack([layer_distance(a[:n], a[n:]) for a in acts], 1).double())
         agree.append(logits[:n].argmax(1) == logits[n:].argmax(1))

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import ShapeError
+from ..errors import ShapeError, pixel_size
 from ..limits import DEFAULT_MAX_SIDE
 from ..features.drawing import below, beside, display_scale, resize_nearest, upscale
 
@@ -107,8 +107,11 @@ def show_features(extractor: Any, image: torch.Tensor) -> np.ndarray:
     pixels = image.detach().float().cpu().permute(1, 2, 0).numpy()
     spec = extractor.spec
     if spec.visualize is not None:
-        picture = spec.visualize(pixels, features, **extractor.params)
+        from ..representation.guard import plugin_code
+
         where = f"{spec.name}'s visualize (plugin {spec.plugin})"
+        with plugin_code(where):  # sys.exit in it: a PluginError, not the end of featinv
+            picture = spec.visualize(pixels, features, **extractor.params)
     else:
         picture = generic_view(pixels, features)
         where = "generic_view"
@@ -135,7 +138,8 @@ def feature_picture(extractor: Any, image, size: int | None = None,
     img = fitted_image(image, size or None, max_side)
     smallest = extractor.rule.smallest_side
     if min(img.size) < smallest:
-        raise FeatinvError(f"{printable(image)}: {img.width}x{img.height} px is too small for "
+        raise FeatinvError(f"{printable(image)}: {pixel_size(img.width, img.height)} is too "
+                           "small for "
                            f"'{name or extractor.name}', which needs at least {smallest} px on "
                            f"each side; pass --size {smallest} or more.")
     return torch.from_numpy(show_features(extractor, pil_to_tensor(img))).permute(2, 0, 1)

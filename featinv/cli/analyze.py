@@ -4,7 +4,6 @@ DECODER arguments are checkpoint paths or names of representations with a shippe
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
@@ -12,6 +11,7 @@ import click
 from .options import POSITIVE, SEED, SIDE, Finite, device_option, overwrite_option
 from ..choices import PERTURBATIONS, SAMPLERS
 from ..errors import printable
+from ..io import json_text
 from ..limits import MIN_CONTRAST
 
 MAX_PICTURES = 256  # images one strip or grid of analyze may hold
@@ -27,7 +27,7 @@ def _load(source: str, device: str):
 def _write_json(data: dict, path: Path) -> Path:
     from ..io.files import write_output
 
-    text = json.dumps(data, indent=2) + "\n"
+    text = json_text.dumps(data, indent=2) + "\n"  # strict JSON: NaN -> null
     return write_output(path, lambda tmp: Path(tmp).write_text(text))
 
 

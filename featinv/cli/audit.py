@@ -10,6 +10,7 @@ import click
 from .common import echo_error, echo_json, feature_params, parse_params
 from .options import POSITIVE, SEED, SIDE, decoder_option, device_option, refuse_idle
 from ..errors import FeatinvError, printable
+from ..io import json_text
 from ..limits import MAX_BOOTSTRAP
 
 REPORT, RESULT = "audit.html", "audit.json"
@@ -263,7 +264,7 @@ def audit_cmd(features, checkpoints, decoder_name, data, train_data, epochs, tra
                    show, on_error=lambda m: echo_error(m),
                    log=lambda m: click.echo(printable(m), err=True))
     result = report.result
-    text = json.dumps(result, indent=2) + "\n"
+    text = json_text.dumps(result, indent=2) + "\n"  # strict JSON: NaN -> null
     chart = reidentification_chart(result)
     # both files are moved in together: a signal between the two writes paired the new JSON
     # with the old report. With --json, stdout is the JSON alone (the paths were printed

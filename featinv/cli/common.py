@@ -3,11 +3,10 @@ baseline's progress. (The shared options are in ``featinv.cli.options``; ``parse
 ``params_with_weights`` and ``feature_params`` still import from here.)"""
 from __future__ import annotations
 
-import json
-
 import click
 
 from ..errors import printable
+from ..io import json_text
 from .options import feature_params, parse_params, params_with_weights  # noqa: F401
 
 
@@ -20,7 +19,8 @@ def echo_error(message, path=None) -> None:
 
 
 def echo_json(data) -> None:
-    click.echo(json.dumps(data, indent=2))
+    """``data`` as strict JSON: a NaN or infinite number is ``null`` (bare ``NaN`` is no JSON)."""
+    click.echo(json_text.dumps(data, indent=2))
 
 
 def optimize_progress(cfg, name: str):

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import vlfeat
-from ..errors import ShapeError
+from ..errors import ShapeError, pixel_size
 from ..representation.hookspecs import hookimpl
 from ..representation.layout import CellGrid
 from ..representation.spec import FeatureSpec, Param
@@ -285,7 +285,8 @@ def hog_uoctti(gray: torch.Tensor, cell_size: int = 8, num_orientations: int = 9
                          f"and {num_orientations}")
     height, width = gray.shape[-2:]
     if hog_cells(height, cell_size) < 1 or hog_cells(width, cell_size) < 1:
-        raise ShapeError(f"hog: image of {height}x{width} px is too small for cell size {cell_size}: "
+        raise ShapeError(f"hog: image of {pixel_size(width, height)} is too small for cell size "
+                         f"{cell_size}: "
                          f"each side needs at least {cell_size - cell_size // 2} px")
     if gray.dtype != torch.float64:
         gray = gray.float()

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from . import vlfeat
-from ..errors import ShapeError
+from ..errors import ShapeError, pixel_size
 from ..representation.hookspecs import hookimpl
 from ..representation.layout import CellGrid
 from ..representation.spec import FeatureSpec, Param
@@ -225,7 +225,7 @@ def lbp_uniform(gray: torch.Tensor, cell_size: int = 16) -> torch.Tensor:
         raise ValueError(f"lbp: cell_size must be >= 1, got {cell_size}")
     height, width = gray.shape[-2:]
     if height < cell_size or width < cell_size:
-        raise ShapeError(f"lbp: image of {height}x{width} px is too small for cell size "
+        raise ShapeError(f"lbp: image of {pixel_size(width, height)} is too small for cell size "
                          f"{cell_size}: each side needs at least {cell_size} px")
     gray = gray.detach()
     if gray.dtype != torch.float64:

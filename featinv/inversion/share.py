@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from ..errors import FeatinvError, printable
+from ..errors import FeatinvError, printable, quoted
 from ..io import hub
 from ..io.checkpoint import DECODER_FILE, STATE_FILE
 from ..io.files import atomic_write, written_together
@@ -189,7 +189,7 @@ def _centre(image: torch.Tensor, side: int) -> torch.Tensor:
 
 def _check_license(license: str) -> str:
     if not isinstance(license, str) or not _LICENSE.fullmatch(license):
-        raise FeatinvError(f"--license {printable(license)!r}: give a licence identifier as the "
+        raise FeatinvError(f"--license {quoted(license)}: give a licence identifier as the "
                            "Hub spells them, e.g. mit, apache-2.0, cc-by-4.0 or other.")
     return license
 

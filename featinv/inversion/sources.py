@@ -21,7 +21,7 @@ import os
 from pathlib import Path
 
 from ..errors import (CheckpointError, FeatinvError, UnknownFeatureError, command_options,
-                      printable)
+                      printable, quoted)
 from ..io import hub
 from ..io.hub import MODEL_FILE
 
@@ -116,13 +116,13 @@ def decoder_file(ref: Ref, decoder: str | None = None) -> Path:
     shipped for a name (``"realistic"``); it is refused with anything else. Files are not
     opened here; loading checks them."""
     if decoder is not None and (not isinstance(decoder, str) or not decoder.strip()):
-        raise FeatinvError(f"--decoder {printable(decoder)!r}: give the name of a decoder shipped "
+        raise FeatinvError(f"--decoder {quoted(decoder)}: give the name of a decoder shipped "
                            "for the representation ('featinv zoo' lists them), e.g. realistic.")
     if isinstance(ref, os.PathLike):
         return _path(Path(ref), decoder)
     text = str(ref)
     if not text.strip() or text in SCHEMES:
-        raise FeatinvError(f"{printable(text)!r} names no decoder; give a shipped decoder's name "
+        raise FeatinvError(f"{quoted(text)} names no decoder; give a shipped decoder's name "
                            "('featinv zoo'), a path, local-dir:DIR or hf-hub:ORG/NAME.")
     if text.startswith(HUB):
         _no_variant(text, decoder)
@@ -150,7 +150,7 @@ def source_file(source: Ref) -> Path:
 
 def _no_variant(text: str, decoder: str | None) -> None:
     if decoder is not None:
-        raise FeatinvError(f"decoder={printable(decoder)!r} (--decoder) picks one of the "
+        raise FeatinvError(f"decoder={quoted(decoder)} (--decoder) picks one of the "
                            f"decoders shipped for a representation; {printable(text)} is "
                            "another decoder. Pass one or the other.")
 
@@ -182,7 +182,7 @@ def _in_folder(folder: Path, label: str) -> Path:
 
 def _path(path: Path, decoder: str | None) -> Path:
     if decoder is not None:
-        raise FeatinvError(f"decoder={printable(decoder)!r} (--decoder) picks one of the decoders "
+        raise FeatinvError(f"decoder={quoted(decoder)} (--decoder) picks one of the decoders "
                            f"shipped for a representation; {printable(path)} is a file.")
     if path.is_dir():
         return _in_folder(path, str(path))

@@ -197,6 +197,25 @@ def _signals_held() -> Iterator[None]:
 signals_held = _signals_held  # public: a run's checkpoint renames its two files under it
 
 
+def name_final(exc: BaseException, stage: Path, folder: Path) -> None:
+    """Make ``exc`` name ``folder/NAME`` where it names ``stage/NAME``: a file being written in a
+    staging folder is, to the user, the file they asked for, and the hidden folder is gone by
+    the time the message is read. Rewrites an ``OSError``'s file names, and the message of any
+    other exception (``Cannot write ...``) in place."""
+    if isinstance(exc, OSError):
+        for attr in ("filename", "filename2"):
+            value = getattr(exc, attr, None)
+            if isinstance(value, (str, os.PathLike)):
+                text = os.fspath(value)
+                if text == str(stage) or text.startswith(str(stage) + os.sep):
+                    setattr(exc, attr, str(folder) + text[len(str(stage)):])
+    elif exc.args and isinstance(exc.args[0], str):
+        text = exc.args[0]
+        for old, new in ((str(stage), str(folder)), (printable(stage), printable(folder))):
+            text = text.replace(old, new)
+        exc.args = (text, *exc.args[1:])
+
+
 @contextlib.contextmanager
 def written_together(folder: str | Path) -> Iterator[Path]:
     """A hidden folder inside ``folder`` to write a set of outputs in; when the block ends
@@ -216,7 +235,8 @@ def written_together(folder: str | Path) -> Iterator[Path]:
         with _signals_held():
             for done in sorted(stage.iterdir()):
                 move_into_place(done, folder / done.name)
-    except BaseException:
+    except BaseException as exc:
+        name_final(exc, stage, folder)
         shutil.rmtree(stage, ignore_errors=True)
         if created:
             with contextlib.suppress(OSError):

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from ..errors import DataError, FeatinvError, ImageError, ShapeError, printable
+from ..errors import DataError, FeatinvError, ImageError, ShapeError, pixel_size, printable
 from ..limits import MAX_RESIZED_PIXELS
 from .decode_output import PIL_DIR, is_tiff, stderr_held
 from .files import file_kind, write_output
@@ -113,15 +113,16 @@ def _opened(path: Path, data: bytes | None = None, file_bytes: int | None = None
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data) if data is not None else path) as img:
                 if img.width * img.height > MAX_PIXELS:
-                    raise ImageError(f"{printable(path)}: {img.width}x{img.height} px is too large "
+                    raise ImageError(f"{printable(path)}: {pixel_size(img.width, img.height)} "
+                                     "is too large "
                                      f"(limit {MAX_PIXELS // 1_000_000} megapixels); "
                                      "downscale it first.")
                 check_decode_budget(img.width, img.height, printable(path))
                 size = len(data) if data is not None else file_bytes
                 if size is not None and size > max_file_bytes(img.width, img.height):
-                    raise ImageError(f"{printable(path)}: {size} bytes for a {img.width}x"
-                                     f"{img.height} px picture, far more than it needs (data "
-                                     "appended to the image?); re-save the image.")
+                    raise ImageError(f"{printable(path)}: {size} bytes for a picture of "
+                                     f"{pixel_size(img.width, img.height)}, far more than it "
+                                     "needs (data appended to the image?); re-save the image.")
                 yield img
         for note in noted:  # others' warnings go on as they came
             if not note.filename.startswith(PIL_DIR):
@@ -220,7 +221,8 @@ def open_fitted(path: str | Path, fit: Callable[[int, int], tuple[int, int]] | N
             return _to_rgb(img, printable(path), kind)
         except MemoryError:
             raise ImageError(f"{printable(path)}: not enough memory to decode it "
-                             f"({img.width}x{img.height} px); downscale it first.") from None
+                             f"({pixel_size(img.width, img.height)}); downscale it first."
+                             ) from None
 
 
 def load_fitted(path: str | Path, size: int | None = None, max_side: int | None = None,

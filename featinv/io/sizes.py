@@ -3,7 +3,7 @@ from headers, before anything is decoded (no Pillow, no PyTorch). ``featinv.io.i
 it to files."""
 from __future__ import annotations
 
-from ..errors import FeatinvError, ImageError, printable
+from ..errors import FeatinvError, ImageError, pixel_size, printable
 from .. import limits
 from ..limits import MAX_RESIZED_PIXELS, MAX_SIDE
 
@@ -26,7 +26,8 @@ def check_decode_budget(width: int, height: int, name: str = "image") -> None:
     memory budget, from its header."""
     need, budget = decode_bytes(width, height), limits.memory_budget()
     if need > budget:
-        raise ImageError(f"{name}: {width}x{height} px take about {need / 2**30:.1f} GiB to "
+        raise ImageError(f"{name}: {pixel_size(width, height)} take about "
+                         f"{need / 2**30:.1f} GiB to "
                          f"decode, over featinv's memory budget of {budget / 2**30:.1f} GiB; "
                          "downscale it first.")
 
@@ -47,7 +48,8 @@ def check_decode_room(width: int, height: int, name: str = "image",
         kind = image_format or "file of this format"
         how = "" if image_format == "JPEG" else \
             f" (featinv decodes a {kind} in full, only a JPEG at a reduced scale)"
-        raise ImageError(f"{name}: decoding {width}x{height} px takes about {need / 1e9:.1f} GB, "
+        raise ImageError(f"{name}: decoding {pixel_size(width, height)} takes about "
+                         f"{need / 1e9:.1f} GB, "
                          f"more than the {free / 1e9:.1f} GB of memory free now{how}; downscale "
                          "it first.")
 
@@ -66,7 +68,8 @@ def shorter_side_size(width: int, height: int, size: int, name: str = "image") -
     scale = size / min(width, height)
     new = (max(1, round(width * scale)), max(1, round(height * scale)))
     if new[0] * new[1] > max(width * height, MAX_RESIZED_PIXELS):
-        raise ImageError(f"{name}: resizing {width}x{height} px to a shorter side of {size} px "
+        raise ImageError(f"{name}: resizing {pixel_size(width, height)} to a shorter side of "
+                         f"{size} px "
                          f"gives {new[0]}x{new[1]} px, over the limit of "
                          f"{MAX_RESIZED_PIXELS // 1_000_000} megapixels; crop the image to a "
                          "less elongated shape or use a smaller --size.")
@@ -85,11 +88,13 @@ def check_square(width: int, height: int, size: int, name: str = "image") -> Non
     whole for one pixel). From the header, before decoding."""
     side = min(width, height)
     if size > side * MAX_ENLARGE:
-        raise ImageError(f"{name}: {width}x{height} px is too small or too elongated to use "
+        raise ImageError(f"{name}: {pixel_size(width, height)} is too small or too elongated "
+                         "to use "
                          f"at {size} px: its centred square ({side}x{side} px) would be "
                          f"enlarged {size / side:.0f} times (at most {MAX_ENLARGE}).")
     if max(width, height) > side * MAX_ASPECT:
-        raise ImageError(f"{name}: {width}x{height} px is too elongated to cut a square from "
+        raise ImageError(f"{name}: {pixel_size(width, height)} is too elongated to cut a "
+                         "square from "
                          f"({max(width, height) / side:.0f}:1, at most {MAX_ASPECT}:1); crop "
                          "it first.")
 
@@ -111,7 +116,21 @@ def fitted_size(width: int, height: int, size: int | None, max_side: int | None 
         scale = max_side / max(new)
         new = tuple(max_side if s == max(new) else max(1, round(s * scale)) for s in new)
     if min(new) < MIN_WORK_SIDE and new != (width, height):  # shrunk to nothing
-        raise ImageError(f"{name}: image of {width}x{height} px is too small to use: at this "
-                         f"size it would be {new[0]}x{new[1]} px, and featinv needs at least "
-                         f"{MIN_WORK_SIDE} px on each side.")
+        raise ImageError(f"{name}: image of {pixel_size(width, height)} is too small to use: at "
+                         f"this size it would be {new[0]}x{new[1]} px, and featinv needs at least "
+                         f"{MIN_WORK_SIDE} px on each side; {_thin_advice(width, height, size)}.")
     return new
+
+
+def _thin_advice(width: int, height: int, size: int | None) -> str:
+    """What makes a strip usable: sides that give its shorter side ``MIN_WORK_SIDE`` px, when
+    ``--max-side`` can reach its longer side then, else cropping it."""
+    longer, shorter = max(width, height), min(width, height)
+    need = -(-MIN_WORK_SIDE * longer // shorter)  # the longer side once the shorter is 4 px
+    if need > MAX_SIDE:
+        return (f"crop it to a less elongated shape (it is {longer / shorter:.0f}:1; at most "
+                f"{MAX_SIDE // MIN_WORK_SIDE}:1 can be used)")
+    grow = (size is not None and size < MIN_WORK_SIDE) or (size is None and shorter < MIN_WORK_SIDE)
+    return (f"use --max-side {need} or more" + (f" with --size {MIN_WORK_SIDE} or more" if grow
+                                                else "")
+            + f" ({'size=, ' if grow else ''}max_side= in Python), or crop it")

@@ -8,6 +8,7 @@ import functools
 from typing import Any
 
 from ..errors import FeatinvError, PluginError
+from .guard import PluginAborted, plugin_code
 from .plugins import describe_exception, get_plugin_manager
 
 
@@ -74,10 +75,11 @@ def call_first(hook_name: str, required: bool = True, **kwargs: Any) -> tuple[st
     call = _Call()
     token = _current_call.set(call)
     try:
-        result = hook(**kwargs)
-    except FeatinvError:
-        raise
+        with plugin_code(f"a plugin's {hook_name}"):  # sys.exit or GeneratorExit in the hook
+            result = hook(**kwargs)
     except Exception as exc:
+        if isinstance(exc, FeatinvError) and not isinstance(exc, PluginAborted):
+            raise
         raise PluginError(f"Plugin '{call.failed or '?'}' failed in {hook_name}: "
                           f"{describe_exception(exc)}") from exc
     finally:

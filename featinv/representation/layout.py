@@ -13,7 +13,8 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Union
 
-from ..errors import ShapeError
+from ..errors import ShapeError, pixel_size
+from .guard import plugin_code
 
 
 def _check_positive(**values: int) -> None:
@@ -185,7 +186,8 @@ class ComputedGrid:
         if not callable(self.min_size):
             check_image_size(height, width, self.min_size, self.formula)
         try:
-            out = self.fn(height, width)
+            with plugin_code(f"the layout function of {self.formula!r}"):
+                out = self.fn(height, width)
         except (RuntimeError, ValueError, AssertionError):
             if not callable(self.min_size):
                 raise
@@ -199,7 +201,9 @@ class ComputedGrid:
     @property
     def smallest_side(self) -> int:
         if callable(self.min_size):
-            object.__setattr__(self, "min_size", int(self.min_size()))  # computed once
+            with plugin_code(f"the smallest-side search of {self.formula!r}"):
+                found = int(self.min_size())
+            object.__setattr__(self, "min_size", found)  # computed once
         return self.min_size
 
     def describe(self) -> str:
@@ -213,7 +217,7 @@ def check_image_size(height: int, width: int, min_side: int, what: str = "") -> 
     """Raise ``ShapeError`` (a ``ValueError``) unless both sides are at least ``min_side`` px."""
     if height < min_side or width < min_side:
         raise ShapeError(
-            f"image of {height}x{width} px (height x width) is too small: this representation "
+            f"image of {pixel_size(width, height)} is too small: this representation "
             f"needs at least {min_side}x{min_side} px" + (f" (layout {what})" if what else ""))
 
 

@@ -14,7 +14,8 @@ import math
 from typing import Any, Callable, Mapping
 
 from .. import limits
-from ..errors import FeatinvError
+from ..errors import FeatinvError, pixel_size
+from .guard import plugin_code
 
 SMALL = 64 * 2**20  # bytes not worth a look at the free memory
 
@@ -35,7 +36,8 @@ def estimate(memory: float | Callable[..., float] | None, height: int, width: in
     if memory is None:
         return None
     if callable(memory):
-        return float(memory(height, width, **params))
+        with plugin_code("a representation's memory estimate"):
+            return float(memory(height, width, **params))
     return float(memory) * height * width
 
 
@@ -76,5 +78,6 @@ def check(name: str, memory, params: Mapping[str, Any], batch: int, height: int,
         hint = f"use fewer images at a time (--batch-size) or sides of at most {low} px"
     else:
         hint = f"use --max-side {low} or less (max_side= in Python)"
-    raise FeatinvError(f"{name}: the features of {images} of {width}x{height} px would need "
+    raise FeatinvError(f"{name}: the features of {images} of {pixel_size(width, height)} would "
+                       f"need "
                        f"about {one * batch / 1e9:.1f} GB, more than the {words}; {hint}.")

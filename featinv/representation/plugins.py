@@ -20,7 +20,8 @@ from typing import Any
 import pluggy
 
 from . import hookspecs
-from ..errors import CheckpointError, PluginError, printable
+from ..errors import CheckpointError, PluginError, quoted
+from .guard import exception_text, plugin_code
 from .hookspecs import DEFAULT_VARIANT, ShippedDecoder
 from .spec import FeatureSpec
 
@@ -101,8 +102,9 @@ def _allowed_entry_points() -> set[str] | None:
 
 
 def describe_exception(exc: BaseException) -> str:
-    """An exception in one line: its type and the first line of its message."""
-    return f"{type(exc).__name__}: {exc}".strip().splitlines()[0]
+    """An exception in one line: its type and the first line of its message (for a
+    ``PluginAborted``, those of the ``SystemExit`` or other exception it stands for)."""
+    return exception_text(exc).splitlines()[0]
 
 
 def _note(info: PluginInfo, error: str) -> None:
@@ -140,8 +142,8 @@ def load_plugins_hint() -> str:
         return ""
     missing = [p.name for p in get_state().plugins.values()
                if p.source == f"${ENV_LOAD_PLUGINS}"]
-    return (f" ${ENV_LOAD_PLUGINS}={printable(raw)!r} limits the plugins that load"
-            + (f", and no installed plugin is named {', '.join(map(repr, missing))}"
+    return (f" ${ENV_LOAD_PLUGINS}={quoted(raw)} limits the plugins that load"
+            + (f", and no installed plugin is named {', '.join(map(quoted, missing))}"
                if missing else "") + ".")
 
 
@@ -151,8 +153,9 @@ def _register_guarded(pm, infos, name, source, load) -> None:
         return
     info = infos[name] = PluginInfo(name, source)
     try:
-        plugin = load()
-        pm.register(plugin, name=name)
+        with plugin_code(f"plugin '{name}'"):  # sys.exit at import too
+            plugin = load()
+            pm.register(plugin, name=name)
         info.hooks = sorted(caller.name for caller in pm.get_hookcallers(plugin) or ())
     except Exception as exc:  # a broken plugin must not break the others
         info.error = f"failed to load: {describe_exception(exc)}"
@@ -181,7 +184,8 @@ def _collect_features(pm, infos) -> tuple[dict[str, FeatureSpec], dict[str, str]
 
         kwargs = {"register": register}
         try:
-            impl.function(*[kwargs[a] for a in impl.argnames])
+            with plugin_code(f"plugin '{plugin_name}'"):
+                impl.function(*[kwargs[a] for a in impl.argnames])
         except Exception as exc:
             _note(info, f"error in featinv_register_features: {describe_exception(exc)}")
     for name, plugins in owners.items():
@@ -205,7 +209,8 @@ def _collect_shipped(pm, infos) -> ShippedDecoders:
         name = impl.plugin_name
         info = infos.get(name) or infos.setdefault(name, PluginInfo(name, "registered"))
         try:
-            entries = list(impl.function())
+            with plugin_code(f"plugin '{name}'"):
+                entries = list(impl.function())
             bad = [e for e in entries if not isinstance(e, ShippedDecoder)]
             if bad:
                 raise PluginError(f"returned a {type(bad[0]).__name__}, not a ShippedDecoder")

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from ..errors import FeatinvError, PluginError, UnknownFeatureError
+from .guard import PluginAborted, exception_text, plugin_code
 from .hookcall import call_first
 from .plugins import get_state, load_plugins_hint
 from .spec import Extractor, FeatureSpec
@@ -53,7 +54,11 @@ def get_feature(name: str, **params: Any) -> Extractor:
     spec = get_spec(name)
     resolved = spec.resolve_params(params)
     try:
-        module = spec.build(**resolved)
+        with plugin_code(f"{name} (plugin {spec.plugin})"):
+            module = spec.build(**resolved)
+    except PluginAborted as exc:
+        raise PluginError(f"{name} (plugin {spec.plugin}) failed to build: "
+                          f"{exception_text(exc)}") from exc
     except FeatinvError:
         raise
     except (ValueError, TypeError, ArithmeticError) as exc:

@@ -19,6 +19,7 @@ from ..choices import DECODER_FAMILIES as FAMILY_LAYOUTS
 from ..deprecation import module_aliases, renamed_fields
 from ..errors import FeatinvError, PluginError, ShapeError
 from ..limits import format_bound
+from .guard import PluginAborted, exception_text, plugin_code
 from .layout import CellGrid, ComputedGrid, FixedVector, Layout, LayoutRule
 from .memory import check as check_memory
 from .memory import check_declaration as check_memory_declaration
@@ -220,7 +221,8 @@ class FeatureSpec:
         """``rule`` for ``params`` over the defaults, checked: a bad value is a one-line error."""
         resolved = self.resolve_params(params)
         try:
-            rule = self.rule(**resolved)
+            with plugin_code(f"{self.name} (plugin {self.plugin})"):
+                rule = self.rule(**resolved)
         except FeatinvError:
             raise
         except (ValueError, TypeError, ArithmeticError) as exc:  # e.g. cell_size=0
@@ -247,8 +249,10 @@ class FeatureSpec:
                "values": self.resolve_params(params or {}), "layout_formula": rule.describe(),
                "decoder": self.decoder_family,  # the key describe --json has always had
                "image_size": self.image_size,
-               "backends": dict(self.backends()) if self.backends else None,
-               "members": list(self.members()) if self.members else None}
+               "backends": None, "members": None}
+        with plugin_code(f"{self.name} (plugin {self.plugin})"):
+            out["backends"] = dict(self.backends()) if self.backends else None
+            out["members"] = list(self.members()) if self.members else None
         if min_size:
             out["min_size"] = rule.smallest_side
         if image_size is not None:
@@ -320,16 +324,17 @@ class Extractor(nn.Module):
         x = rgb_to_gray(images) if self.spec.input == "gray" else images
         report: dict[str, list] = {}
         try:
-            if with_report and hasattr(self.module, "forward_with_report"):
-                out, report = self.module.forward_with_report(x)
-                report = {k: list(v) for k, v in dict(report).items()}
-            else:
-                out = self.module(x)
-        except FeatinvError:
-            raise
+            with plugin_code(f"{self.name} (plugin {self.spec.plugin})"):
+                if with_report and hasattr(self.module, "forward_with_report"):
+                    out, report = self.module.forward_with_report(x)
+                    report = {k: list(v) for k, v in dict(report).items()}
+                else:
+                    out = self.module(x)
         except Exception as exc:  # a plugin's bug: name the plugin, keep the cause for --debug
+            if isinstance(exc, FeatinvError) and not isinstance(exc, PluginAborted):
+                raise
             raise PluginError(f"{self.name} (plugin {self.spec.plugin}) failed on a batch of "
-                              f"shape {tuple(x.shape)}: {type(exc).__name__}: {exc}") from exc
+                              f"shape {tuple(x.shape)}: {exception_text(exc)}") from exc
         if any(len(v) != images.shape[0] for v in report.values()):
             raise ShapeError(f"{self.name} (plugin {self.spec.plugin}) reported statistics "
                              "that do not have one value per image")

@@ -13,7 +13,7 @@ from typing import Callable
 from ..errors import FeatinvError, printable
 from ..io import checkpoint
 from ..io.checkpoint import CHECKPOINT_KEY, DECODER_FILE, STATE_FILE
-from ..io.files import STAGE_PREFIX, TEMP_PREFIX, signals_held
+from ..io.files import STAGE_PREFIX, TEMP_PREFIX, name_final, signals_held
 
 # temporary files of a killed write: featinv's prefix, or (older featinv) a run file's name
 _OLD_TEMPS = re.compile(r"\.(decoder\.safetensors|train_state\.safetensors|metrics\.jsonl|"
@@ -114,6 +114,9 @@ def commit(folder: Path, write_state: Callable[[Path], object],
                     (folder / STATE_FILE).unlink(missing_ok=True)
                 raise
         _fsync_folder(folder)
+    except BaseException as exc:
+        name_final(exc, stage, folder)  # messages name folder/FILE, not the staging folder
+        raise
     finally:
         shutil.rmtree(stage, ignore_errors=True)
 

@@ -181,7 +181,8 @@ def test_cli_size_and_params(photo, tmp_path):
 
 @pytest.mark.parametrize("case, message", [("missing", "no such file"),
                                            ("unknown", "Unknown feature 'hgo'"),
-                                           ("small", "12x12 px is too small for 'lbp'")])
+                                           ("small", "12x12 px (width x height) is too "
+                                                     "small for 'lbp'")])
 def test_cli_bad_input_is_one_line(capsys, tmp_path, photo, case, message):
     image, feature = str(photo), "lbp"
     if case == "missing":

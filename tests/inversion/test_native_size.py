@@ -113,7 +113,7 @@ def test_the_advice_for_a_thin_image_works(tmp_path, capsys):
     The advice names the --max-side it needs, and following it works."""
     src = photo(tmp_path / "thin.png", 1, 600)
     code, _, err = run(capsys, "invert", "-f", "hog", src, "-o", tmp_path / "a.png")
-    assert code == 1 and "image of 600x1 px (height x width) is too small" in err
+    assert code == 1 and "image of 1x600 px (width x height) is too small" in err
     assert "e.g. 4, with --max-side 2400 or more" in err
     code, _, err = run(capsys, "invert", "-f", "hog", src, "--size", "4", "--max-side", "2400",
                        "-o", tmp_path / "b.png")

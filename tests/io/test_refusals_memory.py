@@ -169,12 +169,14 @@ def test_a_png_is_decoded_in_full_only_when_the_free_memory_holds_it(traps, tmp_
     monkeypatch.setattr(featinv.limits, "memory_available", lambda: 10**9)
     assert probe_image(claim) == (9440, 9440)  # the header alone is read as before
     for png in (claim, traps / "big.png"):
-        with pytest.raises(ImageError, match=r"decoding 9\d\d0x9\d\d0 px takes about 1\.\d GB, "
+        with pytest.raises(ImageError, match=r"decoding 9\d\d0x9\d\d0 px \(width x height\) "
+                           r"takes about 1\.\d GB, "
                            r"more than the 1\.0 GB of memory free now \(featinv decodes a PNG in "
                            r"full, only a JPEG at a reduced scale\); downscale it first"):
             load_fitted(png, max_side=1024)
     assert load_fitted(traps / "big.jpg", max_side=1024).shape == (3, 1024, 1024)
-    with pytest.raises(ImageError, match="decoding 8192x8192 px takes about 1.1 GB"):
+    with pytest.raises(ImageError,
+                       match=r"decoding 8192x8192 px \(width x height\) takes about 1.1 GB"):
         load_fitted(traps / "big.jpg")  # wanted in full: no reduced decode helps
     good = traps / "photos" / "img000.png"
     code, _, err = run_cli(capsys, "invert", "-f", "hog", claim, good, "-o", tmp_path / "out")

@@ -71,8 +71,8 @@ def test_too_large_is_refused_before_the_representation_runs(little_free, monkey
     with pytest.raises(featinv.FeatinvError) as info:
         sift(torch.zeros(1, 3, 1024, 1024))
     message = str(info.value)
-    assert message.startswith("sift: the features of an image of 1024x1024 px would need about "
-                               "0.3 GB, more than the 0.1 GB of memory free now; use --max-side ")
+    assert message.startswith("sift: the features of an image of 1024x1024 px (width x height) "
+                               "would need about 0.3 GB, more than the 0.1 GB of memory free now; use --max-side ")
     side = int(message.split("--max-side ")[1].split()[0])
     assert 500 < side < 1024
     assert estimate(sift.spec.memory, side, side, sift.params) <= 100 * 10**6

@@ -69,7 +69,8 @@ def test_sizes_below_the_smallest_are_refused_clearly(name):
         with pytest.raises(FeatinvError) as info:
             ext(torch.rand(1, 3, h, w))
         message = str(info.value)
-        assert "\n" not in message and str(low) in message and f"{h}x{w}" in message
+        assert "\n" not in message and str(low) in message
+        assert f"{w}x{h} px (width x height)" in message
         with pytest.raises(FeatinvError):
             ext.layout(h, w)
 

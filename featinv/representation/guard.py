@@ -1,0 +1,81 @@
+"""Plugin code that ends with a ``BaseException`` that is not an ``Exception``: ``SystemExit``
+(a module that parses ``sys.argv`` at import, or calls ``sys.exit``), ``GeneratorExit``, a
+``KeyboardInterrupt`` raised by the code itself, or a class of its own. Left alone, such an
+exception passes every ``except Exception`` that isolates a broken plugin and ends featinv, with
+no word or with a traceback, even when the command never needed that plugin.
+
+``plugin_code(who)`` turns it into ``PluginAborted``, a ``PluginError``, so it is one more plugin
+failure. The user's own signals are told apart: when SIGINT (Ctrl-C), SIGTERM or SIGHUP arrives
+while the plugin code runs, the exception its handler raised passes unchanged. Only the main
+thread receives signals, so in any other thread every such exception is the plugin's.
+"""
+from __future__ import annotations
+
+import signal
+import threading
+from typing import Callable
+
+from ..errors import PluginError
+
+_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP")
+                 if hasattr(signal, name))
+
+
+class PluginAborted(PluginError):
+    """Plugin code raised ``original``, a ``BaseException`` that is not an ``Exception``."""
+
+    def __init__(self, who: str, original: BaseException):
+        self.original = original
+        super().__init__(f"{who} failed: {exception_text(original)} (plugin code must raise an "
+                         "exception, not end the process); fix or uninstall the plugin.")
+
+
+def exception_text(exc: BaseException) -> str:
+    """``Type: message`` of ``exc`` (of the exception a ``PluginAborted`` stands for)."""
+    exc = exc.original if isinstance(exc, PluginAborted) else exc
+    message = str(exc).strip()
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+
+
+class _SignalWatch:
+    """While open, notes whether a watched signal arrived (its handler still runs as before)."""
+
+    def __init__(self) -> None:
+        self.arrived = False
+        self._previous: dict[int, Callable] = {}
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for signum in _SIGNALS:
+            previous = signal.getsignal(signum)
+            if callable(previous):  # SIG_IGN and SIG_DFL raise nothing into this code
+                self._previous[signum] = previous
+                signal.signal(signum, self._relay(previous))
+
+    def _relay(self, previous: Callable) -> Callable:
+        def relay(signum, frame):
+            self.arrived = True
+            return previous(signum, frame)
+        return relay
+
+    def close(self) -> None:
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
+
+
+class plugin_code:
+    """``with plugin_code(who):`` runs plugin code (``who`` names it in messages, e.g.
+    ``"plugin 'x'"``); a ``BaseException`` it raises that is neither an ``Exception`` nor the
+    doing of a signal leaves the block as ``PluginAborted``."""
+
+    def __init__(self, who: str) -> None:
+        self.who = who
+
+    def __enter__(self) -> "plugin_code":
+        self._watch = _SignalWatch()
+        return self
+
+    def __exit__(self, kind, exc, traceback) -> bool:
+        self._watch.close()
+        if exc is None or isinstance(exc, Exception) or self._watch.arrived:
+            return False  # nothing, an ordinary failure, or the user's Ctrl-C or SIGTERM
+        raise PluginAborted(self.who, exc) from exc
