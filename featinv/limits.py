@@ -93,6 +93,20 @@ def memory_available() -> int | None:
     return min(found) if found else None
 
 
+# how PyTorch words a failed allocation: a RuntimeError on the CPU ("DefaultCPUAllocator: can't
+# allocate memory"), torch.OutOfMemoryError (a RuntimeError too) on a GPU
+_ALLOCATION_WORDS = ("can't allocate memory", "cannot allocate memory", "out of memory")
+
+
+def allocation_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` says that memory could not be allocated: a ``MemoryError``, or
+    PyTorch's ``RuntimeError`` for it (no PyTorch import: told by its type name and words)."""
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+        return True
+    return isinstance(exc, RuntimeError) and any(w in str(exc).lower()
+                                                 for w in _ALLOCATION_WORDS)
+
+
 def format_bound(number: float) -> str:
     """A range's end for messages: an integer in full (4294967295, not ``:g``'s 4.29497e+09),
     any other number as ``:g`` writes it."""

@@ -141,6 +141,12 @@ def _guard_stdout() -> None:
                                   errors=out.errors, line_buffering=True)
 
 
+def _out_of_memory() -> None:
+    _echo_error("out of memory: this work needs more memory than the machine has left; use "
+                "a smaller --size, --max-side, --image-size, --batch-size or --limit.")
+    sys.exit(1)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: one-line errors unless ``--debug``."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -183,12 +189,14 @@ def main(argv: list[str] | None = None) -> None:
     except MemoryError:  # what the header checks could not foresee (a plugin's appetite)
         if debug:
             raise
-        _echo_error("out of memory: this work needs more memory than the machine has left; use "
-                    "a smaller --size, --max-side, --image-size, --batch-size or --limit.")
-        sys.exit(1)
+        _out_of_memory()
     except Exception as exc:  # a bug or an environment problem: still one line by default
         if debug:
             raise
+        from ..limits import allocation_failure
+
+        if allocation_failure(exc):  # PyTorch's words for it: RuntimeError, OutOfMemoryError
+            _out_of_memory()
         if isinstance(exc, OSError) and exc.errno == errno.ENAMETOOLONG:  # a path of the user's
             from ..errors import printable
 

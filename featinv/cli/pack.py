@@ -29,8 +29,12 @@ def pack_cmd(source, out, recipe, full, unlimited, license_, overwrite) -> None:
     if not is_folder_target(out):
         refuse_idle({"license_": "--license"}, "a folder output (-o FOLDER, with a model card)")
     if is_folder_target(out):
+        from ..io.tensor_files import utf8_path
+
+        # the model card (UTF-8 text) names the folder: one whose name is no UTF-8, escaped
+        name = None if utf8_path(out) else f"local-dir:{printable(out)}"
         folder = pack_folder(source, out, recipe=recipe, half=not full, overwrite=overwrite,
-                             license=license_)
+                             license=license_, name=name)
         size = sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
         click.echo(f"{printable(folder)} ({size / 1e6:.2f} MB; load it with -c "
                    f"local-dir:{printable(folder)})")

@@ -10,6 +10,7 @@ import click
 
 from .common import echo_json, feature_params
 from .options import typed
+from ..errors import printable
 
 
 def _option(f: dataclasses.Field, hints: dict) -> typing.Callable | None:
@@ -83,6 +84,6 @@ def train_cmd(resume: bool, **options) -> None:
     check_given_options(cfg, given)  # then an option given at its default value with no effect
     metrics = train(cfg, resume=resume, log=lambda m: click.echo(m, err=True))
     if world_from_env().is_main:  # under torchrun, one process reports
-        click.echo(f"wrote {Path(cfg.out) / 'decoder.safetensors'}")
+        click.echo(f"wrote {printable(Path(cfg.out) / 'decoder.safetensors')}")  # any name
         if metrics:
             echo_json(metrics)

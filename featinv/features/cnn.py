@@ -146,13 +146,13 @@ def read_weight_file(path: str | Path, expected: dict[str, Any] | None = None,
     suffix = path.suffix.lower()
     try:
         if suffix == ".safetensors":
-            from safetensors.torch import load_file
+            from ..io.tensor_files import load_file  # any path, UTF-8 or not
 
             entries = safetensors_entries(path)
             if shapes is not None:
                 check_expected(path, entries, shapes, what)
             check_budget(path, entries, "weights file")
-            return load_file(str(path))
+            return load_file(path)
         if suffix == ".npz":
             return {k: torch.from_numpy(np.ascontiguousarray(v))
                     for k, v in read_npz(path, shapes, what).items()}

@@ -19,7 +19,9 @@ import torch
 
 from ..io import checkpoint
 from ..io.checkpoint import ENCODER_PREFIX, decoder_metadata, save_decoder  # noqa: F401 (public here too)
+from ..io.tensor_files import DTYPE_CODES
 from ..io.weight_checks import MAX_PARAMETER, check_finite, check_magnitudes  # noqa: F401
+from ..io.weight_checks import stored_type_error
 from ..decoders.networks import Decoder, rebuild_decoder
 from ..errors import CheckpointError, FeatinvError, UnknownFeatureError, printable
 from ..limits import MAX_SIDE
@@ -32,6 +34,7 @@ from .meta_checks import check_info
 from .sizing import default_size, fit_sides, pad_images, prepare, work_size  # noqa: F401
 from .zoo import ZOO_DIR  # noqa: F401 (public here too)
 
+STORED_FLOATS = ("F32", "F16")  # a decoder file's floating-point tensors (pack: float16)
 # deprecated aliases: these moved to featinv.inversion.pipeline, which imports this module, so
 # they are looked up on first use (PEP 562) instead of imported here
 _MOVED = {"encode", "decode", "reconstruct", "invert", "Inverter"}
@@ -198,7 +201,8 @@ def _check_weights_fit(path: Path, described: torch.nn.Module, entries: dict[str
     decoder would otherwise allocate gigabytes for a small file, and a tensor the decoder does
     not have (a sparse 4 GB one) gigabytes of address space. ``encoder.`` tensors belong to a
     decoder trained with ``--finetune-encoder``; a file whose training says otherwise has none."""
-    wanted = {k: tuple(v.shape) for k, v in described.state_dict().items()}
+    state = described.state_dict()
+    wanted = {k: tuple(v.shape) for k, v in state.items()}
     have = {k: tuple(e.shape) for k, e in entries.items() if not k.startswith(ENCODER_PREFIX)}
     training = meta.get("training")
     encoder = [k for k in entries if k.startswith(ENCODER_PREFIX)]
@@ -207,6 +211,20 @@ def _check_weights_fit(path: Path, described: torch.nn.Module, entries: dict[str
                               f"(unexpected {printable(encoder[0])}: an encoder's, but the "
                               "decoder was trained without --finetune-encoder). The file was "
                               "altered or written by an incompatible version.")
+    if not encoder and isinstance(training, dict) and training.get("finetune_encoder"):
+        raise CheckpointError(f"{printable(path)}: its metadata says the encoder was fine-tuned "
+                              "('training.finetune_encoder'), but it holds no encoder weights; "
+                              "the file was altered or damaged. Use an intact copy.")
+    for name, entry in entries.items():  # featinv writes floats in float32 (packed: float16)
+        own = state.get(name)
+        if name.startswith(ENCODER_PREFIX):  # a CNN's weights, and its batch-norm counters
+            types = (*STORED_FLOATS, "I64")
+        elif own is None:  # not the decoder's: refused below
+            continue
+        else:
+            types = STORED_FLOATS if own.is_floating_point() else (DTYPE_CODES.get(own.dtype),)
+        if entry.code and entry.code not in types:
+            raise stored_type_error(path, name, entry.code, types)
     if wanted == have:
         return
     missing, unexpected = sorted(set(wanted) - set(have)), sorted(set(have) - set(wanted))

@@ -17,6 +17,7 @@ from typing import Any
 
 from ..errors import CheckpointError, printable
 from ..io.state_checks import MAX_COUNT, check_history
+from .recipe_checks import check_training
 
 ADVICE = "Use an intact copy, or train it again."
 PLUGIN_NAME = re.compile(r"[A-Za-z0-9_.:\-]{1,200}\Z")  # a Python distribution or module name
@@ -54,6 +55,9 @@ def check_info(path: str | Path, meta: dict[str, Any], spec, family: str | None)
     version = meta.get("featinv_version")
     if version is not None and not (isinstance(version, str) and VERSION.match(version)):
         raise refuse("featinv_version", version, "a version number")
+    if "image_size" in meta["decoder"] and meta["decoder"]["image_size"] != meta["image_size"]:
+        raise refuse("image_size", meta["image_size"], f"{meta['decoder']['image_size']!r:.20} "
+                     "(the size its decoder description makes)")
     if "layout" in meta["decoder"] and meta["decoder"]["layout"] != meta["layout"]:
         raise refuse("decoder.layout", meta["decoder"]["layout"], f"{meta['layout']!r} (the "
                      "file's layout)")
@@ -84,6 +88,7 @@ def check_info(path: str | Path, meta: dict[str, Any], spec, family: str | None)
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
                                   or value < 0):
             raise refuse(f"training.{key}", value, "a number from 0")
+    check_training(training, meta["decoder"], refuse)
     if training.get("feature") is not None \
             and str(training["feature"]).lower() != feature["name"]:
         raise refuse("training.feature", training["feature"], f"'{feature['name']}' (the "

@@ -139,16 +139,11 @@ def hub_cached() -> list[dict]:
 
 def _header_meta(path: Path) -> dict[str, Any]:
     """The featinv metadata in a safetensors header (no tensor read, no PyTorch)."""
-    from safetensors import SafetensorError, safe_open
-
-    from ..io.archives import check_safetensors_header
+    from ..io.archives import check_safetensors_header, read_safetensors_header
 
     check_safetensors_header(path, ValueError)
-    try:
-        with safe_open(str(path), framework="np") as f:
-            meta = json.loads((f.metadata() or {})["featinv"])
-    except SafetensorError as exc:
-        raise ValueError(str(exc)) from None
+    try:  # parsed by hand: safetensors cannot open a path that is not UTF-8
+        meta = json.loads(read_safetensors_header(path)[1]["featinv"])
     except RecursionError:
         raise ValueError("metadata nested too deeply") from None
     if not isinstance(meta, dict) or meta.get("format") != "featinv-decoder":

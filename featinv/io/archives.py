@@ -30,10 +30,12 @@ NPY_HEADER_LIMIT = 10_000  # numpy's own default bound on an .npy header
 
 @dataclass(frozen=True)
 class Entry:
-    """One array of an archive, as its header describes it."""
+    """One array of an archive, as its header describes it; ``code``: a ``.safetensors``
+    tensor's dtype as its header names it (``F32``, ``I64``, ...; empty for an ``.npz``)."""
 
     shape: tuple[int, ...]
     dtype: np.dtype
+    code: str = ""
 
     @property
     def nbytes(self) -> int:
@@ -236,7 +238,7 @@ def read_safetensors_header(path: str | Path) -> tuple[dict[str, Entry], dict[st
                 or end - begin != math.prod(shape) * itemsize:
             raise ValueError(f"tensor {printable(name)[:60]!r}: shape {shape} does not fit its "
                              f"offsets {[begin, end]}")
-        entries[name] = Entry(shape, _BY_ITEMSIZE[itemsize])
+        entries[name] = Entry(shape, _BY_ITEMSIZE[itemsize], info["dtype"])
         spans.append((begin, end))
     position = 0
     for begin, end in sorted(spans):

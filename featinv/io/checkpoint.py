@@ -29,14 +29,15 @@ from typing import Any, Callable
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 
 from ..errors import CheckpointError, printable
-from ..limits import MEMORY_ENV, budget_words, memory_budget
+from ..limits import MEMORY_ENV, allocation_failure, budget_words, memory_budget
 from .archives import Entry
 from .files import atomic_write, file_kind  # noqa: F401 (atomic_write: public here too)
-from .state_checks import check_param_groups, check_state_meta
-from .weight_checks import check_magnitudes
+from .optimizer_state import OPTIMIZER_PREFIX, load_optimizer, optimizer_tensors  # noqa: F401
+from .state_checks import check_state_meta
+from .tensor_files import DTYPE_CODES, load_file, save_file
+from .weight_checks import check_magnitudes, stored_type_error
 
 FORMAT = "featinv-decoder"
 STATE_FORMAT = "featinv-train-state"
@@ -54,13 +55,13 @@ ENCODER_PREFIX = "encoder."  # a fine-tuned encoder's tensors in a decoder file
 # then each optimizer's state. The decoder's optimizer keeps its param groups in the metadata's
 # ``param_groups``, the others' are under ``optimizer_groups`` by prefix.
 STATE_PREFIXES = {"decoder": "decoder.", "encoder": ENCODER_PREFIX, "ema": "ema.",
-                  "discriminator": "discriminator.", "opt": "opt.", "disc_opt": "disc_opt."}
-OPTIMIZER_PREFIX = STATE_PREFIXES["opt"]
+                  "discriminator": "discriminator.", "opt": OPTIMIZER_PREFIX,
+                  "disc_opt": "disc_opt."}
 
 
 def atomic_save(tensors: dict[str, torch.Tensor], path: str | Path, meta: dict[str, Any]) -> Path:
-    """Write ``tensors`` and JSON ``meta`` to ``path`` atomically."""
-    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    """Write ``tensors`` and JSON ``meta`` to ``path`` atomically (``tensor_files.save_file``:
+    any path, each tensor's bytes made while it is written, not a copy of them all first)."""
 
     def write(tmp):
         try:
@@ -126,14 +127,19 @@ def load(path: str | Path, expected_format: str = FORMAT,
                               f"${MEMORY_ENV} if the file is right (a featinv decoder needs "
                               "some MB, no GB).")
     try:
-        tensors = load_file(str(path))
-    except MemoryError:  # an address-space limit (ulimit -v) below what the budget allows
+        tensors = load_file(path)
+    except (MemoryError, RuntimeError) as exc:  # an address-space limit (ulimit -v) below
+        if not allocation_failure(exc):           # what the budget allows
+            raise CheckpointError(f"{printable(path)}: weights are unreadable "
+                                  f"({printable(exc)[:200]}); the file may be truncated. "
+                                  "Re-download or re-train it.") from None
         raise CheckpointError(f"{printable(path)}: its tensors take {total / 1e9:.1f} GB, more "
                               "than this process may allocate (ulimit -v or a container's "
                               "limit); raise the limit or use a smaller file.") from None
-    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise CheckpointError(f"{path}: weights are unreadable ({exc}); the file may be "
-                              "truncated. Re-download or re-train it.") from None
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{printable(path)}: weights are unreadable "
+                              f"({printable(exc)[:200]}); the file may be truncated. "
+                              "Re-download or re-train it.") from None
     return tensors, meta
 
 
@@ -253,57 +259,6 @@ def save_decoder(decoder: torch.nn.Module, path: str | Path, meta: dict[str, Any
 
 # -- training state ---------------------------------------------------------------------------
 
-def optimizer_tensors(opt: torch.optim.Optimizer, prefix: str = OPTIMIZER_PREFIX
-                      ) -> tuple[dict[str, torch.Tensor], list]:
-    """An optimizer's state as flat tensors ``<prefix><param>.<key>``, and its param groups
-    (JSON): safetensors holds no Python objects."""
-    sd = opt.state_dict()
-    tensors = {f"{prefix}{pid}.{key}": torch.as_tensor(value)
-               for pid, state in sd["state"].items() for key, value in state.items()}
-    return tensors, sd["param_groups"]
-
-
-# optimizer group entries that are no setting of the run: the parameters, the learning rate
-# (set by the schedule at each step) and how the update is computed (fused or foreach kernels
-# differ between CPU and GPU: a run may resume on the other)
-_OPTIMIZER_RUNTIME = frozenset({"params", "lr", "initial_lr", "foreach", "fused", "capturable",
-                                "differentiable"})
-
-
-def load_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], groups: list,
-                   prefix: str = OPTIMIZER_PREFIX) -> None:
-    """Inverse of ``optimizer_tensors``. The stored settings (Adam's betas, eps, weight decay)
-    must be the ones ``opt`` was built with, which the run's configuration fixes: a state whose
-    betas are [5, 5] was not written by featinv (a ``ValueError``; its learning rate is not
-    compared, the schedule sets it at every step)."""
-    state: dict[int, dict[str, torch.Tensor]] = {}
-    for name, value in tensors.items():
-        if name.startswith(prefix):
-            pid, key = name[len(prefix):].split(".", 1)
-            state.setdefault(int(pid), {})[key] = value
-    built = [{k: v for k, v in group.items() if k not in _OPTIMIZER_RUNTIME}
-             for group in opt.param_groups]
-    check_param_groups(groups, opt, built)
-    try:
-        opt.load_state_dict({"state": state, "param_groups": groups})
-    except (TypeError, AttributeError, IndexError) as exc:
-        raise ValueError(f"its state cannot be loaded ({type(exc).__name__}: {exc})") from None
-    for group, want in zip(opt.param_groups, built):
-        for key, value in want.items():
-            stored = group[key]
-            same = (list(stored) == list(value) if isinstance(value, (list, tuple))
-                    and isinstance(stored, (list, tuple)) else stored == value)
-            if not same:
-                raise ValueError(f"its {key} {stored!r} is not this run's {value!r}; it was not "
-                                 "written by featinv as it is")
-    # Saved tensors come back contiguous; fused and foreach kernels expect each state tensor laid
-    # out like its parameter (channels_last decoders), so give them the parameter's strides.
-    for param, param_state in opt.state.items():
-        for key, value in param_state.items():
-            if isinstance(value, torch.Tensor) and value.shape == param.shape:
-                param_state[key] = torch.empty_like(param, dtype=value.dtype).copy_(value)
-
-
 def module_prefix(name: str) -> str:
     """The tensor prefix of module ``name`` in a training state (``STATE_PREFIXES``; a name it
     does not list is stored under ``<name>.``)."""
@@ -334,29 +289,38 @@ def _check_state_entries(path, entries: dict[str, Entry], modules: dict[str, tor
     """Refuse a training state holding tensors this run has not (from its header, before any
     is read): a module's must be in its state dict with that shape, an optimizer's
     ``<prefix><param>.<key>`` shaped like that parameter or a scalar; any other must carry a
-    prefix training writes (a part this run does not resume, e.g. ``ema.`` without --ema)."""
-    module_shapes = {f"{module_prefix(n)}{k}": tuple(v.shape)
-                     for n, m in modules.items() for k, v in m.state_dict().items()}
+    prefix training writes (a part this run does not resume, e.g. ``ema.`` without --ema). The
+    tensors this run loads must be of the type training writes them in (a module's own; Adam's
+    moments their parameter's, its step count float32): any other was cast on load."""
+    module_tensors = {f"{module_prefix(n)}{k}": v
+                      for n, m in modules.items() for k, v in m.state_dict().items()}
     module_prefixes = tuple(module_prefix(n) for n in modules)
     params = {prefix: [p for group in opt.param_groups for p in group["params"]]
               for prefix, opt in optimizers.items()}
     for name, entry in entries.items():
-        shape = tuple(entry.shape)
+        shape, code = tuple(entry.shape), None  # code: the dtype training writes it in
         opt = next((p for p in params if name.startswith(p)), None)
-        if name in module_shapes:
-            ok = shape == module_shapes[name]
+        if name in module_tensors:
+            ok = shape == tuple(module_tensors[name].shape)
+            code = DTYPE_CODES.get(module_tensors[name].dtype)
         elif name.startswith(module_prefixes):
             ok = False
         elif opt is not None:
-            pid = name[len(opt):].split(".", 1)[0]
-            ok = pid.isdigit() and int(pid) < len(params[opt]) and \
+            pid, _, key = name[len(opt):].partition(".")
+            ok = pid.isdecimal() and int(pid) < len(params[opt]) and \
                 shape in (tuple(params[opt][int(pid)].shape), ())
+            # Adam's step count is a float32 scalar, its moments are of their parameter's type
+            code = "F32" if key == "step" else \
+                DTYPE_CODES.get(params[opt][int(pid)].dtype) if ok else None
         else:
             ok = name.startswith(tuple(STATE_PREFIXES.values()))
         if not ok:
             raise CheckpointError(f"{printable(path)}: holds a tensor this run does not have "
                                   f"({printable(name)[:80]} of shape {list(shape)[:6]}); the "
                                   "training state was altered. Start a new run (--overwrite).")
+        if code is not None and entry.code != code:
+            raise stored_type_error(path, name, entry.code, (code,), "training state",
+                                    "Start a new run (--overwrite).")
 
 
 def load_train_state(path: str | Path, modules: dict[str, torch.nn.Module],

@@ -23,6 +23,12 @@ from ..errors import CheckpointError, printable
 
 MAX_COUNT = 2**50  # steps, epochs, images seen: far beyond any run (MAX_STEP, below, 2**40)
 COUNTERS = ("epoch", "step", "images_seen")  # whole numbers from 0
+# any other number of a record: a rate, a loss or a learning rate (at most 1e30, as --lr) is far
+# below this; 1e300 printed a 300-digit table cell in a packed decoder's model card
+MAX_NUMBER = 1e30
+# a PSNR of pictures in [0, 1] in dB: 0 at least (a mean squared error of 1), 120 at most (the
+# error is floored at 1e-12); earlier versions had no floor (float64: about 3000)
+PSNR_RANGE = (0.0, 4000.0)
 # the moments of Adam that are averages of squares (never negative)
 SQUARES = ("exp_avg_sq", "max_exp_avg_sq")
 
@@ -38,6 +44,13 @@ def _refuse_state(path, what: str, advice: str = RESUME_ADVICE, thing: str = "st
 
 def _number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _words(value) -> str:
+    """A number for a message, short however large (``10**300`` is no 300-digit word)."""
+    if isinstance(value, int) and abs(value) >= 10**15:
+        return f"{'-' if value < 0 else ''}a whole number of {len(str(abs(value)))} digits"
+    return f"{value:.6g}" if isinstance(value, float) else repr(value)
 
 
 def finite_record(record: dict[str, Any]) -> dict[str, Any]:
@@ -86,13 +99,19 @@ def check_history(history, step: int, path: str | Path, advice: str = RESUME_ADV
                 continue
             if not _number(value):
                 raise refuse(f"{name} is {printable(repr(value))[:40]}, not a number")
-            if not math.isfinite(value):
+            if isinstance(value, float) and not math.isfinite(value):
                 raise refuse(f"{name} is {value}, not a finite number")
-            if key in COUNTERS:
+            if key in COUNTERS or key.endswith("n_images"):  # val_n_images: a count too
                 high = step if key in ("epoch", "step") else MAX_COUNT
                 if not (isinstance(value, int) and 0 <= value <= high):
-                    raise refuse(f"{name} is {value!r}, not a whole number from 0 to "
-                                        f"{high}")
+                    raise refuse(f"{name} is {_words(value)}, not a whole number from 0 to "
+                                 f"{high}")
+            elif abs(value) > MAX_NUMBER:
+                raise refuse(f"{name} is {_words(value)}, beyond what training records (at "
+                             f"most {MAX_NUMBER:g} in size)")
+            elif key.endswith("psnr") and not PSNR_RANGE[0] <= value <= PSNR_RANGE[1]:
+                raise refuse(f"{name} is {_words(value)} dB, not from {PSNR_RANGE[0]:g} to "
+                             f"{PSNR_RANGE[1]:g} (the PSNR of pictures in [0, 1])")
             elif (key == "lr" or key.endswith(("loss", "error")) or key.startswith("train_")) \
                     and value < 0:
                 raise refuse(f"{name} is {value!r}, below 0")
@@ -210,20 +229,22 @@ def check_state_meta(path: Path, meta: dict[str, Any]) -> None:
 def check_param_groups(groups, opt: torch.optim.Optimizer, built: list[dict[str, Any]]) -> None:
     """Stored param groups shaped as ``opt``'s: as many, each an object holding every setting
     ``opt`` has (a missing ``betas`` was taken for the run's own, then failed as a KeyError)
-    and ``params``, a list of distinct parameter numbers as long as the run's group."""
+    and ``params``, the numbers torch's ``state_dict`` gives the run's parameters: from 0, in
+    order over the groups (numbers beyond them, or negative, left their state unattached, an
+    AttributeError at the first check)."""
     if not isinstance(groups, list) or len(groups) != len(opt.param_groups):
         raise ValueError(f"its param_groups are not {len(opt.param_groups)} group(s)")
-    seen: set[int] = set()
+    start = 0
     for stored, group, want in zip(groups, opt.param_groups, built):
         if not isinstance(stored, dict):
             raise ValueError("a param group is no object")
         missing = [k for k in want if k != "params" and k not in stored]
         if missing:
             raise ValueError(f"a param group lacks '{missing[0]}'")
-        ids = stored.get("params")
-        if not (isinstance(ids, list) and len(ids) == len(group["params"])
-                and all(isinstance(i, int) and not isinstance(i, bool) for i in ids)
-                and len(set(ids)) == len(ids) and not seen & set(ids)):
+        ids, count = stored.get("params"), len(group["params"])
+        if not (isinstance(ids, list) and all(type(i) is int for i in ids)
+                and ids == list(range(start, start + count))):
             raise ValueError("its param group 'params' is not a list of distinct parameter "
-                             f"numbers for the run's {len(group['params'])} parameters")
-        seen |= set(ids)
+                             f"numbers for the run's {count} parameters ({start} to "
+                             f"{start + count - 1}, in order)")
+        start += count

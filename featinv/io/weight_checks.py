@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from ..errors import CheckpointError, printable
+from .tensor_files import TYPE_NAMES
 
 MAX_PARAMETER = 1e6  # trained decoders' weights and biases stay within about 10
 # the feature statistics a decoder normalises its input with (``Decoder.set_feature_stats``
@@ -63,6 +64,20 @@ def check_magnitudes(path: str | Path, tensors: dict[str, torch.Tensor], paramet
                 f"{printable(path)}: {printable(name)} holds {_outlier(value, 0.0):.3g}, far "
                 f"beyond what training makes (at most {MAX_PARAMETER:g}): the file is corrupt. "
                 f"{advice}")
+
+
+def stored_type_error(path: str | Path, name: str, code: str, wanted, thing: str = "file",
+                      advice: str = DECODER_ADVICE) -> CheckpointError:
+    """The refusal of tensor ``name`` stored as ``code`` (a safetensors dtype: ``U8``,
+    ``F8_E4M3``, ...) where featinv writes only the types ``wanted``: loaded by casting, uint8
+    weights or an int64 ``feature_std`` gave flat pictures with exit code 0, and float8 an
+    internal NotImplementedError (issue 24, round 11, E8)."""
+    def words(c: str) -> str:
+        return TYPE_NAMES.get(c, printable(c)[:20])
+    return CheckpointError(f"{printable(path)}: tensor {printable(name)[:80]} is stored as "
+                           f"{words(code)}, a type featinv never writes for it (only "
+                           f"{' or '.join(words(c) for c in wanted)}); the {thing} was altered "
+                           f"or damaged. {advice}")
 
 
 def _outlier(value: torch.Tensor, centre: float) -> float:

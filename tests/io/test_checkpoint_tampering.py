@@ -87,6 +87,19 @@ CASES = {
                               "'feature.name' is missing or not what featinv writes"),
     "absurd image size": (dict(edit_meta=lambda m: m.update(image_size=10**9)),
                           "incomplete featinv metadata"),
+    # round 11, E8: tensors of a type featinv never writes (loaded by casting: flat pictures)
+    "a weight as uint8": (dict(edit_tensors=lambda t: _cast(t, _last_weight(t), torch.uint8)),
+                          "is stored as uint8, a type featinv never writes for it"),
+    "feature std as int64": (dict(edit_tensors=lambda t: _cast(t, "feature_std", torch.int64)),
+                             "a type featinv never writes for it"),
+    "feature std as bool": (dict(edit_tensors=lambda t: _cast(t, "feature_std", torch.bool)),
+                            "a type featinv never writes for it"),
+    "weights as float8": (dict(edit_tensors=lambda t: _cast(t, _last_weight(t),
+                                                            torch.float8_e4m3fn)),
+                          "is stored as float8_e4m3fn, a type featinv never writes for it"),
+    "weights as bfloat16": (dict(edit_tensors=lambda t: _cast(t, _last_weight(t),
+                                                              torch.bfloat16)),
+                            "a type featinv never writes for it"),
 }
 # round 9: the fields a decoder is not built from, which pack copies into what it ships (one
 # row of docs/troubleshooting.md explains them all: "featinv never writes that")
@@ -143,7 +156,44 @@ INFO_CASES = {
                               "'training.lr' is 'fast', not a number from 0"),
     "nested 100 levels": (dict(edit_meta=lambda m: m.update(training={"params": _nested(100)})),
                           "nested too deeply"),
+    # round 11, E9: the fields left unchecked, and bounds on numbers
+    "validation images 1e300": (dict(edit_meta=lambda m: m.update(metrics={
+        "val_n_images": 10**300})), "val_n_images is a whole number of 301 digits, not a whole"),
+    "psnr -1e300": (dict(edit_meta=lambda m: m.update(metrics={"val_psnr": -1e300})),
+                    "val_psnr is -1e\\+300, beyond what training records"),
+    "psnr below 0": (dict(edit_meta=lambda m: m.update(metrics={"val_psnr": -3.0})),
+                     "val_psnr is -3 dB, not from 0"),
+    "a loss of 1e300": (dict(edit_meta=lambda m: m.update(metrics={"train_loss": 1e300})),
+                        "train_loss is 1e\\+300, beyond what training records"),
+    "training image size 1e40": (dict(edit_meta=lambda m: m.update(training={
+        "image_size": 10**40})), "'training.image_size' is 1000"),
+    "training width 1e300": (dict(edit_meta=lambda m: m.update(training={"width": 1e300})),
+                             "'training.width' is 1e\\+300, not a number above 0 up to 8"),
+    "fine-tuned encoder claimed by the recipe": (dict(edit_meta=lambda m: m.update(training={
+        "finetune_encoder": True})), "'training.finetune_encoder'.*holds no encoder weights"),
+    "recipe params as text": (dict(edit_meta=lambda m: m.update(training={"params": "x"})),
+                              "'training.params' is 'x', not an object"),
+    "crop scale reversed": (dict(edit_meta=lambda m: m.update(training={
+        "crop_scale": [5, -1]})), "'training.crop_scale' is \\[5, -1\\]"),
+    "loss as an object": (dict(edit_meta=lambda m: m.update(training={"loss": {"a": 1}})),
+                          "'training.loss' is {'a': 1}, not text"),
+    "schedule unknown": (dict(edit_meta=lambda m: m.update(training={"schedule": "wild"})),
+                         "'training.schedule' is 'wild', not one of linear"),
+    "finetune as text": (dict(edit_meta=lambda m: m.update(training={"finetune_encoder": "no"})),
+                         "'training.finetune_encoder' is 'no', not true or false"),
+    "recipe of another preset": (dict(edit_meta=lambda m: m.update(training={
+        "preset": "paper"})), "'training.preset' is 'paper', not 'compact'"),
+    "image size beside the decoder's": (dict(edit_meta=lambda m: m["decoder"].update(
+        image_size=64)), "'image_size' is 32, not 64"),
 }
+
+
+def _cast(tensors, key, dtype):
+    tensors[key] = tensors[key].to(dtype)
+
+
+def _last_weight(tensors):
+    return [k for k in sorted(tensors) if k.endswith("weight") and tensors[k].dim() > 1][-1]
 
 
 def _nested(levels: int):
@@ -151,6 +201,32 @@ def _nested(levels: int):
     for _ in range(levels - 1):
         value = [value]
     return value
+
+
+class TestTensorOfATypeFeatinvNeverWrites:
+    """Round 11, E8, beyond the CASES above: the types allowed follow the tensor's kind."""
+
+    def test_a_batch_counter_must_be_int64_and_packed_floats_load(self, tmp_path):
+        hog = featinv.get_feature("hog")
+        decoder = build_decoder(hog.spec, hog.layout(32, 32), 32, "residual", 0.125)
+        path = save_decoder(decoder, tmp_path / "bn.safetensors", decoder_metadata(hog, decoder))
+        counter = next(k for k in decoder.state_dict() if k.endswith("num_batches_tracked"))
+        half = rewrite(path, tmp_path, edit_tensors=lambda t: t.update(
+            {k: v.half() for k, v in t.items() if v.is_floating_point()}))
+        assert featinv.load_decoder(half).meta["feature"]["name"] == "hog"  # as pack writes
+        for dtype in (torch.float32, torch.int32, torch.bool):
+            bad = rewrite(path, tmp_path, edit_tensors=lambda t: _cast(t, counter, dtype))
+            with pytest.raises(CheckpointError, match=f"{counter} is stored as "
+                               f"{str(dtype)[6:]}, a type featinv never writes for it "
+                               r"\(only int64\)"):
+                featinv.load_decoder(bad)
+
+    def test_an_encoders_tensors_are_float_or_int64(self, good, tmp_path):
+        path = rewrite(good, tmp_path, edit_meta=lambda m: m.update(
+            training={"finetune_encoder": True}, encoder={"finetuned": True}),
+            edit_tensors=lambda t: t.update({"encoder.w": torch.zeros(2, dtype=torch.uint8)}))
+        with pytest.raises(CheckpointError, match="encoder.w is stored as uint8"):
+            featinv.load_decoder(path)
 
 
 @pytest.mark.parametrize("case", sorted(CASES | INFO_CASES))

@@ -274,3 +274,69 @@ def test_the_moment_bound_holds_for_adam_itself():
                 if step % 7 else torch.zeros(1000)
             opt.step()
             check_optimizer_state(opt, "opt", step, "s")
+
+
+# -- round 11, E5: optimizer states that made the optimizer fail later; E8: tensor types ----------
+
+def _groups(edit):
+    def change(meta):
+        for group in meta["param_groups"]:
+            edit(group)
+    return change
+
+
+def _drop(key):
+    def edit(tensors):
+        del tensors[key]
+    return edit
+
+
+class TestOptimizerStateThatFailsLater:
+    """Each of these passed the checks and failed at the first step (or in the first check)
+    with Python's AttributeError, KeyError or RuntimeError instead of the one-line refusal."""
+
+    @pytest.mark.parametrize("edit_meta, edit_tensors, words", [
+        (_groups(lambda g: g.update(params=[i + 1000 for i in g["params"]])), None,
+         "distinct parameter numbers for the run's"),
+        (_groups(lambda g: g.update(params=[-i - 1 for i in g["params"]])), None,
+         "distinct parameter numbers for the run's"),
+        (_groups(lambda g: g.update(params=g["params"][::-1])), None, "in order"),
+        (None, _drop("opt.3.exp_avg"), "the state of parameter 3 lacks 'exp_avg'"),
+        (None, _drop("opt.0.step"), "the state of parameter 0 lacks 'step'"),
+        (None, lambda t: t.update({"opt.2.bogus": t["opt.2.step"].clone()}),
+         "the state of parameter 2 holds 'bogus'"),
+        (_groups(lambda g: g.update(differentiable=True)), None, "its differentiable True"),
+        (_groups(lambda g: g.update(fused="x")), None, "its fused 'x'"),
+        (_groups(lambda g: g.update(capturable=None)), None, "its capturable None"),
+        (_groups(lambda g: g.update(lr="fast")), None, "its lr 'fast' is no learning rate"),
+        (_groups(lambda g: g.update(initial_lr=-1e30)), None, "its initial_lr -1e+30"),
+        (_groups(lambda g: g.update(weight_decay=False)), None, "its weight_decay False"),
+    ], ids=["params-beyond", "params-negative", "params-reversed", "no-exp-avg", "no-step",
+            "extra-key", "differentiable", "fused-text", "capturable-null", "lr-text",
+            "initial-lr-negative", "weight-decay-false"])
+    def test_is_refused_in_one_line(self, capsys, base, run, edit_meta, edit_tensors, words):
+        tamper(run, edit_meta, edit_tensors)
+        assert_refused(capsys, base, run, STATE_FILE, "optimizer state does not fit this run",
+                       words)
+
+    def test_kernel_flags_of_another_machine_are_replaced_by_this_runs(self, capsys, base, run):
+        """A GPU run's state (capturable, foreach) resumes on the CPU: the flags say how that
+        machine computed the update, not what the run is."""
+        tamper(run, _groups(lambda g: g.update(capturable=True, foreach=True, fused=None)))
+        code, err, _ = resume(capsys, base, run)
+        assert code == 0, err
+
+
+class TestStateTensorOfAnotherType:
+    """A state tensor of a type training never writes was cast on load (an int32 moment, a
+    float16 weight) or failed in the kernels."""
+
+    @pytest.mark.parametrize("key, dtype, words", [
+        ("opt.0.exp_avg", torch.float64, "stored as float64"),
+        ("opt.0.step", torch.int64, "stored as int64"),
+        ("decoder.feature_std", torch.float16, "stored as float16"),
+    ])
+    def test_is_refused_before_anything_is_read(self, capsys, base, run, key, dtype, words):
+        tamper(run, edit_tensors=_set(key, lambda t: t.to(dtype)))
+        line = assert_refused(capsys, base, run, key, words, "a type featinv never writes")
+        assert "--overwrite" in line
