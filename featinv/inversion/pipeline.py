@@ -14,7 +14,7 @@ from typing import Iterable, Sequence
 import torch
 
 from ..decoders.networks import Decoder
-from ..errors import DecoderOutputError, FeatinvError
+from ..errors import FeatinvError
 from ..io.images import check_side
 from ..limits import DEFAULT_MAX_SIDE
 from ..precision import autocast, check_precision
@@ -22,6 +22,7 @@ from ..representation.extract import check_finite
 from ..representation.spec import Extractor
 from .device import as_device
 from .load import extractor_for, read_decoder
+from .output_checks import check_output, output_fault  # noqa: F401 (public here too)
 from .sizing import default_size, fit_sides, pad_images, prepare
 
 
@@ -71,7 +72,10 @@ class Inverter:
         side = self.image_size if self.decoder.layout.kind == "vector" \
             else max(min(self.image_size, 64), self.extractor.rule.smallest_side)
         sides = fit_sides(self.extractor, self.decoder, side, side)
-        features = self.encode(probe_images(*sides)).float()
+        with torch.no_grad():  # not encode(): a plugin's NaN is refused on the user's images
+            features = self.extractor(probe_images(*sides).to(self.device)).float()
+        if not bool(torch.isfinite(features).all()):
+            return
         fault = statistics_fault(features.cpu(), self.decoder.feature_mean.cpu(),
                                  self.decoder.feature_std.cpu())
         if fault:
@@ -153,51 +157,6 @@ def decode(decoder: Decoder, features: torch.Tensor, size: tuple[int, int] | Non
     size = tuple(size or (decoder.config["image_size"],) * 2)
     with torch.no_grad():
         return check_output(decoder(features.to(device), size=size), in_range=False).clamp(0, 1)
-
-
-NON_FINITE = ("the decoder produced non-finite values: the checkpoint is corrupt or was trained "
-              "with a diverging learning rate")
-# A trained decoder's raw output stays near [0, 1]: the shipped ones give -0.09 to 1.12 on photos,
-# black and white pictures and noise features, untrained ones 0.3 to 0.7. Forged weights within
-# the load checks' bounds (a last-layer weight of 1e5, a batch-norm variance of 0 where the
-# activations vary, a running mean of 9e5) put 8 to 100% of the values beyond [-1, 2]: clamped,
-# that was saturated noise written with exit code 0.
-FAR_RANGE, FAR_SHARE = (-1.0, 2.0), 0.01
-NAN_FAULT = "NaN or infinite values"
-
-
-def output_fault(out: torch.Tensor, in_range: bool = True) -> str | None:
-    """What makes ``out``, a decoder's raw output, no picture: ``NAN_FAULT``, or
-    (with ``in_range``) more than ``FAR_SHARE`` of its values beyond ``FAR_RANGE``; None if
-    it is one."""
-    if not bool(torch.isfinite(out).all()):
-        return NAN_FAULT
-    if not in_range or not out.numel():
-        return None
-    low, high = FAR_RANGE
-    far = float(((out < low) | (out > high)).float().mean())
-    if far > FAR_SHARE:
-        return (f"{far:.0%} of the values beyond [{low:g}, {high:g}], up to "
-                f"{float(out.abs().max()):.3g}")
-    return None
-
-
-def check_output(out: torch.Tensor, precision: str = "fp32", in_range: bool = True
-                 ) -> torch.Tensor:
-    """``out``, a decoder's raw output, if ``output_fault`` finds nothing wrong with it; else a
-    ``DecoderOutputError``. Checked before clamping to [0, 1]: NaN stays NaN there, and
-    infinities or values far out of range become flat or saturated pictures."""
-    fault = output_fault(out, in_range)
-    if fault is None:
-        return out
-    hint = ("; or its activations overflow in fp16: try --precision fp32 (or bf16)"
-            if precision == "fp16" else "; use an intact copy, or train it again")
-    if fault == NAN_FAULT:
-        raise DecoderOutputError(NON_FINITE + hint + ".")
-    raise DecoderOutputError(
-        f"the decoder's output lies far outside the image range [0, 1] ({fault}; trained "
-        "decoders stay within it): the checkpoint is corrupt or was trained with a "
-        f"diverging learning rate{hint}.")
 
 
 def reconstruct(extractor: Extractor, decoder: Decoder, images: torch.Tensor) -> torch.Tensor:

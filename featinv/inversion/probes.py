@@ -13,6 +13,8 @@ from typing import Callable
 
 import torch
 
+from ..errors import pixel_size
+
 PROBE_NAMES = ("black", "white", "gray", "1-px checker", "gradient", "smooth colours 1",
                "smooth colours 2", "noise")
 # the median per-channel RMS of the features of PROBE_NAMES, normalised by a decoder's feature
@@ -51,10 +53,10 @@ def larger_sides(height: int, width: int) -> list[tuple[int, int]]:
 
 def picture_fault(raw: torch.Tensor) -> str | None:
     """Why a decoder's raw outputs ``(N, 3, H, W)`` of the first N ``probe_images`` are no
-    pictures (``pipeline.output_fault`` of each, as `invert` judges each image), or None."""
-    from .pipeline import output_fault
+    pictures (``output_checks.output_fault`` of each, as `invert` judges each image), or None."""
+    from .output_checks import output_fault
 
-    size = f" at {raw.shape[-1]}x{raw.shape[-2]} px" if raw.numel() else ""
+    size = f" at {pixel_size(raw.shape[-1], raw.shape[-2])}" if raw.numel() else ""
     for name, out in zip(PROBE_NAMES, raw):
         fault = output_fault(out.float())
         if fault:
@@ -66,11 +68,20 @@ def statistics_fault(features: torch.Tensor, mean: torch.Tensor, std: torch.Tens
                      ) -> str | None:
     """Why ``mean`` and ``std`` (``(C,)``, a decoder's feature statistics) cannot be those of
     the representation whose features of ``probe_images`` are ``features`` ``(8, C, ...)``, or
-    None: normalised by them, the median channel's RMS must lie in ``STATS_RANGE``."""
+    None: normalised by them, the median channel's RMS must lie in ``STATS_RANGE``. Statistics
+    of 0 and 1 (a decoder built without them: features go in as they are) are not judged."""
+    if not bool(mean.any()) and bool((std == 1).all()):
+        return None
     view = (1, -1) + (1,) * (features.dim() - 2)
     z = (features.double() - mean.double().view(view)) / std.double().view(view)
     dims = [d for d in range(z.dim()) if d != 1]
-    rms = statistics.median(z.pow(2).mean(dims).sqrt().tolist())
+    per_channel = z.pow(2).mean(dims).sqrt()
+    # channels with no value on these pictures and a mean of 0 (after a ReLU) say nothing
+    values = features.transpose(0, 1).reshape(features.shape[1], -1)  # (C, everything else)
+    live = per_channel[values.ne(0).any(1) | mean.ne(0)]
+    if not live.numel():
+        return None
+    rms = statistics.median(live.tolist())
     low, high = STATS_RANGE
     if low <= rms <= high:
         return None

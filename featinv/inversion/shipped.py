@@ -125,11 +125,11 @@ def probe_features(decoder) -> torch.Tensor:
 
 def check_pictures(decoder, source) -> None:
     """Refuse to pack a decoder whose pictures of ``probe_features`` are not finite or lie far
-    outside [0, 1] (``pipeline.check_output``: invert would refuse it, so nobody may ship it),
+    outside [0, 1] (``output_checks.check_output``: invert would refuse it, so nobody may ship it),
     or are one and the same picture (it ignores its input); then check it on the fixed test
     pictures of ``probes`` (``check_on_probes``), which forged statistics cannot steer."""
     from ..errors import DecoderOutputError
-    from .pipeline import check_output
+    from .output_checks import check_output
 
     with torch.no_grad():
         out = decoder.float()(probe_features(decoder))
@@ -157,7 +157,6 @@ def probe_fault(decoder, extractor=None) -> str | None:
     import warnings
 
     from ..errors import FeatinvError
-    from .pipeline import Inverter
     from .probes import check_decoder, larger_sides
     from .sizing import fit_sides
 
@@ -169,9 +168,9 @@ def probe_fault(decoder, extractor=None) -> str | None:
                           f"representation is not available here ({exc})", stacklevel=2)
             return None
     side = int(decoder.config["image_size"])
-    inverter = Inverter(decoder.float(), extractor, device=torch.device("cpu"))
+    extractor, decoder = extractor.to(torch.device("cpu")), decoder.float()
     larger = larger_sides(side, side) if decoder.layout.kind == "grid" else []
-    return check_decoder(inverter.encode, lambda f, sides: decoder(f, size=sides),
+    return check_decoder(extractor, lambda f, sides: decoder(f, size=sides),
                          decoder.feature_mean, decoder.feature_std,
                          fit_sides(extractor, decoder, side, side),
                          [fit_sides(extractor, decoder, *s) for s in larger])
@@ -215,10 +214,9 @@ def without_machine_paths(training: dict[str, Any]) -> dict[str, Any]:
 
 
 def _check_size(tensors, meta: dict[str, Any], max_bytes: int, half: bool) -> None:
-    from safetensors.torch import save
+    from ..io.tensor_files import file_size
 
-    size = len(save({k: v.contiguous() for k, v in tensors.items()},
-                    metadata={checkpoint.META_KEY: json.dumps(meta)}))
+    size = file_size(tensors, {checkpoint.META_KEY: json.dumps(meta)})  # as atomic_save writes
     if size > max_bytes:
         hint = "" if half else "pack it in float16 (half the size), "
         raise CheckpointError(

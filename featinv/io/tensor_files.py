@@ -70,9 +70,20 @@ def save_file(tensors: Mapping[str, torch.Tensor], filename: str | os.PathLike,
         with open(filename, "wb") as f:
             f.write(data)
         return
+    names, head = sorted(tensors), _header(tensors, metadata)
+    with open(filename, "wb") as f:
+        f.write(len(head).to_bytes(8, "little"))
+        f.write(head)
+        for name in names:
+            f.write(_data(tensors[name]))
+
+
+def _header(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None) -> bytes:
+    """The JSON header ``save_file`` writes (padded to 8 bytes): each tensor's dtype, shape and
+    place, the data in name order."""
     header: dict[str, object] = {"__metadata__": dict(metadata)} if metadata else {}
-    names, offset = sorted(tensors), 0
-    for name in names:
+    offset = 0
+    for name in sorted(tensors):
         value = tensors[name]
         if value.dtype not in DTYPE_CODES:
             raise ValueError(f"tensor {name} is {value.dtype}, which safetensors cannot store")
@@ -81,12 +92,14 @@ def save_file(tensors: Mapping[str, torch.Tensor], filename: str | os.PathLike,
                         "data_offsets": [offset, offset + size]}
         offset += size
     head = json.dumps(header, separators=(",", ":")).encode("ascii")
-    head += b" " * (-len(head) % 8)  # the data starts 8-byte aligned, as safetensors writes it
-    with open(filename, "wb") as f:
-        f.write(len(head).to_bytes(8, "little"))
-        f.write(head)
-        for name in names:
-            f.write(_data(tensors[name]))
+    return head + b" " * (-len(head) % 8)  # the data starts 8-byte aligned, as safetensors does
+
+
+def file_size(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None
+              ) -> int:
+    """The bytes ``save_file`` writes for ``tensors`` and ``metadata``, without writing."""
+    return 8 + len(_header(tensors, metadata)) + sum(
+        v.numel() * v.element_size() for v in tensors.values())
 
 
 def load_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:

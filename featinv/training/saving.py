@@ -52,7 +52,7 @@ class Saving:
         batch's reconstruction (inference mode: statistics as stored; nothing of the training
         state changes) failing ``check_output`` (NaN, or far outside [0, 1]: a diverging
         ``--lr 1`` saved such a decoder with exit code 0, deleting the run it replaced)."""
-        from ..inversion.pipeline import output_fault
+        from ..inversion.output_checks import output_fault
 
         tensors = self.trained_params + list(self.averaged.parameters()) \
             + [b for b in self.averaged.buffers() if b.is_floating_point()]

@@ -4,6 +4,8 @@ names, the method checks (raised once, by the API) and the analyses' pictures.""
 import pytest
 import torch
 
+import featinv
+
 from helpers import write_images
 from featinv.analysis.evaluate import load_square_images
 from featinv.analysis.figures import (interpolation_strip, load_pair, perturbation_study,
@@ -122,19 +124,23 @@ def test_perturbation_study_gives_figure_7s_table(photos, val_subset, tmp_path):
     from featinv.inversion.load import ZOO_DIR
     from featinv.io import checkpoint
 
-    # the shipped HOG decoder's weights, labelled as trained with --finetune-encoder (HOG has no
-    # parameters to fine-tune, so the "autoencoder" is the same network)
-    meta = checkpoint.read_meta(ZOO_DIR / "hog.safetensors")
+    # the shipped conv1 decoder with SqueezeNet's own conv1 weights as its encoder: what
+    # --finetune-encoder writes, with the encoder unchanged (so the errors match)
+    layer = "squeezenet.conv1"
+    meta = checkpoint.read_meta(ZOO_DIR / f"{layer}.safetensors")
     meta["training"]["finetune_encoder"] = True
-    auto = tmp_path / "hog_autoencoder.safetensors"
-    checkpoint.atomic_save(load_file(ZOO_DIR / "hog.safetensors"), auto, meta)
+    encoder = featinv.get_feature(layer).module.state_dict()
+    tensors = {**load_file(ZOO_DIR / f"{layer}.safetensors"),
+               **{checkpoint.ENCODER_PREFIX + k: v.clone() for k, v in encoder.items()}}
+    auto = tmp_path / "conv1_autoencoder.safetensors"
+    checkpoint.atomic_save(tensors, auto, meta)
     rows = []
-    result = perturbation_study(["hog"], photos, names=["none", "binarize"],
+    result = perturbation_study([layer], photos, names=["none", "binarize"],
                                 autoencoders=[auto], device="cpu", on_layer=rows.append)
     assert result["n_images"] == 4 and result["data"] is None and result["seed"] == 0
-    assert result["layers"] == rows and rows[0]["layer"] == "hog"
+    assert result["layers"] == rows and rows[0]["layer"] == layer
     assert list(rows[0]["errors"]) == ["none", "binarize"]
-    assert result["autoencoder"] == [{"layer": "hog", "decoder": str(auto),
+    assert result["autoencoder"] == [{"layer": layer, "decoder": str(auto),
                                       "error": pytest.approx(rows[0]["errors"]["none"])}]
     with pytest.raises(FeatinvError, match="hog: this decoder was not trained with "
                        "--finetune-encoder, so it is no autoencoder"):

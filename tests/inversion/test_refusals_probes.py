@@ -46,7 +46,7 @@ class TestProbePictures:
         assert probes.picture_fault(raw) is None
         raw[1, :, :3] = 9.0  # the white picture, 30% of it far beyond [0, 1]
         fault = probes.picture_fault(raw)
-        assert fault.startswith("it reconstructs a white test image at 12x10 px with 30% of")
+        assert fault.startswith("it reconstructs a white test image at 12x10 px (width x height) with 30%")
 
     def test_a_decoder_out_of_range_only_at_larger_sides_is_caught(self):
         def decode(features, sides):
@@ -59,7 +59,7 @@ class TestProbePictures:
         mean, std = torch.zeros(1), torch.ones(1)
         assert probes.check_decoder(encode, decode, mean, std, (32, 32)) is None
         fault = probes.check_decoder(encode, decode, mean, std, (32, 32), [(64, 64)])
-        assert "black test image at 64x64 px with 100% of the values beyond [-1, 2]" in fault
+        assert "black test image at 64x64 px (width x height) with 100% of the values beyond [-1, 2]" in fault
 
 
 class TestForgedFeatureStatistics:
@@ -69,6 +69,15 @@ class TestForgedFeatureStatistics:
         assert ok is None
         assert "RMS of" in probes.statistics_fault(features, torch.full((4,), 1e3), torch.ones(4))
         assert "RMS of" in probes.statistics_fault(features, torch.zeros(4), torch.full((4,), 1e3))
+
+    def test_channels_dead_on_the_pictures_are_left_out(self):
+        """After a ReLU most channels of a deep layer are 0 on plain pictures, their mean 0."""
+        features = torch.zeros(8, 10, 2, 2)
+        features[:, :3] = torch.randn(8, 3, 2, 2)
+        mean, std = torch.zeros(10), torch.ones(10)
+        assert probes.statistics_fault(features, mean, std + 0) is None
+        assert "RMS of" in probes.statistics_fault(features, mean, std * 1e3)
+        assert probes.statistics_fault(torch.zeros(8, 10), mean, std * 2) is None  # all dead
 
     @pytest.mark.parametrize("feature", ["hog", "lbp"])
     def test_the_shipped_decoders_pass(self, feature):
