@@ -35,9 +35,9 @@ def _budget_env() -> float | None:
     except ValueError:
         gb = math.nan
     if not 1e-3 <= gb < 1e6:  # NaN too; below 1 MB (1e-300 is 0 bytes) nothing could run
-        from .errors import FeatinvError, printable
+        from .errors import FeatinvError, quoted
 
-        raise FeatinvError(f"${MEMORY_ENV}={printable(value)!r}: give a number of GB at least "
+        raise FeatinvError(f"${MEMORY_ENV}={quoted(value)}: give a number of GB at least "
                            "0.001 and below 1e6 (e.g. 4), or unset it.")
     return gb
 

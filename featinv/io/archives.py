@@ -20,7 +20,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from ..errors import FeatinvError, printable
+from ..errors import FeatinvError, printable, quoted
 from ..limits import MAX_SAFETENSORS_HEADER, memory_budget
 from .files import check_regular, file_kind
 
@@ -69,15 +69,15 @@ def npz_entries(path: str | Path) -> dict[str, Entry]:
             for info in infos:
                 name = info.filename[:-4] if info.filename.endswith(".npy") else None
                 if name is None or name in entries:
-                    raise _refuse(path, f"member {printable(info.filename)!r} is not one array "
+                    raise _refuse(path, f"member {quoted(info.filename)} is not one array "
                                         "of an .npz (np.savez) file.")
                 if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
-                    raise _refuse(path, f"member {printable(info.filename)!r} uses a compression "
+                    raise _refuse(path, f"member {quoted(info.filename)} uses a compression "
                                         "np.savez does not write.")
                 with archive.open(info) as f:
                     entry, header_bytes = _npy_header(f, path, info.filename)
                 if entry.nbytes + header_bytes != info.file_size:
-                    raise _refuse(path, f"member {printable(info.filename)!r} declares "
+                    raise _refuse(path, f"member {quoted(info.filename)} declares "
                                         f"{info.file_size} bytes, but its header describes an "
                                         f"array of {entry.nbytes} bytes; the file is damaged or "
                                         "forged.")
@@ -100,13 +100,13 @@ def _npy_header(f, path, member: str) -> tuple[Entry, int]:
         else:
             raise ValueError(f"unknown .npy version {version}")
     except (ValueError, SyntaxError, TypeError) as exc:
-        raise _refuse(path, f"member {printable(member)!r} has no valid .npy header "
+        raise _refuse(path, f"member {quoted(member)} has no valid .npy header "
                             f"({printable(exc)[:200]}).") from None
     if dtype.hasobject:
-        raise _refuse(path, f"member {printable(member)!r} holds Python objects; featinv never "
+        raise _refuse(path, f"member {quoted(member)} holds Python objects; featinv never "
                             "unpickles.")
     if any(not isinstance(n, int) or n < 0 for n in shape):
-        raise _refuse(path, f"member {printable(member)!r} has an invalid shape {shape}.")
+        raise _refuse(path, f"member {quoted(member)} has an invalid shape {shape}.")
     return Entry(tuple(shape), dtype), f.tell()
 
 
@@ -129,7 +129,7 @@ def check_expected(path, entries: Mapping[str, Entry], expected: Mapping[str, Se
     if missing or unexpected:
         raise FeatinvError(f"weights {printable(path)} do not fit {what}: {len(missing)} missing "
                            f"keys (e.g. {missing[:2]}), {len(unexpected)} unexpected (e.g. "
-                           f"{[printable(k) for k in unexpected[:2]]}).")
+                           f"[{', '.join(quoted(k) for k in unexpected[:2])}]).")
     wrong = [k for k in expected if tuple(entries[k].shape) != tuple(expected[k])]
     if wrong:
         k = wrong[0]
@@ -231,12 +231,12 @@ def read_safetensors_header(path: str | Path) -> tuple[dict[str, Entry], dict[st
             itemsize = _SAFETENSORS_ITEMSIZE[info["dtype"]]
             shape, (begin, end) = tuple(info["shape"]), info["data_offsets"]
         except (KeyError, TypeError, ValueError):
-            raise ValueError(f"tensor {printable(name)[:60]!r} has no valid dtype, shape and "
+            raise ValueError(f"tensor {quoted(printable(name)[:60])} has no valid dtype, shape and "
                              "data_offsets") from None
         numbers = (*shape, begin, end)
         if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in numbers) \
                 or end - begin != math.prod(shape) * itemsize:
-            raise ValueError(f"tensor {printable(name)[:60]!r}: shape {shape} does not fit its "
+            raise ValueError(f"tensor {quoted(printable(name)[:60])}: shape {shape} does not fit its "
                              f"offsets {[begin, end]}")
         entries[name] = Entry(shape, _BY_ITEMSIZE[itemsize], info["dtype"])
         spans.append((begin, end))

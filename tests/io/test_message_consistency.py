@@ -152,9 +152,4 @@ class TestValuesAreEscapedOnce:
                  for path in PACKAGE.rglob("*.py")
                  for number, line in enumerate(path.read_text().splitlines(), 1)
                  if pattern.search(line)]
-        assert [spot for spot in found if spot.split(":")[0] not in PENDING] == []
-
-
-# files that still give printable text to repr: they were being changed by another developer
-# when the others were fixed (round 11); to take quoted() as the others do
-PENDING = {"limits.py", "io/archives.py"}
+        assert found == []
