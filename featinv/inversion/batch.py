@@ -7,6 +7,7 @@ holding input | reconstruction(s).
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
@@ -17,6 +18,7 @@ from ..errors import DecoderOutputError, FeatinvError, ImageError, printable
 from ..io.images import check_side, make_grid, save_png
 from ..io.outputs import check_targets, output_paths, plan_inputs, unique_labels
 from ..limits import DEFAULT_MAX_SIDE
+from .output_checks import FarFromRange
 from .sizing import prepare
 from .methods import Method
 
@@ -67,7 +69,14 @@ def invert_files(images: Iterable[str | Path], methods: Sequence[Method], out: s
         try:
             try:
                 x = prepare(item.path, size, max_side)
-                ys = [m.run(x[None])[0].cpu() for m in methods]
+                with warnings.catch_warnings(record=True) as far:
+                    warnings.simplefilter("always", FarFromRange)
+                    ys = [m.run(x[None])[0].cpu() for m in methods]
+                for note in far:  # each named after its image; other warnings as they were
+                    message = note.message
+                    if isinstance(message, FarFromRange):
+                        message = FarFromRange(f"{printable(item.path)}: {message}")
+                    warnings.warn_explicit(message, note.category, note.filename, note.lineno)
             except MemoryError:  # the rest of the batch is still inverted
                 raise ImageError(f"{printable(item.path)}: not enough memory to invert it; use "
                                  "a smaller --size or --max-side.") from None

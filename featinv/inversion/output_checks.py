@@ -18,6 +18,11 @@ FAR_RANGE, FAR_SHARE = (-1.0, 2.0), 0.01
 NAN_FAULT = "NaN or infinite values"
 
 
+class FarFromRange(UserWarning):
+    """A sound decoder's reconstruction of an input lies far outside [0, 1]: the input is
+    unlike its training data (a black square for a decoder of document scans); clamped."""
+
+
 def output_fault(out: torch.Tensor, in_range: bool = True) -> str | None:
     """What makes ``out``, a decoder's raw output, no picture: ``NAN_FAULT``, or
     (with ``in_range``) more than ``FAR_SHARE`` of its values beyond ``FAR_RANGE``; None if

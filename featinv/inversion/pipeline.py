@@ -8,6 +8,7 @@ representation it was trained on and puts both on one device, chosen once.
 """
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -22,7 +23,7 @@ from ..representation.extract import check_finite
 from ..representation.spec import Extractor
 from .device import as_device
 from .load import extractor_for, read_decoder
-from .output_checks import check_output, output_fault  # noqa: F401 (public here too)
+from .output_checks import FarFromRange, check_output, output_fault  # noqa: F401
 from .sizing import default_size, fit_sides, pad_images, prepare
 
 
@@ -48,6 +49,7 @@ class Inverter:
             self.decoder.to(memory_format=torch.channels_last)
         self.extractor = (extractor if extractor is not None
                           else extractor_for(decoder, weights)).to(self.device)
+        self._own_fault: str | None = None  # probes.own_features_fault, once needed
 
     @classmethod
     def load(cls, source: str | Path, feature: str | None = None, decoder: str | None = None,
@@ -64,20 +66,14 @@ class Inverter:
 
     def check_statistics(self, label) -> None:
         """Refuse a decoder whose stored feature statistics cannot be its representation's
-        (``probes.statistics_fault`` on the fixed test pictures): forged ones within the load
+        (``probes.statistics_fault`` on fixed test pictures): forged ones within the load
         checks' bounds made it refuse every photo, or draw one flat picture for all."""
         from ..errors import CheckpointError, printable
-        from .probes import probe_images, statistics_fault
+        from .probes import decoder_statistics_fault
 
         side = self.image_size if self.decoder.layout.kind == "vector" \
             else max(min(self.image_size, 64), self.extractor.rule.smallest_side)
-        sides = fit_sides(self.extractor, self.decoder, side, side)
-        with torch.no_grad():  # not encode(): a plugin's NaN is refused on the user's images
-            features = self.extractor(probe_images(*sides).to(self.device)).float()
-        if not bool(torch.isfinite(features).all()):
-            return
-        fault = statistics_fault(features.cpu(), self.decoder.feature_mean.cpu(),
-                                 self.decoder.feature_std.cpu())
+        fault = decoder_statistics_fault(self.extractor, self.decoder, side, self.device)
         if fault:
             raise CheckpointError(f"{printable(str(label))}: {fault}. The file was altered or "
                                   "damaged: use an intact copy, or train it again.")
@@ -117,18 +113,38 @@ class Inverter:
                in_range: bool = False) -> torch.Tensor:
         """Images ``(B, 3, H, W)`` in [0, 1] (fp32) from features, resized bilinearly to
         ``size`` (as the paper does) when given, else at the training size. ``in_range``: also
-        refuse an output far outside [0, 1] (``check_output``), as ``reconstruct`` does; edited
-        features (perturbed, interpolated, top-k) may take a decoder there."""
+        judge an output far outside [0, 1] (``_far_from_range``), as ``reconstruct`` does;
+        edited features (perturbed, interpolated, top-k) may take a decoder there."""
         size = tuple(size or (self.image_size,) * 2)
         with autocast(self.device, self.precision):
             out = self.decoder(features.to(self.device), size=size)
-        return check_output(out, self.precision, in_range).clamp(0, 1).float()
+        out = check_output(out, self.precision, in_range=False)  # NaN: always refused
+        fault = output_fault(out) if in_range else None
+        if fault:
+            self._far_from_range(out, fault)
+        return out.clamp(0, 1).float()
+
+    def _far_from_range(self, out: torch.Tensor, fault: str) -> None:
+        """An output far outside [0, 1]: the decoder's fault (``DecoderOutputError``) when it
+        draws features like its training data's far outside too (``probes``), else the
+        input's: a ``FarFromRange`` warning, and the picture is clamped."""
+        if self._own_fault is None:
+            from .probes import own_features_fault
+
+            self._own_fault = own_features_fault(self.decoder) or ""
+        if self._own_fault:
+            check_output(out, self.precision, in_range=True)  # raises, naming the fault
+        warnings.warn(FarFromRange(
+            f"the reconstruction lies far outside the image range [0, 1] ({fault}), though the "
+            "decoder draws features like its training data's within it: the image is unlike "
+            "what it was trained on; the picture is clamped."), stacklevel=3)
 
     def reconstruct(self, images: torch.Tensor) -> torch.Tensor:
         """``(B, 3, H, W)`` -> reconstructions ``(B, 3, H, W)`` on the device. Sides the cells
-        do not divide are padded first and cropped back after (``sizing.fit_sides``). A
-        decoder whose output for the images' features lies far outside [0, 1] is refused
-        (``check_output``): it is corrupt, and its pictures would be saturated noise."""
+        do not divide are padded first and cropped back after (``sizing.fit_sides``). An output
+        far outside [0, 1] is refused as the decoder's fault when it draws features like its
+        training data's far outside too (corrupt: its pictures would be saturated noise), else
+        clamped with a ``FarFromRange`` warning (``_far_from_range``)."""
         height, width = images.shape[-2:]
         sides = fit_sides(self.extractor, self.decoder, height, width)
         features = self.encode(pad_images(images.to(self.device), sides))

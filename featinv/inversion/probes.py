@@ -1,35 +1,30 @@
-"""Fixed test pictures that `train`'s save check, `pack` and `invert` run a decoder on.
+"""What a decoder is judged on when no images of its training data are at hand.
 
-A checkpoint can pass every check of its tensors and still be no decoder: trained with a
-marginal learning rate, its pictures of a black or white image lie far outside [0, 1] (invert
-refuses them); with forged feature statistics it refuses every photo, or draws the same flat
-picture for all. The probes below do not depend on anything stored in the checkpoint, so forged
-statistics cannot steer them.
+- ``probe_features``: features drawn around the decoder's own feature statistics, its training
+  distribution as far as the file tells. A sound decoder draws them within reach of [0, 1];
+  forged or diverged weights draw saturated noise (``own_features_fault``). ``pack`` refuses
+  such a decoder, and ``invert`` then calls an image's far-out reconstruction the decoder's
+  fault; with a sound decoder it is the image's (unlike the training photos: a black square
+  for a decoder of document scans), clamped with a warning.
+- ``probe_images``: fixed pictures whose features, normalised by the stored statistics, show
+  whether those statistics can be the representation's (``statistics_fault``): forged ones
+  made a decoder refuse every photo, or draw one flat picture for all.
 """
 from __future__ import annotations
 
 import statistics
-from typing import Callable
 
 import torch
 
-from ..errors import pixel_size
-
-PROBE_NAMES = ("black", "white", "gray", "1-px checker", "gradient", "smooth colours 1",
-               "smooth colours 2", "noise")
-# the median per-channel RMS of the features of PROBE_NAMES, normalised by a decoder's feature
+# the median per-channel RMS of the features of probe_images, normalised by a decoder's feature
 # statistics: 0.13 to 3.1 for the shipped decoders (HOG, SIFT, LBP, SqueezeNet conv1 to conv10);
 # a forged feature_mean of 1e3 gives about 1e4, a forged feature_std of 1e3 about 1e-3
 STATS_RANGE = (0.01, 100.0)
-# uniform pictures are probed larger too: a decoder trained at 32 px with a marginal --lr drew
-# a black picture within range at 32 px and 12% beyond [-1, 2] at 64 and 128 px (its border
-# and its interior differ); grid layouts are inverted at any size
-PLAIN = 4  # the first PLAIN of PROBE_NAMES are uniform (or, the checker, uniform per cell)
-SCALES, LARGEST = (2, 4), 256
 
 
 def probe_images(height: int, width: int | None = None) -> torch.Tensor:
-    """``(8, 3, H, W)`` pictures in [0, 1], in the order of ``PROBE_NAMES`` (fixed seed)."""
+    """``(8, 3, H, W)`` pictures in [0, 1] (fixed seed): black, white, gray, a 1-px checker, a
+    horizontal gradient, two of smooth colours, noise."""
     width = width or height
     g = torch.Generator().manual_seed(0)
     yy, xx = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
@@ -43,25 +38,30 @@ def probe_images(height: int, width: int | None = None) -> torch.Tensor:
     return torch.stack([*plain, checker, gradient, smooth[0], smooth[1], noise])
 
 
-def larger_sides(height: int, width: int) -> list[tuple[int, int]]:
-    """The sides the uniform probes are also run at for grid layouts: 2x and 4x the training
-    size, at most ``LARGEST`` (or the training size)."""
-    cap = max(LARGEST, height, width)
-    sides = [(min(k * height, cap), min(k * width, cap)) for k in SCALES]
-    return [s for s in dict.fromkeys(sides) if s != (height, width)]
+def probe_features(decoder) -> torch.Tensor:
+    """Two feature arrays ``(2, *layout)`` drawn around ``decoder``'s feature statistics
+    (fixed seed), on the CPU."""
+    generator = torch.Generator().manual_seed(0)
+    shape = (2, *decoder.layout.shape)
+    view = (1, -1) + (1,) * (len(shape) - 2)
+    noise = torch.randn(shape, generator=generator)
+    mean, std = decoder.feature_mean.detach().cpu(), decoder.feature_std.detach().cpu()
+    return mean.float().view(view) + std.float().view(view) * noise
 
 
-def picture_fault(raw: torch.Tensor) -> str | None:
-    """Why a decoder's raw outputs ``(N, 3, H, W)`` of the first N ``probe_images`` are no
-    pictures (``output_checks.output_fault`` of each, as `invert` judges each image), or None."""
+@torch.no_grad()
+def own_features_output(decoder) -> torch.Tensor:
+    """``decoder``'s raw output (fp32) for ``probe_features``, on its device."""
+    device = next(decoder.parameters()).device
+    return decoder(probe_features(decoder).to(device)).float()
+
+
+def own_features_fault(decoder) -> str | None:
+    """``output_checks.output_fault`` of ``own_features_output``: why ``decoder`` draws no
+    pictures even of features like its training data's, or None."""
     from .output_checks import output_fault
 
-    size = f" at {pixel_size(raw.shape[-1], raw.shape[-2])}" if raw.numel() else ""
-    for name, out in zip(PROBE_NAMES, raw):
-        fault = output_fault(out.float())
-        if fault:
-            return f"it reconstructs a {name} test image{size} with {fault}"
-    return None
+    return output_fault(own_features_output(decoder))
 
 
 def statistics_fault(features: torch.Tensor, mean: torch.Tensor, std: torch.Tensor
@@ -90,21 +90,14 @@ def statistics_fault(features: torch.Tensor, mean: torch.Tensor, std: torch.Tens
             f"(trained decoders give {low:g} to {high:g})")
 
 
-def check_decoder(encode: Callable[[torch.Tensor], torch.Tensor],
-                  decode: Callable[[torch.Tensor, tuple[int, int]], torch.Tensor],
-                  mean: torch.Tensor, std: torch.Tensor, sides: tuple[int, int],
-                  larger: list[tuple[int, int]] = ()) -> str | None:
-    """``statistics_fault`` or ``picture_fault`` of a decoder on ``probe_images`` at ``sides``,
-    and of its uniform ones at each of ``larger``: ``encode`` maps images to features,
-    ``decode`` features to raw pictures of the given sides."""
+def decoder_statistics_fault(extractor, decoder, side: int,
+                             device: torch.device | None = None) -> str | None:
+    """``statistics_fault`` of ``decoder`` with ``extractor``'s features (computed on
+    ``device``) of ``probe_images`` at ``side`` (square; vector layouts: the training size).
+    None as well when the representation gives NaN there (its own fault, refused on images)."""
     with torch.no_grad():
-        features = encode(probe_images(*sides))
-        if not bool(torch.isfinite(features).all()):
-            return None  # the representation's own fault, refused where images are encoded
-        fault = statistics_fault(features.cpu(), mean.cpu(), std.cpu()) \
-            or picture_fault(decode(features, sides))
-        for more in larger:
-            if fault:
-                break
-            fault = picture_fault(decode(encode(probe_images(*more)[:PLAIN]), more))
-        return fault
+        features = extractor(probe_images(side).to(device or "cpu")).float().cpu()
+    if not bool(torch.isfinite(features).all()):
+        return None
+    return statistics_fault(features, decoder.feature_mean.detach().cpu(),
+                            decoder.feature_std.detach().cpu())

@@ -21,6 +21,7 @@ import torch
 from ..io import checkpoint
 from ..errors import CheckpointError, printable
 from .load import extractor_for, load_decoder
+from .probes import probe_features
 
 MAX_SHIPPED_BYTES = 8 * 1024 * 1024  # the largest decoder file the package ships
 
@@ -113,26 +114,17 @@ def to_half(tensors: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], 
     return out, sorted(kept)
 
 
-def probe_features(decoder) -> torch.Tensor:
-    """Two feature arrays drawn around ``decoder``'s feature statistics (fixed seed): what
-    packing runs the decoder on, having no images."""
-    generator = torch.Generator().manual_seed(0)
-    shape = (2, *decoder.layout.shape)
-    view = (1, -1) + (1,) * (len(shape) - 2)
-    noise = torch.randn(shape, generator=generator)
-    return decoder.feature_mean.view(view) + decoder.feature_std.view(view) * noise
-
-
 def check_pictures(decoder, source) -> None:
-    """Refuse to pack a decoder whose pictures of ``probe_features`` are not finite or lie far
-    outside [0, 1] (``output_checks.check_output``: invert would refuse it, so nobody may ship it),
-    or are one and the same picture (it ignores its input); then check it on the fixed test
-    pictures of ``probes`` (``check_on_probes``), which forged statistics cannot steer."""
+    """Refuse to pack a decoder whose pictures of ``probes.probe_features`` (features like its
+    training data's) are not finite or lie far outside [0, 1] (``output_checks.check_output``:
+    invert would call it corrupt, so nobody may ship it), or are one and the same picture (it
+    ignores its input), or whose feature statistics cannot be its representation's
+    (``statistics_fault``)."""
     from ..errors import DecoderOutputError
     from .output_checks import check_output
+    from .probes import own_features_output
 
-    with torch.no_grad():
-        out = decoder.float()(probe_features(decoder))
+    out = own_features_output(decoder.float())
     try:
         check_output(out)
     except DecoderOutputError as exc:
@@ -143,42 +135,35 @@ def check_pictures(decoder, source) -> None:
                               "the features (two different feature arrays give the same "
                               "picture); its weights were zeroed or damaged. Use an intact "
                               "copy, or train it again.")
-    fault = probe_fault(decoder)
+    fault = statistics_fault(decoder)
     if fault:
         raise CheckpointError(f"{printable(source)}: not packed: {fault}. Use an intact copy, "
-                              "or train it again (with a lower --lr).")
+                              "or train it again.")
 
 
-def probe_fault(decoder, extractor=None) -> str | None:
-    """``probes.check_decoder`` of ``decoder`` (with its representation, or ``extractor``) at
-    its training size: why ``invert`` would refuse it or draw flat pictures, or None. When the
-    representation cannot be built here (network weights not available offline) a warning
-    says that the check was left out."""
+def statistics_fault(decoder, extractor=None) -> str | None:
+    """``probes.decoder_statistics_fault`` of ``decoder`` (with its representation, or
+    ``extractor``) at its training size, or None. When the representation cannot be built here
+    (network weights not available offline) a warning says that the check was left out."""
     import warnings
 
     from ..errors import FeatinvError
-    from .probes import check_decoder, larger_sides
-    from .sizing import fit_sides
+    from .probes import decoder_statistics_fault
 
     if extractor is None:
         try:
             extractor = extractor_for(decoder)
         except FeatinvError as exc:
-            warnings.warn(f"the decoder's pictures of test images are not checked: its "
+            warnings.warn(f"the decoder's feature statistics are not checked: its "
                           f"representation is not available here ({exc})", stacklevel=2)
             return None
     side = int(decoder.config["image_size"])
-    extractor, decoder = extractor.to(torch.device("cpu")), decoder.float()
-    larger = larger_sides(side, side) if decoder.layout.kind == "grid" else []
-    return check_decoder(extractor, lambda f, sides: decoder(f, size=sides),
-                         decoder.feature_mean, decoder.feature_std,
-                         fit_sides(extractor, decoder, side, side),
-                         [fit_sides(extractor, decoder, *s) for s in larger])
+    return decoder_statistics_fault(extractor.to(torch.device("cpu")), decoder, side)
 
 
 def check_same_output(decoder, tensors: dict[str, torch.Tensor], source) -> None:
     """Refuse packing when the float16 weights change ``decoder``'s pictures by more than
-    ``PACK_TOLERANCE`` (on ``probe_features``)."""
+    ``PACK_TOLERANCE`` (on ``probes.probe_features``)."""
     from ..io.checkpoint import ENCODER_PREFIX
 
     packed = copy.deepcopy(decoder).float()

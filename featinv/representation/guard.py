@@ -33,7 +33,10 @@ class PluginAborted(PluginError):
 def exception_text(exc: BaseException) -> str:
     """``Type: message`` of ``exc`` (of the exception a ``PluginAborted`` stands for)."""
     exc = exc.original if isinstance(exc, PluginAborted) else exc
-    message = str(exc).strip()
+    try:  # str() runs the plugin's code once more: its __str__ may fail, or end the process
+        message = str(exc).strip()
+    except (Exception, SystemExit, GeneratorExit):
+        message = "(its message cannot be shown: its __str__ failed)"
     return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
 
 

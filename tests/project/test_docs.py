@@ -117,7 +117,8 @@ def test_troubleshooting_page_lists_the_robustness_messages():
         "give NaN or infinite SqueezeNet activations", "one and the same SqueezeNet activation",
         "where SqueezeNet has float weights", "px (width x height)", "crop it to a less elongated"}
     reasons |= {  # issue 24, round 11: E2, E3 (inversion.probes)
-        "test image at 64x64 px (width x height) with", "do not fit its representation"}
+        "though the decoder draws features like its training data's within it",
+        "do not fit its representation"}
     missing = sorted(r for r in reasons if r not in page)
     assert not missing, f"docs/troubleshooting.md does not explain: {missing}"
 

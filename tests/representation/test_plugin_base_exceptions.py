@@ -190,3 +190,21 @@ def test_a_visualize_ending_the_process_is_a_plugin_failure(extra_plugins):
     with pytest.raises(PluginAborted, match=r"^draw_ends's visualize \(plugin drawing\) failed: "
                        "SystemExit: 5"):
         show_features(featinv.get_feature("draw_ends"), torch.rand(3, 16, 16))
+
+
+class TestPluginExceptionWhoseMessageFails:
+    """Round 12 (D2): an exception whose ``__str__`` raises (``SystemExit``: featinv ended
+    with exit 0 and no word; ``ValueError``: an internal error) is still one plugin failure;
+    its message is not trusted."""
+
+    @pytest.mark.parametrize("inner", [SystemExit(0), ValueError("str broke"), GeneratorExit()])
+    def test_at_import(self, inner, tmp_path, monkeypatch, fresh_plugins):
+        source = ("class StrFails(Exception):\n"
+                  "    def __str__(self):\n"
+                  f"        raise {type(inner).__name__}({', '.join(map(repr, inner.args))})\n\n\n"
+                  "raise StrFails()\n")
+        fake_distribution(tmp_path, monkeypatch, {"strplug": "str_mod"}, {"str_mod": source})
+        problems = {p.name: p.error for p in plugin_problems()}
+        assert problems["strplug"] == ("failed to load: StrFails: (its message cannot be "
+                                       "shown: its __str__ failed)")
+        assert "hog" in featinv.list_features()
