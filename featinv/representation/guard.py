@@ -15,6 +15,8 @@ import signal
 import threading
 from typing import Callable
 
+import torch
+
 from ..errors import PluginError
 
 _SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP")
@@ -74,10 +76,14 @@ class plugin_code:
         self.who = who
 
     def __enter__(self) -> "plugin_code":
-        self._watch = _SignalWatch()
+        # under torch.compile (a compiled training step) the watch would break the graph, and
+        # no Python handler runs inside it anyway
+        self._watch = None if torch.compiler.is_compiling() else _SignalWatch()
         return self
 
     def __exit__(self, kind, exc, traceback) -> bool:
+        if self._watch is None:
+            return False
         self._watch.close()
         if exc is None or isinstance(exc, Exception) or self._watch.arrived:
             return False  # nothing, an ordinary failure, or the user's Ctrl-C or SIGTERM
