@@ -386,9 +386,10 @@ def rebuild_decoder(spec, config: dict[str, Any]) -> Decoder:
     from ..errors import CheckpointError
 
     layout = layout_from_json(config["layout"])
-    width = float(config["width"])
-    if not (math.isfinite(width) and 0 < width <= 8):  # --width's range, whatever a file says
-        raise ValueError(f"width {width!r}")
+    width = config["width"]  # compared before float(): 10**400 does not convert
+    if isinstance(width, bool) or not isinstance(width, (int, float)) or not 0 < width <= 8:
+        raise ValueError(f"width {str(width)[:40]}")  # --width's range, whatever a file says
+    width = float(width)
     decoder = build_decoder(spec, layout, int(config["image_size"]), config["preset"], width)
     wanted = config.get("builder", GENERIC_BUILDER)
     if decoder.config["builder"] != wanted:

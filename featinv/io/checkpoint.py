@@ -351,6 +351,11 @@ def load_train_state(path: str | Path, modules: dict[str, torch.nn.Module],
     extra = meta.get("optimizer_groups") or {}
     for prefix, opt in optimizers.items():
         groups = meta.get("param_groups") if prefix == OPTIMIZER_PREFIX else extra.get(prefix)
+        if groups is None and prefix == OPTIMIZER_PREFIX:
+            raise CheckpointError(f"{path}: its metadata has no 'param_groups' (the "
+                                  "optimizer's settings); the training state was altered or "
+                                  "damaged. Start a new run (--overwrite), or restore the state "
+                                  "from a backup.")
         if groups is None:
             raise CheckpointError(f"{path}: no optimizer state for '{prefix}'; it was saved by "
                                   "a run with other losses. Start a new run.")
@@ -358,5 +363,6 @@ def load_train_state(path: str | Path, modules: dict[str, torch.nn.Module],
             load_optimizer(opt, tensors, groups, prefix)
         except (ValueError, KeyError) as exc:
             raise CheckpointError(f"{path}: the optimizer state does not fit this run "
-                                  f"({exc}).") from None
+                                  f"({exc}). Start a new run (--overwrite), or restore the "
+                                  "state from a backup.") from None
     return meta

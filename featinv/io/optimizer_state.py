@@ -13,11 +13,11 @@ run's ``capturable`` fails on the CPU).
 """
 from __future__ import annotations
 
-import math
-
 import torch
 
 from .state_checks import check_param_groups
+
+MAX_LR = 1e30  # train's bound on --lr (training.config.MAX_LR)
 
 OPTIMIZER_PREFIX = "opt."  # the decoder's optimizer (io.checkpoint.STATE_PREFIXES)
 # optimizer group entries that are no setting of the run: the parameters, the learning rate
@@ -44,8 +44,9 @@ def _check_runtime(groups: list) -> None:
         for key in ("lr", "initial_lr"):
             value = group.get(key, 0.0)
             if isinstance(value, bool) or not isinstance(value, (int, float)) \
-                    or not (math.isfinite(value) and value >= 0):
-                raise ValueError(f"its {key} {value!r:.40} is no learning rate")
+                    or not 0 <= value <= MAX_LR:  # exact for 10**400, False for NaN
+                shown = str(value) if isinstance(value, int) else repr(value)  # 10**400 whole
+                raise ValueError(f"its {key} {shown[:40]} is no learning rate")
         for key in KERNEL_FLAGS:
             value = group.get(key, False)
             allowed = (True, False) if key == "capturable" else (False,) \

@@ -74,6 +74,9 @@ CASES = {
                                     "invalid format_version"),
     "a decoder 32x wider claimed": (dict(edit_meta=lambda m: m["decoder"].update(width=8.0)),
                                     "weights do not fit"),
+    # round 12 (D6): a whole number too large for a float was an internal OverflowError
+    "a width of 10**400": (dict(edit_meta=lambda m: m["decoder"].update(width=10**400)),
+                           "decoder description is invalid"),
     # round 9: a field of the wrong type is named, not told in Python's words
     "image size as text": (dict(edit_meta=lambda m: m.update(image_size="32")),
                            "'image_size' is missing or not what featinv writes"),

@@ -311,13 +311,21 @@ class TestOptimizerStateThatFailsLater:
         (_groups(lambda g: g.update(lr="fast")), None, "its lr 'fast' is no learning rate"),
         (_groups(lambda g: g.update(initial_lr=-1e30)), None, "its initial_lr -1e+30"),
         (_groups(lambda g: g.update(weight_decay=False)), None, "its weight_decay False"),
+        (_groups(lambda g: g.update(lr=10**400)), None,  # round 12 (D6): an OverflowError
+         "its lr 1000000000000000000000000000000000000000 is no learning rate"),
     ], ids=["params-beyond", "params-negative", "params-reversed", "no-exp-avg", "no-step",
             "extra-key", "differentiable", "fused-text", "capturable-null", "lr-text",
-            "initial-lr-negative", "weight-decay-false"])
+            "initial-lr-negative", "weight-decay-false", "lr-10**400"])
     def test_is_refused_in_one_line(self, capsys, base, run, edit_meta, edit_tensors, words):
         tamper(run, edit_meta, edit_tensors)
         assert_refused(capsys, base, run, STATE_FILE, "optimizer state does not fit this run",
-                       words)
+                       words, "Start a new run (--overwrite), or restore the state from a backup.")
+
+    def test_missing_param_groups_are_named(self, capsys, base, run):
+        """Round 12 (D10): they were blamed on a run with other losses."""
+        tamper(run, lambda meta: meta.pop("param_groups"))
+        assert_refused(capsys, base, run, "its metadata has no 'param_groups'",
+                       "Start a new run (--overwrite)")
 
     def test_kernel_flags_of_another_machine_are_replaced_by_this_runs(self, capsys, base, run):
         """A GPU run's state (capturable, foreach) resumes on the CPU: the flags say how that
