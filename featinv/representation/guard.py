@@ -12,10 +12,9 @@ thread receives signals, so in any other thread every such exception is the plug
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 from typing import Callable
-
-import torch
 
 from ..errors import PluginError
 
@@ -67,6 +66,13 @@ class _SignalWatch:
             signal.signal(signum, previous)
 
 
+def _compiling() -> bool:
+    """Whether torch.compile is tracing this code (never when torch is not even imported: the
+    plugin listing runs without it)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and torch.compiler.is_compiling()
+
+
 class plugin_code:
     """``with plugin_code(who):`` runs plugin code (``who`` names it in messages, e.g.
     ``"plugin 'x'"``); a ``BaseException`` it raises that is neither an ``Exception`` nor the
@@ -78,7 +84,7 @@ class plugin_code:
     def __enter__(self) -> "plugin_code":
         # under torch.compile (a compiled training step) the watch would break the graph, and
         # no Python handler runs inside it anyway
-        self._watch = None if torch.compiler.is_compiling() else _SignalWatch()
+        self._watch = None if _compiling() else _SignalWatch()
         return self
 
     def __exit__(self, kind, exc, traceback) -> bool:
