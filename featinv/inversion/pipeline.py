@@ -71,9 +71,7 @@ class Inverter:
         from ..errors import CheckpointError, printable
         from .probes import decoder_statistics_fault
 
-        side = self.image_size if self.decoder.layout.kind == "vector" \
-            else max(min(self.image_size, 64), self.extractor.rule.smallest_side)
-        fault = decoder_statistics_fault(self.extractor, self.decoder, side, self.device)
+        fault = decoder_statistics_fault(self.extractor, self.decoder, self.device)
         if fault:
             raise CheckpointError(f"{printable(str(label))}: {fault}. The file was altered or "
                                   "damaged: use an intact copy, or train it again.")

@@ -90,11 +90,15 @@ def statistics_fault(features: torch.Tensor, mean: torch.Tensor, std: torch.Tens
             f"(trained decoders give {low:g} to {high:g})")
 
 
-def decoder_statistics_fault(extractor, decoder, side: int,
-                             device: torch.device | None = None) -> str | None:
+def decoder_statistics_fault(extractor, decoder, device: torch.device | None = None
+                             ) -> str | None:
     """``statistics_fault`` of ``decoder`` with ``extractor``'s features (computed on
-    ``device``) of ``probe_images`` at ``side`` (square; vector layouts: the training size).
-    None as well when the representation gives NaN there (its own fault, refused on images)."""
+    ``device``) of ``probe_images``: square, at the training size for vector layouts, else at
+    most 64 px (statistics are per channel, not per place). None as well when the
+    representation gives NaN there (its own fault, refused on images)."""
+    size = int(decoder.config["image_size"])
+    side = size if decoder.layout.kind == "vector" \
+        else max(min(size, 64), extractor.rule.smallest_side)
     with torch.no_grad():
         features = extractor(probe_images(side).to(device or "cpu")).float().cpu()
     if not bool(torch.isfinite(features).all()):

@@ -119,7 +119,7 @@ def check_pictures(decoder, source) -> None:
     training data's) are not finite or lie far outside [0, 1] (``output_checks.check_output``:
     invert would call it corrupt, so nobody may ship it), or are one and the same picture (it
     ignores its input), or whose feature statistics cannot be its representation's
-    (``statistics_fault``)."""
+    (``stored_statistics_fault``)."""
     from ..errors import DecoderOutputError
     from .output_checks import check_output
     from .probes import own_features_output
@@ -135,30 +135,28 @@ def check_pictures(decoder, source) -> None:
                               "the features (two different feature arrays give the same "
                               "picture); its weights were zeroed or damaged. Use an intact "
                               "copy, or train it again.")
-    fault = statistics_fault(decoder)
+    fault = stored_statistics_fault(decoder)
     if fault:
         raise CheckpointError(f"{printable(source)}: not packed: {fault}. Use an intact copy, "
                               "or train it again.")
 
 
-def statistics_fault(decoder, extractor=None) -> str | None:
-    """``probes.decoder_statistics_fault`` of ``decoder`` (with its representation, or
-    ``extractor``) at its training size, or None. When the representation cannot be built here
-    (network weights not available offline) a warning says that the check was left out."""
+def stored_statistics_fault(decoder) -> str | None:
+    """``probes.decoder_statistics_fault`` of ``decoder`` with its representation, or None.
+    When the representation cannot be built here (network weights not available offline) a
+    warning says that the check was left out."""
     import warnings
 
     from ..errors import FeatinvError
     from .probes import decoder_statistics_fault
 
-    if extractor is None:
-        try:
-            extractor = extractor_for(decoder)
-        except FeatinvError as exc:
-            warnings.warn(f"the decoder's feature statistics are not checked: its "
-                          f"representation is not available here ({exc})", stacklevel=2)
-            return None
-    side = int(decoder.config["image_size"])
-    return decoder_statistics_fault(extractor.to(torch.device("cpu")), decoder, side)
+    try:
+        extractor = extractor_for(decoder)
+    except FeatinvError as exc:
+        warnings.warn(f"the decoder's feature statistics are not checked: its representation "
+                      f"is not available here ({exc})", stacklevel=2)
+        return None
+    return decoder_statistics_fault(extractor.to(torch.device("cpu")), decoder)
 
 
 def check_same_output(decoder, tensors: dict[str, torch.Tensor], source) -> None:

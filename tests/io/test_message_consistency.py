@@ -46,6 +46,14 @@ class TestThinImageAdvice:
         assert min(fitted_size(width, height, *works)) >= sizes.MIN_WORK_SIDE
 
 
+def lines_matching(pattern: re.Pattern) -> list[str]:
+    """``file:line`` of each line of featinv's source that ``pattern`` finds."""
+    return [f"{path.relative_to(PACKAGE)}:{number}"
+            for path in PACKAGE.rglob("*.py")
+            for number, line in enumerate(path.read_text().splitlines(), 1)
+            if pattern.search(line)]
+
+
 def _message(call) -> str:
     with pytest.raises(FeatinvError) as info:
         call()
@@ -82,11 +90,7 @@ class TestSizeMessagesGiveWidthFirstLabelled:
         """The source formats no image size as ``{height}x{width} px`` (or ``{h}x{w} px``) any
         more (a feature shape, ``CxHxW``, is no image size)."""
         pattern = re.compile(r"\{(h|height|[\w.]*\.height|[\w.]*shape\[-2\])\}x\{[^{}]+\} px")
-        found = [f"{path.relative_to(PACKAGE)}:{number}"
-                 for path in PACKAGE.rglob("*.py")
-                 for number, line in enumerate(path.read_text().splitlines(), 1)
-                 if pattern.search(line)]
-        assert found == []
+        assert lines_matching(pattern) == []
 
 
 class TestFailedWritesNameTheFileAskedFor:
@@ -148,8 +152,4 @@ class TestValuesAreEscapedOnce:
 
     def test_no_printable_text_is_given_to_repr(self):
         pattern = re.compile(r"printable\([^()]*\)!r|repr\(printable")
-        found = [f"{path.relative_to(PACKAGE)}:{number}"
-                 for path in PACKAGE.rglob("*.py")
-                 for number, line in enumerate(path.read_text().splitlines(), 1)
-                 if pattern.search(line)]
-        assert found == []
+        assert lines_matching(pattern) == []
