@@ -17,7 +17,7 @@ import torch
 from ..errors import DecoderOutputError, FeatinvError, ImageError, printable
 from ..io.images import check_side, make_grid, save_png
 from ..io.outputs import check_targets, output_paths, plan_inputs, unique_labels
-from ..limits import DEFAULT_MAX_SIDE
+from ..limits import DEFAULT_MAX_SIDE, allocation_failure
 from .output_checks import FarFromRange
 from .sizing import prepare
 from .methods import Method
@@ -77,7 +77,9 @@ def invert_files(images: Iterable[str | Path], methods: Sequence[Method], out: s
                     if isinstance(message, FarFromRange):
                         message = FarFromRange(f"{printable(item.path)}: {message}")
                     warnings.warn_explicit(message, note.category, note.filename, note.lineno)
-            except MemoryError:  # the rest of the batch is still inverted
+            except (MemoryError, RuntimeError) as exc:  # the rest of the batch is still inverted
+                if not allocation_failure(exc):
+                    raise
                 raise ImageError(f"{printable(item.path)}: not enough memory to invert it; use "
                                  "a smaller --size or --max-side.") from None
         except DecoderOutputError:

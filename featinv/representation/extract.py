@@ -22,7 +22,7 @@ import torch
 from ..version import __version__
 from ..errors import FeatinvError, ImageError, PluginError, printable
 from ..io.images import load_fitted
-from ..limits import DEFAULT_MAX_SIDE
+from ..limits import DEFAULT_MAX_SIDE, allocation_failure
 from ..io.files import write_output
 from .spec import Extractor
 
@@ -76,7 +76,9 @@ def extract_files(extractor: Extractor, paths: Iterable[str | Path], size: int |
             try:
                 image = load_fitted(path, size, max_side, crop)
                 feats, report = extractor.forward_with_report(image[None].to(device))
-            except MemoryError:
+            except (MemoryError, RuntimeError) as exc:
+                if not allocation_failure(exc):
+                    raise
                 raise ImageError(f"{printable(path)}: not enough memory for its features; "
                                  "use a smaller --size or --max-side.") from None
             check_finite(extractor, feats, printable(path))

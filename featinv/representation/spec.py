@@ -18,7 +18,7 @@ from torch import nn
 from ..choices import DECODER_FAMILIES as FAMILY_LAYOUTS
 from ..deprecation import module_aliases, renamed_fields
 from ..errors import FeatinvError, PluginError, ShapeError
-from ..limits import format_bound
+from ..limits import allocation_failure, format_bound
 from .guard import PluginAborted, exception_text, plugin_code
 from .layout import CellGrid, ComputedGrid, FixedVector, Layout, LayoutRule
 from .memory import check as check_memory
@@ -333,6 +333,9 @@ class Extractor(nn.Module):
         except Exception as exc:  # a plugin's bug: name the plugin, keep the cause for --debug
             if isinstance(exc, FeatinvError) and not isinstance(exc, PluginAborted):
                 raise
+            if allocation_failure(exc):  # the machine's limit, not a bug: callers say so per image
+                raise MemoryError(f"{self.name}: out of memory on a batch of shape "
+                                  f"{tuple(x.shape)}") from exc
             raise PluginError(f"{self.name} (plugin {self.spec.plugin}) failed on a batch of "
                               f"shape {tuple(x.shape)}: {exception_text(exc)}") from exc
         if any(len(v) != images.shape[0] for v in report.values()):

@@ -291,3 +291,59 @@ def test_a_memory_budget_that_is_no_number_of_gb_is_refused(tmp_path, capsys, mo
     assert not (tmp_path / "out").exists()
     monkeypatch.setenv("FEATINV_MEMORY_BUDGET", "2.5")
     assert limits.memory_budget() == 2.5e9
+
+
+ALLOCATOR_TEXT = ("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't "
+                  "allocate memory: you tried to allocate 67043344 bytes. Error code 12")
+
+
+@pytest.mark.parametrize("error", [RuntimeError(ALLOCATOR_TEXT), MemoryError(),
+                                   RuntimeError("CUDA out of memory. Tried to allocate 2 GiB")])
+def test_an_extractor_out_of_memory_is_the_images_not_a_plugin_failure(traps, tmp_path,
+                                                                        monkeypatch, error):
+    """Round 12 D8: PyTorch's allocator failing inside a built-in representation read as a
+    plugin failure with the allocator's text; it is the image's 'not enough memory', and the
+    rest of the batch is still done (invert and extract)."""
+    from featinv.features.hog import HOG
+    from featinv.inversion.batch import invert_files
+    from featinv.inversion.methods import make_methods
+    from featinv.representation.extract import extract_files
+
+    real = HOG.forward
+    calls = []
+
+    def forward(self, gray):
+        calls.append(1)
+        if len(calls) == 2:  # the second photo
+            raise error
+        return real(self, gray)
+
+    photos = sorted((traps / "photos").glob("img*.png"))
+    monkeypatch.setattr(HOG, "forward", forward)
+    failed = []
+    methods = make_methods("decoder", ["hog"])
+    calls.clear()
+    report = invert_files(photos, methods, tmp_path,
+                          on_error=lambda exc, path: failed.append(str(exc)))
+    assert len(report.written) == len(photos) - 1 and len(failed) == 1
+    assert "not enough memory to invert it" in failed[0] and "alloc" not in failed[0]
+    notes = []
+    calls.clear()
+    got = extract_files(featinv.get_feature("hog"), photos, on_error=notes.append)
+    assert len(got.features) == len(photos) - 1
+    assert notes == [f"{photos[1]}: not enough memory for its features; use a smaller --size "
+                     "or --max-side."]
+
+
+def test_a_plugin_bug_that_is_not_about_memory_is_still_a_plugin_failure(monkeypatch):
+    import torch
+
+    from featinv.errors import PluginError
+    from featinv.features.hog import HOG
+
+    def forward(self, gray):
+        raise RuntimeError("index 7 is out of bounds")
+
+    monkeypatch.setattr(HOG, "forward", forward)
+    with pytest.raises(PluginError, match="hog .plugin .*failed on a batch.*out of bounds"):
+        featinv.get_feature("hog")(torch.rand(1, 3, 32, 32))
