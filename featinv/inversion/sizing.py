@@ -14,10 +14,8 @@ import torch
 from PIL import Image
 
 from ..decoders.networks import Decoder
-from ..errors import ShapeError
 from ..io.images import (check_image_tensor, fitted_size, load_fitted, load_image, pil_to_tensor,
                          tensor_to_pil)
-from ..limits import DEFAULT_MAX_SIDE
 from ..representation.layout import CellGrid
 from ..representation.spec import Extractor
 
@@ -62,18 +60,9 @@ def fit_sides(extractor: Extractor, decoder: Decoder, height: int, width: int
     layouts, other layout rules, plugin networks: their output is resized instead). An image
     smaller than the representation accepts is refused here, as unpadded."""
     rule, r = extractor.rule, decoder.output_factor()
+    extractor.check_large_enough(height, width, "invert")  # before any padding
     if r is None or not isinstance(rule, CellGrid):
         return height, width
-    try:  # "too small" is refused before any padding
-        rule(height, width)
-    except ShapeError as exc:
-        smallest = rule.smallest_side
-        longer = -(-smallest * max(height, width) // max(min(height, width), 1))
-        elongated = (f", with --max-side {longer} or more (max_side=): at {smallest} px "
-                     f"its longer side is {longer} px; or crop it"
-                     if longer > DEFAULT_MAX_SIDE else "")
-        raise ShapeError(f"{exc}; invert it at a larger --size (size= in Python), e.g. "
-                         f"{smallest}{elongated}.") from None
 
     def fit(side: int) -> int:
         for padded in range(side, side + 2 * r + 1):

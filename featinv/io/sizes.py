@@ -3,9 +3,9 @@ from headers, before anything is decoded (no Pillow, no PyTorch). ``featinv.io.i
 it to files."""
 from __future__ import annotations
 
-from ..errors import FeatinvError, ImageError, pixel_size, printable
+from ..errors import FeatinvError, ImageError, ShapeError, pixel_size, printable
 from .. import limits
-from ..limits import MAX_RESIZED_PIXELS, MAX_SIDE
+from ..limits import DEFAULT_MAX_SIDE, MAX_RESIZED_PIXELS, MAX_SIDE
 
 
 def max_file_bytes(width: int, height: int) -> int:
@@ -95,8 +95,47 @@ def check_square(width: int, height: int, size: int, name: str = "image") -> Non
     if max(width, height) > side * MAX_ASPECT:
         raise ImageError(f"{name}: {pixel_size(width, height)} is too elongated to cut a "
                          "square from "
-                         f"({max(width, height) / side:.0f}:1, at most {MAX_ASPECT}:1); crop "
-                         "it first.")
+                         f"({ratio_text(max(width, height), side, MAX_ASPECT)}:1, at most "
+                         f"{MAX_ASPECT}:1); crop it first.")
+
+
+def ratio_text(longer: int, shorter: int, limit: int) -> str:
+    """``longer / shorter`` with as many decimals as show it beyond ``limit`` (2049 / 2 is
+    '1024.5', not '1024', when at most 1024 is allowed)."""
+    ratio = longer / shorter
+    for decimals in range(7):
+        text = f"{ratio:.{decimals}f}"
+        if ratio <= limit or float(text) > limit:
+            return text
+    return text
+
+
+def crop_advice(longer: int, shorter: int, smallest: int) -> str:
+    """Advice for a strip whose shorter side reaches ``smallest`` px only when its longer side
+    passes ``MAX_SIDE``: crop it (no --max-side can help)."""
+    limit = MAX_SIDE // smallest
+    return (f"crop it to a less elongated shape (it is {ratio_text(longer, shorter, limit)}:1; "
+            f"at most {limit}:1 can be used)")
+
+
+def check_large_enough(width: int, height: int, smallest: int, what: str, verb: str) -> None:
+    """Refuse (``ShapeError``) an image worked at ``width x height`` px that is smaller than
+    ``smallest``, the side a representation (``what``: its name and layout) needs, saying how to
+    ``verb`` it ('invert', 'extract') at a size that works: a larger --size, with the
+    --max-side that leaves its shorter side that large, or cropping when none does."""
+    if min(width, height) >= smallest:
+        return
+    longer, shorter = max(width, height), min(width, height)
+    need = -(-smallest * longer // shorter)  # the longer side once the shorter is `smallest`
+    if need > MAX_SIDE:
+        advice = crop_advice(longer, shorter, smallest)
+    else:
+        advice = f"{verb} it at a larger --size (size= in Python), e.g. {smallest}"
+        if need > DEFAULT_MAX_SIDE:
+            advice += (f", with --max-side {need} or more (max_side=): at {smallest} px its "
+                       f"longer side is {need} px; or crop it")
+    raise ShapeError(f"at {pixel_size(width, height)} the image is too small: {what} needs at "
+                     f"least {smallest}x{smallest} px; {advice}.")
 
 
 def fitted_size(width: int, height: int, size: int | None, max_side: int | None = None,
@@ -128,8 +167,7 @@ def _thin_advice(width: int, height: int, size: int | None) -> str:
     longer, shorter = max(width, height), min(width, height)
     need = -(-MIN_WORK_SIDE * longer // shorter)  # the longer side once the shorter is 4 px
     if need > MAX_SIDE:
-        return (f"crop it to a less elongated shape (it is {longer / shorter:.0f}:1; at most "
-                f"{MAX_SIDE // MIN_WORK_SIDE}:1 can be used)")
+        return crop_advice(longer, shorter, MIN_WORK_SIDE)
     grow = (size is not None and size < MIN_WORK_SIDE) or (size is None and shorter < MIN_WORK_SIDE)
     return (f"use --max-side {need} or more" + (f" with --size {MIN_WORK_SIDE} or more" if grow
                                                 else "")

@@ -75,6 +75,7 @@ def extract_files(extractor: Extractor, paths: Iterable[str | Path], size: int |
         try:
             try:
                 image = load_fitted(path, size, max_side, crop)
+                extractor.check_large_enough(*image.shape[1:], "extract")
                 feats, report = extractor.forward_with_report(image[None].to(device))
             except (MemoryError, RuntimeError) as exc:
                 if not allocation_failure(exc):

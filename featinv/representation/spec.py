@@ -18,6 +18,7 @@ from torch import nn
 from ..choices import DECODER_FAMILIES as FAMILY_LAYOUTS
 from ..deprecation import module_aliases, renamed_fields
 from ..errors import FeatinvError, PluginError, ShapeError
+from ..io.sizes import check_large_enough
 from ..limits import allocation_failure, format_bound
 from .guard import PluginAborted, exception_text, plugin_code
 from .layout import CellGrid, ComputedGrid, FixedVector, Layout, LayoutRule
@@ -294,6 +295,13 @@ class Extractor(nn.Module):
     def layout(self, height: int, width: int) -> Layout:
         """Layout of the features of one ``height x width`` image."""
         return self.rule(height, width)
+
+    def check_large_enough(self, height: int, width: int, verb: str) -> None:
+        """Refuse an image worked at ``height x width`` px below the smallest side of a grid
+        layout, saying at what --size (and --max-side) to ``verb`` it instead."""
+        if isinstance(self.rule, (CellGrid, ComputedGrid)):
+            check_large_enough(width, height, self.rule.smallest_side,
+                               f"{self.name} (layout {self.rule.describe()})", verb)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self._run(images, with_report=False)[0]

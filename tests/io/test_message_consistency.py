@@ -31,6 +31,18 @@ class TestThinImageAdvice:
         with pytest.raises(ImageError, match="crop it"):  # the largest sides allowed fail too
             fitted_size(width, height, 4, 4096)
 
+    @pytest.mark.parametrize("longer, shorter, limit, text", [
+        (2049, 2, 1024, "1024.5"), (4097, 4, 1024, "1024.2"), (1000, 1, 455, "1000"),
+        (100401, 1000, 100, "100.4"), (1000001, 10000, 100, "100.0001"), (50, 1, 100, "50")])
+    def test_a_ratio_over_its_limit_is_never_printed_as_the_limit(self, longer, shorter, limit,
+                                                                  text):
+        """Round 12 D9: 2049x2 px read 'it is 1024:1; at most 1024:1 can be used'."""
+        assert sizes.ratio_text(longer, shorter, limit) == text
+
+    def test_a_square_crop_of_a_strip_names_its_ratio_beyond_the_limit(self):
+        with pytest.raises(ImageError, match=r"\(100\.5:1, at most 100:1\)"):
+            fitted_size(201, 2, 2, crop=True)
+
     @pytest.mark.parametrize("width, height, size, max_side, advice, works", [
         (3, 2000, None, 1024, "use --max-side 2667 or more with --size 4 or more (size=, "
          "max_side= in Python), or crop it.", (4, 2667)),
