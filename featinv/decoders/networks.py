@@ -384,11 +384,11 @@ def build_decoder(spec, layout: Layout, image_size: int, preset: str = DEFAULT_P
 def rebuild_decoder(spec, config: dict[str, Any]) -> Decoder:
     """The decoder described by a checkpoint's ``config`` (weights not loaded)."""
     from ..errors import CheckpointError
-
+    from ..io.state_checks import shown  # 10**400 in words, not 40 digits that read as 1e39
     layout = layout_from_json(config["layout"])
     width = config["width"]  # compared before float(): 10**400 does not convert
     if isinstance(width, bool) or not isinstance(width, (int, float)) or not 0 < width <= 8:
-        raise ValueError(f"width {str(width)[:40]}")  # --width's range, whatever a file says
+        raise ValueError(f"width {shown(width)}")  # --width's range, whatever a file says
     width = float(width)
     decoder = build_decoder(spec, layout, int(config["image_size"]), config["preset"], width)
     wanted = config.get("builder", GENERIC_BUILDER)

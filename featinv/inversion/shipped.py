@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from ..io import checkpoint
-from ..errors import CheckpointError, printable
+from ..errors import CheckpointError, FeatinvError, printable
 from .load import extractor_for, load_decoder
 from .probes import probe_features
 
@@ -40,8 +40,13 @@ def pack(source: str | Path, out: str | Path, recipe: str | None = None,
     """
     from ..io.outputs import check_targets
 
+    from .meta_checks import MAX_NOTE
     from .sources import source_file
 
+    for name, text in (("--recipe", recipe), ("notes", notes)):  # what loading then accepts
+        if text is not None and len(text) > MAX_NOTE:
+            raise FeatinvError(f"{name} of {len(text)} characters: at most {MAX_NOTE} are "
+                               "stored; give the command that trained the decoder.")
     source = source_file(source)  # a run's or a packed folder: the decoder in it
     state = source.parent / checkpoint.STATE_FILE
     check_targets([out], [source, state], overwrite)

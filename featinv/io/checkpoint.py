@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any, Callable
 
@@ -324,9 +325,12 @@ def _check_state_entries(path, entries: dict[str, Entry], modules: dict[str, tor
 
 
 def load_train_state(path: str | Path, modules: dict[str, torch.nn.Module],
-                     optimizers: dict[str, torch.optim.Optimizer]) -> dict[str, Any]:
+                     optimizers: dict[str, torch.optim.Optimizer],
+                     updated: Collection[torch.Tensor] = ()) -> dict[str, Any]:
     """Load what ``save_train_state`` wrote into ``modules`` and ``optimizers``; returns the
-    metadata. Mismatching weights are a ``CheckpointError``."""
+    metadata. Mismatching weights are a ``CheckpointError``, and so is a state without Adam's
+    moments for a parameter of ``updated`` (those every training step updates) after a step;
+    ``optimizer_state.load_optimizer`` has the rules."""
     tensors, meta = load(path, STATE_FORMAT,
                          check=lambda entries: _check_state_entries(path, entries, modules,
                                                                     optimizers))
@@ -349,6 +353,9 @@ def load_train_state(path: str | Path, modules: dict[str, torch.nn.Module],
             raise CheckpointError(f"{path}: the stored {name} does not fit this run "
                                   f"({str(exc).strip().splitlines()[0]}).") from None
     extra = meta.get("optimizer_groups") or {}
+    # fp16 training skips the steps whose gradients overflow (GradScaler): its first steps may
+    # have updated nothing; auto was resolved before it was stored (earlier versions: unknown)
+    skips = (meta.get("config") or {}).get("precision") not in ("fp32", "bf16")
     for prefix, opt in optimizers.items():
         groups = meta.get("param_groups") if prefix == OPTIMIZER_PREFIX else extra.get(prefix)
         if groups is None and prefix == OPTIMIZER_PREFIX:
@@ -360,7 +367,7 @@ def load_train_state(path: str | Path, modules: dict[str, torch.nn.Module],
             raise CheckpointError(f"{path}: no optimizer state for '{prefix}'; it was saved by "
                                   "a run with other losses. Start a new run.")
         try:
-            load_optimizer(opt, tensors, groups, prefix)
+            load_optimizer(opt, tensors, groups, prefix, int(meta["step"]), updated, skips)
         except (ValueError, KeyError) as exc:
             raise CheckpointError(f"{path}: the optimizer state does not fit this run "
                                   f"({exc}). Start a new run (--overwrite), or restore the "

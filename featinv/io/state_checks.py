@@ -46,11 +46,21 @@ def _number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _words(value) -> str:
+def number_words(value) -> str:
     """A number for a message, short however large (``10**300`` is no 300-digit word)."""
-    if isinstance(value, int) and abs(value) >= 10**15:
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**15:
         return f"{'-' if value < 0 else ''}a whole number of {len(str(abs(value)))} digits"
     return f"{value:.6g}" if isinstance(value, float) else repr(value)
+
+
+def shown(value, width: int = 40) -> str:
+    """Any value of a file for a one-line message: a whole number of 15 digits or more in
+    words (``number_words``; its first 60 digits read as 1e59), anything else its ``repr``,
+    printable, cut to ``width`` characters with "..." where cut."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**15:
+        return number_words(value)
+    text = printable(repr(value))
+    return text if len(text) <= width else text[:width] + "..."
 
 
 def finite_record(record: dict[str, Any]) -> dict[str, Any]:
@@ -98,20 +108,20 @@ def check_history(history, step: int, path: str | Path, advice: str = RESUME_ADV
                 clean[key] = None
                 continue
             if not _number(value):
-                raise refuse(f"{name} is {printable(repr(value))[:40]}, not a number")
+                raise refuse(f"{name} is {shown(value)}, not a number")
             if isinstance(value, float) and not math.isfinite(value):
                 raise refuse(f"{name} is {value}, not a finite number")
             if key in COUNTERS or key.endswith("n_images"):  # val_n_images: a count too
                 high = step if key in ("epoch", "step") else MAX_COUNT
                 if not (isinstance(value, int) and 0 <= value <= high):
-                    raise refuse(f"{name} is {_words(value)}, not a whole number from 0 to "
-                                 f"{high}")
+                    raise refuse(f"{name} is {number_words(value)}, not a whole number from 0 "
+                                 f"to {high}")
             elif abs(value) > MAX_NUMBER:
-                raise refuse(f"{name} is {_words(value)}, beyond what training records (at "
-                             f"most {MAX_NUMBER:g} in size)")
+                raise refuse(f"{name} is {number_words(value)}, beyond what training records "
+                             f"(at most {MAX_NUMBER:g} in size)")
             elif key.endswith("psnr") and not PSNR_RANGE[0] <= value <= PSNR_RANGE[1]:
-                raise refuse(f"{name} is {_words(value)} dB, not from {PSNR_RANGE[0]:g} to "
-                             f"{PSNR_RANGE[1]:g} (the PSNR of pictures in [0, 1])")
+                raise refuse(f"{name} is {number_words(value)} dB, not from {PSNR_RANGE[0]:g} "
+                             f"to {PSNR_RANGE[1]:g} (the PSNR of pictures in [0, 1])")
             elif (key == "lr" or key.endswith(("loss", "error")) or key.startswith("train_")) \
                     and value < 0:
                 raise refuse(f"{name} is {value!r}, below 0")
@@ -210,7 +220,7 @@ def check_state_meta(path: Path, meta: dict[str, Any]) -> None:
     step, history = meta.get("step"), meta.get("history", [])
     problem = None
     if isinstance(step, bool) or not isinstance(step, int) or not 0 <= step <= MAX_STEP:
-        problem = f"step {step!r:.40}"
+        problem = f"step {shown(step)}"
     elif not isinstance(history, list) or not all(isinstance(r, dict) for r in history):
         problem = "history"
     elif any(not isinstance(r.get("step", 0), int) or not 0 <= r.get("step", 0) <= step

@@ -40,6 +40,7 @@ from ..io.checkpoint import DECODER_FILE, METRICS_FILE, STATE_FILE, STATE_PREFIX
 from ..io.images import make_grid
 from ..precision import check_precision
 from ..progress import Progress
+from ..representation.plugins import GENERIC_BUILDER
 from ..representation.registry import get_feature
 from ..io.state_checks import check_history, check_optimizer_state, finite_record, metrics_line
 from .config import (DEFAULT_IMAGE_SIZE, TrainConfig, check_config,  # noqa: F401
@@ -226,12 +227,23 @@ class Run(Saving):
             if checkpoint.holds_prefix(path, STATE_PREFIXES["ema"]):
                 modules["ema"] = self.ema
         history = check_history(meta.get("history", []), meta["step"], path)  # before loading
-        meta = checkpoint.load_train_state(path, modules, self._optimizers())
+        meta = checkpoint.load_train_state(path, modules, self._optimizers(),
+                                           self._updated_every_step())
         for prefix, opt in self._optimizers().items():  # Adam's moments and step count
             check_optimizer_state(opt, prefix.rstrip("."), int(meta["step"]), path)
         if self.ema is not None and "ema" not in modules:
             self.ema = WeightAverage(self.decoder, self.cfg.ema)
         self.step, self.history = int(meta["step"]), history
+
+    def _updated_every_step(self) -> list[nn.Parameter]:
+        """The parameters each training step updates, whose Adam state a resumed state must
+        hold: a decoder featinv builds uses all its weights, and so does the discriminator (a
+        plugin's decoder, or a fine-tuned representation, may hold some without gradients)."""
+        params = list(self.decoder.parameters()) \
+            if self.decoder.config.get("builder") == GENERIC_BUILDER else []
+        if self.discriminator is not None:
+            params += list(self.discriminator.parameters())
+        return params
 
     # -- the loop -----------------------------------------------------------------------------
     def fit(self) -> dict[str, Any]:

@@ -103,6 +103,19 @@ CASES = {
     "weights as bfloat16": (dict(edit_tensors=lambda t: _cast(t, _last_weight(t),
                                                               torch.bfloat16)),
                             "a type featinv never writes for it"),
+    # round 12 (D10): entries this version does not know, bounded; huge numbers in words
+    "an unknown setting of 3 MB": (dict(edit_meta=lambda m: m.update(training={
+        "zzz": "A" * 3_000_000})), "characters of JSON in all, and these take 300"),
+    "2000 unknown entries": (dict(edit_meta=lambda m: m.update(
+        {f"note{i}": "remark" for i in range(2000)})), "characters of JSON in all, and these"),
+    "an unknown decoder entry of 20 kB": (dict(edit_meta=lambda m: m["decoder"].update(
+        extra=list(range(5000)))), "may take 16384 characters of JSON in all"),
+    "a metrics record of 3000 entries": (dict(edit_meta=lambda m: m.update(metrics={
+        f"val_m{i}": 0.5 for i in range(3000)})), "a record of at most 16384 characters of JSON"),
+    "an unknown whole number of 401 digits": (dict(edit_meta=lambda m: m.update(training={
+        "zzz": 10**400})), "not a whole number of at most 20 digits"),
+    "a learning rate of 10**400": (dict(edit_meta=lambda m: m.update(training={"lr": 10**400})),
+                                   "'training.lr' is a whole number of 401 digits, not"),
 }
 # round 9: the fields a decoder is not built from, which pack copies into what it ships (one
 # row of docs/troubleshooting.md explains them all: "featinv never writes that")
@@ -169,7 +182,7 @@ INFO_CASES = {
     "a loss of 1e300": (dict(edit_meta=lambda m: m.update(metrics={"train_loss": 1e300})),
                         "train_loss is 1e\\+300, beyond what training records"),
     "training image size 1e40": (dict(edit_meta=lambda m: m.update(training={
-        "image_size": 10**40})), "'training.image_size' is 1000"),
+        "image_size": 10**40})), "'training.image_size' is a whole number of 41 digits"),
     "training width 1e300": (dict(edit_meta=lambda m: m.update(training={"width": 1e300})),
                              "'training.width' is 1e\\+300, not a number above 0 up to 8"),
     "fine-tuned encoder claimed by the recipe": (dict(edit_meta=lambda m: m.update(training={
@@ -334,11 +347,16 @@ def test_a_header_over_the_cap_is_refused_before_it_is_parsed(tmp_path, capsys, 
 
 
 def test_a_real_header_over_the_cap_is_refused_and_one_under_it_loads(good, tmp_path):
-    """9 MB of metadata (safetensors itself parses up to 100 MB) is refused; 1 MB loads."""
+    """9 MB of metadata (safetensors itself parses up to 100 MB) is refused; 1 MB loads (a
+    packed history of 20000 epochs: an unknown entry of 1 MB is refused, see
+    test_metadata_sizes.py)."""
     big = rewrite(good, tmp_path, edit_meta=lambda m: m.update(note="x" * 9_000_000))
     with pytest.raises(CheckpointError, match="header declares 9 MB"):
         featinv.load_decoder(big)
-    fine = rewrite(good, tmp_path, edit_meta=lambda m: m.update(note="x" * 1_000_000))
+    history = [{"epoch": i, "step": i, "val_psnr": 20.5, "train_loss": 0.01}
+               for i in range(1, 20_001)]
+    fine = rewrite(good, tmp_path, edit_meta=lambda m: m.update(packed={"history": history}))
+    assert len(fine.read_bytes()) > 1_000_000
     assert featinv.load_decoder(fine).meta["feature"]["name"] == "hog"
 
 

@@ -312,7 +312,7 @@ class TestOptimizerStateThatFailsLater:
         (_groups(lambda g: g.update(initial_lr=-1e30)), None, "its initial_lr -1e+30"),
         (_groups(lambda g: g.update(weight_decay=False)), None, "its weight_decay False"),
         (_groups(lambda g: g.update(lr=10**400)), None,  # round 12 (D6): an OverflowError
-         "its lr 1000000000000000000000000000000000000000 is no learning rate"),
+         "its lr a whole number of 401 digits is no learning rate"),
     ], ids=["params-beyond", "params-negative", "params-reversed", "no-exp-avg", "no-step",
             "extra-key", "differentiable", "fused-text", "capturable-null", "lr-text",
             "initial-lr-negative", "weight-decay-false", "lr-10**400"])
@@ -333,6 +333,55 @@ class TestOptimizerStateThatFailsLater:
         tamper(run, _groups(lambda g: g.update(capturable=True, foreach=True, fused=None)))
         code, err, _ = resume(capsys, base, run)
         assert code == 0, err
+
+
+def _keep(keep):
+    def edit(tensors):
+        for key in [k for k in tensors if k.startswith("opt.") and not keep(k)]:
+            del tensors[key]
+    return edit
+
+
+class TestForgedStateThatResumed:
+    """Round 12 (D7): these resumed with exit 0, then trained as another run: Adam restarted
+    from nothing mid-schedule, or divided every update by the root of 3e38 and stood still."""
+
+    @pytest.mark.parametrize("edit, words", [
+        (_keep(lambda k: False), "no state for any of the run's"),
+        (_keep(lambda k: int(k.split(".")[1]) % 2 == 0), f"parameter 1 has no state after {STEPS}"),
+        (_keep(lambda k: not k.startswith("opt.5.")), f"parameter 5 has no state after {STEPS}"),
+        (lambda t: t.update({k: v.clone().fill_(3e38) for k, v in t.items()
+                             if k.endswith("exp_avg_sq")}), "of parameter 0 holds 3e+38"),
+        (_set("opt.4.exp_avg_sq", lambda t: t.view(-1).index_fill_(0, torch.tensor([0]), 2e12)
+              .view(t.shape)), "exp_avg_sq of parameter 4 holds 2e+12"),
+    ], ids=["all-gone", "half-gone", "one-gone", "squares-3e38", "one-square-2e12"])
+    def test_is_refused_in_one_line(self, capsys, base, run, edit, words):
+        tamper(run, edit_tensors=edit)
+        assert_refused(capsys, base, run, "optimizer state does not fit this run", words,
+                       "Start a new run (--overwrite), or restore the state from a backup.")
+
+    def test_an_fp16_run_may_have_stepped_nothing_yet(self, capsys, base, run):
+        """GradScaler skips the steps whose gradients overflow: no state at all is genuine."""
+        tamper(run, lambda m: m["config"].update(precision="fp16"), _keep(lambda k: False))
+        code, err, _ = resume(capsys, base, run)
+        assert code == 0, err
+        tamper(run, lambda m: m["config"].update(precision="fp16"),
+               _keep(lambda k: not k.startswith("opt.0.")))
+        assert_refused(capsys, base, run, "parameter 0 has no state")
+
+    def test_a_parameter_without_gradients_needs_no_state(self):
+        from featinv.io.optimizer_state import load_optimizer, optimizer_tensors
+
+        used, unused = torch.nn.Parameter(torch.ones(3)), torch.nn.Parameter(torch.ones(2))
+        opt = torch.optim.Adam([used, unused])
+        used.grad = torch.ones(3)
+        opt.step()
+        tensors, groups = optimizer_tensors(opt)
+        load_optimizer(torch.optim.Adam([used, unused]), tensors, groups, step=1,
+                       updated=[used])  # a plugin network's weight its output does not use
+        with pytest.raises(ValueError, match="parameter 1 has no state after 1 steps"):
+            load_optimizer(torch.optim.Adam([used, unused]), tensors, groups, step=1,
+                           updated=[used, unused])
 
 
 class TestStateTensorOfAnotherType:
