@@ -132,7 +132,9 @@ def squeezenet_probe(weights: str | Path | None = "auto", layers: Sequence[str] 
                   nn.Sequential(net.classifier, nn.Flatten(1)), order)
     probe.weights = str(path)
     probe = probe.to(device or "cpu")
-    check_activations(probe, *probe(_test_pictures().to(probe.device)))  # before any work
+    acts, logits = probe(_test_pictures().to(probe.device))  # before any work
+    check_activations(probe, acts, logits)
+    check_classes(probe, logits)
     return probe
 
 
@@ -150,13 +152,16 @@ def _check_dtypes(path: Path) -> None:
 
 
 def _test_pictures() -> torch.Tensor:
-    """Two fixed pictures (a colour ramp, and noise) on which a SqueezeNet with weights worth
-    the name gives finite activations that vary."""
+    """Ten fixed, clearly different pictures (a colour ramp, noise, and ``probe_images``: black,
+    white, gray, a checker, a gradient, smooth colours, noise) on which a SqueezeNet with weights
+    worth the name gives finite activations that vary, and more than one class."""
+    from ..inversion.probes import probe_images
+
     ramp = torch.linspace(0, 1, 64)
     first = torch.stack([ramp.expand(64, 64), ramp[:, None].expand(64, 64),
                          1 - ramp.expand(64, 64)])
     noise = torch.rand(3, 64, 64, generator=torch.Generator().manual_seed(0))
-    return torch.stack([first, noise])
+    return torch.cat([torch.stack([first, noise]), probe_images(64)])
 
 
 WEIGHTS_ADVICE = ("Use SqueezeNet 1.0 ImageNet weights (--perceptual-weights auto, with "
@@ -178,6 +183,20 @@ def check_activations(probe: Probe, acts: Sequence[torch.Tensor], logits: torch.
                                f"SqueezeNet activation everywhere ({name}): all-zero or damaged "
                                "weights, with which every reconstruction would score as perfect. "
                                f"{WEIGHTS_ADVICE}")
+
+
+def check_classes(probe: Probe, logits: torch.Tensor) -> None:
+    """Refuse weights whose classifier gives all the (clearly different) test pictures one and
+    the same top-1 class: its weights zeroed, or so small that its bias alone decides (the shipped
+    ImageNet weights give 7 classes to the 10). Every reconstruction would then agree in class
+    with its original (class agreement 1.0)."""
+    top = logits.argmax(1)
+    if len(top) > 1 and bool((top == top[0]).all()):
+        raise FeatinvError(f"the perceptual weights {printable(getattr(probe, 'weights', '?'))} "
+                           f"give all {len(top)} test pictures (black, white, a checker, noise, "
+                           f"...) the same SqueezeNet class ({int(top[0])}): a zeroed or damaged "
+                           "classifier, with which every reconstruction would agree in class "
+                           f"with its original. {WEIGHTS_ADVICE}")
 
 
 def unit_normalize(a: torch.Tensor, eps: float = EPS) -> torch.Tensor:

@@ -110,6 +110,53 @@ class TestAbsurdPerceptualWeightsAreRefused:
         assert make_probe("auto", "cpu") is None
 
 
+def _boosted_bias(k, v):
+    if k != "classifier.1.bias":
+        return v
+    v = v.clone()
+    v[7] += 100
+    return v
+
+
+DEGENERATE_CLASSIFIERS = {  # name -> how the classifier is changed
+    "classifier_weights_zero": lambda k, v: torch.zeros_like(v) if k == "classifier.1.weight"
+    else v,  # logits = the bias, for every picture (round 12, D5)
+    "classifier_weights_tiny": lambda k, v: v * 1e-3 if k == "classifier.1.weight" else v,
+    "classifier_bias_dominates": _boosted_bias,
+}
+
+
+class TestDegenerateClassifiersAreRefused:
+    """Round 12 (D5): with the classifier's weights zeroed but its bias kept, every picture got
+    the same logits, and ``compare`` and ``audit`` reported a class agreement of 1.0 (genuine
+    weights: 0.0) with exit 0. A classifier that gives the ten clearly different test pictures
+    one and the same class (zeroed, tiny, or outweighed by one bias) is refused in one line."""
+
+    @pytest.mark.parametrize("name", DEGENERATE_CLASSIFIERS)
+    def test_before_any_work(self, name, tmp_path, shipped_state):
+        path = _forge(tmp_path, shipped_state, name, DEGENERATE_CLASSIFIERS[name])
+        with pytest.raises(FeatinvError, match="the same SqueezeNet class") as info:
+            squeezenet_probe(path)
+        assert "\n" not in str(info.value) and name in str(info.value)
+
+    def test_genuine_weights_give_several_classes(self, tmp_path, shipped_state):
+        probe = squeezenet_probe("auto")
+        assert len(set(probe(perceptual._test_pictures())[1].argmax(1).tolist())) >= 5
+        squeezenet_probe(_forge(tmp_path, shipped_state, "copy", lambda k, v: v))
+        weaker = lambda k, v: v * 0.3 if k == "classifier.1.weight" else v  # noqa: E731
+        squeezenet_probe(_forge(tmp_path, shipped_state, "weaker", weaker))  # still 4 classes
+
+    def test_compare_gives_one_line(self, tmp_path, shipped_state, capsys):
+        path = _forge(tmp_path, shipped_state, "zeroed",
+                      DEGENERATE_CLASSIFIERS["classifier_weights_zero"])
+        images = tmp_path / "images"
+        write_images(images, 2, size=(32, 32))
+        code, out, err = run_cli(capsys, "compare", images, images, "--perceptual-weights",
+                                 path, "--json")
+        assert code == 1 and out == "" and err.count("\n") == 1
+        assert err.startswith("Error: the perceptual weights ") and "same SqueezeNet class" in err
+
+
 class TestJsonOutputIsStrict:
     def test_non_finite_numbers_become_null_at_any_depth(self):
         data = {"a": float("nan"), "b": [1.0, float("inf"), {"c": -float("inf")}],

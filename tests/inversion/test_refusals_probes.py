@@ -144,6 +144,109 @@ class TestForgedFeatureStatistics:
             Inverter.load(bad)
 
 
+def with_statistics(name: str, change):
+    """The shipped decoder ``name`` with ``change(mean, std) -> (mean, std)`` applied to its
+    feature statistics (in memory)."""
+    decoder = read_decoder(name)
+    mean, std = change(decoder.feature_mean.clone(), decoder.feature_std.clone())
+    decoder.feature_mean.copy_(mean)
+    decoder.feature_std.copy_(std)
+    return decoder
+
+
+def random_factors(std):
+    return std * torch.rand(std.shape, generator=torch.Generator().manual_seed(1)) * 30
+
+
+class TestForgedStatisticsInsideTheWindow:
+    """Round 12 (D4): statistics forged within the old window of 0.01 to 100 (feature_std times
+    20 to 80 or times random factors up to 30, feature_mean moved by 3 std, the 0 and 1 of a
+    decoder built without statistics in a trained one) were packed and inverted with exit 0.
+    (A feature_std 20 times smaller and permuted statistics stay beyond the test pictures'
+    reach: a decoder trained on near-identical pictures gives the same.)"""
+
+    @pytest.mark.parametrize("change", [lambda m, s: (m, s * 20), lambda m, s: (m, s * 50),
+                                        lambda m, s: (m, s * 80),
+                                        lambda m, s: (m, random_factors(s))],
+                             ids=["std_x20", "std_x50", "std_x80", "std_random"])
+    def test_a_std_too_large_is_refused(self, change):
+        fault = stored_statistics_fault(with_statistics("hog", change))
+        assert fault.startswith(STATS_WORDS) and "RMS of" in fault and "0.1 to 100" in fault
+
+    @pytest.mark.parametrize("name, shift, side", [("hog", -3, "below"), ("lbp", -3, "below"),
+                                                   ("hog", 3, "above"),
+                                                   ("squeezenet.conv10", 3, "above")])
+    def test_a_mean_shifted_by_3_std_out_of_the_features_is_refused(self, name, shift, side):
+        fault = stored_statistics_fault(with_statistics(name, lambda m, s: (m + shift * s, s)))
+        assert fault.startswith(STATS_WORDS) and f"lies {side} every value" in fault
+
+    def test_means_above_a_vectors_few_values_pass(self):
+        """A vector has one value per picture in each channel: SqueezeNet pool10's training
+        mean lies above its 8 in 74% of the channels. For a grid, 60% are refused."""
+        features = torch.rand(8, 10, generator=torch.Generator().manual_seed(0))
+        mean, std = torch.full((10,), 1.5), torch.full((10,), 0.5)
+        assert probes.statistics_fault(features, mean, std, trained=True) is None
+        grid = features[:, :, None, None].expand(8, 10, 2, 2)
+        assert "above every value" in probes.statistics_fault(grid, mean, std, trained=True)
+        mean[:5] = 0.5  # 50% above
+        assert probes.statistics_fault(grid, mean, std, trained=True) is None
+
+    @pytest.mark.parametrize("change, words", [
+        (lambda m, s: (torch.zeros_like(m), torch.ones_like(s)), "exactly 1 and every "
+         "feature_mean 0"),
+        (lambda m, s: (m, torch.ones_like(s)), "every feature_std is exactly 1,")])
+    def test_the_statistics_of_no_statistics_in_a_trained_decoder_are_refused(self, change,
+                                                                               words):
+        decoder = with_statistics("hog", change)
+        assert decoder.meta["training"]  # training always sets them
+        fault = stored_statistics_fault(decoder)
+        assert fault.startswith(STATS_WORDS) and words in fault and "says it was trained" in fault
+        decoder.meta = {k: v for k, v in decoder.meta.items() if k != "training"}
+        if not bool(decoder.feature_mean.any()):  # built without statistics: not judged
+            assert stored_statistics_fault(decoder) is None
+
+    def test_a_low_rms_of_a_sparse_representation_is_not_judged(self):
+        """SIFT's keypoints are rare on the test pictures: its features there are nearly all 0,
+        and a trained decoder at 16 px gives an RMS of 0.055."""
+        sparse = torch.zeros(8, 6, 10, 10)
+        sparse[7, :, 0, 0] = 1.0  # 1% of the values
+        mean, std = torch.full((6,), 0.05), torch.full((6,), 2.0)
+        assert probes.statistics_fault(sparse, mean, std, trained=True) is None
+        dense = sparse + torch.rand(sparse.shape, generator=torch.Generator().manual_seed(0))
+        assert "RMS of" in probes.statistics_fault(dense, mean + 0.5, std * 15, trained=True)
+
+    def test_a_few_means_below_the_pictures_pass(self):
+        """A deep layer's mean may lie below what the test pictures give in a few channels."""
+        features = torch.rand(8, 10, 4, 4, generator=torch.Generator().manual_seed(0)) + 1
+        mean, std = torch.full((10,), 1.5), torch.full((10,), 0.3)
+        mean[:2] = 0.5  # 2 of 10 channels
+        assert probes.statistics_fault(features, mean, std, trained=True) is None
+        mean[:3] = 0.5  # 3 of 10
+        assert "in 3 of 10 channels" in probes.statistics_fault(features, mean, std)
+
+    @pytest.mark.parametrize("feature", ["hog.realistic", "sift", "squeezenet.conv1",
+                                         "squeezenet.pool10"])
+    def test_the_other_shipped_decoders_pass(self, feature):
+        assert stored_statistics_fault(read_decoder(feature)) is None
+
+    @pytest.mark.parametrize("edit", ["std_x20", "zero_one"])
+    def test_pack_and_invert_refuse_them_in_one_line(self, tmp_path, capsys, edit):
+        def change(tensors):
+            if edit == "std_x20":
+                tensors["feature_std"].mul_(20)
+            else:
+                tensors["feature_std"].fill_(1)
+                tensors["feature_mean"].zero_()
+        bad = fp32_copy(tmp_path / "bad.safetensors", change)
+        write_images(tmp_path / "imgs", 1, size=(48, 48))
+        for args in (["invert", "-c", bad, tmp_path / "imgs", "-o", tmp_path / "out"],
+                     ["pack", bad, "-o", tmp_path / "packed.safetensors"]):
+            code, out, err = run_cli(capsys, *args)
+            [line] = error_lines(err)
+            assert code == 1 and STATS_WORDS in line, (args[0], line)
+        assert not (tmp_path / "out").exists() and not (tmp_path / "packed.safetensors").exists()
+
+
 class TestMarginalLearningRates:
     @pytest.mark.slow
     def test_train_pack_and_invert_agree(self, tmp_path, capsys):

@@ -123,6 +123,10 @@ def test_troubleshooting_page_lists_the_robustness_messages():
         "holds no state for any of the run's", "parameters that every step updates lack one",
         "the mean square of gradients of", "not an entry this version knows",
         "not text of at most 65536 characters", "at most 65536 are stored"}
+    reasons |= {  # issue 24, round 12: D4 (inversion.probes), D5 (perceptual classifier)
+        "(trained decoders give 0.1 to 100)", "lies below every value of the features",
+        "the values of a decoder built without statistics, but its metadata says it was trained",
+        "the same SqueezeNet class", "a zeroed or damaged classifier"}
     missing = sorted(r for r in reasons if r not in page)
     assert not missing, f"docs/troubleshooting.md does not explain: {missing}"
 
