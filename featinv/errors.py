@@ -103,3 +103,24 @@ def param_advice(name: str, value: str) -> str:
     if f"--{name}" in options:
         return f"--{name} {value}"
     return f"{name}={value}"
+
+
+def number_words(value) -> str:
+    """A number for a message, short however large (``10**300`` is no 300-digit word)."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**15:
+        try:
+            digits = str(len(str(abs(value))))
+        except ValueError:  # past Python's limit for int-to-text conversion (4300 digits)
+            digits = "more than 4300"
+        return f"{'a negative' if value < 0 else 'a'} whole number of {digits} digits"
+    return f"{value:.6g}" if isinstance(value, float) else repr(value)
+
+
+def shown(value, width: int = 40) -> str:
+    """Any value of a file for a one-line message: a whole number of 15 digits or more in
+    words (``number_words``; its first 60 digits read as 1e59), anything else its ``repr``,
+    printable, cut to ``width`` characters with "..." where cut."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**15:
+        return number_words(value)
+    text = printable(repr(value))
+    return text if len(text) <= width else text[:width] + "..."

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from ..errors import CheckpointError, printable
+from ..errors import CheckpointError, number_words, printable, shown  # noqa: F401 (public here)
 
 MAX_COUNT = 2**50  # steps, epochs, images seen: far beyond any run (MAX_STEP, below, 2**40)
 COUNTERS = ("epoch", "step", "images_seen")  # whole numbers from 0
@@ -44,23 +44,6 @@ def _refuse_state(path, what: str, advice: str = RESUME_ADVICE, thing: str = "st
 
 def _number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def number_words(value) -> str:
-    """A number for a message, short however large (``10**300`` is no 300-digit word)."""
-    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**15:
-        return f"{'-' if value < 0 else ''}a whole number of {len(str(abs(value)))} digits"
-    return f"{value:.6g}" if isinstance(value, float) else repr(value)
-
-
-def shown(value, width: int = 40) -> str:
-    """Any value of a file for a one-line message: a whole number of 15 digits or more in
-    words (``number_words``; its first 60 digits read as 1e59), anything else its ``repr``,
-    printable, cut to ``width`` characters with "..." where cut."""
-    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**15:
-        return number_words(value)
-    text = printable(repr(value))
-    return text if len(text) <= width else text[:width] + "..."
 
 
 def finite_record(record: dict[str, Any]) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from torch import nn
 
 from ..choices import DECODER_FAMILIES as FAMILY_LAYOUTS
 from ..deprecation import module_aliases, renamed_fields
-from ..errors import FeatinvError, PluginError, ShapeError
+from ..errors import FeatinvError, PluginError, ShapeError, shown
 from ..io.sizes import check_large_enough
 from ..limits import allocation_failure, format_bound
 from .guard import PluginAborted, exception_text, plugin_code
@@ -67,7 +67,8 @@ class Param:
     def coerce(self, value: Any) -> Any:
         """Convert ``value`` (e.g. a CLI string) to the default's type and check choices."""
         kind = type(self.default)
-        bad = FeatinvError(f"Parameter '{self.name}' expects {kind.__name__}, got {value!r}.")
+        bad = FeatinvError(f"Parameter '{self.name}' expects {kind.__name__}, "
+                           f"got {shown(value)}.")
         if self.default is None or isinstance(value, kind) and not (
                 isinstance(value, bool) and kind is not bool):
             pass
@@ -88,15 +89,15 @@ class Param:
                 raise bad
             if kind is float and not math.isfinite(converted):  # inf, nan, 1e400
                 raise FeatinvError(f"Parameter '{self.name}' expects float (a finite number), "
-                                   f"got {value!r}.")
+                                   f"got {shown(value)}.")
             value = converted
         if self.choices is not None and value not in self.choices:
             raise FeatinvError(f"Parameter '{self.name}' must be one of {list(self.choices)}, "
-                               f"got {value!r}.")
+                               f"got {shown(value)}.")
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             low, high = self.bounds()
             if not low <= value <= high:
-                raise ParamRangeError(f"{self.name}={value!r:.40} (it must be from "
+                raise ParamRangeError(f"{self.name}={shown(value)} (it must be from "
                                       f"{format_bound(low)} to {format_bound(high)})")
         return value
 
