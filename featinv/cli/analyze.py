@@ -203,6 +203,13 @@ def unit_cmd(decoder, units, value, out, overwrite, device) -> None:
 
     if len(units) > MAX_PICTURES:
         raise click.UsageError(f"at most {MAX_PICTURES} --unit options, got {len(units)}.")
+    repeated = sorted({u for u in units if units.count(u) > 1})
+    if repeated:  # the same picture twice, as if it were another unit's
+        raise click.UsageError(f"--unit {repeated[0]} is given {units.count(repeated[0])} times; "
+                               "give each unit once.")
+    if value is not None and value != 0 and abs(value) < 1e-30:
+        raise click.UsageError(f"--value {value:g} is 0 in float32 (no activation at all); give "
+                               "0 or a value of at least 1e-30 in size, e.g. 10.")
     _check_outputs([out], [decoder], overwrite, suffix=".png")
     _, dec = _load(decoder, device)
     _echo_path(save_png(unit_images(dec, units, value), Path(out)))

@@ -158,10 +158,32 @@ def _existing(path: str | Path) -> Path:
 def _not_safetensors(path: Path, exc: Exception) -> str:
     with open(path, "rb") as f:
         head = f.read(2)
-    if head[:1] == b"\x80" or head == b"PK":
+    kind = _zip_kind(path) if head == b"PK" else None
+    if kind == "numpy":
+        return (f"{path}: a NumPy archive (.npz), not a featinv decoder or training state; "
+                "decoders are .safetensors files written by 'featinv train' or 'featinv pack'.")
+    if head[:1] == b"\x80" or kind == "torch":
         return (f"{path}: looks like a pickled PyTorch file; featinv never unpickles files. "
                 "Convert the weights to safetensors first.")
+    if kind == "zip":
+        return (f"{path}: a zip archive, not a safetensors file; featinv reads decoders only "
+                "as .safetensors files.")
     return f"{path}: not a safetensors file ({exc})."
+
+
+def _zip_kind(path: Path) -> str:
+    """'torch' (torch.save's zip: a data.pkl inside), 'numpy' (only .npy members) or 'zip', from
+    the archive's directory alone (no member is read or decompressed)."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()[:100_000]
+    except (zipfile.BadZipFile, OSError, ValueError, RuntimeError):
+        return "zip"
+    if any(name.endswith("data.pkl") for name in names):
+        return "torch"
+    return "numpy" if names and all(n.endswith(".npy") for n in names) else "zip"
 
 
 def _parse_meta(path: Path, header: dict[str, str], expected_format: str) -> dict[str, Any]:

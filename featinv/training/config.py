@@ -166,8 +166,9 @@ def check_config(cfg: TrainConfig) -> None:
     if not (_is_number(high) and low <= high <= 1):  # the upper end: from the API only
         raise FeatinvError(f"--crop-scale: the range {cfg.crop_scale!r} must be two finite "
                            f"numbers with {MIN_CROP_SCALE} <= low <= high <= 1.")
-    for name in ("lr", "save-minutes"):
-        _number(name, getattr(cfg, name.replace("-", "_")), 0, open_low=True)
+    _number("lr", cfg.lr, 0, open_low=True)
+    # below 0.6 s every step would be a checkpoint (1e-320 was accepted); --save-every counts steps
+    _number("save-minutes", cfg.save_minutes, MIN_SAVE_MINUTES)
     if cfg.width is not None:
         _number("width", cfg.width, MIN_WIDTH, 8)
     betas = cfg.betas
@@ -186,6 +187,9 @@ def check_config(cfg: TrainConfig) -> None:
     check_loss_options(cfg)
     if not (_is_number(cfg.ema) and 0 <= cfg.ema < 1):
         raise FeatinvError(f"--ema must be a finite decay in [0, 1) (0: off), got {cfg.ema!r}.")
+    if 0 < cfg.ema < 0.5:  # an average over less than two steps: the live weights, at a cost
+        raise FeatinvError(f"--ema {cfg.ema:g} averages over less than two steps, which is no "
+                           "average; use 0 (off) or a decay such as 0.999.")
     if cfg.ema and cfg.finetune_encoder:
         raise FeatinvError("--ema cannot be used with --finetune-encoder yet: the averaged "
                            "decoder would be saved with the live encoder.")
@@ -221,6 +225,7 @@ def check_image_size(size) -> None:
 
 # below these, float32 weights stop changing, layers lose every channel, crops are enlarged 100x
 MIN_LR, MIN_WIDTH, MIN_CROP_SCALE = 1e-10, 1 / 256, 0.01
+MIN_SAVE_MINUTES = 0.01
 MAX_LR = 1e30  # above it a learning rate (scaled by the batch) overflows float32
 MAX_CACHE_VARIANTS = 1000  # random crops per image in a feature cache (one used per epoch)
 # the part of a run --low-res-first trains at low resolution: below, a few steps that cannot

@@ -62,10 +62,19 @@ def test_cnn_weights_with_nan_are_refused(tmp_path):
     ("pixel=1e-320", "between"), ("pixel=1e-40", "between"), ("pixel=1e40", "between"),
     ("pixel=nan", "positive"), ("pixel=inf", "positive"), ("pixel=-1", "positive"),
     ("pixel,pixel=2", "twice"), ("pixel=1,PIXEL=1", "twice"), ("feature,feature", "twice"),
+    ("pixel=1e-30", "every weight is below 0.0001"), ("pixel=1e-9", "every weight is below"),
+    ("pixel=1e-5,feature=1e-6", "scale them up"),
 ])
 def test_loss_weights_that_vanish_or_repeat_are_refused(text, match):
     with pytest.raises(FeatinvError, match=match):
         parse_losses(text)
+
+
+@pytest.mark.parametrize("text", ["pixel=1e-4", "pixel=1,feature=1e-12", "pixel=2e-6,feature=0.01"])
+def test_small_loss_weights_beside_a_usable_one_are_accepted(text):
+    """Round 13 N2: only a loss whose largest weight sinks the gradients under Adam's eps is
+    refused; a tiny term beside a usable one is the user's choice."""
+    assert parse_losses(text)
 
 
 def config(**kw) -> TrainConfig:
@@ -142,6 +151,9 @@ def test_a_misspelled_comparator_is_refused_on_the_command_line(tmp_path, capsys
     ["sample", "hog", "--data", "DATA", "--contrast", "-2"],
     ["sample", "hog", "--data", "DATA", "--seed", "-1"],
     ["sample", "hog", "--data", "DATA", "--contrast", "1e-320"],  # round 6: "above 0"
+    ["unit", "hog", "-u", "3", "--value", "1e-320"],  # round 13 N10: 0 in float32
+    ["unit", "hog", "-u", "3", "--value", "-1e-40"],
+    ["unit", "hog", "-u", "3", "-u", "1", "-u", "3"],  # round 13 N10: the same picture twice
 ])
 def test_analysis_settings_that_give_black_pictures_are_refused(tmp_path, capsys, args):
     write_images(tmp_path / "data", 4)

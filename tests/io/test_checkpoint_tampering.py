@@ -366,3 +366,20 @@ def test_a_header_longer_than_its_file_is_one_line(tmp_path, claim):
     path.write_bytes(claim.to_bytes(8, "little") + b'{"__metadata__":{}}')
     with pytest.raises(CheckpointError, match="not a safetensors file|looks like a pickled"):
         featinv.load_decoder(path)
+
+
+def test_an_archive_that_is_no_pickle_is_named_for_what_it_is(tmp_path):
+    """Round 13 N10: any .npz passed as a decoder was 'a pickled PyTorch file'."""
+    import zipfile
+
+    import numpy as np
+
+    npz = tmp_path / "features.npz"
+    np.savez_compressed(npz, a=np.zeros(3))
+    other = tmp_path / "bundle.zip"
+    with zipfile.ZipFile(other, "w") as archive:
+        archive.writestr("readme.txt", "hello")
+    with pytest.raises(CheckpointError, match=r"a NumPy archive \(\.npz\), not a featinv decoder"):
+        featinv.load_decoder(npz)
+    with pytest.raises(CheckpointError, match="a zip archive, not a safetensors file"):
+        featinv.load_decoder(other)
