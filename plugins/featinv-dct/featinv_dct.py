@@ -102,9 +102,11 @@ def featinv_register_features(register):
         build=BlockDCT,
         rule=dct_rule,
         params=(
-            Param("block", 8, "block side in pixels", low=1, high=256),
+            # the basis holds coefficients * block**2 numbers: 64 px blocks, all 4096
+            # coefficients, take 64 MB (256 px blocks took 17 GB, within the old bounds)
+            Param("block", 8, "block side in pixels", low=1, high=64),
             Param("coefficients", 15, "DCT coefficients kept per block, in zig-zag order "
-                                      "(1 to block*block)", low=1, high=256 * 256),
+                                      "(1 to block*block)", low=1, high=64 * 64),
         ),
         decoder_family="two_stream",
     ))

@@ -103,7 +103,8 @@ def test_too_small_image_is_a_shape_error(registered):
         featinv.get_feature("dct")(torch.rand(1, 3, 7, 64))
 
 
-@pytest.mark.parametrize("block, coefficients", [(8, 0), (8, 65), (4, 17), (0, 1)])
+@pytest.mark.parametrize("block, coefficients", [(8, 0), (8, 65), (4, 17), (0, 1),
+                                                 (256, 65536), (65, 1), (64, 4097)])
 def test_invalid_params_are_clear_errors(registered, block, coefficients):
     # out of the declared bounds: featinv's own message; within them but inconsistent: the plugin's
     with pytest.raises(featinv.FeatinvError, match="dct: '(coefficients|block)' must be|"
