@@ -103,8 +103,11 @@ def allocation_failure(exc: BaseException) -> bool:
     PyTorch's ``RuntimeError`` for it (no PyTorch import: told by its type name and words)."""
     if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
         return True
-    return isinstance(exc, RuntimeError) and any(w in str(exc).lower()
-                                                 for w in _ALLOCATION_WORDS)
+    if not isinstance(exc, RuntimeError):
+        return False
+    from .representation.guard import message_text  # str() of a plugin's exception, guarded
+
+    return any(w in message_text(exc).lower() for w in _ALLOCATION_WORDS)
 
 
 def format_bound(number: float) -> str:

@@ -184,7 +184,9 @@ def main(argv: list[str] | None = None) -> None:
     except FeatinvError as exc:
         if debug:
             raise
-        _echo_error(exc)
+        from ..representation.guard import message_text  # a plugin's own error class, guarded
+
+        _echo_error(message_text(exc, limit=20000))
         sys.exit(1)
     except MemoryError:  # what the header checks could not foresee (a plugin's appetite)
         if debug:
@@ -203,8 +205,9 @@ def main(argv: list[str] | None = None) -> None:
             _echo_error(f"{printable(exc.filename)[:60]}...: a file or folder name in this path "
                         "is longer than the file system allows (255 bytes); shorten it.")
             sys.exit(1)
-        _echo_error(f"{type(exc).__name__}: {exc} (run 'featinv --debug ...' for the "
-                    "traceback)")
+        from ..representation.guard import exception_text  # a plugin's exception, guarded
+
+        _echo_error(f"{exception_text(exc)} (run 'featinv --debug ...' for the traceback)")
         sys.exit(1)
     finally:
         for signum, handler in old_handlers.items():

@@ -31,14 +31,55 @@ class PluginAborted(PluginError):
                          "exception, not end the process); fix or uninstall the plugin.")
 
 
+# the most of a plugin exception's message shown (one 50 MB message would fill the terminal)
+MESSAGE_LIMIT = 500
+
+
 def exception_text(exc: BaseException) -> str:
-    """``Type: message`` of ``exc`` (of the exception a ``PluginAborted`` stands for)."""
+    """``Type: message`` of ``exc`` (of the exception a ``PluginAborted`` stands for), the message
+    cut to ``MESSAGE_LIMIT`` characters. Formatting runs the plugin's code once more (its
+    ``__str__``), guarded: whatever that raises, ``KeyboardInterrupt`` or a class of its own
+    included, leaves a placeholder, unless the user's signal arrived meanwhile."""
     exc = exc.original if isinstance(exc, PluginAborted) else exc
-    try:  # str() runs the plugin's code once more: its __str__ may fail, or end the process
-        message = str(exc).strip()
-    except (Exception, SystemExit, GeneratorExit):
+    message = message_text(exc)
+    try:
+        name = str.__str__(type(exc).__name__)
+    except BaseException:  # a metaclass's __name__ of its own
+        name = "exception"
+    return f"{name}: {message}" if message else name
+
+
+def message_text(exc: BaseException, limit: int = MESSAGE_LIMIT) -> str:
+    """``str(exc)`` stripped and cut to ``limit`` characters (ending in '...'), run guarded: a
+    ``__str__`` that raises anything, or returns a ``str`` subclass with methods of its own,
+    gives a placeholder instead. A signal of the user's (Ctrl-C) that arrives meanwhile passes."""
+    watch = _SignalWatch()
+    try:
+        raw = str(exc)
+        message = str.strip(str.__str__(raw))  # a str subclass's own strip() never runs
+    except BaseException:
+        if watch.arrived:
+            raise
         message = "(its message cannot be shown: its __str__ failed)"
-    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+    finally:
+        watch.close()
+    return message if len(message) <= limit else message[:limit] + "..."
+
+
+def passes_as_is(exc: BaseException) -> bool:
+    """Whether a ``FeatinvError`` that plugin code raised may reach the user unchanged: its
+    message can be shown and is at most ``MESSAGE_LIMIT`` characters (else it is wrapped in a
+    ``PluginError`` whose text ``exception_text`` made)."""
+    watch = _SignalWatch()
+    try:
+        raw = str(exc)
+        return type(raw) is str and len(raw) <= MESSAGE_LIMIT
+    except BaseException:
+        if watch.arrived:
+            raise
+        return False
+    finally:
+        watch.close()
 
 
 class _SignalWatch:

@@ -8,7 +8,7 @@ import functools
 from typing import Any
 
 from ..errors import FeatinvError, PluginError
-from .guard import PluginAborted, plugin_code
+from .guard import PluginAborted, passes_as_is, plugin_code
 from .plugins import describe_exception, get_plugin_manager
 
 
@@ -78,7 +78,8 @@ def call_first(hook_name: str, required: bool = True, **kwargs: Any) -> tuple[st
         with plugin_code(f"a plugin's {hook_name}"):  # sys.exit or GeneratorExit in the hook
             result = hook(**kwargs)
     except Exception as exc:
-        if isinstance(exc, FeatinvError) and not isinstance(exc, PluginAborted):
+        if isinstance(exc, FeatinvError) and not isinstance(exc, PluginAborted) \
+                and passes_as_is(exc):
             raise
         raise PluginError(f"Plugin '{call.failed or '?'}' failed in {hook_name}: "
                           f"{describe_exception(exc)}") from exc

@@ -165,7 +165,8 @@ def _collect_features(pm, infos) -> tuple[dict[str, FeatureSpec], dict[str, str]
     features: dict[str, FeatureSpec] = {}
     broken: dict[str, str] = {}
     owners: dict[str, list[str]] = {}
-    for impl in pm.hook.featinv_register_features.get_hookimpls():
+    impls = pm.hook.featinv_register_features.get_hookimpls()  # built-ins first (tryfirst too)
+    for impl in sorted(impls, key=lambda i: i.plugin_name not in BUILTIN_PLUGINS):
         plugin_name = impl.plugin_name
         info = infos.get(plugin_name) or infos.setdefault(plugin_name, PluginInfo(plugin_name, "registered"))
 
@@ -178,6 +179,11 @@ def _collect_features(pm, infos) -> tuple[dict[str, FeatureSpec], dict[str, str]
             except Exception as exc:
                 raise PluginError(f"{spec.name!r} declares an invalid layout: "
                                   f"{describe_exception(exc)}") from exc
+            taken = _taken_name(spec.name, _plugin, owners)
+            if taken:  # a built-in's name stays the built-in's: the plugin's spec is ignored
+                _note(infos[_plugin], f"registers '{spec.name}', {taken}; its '{spec.name}' is "
+                                      "ignored: rename it")
+                return
             owners.setdefault(spec.name, []).append(_plugin)
             features.setdefault(spec.name, spec)
             infos[_plugin].features.append(spec.name)
@@ -198,6 +204,35 @@ def _collect_features(pm, infos) -> tuple[dict[str, FeatureSpec], dict[str, str]
                 _note(infos[p], f"registers '{name}', as does " + ", ".join(
                     repr(o) for o in plugins if o != p))
     return features, broken
+
+
+def _taken_name(name: str, plugin: str, owners: dict[str, list[str]]) -> str:
+    """What a third-party ``plugin`` may not register ``name`` as ("" when it may): the name of a
+    built-in representation (built-ins register first), or of a decoder featinv ships
+    (``hog.realistic``: ``invert -f`` means that decoder)."""
+    if plugin in BUILTIN_PLUGINS:
+        return ""
+    builtin = next((p for p in owners.get(name, ()) if p in BUILTIN_PLUGINS), None)
+    if builtin:
+        return f"the name of a built-in representation (plugin '{builtin}')"
+    if "." in name and name in builtin_decoder_names():
+        return "the name of a decoder featinv ships ('featinv zoo')"
+    return ""
+
+
+def builtin_decoder_names() -> frozenset[str]:
+    """``FEATURE.VARIANT`` of every decoder shipped in featinv/zoo that is not a default one (what
+    ``invert -f`` takes as that decoder): names no plugin may register or resolve."""
+    global _builtin_decoder_names
+    if _builtin_decoder_names is None:
+        from ..inversion.zoo import featinv_shipped_decoders
+
+        _builtin_decoder_names = frozenset(e.key for e in featinv_shipped_decoders()
+                                           if e.variant != DEFAULT_VARIANT)
+    return _builtin_decoder_names
+
+
+_builtin_decoder_names: frozenset[str] | None = None
 
 
 def _collect_shipped(pm, infos) -> ShippedDecoders:
@@ -317,9 +352,9 @@ def unregister_plugin(name: str) -> None:
 
 def reset() -> None:
     """Forget loaded plugins, so the next query loads them again (e.g. after changing the env)."""
-    global _state
+    global _state, _builtin_decoder_names
     with _lock:
-        _state = None
+        _state = _builtin_decoder_names = None
 
 
 def loaded_in_process() -> bool:

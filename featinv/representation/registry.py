@@ -8,9 +8,9 @@ from typing import Any
 import torch
 
 from ..errors import FeatinvError, PluginError, UnknownFeatureError
-from .guard import PluginAborted, exception_text, plugin_code
+from .guard import PluginAborted, exception_text, message_text, passes_as_is, plugin_code
 from .hookcall import call_first
-from .plugins import get_state, load_plugins_hint
+from .plugins import builtin_decoder_names, get_state, load_plugins_hint
 from .spec import Extractor, FeatureSpec
 
 
@@ -59,18 +59,22 @@ def get_feature(name: str, **params: Any) -> Extractor:
     except PluginAborted as exc:
         raise PluginError(f"{name} (plugin {spec.plugin}) failed to build: "
                           f"{exception_text(exc)}") from exc
-    except FeatinvError:
-        raise
+    except FeatinvError as exc:
+        if passes_as_is(exc):
+            raise
+        raise PluginError(f"{name} (plugin {spec.plugin}) failed to build: "
+                          f"{exception_text(exc)}") from exc
     except (ValueError, TypeError, ArithmeticError) as exc:
         given = spec.changed_params(resolved)
         if given:  # most likely a value the user passed (sift: cell_size=0)
-            raise FeatinvError(f"Representation '{name}' does not accept {given} ({exc}); "
-                               f"'featinv describe {name}' lists its parameters.") from exc
+            raise FeatinvError(f"Representation '{name}' does not accept {given} "
+                               f"({message_text(exc)}); 'featinv describe {name}' lists its "
+                               "parameters.") from exc
         raise PluginError(f"{name} (plugin {spec.plugin}) failed to build: "
-                          f"{type(exc).__name__}: {exc}") from exc
+                          f"{exception_text(exc)}") from exc
     except Exception as exc:  # a plugin's bug: name the plugin, keep the cause for --debug
         raise PluginError(f"{name} (plugin {spec.plugin}) failed to build: "
-                          f"{type(exc).__name__}: {exc}") from exc
+                          f"{exception_text(exc)}") from exc
     if not isinstance(module, torch.nn.Module):
         raise PluginError(f"{name} (plugin {spec.plugin}) built a {type(module).__name__}, "
                           "not a torch.nn.Module.")
@@ -82,12 +86,14 @@ def _resolve(name: str) -> FeatureSpec | None:
     state = get_state()
     if name in state.resolved:
         return state.resolved[name]
+    if name in builtin_decoder_names():  # hog.realistic: a shipped decoder, no plugin's name
+        return None
     try:
         plugin, spec = call_first("featinv_resolve_feature", required=False, name=name)
     except PluginError as exc:  # a plugin's bug
         raise UnknownFeatureError(str(exc)) from exc
     except FeatinvError as exc:  # the plugin knows the family and says what is wrong
-        raise UnknownFeatureError(f"Unknown feature '{name}': {exc}") from exc
+        raise UnknownFeatureError(f"Unknown feature '{name}': {message_text(exc)}") from exc
     if spec is None:
         return None
     if not isinstance(spec, FeatureSpec) or spec.name != name:

@@ -20,7 +20,7 @@ from ..deprecation import module_aliases, renamed_fields
 from ..errors import FeatinvError, PluginError, ShapeError, shown
 from ..io.sizes import check_large_enough
 from ..limits import allocation_failure, format_bound
-from .guard import PluginAborted, exception_text, plugin_code
+from .guard import PluginAborted, exception_text, message_text, passes_as_is, plugin_code
 from .layout import CellGrid, ComputedGrid, FixedVector, Layout, LayoutRule
 from .memory import check as check_memory
 from .memory import check_declaration as check_memory_declaration
@@ -225,15 +225,19 @@ class FeatureSpec:
         try:
             with plugin_code(f"{self.name} (plugin {self.plugin})"):
                 rule = self.rule(**resolved)
-        except FeatinvError:
-            raise
+        except FeatinvError as exc:
+            if isinstance(exc, PluginAborted) or passes_as_is(exc):  # ours, or clear
+                raise
+            raise PluginError(f"{self.name} (plugin {self.plugin}) cannot declare its layout: "
+                              f"{exception_text(exc)}") from exc
         except (ValueError, TypeError, ArithmeticError) as exc:  # e.g. cell_size=0
             given = self.changed_params(resolved)
             if not given:
                 raise PluginError(f"{self.name} (plugin {self.plugin}) cannot declare its layout "
-                                  f"with its default parameters: {exc}") from exc
-            raise FeatinvError(f"Representation '{self.name}' does not accept {given} ({exc}); "
-                               f"'featinv describe {self.name}' lists its parameters.") from exc
+                                  f"with its default parameters: {message_text(exc)}") from exc
+            raise FeatinvError(f"Representation '{self.name}' does not accept {given} "
+                               f"({message_text(exc)}); 'featinv describe {self.name}' lists its "
+                               "parameters.") from exc
         if not isinstance(rule, (CellGrid, FixedVector, ComputedGrid)):
             raise TypeError(f"{self.name}: rule() returned {type(rule).__name__}, "
                             "expected CellGrid, FixedVector or ComputedGrid")
@@ -340,7 +344,8 @@ class Extractor(nn.Module):
                 else:
                     out = self.module(x)
         except Exception as exc:  # a plugin's bug: name the plugin, keep the cause for --debug
-            if isinstance(exc, FeatinvError) and not isinstance(exc, PluginAborted):
+            if isinstance(exc, FeatinvError) and not isinstance(exc, PluginAborted) \
+                    and passes_as_is(exc):
                 raise
             if allocation_failure(exc):  # the machine's limit, not a bug: callers say so per image
                 raise MemoryError(f"{self.name}: out of memory on a batch of shape "
