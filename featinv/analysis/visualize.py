@@ -136,6 +136,10 @@ def feature_picture(extractor: Any, image, size: int | None = None,
     from ..io.images import fitted_image, pil_to_tensor
 
     img = fitted_image(image, size or None, max_side)
+    try:  # the advice invert gives: a --size, the --max-side it needs, or cropping a strip
+        extractor.check_large_enough(img.height, img.width, "show")
+    except FeatinvError as exc:
+        raise FeatinvError(f"{printable(image)}: {exc}") from None
     smallest = extractor.rule.smallest_side
     if min(img.size) < smallest:
         raise FeatinvError(f"{printable(image)}: {pixel_size(img.width, img.height)} is too "

@@ -19,6 +19,7 @@ __all__ = ["display_scale", "upscale", "resize_nearest", "fit", "beside", "below
 
 # smallest side of a picture, so that glyphs of small images stay visible
 MIN_DISPLAY = 256
+MAX_DISPLAY_PIXELS = 2**22  # an upscaled drawing's pixels at most (float RGB: 48 MB; a few copies are made)
 _SHIFT = 4  # OpenCV fixed-point bits: coordinates to 1/16 px
 GAP = 4  # px between pictures shown together
 
@@ -26,8 +27,11 @@ GAP = 4  # px between pictures shown together
 def display_scale(height: int, width: int, min_side: int = MIN_DISPLAY, cell: int = 1,
                   min_cell: int = 1) -> int:
     """Integer upscaling factor so the shorter side reaches ``min_side`` px and a ``cell``-px
-    cell becomes at least ``min_cell`` px."""
-    return max(1, math.ceil(min_side / max(1, min(height, width))), math.ceil(min_cell / cell))
+    cell becomes at least ``min_cell`` px, but the picture stays within ``MAX_DISPLAY_PIXELS``
+    (a 4096 x 4 px strip scaled 64 times took over 4 GB)."""
+    wanted = max(1, math.ceil(min_side / max(1, min(height, width))), math.ceil(min_cell / cell))
+    room = max(1, math.isqrt(MAX_DISPLAY_PIXELS // max(1, height * width)))
+    return min(wanted, room)
 
 
 def upscale(picture: np.ndarray, factor: int) -> np.ndarray:

@@ -181,8 +181,8 @@ def test_cli_size_and_params(photo, tmp_path):
 
 @pytest.mark.parametrize("case, message", [("missing", "no such file"),
                                            ("unknown", "Unknown feature 'hgo'"),
-                                           ("small", "12x12 px (width x height) is too "
-                                                     "small for 'lbp'")])
+                                           ("small", "at 12x12 px (width x height) the image is "
+                                                     "too small: lbp (layout")])
 def test_cli_bad_input_is_one_line(capsys, tmp_path, photo, case, message):
     image, feature = str(photo), "lbp"
     if case == "missing":
@@ -197,3 +197,36 @@ def test_cli_bad_input_is_one_line(capsys, tmp_path, photo, case, message):
     assert code == 1 and out == ""
     assert len(err.strip().splitlines()) == 1 and err.startswith("Error: ") and message in err
     assert not (tmp_path / "x.png").exists()
+
+
+@pytest.mark.parametrize("width, height, args, advice", [
+    (600, 1, [], "show it at a larger --size (size= in Python), e.g. 4, with --max-side 2400"),
+    (1000, 1, ["--size", "4"], "use --max-side 4000 or more"),
+    (1000, 1, ["--size", "4", "--max-side", "4096"], None),   # following the advice works
+    (4096, 4, ["--max-side", "4096"], None),
+])
+def test_thin_images_get_advice_that_works_and_a_bounded_drawing(tmp_path, capsys, width, height,
+                                                                   args, advice):
+    """Round 13 N5: show-features advised only '--size 4 or more', and following the advice to
+    its end scaled a 4096x4 px strip 64 times: over 4 GB (now at most MAX_DISPLAY_PIXELS)."""
+    from featinv.features.drawing import MAX_DISPLAY_PIXELS
+
+    image = tmp_path / "strip.png"
+    Image.new("RGB", (width, height), (90, 120, 200)).save(image)
+    out = tmp_path / "x.png"
+    code, _, err = run(capsys, "show-features", "-f", "hog", str(image), *args, "-o", str(out))
+    if advice:
+        assert code == 1 and advice in err and "Traceback" not in err, err
+        return
+    assert code == 0, err
+    with Image.open(out) as img:
+        assert img.width * img.height <= 2 * MAX_DISPLAY_PIXELS + 1_000_000
+
+
+def test_the_display_scale_is_bounded_by_pixels_not_only_by_sides():
+    from featinv.features.drawing import MAX_DISPLAY_PIXELS, display_scale
+
+    assert display_scale(64, 80) == 4 and display_scale(160, 213, cell=8, min_cell=16) == 2
+    s = display_scale(4, 4096, cell=8, min_cell=16)
+    assert 1 <= s < 64 and 4 * 4096 * s * s <= MAX_DISPLAY_PIXELS
+    assert display_scale(4096, 4096) == 1
