@@ -95,15 +95,18 @@ def memory_available() -> int | None:
 
 # how PyTorch words a failed allocation: a RuntimeError on the CPU ("DefaultCPUAllocator: can't
 # allocate memory"), torch.OutOfMemoryError (a RuntimeError too) on a GPU
-_ALLOCATION_WORDS = ("can't allocate memory", "cannot allocate memory", "out of memory")
+_ALLOCATION_WORDS = ("can't allocate memory", "cannot allocate memory", "out of memory",
+                     "insufficient memory")  # the last: OpenCV's error -4 (cv::OutOfMemoryError)
 
 
 def allocation_failure(exc: BaseException) -> bool:
     """Whether ``exc`` says that memory could not be allocated: a ``MemoryError``, or
-    PyTorch's ``RuntimeError`` for it (no PyTorch import: told by its type name and words)."""
+    PyTorch's ``RuntimeError`` or OpenCV's ``cv2.error`` for it (no import of either: told by
+    its type and words)."""
     if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
         return True
-    if not isinstance(exc, RuntimeError):
+    opencv = type(exc).__module__ == "cv2" and type(exc).__name__ == "error"
+    if not (isinstance(exc, RuntimeError) or opencv):
         return False
     from .representation.guard import message_text  # str() of a plugin's exception, guarded
 

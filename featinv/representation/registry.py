@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from ..errors import FeatinvError, PluginError, UnknownFeatureError
+from ..limits import allocation_failure
 from .guard import PluginAborted, exception_text, message_text, passes_as_is, plugin_code
 from .hookcall import call_first
 from .plugins import builtin_decoder_names, get_state, load_plugins_hint
@@ -73,6 +74,8 @@ def get_feature(name: str, **params: Any) -> Extractor:
         raise PluginError(f"{name} (plugin {spec.plugin}) failed to build: "
                           f"{exception_text(exc)}") from exc
     except Exception as exc:  # a plugin's bug: name the plugin, keep the cause for --debug
+        if allocation_failure(exc):  # the machine's limit: the documented out-of-memory line
+            raise MemoryError(f"{name}: out of memory while building it") from exc
         raise PluginError(f"{name} (plugin {spec.plugin}) failed to build: "
                           f"{exception_text(exc)}") from exc
     if not isinstance(module, torch.nn.Module):

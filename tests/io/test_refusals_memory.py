@@ -347,3 +347,33 @@ def test_a_plugin_bug_that_is_not_about_memory_is_still_a_plugin_failure(monkeyp
     monkeypatch.setattr(HOG, "forward", forward)
     with pytest.raises(PluginError, match="hog .plugin .*failed on a batch.*out of bounds"):
         featinv.get_feature("hog")(torch.rand(1, 3, 32, 32))
+
+
+def test_opencv_running_out_of_memory_is_an_allocation_failure():
+    """Round 13 N6: OpenCV's 'Insufficient memory' (cv2.error, no RuntimeError) in SIFT was
+    shown raw as a plugin failure."""
+    import cv2
+
+    from featinv.limits import allocation_failure
+
+    assert allocation_failure(cv2.error("OpenCV(5.1.0) alloc.cpp:73: error: (-4:Insufficient "
+                                        "memory) Failed to allocate 68719476736 bytes"))
+    assert not allocation_failure(cv2.error("(-215:Assertion failed) !_src.empty()"))
+
+
+def test_a_representation_that_runs_out_of_memory_while_building_says_so(monkeypatch, capsys,
+                                                                          tmp_path):
+    """Round 13 N6: an allocation failure in a representation's build was 'failed to build'
+    with the allocator's text; it is the documented out-of-memory line."""
+    from featinv.features.hog import HOG
+
+    def build(self, *args, **kwargs):
+        raise RuntimeError(ALLOCATOR_TEXT)
+
+    monkeypatch.setattr(HOG, "__init__", build)
+    with pytest.raises(MemoryError):
+        featinv.get_feature("hog")
+    write_images(tmp_path / "p", 1)
+    code, _, err = run_cli(capsys, "extract", "-f", "hog", tmp_path / "p", "-o",
+                           tmp_path / "f.npz")
+    assert code == 1 and err.startswith("Error: out of memory:") and "alloc_cpu" not in err, err
