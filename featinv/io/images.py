@@ -77,6 +77,9 @@ def _check_file(path: Path) -> int:
         raise ImageError(f"{printable(path)}: {file_kind(st.st_mode)}, not an image file; "
                          "featinv reads only regular files.")
     if st.st_size == 0:
+        if str(path.resolve()).startswith(("/proc/", "/sys/")):  # the kernel's, sized 0
+            raise ImageError(f"{printable(path)}: a file of the kernel ({path.resolve().parts[1]}"
+                             "), not an image file; featinv reads only regular files.")
         raise ImageError(f"{printable(path)}: empty file (0 bytes).")
     if not os.access(path, os.R_OK):
         raise ImageError(f"{printable(path)}: cannot read file (Permission denied); fix its "
@@ -120,6 +123,11 @@ def _opened(path: Path, data: bytes | None = None, file_bytes: int | None = None
                 check_decode_budget(img.width, img.height, printable(path))
                 size = len(data) if data is not None else file_bytes
                 if size is not None and size > max_file_bytes(img.width, img.height):
+                    if getattr(img, "is_animated", False):  # pages or frames, not appended data
+                        raise ImageError(f"{printable(path)}: {size} bytes of several pages or "
+                                         "frames, far more than its first picture of "
+                                         f"{pixel_size(img.width, img.height)} needs; featinv "
+                                         "reads one picture: save that page alone.")
                     raise ImageError(f"{printable(path)}: {size} bytes for a picture of "
                                      f"{pixel_size(img.width, img.height)}, far more than it "
                                      "needs (data appended to the image?); re-save the image.")

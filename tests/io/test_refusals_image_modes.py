@@ -211,3 +211,31 @@ def test_writes_to_file_descriptor_2_while_decoding_are_held(capfd):
     with stderr_held(said, active=False):
         os.write(2, b"shown\n")
     assert capfd.readouterr().err == "shown\n"
+
+
+def test_a_multi_page_tiff_is_not_blamed_on_appended_data(tmp_path, monkeypatch):
+    """Round 13 N10: a legitimate many-page TIFF was refused as 'data appended to the image?'
+    (the limit is lowered here so that a small file passes it)."""
+    from PIL import Image
+
+    import featinv.io.images as images
+    from featinv.errors import ImageError
+    from featinv.io.images import load_image
+
+    monkeypatch.setattr(images, "max_file_bytes", lambda width, height: 3 * width * height)
+    pages = [Image.new("RGB", (16, 16), (i, 0, 0)) for i in range(20)]
+    path = tmp_path / "pages.tif"
+    pages[0].save(path, save_all=True, append_images=pages[1:])
+    with pytest.raises(ImageError, match="several pages or frames.*save that page alone"):
+        load_image(path)
+
+
+def test_a_kernel_file_is_not_called_empty(tmp_path):
+    """Round 13 N10: a link to /proc/self/mem (size 0) was an 'empty file (0 bytes)'."""
+    from featinv.errors import ImageError
+    from featinv.io.images import load_image
+
+    link = tmp_path / "mem.png"
+    link.symlink_to("/proc/self/mem")
+    with pytest.raises(ImageError, match=r"a file of the kernel \(proc\), not an image file"):
+        load_image(link)
