@@ -40,6 +40,28 @@ def output_labels(methods: Sequence[Method], side_by_side: bool = False) -> list
     return ["-".join(names)] if side_by_side else names
 
 
+def check_out_outside_inputs(out: str | Path, images: Sequence[str | Path]) -> None:
+    """Refuse an output folder that is an input folder or lies inside one: the reconstructions
+    would be read back as photos by the next command on that folder (audit scored them as
+    originals)."""
+    folder = Path(out).parent if str(out).lower().endswith(".png") else Path(out)
+    try:
+        where = folder.resolve()
+    except (OSError, RuntimeError):
+        return
+    for arg in images:
+        if not isinstance(arg, (str, Path)) or not Path(arg).is_dir():
+            continue
+        try:
+            source = Path(arg).resolve()
+        except (OSError, RuntimeError):
+            continue
+        if where == source or source in where.parents:
+            raise FeatinvError(f"-o {printable(out)} is inside the input folder "
+                               f"{printable(arg)}: the reconstructions would be read as photos "
+                               "by the next command on it. Write them to another folder.")
+
+
 def invert_files(images: Iterable[str | Path], methods: Sequence[Method], out: str | Path = ".",
                  size: int | None = None, max_side: int | None = DEFAULT_MAX_SIDE,
                  side_by_side: bool = False, overwrite: bool = False,
@@ -59,6 +81,8 @@ def invert_files(images: Iterable[str | Path], methods: Sequence[Method], out: s
         raise FeatinvError("Nothing to invert with: pass at least one method.")
     if size is None and not any(m.any_size for m in methods):  # else: each image's own size
         size = check_side(methods[0].image_size)
+    images = list(images)
+    check_out_outside_inputs(out, images)
     inputs = plan_inputs(images)
     labels = output_labels(methods, side_by_side)
     targets = output_paths(inputs, labels, out)

@@ -191,5 +191,24 @@ def test_feature_picture_draws_a_file_and_refuses_one_too_small(tmp_path):
     assert picture.ndim == 3 and picture.shape[0] == 3 and min(picture.shape[1:]) >= 64
     lbp = featinv.get_feature("lbp")
     Image.new("RGB", (4, 4)).save(tmp_path / "tiny.png")
-    with pytest.raises(FeatinvError, match=f"too small for 'LBP'.*--size {lbp.rule.smallest_side}"):
+    with pytest.raises(FeatinvError, match=f"too small: lbp .*--size .*e.g. {lbp.rule.smallest_side}"):
         feature_picture(lbp, tmp_path / "tiny.png", name="LBP")
+
+
+@pytest.mark.parametrize("out", ["SRC", "SRC/recs", "SRC/sub/x.png"])
+def test_reconstructions_are_never_written_into_an_input_folder(tmp_path, capsys, out):
+    """Round 13 N9: '-o' equal to (or inside) an input folder wrote the reconstructions among
+    the photos, and the next audit of that folder scored them as photos."""
+    from helpers import run_cli
+
+    src = tmp_path / "photos"
+    write_images(src, 1)
+    (src / "sub").mkdir()
+    target = out.replace("SRC", str(src))
+    code, _, err = run_cli(capsys, "invert", "-f", "hog", src, "-o", target)
+    assert code == 1 and "is inside the input folder" in err and "Traceback" not in err
+    assert sorted(p.name for p in src.rglob("*.png")) == ["img000.png"]
+    code, _, err = run_cli(capsys, "invert", "-f", "hog", src, "-o", tmp_path / "recs")
+    assert code == 0, err  # a folder beside it is fine, and so is a file input's own folder
+    code, _, err = run_cli(capsys, "invert", "-f", "hog", src / "img000.png", "-o", src / "sub")
+    assert code == 0, err
