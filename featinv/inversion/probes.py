@@ -87,20 +87,22 @@ def own_features_fault(decoder) -> str | None:
 
 
 def statistics_fault(features: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
-                     trained: bool = False) -> str | None:
+                     trained: bool | str = False) -> str | None:
     """Why ``mean`` and ``std`` (``(C,)``, a decoder's feature statistics) cannot be those of
     the representation whose features of ``probe_images`` are ``features`` ``(8, C, ...)``, or
     None. Normalised by them, the median channel's RMS must lie in ``STATS_RANGE`` (the low
     bound only where the pictures give values: ``DENSE``), and the means must lie within the
     pictures' range in most channels (``_outside_fault``). Statistics of exactly 0 and 1 are those
     of a decoder built without them (features go in as they are): not judged, unless the
-    decoder was ``trained`` (training always sets them), when a ``std`` of exactly 1 is refused."""
+    decoder was ``trained`` (training always sets them; ``trained_by``), when a ``std`` of
+    exactly 1 is refused (``trained``: the words of ``trained_by``)."""
     if bool((std == 1).all()):
         if trained:
+            said = trained if isinstance(trained, str) else "its metadata says it was trained"
             return (f"{STATS_WORDS}: every feature_std is exactly 1"
                     + (" and every feature_mean 0" if not bool(mean.any()) else "")
-                    + ", the values of a decoder built without statistics, but its metadata "
-                    "says it was trained, which sets them from the training images")
+                    + f", the values of a decoder built without statistics, but {said}, which "
+                    "sets them from the training images")
         if not bool(mean.any()):
             return None
     view = (1, -1) + (1,) * (features.dim() - 2)
@@ -155,6 +157,84 @@ def decoder_statistics_fault(extractor, decoder, device: torch.device | None = N
         features = extractor(probe_images(side).to(device or "cpu")).float().cpu()
     if not bool(torch.isfinite(features).all()):
         return None
-    trained = bool((getattr(decoder, "meta", None) or {}).get("training"))
     return statistics_fault(features, decoder.feature_mean.detach().cpu(),
-                            decoder.feature_std.detach().cpu(), trained=trained)
+                            decoder.feature_std.detach().cpu(),
+                            trained=trained_by(decoder) or False)
+
+
+# ---- does the decoder draw the features at all (issue 24, round 13: N1, N7) ----------------------
+# the pictures of the two probe_features arrays differ by at most SAME: one picture (every weight
+# or the last layer zeroed: 0). Untrained networks still differ by 3.6e-6 (the compact preset of
+# SIFT; their weights are near-independent of the input), the shipped decoders by 0.25 to 0.66.
+SAME = 1e-7
+# a decoder trained at least HARDLY_STEPS steps whose two pictures differ by less than HARDLY of
+# the range of their values hardly draws the features: a first layer scaled by 1e-4 gives 3e-4;
+# the shipped decoders 0.5 to 0.8, trained decoders after one step of the default preset 0.4.
+# (Untrained and barely trained ones of the compact preset give down to 2e-5: not judged.)
+HARDLY, HARDLY_STEPS = 1e-3, 100
+# training never leaves every gain of a batch-norm layer (built at 1) near 0 (the shipped
+# decoders' largest gain per layer: 0.36 and more); there that layer's output is a constant
+DEAD_GAIN = 1e-4
+DEPENDENCE_ADVICE = "its weights were zeroed or damaged"
+
+
+def training_steps(decoder) -> int:
+    """The steps ``decoder`` was trained for as far as its weights tell: the batches its
+    batch-norm layers counted (a step may pass more than one through them); without batch norm
+    its metadata's ``metrics`` step when the metadata says it was trained; else 0. (Metadata
+    alone is no sign: it can be deleted, and copied onto any network.)"""
+    counts = [int(b) for n, b in decoder.named_buffers()
+              if n.endswith("num_batches_tracked") and b.numel() == 1]
+    if counts:
+        return max(counts)
+    meta = getattr(decoder, "meta", None) or {}
+    step = meta.get("metrics").get("step") if isinstance(meta.get("metrics"), dict) else None
+    trained = meta.get("training") and isinstance(step, int) and not isinstance(step, bool)
+    return step if trained and step > 0 else 0
+
+
+def trained_by(decoder) -> str | None:
+    """What says that ``decoder`` was trained (words for a message), or None: its metadata's
+    ``training`` (training always writes it), or batches its batch-norm layers counted, which
+    deleting ``training`` leaves (a decoder built and saved through the API has neither; one of
+    the paper's presets, without batch norm, whose ``training`` was deleted is not told from
+    it)."""
+    meta = getattr(decoder, "meta", None) or {}
+    if meta.get("training"):
+        return "its metadata says it was trained"
+    batches = training_steps(decoder)
+    return f"its batch-norm layers counted {batches} batches of training" if batches else None
+
+
+def dependence_fault(decoder, out: torch.Tensor | None = None) -> str | None:
+    """Why ``decoder``'s pictures do not depend on the features, or None: its pictures of the
+    two ``probe_features`` arrays (``out``: ``own_features_output``, computed when not given)
+    are one (``SAME``); a batch-norm layer of a network featinv builds has every gain below
+    ``DEAD_GAIN``; or, trained ``HARDLY_STEPS`` steps, they hardly differ (``HARDLY``). Pictures
+    that are no pictures (``output_checks.output_fault``) are judged there."""
+    from ..representation.plugins import GENERIC_BUILDER
+    from .output_checks import output_fault
+
+    out = own_features_output(decoder) if out is None else out
+    if output_fault(out):
+        return None
+    gap = float((out[0] - out[1]).abs().max())
+    if gap <= SAME:
+        return ("its pictures do not depend on the features (two different feature arrays give "
+                f"the same picture); {DEPENDENCE_ADVICE}")
+    if decoder.config.get("builder", GENERIC_BUILDER) == GENERIC_BUILDER:
+        for name, module in decoder.named_modules():
+            weight = getattr(module, "weight", None)
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm) and weight is not None \
+                    and weight.numel() and float(weight.detach().abs().max()) < DEAD_GAIN:
+                return (f"its batch-norm layer {name} has every gain below {DEAD_GAIN:g} (up to "
+                        f"{float(weight.detach().abs().max()):.3g}), which training never leaves: "
+                        f"that layer's output is the same for any features; {DEPENDENCE_ADVICE}")
+    spread = float(out.max() - out.min())
+    steps = training_steps(decoder)
+    if steps >= HARDLY_STEPS and gap < HARDLY * spread:
+        return (f"its pictures hardly depend on the features (two different feature arrays "
+                f"give pictures {gap:.2g} apart, {gap / spread:.2g} of their range of values, "
+                f"after {steps} training steps; trained decoders: 0.4 and more); "
+                f"{DEPENDENCE_ADVICE}")
+    return None

@@ -127,20 +127,14 @@ def check_pictures(decoder, source) -> None:
     (``stored_statistics_fault``)."""
     from ..errors import DecoderOutputError
     from .output_checks import check_output
-    from .probes import own_features_output
+    from .probes import dependence_fault, own_features_output
 
     out = own_features_output(decoder.float())
     try:
         check_output(out)
     except DecoderOutputError as exc:
         raise CheckpointError(f"{printable(source)}: not packed: {exc}") from None
-    # zeroed weights give one flat picture; an untrained paper-style net still differs by 1e-3
-    if float((out[0] - out[1]).abs().max()) < 1e-6:
-        raise CheckpointError(f"{printable(source)}: not packed: its pictures do not depend on "
-                              "the features (two different feature arrays give the same "
-                              "picture); its weights were zeroed or damaged. Use an intact "
-                              "copy, or train it again.")
-    fault = stored_statistics_fault(decoder)
+    fault = dependence_fault(decoder, out) or stored_statistics_fault(decoder)
     if fault:
         raise CheckpointError(f"{printable(source)}: not packed: {fault}. Use an intact copy, "
                               "or train it again.")

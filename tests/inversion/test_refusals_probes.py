@@ -202,6 +202,10 @@ class TestForgedStatisticsInsideTheWindow:
         fault = stored_statistics_fault(decoder)
         assert fault.startswith(STATS_WORDS) and words in fault and "says it was trained" in fault
         decoder.meta = {k: v for k, v in decoder.meta.items() if k != "training"}
+        assert "batch-norm layers counted" in stored_statistics_fault(decoder)  # round 13
+        for name, buffer in decoder.named_buffers():
+            if name.endswith("num_batches_tracked"):
+                buffer.zero_()
         if not bool(decoder.feature_mean.any()):  # built without statistics: not judged
             assert stored_statistics_fault(decoder) is None
 
