@@ -191,6 +191,15 @@ class TestForgedStatisticsInsideTheWindow:
         mean[:5] = 0.5  # 50% above
         assert probes.statistics_fault(grid, mean, std, trained=True) is None
 
+    def test_means_below_a_vectors_few_values_pass(self):
+        """A SqueezeNet pool10 decoder trained on a few photos (the test suite's) has its mean
+        below the 8 test pictures' values in 35% of the channels: a vector is not judged."""
+        features = torch.rand(8, 10, generator=torch.Generator().manual_seed(0)) + 1
+        mean, std = torch.full((10,), 0.5), torch.full((10,), 0.5)
+        assert probes.statistics_fault(features, mean, std, trained=True) is None
+        grid = features[:, :, None, None].expand(8, 10, 2, 2)
+        assert "below every value" in probes.statistics_fault(grid, mean, std, trained=True)
+
     @pytest.mark.parametrize("change, words", [
         (lambda m, s: (torch.zeros_like(m), torch.ones_like(s)), "exactly 1 and every "
          "feature_mean 0"),
