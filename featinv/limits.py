@@ -99,18 +99,22 @@ _ALLOCATION_WORDS = ("can't allocate memory", "cannot allocate memory", "out of 
                      "insufficient memory")  # the last: OpenCV's error -4 (cv::OutOfMemoryError)
 
 
-def allocation_failure(exc: BaseException) -> bool:
+def allocation_failure(exc: BaseException, text: str | None = None) -> bool:
     """Whether ``exc`` says that memory could not be allocated: a ``MemoryError``, or
     PyTorch's ``RuntimeError`` or OpenCV's ``cv2.error`` for it (no import of either: told by
-    its type and words)."""
+    its type and words). ``text``: its message, where the caller has it already (a plugin's
+    exception is read through ``representation.guard.message_text``, never by ``str`` here)."""
     if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
         return True
     opencv = type(exc).__module__ == "cv2" and type(exc).__name__ == "error"
     if not (isinstance(exc, RuntimeError) or opencv):
         return False
-    from .representation.guard import message_text  # str() of a plugin's exception, guarded
-
-    return any(w in message_text(exc).lower() for w in _ALLOCATION_WORDS)
+    if text is None:
+        try:
+            text = str(exc)
+        except Exception:  # a message that cannot be read says nothing about memory
+            return False
+    return any(w in text.lower() for w in _ALLOCATION_WORDS)
 
 
 def format_bound(number: float) -> str:

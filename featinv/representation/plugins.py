@@ -225,9 +225,10 @@ def builtin_decoder_names() -> frozenset[str]:
     ``invert -f`` takes as that decoder): names no plugin may register or resolve."""
     global _builtin_decoder_names
     if _builtin_decoder_names is None:
-        from ..inversion.zoo import featinv_shipped_decoders
-
-        _builtin_decoder_names = frozenset(e.key for e in featinv_shipped_decoders()
+        # the zoo's hook plugin, loaded by name as the plugin manager loads it (this layer does
+        # not import the inversion code)
+        zoo = importlib.import_module(BUILTIN_HOOK_PLUGINS[BUILTIN_ZOO])
+        _builtin_decoder_names = frozenset(e.key for e in zoo.featinv_shipped_decoders()
                                            if e.variant != DEFAULT_VARIANT)
     return _builtin_decoder_names
 

@@ -74,7 +74,7 @@ def get_feature(name: str, **params: Any) -> Extractor:
         raise PluginError(f"{name} (plugin {spec.plugin}) failed to build: "
                           f"{exception_text(exc)}") from exc
     except Exception as exc:  # a plugin's bug: name the plugin, keep the cause for --debug
-        if allocation_failure(exc):  # the machine's limit: the documented out-of-memory line
+        if allocation_failure(exc, message_text(exc)):  # the machine's limit: the documented out-of-memory line
             raise MemoryError(f"{name}: out of memory while building it") from exc
         raise PluginError(f"{name} (plugin {spec.plugin}) failed to build: "
                           f"{exception_text(exc)}") from exc

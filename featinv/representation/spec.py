@@ -347,7 +347,7 @@ class Extractor(nn.Module):
             if isinstance(exc, FeatinvError) and not isinstance(exc, PluginAborted) \
                     and passes_as_is(exc):
                 raise
-            if allocation_failure(exc):  # the machine's limit, not a bug: callers say so per image
+            if allocation_failure(exc, message_text(exc)):  # the machine's limit, not a bug: callers say so per image
                 raise MemoryError(f"{self.name}: out of memory on a batch of shape "
                                   f"{tuple(x.shape)}") from exc
             raise PluginError(f"{self.name} (plugin {self.spec.plugin}) failed on a batch of "
