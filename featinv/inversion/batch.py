@@ -16,7 +16,7 @@ import torch
 
 from ..errors import DecoderOutputError, FeatinvError, ImageError, printable
 from ..io.images import check_side, make_grid, save_png
-from ..io.outputs import check_targets, output_paths, plan_inputs, unique_labels
+from ..io.outputs import check_targets, inside, output_paths, plan_inputs, unique_labels
 from ..limits import DEFAULT_MAX_SIDE, allocation_failure
 from .output_checks import FarFromRange
 from .sizing import prepare
@@ -45,18 +45,8 @@ def check_out_outside_inputs(out: str | Path, images: Sequence[str | Path]) -> N
     would be read back as photos by the next command on that folder (audit scored them as
     originals)."""
     folder = Path(out).parent if str(out).lower().endswith(".png") else Path(out)
-    try:
-        where = folder.resolve()
-    except (OSError, RuntimeError):
-        return
     for arg in images:
-        if not isinstance(arg, (str, Path)) or not Path(arg).is_dir():
-            continue
-        try:
-            source = Path(arg).resolve()
-        except (OSError, RuntimeError):
-            continue
-        if where == source or source in where.parents:
+        if isinstance(arg, (str, Path)) and Path(arg).is_dir() and inside(folder, Path(arg)):
             raise FeatinvError(f"-o {printable(out)} is inside the input folder "
                                f"{printable(arg)}: the reconstructions would be read as photos "
                                "by the next command on it. Write them to another folder.")

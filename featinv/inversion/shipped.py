@@ -21,7 +21,8 @@ import torch
 from ..io import checkpoint
 from ..errors import CheckpointError, FeatinvError, printable
 from .load import extractor_for, load_decoder
-from .probes import probe_features
+from .probes import (decoder_statistics_fault, dependence_fault, own_features_output,
+                     probe_features)
 
 MAX_SHIPPED_BYTES = 8 * 1024 * 1024  # the largest decoder file the package ships
 
@@ -127,7 +128,6 @@ def check_pictures(decoder, source) -> None:
     (``stored_statistics_fault``)."""
     from ..errors import DecoderOutputError
     from .output_checks import check_output
-    from .probes import dependence_fault, own_features_output
 
     out = own_features_output(decoder.float())
     try:
@@ -145,9 +145,6 @@ def stored_statistics_fault(decoder) -> str | None:
     When the representation cannot be built here (network weights not available offline) a
     warning says that the check was left out."""
     import warnings
-
-    from ..errors import FeatinvError
-    from .probes import decoder_statistics_fault
 
     try:
         extractor = extractor_for(decoder)

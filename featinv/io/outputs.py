@@ -153,6 +153,15 @@ def check_targets(targets: Sequence[str | Path], inputs: Iterable[str | Path] = 
         claim_new(targets)
 
 
+def inside(path: Path, folder: Path) -> bool:
+    """Whether ``path`` is ``folder`` or below it (links resolved; neither need exist yet)."""
+    try:
+        path, folder = path.resolve(), folder.resolve()
+    except (OSError, RuntimeError):
+        return False
+    return path == folder or folder in path.parents
+
+
 def with_data_images(folder: str | Path | None) -> list[Path]:
     """The images below a ``--data`` folder, as inputs for ``check_targets`` (none when it is not
     a folder; reading it reports that later)."""

@@ -41,6 +41,7 @@ from typing import Callable
 from ..io.checkpoint import DECODER_FILE, REPLACED_DIR, RUN_FILES, STATE_FILE
 from ..io.files import atomic_write
 from ..io.hub import MODEL_FILE
+from ..io.outputs import inside
 from ..errors import FeatinvError, printable
 from . import run_checkpoint
 from .run_lock import LOCK_FILE, take_lock
@@ -50,15 +51,6 @@ __all__ = ["LOCK_FILE", "REPLACED", "RunFolder", "write_failure"]
 REPLACED = REPLACED_DIR  # the replaced run's files, until the new run's first checkpoint
 MOVING = ".featinv-moving.json"  # in REPLACED: the names replace_previous moves there
 _PREVIEWS = re.compile(r"val_epoch\d+\.png")
-
-
-def _inside(path: Path, folder: Path) -> bool:
-    """Whether ``path`` is ``folder`` or below it (links resolved; neither need exist yet)."""
-    try:
-        path, folder = path.resolve(), folder.resolve()
-    except (OSError, RuntimeError):
-        return False
-    return path == folder or folder in path.parents
 
 
 def _loops(link: Path) -> bool:
@@ -100,7 +92,7 @@ class RunFolder:
         if not self.active:
             return
         for option, folder in (inputs or {}).items():
-            if folder and _inside(self.path, Path(folder)):
+            if folder and inside(self.path, Path(folder)):
                 raise FeatinvError(f"--out {printable(self.path)} is inside {option} "
                                    f"{printable(folder)}: the run's preview images would be read "
                                    f"as {option[2:]} images. Choose an --out outside it.")
