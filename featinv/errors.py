@@ -54,6 +54,32 @@ def printable(text: object) -> str:
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
+# the most of a name a plugin (or a file) chose that a message shows: a class, plugin, entry
+# point or representation name of 5 MB was printed whole
+NAME_LIMIT = 100
+# the most of a line of text a plugin chose (a description, a parameter's help) that is shown
+LINE_LIMIT = 300
+
+
+def clipped(text: str, limit: int = NAME_LIMIT) -> str:
+    """A name or a line of text that a plugin chose, for a message: printable (``printable``)
+    and at most ``limit`` characters, cut ones ending in "...". Runs none of the plugin's code
+    (a ``str`` subclass's own methods are never called); what is not a ``str`` at all is named
+    by its class."""
+    if not isinstance(text, str):
+        return f"(a {type_name(text)}, not text)"
+    text = str.__str__(text)  # a plain copy of a str subclass's characters
+    head = printable(text[:limit])
+    return head if len(text) <= limit and len(head) <= limit else head[:limit] + "..."
+
+
+def type_name(value: object) -> str:
+    """The name of ``value``'s class (of an exception: its type), as messages show it: the
+    class's own name, never what a metaclass of the plugin's says it is, ``clipped``."""
+    name = type.__dict__["__name__"].__get__(type(value))  # runs no code of the class's
+    return clipped(name)
+
+
 def quoted(text: object) -> str:
     """``text`` in single quotes, escaped once (``printable``): ``repr`` of an escaped text
     would escape its backslashes again, ``'\\x1b[31m'`` beside the ``'\x1b[31m'`` of a

@@ -19,6 +19,7 @@ import torch
 
 from .decoders.networks import build_decoder
 from .errors import FeatinvError, PluginError, pixel_size
+from .representation.guard import exception_text
 from .representation.registry import get_feature
 from .representation.spec import Extractor, rgb_to_gray
 
@@ -83,7 +84,7 @@ def _size_failure(ext: Extractor, h: int, w: int, exc: BaseException) -> Asserti
     """A failure at ``h x w`` px, a size the layout declares usable, as "declared vs actual"."""
     declared = ext.rule.smallest_side
     cause = exc.__cause__ if isinstance(exc, PluginError) and exc.__cause__ else exc
-    error = f"{type(cause).__name__}: {str(cause).strip().splitlines()[0] if str(cause) else ''}"
+    error = (exception_text(cause).splitlines() or [""])[0]  # guarded: the plugin's __str__
     actual = actual_smallest_side(ext)
     if actual is not None and actual > declared:
         return AssertionError(

@@ -6,6 +6,7 @@ import click
 from .common import echo_json
 from .listing import layout_text
 from .options import SIDE, parse_params
+from ..errors import LINE_LIMIT, shown
 from ..limits import format_bound
 
 
@@ -33,12 +34,12 @@ def describe_cmd(name: str, image_size: int, params: tuple[str, ...], as_json: b
     click.echo(f"  decoder family: {info['decoder']}")
     click.echo("  parameters:" + ("" if info["params"] else " none"))
     for p in info["params"]:
-        choices = f" (one of {p['choices']})" if p["choices"] else ""
+        choices = f" (one of {shown(p['choices'], LINE_LIMIT)})" if p["choices"] else ""
         if p.get("range"):
             choices += " (from {} to {})".format(*map(format_bound, p["range"]))
         value = info["values"][p["name"]]
-        default = f" (default {p['default']!r})" if value != p["default"] else ""
-        click.echo(f"    {p['name']} = {value!r}{default}  {p['help']}{choices}")
+        default = f" (default {shown(p['default'], LINE_LIMIT)})" if value != p["default"] else ""
+        click.echo(f"    {p['name']} = {shown(value, LINE_LIMIT)}{default}  {p['help']}{choices}")
     if info["backends"]:
         click.echo("  backends (-p backend=NAME):")
         for backend, status in info["backends"].items():

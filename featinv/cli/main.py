@@ -64,11 +64,23 @@ cli.add_command(train_cmd)
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
     """featinv's own warnings as one ``Warning: ...`` line on stderr; others as Python shows
-    them."""
-    if category.__module__.startswith("featinv."):
-        click.echo(printable(f"Warning: {message}"), err=True)
+    them (without the source line). Either is cut at ``WARNING_LIMIT`` characters, and a
+    warning's text is made as a plugin's exception's is (``guard.message_text``): a plugin's
+    warning of 5 MB, or one whose ``__str__`` never returns, cannot fill or stop the command."""
+    from ..errors import clipped
+    from ..representation.guard import message_text
+
+    text = clipped(message_text(message, WARNING_LIMIT) if isinstance(message, BaseException)
+                   else message, WARNING_LIMIT)  # escaped, then cut: at most the limit
+    module = type.__dict__["__module__"].__get__(category)  # never a metaclass's own answer
+    if isinstance(module, str) and module.startswith("featinv."):
+        click.echo(printable(f"Warning: {text}"), err=True)
     else:
-        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+        name = clipped(type.__dict__["__name__"].__get__(category))
+        sys.stderr.write(printable(f"{filename}:{lineno}: {name}: {text}") + "\n")
+
+
+WARNING_LIMIT = 20000
 
 
 class _Terminated(BaseException):

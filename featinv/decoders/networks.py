@@ -371,9 +371,9 @@ def build_decoder(spec, layout: Layout, image_size: int, preset: str = DEFAULT_P
     builder, body = call_first("featinv_build_decoder", spec=spec, layout=layout,
                                image_size=image_size, preset=preset, width=width)
     if not isinstance(body, nn.Module):
-        from ..errors import PluginError
+        from ..errors import PluginError, type_name
 
-        raise PluginError(f"Plugin '{builder}' returned {type(body).__name__} from "
+        raise PluginError(f"Plugin '{builder}' returned {type_name(body)} from "
                           "featinv_build_decoder, not an nn.Module.")
     config = {"preset": preset, "width": width, "image_size": image_size,
               "family": family_name(spec, layout, preset) if builder == GENERIC_BUILDER else None,

@@ -20,7 +20,9 @@ import torch
 
 from ..io import checkpoint
 from ..errors import CheckpointError, FeatinvError, printable
+from ..representation.registry import get_spec
 from .load import extractor_for, load_decoder
+from .pack_meta import portable_feature
 from .probes import (decoder_statistics_fault, dependence_fault, own_features_output,
                      probe_features)
 
@@ -60,6 +62,8 @@ def pack(source: str | Path, out: str | Path, recipe: str | None = None,
     check_pictures(decoder, source)
     tensors, _ = checkpoint.load(source)
     meta = copy.deepcopy(decoder.meta)  # its metadata as checked on load: strict JSON
+    meta["feature"] = portable_feature(meta["feature"], get_spec(meta["feature"]["name"]),
+                                       meta["image_size"], source)  # no path, URL, forged plugin
     kept: list[str] = []
     if half:
         tensors, kept = to_half(tensors)

@@ -16,7 +16,7 @@ import sys
 import threading
 from typing import Callable
 
-from ..errors import PluginError
+from ..errors import PluginError, UnknownFeatureError, type_name
 
 _SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP")
                  if hasattr(signal, name))
@@ -33,53 +33,127 @@ class PluginAborted(PluginError):
 
 # the most of a plugin exception's message shown (one 50 MB message would fill the terminal)
 MESSAGE_LIMIT = 500
+# how long turning a plugin's exception into text may take: a legitimate __str__ returns in
+# microseconds (a 50 MB text in milliseconds); one that has not returned by then never will
+TEXT_TIMEOUT = 2.0
+FAILED = "(its message cannot be shown: its __str__ failed)"
+HUNG = "(its message cannot be shown: its __str__ did not return)"
+# how many threads still running a __str__ that could not be stopped are left at that: past
+# them every message that would need another is the placeholder (each takes a share of the CPU)
+MAX_STUCK = 2
 
 
 def exception_text(exc: BaseException) -> str:
-    """``Type: message`` of ``exc`` (of the exception a ``PluginAborted`` stands for), the message
-    cut to ``MESSAGE_LIMIT`` characters. Formatting runs the plugin's code once more (its
-    ``__str__``), guarded: whatever that raises, ``KeyboardInterrupt`` or a class of its own
-    included, leaves a placeholder, unless the user's signal arrived meanwhile."""
+    """``Type: message`` of ``exc`` (of the exception a ``PluginAborted`` stands for), the type's
+    own name ``clipped`` (a class name of 5 MB was printed whole) and the message cut to
+    ``MESSAGE_LIMIT`` characters (``message_text``)."""
     exc = exc.original if isinstance(exc, PluginAborted) else exc
     message = message_text(exc)
-    try:
-        name = str.__str__(type(exc).__name__)
-    except BaseException:  # a metaclass's __name__ of its own
-        name = "exception"
+    name = type_name(exc)
     return f"{name}: {message}" if message else name
 
 
 def message_text(exc: BaseException, limit: int = MESSAGE_LIMIT) -> str:
-    """``str(exc)`` stripped and cut to ``limit`` characters (ending in '...'), run guarded: a
-    ``__str__`` that raises anything, or returns a ``str`` subclass with methods of its own,
-    gives a placeholder instead. A signal of the user's (Ctrl-C) that arrives meanwhile passes."""
-    watch = _SignalWatch()
-    try:
-        raw = str(exc)
-        message = str.strip(str.__str__(raw))  # a str subclass's own strip() never runs
-    except BaseException:
-        if watch.arrived:
-            raise
-        message = "(its message cannot be shown: its __str__ failed)"
-    finally:
-        watch.close()
+    """``str(exc)`` stripped and cut to ``limit`` characters (ending in '...'). An exception
+    whose text runs no code of a plugin's (featinv's and Python's own classes, with plain
+    arguments) is formatted here; any other in a thread of its own (``_text_in_thread``), so
+    that a ``__str__`` that raises anything, returns something other than text, or never
+    returns gives a placeholder instead. A signal of the user's (Ctrl-C) still ends the wait."""
+    raw = _plain_text(exc)
+    if raw is None:
+        raw = _text_in_thread(exc)
+    message = str.strip(raw)
     return message if len(message) <= limit else message[:limit] + "..."
 
 
 def passes_as_is(exc: BaseException) -> bool:
-    """Whether a ``FeatinvError`` that plugin code raised may reach the user unchanged: its
-    message can be shown and is at most ``MESSAGE_LIMIT`` characters (else it is wrapped in a
-    ``PluginError`` whose text ``exception_text`` made)."""
-    watch = _SignalWatch()
+    """Whether a ``FeatinvError`` that plugin code raised may reach the user unchanged: its text
+    runs none of the plugin's code (no ``__str__`` of its own, plain arguments) and is at most
+    ``MESSAGE_LIMIT`` characters (else it is wrapped in a ``PluginError`` whose text
+    ``exception_text`` made; later code may format it again, unguarded)."""
+    raw = _plain_text(exc)
+    return raw is not None and raw not in (FAILED, HUNG) and len(raw) <= MESSAGE_LIMIT
+
+
+_PLAIN_ARGS = (str, int, float, bool, type(None))
+
+
+def _plain_text(exc: BaseException) -> str | None:
+    """``str(exc)`` when computing it runs no code of a plugin's: its class formats with
+    ``BaseException``'s, ``KeyError``'s or ``UnknownFeatureError``'s ``__str__`` (found without
+    asking the class, whose metaclass could answer anything) and its arguments are plain
+    strings, numbers or None; None otherwise."""
+    method = None
+    for klass in type.__dict__["__mro__"].__get__(type(exc)):
+        method = type.__dict__["__dict__"].__get__(klass).get("__str__")
+        if method is not None:
+            break
+    args = BaseException.__dict__["args"].__get__(exc)
+    if method not in _SAFE_STR or not all(type(a) in _PLAIN_ARGS for a in args):
+        return None
     try:
-        raw = str(exc)
-        return type(raw) is str and len(raw) <= MESSAGE_LIMIT
-    except BaseException:
-        if watch.arrived:
-            raise
-        return False
-    finally:
-        watch.close()
+        return method(exc)
+    except Exception:  # UnknownFeatureError() without a message; an int of 5000 digits
+        return FAILED
+
+
+_SAFE_STR = (BaseException.__dict__["__str__"], KeyError.__dict__["__str__"],
+             UnknownFeatureError.__dict__["__str__"])
+
+
+class _Stop(BaseException):
+    """Raised into a thread whose ``__str__`` did not return (``_stop``)."""
+
+
+_hung: set[type] = set()  # classes whose __str__ did not return: never asked again
+_stuck: list[threading.Thread] = []
+
+
+def _text_in_thread(exc: BaseException) -> str:
+    """``str(exc)`` as a plain ``str``, computed in a daemon thread that may take
+    ``TEXT_TIMEOUT`` seconds; a placeholder when it raised anything, returned something that is
+    no ``str``, or did not return. A thread that does not return is stopped with an exception
+    raised into it (a loop of Python code ends there); one that catches that, or waits in C
+    code, is left running: a daemon thread keeps no process from exiting, and Python hands the
+    interpreter lock over to the main thread every few milliseconds (a hang in C code that holds
+    that lock cannot be helped)."""
+    _stuck[:] = [t for t in _stuck if t.is_alive()]
+    if type(exc) in _hung or len(_stuck) >= MAX_STUCK:
+        return HUNG
+    box: list[str | None] = []
+
+    def run() -> None:
+        try:
+            box.append(str.__str__(str(exc)))  # TypeError for anything but text
+        except BaseException:  # its own KeyboardInterrupt or SystemExit too: no signal here
+            box.append(None)
+
+    worker = threading.Thread(target=run, name="featinv-exception-text", daemon=True)
+    try:
+        worker.start()
+    except RuntimeError:  # no new thread at interpreter shutdown
+        return FAILED
+    worker.join(TEXT_TIMEOUT)
+    if box:
+        return FAILED if box[0] is None else box[0]
+    _hung.add(type(exc))
+    _stop(worker)
+    worker.join(0.5)
+    if worker.is_alive():
+        _stuck.append(worker)
+    return HUNG
+
+
+def _stop(worker: threading.Thread) -> None:
+    """Raise ``_Stop`` in ``worker`` at its next line of Python code (CPython only)."""
+    try:
+        import ctypes
+
+        if worker.is_alive() and worker.ident is not None:
+            ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(worker.ident),
+                                                       ctypes.py_object(_Stop))
+    except (ImportError, AttributeError, OSError):  # not CPython: it stays a daemon thread
+        pass
 
 
 class _SignalWatch:

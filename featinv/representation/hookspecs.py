@@ -14,11 +14,13 @@ from pathlib import Path
 import pluggy
 
 from ..deprecation import module_aliases, renamed_fields
+from ..errors import LINE_LIMIT, NAME_LIMIT, clipped
 
 hookspec = pluggy.HookspecMarker("featinv")
 hookimpl = pluggy.HookimplMarker("featinv")
 
 DEFAULT_VARIANT = "default"
+MAX_PATH = 4096  # the longest path a file system takes (PATH_MAX)
 _VARIANT_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
 __getattr__ = module_aliases(__name__, {"DEFAULT_DECODER": "DEFAULT_VARIANT"})
 
@@ -42,17 +44,22 @@ class ShippedDecoder:
     description: str = ""
     plugin: str | None = None
 
-    def __post_init__(self) -> None:
-        if not isinstance(self.feature, str) or not self.feature:
-            raise ValueError(f"ShippedDecoder.feature must be a representation name, got "
-                             f"{self.feature!r}")
-        if not isinstance(self.variant, str) or not _VARIANT_NAME.fullmatch(self.variant):
+    def __post_init__(self) -> None:  # a name or path of 5 MB would fill every message
+        if not isinstance(self.feature, str) or not 0 < len(self.feature) <= NAME_LIMIT:
+            raise ValueError(f"ShippedDecoder.feature must be a representation name (at most "
+                             f"{NAME_LIMIT} characters), got '{clipped(self.feature)}'")
+        if not isinstance(self.variant, str) or len(self.variant) > NAME_LIMIT \
+                or not _VARIANT_NAME.fullmatch(self.variant):
             raise ValueError(f"ShippedDecoder.variant must be lower-case letters, digits, '_' "
-                             f"or '-', got {self.variant!r}")
+                             f"or '-' (at most {NAME_LIMIT}), got '{clipped(self.variant)}'")
         if not isinstance(self.description, str) or "\n" in self.description:
             raise ValueError("ShippedDecoder.description must be one line of text")
         object.__setattr__(self, "feature", self.feature.lower())
         object.__setattr__(self, "file", Path(self.file))
+        if len(str(self.file)) > MAX_PATH:
+            raise ValueError(f"ShippedDecoder.file is a path of {len(str(self.file))} "
+                             f"characters (at most {MAX_PATH})")
+        object.__setattr__(self, "description", clipped(self.description, LINE_LIMIT))
 
     @property
     def key(self) -> str:

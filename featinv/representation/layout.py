@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Union
 
-from ..errors import ShapeError, pixel_size
+from ..errors import ShapeError, clipped, pixel_size, type_name
 from .guard import plugin_code
 
 
@@ -92,6 +92,8 @@ def layout_from_json(data: Mapping[str, Any]) -> Layout:
     raise ValueError(f"unknown layout kind {kind!r}")
 
 
+# the most of a ComputedGrid's formula that messages and 'describe' show
+FORMULA_LIMIT = 200
 _ROUNDING: dict[str, Callable[[int, int], int]] = {
     "floor": lambda n, cell: n // cell,
     "ceil": lambda n, cell: -(-n // cell),
@@ -182,6 +184,9 @@ class ComputedGrid:
     formula: str
     min_size: int | Callable[[], int] = 1
 
+    def __post_init__(self) -> None:  # messages and describe show it: printable and bounded
+        object.__setattr__(self, "formula", clipped(self.formula, FORMULA_LIMIT))
+
     def __call__(self, height: int, width: int) -> Layout:
         if not callable(self.min_size):
             check_image_size(height, width, self.min_size, self.formula)
@@ -195,7 +200,7 @@ class ComputedGrid:
             check_image_size(height, width, self.smallest_side, self.formula)
             raise
         if not isinstance(out, (GridLayout, VectorLayout)):
-            raise TypeError(f"layout function returned {type(out).__name__}, not a Layout")
+            raise TypeError(f"layout function returned {type_name(out)}, not a Layout")
         return out
 
     @property

@@ -20,8 +20,9 @@ from typing import Any
 import pluggy
 
 from . import hookspecs
-from ..errors import CheckpointError, PluginError, quoted
+from ..errors import CheckpointError, PluginError, clipped, quoted, type_name
 from .guard import exception_text, plugin_code
+from .plugin_names import builtin_above, name_problem
 from .hookspecs import DEFAULT_VARIANT, ShippedDecoder
 from .spec import FeatureSpec
 
@@ -108,8 +109,17 @@ def describe_exception(exc: BaseException) -> str:
 
 
 def _note(info: PluginInfo, error: str) -> None:
-    """Add ``error`` to what is wrong with the plugin of ``info``."""
+    """Add ``error`` to what is wrong with the plugin of ``info`` (once)."""
+    if info.error and error in info.error.split("; "):
+        return
     info.error = error if not info.error else f"{info.error}; {error}"
+
+
+def note_problem(plugin: str, error: str) -> None:
+    """Record ``error`` against the loaded plugin named ``plugin`` (``featinv plugins``)."""
+    info = get_state().plugins.get(plugin)
+    if info is not None:
+        _note(info, error)
 
 
 def _load_plugins(pm: pluggy.PluginManager, infos: dict[str, PluginInfo]) -> None:
@@ -123,15 +133,16 @@ def _load_plugins(pm: pluggy.PluginManager, infos: dict[str, PluginInfo]) -> Non
         installed.append(ep.name)
         if allowed is not None and ep.name not in allowed:
             continue
-        dist = getattr(ep, "dist", None)
-        source = f"entry point ({dist.name} {dist.version})" if dist else "entry point"
+        dist = getattr(ep, "dist", None)  # its name and version are the plugin's to choose
+        source = (f"entry point ({clipped(dist.name)} {clipped(dist.version)})" if dist
+                  else "entry point")
         _register_guarded(pm, infos, ep.name, source, ep.load)
     for name, plugin in _extra:
         _register_guarded(pm, infos, name, "registered", lambda p=plugin: p)
     for name in sorted((allowed or set()) - set(installed) - set(infos)):  # a typo: unsaid
         infos[name] = PluginInfo(name, f"${ENV_LOAD_PLUGINS}", error=(
             f"named in ${ENV_LOAD_PLUGINS}, but no installed plugin has that name (installed: "
-            f"{', '.join(sorted(installed)) or 'none'})"))
+            f"{', '.join(map(clipped, sorted(installed))) or 'none'})"))
 
 
 def load_plugins_hint() -> str:
@@ -148,6 +159,11 @@ def load_plugins_hint() -> str:
 
 
 def _register_guarded(pm, infos, name, source, load) -> None:
+    problem = name_problem(name)
+    if problem:  # every message names a plugin by its name: a 5 MB one is not loaded at all
+        _note(infos.setdefault(clipped(name), PluginInfo(clipped(name), source)),
+              f"not loaded: {problem}")
+        return
     if name in infos:
         _note(infos[name], f"a second plugin named {name!r} was ignored")
         return
@@ -156,7 +172,7 @@ def _register_guarded(pm, infos, name, source, load) -> None:
         with plugin_code(f"plugin '{name}'"):  # sys.exit at import too
             plugin = load()
             pm.register(plugin, name=name)
-        info.hooks = sorted(caller.name for caller in pm.get_hookcallers(plugin) or ())
+        info.hooks = sorted(clipped(caller.name) for caller in pm.get_hookcallers(plugin) or ())
     except Exception as exc:  # a broken plugin must not break the others
         info.error = f"failed to load: {describe_exception(exc)}"
 
@@ -172,7 +188,7 @@ def _collect_features(pm, infos) -> tuple[dict[str, FeatureSpec], dict[str, str]
 
         def register(spec: FeatureSpec, _plugin=plugin_name) -> None:
             if not isinstance(spec, FeatureSpec):
-                raise PluginError(f"register() takes a FeatureSpec, got {type(spec).__name__}")
+                raise PluginError(f"register() takes a FeatureSpec, got {type_name(spec)}")
             spec = _with_plugin(spec, _plugin)
             try:
                 spec.layout_rule()  # the declared layout must be valid data
@@ -212,12 +228,16 @@ def _taken_name(name: str, plugin: str, owners: dict[str, list[str]]) -> str:
     (``hog.realistic``: ``invert -f`` means that decoder)."""
     if plugin in BUILTIN_PLUGINS:
         return ""
-    builtin = next((p for p in owners.get(name, ()) if p in BUILTIN_PLUGINS), None)
+
+    def builtin_of(key: str) -> str | None:
+        return next((p for p in owners.get(key, ()) if p in BUILTIN_PLUGINS), None)
+
+    builtin = builtin_of(name)
     if builtin:
         return f"the name of a built-in representation (plugin '{builtin}')"
     if "." in name and name in builtin_decoder_names():
         return "the name of a decoder featinv ships ('featinv zoo')"
-    return ""
+    return builtin_above(name, builtin_of)
 
 
 def builtin_decoder_names() -> frozenset[str]:
@@ -249,7 +269,7 @@ def _collect_shipped(pm, infos) -> ShippedDecoders:
                 entries = list(impl.function())
             bad = [e for e in entries if not isinstance(e, ShippedDecoder)]
             if bad:
-                raise PluginError(f"returned a {type(bad[0]).__name__}, not a ShippedDecoder")
+                raise PluginError(f"returned a {type_name(bad[0])}, not a ShippedDecoder")
         except Exception as exc:
             out.problems[name] = f"error in featinv_shipped_decoders: {describe_exception(exc)}"
             _note(info, out.problems[name])

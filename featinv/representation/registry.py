@@ -7,11 +7,13 @@ from typing import Any
 
 import torch
 
-from ..errors import FeatinvError, PluginError, UnknownFeatureError
+from ..errors import FeatinvError, PluginError, UnknownFeatureError, clipped, type_name
 from ..limits import allocation_failure
 from .guard import PluginAborted, exception_text, message_text, passes_as_is, plugin_code
 from .hookcall import call_first
-from .plugins import builtin_decoder_names, get_state, load_plugins_hint
+from .plugin_names import builtin_above, failed_hint
+from .plugins import (BUILTIN_PLUGINS, builtin_decoder_names, get_state, load_plugins_hint,
+                      note_problem)
 from .spec import Extractor, FeatureSpec
 
 
@@ -42,7 +44,7 @@ def get_spec(name: str) -> FeatureSpec:
     hint = f" Did you mean '{close[0]}'?" if close else ""
     raise UnknownFeatureError(
         f"Unknown feature '{name}'.{hint} Run 'featinv list-features' to see them all."
-        + load_plugins_hint())
+        + load_plugins_hint() + failed_hint(state.plugins.values()))
 
 
 def get_feature(name: str, **params: Any) -> Extractor:
@@ -79,7 +81,7 @@ def get_feature(name: str, **params: Any) -> Extractor:
         raise PluginError(f"{name} (plugin {spec.plugin}) failed to build: "
                           f"{exception_text(exc)}") from exc
     if not isinstance(module, torch.nn.Module):
-        raise PluginError(f"{name} (plugin {spec.plugin}) built a {type(module).__name__}, "
+        raise PluginError(f"{name} (plugin {spec.plugin}) built a {type_name(module)}, "
                           "not a torch.nn.Module.")
     return Extractor(spec, resolved, module).eval()
 
@@ -100,9 +102,15 @@ def _resolve(name: str) -> FeatureSpec | None:
     if spec is None:
         return None
     if not isinstance(spec, FeatureSpec) or spec.name != name:
-        raise UnknownFeatureError(f"Plugin '{plugin}' resolved '{name}' to "
-                                  f"{getattr(spec, 'name', spec)!r}, not a FeatureSpec named "
-                                  f"'{name}'.")
+        got = f"'{clipped(spec.name)}'" if isinstance(spec, FeatureSpec) else f"a {type_name(spec)}"
+        raise UnknownFeatureError(f"Plugin '{plugin}' resolved '{name}' to {got}, not a "
+                                  f"FeatureSpec named '{name}'.")
+    if plugin not in BUILTIN_PLUGINS:  # hog.x: a name under a built-in's stays unresolved
+        builtin = {key: s.plugin for key, s in state.features.items() if s.plugin in BUILTIN_PLUGINS}
+        taken = builtin_above(name, builtin.get)
+        if taken:
+            note_problem(plugin, f"resolves '{name}', {taken}; its '{name}' is ignored: rename it")
+            return None
     from dataclasses import replace
 
     spec = replace(spec, plugin=plugin)

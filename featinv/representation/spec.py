@@ -17,7 +17,8 @@ from torch import nn
 
 from ..choices import DECODER_FAMILIES as FAMILY_LAYOUTS
 from ..deprecation import module_aliases, renamed_fields
-from ..errors import FeatinvError, PluginError, ShapeError, shown
+from ..errors import (LINE_LIMIT, NAME_LIMIT, FeatinvError, PluginError, ShapeError, clipped, shown,
+                      type_name)
 from ..io.sizes import check_large_enough
 from ..limits import allocation_failure, format_bound
 from .guard import PluginAborted, exception_text, message_text, passes_as_is, plugin_code
@@ -107,7 +108,8 @@ class Param:
         return (low if self.low is None else self.low, high if self.high is None else self.high)
 
     def to_json(self) -> dict[str, Any]:
-        out = {"name": self.name, "default": self.default, "help": self.help,
+        out = {"name": self.name, "default": self.default,
+               "help": clipped(self.help, LINE_LIMIT),
                "choices": list(self.choices) if self.choices is not None else None}
         if self.low is not None or self.high is not None:
             out["range"] = list(self.bounds())
@@ -166,7 +168,11 @@ class FeatureSpec:
     def __post_init__(self) -> None:
         problems = []
         if not isinstance(self.name, str) or not _NAME.match(self.name):
-            problems.append(f"name {self.name!r} must be lower-case words joined by '.' or '_'")
+            problems.append(f"name '{clipped(self.name)}' must be lower-case words joined by '.' "
+                            "or '_'")
+        elif len(self.name) > NAME_LIMIT:  # every message about it names it
+            problems.append(f"name '{clipped(self.name)}' has {len(self.name)} characters (at "
+                            f"most {NAME_LIMIT})")
         if not isinstance(self.description, str) or not self.description.strip():
             problems.append("description must be a non-empty string")
         elif "\n" in self.description.strip():
@@ -190,8 +196,13 @@ class FeatureSpec:
                             f"{self.decoder_family!r}")
         if not all(isinstance(p, Param) for p in self.params):
             problems.append("params must be Param objects")
+        elif not all(isinstance(p.name, str) and p.name.isidentifier()
+                     and len(p.name) <= NAME_LIMIT for p in self.params):
+            problems.append(f"parameter names must be Python names of at most {NAME_LIMIT} "
+                            "characters")
         if problems:
-            raise ValueError(f"invalid representation {self.name!r}: " + "; ".join(problems))
+            raise ValueError(f"invalid representation '{clipped(self.name)}': "
+                             + "; ".join(problems))
 
     @property
     def defaults(self) -> dict[str, Any]:
@@ -216,7 +227,7 @@ class FeatureSpec:
     def changed_params(self, params: Mapping[str, Any]) -> str:
         """``name=value, ...`` of the ``params`` that differ from the defaults (for messages)."""
         defaults = self.defaults
-        return ", ".join(f"{k}={v!r}" for k, v in params.items()
+        return ", ".join(f"{k}={shown(v, 100)}" for k, v in params.items()  # a file's 5 MB too
                          if k not in defaults or v != defaults[k])
 
     def layout_rule(self, **params: Any) -> LayoutRule:
@@ -239,7 +250,7 @@ class FeatureSpec:
                                f"({message_text(exc)}); 'featinv describe {self.name}' lists its "
                                "parameters.") from exc
         if not isinstance(rule, (CellGrid, FixedVector, ComputedGrid)):
-            raise TypeError(f"{self.name}: rule() returned {type(rule).__name__}, "
+            raise TypeError(f"{self.name}: rule() returned {type_name(rule)}, "
                             "expected CellGrid, FixedVector or ComputedGrid")
         return rule
 
@@ -249,7 +260,10 @@ class FeatureSpec:
         ``min_size=False`` skips the smallest image side, which a network representation may
         need a search over sizes to find."""
         rule = self.layout_rule(**(params or {}))
-        out = {"name": self.name, "plugin": self.plugin, "description": self.description,
+        # what a plugin wrote is shown printable and bounded (a 5 MB description, help, or
+        # backend status was printed whole)
+        out = {"name": self.name, "plugin": clipped(self.plugin),
+               "description": clipped(self.description, LINE_LIMIT),
                "input": self.input, "differentiable": self.differentiable,
                "params": [p.to_json() for p in self.params],
                "values": self.resolve_params(params or {}), "layout_formula": rule.describe(),
@@ -257,8 +271,9 @@ class FeatureSpec:
                "image_size": self.image_size,
                "backends": None, "members": None}
         with plugin_code(f"{self.name} (plugin {self.plugin})"):
-            out["backends"] = dict(self.backends()) if self.backends else None
-            out["members"] = list(self.members()) if self.members else None
+            out["backends"] = {clipped(k): clipped(v, LINE_LIMIT) for k, v in
+                               dict(self.backends()).items()} if self.backends else None
+            out["members"] = [clipped(m) for m in self.members()] if self.members else None
         if min_size:
             out["min_size"] = rule.smallest_side
         if image_size is not None:
@@ -361,7 +376,7 @@ class Extractor(nn.Module):
     def _check_output(self, out: torch.Tensor, want: tuple[int, ...]) -> None:
         if not isinstance(out, torch.Tensor):
             raise ShapeError(f"{self.name} (plugin {self.spec.plugin}) returned "
-                             f"{type(out).__name__}, not a tensor")
+                             f"{type_name(out)}, not a tensor")
         if tuple(out.shape) != want:
             raise ShapeError(f"{self.name} (plugin {self.spec.plugin}) returned shape "
                              f"{tuple(out.shape)}, but its layout declares {want}")

@@ -53,3 +53,45 @@ def test_paths_are_shortened_on_both_kinds_of_separator():
                                    "params": {"weights": "/w/squeezenet.npz", "cell_size": 8}})
     assert short == {"data": "photos", "feature_cache": "sift", "val": None, "lr": 0.001,
                      "params": {"weights": "squeezenet.npz", "cell_size": 8}}
+
+
+# round 14 (issue 24) N8: a path or URL in feature.params (or a forged feature.plugin) was copied
+# into every packed file, config.json and model card
+@pytest.mark.parametrize("weights", ["/home/me/sq.safetensors", "C:\\w\\sq.npz", "~/sq.npz",
+                                     "https://example.com/x.safetensors", "hf-hub:evil/repo"])
+def test_pack_carries_no_path_or_url_of_the_representations_parameters(weights, tmp_path):
+    from featinv.inversion.pack_meta import PackedMetadata
+
+    source = ZOO / "squeezenet.conv1.safetensors"
+    tensors, _ = checkpoint.load(source)
+    meta = checkpoint.read_meta(source)
+    meta["feature"]["params"]["weights"] = weights
+    meta["feature"]["plugin"] = "os"
+    forged = checkpoint.atomic_save(tensors, tmp_path / "forged.safetensors", meta)
+    with pytest.warns(PackedMetadata) as caught:
+        packed = pack(forged, tmp_path / "packed.safetensors")
+    feature = checkpoint.read_meta(packed)["feature"]
+    assert feature["params"]["weights"] == "deepcompression"  # the default, whose
+    assert feature["weights_sha256"] == meta["feature"]["weights_sha256"]  # weights these are
+    assert feature["plugin"] == "featinv.features.squeezenet"
+    said = [str(w.message) for w in caught]
+    assert f"is a path or URL, which a packed decoder does not carry: the packed file stores " \
+           f"the default 'deepcompression' instead" in said[0]
+    assert "its feature.plugin 'os' is not the plugin that provides 'squeezenet.conv1' here" \
+        in said[1]
+
+
+def test_a_parameter_whose_default_changes_the_layout_is_not_dropped():
+    from featinv import CellGrid, CheckpointError, FeatureSpec, Param
+    from featinv.inversion.pack_meta import portable_feature
+
+    spec = FeatureSpec(name="tabled", description="x", input="gray", differentiable=True,
+                       build=lambda table: None, params=(Param("table", "builtin"),),
+                       rule=lambda table: CellGrid(1 if table == "builtin" else 2, 4))
+    feature = {"name": "tabled", "params": {"table": "/data/t.txt"}, "plugin": None}
+    with pytest.raises(CheckpointError, match=r"src: not packed: its feature.params.table "
+                       r"'/data/t.txt' is a path or URL, and with the default, 'tabled' gives "
+                       r"another layout"):
+        portable_feature(feature, spec, 32, "src")
+    plain = {"name": "tabled", "params": {"table": "builtin"}}
+    assert portable_feature(plain, spec, 32, "src") == plain

@@ -132,6 +132,15 @@ def test_troubleshooting_page_lists_the_robustness_messages():
         "the name of a built-in representation (plugin 'P'); its 'NAME' is ignored: rename it",
         "the name of a decoder featinv ships ('featinv zoo'); its 'hog.realistic' is ignored: "
         "rename it"}
+    reasons |= {  # issue 24, round 14: A6, N3, A7 (what plugins choose), N8 (pack's metadata)
+        "(its message cannot be shown: its __str__ did not return)",
+        "is not a plugin's name (printable text of at most 100 characters)",
+        "failed to load or to register its representations; 'featinv plugins' says why.",
+        "a name under the built-in representation 'hog' (plugin 'featinv.features.hog'), which "
+        "'invert -f' reads as a decoder of 'hog'; its 'hog.x' is ignored: rename it",
+        "is a path or URL, which a packed decoder does not carry: the packed file stores the "
+        "default", "is not the plugin that provides",
+        "a decoder whose features depend on a file of this machine cannot be packed"}
     missing = sorted(r for r in reasons if r not in page)
     assert not missing, f"docs/troubleshooting.md does not explain: {missing}"
 
