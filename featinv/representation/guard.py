@@ -121,12 +121,19 @@ def _text_in_thread(exc: BaseException) -> str:
     if type(exc) in _hung or len(_stuck) >= MAX_STUCK:
         return HUNG
     box: list[str | None] = []
+    lock, stopped = threading.Lock(), []
 
     def run() -> None:
-        try:
-            box.append(str.__str__(str(exc)))  # TypeError for anything but text
-        except BaseException:  # its own KeyboardInterrupt or SystemExit too: no signal here
-            box.append(None)
+        try:  # a _Stop sent as the text was done is caught here too, never in threading's code
+            try:
+                text = str.__str__(str(exc))  # TypeError for anything but text
+            except BaseException:  # its own KeyboardInterrupt or SystemExit too: no signal here
+                text = None
+            with lock:
+                if not stopped:
+                    box.append(text)
+        except BaseException:
+            pass
 
     worker = threading.Thread(target=run, name="featinv-exception-text", daemon=True)
     try:
@@ -134,10 +141,13 @@ def _text_in_thread(exc: BaseException) -> str:
     except RuntimeError:  # no new thread at interpreter shutdown
         return FAILED
     worker.join(TEXT_TIMEOUT)
+    with lock:  # the stop is sent only while the text is not done
+        if not box:
+            stopped.append(True)
+            _stop(worker)
     if box:
         return FAILED if box[0] is None else box[0]
     _hung.add(type(exc))
-    _stop(worker)
     worker.join(0.5)
     if worker.is_alive():
         _stuck.append(worker)
