@@ -43,7 +43,7 @@ def pair_files(originals: str | Path, reconstructions: str | Path, suffix: str |
     that match no original (with ``suffix``: those named with it). A ``DataError`` when an original has several reconstructions, a
     name is ambiguous, or nothing pairs up."""
     root_o, root_r = Path(originals), Path(reconstructions)
-    files_o, files_r = scan_folder(root_o), scan_folder(root_r)
+    files_o, files_r = scan_folder(root_o), scan_folder(root_r, photos=False)
     if root_o.resolve() == root_r.resolve():
         raise DataError(f"'{printable(root_o)}' is both the originals and the reconstructions; "
                         "keep the reconstructions in a folder of their own.")

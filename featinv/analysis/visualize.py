@@ -134,6 +134,7 @@ def feature_picture(extractor: Any, image, size: int | None = None,
     ``extractor.name``)."""
     from ..errors import FeatinvError, printable
     from ..io.images import fitted_image, pil_to_tensor
+    from ..wording import opt
 
     img = fitted_image(image, size or None, max_side)
     try:  # the advice invert gives: a --size, the --max-side it needs, or cropping a strip
@@ -145,5 +146,5 @@ def feature_picture(extractor: Any, image, size: int | None = None,
         raise FeatinvError(f"{printable(image)}: {pixel_size(img.width, img.height)} is too "
                            "small for "
                            f"'{name or extractor.name}', which needs at least {smallest} px on "
-                           f"each side; pass --size {smallest} or more.")
+                           f"each side; pass {opt('size', smallest)} or more.")
     return torch.from_numpy(show_features(extractor, pil_to_tensor(img))).permute(2, 0, 1)

@@ -19,6 +19,7 @@ import click
 from .analyze import analyze
 from .audit import audit_cmd
 from .common import echo_error as _echo_error
+from .options import options_once
 from .compare import compare_cmd
 from .demo import demo_cmd
 from .describe import describe_cmd
@@ -33,6 +34,7 @@ from .show_features import show_features_cmd
 from .train import train_cmd
 from .zoo import zoo_cmd
 from ..errors import FeatinvError, Interrupted, printable
+from ..wording import cli_wording
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -42,6 +44,8 @@ def cli(debug: bool) -> None:
     """Reconstruct images from feature representations with trained decoders."""
     from ..limits import memory_budget
 
+    # messages name options as --max-side (also when a test runs the group itself)
+    click.get_current_context().with_resource(cli_wording())
     memory_budget()  # a malformed $FEATINV_MEMORY_BUDGET: one refusal, not one per image
 
 
@@ -60,6 +64,7 @@ cli.add_command(analyze)
 cli.add_command(compare_cmd)
 cli.add_command(audit_cmd)
 cli.add_command(train_cmd)
+options_once(cli)  # a repeated option of one value is refused, not silently replaced
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
@@ -171,7 +176,7 @@ def main(argv: list[str] | None = None) -> None:
             old_handlers[signum] = signal.signal(signum, _terminate_here(os.getpid()))
     _guard_stdout()
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), cli_wording():  # messages name options as --max-side
             warnings.showwarning = _show_warning
             code = cli.main(args=args, prog_name="featinv", standalone_mode=False)
     except click.exceptions.Abort as exc:

@@ -197,3 +197,48 @@ def realism_options(comparator_default: str, weights_default: str | None):
         return wrapper
 
     return decorate
+
+
+# what to do instead of repeating an option that takes one value, where more can be said
+REPEAT_HINTS = {"loss": "; put several loss terms in one --loss, e.g. --loss pixel,feature=0.05"}
+
+
+def refuse_repeats(command: click.Command, ctx: click.Context, args: list[str]) -> None:
+    """A usage error for an option of one value given more than once: click keeps the last
+    value without a word (``--loss pixel=1e-30 --loss feature=5e-5`` trained with the second
+    alone). Repeatable options (``-p``, ``-c``) and plain flags (``--overwrite`` twice says the
+    same) pass."""
+    if ctx.resilient_parsing:
+        return
+    _, _, order = command.make_parser(ctx).parse_args(args=list(args))
+    seen: set[str] = set()
+    for param in order:
+        if not isinstance(param, click.Option) or param.multiple or param.count \
+                or (param.is_flag and not param.secondary_opts):
+            continue
+        if param.name in seen:
+            flag = max(param.opts, key=len)
+            times = sum(p is param for p in order)
+            raise click.UsageError(f"{flag} is given {times} times, and only the last would "
+                                   f"count; give it once{REPEAT_HINTS.get(param.name, '')}.", ctx)
+        seen.add(param.name)
+
+
+_ONCE_CLASSES: dict[type, type] = {}
+
+
+def options_once(command: click.Command) -> None:
+    """Make ``command`` and every command below it refuse a repeated option of one value
+    (``refuse_repeats``) when it parses its arguments."""
+    base = type(command)
+    if base in _ONCE_CLASSES.values():
+        return
+    if base not in _ONCE_CLASSES:
+        def parse_args(self, ctx, args):
+            refuse_repeats(self, ctx, args)
+            return base.parse_args(self, ctx, args)
+
+        _ONCE_CLASSES[base] = type(f"Once{base.__name__}", (base,), {"parse_args": parse_args})
+    command.__class__ = _ONCE_CLASSES[base]
+    for sub in getattr(command, "commands", {}).values():
+        options_once(sub)

@@ -35,14 +35,16 @@ from .feature_cache import content_digest
 from .loader import LOADER_TIMEOUT, collate, ignore_sigint, loader_batches
 from ..io.images import (check_square, find_images, fitted_image, open_fitted, probe_image,
                          read_image_bytes, resize_shorter_side, shorter_side_size)
+from ..io.marks import without_outputs
 
 
 def scan_folder(root: str | Path, limit: int | None = None,
                 on_error: Callable[[str], None] | None = None,
                 sizes: dict[Path, tuple[int, int]] | None = None,
-                image_size: int | None = None) -> list[Path]:
+                image_size: int | None = None, photos: bool = True) -> list[Path]:
     """The first ``limit`` image files below ``root``; a missing or empty folder is a
-    ``DataError``.
+    ``DataError``. With ``photos`` (not for a folder of reconstructions), the PNGs featinv
+    wrote are left out, with a warning (``featinv.io.marks``).
 
     With ``on_error``, each file's header is read (no decoding): files that are not readable
     images (or, with ``image_size``, whose squares cannot stand for them at that size, see
@@ -56,6 +58,11 @@ def scan_folder(root: str | Path, limit: int | None = None,
     if not os.access(root, os.R_OK | os.X_OK):
         raise DataError(f"Data folder '{root}' cannot be read (permission denied).")
     files = find_images(root)
+    if files and photos:
+        files = without_outputs(files, root)
+        if not files:
+            raise DataError(f"Data folder '{root}' holds only pictures featinv wrote "
+                            "(reconstructions), no photos.")
     if not files:
         raise DataError(f"Data folder '{root}' holds no images (.jpg, .png, ...).")
     if on_error is None:

@@ -40,6 +40,17 @@ def output_labels(methods: Sequence[Method], side_by_side: bool = False) -> list
     return ["-".join(names)] if side_by_side else names
 
 
+def _abouts(methods: Sequence[Method], side_by_side: bool) -> list[str]:
+    """What each output picture is, for its mark (``featinv.io.marks``): the representation and
+    the decoder (or method) of each reconstruction."""
+    each = [f"feature {m.feature}, " + (f"decoder {m.info.get('checkpoint')}"
+                                        if m.info.get("checkpoint") else f"method {m.name}")
+            for m in methods]
+    if side_by_side:
+        return ["input beside its reconstructions (" + "; ".join(each) + ")"]
+    return [f"reconstruction ({text})" for text in each]
+
+
 def check_out_outside_inputs(out: str | Path, images: Sequence[str | Path]) -> None:
     """Refuse an output folder that is an input folder or lies inside one: the reconstructions
     would be read back as photos by the next command on that folder (audit scored them as
@@ -104,8 +115,9 @@ def invert_files(images: Iterable[str | Path], methods: Sequence[Method], out: s
                 on_error(exc, item.path)
             continue
         pictures = [make_grid([torch.stack([x, *ys])])] if side_by_side else ys
-        for picture, label in zip(pictures, labels):
-            path = save_png(picture, targets[item.path, label])
+        for picture, label, about in zip(pictures, labels, _abouts(methods, side_by_side)):
+            path = save_png(picture, targets[item.path, label],
+                            f"{about} of {printable(Path(item.path).name)}")
             report.written.append(path)
             if on_written is not None:
                 on_written(path)

@@ -34,6 +34,7 @@ from safetensors import SafetensorError
 from ..errors import CheckpointError, printable
 from ..limits import MEMORY_ENV, allocation_failure, budget_words, memory_budget
 from .archives import Entry
+from .file_types import kernel_file, what_it_is
 from .files import atomic_write, file_kind  # noqa: F401 (atomic_write: public here too)
 from .optimizer_state import OPTIMIZER_PREFIX, load_optimizer, optimizer_tensors  # noqa: F401
 from .state_checks import check_state_meta
@@ -152,38 +153,17 @@ def _existing(path: str | Path) -> Path:
     if not path.is_file():
         raise CheckpointError(f"Checkpoint '{path}' not found. Train one with 'featinv train' "
                               "or pass the path of a .safetensors file.")
+    if kernel_file(path):  # sized 0 and generated as read (/proc/kmsg blocks)
+        raise CheckpointError(f"{printable(path)}: a file of the kernel ({kernel_file(path)}), "
+                              "not a checkpoint file; featinv reads only regular files.")
     return path
 
 
 def _not_safetensors(path: Path, exc: Exception) -> str:
-    with open(path, "rb") as f:
-        head = f.read(2)
-    kind = _zip_kind(path) if head == b"PK" else None
-    if kind == "numpy":
-        return (f"{path}: a NumPy archive (.npz), not a featinv decoder or training state; "
-                "decoders are .safetensors files written by 'featinv train' or 'featinv pack'.")
-    if head[:1] == b"\x80" or kind == "torch":
-        return (f"{path}: looks like a pickled PyTorch file; featinv never unpickles files. "
-                "Convert the weights to safetensors first.")
-    if kind == "zip":
-        return (f"{path}: a zip archive, not a safetensors file; featinv reads decoders only "
-                "as .safetensors files.")
-    return f"{path}: not a safetensors file ({exc})."
-
-
-def _zip_kind(path: Path) -> str:
-    """'torch' (torch.save's zip: a data.pkl inside), 'numpy' (only .npy members) or 'zip', from
-    the archive's directory alone (no member is read or decompressed)."""
-    import zipfile
-
-    try:
-        with zipfile.ZipFile(path) as archive:
-            names = archive.namelist()[:100_000]
-    except (zipfile.BadZipFile, OSError, ValueError, RuntimeError):
-        return "zip"
-    if any(name.endswith("data.pkl") for name in names):
-        return "torch"
-    return "numpy" if names and all(n.endswith(".npy") for n in names) else "zip"
+    if path.stat().st_size == 0:
+        return f"{printable(path)}: empty file (0 bytes), not a checkpoint."
+    what = what_it_is(path)
+    return f"{path}: {what}" if what else f"{path}: not a safetensors file ({exc})."
 
 
 def _parse_meta(path: Path, header: dict[str, str], expected_format: str) -> dict[str, Any]:

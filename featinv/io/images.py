@@ -20,8 +20,12 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import DataError, FeatinvError, ImageError, ShapeError, pixel_size, printable
 from ..limits import MAX_RESIZED_PIXELS
+from . import frames
 from .decode_output import PIL_DIR, is_tiff, stderr_held
+from .examples import (EXAMPLE_LOADERS, EXAMPLE_PREFIX, EXAMPLES,  # noqa: F401 (public here)
+                       example_image)
 from .files import file_kind, write_output
+from .marks import png_info
 from .pixels import (BYTE_SCALE, UNIT_SCALE, pixel_type,  # noqa: F401 (public here)
                      to_rgb as _to_rgb)
 from .sizes import (MAX_ASPECT, MAX_ENLARGE, MIN_WORK_SIDE, check_side,  # noqa: F401 (public here)
@@ -31,37 +35,6 @@ from .sizes import (MAX_ASPECT, MAX_ENLARGE, MIN_WORK_SIDE, check_side,  # noqa:
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm",
                     ".pgm")
 MAX_PIXELS = 40_000 * 40_000 // 4  # 400 megapixels: beyond this, refuse (decompression bombs)
-
-
-EXAMPLE_PREFIX = "skimage:"
-EXAMPLES = ("astronaut", "coffee", "chelsea", "rocket")
-# the loaders of skimage.data that return an 8-bit picture bundled with scikit-image (no
-# download); skimage:NAME calls nothing else
-EXAMPLE_LOADERS = frozenset({
-    "astronaut", "brick", "camera", "cat", "cell", "checkerboard", "chelsea", "clock", "coffee",
-    "coins", "colorwheel", "grass", "gravel", "hubble_deep_field", "immunohistochemistry", "logo",
-    "microaneurysms", "moon", "page", "retina", "rocket", "text"})
-
-
-def example_image(name: str) -> Image.Image:
-    """A photo bundled with scikit-image (``astronaut``, ``coffee``, ... : ``EXAMPLE_LOADERS``)
-    as RGB."""
-    if name.startswith(EXAMPLE_PREFIX):
-        name = name[len(EXAMPLE_PREFIX):]
-    if name not in EXAMPLE_LOADERS:
-        raise ImageError(f"{EXAMPLE_PREFIX}{printable(name)}: scikit-image has no example image "
-                         f"'{printable(name)}'; try "
-                         f"{', '.join(EXAMPLE_PREFIX + n for n in EXAMPLES)}.")
-    from skimage import data
-
-    try:
-        arr = np.asarray(getattr(data, name)())
-    except (OSError, ImportError, ValueError) as exc:  # a damaged scikit-image install
-        raise ImageError(f"{EXAMPLE_PREFIX}{name}: scikit-image cannot load it ({exc}); "
-                         "reinstall scikit-image.") from None
-    if arr.ndim not in (2, 3) or arr.dtype != np.uint8:
-        raise ImageError(f"{EXAMPLE_PREFIX}{name}: not an 8-bit picture.")
-    return _to_rgb(Image.fromarray(arr))
 
 
 def _check_file(path: Path) -> int:
@@ -122,15 +95,9 @@ def _opened(path: Path, data: bytes | None = None, file_bytes: int | None = None
                                      "downscale it first.")
                 check_decode_budget(img.width, img.height, printable(path))
                 size = len(data) if data is not None else file_bytes
-                if size is not None and size > max_file_bytes(img.width, img.height):
-                    if getattr(img, "is_animated", False):  # pages or frames, not appended data
-                        raise ImageError(f"{printable(path)}: {size} bytes of several pages or "
-                                         "frames, far more than its first picture of "
-                                         f"{pixel_size(img.width, img.height)} needs; featinv "
-                                         "reads one picture: save that page alone.")
-                    raise ImageError(f"{printable(path)}: {size} bytes for a picture of "
-                                     f"{pixel_size(img.width, img.height)}, far more than it "
-                                     "needs (data appended to the image?); re-save the image.")
+                frames.check_length(img, size, printable(path))
+                if frames.several(img):  # the first is read, of any format (io.frames)
+                    frames.note_first_only(printable(path), img)
                 yield img
         for note in noted:  # others' warnings go on as they came
             if not note.filename.startswith(PIL_DIR):
@@ -157,10 +124,15 @@ def _opened(path: Path, data: bytes | None = None, file_bytes: int | None = None
 def probe_image(path: str | Path) -> tuple[int, int]:
     """``(width, height)`` of an image file from its header, without decoding the pixels;
     ``ImageError`` for anything that is not a readable image of a sane size."""
+    return _probe(path)[0]
+
+
+def _probe(path: str | Path) -> tuple[tuple[int, int], int]:
+    """``probe_image``, and the most bytes the file may have (``io.frames.file_bound``)."""
     path = Path(path)
     size = _check_file(path)
     with _opened(path, file_bytes=size) as img:
-        return img.size
+        return img.size, frames.file_bound(img)
 
 
 def open_rgb(path: str | Path, data: bytes | None = None) -> Image.Image:
@@ -269,7 +241,7 @@ def fitted_image(path: str | Path, size: int | None = None, max_side: int | None
 def read_image_bytes(path: str | Path) -> bytes:
     """The bytes of an image file, read once its header shows a sane image and the file no
     longer than that needs (``max_file_bytes``: gigabytes appended are refused, not read)."""
-    return read_bytes(path, max_file_bytes(*probe_image(path)))
+    return read_bytes(path, _probe(path)[1])
 
 
 def pil_to_tensor(img: Image.Image) -> torch.Tensor:
@@ -343,11 +315,11 @@ def resize_shorter_side(img: Image.Image, size: int, name: str = "image") -> Ima
     return img if new == img.size else img.resize(new, Image.BICUBIC)
 
 
-def save_png(image: torch.Tensor, path: str | Path) -> Path:
-    """Write float ``(3, H, W)`` as PNG (atomically), creating parent folders; a
-    ``FeatinvError`` when the file cannot be written."""
-    picture = tensor_to_pil(image)
-    return write_output(path, lambda tmp: picture.save(tmp, format="PNG"))
+def save_png(image: torch.Tensor, path: str | Path, about: str | None = None) -> Path:
+    """Write float ``(3, H, W)`` as PNG (atomically), creating parent folders, marked as
+    featinv's (``io.marks``; ``about``: what it is); a ``FeatinvError`` when it cannot be."""
+    picture, info = tensor_to_pil(image), png_info(about)
+    return write_output(path, lambda tmp: picture.save(tmp, format="PNG", pnginfo=info))
 
 
 def make_grid(rows: Sequence[torch.Tensor], pad: int = 2) -> torch.Tensor:

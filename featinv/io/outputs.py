@@ -17,6 +17,7 @@ from typing import Iterable, Sequence
 from ..errors import FeatinvError, printable
 from .files import claim_new, write_output  # noqa: F401 (write_output: public here too)
 from .images import EXAMPLE_PREFIX, find_images
+from .marks import without_outputs
 
 
 @dataclass(frozen=True)
@@ -46,8 +47,9 @@ def _expand(arg: str | Path) -> list[tuple[Path, str, str]]:
         name = str(arg)[len(EXAMPLE_PREFIX):].replace("/", "_").replace("\\", "_")
         return [(Path(arg), name, name)]
     path = Path(arg)
-    if path.is_dir():
+    if path.is_dir():  # the PNGs featinv wrote are no photos: left out, with a warning
         files = find_images(path)
+        files = without_outputs(files, path) if files else files
         if not files:  # kept, so that reading it reports it ("is a directory")
             return [(path, path.name or "folder", path.name or "folder")]
         return [(f, f.relative_to(path).with_suffix("").as_posix(), f.relative_to(path).as_posix())

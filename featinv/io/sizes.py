@@ -6,12 +6,14 @@ from __future__ import annotations
 from ..errors import FeatinvError, ImageError, ShapeError, pixel_size, printable
 from .. import limits
 from ..limits import DEFAULT_MAX_SIDE, MAX_RESIZED_PIXELS, MAX_SIDE
+from ..wording import opt
 
 
-def max_file_bytes(width: int, height: int) -> int:
-    """The most bytes an image file of ``width x height`` px can need: 16 per pixel (a
-    32-bit float RGBA TIFF, uncompressed) plus 16 MB of metadata (EXIF, ICC, thumbnails)."""
-    return 16 * width * height + 16 * 2**20
+def max_file_bytes(width: int, height: int, pictures: int = 1) -> int:
+    """The most bytes an image file of ``pictures`` pictures (frames, pages) of ``width x
+    height`` px can need: 16 per pixel (a 32-bit float RGBA TIFF, uncompressed) plus 16 MB of
+    metadata (EXIF, ICC, thumbnails)."""
+    return 16 * width * height * pictures + 16 * 2**20
 
 
 def decode_bytes(width: int, height: int) -> int:
@@ -72,7 +74,7 @@ def shorter_side_size(width: int, height: int, size: int, name: str = "image") -
                          f"{size} px "
                          f"gives {new[0]}x{new[1]} px, over the limit of "
                          f"{MAX_RESIZED_PIXELS // 1_000_000} megapixels; crop the image to a "
-                         "less elongated shape or use a smaller --size.")
+                         f"less elongated shape or use a smaller {opt('size')}.")
     return new
 
 
@@ -130,10 +132,10 @@ def check_large_enough(width: int, height: int, smallest: int, what: str, verb: 
     if need > MAX_SIDE:
         advice = crop_advice(longer, shorter, smallest)
     else:
-        advice = f"{verb} it at a larger --size (size= in Python), e.g. {smallest}"
+        advice = f"{verb} it at a larger size, e.g. {opt('size', smallest)}"
         if need > DEFAULT_MAX_SIDE:
-            advice += (f", with --max-side {need} or more (max_side=): at {smallest} px its "
-                       f"longer side is {need} px; or crop it")
+            advice += (f", with {opt('max_side', need)} or more: at {smallest} px its longer "
+                       f"side is {need} px; or crop it")
     raise ShapeError(f"at {pixel_size(width, height)} the image is too small: {what} needs at "
                      f"least {smallest}x{smallest} px; {advice}.")
 
@@ -169,6 +171,5 @@ def _thin_advice(width: int, height: int, size: int | None) -> str:
     if need > MAX_SIDE:
         return crop_advice(longer, shorter, MIN_WORK_SIDE)
     grow = (size is not None and size < MIN_WORK_SIDE) or (size is None and shorter < MIN_WORK_SIDE)
-    return (f"use --max-side {need} or more" + (f" with --size {MIN_WORK_SIDE} or more" if grow
-                                                else "")
-            + f" ({'size=, ' if grow else ''}max_side= in Python), or crop it")
+    return (f"use {opt('max_side', need)} or more"
+            + (f" with {opt('size', MIN_WORK_SIDE)} or more" if grow else "") + ", or crop it")

@@ -15,6 +15,7 @@ from typing import Any, Callable, Mapping
 
 from .. import limits
 from ..errors import FeatinvError, pixel_size
+from ..wording import opt
 from .guard import plugin_code
 
 SMALL = 64 * 2**20  # bytes not worth a look at the free memory
@@ -46,7 +47,7 @@ def room() -> tuple[int, str]:
     budget and the memory free (``featinv.limits``), and how to say which it is."""
     budget, free = limits.memory_budget(), limits.memory_available()
     if free is not None and free < budget:
-        return free, f"{free / 1e9:.1f} GB of memory free now"
+        return free, f"the {free / 1e9:.1f} GB of memory free now"
     return budget, f"featinv's memory budget of {budget / 1e9:.1f} GB ({limits.budget_words()})"
 
 
@@ -75,9 +76,8 @@ def check(name: str, memory, params: Mapping[str, Any], batch: int, height: int,
     if low < 16:
         hint = "use much smaller images" if batch > 1 else "use a much smaller image"
     elif batch > 1:
-        hint = f"use fewer images at a time (--batch-size) or sides of at most {low} px"
+        hint = f"use fewer images at a time ({opt('batch_size')}) or sides of at most {low} px"
     else:
-        hint = f"use --max-side {low} or less (max_side= in Python)"
+        hint = f"use {opt('max_side', low)} or less"
     raise FeatinvError(f"{name}: the features of {images} of {pixel_size(width, height)} would "
-                       f"need "
-                       f"about {one * batch / 1e9:.1f} GB, more than the {words}; {hint}.")
+                       f"need about {one * batch / 1e9:.1f} GB, more than {words}; {hint}.")

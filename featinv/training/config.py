@@ -13,8 +13,8 @@ from ..choices import (CACHE_DTYPES, DATA_STORES, LOSSES, PIXEL_DISTANCES, PRECI
                       SCHEDULES)
 from ..errors import CheckpointError, FeatinvError, printable
 from .option_checks import (DEPENDENT_OPTIONS, LOSS_WEIGHT_RANGE, _is_number,  # noqa: F401
-                            _number, _whole, check_given_options, check_loss_options,
-                            given_fields, parse_losses)
+                            _number, _opt, _whole, check_given_options, check_loss_options,
+                            given_fields, loss_text, parse_losses)
 
 REFERENCE_BATCH = 64  # --lr is the learning rate at this batch size (the paper's)
 MAX_IMAGE_SIZE = 4096  # as featinv.limits.MAX_SIDE (kept here: this module imports nothing heavy)
@@ -134,6 +134,10 @@ class TrainConfig:
                                    "hog.realistic.", path=True)
     overwrite: bool = option(False, "Replace the run already in --out.", flag=True)
 
+    def __post_init__(self):
+        if isinstance(self.loss, dict):  # TrainConfig(loss={"pixel": 1, "feature": 0.05})
+            object.__setattr__(self, "loss", loss_text(self.loss))
+
 
 # -- configuration ----------------------------------------------------------------------------
 
@@ -141,7 +145,7 @@ def check_config(cfg: TrainConfig) -> None:
     """Refuse settings that cannot train, before any work starts (once per run: what a run
     fills in later is checked where it is, see ``featinv.training.resolve``)."""
     if cfg.epochs is not None and cfg.budget is not None:
-        raise FeatinvError("Give --epochs or --budget, not both.")
+        raise FeatinvError(f"Give {_opt('epochs')} or {_opt('budget')}, not both.")
     if cfg.epochs is not None:
         _whole("epochs", cfg.epochs, 1, 10**6)
     if cfg.budget is not None:
@@ -164,8 +168,8 @@ def check_config(cfg: TrainConfig) -> None:
     low, high = cfg.crop_scale
     _number("crop-scale", low, MIN_CROP_SCALE, 1)
     if not (_is_number(high) and low <= high <= 1):  # the upper end: from the API only
-        raise FeatinvError(f"--crop-scale: the range {cfg.crop_scale!r} must be two finite "
-                           f"numbers with {MIN_CROP_SCALE} <= low <= high <= 1.")
+        raise FeatinvError(f"{_opt('crop_scale')}: the range {cfg.crop_scale!r} must be two "
+                           f"finite numbers with {MIN_CROP_SCALE} <= low <= high <= 1.")
     _number("lr", cfg.lr, 0, open_low=True)
     # below 0.6 s every step would be a checkpoint (1e-320 was accepted); --save-every counts steps
     _number("save-minutes", cfg.save_minutes, MIN_SAVE_MINUTES)
@@ -177,41 +181,45 @@ def check_config(cfg: TrainConfig) -> None:
         raise FeatinvError(f"betas must be two finite numbers in [0, 1) (Adam's decays), got "
                            f"{betas!r}.")
     if cfg.schedule not in SCHEDULES:
-        raise FeatinvError(f"Unknown --schedule '{cfg.schedule}' ({', '.join(SCHEDULES)}).")
+        raise FeatinvError(f"Unknown {_opt('schedule')} '{cfg.schedule}' "
+                           f"({', '.join(SCHEDULES)}).")
     if cfg.preset not in PRESETS:
-        raise FeatinvError(f"Unknown --preset '{cfg.preset}' ({', '.join(PRESETS)}).")
+        raise FeatinvError(f"Unknown {_opt('preset')} '{cfg.preset}' ({', '.join(PRESETS)}).")
     if cfg.data_store not in DATA_STORES:
-        raise FeatinvError(f"--data-store must be auto, memory or files, got {cfg.data_store!r}.")
+        raise FeatinvError(f"{_opt('data_store')} must be auto, memory or files, got "
+                           f"{cfg.data_store!r}.")
     if cfg.memory_budget is not None:  # as $FEATINV_MEMORY_BUDGET
         _number("memory-budget", cfg.memory_budget, 1e-3, 1e6, unit=" of GB")
     check_loss_options(cfg)
     if not (_is_number(cfg.ema) and 0 <= cfg.ema < 1):
-        raise FeatinvError(f"--ema must be a finite decay in [0, 1) (0: off), got {cfg.ema!r}.")
+        raise FeatinvError(f"{_opt('ema')} must be a finite decay in [0, 1) (0: off), got "
+                           f"{cfg.ema!r}.")
     if 0 < cfg.ema < 0.5:  # an average over less than two steps: the live weights, at a cost
-        raise FeatinvError(f"--ema {cfg.ema:g} averages over less than two steps, which is no "
-                           "average; use 0 (off) or a decay such as 0.999.")
+        raise FeatinvError(f"{_opt('ema', cfg.ema)} averages over less than two steps, which "
+                           "is no average; use 0 (off) or a decay such as 0.999.")
     if cfg.ema and cfg.finetune_encoder:
-        raise FeatinvError("--ema cannot be used with --finetune-encoder yet: the averaged "
-                           "decoder would be saved with the live encoder.")
+        raise FeatinvError(f"{_opt('ema')} cannot be used with {_opt('finetune_encoder')} yet: "
+                           "the averaged decoder would be saved with the live encoder.")
     if cfg.pixel_distance not in PIXEL_DISTANCES:
-        raise FeatinvError(f"--pixel-distance must be one of {', '.join(PIXEL_DISTANCES)}, got "
-                           f"{cfg.pixel_distance!r}.")
+        raise FeatinvError(f"{_opt('pixel_distance')} must be one of "
+                           f"{', '.join(PIXEL_DISTANCES)}, got {cfg.pixel_distance!r}.")
     low_res_plan(cfg)
     _number("disc-lr", cfg.disc_lr, 0, open_low=True)
     _number("disc-width", cfg.disc_width, MIN_WIDTH, 8)  # as --width: 1e9 asked for terabytes
     for option, value in (("lr", cfg.lr), ("disc-lr", cfg.disc_lr)):
         if value < MIN_LR:
-            raise FeatinvError(f"--{option} {value!r} is too small to change float32 weights; "
+            raise FeatinvError(f"{_opt(option, value)} is too small to change float32 weights; "
                                f"use {MIN_LR:g} or more, e.g. 1e-3.")
         if value > MAX_LR:  # Adam cannot hold it in float32 (--disc-lr 1e39: RuntimeError)
-            raise FeatinvError(f"--{option} {value!r} is beyond float32; use at most "
+            raise FeatinvError(f"{_opt(option, value)} is beyond float32; use at most "
                                f"{MAX_LR:g}, e.g. 1e-3.")
     if cfg.feature_cache and cfg.finetune_encoder:
-        raise FeatinvError("--feature-cache cannot be used with --finetune-encoder: the "
-                           "features change as the encoder trains.")
+        raise FeatinvError(f"{_opt('feature_cache')} cannot be used with "
+                           f"{_opt('finetune_encoder')}: the features change as the encoder "
+                           "trains.")
     if isinstance(cfg.cache_variants, bool) or not isinstance(cfg.cache_variants, int) or \
             not 1 <= cfg.cache_variants <= MAX_CACHE_VARIANTS:
-        raise FeatinvError(f"--cache-variants must be a whole number from 1 to "
+        raise FeatinvError(f"{_opt('cache_variants')} must be a whole number from 1 to "
                            f"{MAX_CACHE_VARIANTS}, got {cfg.cache_variants!r}: each variant "
                            "caches the features of every image once more on disk, and a run "
                            "uses one per epoch.")
@@ -252,22 +260,22 @@ def low_res_plan(cfg: TrainConfig, layout_kind: str | None = None) -> tuple[int,
         plan = None
     if plan is None or not (8 <= plan[0] <= MAX_IMAGE_SIZE and math.isfinite(plan[1])
                             and 0 < plan[1] < 1):
-        raise FeatinvError(f"--low-res-first must be SIZE:FRACTION with SIZE from 8 and FRACTION "
-                           f"in (0, 1), e.g. 64:0.5; got {text!r}.")
-    low, high = LOW_RES_FRACTIONS
+        raise FeatinvError(f"{_opt('low_res_first')} must be SIZE:FRACTION with SIZE from 8 "
+                           f"and FRACTION in (0, 1), e.g. 64:0.5; got {text!r}.")
+    low, high, given = *LOW_RES_FRACTIONS, _opt("low_res_first", text)
     if not low <= plan[1] <= high:
-        raise FeatinvError(f"--low-res-first {text}: FRACTION must be from {low} to {high}: a "
-                           "smaller part of the run is too short to help, a larger one leaves "
-                           "too few steps at full size; e.g. 64:0.5, or off.")
+        raise FeatinvError(f"{given}: FRACTION must be from {low} to {high}: a smaller part of "
+                           "the run is too short to help, a larger one leaves too few steps at "
+                           f"full size; e.g. {_opt('low_res_first', '64:0.5')}, or off.")
     if cfg.image_size is not None and plan[0] >= cfg.image_size:
-        raise FeatinvError(f"--low-res-first {text}: {plan[0]} px is not below the training "
-                           f"size {cfg.image_size} px.")
+        raise FeatinvError(f"{given}: {plan[0]} px is not below the training size "
+                           f"{cfg.image_size} px.")
     if layout_kind == "vector":
-        raise FeatinvError(f"--low-res-first {text}: '{cfg.feature}' gives a vector, which a "
-                           "decoder turns into images of one size; use --low-res-first off.")
+        raise FeatinvError(f"{given}: '{cfg.feature}' gives a vector, which a decoder turns "
+                           f"into images of one size; use {_opt('low_res_first', 'off')}.")
     if cfg.feature_cache:
-        raise FeatinvError("--low-res-first cannot be used with --feature-cache (the cache "
-                           "holds features at one size).")
+        raise FeatinvError(f"{_opt('low_res_first')} cannot be used with "
+                           f"{_opt('feature_cache')} (the cache holds features at one size).")
     return plan
 
 

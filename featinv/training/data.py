@@ -14,7 +14,10 @@ import torch
 from ..datasets.folders import (Crop, EpochBatches, FolderImages, MemoryImages, TrainImages,
                                ValImages, augment, decoded_bytes, scan_folder, store_side)
 from .distributed import World
+from .. import limits
 from ..errors import DataError
+from ..limits import budget_words
+from ..wording import opt
 from ..progress import Progress
 from .config import TrainConfig
 
@@ -70,10 +73,12 @@ def load_data(cfg: TrainConfig, device: torch.device, world: World, log,
     sizes: dict = {}
     train_files = scan_folder(cfg.data, cfg.limit, on_error=skipped.append, sizes=sizes,
                               image_size=cfg.image_size)
-    val = None
+    val, val_files = None, []
     if cfg.val and world.is_main:
         val_files = scan_folder(cfg.val, cfg.val_limit, on_error=skipped.append,
                                 image_size=cfg.image_size)
+    room = memory_room(cfg, len(val_files), world)  # before any image is decoded
+    if val_files:
         val = ValImages(val_files, cfg.image_size, on_error=skipped.append,
                         with_names=bool(cfg.feature_cache))
         check_validation(val, cfg.val)
@@ -90,7 +95,13 @@ def load_data(cfg: TrainConfig, device: torch.device, world: World, log,
     sampler = EpochBatches(len(images), batch, cfg.seed, rank=world.rank, world=world.size,
                            min_last=2)
     need = decoded_bytes(sizes.values(), max_short)
-    budget = memory_budget(cfg, device, world)
+    if cfg.data_store == "memory" and need > room:
+        raise DataError(f"{opt('data_store', 'memory')}: the {len(images)} training images take "
+                        f"about {_bytes(need)} decoded, more than {budget_words()} leaves "
+                        f"beside a step's batch and the validation images; use "
+                        f"{opt('data_store', 'files')} (decoded from disk as needed), "
+                        f"{opt('limit')} or a smaller {opt('image_size')}.")
+    budget = min(memory_budget(cfg, device, world), room)
     in_memory = cfg.data_store == "memory" or (cfg.data_store == "auto" and need <= budget)
     if not in_memory:
         source = FolderImages(images, sampler, cfg.workers, pin_memory=device.type == "cuda",
@@ -99,7 +110,7 @@ def load_data(cfg: TrainConfig, device: torch.device, world: World, log,
         if device.type == "cuda":
             where += ", JPEGs decoded on the GPU"
         if cfg.data_store == "auto":
-            where += f" ({need / 2**20:.0f} MiB decoded, over the {budget / 2**20:.0f} MiB budget)"
+            where += f" ({_bytes(need)} decoded, over the {_bytes(budget)} budget)"
         return Data(source, sampler, len(images), None, val, where)
     t0 = time.perf_counter()
     with Progress(len(images), "decoding training images", "img", report_to(world)) as bar:
@@ -113,6 +124,35 @@ def load_data(cfg: TrainConfig, device: torch.device, world: World, log,
     where = (f"in {'GPU memory' if device.type == 'cuda' else 'memory (RAM)'} "
              f"({need / 2**20:.0f} MiB, decoded in {time.perf_counter() - t0:.0f} s)")
     return Data(source, sampler, len(images), sizes, val, where)
+
+
+def _bytes(count: int) -> str:
+    """A number of bytes for messages: MB, or kB below 0.1 MB (never '0 MB')."""
+    return f"{count / 1e6:,.1f} MB" if count >= 1e5 else f"{count / 1e3:,.1f} kB"
+
+
+# float32 copies of a step's batch that training holds at least: the images, the
+# reconstructions and their gradients, the gradients of the loss
+BATCH_COPIES = 4
+
+
+def memory_room(cfg: TrainConfig, n_val: int, world: World) -> int:
+    """Bytes of featinv's memory budget (``featinv.limits``, shared by the processes on this
+    machine) left for decoded training images once a step's batch and the ``n_val``
+    validation images are held; a ``DataError`` when those alone pass it (checked before any
+    image is decoded: ``$FEATINV_MEMORY_BUDGET`` bounds training too)."""
+    budget = limits.memory_budget() // world.local_size
+    pixels = 3 * cfg.image_size ** 2
+    batch = max(1, cfg.batch_size // world.size) * pixels * 4 * BATCH_COPIES
+    held = batch + n_val * pixels  # validation images: uint8 squares
+    if held > budget:
+        val = f" and {n_val} validation images" if n_val else ""
+        smaller = (opt("batch_size"), opt("image_size"), *([opt("val_limit")] if n_val else []))
+        raise DataError(f"Training at {cfg.image_size} px holds at least {_bytes(held)} "
+                        f"for a batch of {cfg.batch_size // world.size or 1} images{val}, more "
+                        f"than {budget_words()}; use a smaller {', '.join(smaller[:-1])} or "
+                        f"{smaller[-1]}.")
+    return budget - held
 
 
 def check_validation(val: ValImages, folder: str) -> None:

@@ -6,8 +6,11 @@ imported: that module imports this one)."""
 from __future__ import annotations
 
 import math
+from typing import Any
+
 from ..choices import LOSSES
 from ..errors import FeatinvError
+from ..wording import in_cli, opt
 
 LOSS_WEIGHT_RANGE = (1e-30, 1e30)  # beyond it a loss weight is 0 or inf in float32
 # Adam's steps depend on the weights' ratios only while the gradients stay far above its eps
@@ -20,7 +23,7 @@ def _whole(name: str, value, low: int = 1, high: int | None = None) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < low or \
             (high is not None and value > high):
         bound = f"from {low} to {high}" if high else f"at least {low}"
-        raise FeatinvError(f"--{name} must be a whole number {bound}, got {value!r}.")
+        raise FeatinvError(f"{_opt(name)} must be a whole number {bound}, got {value!r}.")
 
 
 def _is_number(value) -> bool:
@@ -42,41 +45,62 @@ def _number(name: str, value, low: float, high: float | None = None, open_low: b
         need = f"a finite number{unit} from {low:g} to {high:g}"
     if not _is_number(value) or value < low or (open_low and value == low) or \
             (high is not None and value > high):
-        raise FeatinvError(f"--{name} must be {need}, got {value!r}.")
+        raise FeatinvError(f"{_opt(name)} must be {need}, got {value!r}.")
+
+
+def _opt(name: str, *value: Any) -> str:
+    """A ``TrainConfig`` field as the user gave it (``--batch-size`` / ``batch_size``)."""
+    return opt(name.replace("-", "_"), *value)
+
+
+def loss_text(loss: Any) -> str:
+    """``TrainConfig.loss`` as its string form: a string as it is, a dict of weights
+    (``{"pixel": 1, "feature": 0.05}``) as ``"pixel=1,feature=0.05"``; anything else is a
+    ``FeatinvError``."""
+    if isinstance(loss, str):
+        return loss
+    if isinstance(loss, dict) and all(isinstance(k, str) for k in loss):
+        return ",".join(f"{name}={weight}" for name, weight in loss.items())
+    raise FeatinvError(f"{opt('loss')} must be a string such as 'pixel,feature=0.05' or a dict of "
+                       f"weights such as {{'pixel': 1, 'feature': 0.05}}, got "
+                       f"{type(loss).__name__} {loss!r:.60}.")
 
 
 def parse_losses(text: str) -> dict[str, float]:
     """``"pixel,feature=0.1"`` -> ``{"pixel": 1.0, "feature": 0.1}`` (defaults from
     ``featinv.choices.LOSSES``); unknown names or bad weights are a ``FeatinvError``."""
     weights: dict[str, float] = {}
-    for item in (part.strip() for part in str(text).split(",")):
+    example = opt("loss", "pixel,feature=0.05")
+    text = loss_text(text)
+    for item in (part.strip() for part in text.split(",")):
         if not item:
             continue
         name, _, value = item.partition("=")
         name = name.strip().lower()
         if name not in LOSSES:
-            raise FeatinvError(f"Unknown loss '{name}' in --loss (choose from "
-                               f"{', '.join(LOSSES)}; e.g. --loss pixel,feature=0.05).")
+            raise FeatinvError(f"Unknown loss '{name}' in {opt('loss')} (choose from "
+                               f"{', '.join(LOSSES)}; e.g. {example}).")
         if name in weights:
-            raise FeatinvError(f"--loss names '{name}' twice ({text}); give each loss once.")
+            raise FeatinvError(f"{opt('loss')} names '{name}' twice ({text}); give each loss "
+                               "once.")
+        term = opt("loss", f"{name}={value}")
         try:
             weight = float(value) if value else LOSSES[name]
         except ValueError:
-            raise FeatinvError(f"--loss {name}={value}: the weight must be a number.") from None
+            raise FeatinvError(f"{term}: the weight must be a number.") from None
         if not (math.isfinite(weight) and weight > 0):
-            raise FeatinvError(f"--loss {name}={value}: the weight must be a finite positive "
-                               "number.")
+            raise FeatinvError(f"{term}: the weight must be a finite positive number.")
         if not LOSS_WEIGHT_RANGE[0] <= weight <= LOSS_WEIGHT_RANGE[1]:
-            raise FeatinvError(f"--loss {name}={value}: the weight must lie between 1e-30 and "
-                               "1e+30 (beyond, it vanishes or overflows in float32).")
+            raise FeatinvError(f"{term}: the weight must lie between 1e-30 and 1e+30 (beyond, "
+                               "it vanishes or overflows in float32).")
         weights[name] = weight
     if not weights:
-        raise FeatinvError("--loss names no loss; use e.g. --loss pixel.")
+        raise FeatinvError(f"{opt('loss')} names no loss; use e.g. {opt('loss', 'pixel')}.")
     if max(weights.values()) < MIN_LARGEST_WEIGHT:
-        raise FeatinvError(f"--loss {text}: every weight is below {MIN_LARGEST_WEIGHT:g}, so the "
-                           "gradients sink under the optimizer's eps (1e-8) and little or "
+        raise FeatinvError(f"{opt('loss', text)}: every weight is below {MIN_LARGEST_WEIGHT:g}, "
+                           "so the gradients sink under the optimizer's eps (1e-8) and little or "
                            "nothing is learned; only the weights' ratios matter, so scale them "
-                           "up (e.g. --loss pixel=1,feature=0.01).")
+                           f"up (e.g. {opt('loss', 'pixel=1,feature=0.01')}).")
     return weights
 
 
@@ -92,20 +116,23 @@ def check_loss_options(cfg) -> None:
 # options that act only with another: field -> (what it is for, how to add that, whether it
 # acts in ``cfg``). Given without it, one is refused instead of ignored (issue 24, D19)
 def _loss_term(term: str):
-    return (f"the {term} loss", f"add it (e.g. --loss {{loss}},{term})",
+    return (f"the {term} loss",
+            lambda cfg: f"add it (e.g. {opt('loss', ','.join([*parse_losses(cfg.loss), term]))})",
             lambda cfg: term in parse_losses(cfg.loss))
 
 
-_VAL = ("validation", "add --val DIR", lambda cfg: cfg.val is not None)
-_CACHE = ("the feature cache", "add --feature-cache DIR", lambda cfg: bool(cfg.feature_cache))
+_VAL = ("validation", lambda cfg: f"add {opt('val', 'DIR')}", lambda cfg: cfg.val is not None)
+_CACHE = ("the feature cache", lambda cfg: f"add {opt('feature_cache', 'DIR')}",
+          lambda cfg: bool(cfg.feature_cache))
 DEPENDENT_OPTIONS = {
     "comparator": _loss_term("feature"), "comparator_weights": _loss_term("feature"),
     "disc_conditional": _loss_term("adversarial"), "disc_width": _loss_term("adversarial"),
     "disc_lr": _loss_term("adversarial"), "pixel_distance": _loss_term("pixel"),
     "val_limit": _VAL, "val_every": _VAL, "preview": _VAL,
     "cache_variants": _CACHE, "cache_dtype": _CACHE,
-    "memory_budget": ("--data-store auto (it decides whether the images fit in memory)",
-                      "use --data-store auto", lambda cfg: cfg.data_store == "auto"),
+    "memory_budget": ("{auto} (it decides whether the images fit in memory)",
+                      lambda cfg: f"use {opt('data_store', 'auto')}",
+                      lambda cfg: cfg.data_store == "auto"),
 }
 
 
@@ -128,9 +155,11 @@ def check_given_options(cfg, given) -> None:
     naming what it is for and how to add that (a default never counts as given)."""
     for name, (purpose, add, acts) in DEPENDENT_OPTIONS.items():
         if name in given and not acts(cfg):
-            option = "--" + name.replace("_", "-")
-            extra = f", which --loss {cfg.loss!r} does not include" if "loss" in purpose else (
-                f", not --data-store {cfg.data_store}" if name == "memory_budget" else "")
-            add = add.format(loss=",".join(parse_losses(cfg.loss)))
-            raise FeatinvError(f"{option} is for {purpose}{extra}; {add} or drop {option} "
+            option = opt(name)
+            extra = f", which {opt('loss', loss_text(cfg.loss))} does not include" \
+                if "loss" in purpose else (f", not {opt('data_store', cfg.data_store)}"
+                                           if name == "memory_budget" else "")
+            purpose = purpose.format(auto=opt("data_store", "auto"))
+            drop = f"drop {option}" if in_cli() else f"leave {option} at its default"
+            raise FeatinvError(f"{option} is for {purpose}{extra}; {add(cfg)} or {drop} "
                                "(it would be ignored).")

@@ -199,7 +199,8 @@ def test_a_decoder_trained_earlier_is_reused_only_for_the_same_request(capsys, t
         (out / name).unlink()
     for option, value, said in (("--epochs", 2, "--epochs 1, not 2"),
                                 ("--image-size", 24, "--image-size 16, not 24")):
-        args = [*base, *train, "-p", "coefficients=3", option, value]
+        args = [*base, *train, "-p", "coefficients=3"]
+        args[args.index(option) + 1] = value  # given once: a repeated option is refused
         code, _, err = run_cli(capsys, *args)
         assert code == 1 and len(error_lines(err)) == 1 and f"({said}); pass --overwrite to " \
             "train a new one in its place, or choose another -o." in err, err

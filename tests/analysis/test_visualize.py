@@ -200,7 +200,7 @@ def test_cli_bad_input_is_one_line(capsys, tmp_path, photo, case, message):
 
 
 @pytest.mark.parametrize("width, height, args, advice", [
-    (600, 1, [], "show it at a larger --size (size= in Python), e.g. 4, with --max-side 2400"),
+    (600, 1, [], "show it at a larger size, e.g. --size 4, with --max-side 2400"),
     (1000, 1, ["--size", "4"], "use --max-side 4000 or more"),
     (1000, 1, ["--size", "4", "--max-side", "4096"], None),   # following the advice works
     (4096, 4, ["--max-side", "4096"], None),

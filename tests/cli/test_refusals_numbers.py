@@ -82,21 +82,21 @@ def config(**kw) -> TrainConfig:
 
 
 @pytest.mark.parametrize("change, match", [
-    (dict(lr=1e-320), "--lr"), (dict(lr=1e-12), "--lr"), (dict(disc_lr=1e-300), "--disc-lr"),
-    (dict(crop_scale=(1e-300, 1.0)), "--crop-scale"), (dict(crop_scale=(math.nan, 1.0)),
-                                                        "--crop-scale"),
-    (dict(width=1e-300), "--width"), (dict(memory_budget=math.inf), "--memory-budget"),
-    (dict(memory_budget=math.nan), "--memory-budget"), (dict(seed=-1), "--seed"),
-    (dict(seed=10**30), "--seed"),
-    (dict(comparator="nosuch"), "--comparator is for the feature loss"),
-    (dict(comparator_weights="w.npz"), "--comparator-weights is for the feature loss"),
-    (dict(disc_conditional=True), "--disc-conditional is for the adversarial loss"),
-    (dict(disc_width=1e9), "--disc-width"), (dict(disc_width=1e-300), "--disc-width"),
-    (dict(disc_width=math.nan), "--disc-width"), (dict(preview=-1), "--preview"),
+    (dict(lr=1e-320), "^lr"), (dict(lr=1e-12), "^lr"), (dict(disc_lr=1e-300), "^disc_lr"),
+    (dict(crop_scale=(1e-300, 1.0)), "^crop_scale"), (dict(crop_scale=(math.nan, 1.0)),
+                                                        "^crop_scale"),
+    (dict(width=1e-300), "^width"), (dict(memory_budget=math.inf), "^memory_budget"),
+    (dict(memory_budget=math.nan), "^memory_budget"), (dict(seed=-1), "^seed"),
+    (dict(seed=10**30), "^seed"),
+    (dict(comparator="nosuch"), "^comparator is for the feature loss"),
+    (dict(comparator_weights="w.npz"), "^comparator_weights is for the feature loss"),
+    (dict(disc_conditional=True), "^disc_conditional is for the adversarial loss"),
+    (dict(disc_width=1e9), "^disc_width"), (dict(disc_width=1e-300), "^disc_width"),
+    (dict(disc_width=math.nan), "^disc_width"), (dict(preview=-1), "^preview"),
     # round 7: --disc-lr 1e39 was 'RuntimeError: value cannot be converted to type float without
     # overflow'; --memory-budget 1e-320 passed although $FEATINV_MEMORY_BUDGET refuses it
-    (dict(disc_lr=1e39), "--disc-lr .* beyond float32"), (dict(lr=1e300), "--lr .* beyond"),
-    (dict(memory_budget=1e-320), "--memory-budget"),
+    (dict(disc_lr=1e39), "^disc_lr=.* beyond float32"), (dict(lr=1e300), "^lr=.* beyond"),
+    (dict(memory_budget=1e-320), "^memory_budget"),
 ])
 def test_training_numbers_that_cannot_train_are_refused_up_front(change, match):
     with pytest.raises(FeatinvError, match=match):

@@ -156,7 +156,7 @@ def test_cache_refuses_encoder_finetuning(tmp_path):
     cfg = TrainConfig(feature="lbp", data=str(tmp_path / "data"), out=str(tmp_path / "o"),
                       image_size=32, epochs=1, workers=0, device="cpu", finetune_encoder=True,
                       feature_cache=str(tmp_path / "cache"))
-    with pytest.raises(FeatinvError, match="feature-cache"):
+    with pytest.raises(FeatinvError, match="feature_cache cannot be used with finetune_encoder"):
         train(cfg, log=lambda m: None)
 
 

@@ -191,7 +191,7 @@ def test_feature_picture_draws_a_file_and_refuses_one_too_small(tmp_path):
     assert picture.ndim == 3 and picture.shape[0] == 3 and min(picture.shape[1:]) >= 64
     lbp = featinv.get_feature("lbp")
     Image.new("RGB", (4, 4)).save(tmp_path / "tiny.png")
-    with pytest.raises(FeatinvError, match=f"too small: lbp .*--size .*e.g. {lbp.rule.smallest_side}"):
+    with pytest.raises(FeatinvError, match=f"too small: lbp .*e.g. size={lbp.rule.smallest_side}"):
         feature_picture(lbp, tmp_path / "tiny.png", name="LBP")
 
 

@@ -114,7 +114,7 @@ def test_the_advice_for_a_thin_image_works(tmp_path, capsys):
     src = photo(tmp_path / "thin.png", 1, 600)
     code, _, err = run(capsys, "invert", "-f", "hog", src, "-o", tmp_path / "a.png")
     assert code == 1 and "at 1x600 px (width x height) the image is too small" in err
-    assert "e.g. 4, with --max-side 2400 or more" in err
+    assert "e.g. --size 4, with --max-side 2400 or more" in err
     code, _, err = run(capsys, "invert", "-f", "hog", src, "--size", "4", "--max-side", "2400",
                        "-o", tmp_path / "b.png")
     assert code == 0, err
@@ -125,8 +125,8 @@ def test_the_advice_for_a_thin_image_works(tmp_path, capsys):
      "used)."),  # --max-side 8000 was advised: the CLI refuses over 4096
     ("squeezenet.conv1", 9, 600, "crop it to a less elongated shape (it is 600:1; at most 455:1 "
      "can be used)."),  # a network's layout: no advice at all
-    ("squeezenet.conv1", 9, 300, "invert it at a larger --size (size= in Python), e.g. 9, with "
-     "--max-side 2700 or more (max_side=): at 9 px its longer side is 2700 px; or crop it."),
+    ("squeezenet.conv1", 9, 300, "invert it at a larger size, e.g. --size 9, with "
+     "--max-side 2700 or more: at 9 px its longer side is 2700 px; or crop it."),
 ])
 def test_thin_image_advice_can_be_followed(tmp_path, capsys, feature, side, width, advice):
     """Round 12 D9: every representation's 'too small' says what to do, and never advises a
@@ -150,7 +150,7 @@ def test_too_small_names_the_size_worked_at_not_the_files(tmp_path, capsys):
 def test_extract_gives_the_same_advice(tmp_path, capsys):
     src = photo(tmp_path / "thin.png", 1, 600)
     code, _, err = run(capsys, "extract", "-f", "hog", src, "-o", tmp_path / "f.npz")
-    assert code == 1 and "extract it at a larger --size (size= in Python), e.g. 4, with " \
+    assert code == 1 and "extract it at a larger size, e.g. --size 4, with " \
         "--max-side 2400 or more" in err, err
 
 

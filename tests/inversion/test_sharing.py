@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 
 import featinv
 from featinv import CheckpointError, FeatinvError
@@ -157,7 +158,8 @@ def test_push_load_by_hub_name_inverts_identically(hub_cache, fake_hub, tmp_path
         code, _, err = run_cli(capsys, "invert", *args, "skimage:astronaut", "--size", "96",
                                "-o", tmp_path / f"{label}.png")
         assert code == 0, err
-        outputs[label] = (tmp_path / f"{label}.png").read_bytes()
+        with Image.open(tmp_path / f"{label}.png") as img:  # the pixels: each PNG's mark
+            outputs[label] = img.tobytes()                  # names its own decoder reference
     assert outputs["hub"] == outputs["file"] == outputs["decoder"]
     assert featinv.load_decoder(f"hf-hub:{REPO}@v1").meta["feature"]["name"] == "hog"
     code, out, err = run_cli(capsys, "zoo", "--json")

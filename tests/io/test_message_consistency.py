@@ -16,6 +16,7 @@ from featinv.errors import FeatinvError, ImageError, ShapeError, quoted
 from featinv.io import sizes
 from featinv.io.files import written_together
 from featinv.io.sizes import fitted_size
+from featinv.wording import cli_wording
 
 PACKAGE = Path(featinv.__file__).parent
 
@@ -44,17 +45,21 @@ class TestThinImageAdvice:
             fitted_size(201, 2, 2, crop=True)
 
     @pytest.mark.parametrize("width, height, size, max_side, advice, works", [
-        (3, 2000, None, 1024, "use --max-side 2667 or more with --size 4 or more (size=, "
-         "max_side= in Python), or crop it.", (4, 2667)),
-        (20, 900, None, 100, "use --max-side 180 or more (max_side= in Python), or crop it.",
-         (None, 180)),
-        (100, 10, 2, 1024, "use --max-side 40 or more with --size 4 or more", (4, 40)),
+        (3, 2000, None, 1024, "use max_side=2667 or more with size=4 or more, or crop it.",
+         (4, 2667)),
+        (20, 900, None, 100, "use max_side=180 or more, or crop it.", (None, 180)),
+        (100, 10, 2, 1024, "use max_side=40 or more with size=4 or more", (4, 40)),
     ])
     def test_the_advice_names_sides_that_work(self, width, height, size, max_side, advice,
                                               works):
+        """In the API's words here; the command line's name its options (issue 24, A7)."""
         with pytest.raises(ImageError) as info:
             fitted_size(width, height, size, max_side)
         assert advice in str(info.value)
+        with cli_wording(), pytest.raises(ImageError) as info:
+            fitted_size(width, height, size, max_side)
+        assert advice.replace("max_side=", "--max-side ").replace("size=", "--size ") \
+            in str(info.value)
         assert min(fitted_size(width, height, *works)) >= sizes.MIN_WORK_SIDE
 
 

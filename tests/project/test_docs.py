@@ -141,6 +141,17 @@ def test_troubleshooting_page_lists_the_robustness_messages():
         "is a path or URL, which a packed decoder does not carry: the packed file stores the "
         "default", "is not the plugin that provides",
         "a decoder whose features depend on a file of this machine cannot be packed"}
+    reasons |= {  # issue 24, round 14: A3 (featinv's outputs), A7, N10 (train's memory budget)
+        "featinv outputs (NAME, ...): pictures featinv wrote, not photos",
+        "holds only pictures featinv wrote (reconstructions), no photos.",
+        "holds several frames or pages; featinv uses the first alone",
+        "lets it read whole; save the first picture", "is given 2 times, and only the last "
+        "would count; give it once; put several loss terms in one --loss",
+        "a file of the kernel (proc), not a checkpoint file; featinv reads only regular files.",
+        "invert it at a larger size, e.g. --size N", "for a batch of B images and N validation "
+        "images, more than the $FEATINV_MEMORY_BUDGET", "leaves beside a step's batch and the "
+        "validation images", "loss must be a string such as 'pixel,feature=0.05' or a dict"}
+    reasons |= {said for _, said in _test_module("io/test_refusals_file_kinds.py").KINDS.values()}
     missing = sorted(r for r in reasons if r not in page)
     assert not missing, f"docs/troubleshooting.md does not explain: {missing}"
 

@@ -72,19 +72,20 @@ def test_too_large_is_refused_before_the_representation_runs(little_free, monkey
         sift(torch.zeros(1, 3, 1024, 1024))
     message = str(info.value)
     assert message.startswith("sift: the features of an image of 1024x1024 px (width x height) "
-                               "would need about 0.3 GB, more than the 0.1 GB of memory free now; use --max-side ")
-    side = int(message.split("--max-side ")[1].split()[0])
+                               "would need about 0.3 GB, more than the 0.1 GB of memory free now; "
+                               "use max_side=")  # the API's words (the CLI's: --max-side N)
+    side = int(message.split("max_side=")[1].split()[0])
     assert 500 < side < 1024
     assert estimate(sift.spec.memory, side, side, sift.params) <= 100 * 10**6
     assert estimate(sift.spec.memory, side + 1, side + 1, sift.params) > 100 * 10**6
-    with pytest.raises(featinv.FeatinvError, match=r"4 images .*\(--batch-size\)"):
+    with pytest.raises(featinv.FeatinvError, match=r"4 images .*\(batch_size\)"):
         sift(torch.zeros(4, 3, 400, 400))
 
 
 def test_the_estimate_follows_the_parameters(little_free):
     hog = featinv.get_feature("hog")
     hog(torch.rand(1, 3, 640, 640))  # 49 MB at cell 8: not even looked at
-    with pytest.raises(featinv.FeatinvError, match="hog: .* 640x640 px .* --max-side"):
+    with pytest.raises(featinv.FeatinvError, match="hog: .* 640x640 px .* max_side="):
         featinv.get_feature("hog", cell_size=2)(torch.rand(1, 3, 640, 640))  # 164 MB
 
 

@@ -47,9 +47,20 @@ def trained(tmp_path_factory):
 
 
 def cli_args(root, run, *extra):
-    return ["train", "-f", "hog", "--data", root / "data", "--out", run, "--image-size", "16",
-            "--epochs", "1", "--batch-size", "4", "--workers", "0", "--device", "cpu",
-            "--precision", "fp32", "--limit", "8", "--overwrite", *extra]
+    """The run's command; an option in ``extra`` replaces the base's of that name (a repeated
+    option of one value is refused)."""
+    base = {"-f": "hog", "--data": root / "data", "--out": run, "--image-size": "16",
+            "--epochs": "1", "--batch-size": "4", "--workers": "0", "--device": "cpu",
+            "--precision": "fp32", "--limit": "8"}
+    rest, extra = [], list(extra)
+    while extra:
+        option = {"--feature": "-f"}.get(str(extra[0]), str(extra[0]))
+        if option in base and len(extra) > 1:
+            base[option] = extra[1]
+            extra = extra[2:]
+        else:
+            rest.append(extra.pop(0))
+    return ["train", *[x for pair in base.items() for x in pair], "--overwrite", *rest]
 
 
 @pytest.mark.slow

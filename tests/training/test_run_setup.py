@@ -43,7 +43,7 @@ def test_resolution_fills_in_the_training_side_and_checks_it(tmp_path):
     assert resolve_representation(cfg, {}, 227).image_size == 227
     given = resolve_representation(dataclasses.replace(cfg, image_size=64), {}, 227)
     assert given.image_size == 64 and given.width == 0.25 and cfg.image_size is None
-    with pytest.raises(FeatinvError, match="--image-size must be a whole number from 8"):
+    with pytest.raises(FeatinvError, match="image_size must be a whole number from 8"):
         resolve_representation(cfg, {}, 4)  # a plugin's own side, out of range
     with pytest.raises(FeatinvError, match="64 px is not below the training size 48 px"):
         resolve_representation(dataclasses.replace(cfg, low_res_first="64:0.5"), {}, 48)
