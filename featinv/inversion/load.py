@@ -58,8 +58,17 @@ def shipped_decoder_path(name: str, decoder: str | None = None) -> Path | None:
 def load_decoder(name_or_checkpoint: str | Path, device: str | torch.device | None = "cpu",
                  feature: str | None = None, decoder: str | None = None,
                  params: dict[str, Any] | None = None) -> Decoder:
-    """``read_decoder``, moved to ``pick_device(device)``."""
-    return read_decoder(name_or_checkpoint, feature, decoder, params).to(pick_device(device))
+    """``read_decoder``, checked as ``invert`` checks it, then moved to ``pick_device(device)``.
+
+    A decoder featinv cannot have trained or built as it is (``decoder_checks.check_decoder``:
+    batch-norm counts reset, pictures that do not or hardly depend on the features, feature
+    statistics that cannot be its representation's) is refused with a ``CheckpointError``; the
+    representation is built for that on the CPU (a warning says when it cannot be, offline)."""
+    from .decoder_checks import check_decoder, representation_of
+
+    net = read_decoder(name_or_checkpoint, feature, decoder, params)
+    check_decoder(net, name_or_checkpoint, representation_of(net))
+    return net.to(pick_device(device))
 
 
 def read_decoder(name_or_checkpoint: str | Path, feature: str | None = None,

@@ -65,27 +65,18 @@ class Inverter:
         return inverter
 
     def check_statistics(self, label) -> None:
-        """Refuse a decoder whose stored feature statistics cannot be its representation's
-        (``probes.statistics_fault`` on fixed test pictures): forged ones within the load
-        checks' bounds made it refuse every photo, or draw one flat picture for all. Likewise a
-        decoder whose pictures do not depend on the features (``probes.dependence_fault``)."""
-        from ..errors import CheckpointError, printable
-        from .probes import decoder_statistics_fault
-
-        fault = self._dependence_fault() or \
-            decoder_statistics_fault(self.extractor, self.decoder, self.device)
-        if fault:
-            raise CheckpointError(f"{printable(str(label))}: {fault}. The file was altered or "
-                                  "damaged: use an intact copy, or train it again.")
-
-    def _dependence_fault(self) -> str | None:
-        """``probes.dependence_fault`` of the decoder, from one forward of the two probe feature
-        arrays (kept: ``_far_from_range`` judges the same output)."""
-        from .probes import dependence_fault, own_features_output
+        """Refuse a decoder that featinv cannot have trained or built as it is
+        (``decoder_checks.check_decoder``, on this device): batch-norm counts reset, pictures
+        that do not or hardly depend on the features (forged weights drew one flat picture for
+        every photo), or stored feature statistics that cannot be its representation's
+        (``probes.statistics_fault`` on fixed test pictures). Its pictures of features like its
+        training data's are kept for ``_far_from_range``."""
+        from .decoder_checks import check_decoder
+        from .probes import own_features_output
 
         out = own_features_output(self.decoder)
         self._own_fault = output_fault(out) or ""
-        return dependence_fault(self.decoder, out)
+        check_decoder(self.decoder, label, self.extractor, self.device, out)
 
     @property
     def feature(self) -> str:

@@ -170,7 +170,9 @@ class Run(Saving):
         self._log_start()
 
     def _init_from(self, path: str) -> None:
-        """Start from a trained decoder's weights (``--init-from``: file, folder, NAME[.VARIANT])."""
+        """Start from a decoder's weights (``--init-from``: file, folder, NAME[.VARIANT]), refused
+        as ``invert`` refuses it (``featinv.load_decoder``'s checks): training from an altered
+        decoder wrote one that invert refused, or hid what was altered."""
         from ..inversion.load import load_decoder
 
         start = load_decoder(path, device=self.device, feature=self.cfg.feature,
@@ -183,6 +185,9 @@ class Run(Saving):
                                   "--image-size.")
         self.decoder.load_state_dict(start.state_dict())
         self.log(f"starting from the weights of {printable(path)}")
+        if bool((start.feature_std == 1).all()):  # built without statistics (the API): training
+            self._init_feature_stats()  # sets them, as invert expects of a trained decoder
+            self.log("its feature statistics (0 and 1: none) are set from the training images")
 
     def _log_start(self) -> None:
         cfg = self.cfg

@@ -89,16 +89,29 @@ class TestDecodersWhosePicturesDoNotDependOnTheFeatures:
         Inverter.load(path, device="cpu")
 
     def test_few_training_steps_are_not_judged_on_how_little_they_depend(self):
-        decoder = read_decoder("hog")
-        assert probes.training_steps(decoder) >= probes.HARDLY_STEPS
+        """Round 14: the steps the metadata records count beside the batch counts, and weights
+        as initialisation drew them (--lr 1e-7) are not judged, whatever the steps."""
+        ext = featinv.get_feature("hog")
+        torch.manual_seed(0)
+        decoder = build_decoder(ext.spec, ext.layout(32, 32), 32, "residual", 0.125)
+        decoder.meta = {}
         out = torch.full((2, 3, 8, 8), 0.5)
         out[:, :, 0] = 0.9
         out[1, 0, 1, 1] += 1e-5  # 2.5e-5 of the range apart
-        assert "hardly depend" in probes.dependence_fault(decoder, out)
-        for name, buffer in decoder.named_buffers():
-            if name.endswith("num_batches_tracked"):
-                buffer.fill_(probes.HARDLY_STEPS - 1)
+        counters = [b for n, b in decoder.named_buffers() if n.endswith("num_batches_tracked")]
+        for buffer in counters:
+            buffer.fill_(probes.HARDLY_STEPS)
+        assert probes.as_initialised(decoder) and probes.dependence_fault(decoder, out) is None
+        with torch.no_grad():
+            decoder.body.stem[0].weight.mul_(1.5)  # moved by training, not far
+        assert not probes.as_initialised(decoder) and probes.weight_reach(decoder) < probes.FAR
+        assert "after 100 training steps" in probes.dependence_fault(decoder, out)
+        for buffer in counters:
+            buffer.fill_(probes.HARDLY_STEPS - 1)
         assert probes.dependence_fault(decoder, out) is None
+        decoder.meta = {"training": {"feature": "hog"}, "metrics": {"step": 5000}}
+        assert "after 5000 training steps" in probes.dependence_fault(decoder, out)
+        decoder.meta = {}
         out[1] = out[0]  # one picture: refused however little it trained
         assert "do not depend" in probes.dependence_fault(decoder, out)
 
@@ -138,14 +151,17 @@ class TestZeroOneStatisticsWithoutTrainingMetadata:
         assert "its batch-norm layers counted 37500 batches of training" in str(info.value)
 
     def test_metadata_copied_onto_an_untrained_network_is_no_sign(self):
-        """Tests and earlier versions write 'metrics' onto untrained decoders: only 'training'
-        and the batch-norm counts say that a decoder was trained."""
+        """Tests and earlier versions write 'metrics' onto untrained decoders, and 'training'
+        too: a network as featinv built it (round 14) is untrained whatever its metadata says."""
         ext = featinv.get_feature("hog")
         decoder = build_decoder(ext.spec, ext.layout(32, 32), 32, "compact", 0.125)
         decoder.meta = {"metrics": {"step": 5000}, "progress": {"step": 5000}}
         assert probes.trained_by(decoder) is None and probes.training_steps(decoder) == 0
         decoder.meta["training"] = {"feature": "hog"}
         assert probes.training_steps(decoder) == 5000
+        assert probes.trained_by(decoder) is None  # untouched weights
+        with torch.no_grad():
+            decoder.body.stream_a[0][0].weight.mul_(2)  # no longer as drawn
         assert probes.trained_by(decoder) == "its metadata says it was trained"
 
     def test_an_untrained_decoder_without_statistics_is_not_judged(self, tmp_path):

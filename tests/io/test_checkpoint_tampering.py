@@ -116,6 +116,16 @@ CASES = {
         "zzz": 10**400})), "not a whole number of at most 20 digits"),
     "a learning rate of 10**400": (dict(edit_meta=lambda m: m.update(training={"lr": 10**400})),
                                    "'training.lr' is a whole number of 401 digits, not"),
+    # round 14 (N7 without batch norm, A2): weights far beyond their initial range tell long
+    # training, which sets the statistics; a validation error below 0.5 tells pictures that
+    # depend on the features (see inversion/test_refusals_training_evidence.py)
+    "0/1 statistics beside weights trained long": (
+        dict(edit_tensors=lambda t: _scale_weights(t, 4.0)),
+        "the mark of long training, which sets them from the training images"),
+    "a validation error no one picture reaches": (
+        dict(edit_tensors=lambda t: _scale_weights(t, 1.2),
+             edit_meta=lambda m: m.update(metrics={"val_normalized_error": 0.3})),
+        "below the 0.5 that one picture for every image cannot beat"),
 }
 # round 9: the fields a decoder is not built from, which pack copies into what it ships (one
 # row of docs/troubleshooting.md explains them all: "featinv never writes that")
@@ -202,6 +212,13 @@ INFO_CASES = {
     "image size beside the decoder's": (dict(edit_meta=lambda m: m["decoder"].update(
         image_size=64)), "'image_size' is 32, not 64"),
 }
+
+
+def _scale_weights(tensors, factor):
+    """Every convolution weight times ``factor``: no longer as initialisation drew them."""
+    for key, value in tensors.items():
+        if key.endswith("weight") and value.dim() > 1:
+            value.mul_(factor)
 
 
 def _cast(tensors, key, dtype):
