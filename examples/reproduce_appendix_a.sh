@@ -44,7 +44,8 @@ case $WHICH in
   hog)
     # the shipped HOG decoder's network (v2: x0.1875; the study in docs/paper.md tuned v1, x0.125)
     rep=(-f hog --preset residual --width 0.1875 --crop-scale 0.8)
-    tune=(--limit "${LIMIT:-16384}" --epochs "${EPOCHS:-2}" --lr 1e-4 --schedule constant
+    size=(--limit "${LIMIT:-16384}" --epochs "${EPOCHS:-2}")
+    tune=(--lr 1e-4 --schedule constant
           --init-from "$(cd "$(dirname "$0")/.." && pwd)/featinv/zoo/hog.safetensors")
     base_eval=(-f hog) ;;
   squeezenet)
@@ -52,8 +53,8 @@ case $WHICH in
          --crop-scale 0.8)
     train base "${rep[@]}" --limit "${BASE_LIMIT:-8192}" --epochs "${BASE_EPOCHS:-2}" \
       --schedule cosine --lr 1e-3
-    tune=(--limit "${LIMIT:-8192}" --epochs "${EPOCHS:-1}" --lr 1e-4 --schedule constant
-          --init-from "$OUT/base/decoder.safetensors")
+    size=(--limit "${LIMIT:-8192}" --epochs "${EPOCHS:-1}")
+    tune=(--lr 1e-4 --schedule constant --init-from "$OUT/base/decoder.safetensors")
     base_eval=(-c "$OUT/base/decoder.safetensors") ;;
   *) echo "unknown representation '$WHICH': hog or squeezenet" >&2; exit 2 ;;
 esac
@@ -61,9 +62,10 @@ esac
 arms=("pixel" "pixel,feature" "pixel,feature,adversarial" "pixel,feature,adversarial=0.05")
 names=(pixel pixel_feature pixel_feature_adversarial pixel_feature_adversarial_x10)
 for i in "${!arms[@]}"; do
-  train "${names[$i]}" "${rep[@]}" "${tune[@]}" --loss "${arms[$i]}"
+  train "${names[$i]}" "${rep[@]}" "${size[@]}" "${tune[@]}" --loss "${arms[$i]}"
 done
 if [ "$WHICH" = hog ]; then  # (e) a deeper comparator, as in DeePSiM: SqueezeNet's fire5
+  # (its own --limit and --epochs: featinv refuses an option given twice)
   train pixel_feature_squeezenet "${rep[@]}" "${tune[@]}" --limit "${SQ_LIMIT:-8192}" \
     --epochs 1 --loss pixel,feature=0.1 --comparator squeezenet.fire5 \
     --comparator-weights "$WEIGHTS"
