@@ -158,9 +158,17 @@ def _guard_stdout() -> None:
                                   errors=out.errors, line_buffering=True)
 
 
-def _out_of_memory() -> None:
+SIZING = ("--size", "--max-side", "--image-size", "--batch-size", "--limit")
+
+
+def _out_of_memory(args: list[str]) -> None:
+    """Say so, naming the options of the command in ``args`` that size its work."""
+    command = next((cli.commands[a] for a in args if a in cli.commands), None)
+    have = {o for p in (command.params if command else ()) for o in getattr(p, "opts", ())}
+    names = [o for o in SIZING if o in have] or list(SIZING)
+    listed = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
     _echo_error("out of memory: this work needs more memory than the machine has left; use "
-                "a smaller --size, --max-side, --image-size, --batch-size or --limit.")
+                f"a smaller {listed}.")
     sys.exit(1)
 
 
@@ -208,14 +216,14 @@ def main(argv: list[str] | None = None) -> None:
     except MemoryError:  # what the header checks could not foresee (a plugin's appetite)
         if debug:
             raise
-        _out_of_memory()
+        _out_of_memory(args)
     except Exception as exc:  # a bug or an environment problem: still one line by default
         if debug:
             raise
         from ..limits import allocation_failure
 
         if allocation_failure(exc):  # PyTorch's words for it: RuntimeError, OutOfMemoryError
-            _out_of_memory()
+            _out_of_memory(args)
         if isinstance(exc, OSError) and exc.errno == errno.ENAMETOOLONG:  # a path of the user's
             from ..errors import printable
 

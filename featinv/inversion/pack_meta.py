@@ -20,9 +20,11 @@ from typing import Any
 
 from ..errors import CheckpointError, printable, shown
 
-# a value that names a file or folder (a separator, a leading '~') or has a scheme of two
-# letters or more ('https:', 'hf-hub:'; 'C:' is a drive, and holds a separator anyway)
-LOCATION = re.compile(r"[\\/]|^~|^[A-Za-z][A-Za-z0-9+.-]+:")
+# a value that names a file or folder: a separator, a leading '~', a scheme ('https:',
+# 'hf-hub:'), a drive ('C:x', relative to that drive's folder) or a weights file's suffix
+# ('sq.safetensors', a bare name in the trainer's folder)
+LOCATION = re.compile(r"[\\/]|^~|^[A-Za-z][A-Za-z0-9+.-]*:|\.(safetensors|npz|npy|pt|pth|bin|"
+                      r"ckpt|pkl|h5|onnx)$", re.IGNORECASE)
 
 
 class PackedMetadata(UserWarning):

@@ -182,7 +182,10 @@ def _parse_meta(path: Path, header: dict[str, str], expected_format: str) -> dic
                               f"{MAX_META_DEPTH} levels); use an intact copy.")
     if not isinstance(meta, dict) or meta.get("format") != expected_format:
         got = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
-        raise CheckpointError(f"{path}: expected a {expected_format} file, found {got!r}.")
+        advice = (" (a training run's state); pass the run folder or its decoder.safetensors "
+                  "instead." if got == STATE_FORMAT and expected_format == FORMAT
+                  else ".")
+        raise CheckpointError(f"{path}: expected a {expected_format} file, found {got!r}{advice}")
     version = meta.get("format_version", 0)
     if isinstance(version, bool) or not isinstance(version, int) or version < 0:
         raise CheckpointError(f"{path}: incomplete featinv metadata (missing or invalid "

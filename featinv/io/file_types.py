@@ -1,7 +1,7 @@
 """What a file that should have been a ``.safetensors`` checkpoint is instead, told from its
-first bytes (and a zip's directory), for the refusal to name it: an archive to unpack, a pickled
-PyTorch file (never unpickled), an image, a text file, a file of the kernel. Nothing is
-decompressed, unpickled or parsed beyond a few bytes."""
+first bytes (and a zip's first and last few kB), for the refusal to name it: an archive to
+unpack, a pickled PyTorch file (never unpickled), an image, a text file, a file of the kernel.
+Nothing is decompressed, unpickled or parsed beyond a few kB."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -33,6 +33,7 @@ TAR_MAGIC = b"ustar"  # at byte 257 of a tar archive
 PICKLE = "looks like a pickled PyTorch file; featinv never unpickles files. Convert the " \
     "weights to safetensors first."
 HEAD_BYTES = 512
+ZIP_TAIL = 4096  # bytes read at a zip's end for its directory's last entries
 
 
 def kernel_file(path: str | Path) -> str | None:
@@ -89,14 +90,26 @@ def _text(head: bytes) -> bool:
 
 def _zip_kind(path: str | Path) -> str:
     """'torch' (torch.save's zip: a data.pkl inside), 'numpy' (only .npy members) or 'zip', from
-    the archive's directory alone (no member is read or decompressed)."""
-    import zipfile
-
+    the names of the first member (its local header, at the start) and of the directory entries
+    within the last ``ZIP_TAIL`` bytes: a bounded read, never the whole directory (a forged one
+    can list millions of members), nothing decompressed."""
+    names = []
     try:
-        with zipfile.ZipFile(path) as archive:
-            names = archive.namelist()[:100_000]
-    except (zipfile.BadZipFile, OSError, ValueError, RuntimeError):
+        with open(path, "rb") as f:
+            head = f.read(30 + 256)
+            if head[:4] == b"PK\x03\x04":
+                names.append(head[30:30 + int.from_bytes(head[26:28], "little")])
+            size = f.seek(0, 2)
+            f.seek(max(0, size - ZIP_TAIL))
+            tail = f.read(ZIP_TAIL)
+    except (OSError, ValueError):
         return "zip"
-    if any(name.endswith("data.pkl") for name in names):
+    at = tail.find(b"PK\x01\x02")
+    while at != -1 and at + 46 <= len(tail):
+        length = int.from_bytes(tail[at + 28:at + 30], "little")
+        names.append(tail[at + 46:at + 46 + length])
+        at = tail.find(b"PK\x01\x02", at + 46)
+    names = [n for n in names if n]
+    if any(n.endswith(b"data.pkl") for n in names):
         return "torch"
-    return "numpy" if names and all(n.endswith(".npy") for n in names) else "zip"
+    return "numpy" if names and all(n.endswith(b".npy") for n in names) else "zip"

@@ -42,6 +42,13 @@ def _check_file(path: Path) -> int:
     empty or unreadable file, and anything that is not a regular file (a FIFO would block, a
     link to ``/dev/zero`` never ends)."""
     if path.is_dir():
+        from .marks import featinv_output
+
+        files = find_images(path)  # a folder whose PNGs featinv wrote all were left out
+        if files and all(featinv_output(f) for f in files):
+            raise ImageError(f"{printable(path)}: holds only pictures featinv wrote "
+                             "(reconstructions, skipped), no photos; pass the photos' folder, "
+                             "or name a picture's file to read it on purpose.")
         raise ImageError(f"{printable(path)}: is a directory, not an image file.")
     if not path.exists():
         raise ImageError(f"{printable(path)}: no such file.")

@@ -23,6 +23,7 @@ MARK_KEY = "featinv"  # the tEXt keyword
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MAX_CHUNKS = 64  # chunks looked at before the pixels; featinv's mark is the second
 MAX_TEXT = 4096  # bytes of a tEXt chunk read to look for the keyword
+INCLUDE_ENV = "FEATINV_INCLUDE_OUTPUTS"  # set to 1: marked PNGs are read as photos too
 
 
 _SAID: set[tuple[str, int]] = set()  # (folder, how many) said so far in this process
@@ -77,6 +78,8 @@ def featinv_output(path: str | Path) -> bool:
 def without_outputs(files: Iterable[Path], folder: str | Path) -> list[Path]:
     """``files`` (listed below ``folder``) without the PNGs featinv wrote; an ``OutputsSkipped``
     warning says how many were left out."""
+    if os.environ.get(INCLUDE_ENV, "") not in ("", "0"):
+        return list(files)
     kept, skipped = [], []
     for path in files:
         (skipped if featinv_output(path) else kept).append(path)
@@ -89,6 +92,7 @@ def without_outputs(files: Iterable[Path], folder: str | Path) -> list[Path]:
         warnings.warn(OutputsSkipped(
             f"{printable(folder)}: skipped {len(skipped)} featinv output"
             f"{'s' if len(skipped) > 1 else ''} ({example}{', ...' if len(skipped) > 1 else ''}"
-            "): pictures featinv wrote, not photos; keep outputs in a folder of their own"),
+            "): pictures featinv wrote, not photos; keep outputs in a folder of their own (to read "
+            f"them as photos, set {INCLUDE_ENV}=1)"),
             stacklevel=2)
     return kept

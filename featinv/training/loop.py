@@ -43,6 +43,7 @@ from ..progress import Progress
 from ..representation.plugins import GENERIC_BUILDER
 from ..representation.registry import get_feature
 from ..io.state_checks import check_history, check_optimizer_state, finite_record, metrics_line
+from ..wording import opt
 from .config import (DEFAULT_IMAGE_SIZE, TrainConfig, check_config,  # noqa: F401
                      check_resumable, config_json, effective_lr, low_res_plan, lr_at,
                      resume_note, settings_line, total_steps, warmup_steps)
@@ -178,11 +179,12 @@ class Run(Saving):
         start = load_decoder(path, device=self.device, feature=self.cfg.feature,
                                params=self.cfg.params)
         if start.config != self.decoder.config or start.layout != self.decoder.layout:
-            raise CheckpointError(f"--init-from {path}: that decoder ({start.config.get('family')}"
-                                  f", width {start.config.get('width')}, "
+            raise CheckpointError(f"{opt('init_from', str(path))}: that decoder "
+                                  f"({start.config.get('family')}, width "
+                                  f"{start.config.get('width')}, "
                                   f"{start.config.get('image_size')} px) differs from the one "
-                                  "this run builds; use the same --preset, --width and "
-                                  "--image-size.")
+                                  f"this run builds; use the same {opt('preset')}, "
+                                  f"{opt('width')} and {opt('image_size')}.")
         self.decoder.load_state_dict(start.state_dict())
         self.log(f"starting from the weights of {printable(path)}")
         if bool((start.feature_std == 1).all()):  # built without statistics (the API): training

@@ -118,7 +118,8 @@ def test_fine_tuning_a_pixel_decoder_with_other_losses(tmp_path):
                  init_from=str(tmp_path / "pixel" / "decoder.safetensors")), log=logs.append)
     assert any("starting from the weights of" in m for m in logs)
     assert not any("resuming" in m for m in logs)  # a fresh start, not a resume
-    with pytest.raises(FeatinvError, match="differs from the one this run builds"):
+    with pytest.raises(FeatinvError, match=r"^init_from='.*differs from the one this run builds; "
+                       r"use the same preset, width and image_size\.$"):  # the API's words
         train(config(tmp_path / "data", tmp_path / "wide", width=0.5,
                      init_from=str(tmp_path / "pixel" / "decoder.safetensors")), log=quiet)
     meta = checkpoint.read_meta(tmp_path / "tuned" / "decoder.safetensors")
