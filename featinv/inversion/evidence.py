@@ -186,25 +186,16 @@ def training_steps(decoder) -> int:
 
 
 def trained_by(decoder) -> str | None:
-    """What says that ``decoder`` was trained (words for a message), or None: its metadata's
-    ``training``, batches its batch-norm layers counted, their running statistics moved, or its
-    weights far beyond their initial range (``FAR``); never for a network as featinv built it
-    (``untouched``: metadata copied onto it). A decoder of a plugin's network, or of the paper's
-    presets (without batch norm) trained briefly, whose ``training`` was deleted is not told
-    from an untrained one."""
+    """What says that ``decoder`` was trained by featinv, which always sets its feature
+    statistics (words for a message), or None: its metadata's ``training``, the record ``featinv
+    train`` writes; never for a network as featinv built it (``untouched``: metadata copied onto
+    it). Batches its batch-norm layers counted, running statistics that moved and weights far
+    beyond their initial range (``FAR``) say only that it was trained, not by whom: a decoder from
+    ``build_decoder`` trained in the user's own loop without ``set_feature_stats`` shows them all
+    (issue 24, round 15: D2). So a decoder whose ``training`` was deleted is not told from one."""
     if untouched(decoder):
         return None
     meta = getattr(decoder, "meta", None) or {}
     if meta.get("training"):
         return "its metadata says it was trained"
-    counts = _counts(decoder)
-    if counts and max(counts):
-        return f"its batch-norm layers counted {max(counts)} batches of training"
-    if any(_moved(norm) > MOVED for _, norm in _norms(decoder)):
-        return ("its batch-norm layers' running statistics moved from where they start (mean 0, "
-                "variance 1) in training")
-    reach = weight_reach(decoder)
-    if reach is not None and reach >= FAR:
-        return (f"its weights reach {reach:.3g} times the range initialisation draws them from "
-                "(the median layer's largest), the mark of long training")
     return None

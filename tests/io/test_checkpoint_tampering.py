@@ -116,12 +116,14 @@ CASES = {
         "zzz": 10**400})), "not a whole number of at most 20 digits"),
     "a learning rate of 10**400": (dict(edit_meta=lambda m: m.update(training={"lr": 10**400})),
                                    "'training.lr' is a whole number of 401 digits, not"),
-    # round 14 (N7 without batch norm, A2): weights far beyond their initial range tell long
-    # training, which sets the statistics; a validation error below 0.5 tells pictures that
-    # depend on the features (see inversion/test_refusals_training_evidence.py)
-    "0/1 statistics beside weights trained long": (
-        dict(edit_tensors=lambda t: _scale_weights(t, 4.0)),
-        "the mark of long training, which sets them from the training images"),
+    # round 14 (A2), round 15 (D2): featinv's training record tells training that sets the
+    # statistics (weights trained long do not: one's own loop need not set them); a validation
+    # error below 0.5 tells pictures that depend on the features (see
+    # inversion/test_refusals_training_evidence.py)
+    "0/1 statistics beside featinv's training record": (
+        dict(edit_tensors=lambda t: _scale_weights(t, 4.0),
+             edit_meta=lambda m: m.update(training={"feature": "hog"})),
+        "but its metadata says it was trained, which sets them from the training images"),
     "a validation error no one picture reaches": (
         dict(edit_tensors=lambda t: _scale_weights(t, 1.2),
              edit_meta=lambda m: m.update(metrics={"val_normalized_error": 0.3})),
