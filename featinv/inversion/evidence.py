@@ -12,14 +12,13 @@ pictures depend on the features, and training always sets its feature statistics
 - Its weights, in a network featinv builds: initialisation draws every weight of a convolution
   or fully connected layer uniformly within +-1/sqrt(fan_in) (PyTorch's default; a residual
   block's last convolution starts at 0), batch-norm gains at 1 and biases at 0. Training takes
-  them beyond that range (``weight_reach``); a learning rate too small to move them leaves them
-  as drawn (``as_initialised``). Weights cannot be made to look untrained again without drawing
+  them beyond that range; a learning rate too small to move them leaves them as drawn
+  (``as_initialised``). Weights cannot be made to look untrained again without drawing
   them afresh, which leaves an untrained network.
 """
 from __future__ import annotations
 
 import math
-import statistics
 
 import torch
 from torch import nn
@@ -38,12 +37,6 @@ MOVED = 1e-3
 # and HOG, SIFT, LBP and SqueezeNet decoders of up to 5000 steps at 0.8 and more. (Adam, without
 # weight decay, moves each weight by about the learning rate a step, whatever its gradient.)
 SHRUNK, SHRUNK_SEEN = 0.1, 0.4
-# the median layer's largest weight FAR times its initial range: trained long. Measured on HOG,
-# SIFT, LBP and SqueezeNet decoders at 32 and 64 px: 1.0 untrained and after 100 steps at --lr
-# 1e-7, 1.2 to 1.7 after 100 steps, 2.2 to 2.9 after 1200, 3.1 to 3.8 after 5000; the shipped
-# decoders 3.5 (hog.realistic) to 39. (How little a decoder's pictures depend on the features
-# is no measure of it: SIFT's compact preset, 3.6 after 5000 steps, draws pictures 0.005 apart.)
-FAR = 3.0
 
 
 def _generic(decoder) -> bool:
@@ -92,12 +85,6 @@ def shrunk_layer(decoder) -> tuple[str, float] | None:
             return name, ratio
     return None
 
-
-def weight_reach(decoder) -> float | None:
-    """The median layer's largest weight in units of ``init_range``: at most 1 in a network as
-    initialised, ``FAR`` and more after long training; None for a plugin's network."""
-    ratios = [float(w.abs().max()) / init_range(w) for _, w in _layers(decoder)]
-    return statistics.median(ratios) if ratios else None
 
 
 def _drawn(weight: torch.Tensor) -> bool:
@@ -166,31 +153,13 @@ def counter_fault(decoder) -> str | None:
     return None
 
 
-def _whole(value) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
-
-
-def training_steps(decoder) -> int:
-    """The steps ``decoder`` was trained for as far as its file tells: the batches its
-    batch-norm layers counted (a step may pass more than one through them), or the step its
-    metadata's ``metrics`` or ``progress`` record where its ``training`` says it was trained,
-    whichever is larger; else 0. (Metadata alone is no sign: it can be deleted, and copied onto
-    any network; ``as_initialised`` tells such a network.)"""
-    counts = _counts(decoder)
-    meta = getattr(decoder, "meta", None) or {}
-    steps = [max(counts)] if counts else []
-    if meta.get("training"):
-        steps += [_whole(meta[key].get("step")) for key in ("metrics", "progress")
-                  if isinstance(meta.get(key), dict)]
-    return max(steps, default=0)
-
 
 def trained_by(decoder) -> str | None:
     """What says that ``decoder`` was trained by featinv, which always sets its feature
     statistics (words for a message), or None: its metadata's ``training``, the record ``featinv
     train`` writes; never for a network as featinv built it (``untouched``: metadata copied onto
     it). Batches its batch-norm layers counted, running statistics that moved and weights far
-    beyond their initial range (``FAR``) say only that it was trained, not by whom: a decoder from
+    beyond their initial range say only that it was trained, not by whom: a decoder from
     ``build_decoder`` trained in the user's own loop without ``set_feature_stats`` shows them all
     (issue 24, round 15: D2). So a decoder whose ``training`` was deleted is not told from one."""
     if untouched(decoder):

@@ -17,8 +17,8 @@ import statistics
 
 import torch
 
-from .evidence import (FAR, SHRUNK_SEEN, as_initialised, shrunk_layer, trained_by,  # noqa: F401
-                       training_steps, untouched, weight_reach)
+from .evidence import (SHRUNK_SEEN, as_initialised, shrunk_layer, trained_by,  # noqa: F401
+                       untouched)
 
 # the median per-channel RMS of the features of probe_images, normalised by a decoder's feature
 # statistics. Measured (issue 24, round 12) on the shipped decoders and 50 trained ones (HOG,
@@ -187,7 +187,7 @@ SAME = 1e-7
 # decoders give 0.25 to 0.66 (validation errors 0.16 to 0.6). Not judged on that gap alone: HOG,
 # SIFT, LBP and SqueezeNet decoders trained at 32 and 64 px on 6 photos give 0.0003 to 0.2 after
 # 100 to 5000 steps (SIFT's compact preset at most 0.005; errors 0.71: they learnt the mean
-# picture), with weights far beyond their initial range (evidence.FAR) after 2000 steps.
+# picture), with weights far beyond their initial range after 2000 steps.
 APART = 0.02
 # one picture for every image, the best a decoder that ignores the features can do, has a
 # validation error (the paper's, normalised by the mean distance between the images) of 0.5 or

@@ -104,7 +104,7 @@ class TestDecodersWhosePicturesDoNotDependOnTheFeatures:
         with torch.no_grad():
             decoder.body.stem[0].weight.mul_(1.5)  # moved by training, not far
         decoder.meta = {"training": {"feature": "hog"}, "metrics": {"step": 5000}}
-        assert not probes.as_initialised(decoder) and probes.training_steps(decoder) == 5000
+        assert not probes.as_initialised(decoder)
         assert probes.dependence_fault(decoder, out) is None
         decoder.meta["metrics"]["val_normalized_error"] = 0.4  # one picture cannot score that
         assert "validation error of 0.4" in probes.dependence_fault(decoder, out)
@@ -160,9 +160,8 @@ class TestZeroOneStatisticsWithoutTrainingMetadata:
         ext = featinv.get_feature("hog")
         decoder = build_decoder(ext.spec, ext.layout(32, 32), 32, "compact", 0.125)
         decoder.meta = {"metrics": {"step": 5000}, "progress": {"step": 5000}}
-        assert probes.trained_by(decoder) is None and probes.training_steps(decoder) == 0
+        assert probes.trained_by(decoder) is None
         decoder.meta["training"] = {"feature": "hog"}
-        assert probes.training_steps(decoder) == 5000
         assert probes.trained_by(decoder) is None  # untouched weights
         with torch.no_grad():
             decoder.body.stream_a[0][0].weight.mul_(2)  # no longer as drawn

@@ -121,8 +121,7 @@ class TestResetBatchCounts:
                 if name.endswith("num_batches_tracked"):
                     tensors[name].fill_(5)
         path = edited(tmp_path / "d.safetensors", both(lowered, scaled(lambda n: n == STEM, 1e-4)))
-        decoder = read_decoder(path)
-        assert probes.training_steps(decoder) == read_meta(path)["metrics"]["step"]
+        assert read_meta(path)["metrics"]["step"] >= 100
         with pytest.raises(CheckpointError, match="hardly depend on the features"):
             Inverter.load(path, device="cpu")
 
@@ -211,14 +210,13 @@ class TestScaledWeights:
         decoder.meta["metrics"] = {"val_normalized_error": 0.49}
         assert "validation error of 0.49" in probes.dependence_fault(decoder, out)
 
-    def test_the_weights_of_short_trainings_lie_below_far(self):
-        """Initialisation draws within the range (reach <= 1)."""
+    def test_networks_as_built_look_as_initialised(self):
+        """Initialisation draws within the range, and no layer is shrunk."""
         ext = featinv.get_feature("sift")
         for preset in ("compact", "residual", "paper"):
             decoder = build_decoder(ext.spec, ext.layout(48, 48), 48, preset, 0.125)
-            assert evidence.weight_reach(decoder) <= 1.0 and evidence.as_initialised(decoder)
+            assert evidence.as_initialised(decoder)
             assert evidence.shrunk_layer(decoder) is None
-        assert evidence.weight_reach(read_decoder("hog.realistic")) >= evidence.FAR
 
 
 class TestWeightsFarFromInitialisation:
@@ -235,7 +233,7 @@ class TestWeightsFarFromInitialisation:
             for name, weight in decoder.named_parameters():
                 if name.endswith("weight"):
                     weight.mul_(4)  # as long training leaves them: beyond the initial range
-        assert evidence.weight_reach(decoder) >= evidence.FAR
+        assert not evidence.as_initialised(decoder)
         assert stored_statistics_fault(decoder_with_meta(decoder, ext)) is None
         decoder.meta["training"] = {"feature": "hog"}
         fault = stored_statistics_fault(decoder)
