@@ -232,7 +232,8 @@ def dependence_fault(decoder, out: torch.Tensor | None = None) -> str | None:
 def _scaled_fault(decoder, gap: float) -> str | None:
     """Why pictures ``gap`` apart (less than ``APART``) hardly depend on the features of
     ``decoder`` (not a network as featinv built it): its metadata's validation error says they
-    did (``ONE_PICTURE``), or a layer's weights were scaled down (``evidence.shrunk_layer``)."""
+    did (``ONE_PICTURE``), or a layer's weights were scaled down (``evidence.shrunk_layer``) in a
+    decoder that featinv trained (``trained_by``)."""
     told = f"its pictures hardly depend on the features (two different feature arrays give " \
         f"pictures at most {gap:.2g} apart in [0, 1])"
     metrics = (getattr(decoder, "meta", None) or {}).get("metrics")
@@ -241,7 +242,9 @@ def _scaled_fault(decoder, gap: float) -> str | None:
         return (f"{told}, yet its metadata records a validation error of {error:.3g}, below the "
                 f"{ONE_PICTURE:g} that one picture for every image cannot beat (trained decoders "
                 f"below it: 0.25 apart and more); {DEPENDENCE_ADVICE}")
-    shrunk = shrunk_layer(decoder)
+    # featinv's trainer uses no weight decay; one's own loop may, and may shrink a layer as far
+    # (issue 24, round 16: N2), so only featinv's training record makes a shrunk layer a sign
+    shrunk = shrunk_layer(decoder) if trained_by(decoder) else None
     if shrunk:
         name, ratio = shrunk
         return (f"{told}, and its layer {name} holds weights {ratio:.2g} times as large as "

@@ -24,6 +24,9 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MAX_CHUNKS = 64  # chunks looked at before the pixels; featinv's mark is the second
 MAX_TEXT = 4096  # bytes of a tEXt chunk read to look for the keyword
 INCLUDE_ENV = "FEATINV_INCLUDE_OUTPUTS"  # set to 1: marked PNGs are read as photos too
+# the values that turn it on; any other (0, false, no, off, "00") leaves the outputs skipped, with
+# the warning that names the variable
+INCLUDE_ON = ("1", "true", "yes", "on")
 
 
 _SAID: set[tuple[str, int]] = set()  # (folder, how many) said so far in this process
@@ -78,7 +81,7 @@ def featinv_output(path: str | Path) -> bool:
 def without_outputs(files: Iterable[Path], folder: str | Path) -> list[Path]:
     """``files`` (listed below ``folder``) without the PNGs featinv wrote; an ``OutputsSkipped``
     warning says how many were left out."""
-    if os.environ.get(INCLUDE_ENV, "") not in ("", "0"):
+    if os.environ.get(INCLUDE_ENV, "").strip().lower() in INCLUDE_ON:
         return list(files)
     kept, skipped = [], []
     for path in files:

@@ -179,6 +179,14 @@ class TestScaledWeights:
                            "training does not leave"):
             featinv.load_decoder(path)
 
+    def test_a_shrunk_layer_without_the_training_record_is_no_sign(self, tmp_path):
+        """One's own loop with weight decay shrinks layers as far (round 16, N2): without
+        featinv's 'training' record a shrunk layer says nothing, and the decoder loads."""
+        path = edited(tmp_path / "d.safetensors", scaled(lambda n: n == STEM, 1e-2),
+                      lambda m: (m.pop("metrics"), m.pop("training")))
+        decoder = featinv.load_decoder(path)
+        assert evidence.shrunk_layer(decoder) is not None
+
     @pytest.mark.parametrize("name", ["hog", "hog.realistic", "lbp", "sift", "squeezenet.conv1",
                                       "squeezenet.fire9", "squeezenet.conv10",
                                       "squeezenet.pool10"])

@@ -116,6 +116,11 @@ def test_marked_pngs_are_read_as_photos_when_asked(tmp_path, monkeypatch):
         assert len(without_outputs(files, tmp_path / "d")) == 2
     monkeypatch.setenv(INCLUDE_ENV, "1")
     assert len(without_outputs(files, tmp_path / "d")) == 3
+    for off in ("0", "false", "no", "off", " 00", "nonsense"):  # round 16, N4: only a yes counts
+        monkeypatch.setenv(INCLUDE_ENV, off)
+        assert len(without_outputs(files, tmp_path / "d")) == 2, off
+    monkeypatch.setenv(INCLUDE_ENV, " Yes ")
+    assert len(without_outputs(files, tmp_path / "d")) == 3
 
 
 def test_a_training_state_given_as_a_decoder_says_what_to_pass(tmp_path):
