@@ -97,27 +97,47 @@ def _check_directory(path: Path) -> None:
     one of 178 MB took 43 s and 1.3 GB); only the last 64 kB are read."""
     try:
         with open(path, "rb") as f:
-            size = f.seek(0, 2)
-            f.seek(max(0, size - 65_557))  # the end record (22 bytes) and its longest comment
-            tail = f.read()
-            at = tail.rfind(b"PK\x05\x06")
-            if at < 0 or at + 22 > len(tail):
-                return  # zipfile reports it
-            count = int.from_bytes(tail[at + 10:at + 12], "little")
-            directory = int.from_bytes(tail[at + 12:at + 16], "little")
-            if (count == 0xFFFF or directory == 0xFFFFFFFF) and at >= 20 \
-                    and tail[at - 20:at - 16] == b"PK\x06\x07":  # zip64: its own end record
-                f.seek(int.from_bytes(tail[at - 12:at - 4], "little"))
-                record = f.read(56)
-                if record[:4] == b"PK\x06\x06" and len(record) == 56:
-                    count = int.from_bytes(record[32:40], "little")
-                    directory = int.from_bytes(record[40:48], "little")
-    except (OSError, ValueError):
-        return
+            # zipfile's own search for the end record (and the zip64 one it always follows), so
+            # that decoy bytes or a zip64 record cannot make this check see another directory
+            # than the one zipfile then reads (round 16, N1); it reads the file's tail only
+            find_end = getattr(zipfile, "_EndRecData", None)
+            if find_end is not None:
+                record = find_end(f)
+                if record is None:
+                    return  # zipfile reports it
+                count = record[getattr(zipfile, "_ECD_ENTRIES_TOTAL", 4)]
+                directory = record[getattr(zipfile, "_ECD_SIZE", 5)]
+            else:
+                count, directory = _declared(f)
+                if count is None:
+                    return  # zipfile reports it
+    except (OSError, ValueError, zipfile.BadZipFile):
+        return  # zipfile reports it
     if count > MAX_MEMBERS or directory > MAX_DIRECTORY:
         raise _refuse(path, f"a directory of {count} members in {directory} bytes; an .npz "
                             f"featinv reads has fewer than {MAX_MEMBERS} in at most "
                             f"{MAX_DIRECTORY} bytes.")
+
+
+def _declared(f) -> tuple[int | None, int | None]:
+    """The members and directory bytes the end record of the zip open as ``f`` declares (where
+    zipfile has no ``_EndRecData``), reading the last 64 kB; None, None if it has none."""
+    size = f.seek(0, 2)
+    f.seek(max(0, size - 65_557))  # the end record (22 bytes) and its longest comment
+    tail = f.read()
+    at = tail.rfind(b"PK\x05\x06")
+    if at < 0 or at + 22 > len(tail):
+        return None, None
+    count = int.from_bytes(tail[at + 10:at + 12], "little")
+    directory = int.from_bytes(tail[at + 12:at + 16], "little")
+    if (count == 0xFFFF or directory == 0xFFFFFFFF) and at >= 20 \
+            and tail[at - 20:at - 16] == b"PK\x06\x07":  # zip64: its own end record
+        f.seek(int.from_bytes(tail[at - 12:at - 4], "little"))
+        record = f.read(56)
+        if record[:4] == b"PK\x06\x06" and len(record) == 56:
+            count = int.from_bytes(record[32:40], "little")
+            directory = int.from_bytes(record[40:48], "little")
+    return count, directory
 
 
 def _npy_header(f, path, member: str) -> tuple[Entry, int]:

@@ -288,3 +288,29 @@ def test_a_safetensors_header_is_parsed_without_mapping_the_file(tmp_path):
     (tmp_path / "g.safetensors").write_bytes(raw[:8] + b"[" + raw[9:])
     with pytest.raises(CheckpointError, match="not a safetensors file"):
         checkpoint.read_meta(tmp_path / "g.safetensors")
+
+
+def _forged_directory(path: Path, members: int, decoy: bool) -> Path:
+    """A zip whose directory holds ``members`` entries; with ``decoy``, the end record's offset
+    field holds the bytes of an end record's signature, which a search from the end finds first
+    (zipfile still reads the real record: round 16, N1)."""
+    import struct
+    name = b"a.npy"
+    entry = struct.pack("<4s6H3L5H2L", b"PK\x01\x02", 20, 20, 0, 0, 0, 0, 0, 0, 0, len(name),
+                        0, 0, 0, 0, 0, 0) + name
+    local = b"PK\x03\x04\x14\x00" + b"\0" * 20 + struct.pack("<HH", len(name), 0) + name
+    directory = entry * members
+    offset = int.from_bytes(b"PK\x05\x06", "little") if decoy else len(local)
+    end = struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, members & 0xFFFF, members & 0xFFFF,
+                      len(directory), offset, 0)
+    path.write_bytes(local + directory + end)
+    return path
+
+
+@pytest.mark.parametrize("decoy", [False, True], ids=["plain", "decoy_signature"])
+def test_a_forged_directory_is_judged_by_the_record_zipfile_reads(tmp_path, monkeypatch, decoy):
+    monkeypatch.setattr("featinv.io.archives.MAX_DIRECTORY", 20 * 1000)
+    path = _forged_directory(tmp_path / "w.npz", 1000, decoy)
+    with pytest.raises(FeatinvError, match=r"a directory of \d+ members in 51000 bytes; an \.npz "
+                       "featinv reads has fewer than"):
+        npz_entries(path)
