@@ -16,7 +16,7 @@ from featinv import ComputedGrid
 from featinv.representation.guard import PluginAborted, plugin_code
 from featinv.representation.plugins import plugin_problems
 
-from test_plugins import Plugin, _Failing, fake_distribution, make_spec
+from test_plugins import Plugin, RaisingModule, _Failing, fake_distribution, make_spec
 
 
 class _OwnBaseException(BaseException):
@@ -82,7 +82,7 @@ class TestPluginEndingTheProcessIsAPluginFailure:
     def test_in_build_forward_and_layout(self, exc, text, extra_plugins):
         extra_plugins("ending", Plugin(
             make_spec("build_ends", build=_raising(exc)),
-            make_spec("forward_ends", build=lambda: _Module(exc)),
+            make_spec("forward_ends", build=lambda: RaisingModule(exc)),
             make_spec("layout_ends", rule=lambda: ComputedGrid(_raising(exc), "f(h, w)"))))
         extra_plugins("rule_ending", Plugin(make_spec("rule_ends", rule=_raising(exc))))
         with pytest.raises(featinv.PluginError,
@@ -98,15 +98,6 @@ class TestPluginEndingTheProcessIsAPluginFailure:
         assert problems["rule_ending"] == ("error in featinv_register_features: PluginError: "
                                            f"'rule_ends' declares an invalid layout: {text}")
         assert featinv.get_feature("hog")(torch.rand(1, 3, 16, 16)).shape == (1, 31, 2, 2)
-
-
-class _Module(torch.nn.Module):
-    def __init__(self, exc):
-        super().__init__()
-        self.exc = exc
-
-    def forward(self, x):
-        raise self.exc
 
 
 class TestPluginEndingTheProcessInTheCli:

@@ -13,7 +13,7 @@ import featinv
 from featinv.representation.guard import MESSAGE_LIMIT, exception_text, message_text
 from featinv.representation.plugins import plugin_problems
 
-from test_plugins import Plugin, fake_distribution, make_spec
+from test_plugins import Plugin, RaisingModule, fake_distribution, make_spec
 
 PLACEHOLDER = "(its message cannot be shown: its __str__ failed)"
 
@@ -42,15 +42,6 @@ class _SubclassStr(Exception):
 class _Huge(Exception):
     def __str__(self):
         return "A" * 5_000_000
-
-
-class _Module(torch.nn.Module):
-    def __init__(self, exc):
-        super().__init__()
-        self.exc = exc
-
-    def forward(self, x):
-        raise self.exc
 
 
 def _raising(exc):
@@ -98,7 +89,7 @@ class TestPluginExceptionTextIsGuardedAndBounded:
         exc = _failing_str(inner)
         extra_plugins("hookfails", Plugin(error=exc))
         extra_plugins("strfails", Plugin(make_spec("build_fails", build=_raising(exc)),
-                                         make_spec("forward_fails", build=lambda: _Module(exc))))
+                                         make_spec("forward_fails", build=lambda: RaisingModule(exc))))
         problems = {p.name: p.error for p in plugin_problems()}
         assert problems["hookfails"] == (f"error in featinv_register_features: StrFails: "
                                          f"{PLACEHOLDER}")
@@ -113,7 +104,7 @@ class TestPluginExceptionTextIsGuardedAndBounded:
     def test_a_featinv_error_the_plugin_raises_is_wrapped_when_its_text_is_bad(self, exc,
                                                                                extra_plugins):
         bad = type("BadError", (featinv.FeatinvError,), {"__str__": type(exc).__str__})()
-        extra_plugins("strfails", Plugin(make_spec("forward_fails", build=lambda: _Module(bad))))
+        extra_plugins("strfails", Plugin(make_spec("forward_fails", build=lambda: RaisingModule(bad))))
         with pytest.raises(featinv.PluginError) as info:
             featinv.get_feature("forward_fails")(torch.rand(1, 3, 16, 16))
         assert "forward_fails (plugin strfails) failed on a batch" in str(info.value)
@@ -125,7 +116,7 @@ class TestPluginExceptionTextIsGuardedAndBounded:
         from featinv.cli.main import main
 
         exc = _failing_str(inner)
-        extra_plugins("strfails", Plugin(make_spec("forward_fails", build=lambda: _Module(exc))))
+        extra_plugins("strfails", Plugin(make_spec("forward_fails", build=lambda: RaisingModule(exc))))
         with pytest.raises(SystemExit) as info:
             main(["extract", "-f", "forward_fails", "skimage:astronaut", "--size", "32",
                   "-o", str(tmp_path / "e.npz"), "--device", "cpu"])

@@ -23,19 +23,10 @@ from featinv.representation.guard import (FAILED, HUNG, MESSAGE_LIMIT, exception
                                           message_text, passes_as_is)
 from featinv.representation.plugins import plugin_infos, plugin_problems
 
-from test_plugins import Plugin, fake_distribution, make_spec
+from test_plugins import Plugin, RaisingModule, fake_distribution, make_spec
 
 HUGE = 5_000_000
 HugeName = type("N" * HUGE, (Exception,), {})
-
-
-class _Module(torch.nn.Module):
-    def __init__(self, exc):
-        super().__init__()
-        self.exc = exc
-
-    def forward(self, x):
-        raise self.exc
 
 
 class TestNamesAreBounded:
@@ -64,7 +55,7 @@ class TestNamesAreBounded:
         from featinv.cli.main import main
 
         extra_plugins("hugename", Plugin(make_spec("huge_fwd",
-                                                   build=lambda: _Module(HugeName("x")))))
+                                                   build=lambda: RaisingModule(HugeName("x")))))
         with pytest.raises(featinv.PluginError) as info:
             featinv.get_feature("huge_fwd")(torch.rand(1, 3, 16, 16))
         assert len(str(info.value)) < 300
@@ -199,7 +190,7 @@ class TestAStrThatNeverReturns:
         Endless = endless()
         extra_plugins("endless_hook", Plugin(error=Endless()))
         extra_plugins("endless_fwd", Plugin(make_spec("endless_fwd",
-                                                      build=lambda: _Module(endless()()))))
+                                                      build=lambda: RaisingModule(endless()()))))
         problems = {p.name: p.error for p in plugin_problems()}
         assert problems["endless_hook"] == f"error in featinv_register_features: Endless: {HUNG}"
         with pytest.raises(featinv.PluginError, match=r"Endless: \(its message cannot be "
@@ -238,7 +229,7 @@ class TestAStrThatNeverReturns:
         assert not passes_as_is(OwnStr())
         assert passes_as_is(featinv.FeatinvError("plain"))
         assert not passes_as_is(featinv.FeatinvError(_Odd()))
-        extra_plugins("ownstr", Plugin(make_spec("own_str", build=lambda: _Module(OwnStr()))))
+        extra_plugins("ownstr", Plugin(make_spec("own_str", build=lambda: RaisingModule(OwnStr()))))
         with pytest.raises(featinv.PluginError, match=r"failed on a batch .*: OwnStr: fine"):
             featinv.get_feature("own_str")(torch.rand(1, 3, 16, 16))
 

@@ -18,6 +18,17 @@ def make_spec(name, build=None, rule=None, **kw):
                        rule=rule or (lambda: CellGrid(1, 4)), **kw)
 
 
+class RaisingModule(nn.Module):
+    """A representation's network whose forward raises ``exc`` (a plugin failing mid-run)."""
+
+    def __init__(self, exc):
+        super().__init__()
+        self.exc = exc
+
+    def forward(self, x):
+        raise self.exc
+
+
 class Plugin:
     """A plugin object registering the given specs (or raising)."""
 
